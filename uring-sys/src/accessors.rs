@@ -198,8 +198,7 @@ impl io_uring_sqe {
     /// obligation: it must stay within the SQE slot the ring really has.
     #[inline]
     pub fn cmd_ptr(this: *mut Self) -> *mut u8 {
-        this.cast::<u8>()
-            .wrapping_add(offset_of!(Self, __bindgen_anon_6))
+        this.cast::<u8>().wrapping_add(offset_of!(Self, __bindgen_anon_6))
     }
 }
 
@@ -212,9 +211,7 @@ impl io_uring_cqe {
     /// CQE that really is 32 bytes.
     #[inline]
     pub fn big_cqe_ptr(this: *const Self) -> *const u64 {
-        this.cast::<u8>()
-            .wrapping_add(core::mem::size_of::<Self>())
-            .cast()
+        this.cast::<u8>().wrapping_add(core::mem::size_of::<Self>()).cast()
     }
 }
 
@@ -225,12 +222,7 @@ impl io_uring_buf_ring {
     /// writing the entries.
     #[inline]
     pub fn tail_ptr(this: *mut Self) -> *mut u16 {
-        this.cast::<u8>()
-            .wrapping_add(offset_of!(
-                io_uring_buf_ring__bindgen_ty_1__bindgen_ty_1,
-                tail
-            ))
-            .cast()
+        this.cast::<u8>().wrapping_add(offset_of!(io_uring_buf_ring__bindgen_ty_1__bindgen_ty_1, tail)).cast()
     }
 
     /// Address of `bufs[0]`: the ring's entries start at the ring's base
@@ -245,9 +237,7 @@ impl io_uring_task_restriction {
     /// Address of `restrictions[0]`, the flexible array after the header.
     #[inline]
     pub fn restrictions_ptr(this: *mut Self) -> *mut io_uring_restriction {
-        this.cast::<u8>()
-            .wrapping_add(offset_of!(Self, __bindgen_anon_1))
-            .cast()
+        this.cast::<u8>().wrapping_add(offset_of!(Self, __bindgen_anon_1)).cast()
     }
 }
 

@@ -25,6 +25,25 @@
 //! kernel writes that this build does not know must not be undefined
 //! behaviour.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use uring_sys::*;
+//!
+//! let mut params = io_uring_params { flags: IORING_SETUP_NO_SQARRAY, ..Default::default() };
+//! // SAFETY: `params` is valid for the call; no flag hands the kernel our memory.
+//! let fd = unsafe { io_uring_setup(64, &mut params) }?;
+//! assert!(params.sq_entries >= 64);
+//!
+//! let mut sqe = io_uring_sqe::default();
+//! sqe.opcode = IORING_OP_READ as u8;
+//! sqe.fd = 0;
+//! sqe.set_addr(0x1000); // sqe->addr, an anonymous union member in C
+//! sqe.len = 4096;
+//! # let _ = (fd, sqe);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+//!
 //! # Supported targets
 //!
 //! Linux on `x86_64` and `aarch64`, the two architectures the bindings are

@@ -24,11 +24,7 @@ const KERNEL_SIGSET_SIZE: usize = 8;
 #[inline(always)]
 fn check(ret: c_long) -> io::Result<c_long> {
     // The kernel reports failure as -4095..=-1.
-    if (-4095..0).contains(&ret) {
-        Err(io::Error::from_raw_os_error(-ret as i32))
-    } else {
-        Ok(ret)
-    }
+    if (-4095..0).contains(&ret) { Err(io::Error::from_raw_os_error(-ret as i32)) } else { Ok(ret) }
 }
 
 /// Issues a raw system call with up to six arguments and returns the
@@ -40,15 +36,7 @@ fn check(ret: c_long) -> io::Result<c_long> {
 /// pointer among them must be valid for what the kernel reads or writes
 /// through it.
 #[inline(always)]
-unsafe fn raw_syscall6(
-    nr: c_long,
-    a0: usize,
-    a1: usize,
-    a2: usize,
-    a3: usize,
-    a4: usize,
-    a5: usize,
-) -> c_long {
+unsafe fn raw_syscall6(nr: c_long, a0: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize) -> c_long {
     #[cfg(target_arch = "x86_64")]
     {
         let ret: c_long;
@@ -136,17 +124,7 @@ unsafe fn raw_syscall6(
 pub unsafe fn io_uring_setup(entries: u32, params: *mut io_uring_params) -> io::Result<RawFd> {
     // SAFETY: the caller guarantees `params` is valid for the kernel's read
     // and write of one `io_uring_params`, and any memory it names.
-    let ret = unsafe {
-        raw_syscall6(
-            libc::SYS_io_uring_setup,
-            entries as usize,
-            params as usize,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
+    let ret = unsafe { raw_syscall6(libc::SYS_io_uring_setup, entries as usize, params as usize, 0, 0, 0, 0) };
     check(ret).map(|fd| fd as RawFd)
 }
 
@@ -299,24 +277,11 @@ pub unsafe fn io_uring_enter2(
 /// `io_uring_register(2)`.
 #[doc(alias = "SYS_io_uring_register")]
 #[inline]
-pub unsafe fn io_uring_register(
-    fd: c_int,
-    opcode: c_uint,
-    arg: *const c_void,
-    nr_args: c_uint,
-) -> io::Result<c_uint> {
+pub unsafe fn io_uring_register(fd: c_int, opcode: c_uint, arg: *const c_void, nr_args: c_uint) -> io::Result<c_uint> {
     // SAFETY: forwarded obligations; the caller guarantees `arg`/`nr_args`
     // fit `opcode` and that registered memory outlives its registration.
     let ret = unsafe {
-        raw_syscall6(
-            libc::SYS_io_uring_register,
-            fd as usize,
-            opcode as usize,
-            arg as usize,
-            nr_args as usize,
-            0,
-            0,
-        )
+        raw_syscall6(libc::SYS_io_uring_register, fd as usize, opcode as usize, arg as usize, nr_args as usize, 0, 0)
     };
     check(ret).map(|n| n as c_uint)
 }
@@ -329,10 +294,7 @@ mod tests {
     fn errno_range_maps_to_errors() {
         assert_eq!(check(0).unwrap(), 0);
         assert_eq!(check(7).unwrap(), 7);
-        assert_eq!(
-            check(-(libc::EBADF as c_long)).unwrap_err().raw_os_error(),
-            Some(libc::EBADF)
-        );
+        assert_eq!(check(-(libc::EBADF as c_long)).unwrap_err().raw_os_error(), Some(libc::EBADF));
         assert_eq!(check(-4095).unwrap_err().raw_os_error(), Some(4095));
         // Values below the errno range are not errors (e.g. addresses).
         assert!(check(-4096).is_ok());

@@ -96,7 +96,13 @@ fn bytes(sqe: &io_uring_sqe) -> [u8; 64] {
 /// Sets one member through its accessor on a zeroed SQE and checks that
 /// exactly bytes `offset..offset + width` changed, holding `value`
 /// little-endian, and that the getter reads it back.
-fn check_member(name: &str, offset: usize, width: usize, set: impl Fn(&mut io_uring_sqe), get: impl Fn(&io_uring_sqe) -> u64) {
+fn check_member(
+    name: &str,
+    offset: usize,
+    width: usize,
+    set: impl Fn(&mut io_uring_sqe),
+    get: impl Fn(&io_uring_sqe) -> u64,
+) {
     // A value with a distinct non-zero byte in every position of the width.
     let value: u64 = 0x0807_0605_0403_0201 & (u64::MAX >> (64 - 8 * width));
     let mut sqe = io_uring_sqe::default();

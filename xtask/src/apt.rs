@@ -30,28 +30,18 @@ impl PrivateApt {
                  Pass the headers yourself with --headers DIR (a linux-libc-dev usr/include tree)."
             )));
         }
-        let sources: String = suites
-            .iter()
-            .map(|suite| format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n"))
-            .collect();
+        let sources: String =
+            suites.iter().map(|suite| format!("deb [signed-by={KEYRING}] {MIRROR} {suite} main\n")).collect();
         util::write(&root.join("etc/sources.list"), &sources)?;
-        for dir in [
-            "etc/sources.list.d",
-            "etc/preferences.d",
-            "state/lists/partial",
-            "cache/archives/partial",
-        ] {
-            std::fs::create_dir_all(root.join(dir)).map_err(|e| {
-                Failure::new(format!("cannot create {}: {e}", root.join(dir).display()))
-            })?;
+        for dir in ["etc/sources.list.d", "etc/preferences.d", "state/lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(root.join(dir))
+                .map_err(|e| Failure::new(format!("cannot create {}: {e}", root.join(dir).display())))?;
         }
         let status = root.join("status");
         if !status.exists() {
             util::write(&status, "")?;
         }
-        Ok(Self {
-            root: root.to_path_buf(),
-        })
+        Ok(Self { root: root.to_path_buf() })
     }
 
     fn options(&self) -> Vec<String> {
@@ -81,12 +71,8 @@ impl PrivateApt {
 
     /// Refreshes the package indexes of the private configuration.
     pub(crate) fn update(&self) -> Result<()> {
-        util::output(self.apt("apt-get").arg("update")).map_err(|f| {
-            Failure::unavailable(format!(
-                "cannot read Debian's package indexes: {}",
-                f.message
-            ))
-        })?;
+        util::output(self.apt("apt-get").arg("update"))
+            .map_err(|f| Failure::unavailable(format!("cannot read Debian's package indexes: {}", f.message)))?;
         Ok(())
     }
 
@@ -103,10 +89,7 @@ impl PrivateApt {
         // Sort newest first with dpkg's own version ordering.
         let mut sorted: Vec<String> = Vec::with_capacity(versions.len());
         for v in versions {
-            let pos = sorted
-                .iter()
-                .position(|s| dpkg_newer(&v, s))
-                .unwrap_or(sorted.len());
+            let pos = sorted.iter().position(|s| dpkg_newer(&v, s)).unwrap_or(sorted.len());
             sorted.insert(pos, v);
         }
         Ok(sorted)
@@ -116,24 +99,18 @@ impl PrivateApt {
     /// A version the suites no longer offer is an `unavailable` failure that
     /// lists what they do offer.
     pub(crate) fn download(&self, package: &str, version: &str, dir: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Failure::new(format!("cannot create {}: {e}", dir.display())))?;
         let offered = self.versions(package)?;
         if !offered.iter().any(|v| v == version) {
             return Err(Failure::unavailable(format!(
                 "Debian no longer offers {package} {version} (offered now: {}). Run \
                  `cargo xtask bindgen --repin` to move the pin to the newest, review the \
                  regenerated bindings and commit both.",
-                if offered.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    offered.join(", ")
-                }
+                if offered.is_empty() { "nothing".to_owned() } else { offered.join(", ") }
             )));
         }
         let mut cmd = self.apt("apt-get");
-        cmd.current_dir(dir)
-            .args(["download", &format!("{package}={version}")]);
+        cmd.current_dir(dir).args(["download", &format!("{package}={version}")]);
         util::output(&mut cmd)?;
         let prefix = format!("{package}_");
         let found = std::fs::read_dir(dir)
@@ -145,31 +122,22 @@ impl PrivateApt {
                 name.starts_with(&prefix) && name.contains(version) && name.ends_with(".deb")
             });
         found.ok_or_else(|| {
-            Failure::new(format!(
-                "apt-get download left no {package} {version} .deb in {}",
-                dir.display()
-            ))
+            Failure::new(format!("apt-get download left no {package} {version} .deb in {}", dir.display()))
         })
     }
 }
 
 /// Whether Debian version `a` is newer than `b`.
 fn dpkg_newer(a: &str, b: &str) -> bool {
-    Command::new("dpkg")
-        .args(["--compare-versions", a, "gt", b])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
+    Command::new("dpkg").args(["--compare-versions", a, "gt", b]).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// Extracts a `.deb` into `dest` with `dpkg-deb -x`.
 pub(crate) fn extract(deb: &Path, dest: &Path) -> Result<()> {
     if dest.exists() {
-        std::fs::remove_dir_all(dest)
-            .map_err(|e| Failure::new(format!("cannot clear {}: {e}", dest.display())))?;
+        std::fs::remove_dir_all(dest).map_err(|e| Failure::new(format!("cannot clear {}: {e}", dest.display())))?;
     }
-    std::fs::create_dir_all(dest)
-        .map_err(|e| Failure::new(format!("cannot create {}: {e}", dest.display())))?;
+    std::fs::create_dir_all(dest).map_err(|e| Failure::new(format!("cannot create {}: {e}", dest.display())))?;
     util::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest))?;
     Ok(())
 }

@@ -37,16 +37,8 @@ pub(crate) struct Target {
 
 /// The architectures `uring-sys` supports.
 pub(crate) const TARGETS: [Target; 2] = [
-    Target {
-        arch: "x86_64",
-        clang: "x86_64-unknown-linux-gnu",
-        multiarch: "x86_64-linux-gnu",
-    },
-    Target {
-        arch: "aarch64",
-        clang: "aarch64-unknown-linux-gnu",
-        multiarch: "aarch64-linux-gnu",
-    },
+    Target { arch: "x86_64", clang: "x86_64-unknown-linux-gnu", multiarch: "x86_64-linux-gnu" },
+    Target { arch: "aarch64", clang: "aarch64-unknown-linux-gnu", multiarch: "aarch64-linux-gnu" },
 ];
 
 /// The headers whose io_uring ABI is bound. Each include is there because
@@ -185,10 +177,7 @@ impl Pin {
             headers_package: get("headers_package")?,
             headers_version: get("headers_version")?,
             headers_sha256: get("headers_sha256")?,
-            headers_suites: get("headers_suites")?
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect(),
+            headers_suites: get("headers_suites")?.split_whitespace().map(str::to_owned).collect(),
             libclang_package: get("libclang_package")?,
             libclang_version: get("libclang_version")?,
             text: text.to_owned(),
@@ -240,9 +229,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--check" => parsed.check = true,
             "--repin" => parsed.repin = true,
             "--headers" => {
-                let dir = it
-                    .next()
-                    .ok_or_else(|| Failure::usage("--headers needs a directory"))?;
+                let dir = it.next().ok_or_else(|| Failure::usage("--headers needs a directory"))?;
                 parsed.headers = Some(PathBuf::from(dir));
             }
             other => return Err(Failure::usage(format!("bindgen: unknown option `{other}`"))),
@@ -252,9 +239,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
         return Err(Failure::usage("--check and --repin contradict each other"));
     }
     if parsed.headers.is_some() && parsed.repin {
-        return Err(Failure::usage(
-            "--repin downloads headers; it cannot be combined with --headers",
-        ));
+        return Err(Failure::usage("--repin downloads headers; it cannot be combined with --headers"));
     }
     Ok(parsed)
 }
@@ -289,13 +274,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     dir.display()
                 )));
             }
-            Source::Dir {
-                include: dir.clone(),
-            }
+            Source::Dir { include: dir.clone() }
         }
-        None => Source::Pinned {
-            include: obtain_pinned(&root, &pin)?,
-        },
+        None => Source::Pinned { include: obtain_pinned(&root, &pin)? },
     };
 
     let libclang = load_libclang(&pin)?;
@@ -338,14 +319,10 @@ pub(crate) fn bindings_path(root: &Path, target: Target) -> PathBuf {
 /// Downloads (once) and unpacks the pinned headers package, verifying its
 /// SHA-256; returns its `usr/include`.
 fn obtain_pinned(root: &Path, pin: &Pin) -> Result<PathBuf> {
-    let unpacked = root
-        .join("target/xtask/headers")
-        .join(sanitize(&pin.headers_version));
+    let unpacked = root.join("target/xtask/headers").join(sanitize(&pin.headers_version));
     let stamp = unpacked.join(".sha256");
     let include = unpacked.join("usr/include");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == pin.headers_sha256)
-        && include.exists()
-    {
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == pin.headers_sha256) && include.exists() {
         return Ok(include);
     }
     println!(
@@ -354,11 +331,7 @@ fn obtain_pinned(root: &Path, pin: &Pin) -> Result<PathBuf> {
     );
     let apt = PrivateApt::new(&root.join("target/xtask/apt"), &pin.headers_suites)?;
     apt.update()?;
-    let deb = apt.download(
-        &pin.headers_package,
-        &pin.headers_version,
-        &root.join("target/xtask/debs"),
-    )?;
+    let deb = apt.download(&pin.headers_package, &pin.headers_version, &root.join("target/xtask/debs"))?;
     let actual = util::sha256_file(&deb)?;
     if actual != pin.headers_sha256 {
         return Err(Failure::new(format!(
@@ -376,21 +349,11 @@ fn obtain_pinned(root: &Path, pin: &Pin) -> Result<PathBuf> {
 fn repin(root: &Path, pin: &Pin, pin_path: &Path) -> Result<Pin> {
     let apt = PrivateApt::new(&root.join("target/xtask/apt"), &pin.headers_suites)?;
     apt.update()?;
-    let newest = apt
-        .versions(&pin.headers_package)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            Failure::new(format!(
-                "the suites {:?} offer no {}",
-                pin.headers_suites, pin.headers_package
-            ))
+    let newest =
+        apt.versions(&pin.headers_package)?.into_iter().next().ok_or_else(|| {
+            Failure::new(format!("the suites {:?} offer no {}", pin.headers_suites, pin.headers_package))
         })?;
-    let deb = apt.download(
-        &pin.headers_package,
-        &newest,
-        &root.join("target/xtask/debs"),
-    )?;
+    let deb = apt.download(&pin.headers_package, &newest, &root.join("target/xtask/debs"))?;
     let sha = util::sha256_file(&deb)?;
     let text = Pin::parse(&pin.with("headers_version", &newest))?.with("headers_sha256", &sha);
     util::write(pin_path, &text)?;
@@ -399,16 +362,7 @@ fn repin(root: &Path, pin: &Pin, pin_path: &Path) -> Result<Pin> {
 }
 
 fn sanitize(version: &str) -> String {
-    version
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    version.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' }).collect()
 }
 
 /// Points clang-sys at the pinned libclang and checks its version, because
@@ -444,9 +398,7 @@ fn bindgen_version(root: &Path) -> Result<String> {
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
         if line.trim() == "name = \"bindgen\""
-            && let Some(v) = lines
-                .next()
-                .and_then(|l| l.trim().strip_prefix("version = \""))
+            && let Some(v) = lines.next().and_then(|l| l.trim().strip_prefix("version = \""))
         {
             return Ok(v.trim_end_matches('"').to_owned());
         }
@@ -458,11 +410,7 @@ fn bindgen_version(root: &Path) -> Result<String> {
 fn generate(include: &Path, target: Target, scratch: &Path) -> Result<String> {
     let arch_include = include.join(target.multiarch);
     if !arch_include.join("asm/types.h").exists() {
-        return Err(Failure::new(format!(
-            "{} has no asm/types.h for {}",
-            arch_include.display(),
-            target.arch
-        )));
+        return Err(Failure::new(format!("{} has no asm/types.h for {}", arch_include.display(), target.arch)));
     }
     let build_dir = scratch.join(target.arch);
     std::fs::create_dir_all(&build_dir)
@@ -501,15 +449,11 @@ fn generate(include: &Path, target: Target, scratch: &Path) -> Result<String> {
     for item in ALLOWLIST {
         builder = builder.allowlist_item(item);
     }
-    let bindings = builder
-        .generate()
-        .map_err(|e| Failure::new(format!("bindgen failed for {}: {e}", target.arch)))?;
+    let bindings = builder.generate().map_err(|e| Failure::new(format!("bindgen failed for {}: {e}", target.arch)))?;
     let text = bindings.to_string();
     // The build directory's path must not leak into committed output.
     if text.contains(&*build_dir.to_string_lossy()) || text.contains(&*include.to_string_lossy()) {
-        return Err(Failure::new(
-            "generated bindings mention a local path; refusing to write them",
-        ));
+        return Err(Failure::new("generated bindings mention a local path; refusing to write them"));
     }
     Ok(text)
 }
@@ -517,23 +461,12 @@ fn generate(include: &Path, target: Target, scratch: &Path) -> Result<String> {
 const BODY_HASH_KEY: &str = "// body-sha256: ";
 
 /// The preamble and body of a generated file.
-fn render(
-    pin: &Pin,
-    source: &Source,
-    target: Target,
-    bindgen: &str,
-    libclang: &str,
-    body: &str,
-) -> Result<String> {
+fn render(pin: &Pin, source: &Source, target: Target, bindgen: &str, libclang: &str, body: &str) -> Result<String> {
     let headers = match source {
-        Source::Pinned { .. } => format!(
-            "Debian {} {} (sha256 {})",
-            pin.headers_package, pin.headers_version, pin.headers_sha256
-        ),
-        Source::Dir { include } => format!(
-            "{} (given with --headers, not the pinned package)",
-            include.display()
-        ),
+        Source::Pinned { .. } => {
+            format!("Debian {} {} (sha256 {})", pin.headers_package, pin.headers_version, pin.headers_sha256)
+        }
+        Source::Dir { include } => format!("{} (given with --headers, not the pinned package)", include.display()),
     };
     Ok(format!(
         "// @generated by `cargo xtask bindgen` (xtask/src/bindgen.rs). DO NOT EDIT.\n\
@@ -558,14 +491,9 @@ pub(crate) fn verify_integrity(text: &str) -> Result<()> {
     let (preamble, body) = text
         .split_once("\n\n")
         .ok_or_else(|| Failure::new("no preamble: not a file written by `cargo xtask bindgen`"))?;
-    let recorded = preamble
-        .lines()
-        .find_map(|l| l.strip_prefix(BODY_HASH_KEY))
-        .ok_or_else(|| {
-            Failure::new(
-                "the preamble records no body-sha256: not a file written by `cargo xtask bindgen`",
-            )
-        })?;
+    let recorded = preamble.lines().find_map(|l| l.strip_prefix(BODY_HASH_KEY)).ok_or_else(|| {
+        Failure::new("the preamble records no body-sha256: not a file written by `cargo xtask bindgen`")
+    })?;
     let actual = util::sha256_hex(body.as_bytes())?;
     if actual != recorded.trim() {
         return Err(Failure::new(format!(
@@ -579,35 +507,19 @@ pub(crate) fn verify_integrity(text: &str) -> Result<()> {
 
 /// A unified diff of the committed and regenerated file (trimmed), by `diff -u`.
 fn diff(committed: &Path, fresh: &Path) -> String {
-    let out = std::process::Command::new("diff")
-        .arg("-u")
-        .arg(committed)
-        .arg(fresh)
-        .output();
+    let out = std::process::Command::new("diff").arg("-u").arg(committed).arg(fresh).output();
     match out {
         Ok(out) => {
             let text = String::from_utf8_lossy(&out.stdout);
             let lines: Vec<&str> = text.lines().collect();
-            let shown = lines
-                .iter()
-                .take(200)
-                .copied()
-                .collect::<Vec<_>>()
-                .join("\n");
+            let shown = lines.iter().take(200).copied().collect::<Vec<_>>().join("\n");
             if lines.len() > 200 {
-                format!(
-                    "{shown}\n… ({} more diff lines; full file at {})",
-                    lines.len() - 200,
-                    fresh.display()
-                )
+                format!("{shown}\n… ({} more diff lines; full file at {})", lines.len() - 200, fresh.display())
             } else {
                 shown
             }
         }
-        Err(e) => format!(
-            "(cannot run diff: {e}; regenerated file at {})",
-            fresh.display()
-        ),
+        Err(e) => format!("(cannot run diff: {e}; regenerated file at {})", fresh.display()),
     }
 }
 
@@ -622,8 +534,7 @@ mod tests {
     #[test]
     fn committed_bindings_are_untouched() {
         for target in TARGETS {
-            verify_integrity(&committed(target))
-                .unwrap_or_else(|f| panic!("{}: {}", target.arch, f.message));
+            verify_integrity(&committed(target)).unwrap_or_else(|f| panic!("{}: {}", target.arch, f.message));
         }
     }
 
@@ -639,11 +550,7 @@ mod tests {
             let edited = text.replacen(line, &line.replace("= 2;", "= 3;"), 1);
             assert_ne!(edited, text, "the edit must change the file");
             let err = verify_integrity(&edited).expect_err("a one-line edit must fail the check");
-            assert!(
-                err.message.contains("edited after generation"),
-                "{}",
-                err.message
-            );
+            assert!(err.message.contains("edited after generation"), "{}", err.message);
         }
     }
 
@@ -657,14 +564,8 @@ mod tests {
             assert!(preamble.contains(&pin.headers_version), "{preamble}");
             assert!(preamble.contains(&pin.headers_sha256), "{preamble}");
             assert!(preamble.contains(target.clang), "{preamble}");
-            assert!(
-                preamble.contains(&format!("clang version {}", pin.libclang_version)),
-                "{preamble}"
-            );
-            assert!(preamble.contains(&format!(
-                "bindgen:  {}",
-                bindgen_version(&workspace_root()).unwrap()
-            )));
+            assert!(preamble.contains(&format!("clang version {}", pin.libclang_version)), "{preamble}");
+            assert!(preamble.contains(&format!("bindgen:  {}", bindgen_version(&workspace_root()).unwrap())));
         }
     }
 

@@ -46,9 +46,7 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             Ok(())
         }
-        other => Err(util::Failure::usage(format!(
-            "unknown task `{other}`\n\n{USAGE}"
-        ))),
+        other => Err(util::Failure::usage(format!("unknown task `{other}`\n\n{USAGE}"))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
