@@ -48,7 +48,24 @@ fn sizes_match_the_kernel_abi() {
         ("io_uring_zcrx_area_reg", size_of::<io_uring_zcrx_area_reg>(), 48),
         ("io_uring_zcrx_ifq_reg", size_of::<io_uring_zcrx_ifq_reg>(), 96),
         ("zcrx_ctrl", size_of::<zcrx_ctrl>(), 72),
+        ("zcrx_ctrl_export", size_of::<zcrx_ctrl_export>(), 48),
+        ("zcrx_ctrl_flush_rq", size_of::<zcrx_ctrl_flush_rq>(), 48),
+        ("zcrx_ctrl_arm_event", size_of::<zcrx_ctrl_arm_event>(), 48),
+        ("zcrx_ctrl_add_area", size_of::<zcrx_ctrl_add_area>(), 48),
+        ("zcrx_event_desc", size_of::<zcrx_event_desc>(), 96),
+        ("zcrx_stats", size_of::<zcrx_stats>(), 16),
         ("io_uring_query_hdr", size_of::<io_uring_query_hdr>(), 40),
+        ("io_uring_query_opcode", size_of::<io_uring_query_opcode>(), 48),
+        ("io_uring_query_zcrx", size_of::<io_uring_query_zcrx>(), 40),
+        ("io_uring_query_zcrx_event", size_of::<io_uring_query_zcrx_event>(), 48),
+        ("io_uring_query_scq", size_of::<io_uring_query_scq>(), 16),
+        ("io_uring_bpf_ctx", size_of::<io_uring_bpf_ctx>(), 40),
+        ("io_uring_bpf_filter", size_of::<io_uring_bpf_filter>(), 64),
+        ("io_uring_bpf", size_of::<io_uring_bpf>(), 72),
+        ("io_uring_mock_probe", size_of::<io_uring_mock_probe>(), 80),
+        ("io_uring_mock_create", size_of::<io_uring_mock_create>(), 128),
+        ("io_timespec", size_of::<io_timespec>(), 16),
+        ("statx_timestamp", size_of::<statx_timestamp>(), 16),
         ("__kernel_timespec", size_of::<__kernel_timespec>(), 16),
         ("open_how", size_of::<open_how>(), 24),
         ("futex_waitv", size_of::<futex_waitv>(), 24),
@@ -201,4 +218,27 @@ fn uapi_constants_have_their_kernel_values() {
     assert_eq!(IORING_REGISTER_USE_REGISTERED_RING, 1 << 31);
     assert_eq!(FUTEX2_PRIVATE, 128);
     assert_eq!(AT_FDCWD, -100);
+}
+
+#[test]
+fn the_newest_uapi_items_are_generated() {
+    // Values from the 7.3 uapi; a regression in the header pin or the
+    // allowlist that loses one of these fails to compile or fails here.
+    assert_eq!(
+        [IORING_OP_RECV_ZC, IORING_OP_EPOLL_WAIT, IORING_OP_PIPE, IORING_OP_NOP128, IORING_OP_URING_CMD128],
+        [58, 59, 62, 63, 64]
+    );
+    assert_eq!(IORING_SETUP_CQE_MIXED, 1 << 18);
+    assert_eq!(IORING_SETUP_NO_SQARRAY, 1 << 16);
+    assert_eq!(
+        [IORING_REGISTER_ZCRX_IFQ, IORING_REGISTER_RESIZE_RINGS, IORING_REGISTER_MEM_REGION, IORING_REGISTER_QUERY],
+        [32, 33, 34, 35]
+    );
+    assert_eq!(IOU_PBUF_RING_INC, 2);
+    assert_eq!(IORING_RECVSEND_BUNDLE, 1 << 4);
+    assert_eq!(ZCRX_REG_NODEV, 2);
+    assert_eq!(IORING_CQE_F_32, 1 << 15);
+    // The structures exist with their kernel sizes (see sizes_match_the_kernel_abi).
+    let _: (io_uring_zcrx_ifq_reg, io_uring_zcrx_rqe, io_uring_buf) = Default::default();
+    assert_eq!(size_of::<io_uring_buf_ring>(), size_of::<io_uring_buf>());
 }

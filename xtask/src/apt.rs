@@ -141,3 +141,18 @@ pub(crate) fn extract(deb: &Path, dest: &Path) -> Result<()> {
     util::output(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_version_order_comes_from_dpkg() {
+        // Backport suffixes sort below the release they backport, and
+        // numeric parts compare as numbers, not strings.
+        assert!(dpkg_newer("7.3.4-1~bpo13+1", "7.2.13-1"));
+        assert!(dpkg_newer("7.2.13-1", "7.2.13-1~bpo13+1"));
+        assert!(dpkg_newer("7.10.1-1", "7.9.9-1"));
+        assert!(!dpkg_newer("7.2.13-1", "7.2.13-1"));
+    }
+}
