@@ -53,8 +53,13 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("uring-sys binds the Linux io_uring ABI and builds only for target_os = \"linux\"");
 
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!(
+    "uring-sys has generated bindings for x86_64 and aarch64 only; add the architecture to \
+     xtask/src/bindgen.rs (TARGETS) and run `cargo xtask bindgen`"
+);
+
 /// The generated bindings for this architecture.
-#[cfg(target_arch = "x86_64")]
 #[allow(
     // Generated code: bindgen's names and layout assertions follow the C
     // headers; docs come from the header comments where there are any.
@@ -69,32 +74,22 @@ compile_error!("uring-sys binds the Linux io_uring ABI and builds only for targe
     clippy::missing_safety_doc
 )]
 mod bindings {
+    #[cfg(target_arch = "x86_64")]
     include!("bindings/x86_64.rs");
-}
-
-/// The generated bindings for this architecture.
-#[cfg(target_arch = "aarch64")]
-#[allow(
-    // Generated code: see the x86_64 module above.
-    missing_docs,
-    missing_debug_implementations,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unreachable_pub,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
-mod bindings {
+    #[cfg(target_arch = "aarch64")]
     include!("bindings/aarch64.rs");
-}
 
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-compile_error!(
-    "uring-sys has generated bindings for x86_64 and aarch64 only; add the architecture to \
-     xtask/src/bindgen.rs (TARGETS) and run `cargo xtask bindgen`"
-);
+    /// The aarch64 bindings, type-checked (and their layout assertions
+    /// evaluated) in x86-64 test builds: this machine has no aarch64
+    /// standard library, and every uapi type has the same layout on both
+    /// 64-bit architectures except `epoll_event`, which that file leaves
+    /// unpacked.
+    #[cfg(all(test, target_arch = "x86_64"))]
+    #[allow(dead_code)] // Compiled for its checks only.
+    mod aarch64_typecheck {
+        include!("bindings/aarch64.rs");
+    }
+}
 
 pub use bindings::*;
 
@@ -103,25 +98,3 @@ mod syscalls;
 
 pub use accessors::{io_uring_bpf_ctx_connect, io_uring_bpf_ctx_open, io_uring_bpf_ctx_socket};
 pub use syscalls::{io_uring_enter, io_uring_enter2, io_uring_register, io_uring_setup};
-
-/// The aarch64 bindings, type-checked (and their layout assertions
-/// evaluated) on x86-64 test builds: this machine has no aarch64 standard
-/// library, and every uapi type here has the same layout on both 64-bit
-/// architectures except `epoll_event`, which is unpacked in that file.
-#[cfg(all(test, target_arch = "x86_64"))]
-#[allow(
-    // Generated code: see the x86_64 module above.
-    dead_code,
-    missing_docs,
-    missing_debug_implementations,
-    non_camel_case_types,
-    non_snake_case,
-    non_upper_case_globals,
-    unreachable_pub,
-    clippy::all,
-    clippy::undocumented_unsafe_blocks,
-    clippy::missing_safety_doc
-)]
-mod aarch64_bindings_typecheck {
-    include!("bindings/aarch64.rs");
-}
