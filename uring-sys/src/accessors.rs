@@ -23,9 +23,8 @@ macro_rules! union_scalar {
         $(#[$doc])*
         #[inline]
         pub fn $get(&self) -> $ty {
-            // SAFETY: all members of the union(s) on this path are plain
-            // integers (or structs of them) covering initialized bytes; any
-            // bit pattern is a valid `$ty` (see the module docs).
+            // SAFETY: every union member on this path is plain integers over
+            // initialized bytes; any bit pattern is a valid `$ty`.
             unsafe { self.$($path).+ }
         }
 

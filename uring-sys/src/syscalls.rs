@@ -40,12 +40,13 @@ unsafe fn raw_syscall6(nr: c_long, a0: usize, a1: usize, a2: usize, a3: usize, a
     #[cfg(target_arch = "x86_64")]
     {
         let ret: c_long;
-        // SAFETY: the x86-64 Linux syscall convention: number in rax,
-        // arguments in rdi, rsi, rdx, r10, r8, r9; the kernel clobbers rcx
-        // and r11 and returns in rax. It does not touch the user stack
-        // (`nostack`). Memory is not declared untouched: the kernel may read
-        // and write memory the arguments point to, which the caller vouches
-        // for.
+        // The x86-64 Linux syscall convention: number in rax, arguments in
+        // rdi, rsi, rdx, r10, r8, r9; the kernel clobbers rcx and r11,
+        // returns in rax and never touches the user stack (`nostack`).
+        // Memory is not declared untouched: the kernel may read and write
+        // what the arguments point to.
+        // SAFETY: registers as the convention above requires; the caller
+        // vouches for every memory the arguments name.
         unsafe {
             core::arch::asm!(
                 "syscall",
@@ -66,9 +67,10 @@ unsafe fn raw_syscall6(nr: c_long, a0: usize, a1: usize, a2: usize, a3: usize, a
     #[cfg(target_arch = "aarch64")]
     {
         let ret: c_long;
-        // SAFETY: the aarch64 Linux syscall convention: number in x8,
-        // arguments in x0..x5, return in x0; `svc 0` clobbers nothing else.
-        // As above, the caller vouches for the memory the arguments name.
+        // The aarch64 Linux syscall convention: number in x8, arguments in
+        // x0..x5, return in x0; `svc 0` clobbers nothing else.
+        // SAFETY: registers as the convention above requires; the caller
+        // vouches for every memory the arguments name.
         unsafe {
             core::arch::asm!(
                 "svc 0",
@@ -171,9 +173,9 @@ pub unsafe fn io_uring_enter(
     sig: *const libc::sigset_t,
 ) -> io::Result<c_uint> {
     let sigsz = if sig.is_null() { 0 } else { KERNEL_SIGSET_SIZE };
-    // SAFETY: forwarded obligations: the caller guarantees `fd` names a ring
-    // whose submitted SQEs are valid, `sig` is null or readable, and no
-    // extended-argument flag reinterprets `sig`.
+    // The caller guarantees `fd` names a ring whose submitted SQEs are valid
+    // and that no extended-argument flag reinterprets `sig`.
+    // SAFETY: forwarded obligations (see `# Safety`); `sig` is null or readable.
     let ret = unsafe {
         raw_syscall6(
             libc::SYS_io_uring_enter,

@@ -154,9 +154,9 @@ fn probe(fd: RawFd) -> (u8, Vec<io_uring_probe_op>) {
     // u64 storage keeps the header and the ops array properly aligned.
     let words = (size_of::<io_uring_probe>() + OPS * size_of::<io_uring_probe_op>()).div_ceil(8);
     let mut buf = vec![0u64; words];
-    // SAFETY: `buf` holds a zeroed io_uring_probe followed by room for OPS
-    // io_uring_probe_op entries, as IORING_REGISTER_PROBE with nr_args = OPS
-    // requires; it outlives the call.
+    // IORING_REGISTER_PROBE with nr_args = OPS needs a zeroed header and room
+    // for OPS io_uring_probe_op entries after it.
+    // SAFETY: `buf` is exactly that, and it outlives the call.
     unsafe { io_uring_register(fd, IORING_REGISTER_PROBE, buf.as_mut_ptr().cast(), OPS as u32) }
         .expect("IORING_REGISTER_PROBE");
     let header = buf.as_ptr().cast::<io_uring_probe>();
