@@ -79,16 +79,14 @@ impl PrivateApt {
     /// Every version of `package` the configured suites offer, newest first.
     pub(crate) fn versions(&self, package: &str) -> Result<Vec<String>> {
         let text = util::output(self.apt("apt-cache").args(["madison", package]))?;
-        let mut versions: Vec<String> = text
-            .lines()
-            .filter_map(|line| line.split('|').nth(1))
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .collect();
-        versions.dedup();
-        // Sort newest first with dpkg's own version ordering.
-        let mut sorted: Vec<String> = Vec::with_capacity(versions.len());
-        for v in versions {
+        let versions = text.lines().filter_map(|line| line.split('|').nth(1)).map(str::trim).filter(|v| !v.is_empty());
+        // Sort newest first with dpkg's own version ordering; a version
+        // offered by several suites is listed once.
+        let mut sorted: Vec<String> = Vec::new();
+        for v in versions.map(str::to_owned) {
+            if sorted.contains(&v) {
+                continue;
+            }
             let pos = sorted.iter().position(|s| dpkg_newer(&v, s)).unwrap_or(sorted.len());
             sorted.insert(pos, v);
         }
