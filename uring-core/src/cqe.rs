@@ -1,0 +1,288 @@
+//! Completion entries: the borrowed [`Cqe`] view, owned [`CqeSlot`]
+//! storage for [`Ring::wait`](crate::Ring::wait), and batches of reaped
+//! completions.
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+use uring_sys as sys;
+
+use crate::context::{ContextMode, ContextPools, ExtSqe, IndirectSqe, SqeContext};
+
+bitflags::bitflags! {
+    /// `IORING_CQE_F_*` flags. Unknown bits are kept; the upper 16 bits of
+    /// a CQE's flags carry the buffer id when [`CqeFlags::BUFFER`] is set.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct CqeFlags: u32 {
+        /// `IORING_CQE_F_BUFFER`: a provided buffer was used; its id is in the upper 16 bits.
+        const BUFFER = sys::IORING_CQE_F_BUFFER;
+        /// `IORING_CQE_F_MORE`: the (multishot) operation posts more CQEs.
+        const MORE = sys::IORING_CQE_F_MORE;
+        /// `IORING_CQE_F_SOCK_NONEMPTY`: data remained in the socket after this receive.
+        const SOCK_NONEMPTY = sys::IORING_CQE_F_SOCK_NONEMPTY;
+        /// `IORING_CQE_F_NOTIF`: a zero-copy send's notification.
+        const NOTIF = sys::IORING_CQE_F_NOTIF;
+        /// `IORING_CQE_F_BUF_MORE`: an incremental buffer is not consumed yet.
+        const BUF_MORE = sys::IORING_CQE_F_BUF_MORE;
+        /// `IORING_CQE_F_SKIP`: a padding entry in a mixed CQ; never surfaced.
+        const SKIP = sys::IORING_CQE_F_SKIP;
+        /// `IORING_CQE_F_32`: a 32-byte CQE in a mixed CQ.
+        const BIG = sys::IORING_CQE_F_32;
+        const _ = !0;
+    }
+}
+
+/// Storage for one copied completion (16- or 32-byte), filled by
+/// [`Ring::wait`](crate::Ring::wait). Opaque; read it through the [`Cqe`]
+/// views a [`Reaped`] batch hands out, or [`CqeSlot::cqe`].
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(16))]
+pub struct CqeSlot {
+    /// The CQE's bytes as the kernel laid them out: `user_data`,
+    /// `res | flags << 32`, and the two extra words of a 32-byte CQE.
+    words: [u64; 4],
+    is_big: bool,
+}
+
+impl CqeSlot {
+    /// An empty slot, for building arrays: `[CqeSlot::EMPTY; 64]`.
+    pub const EMPTY: CqeSlot = CqeSlot { words: [0; 4], is_big: false };
+
+    #[inline]
+    fn head(&self) -> NonNull<sys::io_uring_cqe> {
+        NonNull::from(&self.words).cast()
+    }
+
+    /// A view of the copied completion. Without the ring's pools, indirect
+    /// and extended contexts are not resolved (use
+    /// [`ContextPools::indirect`] with [`Cqe::context`]).
+    pub fn cqe(&self) -> Cqe<'_> {
+        Cqe::new(self.head(), self.is_big, None)
+    }
+
+    /// Copies the CQE at `src` (and its second half when `big`).
+    ///
+    /// # Safety
+    ///
+    /// `src` must point to a published CQE, followed by its 16 extra bytes
+    /// when `big`.
+    #[inline]
+    pub(crate) unsafe fn fill(&mut self, src: *const sys::io_uring_cqe, big: bool) {
+        let src = src.cast::<u64>();
+        // SAFETY: the caller guarantees `src` is a readable, 8-byte aligned
+        // CQE: 16 bytes, or 32 when `big`.
+        unsafe {
+            self.words[0] = src.read();
+            self.words[1] = src.add(1).read();
+            if big {
+                self.words[2] = src.add(2).read();
+                self.words[3] = src.add(3).read();
+            }
+        }
+        self.is_big = big;
+    }
+}
+
+impl fmt::Debug for CqeSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.cqe().fmt(f)
+    }
+}
+
+/// A completion, borrowed from the ring (for
+/// [`Completions`](crate::Completions)) or from the caller's
+/// [`CqeSlot`]s (for [`Reaped`]). It cannot outlive the reap that produced
+/// it: the ring may reuse the entry once the borrow ends.
+///
+/// The result stays the kernel's raw `i32` ([`res`](Self::res)); ask for
+/// [`error`](Self::error) or [`result`](Self::result) to convert it.
+#[derive(Clone, Copy)]
+pub struct Cqe<'a> {
+    raw: NonNull<sys::io_uring_cqe>,
+    big: bool,
+    pools: Option<&'a ContextPools>,
+    _borrow: PhantomData<&'a sys::io_uring_cqe>,
+}
+
+impl<'a> Cqe<'a> {
+    #[inline]
+    pub(crate) fn new(raw: NonNull<sys::io_uring_cqe>, big: bool, pools: Option<&'a ContextPools>) -> Self {
+        Cqe { raw, big, pools, _borrow: PhantomData }
+    }
+
+    #[inline]
+    fn raw(&self) -> &sys::io_uring_cqe {
+        // SAFETY: `raw` points to a CQE that stays unchanged for 'a (a ring
+        // slot below the unpublished head, or a caller slot borrowed for 'a).
+        unsafe { self.raw.as_ref() }
+    }
+
+    /// `user_data` as the submission set it.
+    #[inline]
+    pub fn user_data(&self) -> u64 {
+        self.raw().user_data
+    }
+    /// The decoded submission identity.
+    #[inline]
+    pub fn context(&self) -> SqeContext {
+        SqeContext::from_raw(self.raw().user_data)
+    }
+    /// The raw result: a count or value when `>= 0`, `-errno` when negative.
+    #[inline]
+    pub fn res(&self) -> i32 {
+        self.raw().res
+    }
+    /// The raw flags word.
+    #[inline]
+    pub fn raw_flags(&self) -> u32 {
+        self.raw().flags
+    }
+    /// The flags (the buffer id bits included, as unknown bits).
+    #[inline]
+    pub fn flags(&self) -> CqeFlags {
+        CqeFlags::from_bits_retain(self.raw().flags)
+    }
+    /// `IORING_CQE_F_MORE`: more CQEs follow for this submission.
+    #[inline]
+    pub fn more(&self) -> bool {
+        self.raw().flags & sys::IORING_CQE_F_MORE != 0
+    }
+    /// `IORING_CQE_F_NOTIF`: a zero-copy send notification.
+    #[inline]
+    pub fn notif(&self) -> bool {
+        self.raw().flags & sys::IORING_CQE_F_NOTIF != 0
+    }
+    /// `IORING_CQE_F_SOCK_NONEMPTY`.
+    #[inline]
+    pub fn sock_nonempty(&self) -> bool {
+        self.raw().flags & sys::IORING_CQE_F_SOCK_NONEMPTY != 0
+    }
+    /// `IORING_CQE_F_BUF_MORE`: the incremental buffer is not used up.
+    #[inline]
+    pub fn buf_more(&self) -> bool {
+        self.raw().flags & sys::IORING_CQE_F_BUF_MORE != 0
+    }
+    /// The provided buffer id, if the kernel selected a buffer.
+    #[inline]
+    pub fn buffer_id(&self) -> Option<u16> {
+        let f = self.raw().flags;
+        (f & sys::IORING_CQE_F_BUFFER != 0).then_some((f >> sys::IORING_CQE_BUFFER_SHIFT) as u16)
+    }
+    /// True for a 32-byte CQE.
+    #[inline]
+    pub fn is_big(&self) -> bool {
+        self.big
+    }
+    /// The second 16 bytes of a 32-byte CQE (`big_cqe[0..2]`).
+    #[inline]
+    pub fn big(&self) -> Option<[u64; 2]> {
+        if !self.big {
+            return None;
+        }
+        let words = sys::io_uring_cqe::big_cqe_ptr(self.raw.as_ptr());
+        // SAFETY: a 32-byte CQE is followed by two u64s in the same borrow.
+        Some(unsafe { [words.read(), words.add(1).read()] })
+    }
+    /// `Some(error)` if the result is a negative errno.
+    #[inline]
+    pub fn error(&self) -> Option<io::Error> {
+        let res = self.res();
+        (res < 0).then(|| io::Error::from_raw_os_error(-res))
+    }
+    /// The result as `io::Result`: the non-negative value, or the errno.
+    #[inline]
+    pub fn result(&self) -> io::Result<u32> {
+        let res = self.res();
+        if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as u32) }
+    }
+    /// The indirect context's SQE copy, if this CQE carries a live one.
+    pub fn indirect(&self) -> Option<&'a IndirectSqe> {
+        self.pools?.indirect(self.context())
+    }
+    /// The extended context (SQE and caller data), if live.
+    pub fn extended(&self) -> Option<&'a ExtSqe> {
+        self.pools?.extended(self.context())
+    }
+    /// The opcode the submission recorded: inline for direct contexts,
+    /// from the SQE copy for pooled ones.
+    pub fn op(&self) -> Option<u8> {
+        let ctx = self.context();
+        match ctx.mode() {
+            ContextMode::Direct => ctx.op(),
+            ContextMode::Indirect => self.indirect().map(|s| s.sqe.opcode),
+            ContextMode::Extended => self.extended().map(|s| s.sqe.opcode),
+            ContextMode::Foreign => None,
+        }
+    }
+    /// The fd the submission recorded (direct contexts inline, pooled ones
+    /// from the SQE copy).
+    pub fn fd(&self) -> Option<i32> {
+        let ctx = self.context();
+        match ctx.mode() {
+            ContextMode::Direct => ctx.fd(),
+            ContextMode::Indirect => self.indirect().map(|s| s.sqe.fd),
+            ContextMode::Extended => self.extended().map(|s| s.sqe.fd),
+            ContextMode::Foreign => None,
+        }
+    }
+    /// An owned copy of this completion.
+    pub fn to_slot(&self) -> CqeSlot {
+        let mut s = CqeSlot::default();
+        // SAFETY: `raw` is a readable CQE with its second half when `big`.
+        unsafe { s.fill(self.raw.as_ptr(), self.big) };
+        s
+    }
+}
+
+impl fmt::Debug for Cqe<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Cqe");
+        d.field("user_data", &format_args!("{:#x}", self.user_data()))
+            .field("res", &self.res())
+            .field("flags", &self.flags());
+        if let Some(big) = self.big() {
+            d.field("big", &big);
+        }
+        d.finish()
+    }
+}
+
+/// Completions copied into the caller's slots by
+/// [`Ring::wait`](crate::Ring::wait) and friends. The ring's CQ entries are
+/// already released; the views borrow the caller's slots and the ring's
+/// pools.
+#[derive(Debug)]
+pub struct Reaped<'a> {
+    slots: &'a [CqeSlot],
+    pools: Option<&'a ContextPools>,
+}
+
+impl<'a> Reaped<'a> {
+    pub(crate) fn new(slots: &'a [CqeSlot], pools: Option<&'a ContextPools>) -> Self {
+        Reaped { slots, pools }
+    }
+    /// How many completions were reaped (never zero: an empty reap is
+    /// [`Error::WouldBlock`](crate::Error::WouldBlock)).
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+    /// Always false; present for symmetry with `len`.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+    /// Completion `i`.
+    pub fn get(&self, i: usize) -> Option<Cqe<'a>> {
+        self.slots.get(i).map(|s| Cqe::new(s.head(), s.is_big, self.pools))
+    }
+    /// All completions, in ring order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Cqe<'a>> + '_ {
+        let pools = self.pools;
+        self.slots.iter().map(move |s| Cqe::new(s.head(), s.is_big, pools))
+    }
+    /// The pools contexts resolve against.
+    pub fn pools(&self) -> Option<&'a ContextPools> {
+        self.pools
+    }
+}

@@ -1,0 +1,445 @@
+//! The shared-memory queues: ring memory, the SQ producer and the CQ
+//! consumer. Everything here is `pub(crate)`; [`Ring`](crate::Ring) and
+//! [`SharedRing`](crate::SharedRing) wrap it.
+//!
+//! # Memory ordering
+//!
+//! The SQ tail is ours and the SQ head the kernel's; the CQ head is ours
+//! and the CQ tail the kernel's. We store our index with `Release` after
+//! writing (SQEs) or reading (CQEs) the entries it covers, and load the
+//! kernel's index with `Acquire` before touching the entries it covers.
+//! With SQPOLL, the kernel thread may go to sleep between our tail store
+//! and our check of `IORING_SQ_NEED_WAKEUP`; a `SeqCst` fence between the
+//! two pairs with the kernel's barrier between setting the flag and
+//! re-reading the tail, so one side always sees the other (see
+//! `Sq::needs_wakeup`).
+
+use std::io;
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+
+use uring_sys as sys;
+
+use crate::cqe::CqeSlot;
+use crate::sqe::Sqe;
+
+/// One memory region holding rings or SQEs: a shared mapping of the ring
+/// fd, or (with `IORING_SETUP_NO_MMAP`) anonymous memory we allocated and
+/// the kernel pinned. Unmapped on drop.
+#[derive(Debug)]
+pub(crate) struct RingMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl RingMem {
+    /// Maps `len` bytes of ring fd `fd` at the kernel-defined `offset`.
+    pub(crate) fn map_ring(fd: i32, len: usize, offset: u64) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping of the ring fd at an offset the
+        // kernel defines; it affects no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        Self::from_mmap(p, len)
+    }
+
+    /// Allocates `len` zeroed, page-aligned bytes for `IORING_SETUP_NO_MMAP`.
+    pub(crate) fn anonymous(len: usize) -> io::Result<Self> {
+        // SAFETY: a fresh private anonymous mapping; affects no existing memory.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        Self::from_mmap(p, len)
+    }
+
+    fn from_mmap(p: *mut libc::c_void, len: usize) -> io::Result<Self> {
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(RingMem { ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"), len })
+    }
+
+    pub(crate) fn ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for RingMem {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe a mapping we created and that nothing
+        // references any more (the queues pointing into it are dropped or
+        // dead with their ring). The kernel keeps its own reference to ring
+        // pages (mapped or pinned), so it never sees this memory vanish.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+// SAFETY: a RingMem is an owned mapping; moving the owner between threads
+// is fine (access rules are the queues' business).
+unsafe impl Send for RingMem {}
+// SAFETY: RingMem exposes only its address and length through `&self`.
+unsafe impl Sync for RingMem {}
+
+/// # Safety
+///
+/// `base + off` must be a 4-byte aligned `u32` inside a live ring mapping.
+unsafe fn atomic_at(base: *mut u8, off: u32) -> *const AtomicU32 {
+    // SAFETY: forwarded to the caller.
+    unsafe { base.add(off as usize).cast::<AtomicU32>().cast_const() }
+}
+
+/// The SQ producer side.
+#[derive(Debug)]
+pub(crate) struct Sq {
+    khead: *const AtomicU32,
+    ktail: *const AtomicU32,
+    kflags: *const AtomicU32,
+    sqes: *mut u8,
+    /// log2 of the SQE size (6 or 7).
+    shift: u32,
+    mask: u32,
+    pub(crate) entries: u32,
+    /// Next free slot (not yet published).
+    tail: u32,
+    /// Last value stored to the kernel's tail.
+    published: u32,
+    /// Last kernel head we saw.
+    head_cache: u32,
+}
+
+// SAFETY: `Sq` points into ring memory owned by the same ring object and
+// moves with it; nothing in it is tied to a thread.
+unsafe impl Send for Sq {}
+
+impl Sq {
+    /// # Safety
+    ///
+    /// `rings`/`sqes` must be the live mappings described by `p`, and stay
+    /// mapped as long as the returned `Sq` is used.
+    pub(crate) unsafe fn new(p: &sys::io_uring_params, rings: *mut u8, sqes: *mut u8) -> Self {
+        let o = &p.sq_off;
+        // SAFETY: the offsets come from the kernel and lie inside `rings`.
+        let (khead, ktail, kflags, mask) = unsafe {
+            (
+                atomic_at(rings, o.head),
+                atomic_at(rings, o.tail),
+                atomic_at(rings, o.flags),
+                atomic_at(rings, o.ring_mask),
+            )
+        };
+        if p.flags & sys::IORING_SETUP_NO_SQARRAY == 0 {
+            // Slot i always carries SQE i, so the index array is the
+            // identity, written once here instead of on every flush.
+            // SAFETY: the array has sq_entries u32s at sq_off.array.
+            let array = unsafe { rings.add(o.array as usize).cast::<u32>() };
+            for i in 0..p.sq_entries {
+                // SAFETY: i < sq_entries.
+                unsafe { array.add(i as usize).write(i) };
+            }
+        }
+        // SAFETY: kernel-published, aligned fields of the live mapping.
+        let (head, mask) = unsafe { ((*khead).load(Ordering::Acquire), (*mask).load(Ordering::Relaxed)) };
+        let shift = if p.flags & sys::IORING_SETUP_SQE128 != 0 { 7 } else { 6 };
+        Sq {
+            khead,
+            ktail,
+            kflags,
+            sqes,
+            shift,
+            mask,
+            entries: p.sq_entries,
+            tail: head,
+            published: head,
+            head_cache: head,
+        }
+    }
+
+    #[inline]
+    fn khead(&self) -> &AtomicU32 {
+        // SAFETY: points into the live ring mapping (see `new`).
+        unsafe { &*self.khead }
+    }
+
+    #[inline]
+    pub(crate) fn kflags(&self) -> &AtomicU32 {
+        // SAFETY: points into the live ring mapping (see `new`).
+        unsafe { &*self.kflags }
+    }
+
+    /// Free entries.
+    #[inline]
+    pub(crate) fn space_left(&mut self) -> u32 {
+        self.head_cache = self.khead().load(Ordering::Acquire);
+        self.entries - self.tail.wrapping_sub(self.head_cache)
+    }
+
+    /// Entries written but not yet published.
+    #[inline]
+    pub(crate) fn unpublished(&self) -> u32 {
+        self.tail.wrapping_sub(self.published)
+    }
+
+    /// The next free slot, zeroed, or `None` when the SQ is full.
+    #[inline]
+    pub(crate) fn next(&mut self) -> Option<*mut u8> {
+        if self.tail.wrapping_sub(self.head_cache) >= self.entries {
+            // Acquire: the kernel (or the SQPOLL thread) has finished reading
+            // the slots below the head it published.
+            self.head_cache = self.khead().load(Ordering::Acquire);
+            if self.tail.wrapping_sub(self.head_cache) >= self.entries {
+                return None;
+            }
+        }
+        // SAFETY: (tail & mask) < entries, so the slot lies in the SQE array.
+        let slot = unsafe { self.sqes.add(((self.tail & self.mask) as usize) << self.shift) };
+        self.tail = self.tail.wrapping_add(1);
+        Some(slot)
+    }
+
+    /// Reserves `n` consecutive slots at once (all or nothing).
+    #[inline]
+    pub(crate) fn has_room(&mut self, n: u32) -> bool {
+        if self.entries - self.tail.wrapping_sub(self.head_cache) >= n {
+            return true;
+        }
+        self.space_left() >= n
+    }
+
+    /// Writes `sqe` into the next slot.
+    #[inline]
+    pub(crate) fn push(&mut self, sqe: &Sqe) -> bool {
+        match self.next() {
+            Some(slot) => {
+                // SAFETY: the slot is a 64-byte aligned SQE we own until the
+                // tail is published; `Sqe` is 64 plain bytes.
+                unsafe { slot.cast::<Sqe>().write(*sqe) };
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Publishes every written entry (one `Release` store of the tail, if
+    /// anything changed) and returns how many entries the kernel has not
+    /// consumed yet.
+    #[inline]
+    pub(crate) fn flush(&mut self) -> u32 {
+        if self.tail != self.published {
+            // Release: the SQE bytes written above must be visible to the
+            // kernel before it can see the new tail.
+            // SAFETY: points into the live ring mapping.
+            unsafe { &*self.ktail }.store(self.tail, Ordering::Release);
+            self.published = self.tail;
+        }
+        self.tail.wrapping_sub(self.khead().load(Ordering::Acquire))
+    }
+
+    /// After a flush on an SQPOLL ring: whether the poller thread sleeps
+    /// and must be woken with `IORING_ENTER_SQ_WAKEUP`.
+    #[inline]
+    pub(crate) fn needs_wakeup(&self) -> bool {
+        // The tail store (in `flush`) and this load must not be reordered:
+        // the kernel sets NEED_WAKEUP, then issues a full barrier and
+        // re-checks the tail before sleeping. With our full fence here,
+        // either it sees our tail or we see its flag (liburing #541,
+        // tokio-rs/io-uring #197).
+        fence(Ordering::SeqCst);
+        self.kflags().load(Ordering::Relaxed) & sys::IORING_SQ_NEED_WAKEUP != 0
+    }
+
+    /// Rebinds to new ring memory after `IORING_REGISTER_RESIZE_RINGS`; the
+    /// indices continue from what the kernel copied.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Sq::new`].
+    pub(crate) unsafe fn rebind(&mut self, p: &sys::io_uring_params, rings: *mut u8, sqes: *mut u8) {
+        // SAFETY: forwarded.
+        *self = unsafe { Sq::new(p, rings, sqes) };
+    }
+}
+
+/// The CQ consumer side.
+#[derive(Debug)]
+pub(crate) struct Cq {
+    /// The SQ ring's flags word (`IORING_SQ_CQ_OVERFLOW`, `IORING_SQ_TASKRUN`),
+    /// which the reaping side consults.
+    ksqflags: *const AtomicU32,
+    khead: *const AtomicU32,
+    ktail: *const AtomicU32,
+    koverflow: *const AtomicU32,
+    cqes: *const u8,
+    mask: u32,
+    /// Our head; the kernel's copy is updated once per reaped batch.
+    head: u32,
+    /// `IORING_SETUP_CQE32`: every entry is 32 bytes.
+    big: bool,
+    /// `IORING_SETUP_CQE_MIXED`: 16-byte slots, 32-byte entries take two.
+    mixed: bool,
+}
+
+// SAFETY: as for `Sq`.
+unsafe impl Send for Cq {}
+
+impl Cq {
+    /// # Safety
+    ///
+    /// `rings` must be the live ring mapping described by `p`, and stay
+    /// mapped as long as the returned `Cq` is used.
+    pub(crate) unsafe fn new(p: &sys::io_uring_params, rings: *mut u8) -> Self {
+        let o = &p.cq_off;
+        // SAFETY: kernel-provided offsets inside `rings`.
+        let (khead, ktail, koverflow, mask) = unsafe {
+            (
+                atomic_at(rings, o.head),
+                atomic_at(rings, o.tail),
+                atomic_at(rings, o.overflow),
+                atomic_at(rings, o.ring_mask),
+            )
+        };
+        // SAFETY: kernel-published, aligned fields of the live mapping.
+        let (head, mask) = unsafe { ((*khead).load(Ordering::Relaxed), (*mask).load(Ordering::Relaxed)) };
+        Cq {
+            // SAFETY: a kernel-provided offset inside `rings`.
+            ksqflags: unsafe { atomic_at(rings, p.sq_off.flags) },
+            khead,
+            ktail,
+            koverflow,
+            // SAFETY: the CQE array lies inside `rings` at cq_off.cqes.
+            cqes: unsafe { rings.add(o.cqes as usize) },
+            mask,
+            head,
+            big: p.flags & sys::IORING_SETUP_CQE32 != 0,
+            mixed: p.flags & sys::IORING_SETUP_CQE_MIXED != 0,
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As for [`Cq::new`].
+    pub(crate) unsafe fn rebind(&mut self, p: &sys::io_uring_params, rings: *mut u8) {
+        // SAFETY: forwarded.
+        *self = unsafe { Cq::new(p, rings) };
+    }
+
+    /// The SQ ring's flags word.
+    #[inline]
+    pub(crate) fn sq_flags(&self) -> u32 {
+        // SAFETY: points into the live ring mapping.
+        unsafe { &*self.ksqflags }.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn ktail(&self) -> &AtomicU32 {
+        // SAFETY: points into the live ring mapping.
+        unsafe { &*self.ktail }
+    }
+
+    /// Slots published by the kernel and not yet consumed.
+    #[inline]
+    pub(crate) fn ready(&self) -> u32 {
+        // Acquire: pairs with the kernel's release of the tail.
+        self.ktail().load(Ordering::Acquire).wrapping_sub(self.head)
+    }
+
+    /// The kernel's count of CQEs it had to drop (only without
+    /// `IORING_FEAT_NODROP`, or when even the overflow list failed).
+    pub(crate) fn dropped(&self) -> u32 {
+        // SAFETY: points into the live ring mapping.
+        unsafe { &*self.koverflow }.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn slot(&self, index: u32) -> *const sys::io_uring_cqe {
+        let shift = if self.big { 5 } else { 4 };
+        // SAFETY: (index & mask) < entries: inside the CQE array.
+        unsafe { self.cqes.add(((index & self.mask) as usize) << shift).cast() }
+    }
+
+    /// Copies up to `out.len()` completions into `out`, releases their
+    /// ring entries (one `Release` store of the head), returns the count.
+    #[inline]
+    pub(crate) fn reap_into(&mut self, out: &mut [CqeSlot]) -> usize {
+        let tail = self.ktail().load(Ordering::Acquire);
+        let mut head = self.head;
+        let mut n = 0;
+        while head != tail && n < out.len() {
+            let cqe = self.slot(head);
+            let (big, used) = if self.mixed {
+                // SAFETY: the slot is below the tail we acquired.
+                let flags = unsafe { (*cqe).flags };
+                if flags & sys::IORING_CQE_F_SKIP != 0 {
+                    head = head.wrapping_add(1);
+                    continue;
+                }
+                let big = flags & sys::IORING_CQE_F_32 != 0;
+                (big, if big { 2 } else { 1 })
+            } else {
+                (self.big, 1)
+            };
+            // SAFETY: the slot is published (below the acquired tail) and
+            // 32 bytes long when `big` (CQE32, or two slots in a mixed CQ,
+            // which the kernel never wraps).
+            unsafe { out[n].fill(cqe, big) };
+            head = head.wrapping_add(used);
+            n += 1;
+        }
+        self.release_to(head);
+        n
+    }
+
+    /// The next completion in ring memory, without releasing it:
+    /// `(pointer, is_big, slots used)`. Skip entries are passed over.
+    #[inline]
+    pub(crate) fn peek_at(&self, head: &mut u32, tail: u32) -> Option<(NonNull<sys::io_uring_cqe>, bool)> {
+        while *head != tail {
+            let cqe = self.slot(*head);
+            if self.mixed {
+                // SAFETY: the slot is below the acquired tail.
+                let flags = unsafe { (*cqe).flags };
+                if flags & sys::IORING_CQE_F_SKIP != 0 {
+                    *head = head.wrapping_add(1);
+                    continue;
+                }
+                let big = flags & sys::IORING_CQE_F_32 != 0;
+                *head = head.wrapping_add(if big { 2 } else { 1 });
+                return Some((NonNull::new(cqe.cast_mut()).expect("ring memory is non-null"), big));
+            }
+            *head = head.wrapping_add(1);
+            return Some((NonNull::new(cqe.cast_mut()).expect("ring memory is non-null"), self.big));
+        }
+        None
+    }
+
+    /// The head and the acquired tail, for a zero-copy pass.
+    #[inline]
+    pub(crate) fn window(&self) -> (u32, u32) {
+        (self.head, self.ktail().load(Ordering::Acquire))
+    }
+
+    /// Gives entries below `head` back to the kernel.
+    #[inline]
+    pub(crate) fn release_to(&mut self, head: u32) {
+        if head != self.head {
+            self.head = head;
+            // Release: our reads of the entries happen before the kernel
+            // may overwrite them.
+            // SAFETY: points into the live ring mapping.
+            unsafe { &*self.khead }.store(head, Ordering::Release);
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The register calls that concern the ring itself: [`Registrar`].
+//!
+//! Buffers and provided-buffer rings belong to `uring-buffers`, zero-copy
+//! receive queues to `uring-zcrx`; this module covers eventfds, the file
+//! table, restrictions, io-wq tuning, personalities, the wait clock and
+//! NAPI busy polling. Enabling is [`Ring::start`](crate::Ring::start),
+//! registering the ring fd [`Ring::register_ring_fd`](crate::Ring::register_ring_fd),
+//! resizing [`Ring::resize`](crate::Ring::resize), and the probe is read
+//! once into [`Features`](crate::Features) (and again by [`Registrar::probe`]).
+//!
+//! Every call here hands the kernel only data it copies during the call,
+//! or file descriptors it takes its own references to, so all are safe.
+
+use std::ffi::c_void;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::ptr;
+
+use uring_sys as sys;
+
+use crate::error::{Error, Result};
+use crate::features::read_probe;
+use crate::ring::{Core, State};
+use crate::sqe::SqeFlags;
+
+/// One rule for [`Registrar::restrictions`]. Build with the constructors;
+/// the kernel accepts restrictions only while the ring is disabled (between
+/// `new` and `start`).
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Restriction(sys::io_uring_restriction);
+
+impl std::fmt::Debug for Restriction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restriction").field("opcode", &self.0.opcode).field("arg", &self.0.sqe_op()).finish()
+    }
+}
+
+impl Restriction {
+    fn new(kind: u32, set: impl FnOnce(&mut sys::io_uring_restriction)) -> Self {
+        // SAFETY: io_uring_restriction is plain integers; all zeroes is valid
+        // and leaves every reserved field zero.
+        let mut r: sys::io_uring_restriction = unsafe { std::mem::zeroed() };
+        r.opcode = kind as u16;
+        set(&mut r);
+        Restriction(r)
+    }
+    /// Allow register opcode `op` (`IORING_RESTRICTION_REGISTER_OP`).
+    pub fn register_op(op: u32) -> Self {
+        Self::new(sys::IORING_RESTRICTION_REGISTER_OP, |r| r.set_register_op(op as u8))
+    }
+    /// Allow SQE opcode `op` (`IORING_RESTRICTION_SQE_OP`).
+    pub fn sqe_op(op: u8) -> Self {
+        Self::new(sys::IORING_RESTRICTION_SQE_OP, |r| r.set_sqe_op(op))
+    }
+    /// Allow these SQE flags (`IORING_RESTRICTION_SQE_FLAGS_ALLOWED`).
+    pub fn sqe_flags_allowed(flags: SqeFlags) -> Self {
+        Self::new(sys::IORING_RESTRICTION_SQE_FLAGS_ALLOWED, |r| r.set_sqe_flags(flags.bits()))
+    }
+    /// Require these SQE flags on every SQE (`IORING_RESTRICTION_SQE_FLAGS_REQUIRED`).
+    pub fn sqe_flags_required(flags: SqeFlags) -> Self {
+        Self::new(sys::IORING_RESTRICTION_SQE_FLAGS_REQUIRED, |r| r.set_sqe_flags(flags.bits()))
+    }
+}
+
+/// NAPI busy-poll settings (`IORING_REGISTER_NAPI`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Napi {
+    /// Busy-poll timeout in microseconds.
+    pub busy_poll_usec: u32,
+    /// Prefer busy polling over interrupts.
+    pub prefer_busy_poll: bool,
+}
+
+/// The register calls of one ring, from [`Ring::register`](crate::Ring::register)
+/// or [`SharedRing::register`](crate::SharedRing::register).
+///
+/// Every call fails with [`Error::Stopped`] on a stopped ring and names its
+/// register opcode in [`Error::Io`] when the kernel refuses.
+#[derive(Debug, Clone, Copy)]
+pub struct Registrar<'r> {
+    core: &'r Core,
+}
+
+impl<'r> Registrar<'r> {
+    pub(crate) fn new(core: &'r Core) -> Self {
+        Registrar { core }
+    }
+
+    fn call(&self, name: &'static str, op: u32, arg: *const c_void, nr: u32) -> Result<u32> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        // SAFETY: each caller passes `arg`/`nr` in the shape `op` expects,
+        // pointing to memory that outlives this call; none of these opcodes
+        // keeps a pointer to caller memory past the call.
+        unsafe { sys::io_uring_register(self.core.raw_fd, op, arg, nr) }.map_err(|e| map_register_error(name, e))
+    }
+
+    /// Reads the opcode probe again (`IORING_REGISTER_PROBE`):
+    /// `(last_op, supported opcodes)`.
+    pub fn probe(&self) -> Result<(u8, Vec<u8>)> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        let (last, ops) = read_probe(self.core.raw_fd)?;
+        Ok((last, ops.iter().filter(|o| u32::from(o.flags) & sys::IO_URING_OP_SUPPORTED != 0).map(|o| o.op).collect()))
+    }
+
+    /// Signal `eventfd` for every posted CQE (`IORING_REGISTER_EVENTFD`).
+    pub fn eventfd(&self, eventfd: BorrowedFd<'_>) -> Result<()> {
+        let fd: i32 = eventfd.as_raw_fd();
+        self.call("IORING_REGISTER_EVENTFD", sys::IORING_REGISTER_EVENTFD, (&fd as *const i32).cast(), 1).map(drop)
+    }
+
+    /// Signal `eventfd` only for completions that finished asynchronously
+    /// (`IORING_REGISTER_EVENTFD_ASYNC`).
+    pub fn eventfd_async(&self, eventfd: BorrowedFd<'_>) -> Result<()> {
+        let fd: i32 = eventfd.as_raw_fd();
+        self.call("IORING_REGISTER_EVENTFD_ASYNC", sys::IORING_REGISTER_EVENTFD_ASYNC, (&fd as *const i32).cast(), 1)
+            .map(drop)
+    }
+
+    /// Removes the registered eventfd (`IORING_UNREGISTER_EVENTFD`).
+    pub fn unregister_eventfd(&self) -> Result<()> {
+        self.call("IORING_UNREGISTER_EVENTFD", sys::IORING_UNREGISTER_EVENTFD, ptr::null(), 0).map(drop)
+    }
+
+    /// Registers a dense file table (`IORING_REGISTER_FILES2`): slot `i`
+    /// holds `fds[i]`; `-1` leaves a slot empty. The kernel takes its own
+    /// references, so the fds may be closed afterwards.
+    pub fn files(&self, fds: &[RawFd]) -> Result<()> {
+        let nr = u32::try_from(fds.len()).map_err(|_| Error::InvalidArgument("too many files".into()))?;
+        if nr == 0 {
+            return Err(Error::InvalidArgument("an empty file table; use files_sparse for empty slots".into()));
+        }
+        let reg = sys::io_uring_rsrc_register { nr, data: fds.as_ptr() as u64, ..Default::default() };
+        self.call(
+            "IORING_REGISTER_FILES2",
+            sys::IORING_REGISTER_FILES2,
+            (&reg as *const sys::io_uring_rsrc_register).cast(),
+            size_of::<sys::io_uring_rsrc_register>() as u32,
+        )
+        .map(drop)
+    }
+
+    /// Registers a table of `n` empty slots (`IORING_RSRC_REGISTER_SPARSE`),
+    /// to fill with [`files_update`](Self::files_update) or direct
+    /// descriptors.
+    pub fn files_sparse(&self, n: u32) -> Result<()> {
+        if n == 0 {
+            return Err(Error::InvalidArgument("a sparse file table needs at least one slot".into()));
+        }
+        let reg = sys::io_uring_rsrc_register { nr: n, flags: sys::IORING_RSRC_REGISTER_SPARSE, ..Default::default() };
+        self.call(
+            "IORING_REGISTER_FILES2",
+            sys::IORING_REGISTER_FILES2,
+            (&reg as *const sys::io_uring_rsrc_register).cast(),
+            size_of::<sys::io_uring_rsrc_register>() as u32,
+        )
+        .map(drop)
+    }
+
+    /// Replaces slots `offset..offset + fds.len()` (`IORING_REGISTER_FILES_UPDATE2`);
+    /// `-1` empties a slot, `IORING_REGISTER_FILES_SKIP` (-2) leaves it.
+    /// Returns how many slots were updated.
+    pub fn files_update(&self, offset: u32, fds: &[RawFd]) -> Result<u32> {
+        let nr = u32::try_from(fds.len()).map_err(|_| Error::InvalidArgument("too many files".into()))?;
+        let upd = sys::io_uring_rsrc_update2 { offset, data: fds.as_ptr() as u64, nr, ..Default::default() };
+        self.call(
+            "IORING_REGISTER_FILES_UPDATE2",
+            sys::IORING_REGISTER_FILES_UPDATE2,
+            (&upd as *const sys::io_uring_rsrc_update2).cast(),
+            size_of::<sys::io_uring_rsrc_update2>() as u32,
+        )
+    }
+
+    /// Drops the file table (`IORING_UNREGISTER_FILES`).
+    pub fn unregister_files(&self) -> Result<()> {
+        self.call("IORING_UNREGISTER_FILES", sys::IORING_UNREGISTER_FILES, ptr::null(), 0).map(drop)
+    }
+
+    /// Confines kernel-allocated direct descriptors (`IORING_FILE_INDEX_ALLOC`)
+    /// to slots `offset..offset + len` (`IORING_REGISTER_FILE_ALLOC_RANGE`).
+    pub fn file_alloc_range(&self, offset: u32, len: u32) -> Result<()> {
+        let range = sys::io_uring_file_index_range { off: offset, len, ..Default::default() };
+        self.call(
+            "IORING_REGISTER_FILE_ALLOC_RANGE",
+            sys::IORING_REGISTER_FILE_ALLOC_RANGE,
+            (&range as *const sys::io_uring_file_index_range).cast(),
+            0,
+        )
+        .map(drop)
+    }
+
+    /// Limits what the ring may do (`IORING_REGISTER_RESTRICTIONS`): only
+    /// while the ring is disabled, between `new` and `start`.
+    pub fn restrictions(&self, rules: &[Restriction]) -> Result<()> {
+        if self.core.state == State::Started {
+            return Err(Error::AlreadyEnabled { what: "IORING_REGISTER_RESTRICTIONS" });
+        }
+        let nr = u32::try_from(rules.len()).map_err(|_| Error::InvalidArgument("too many restrictions".into()))?;
+        self.call("IORING_REGISTER_RESTRICTIONS", sys::IORING_REGISTER_RESTRICTIONS, rules.as_ptr().cast(), nr)
+            .map(drop)
+    }
+
+    /// Runs the ring's io-wq workers on `cpus` only (`IORING_REGISTER_IOWQ_AFF`).
+    pub fn iowq_affinity(&self, cpus: &[usize]) -> Result<()> {
+        // SAFETY: cpu_set_t is a plain bit array; zeroed is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let max = 8 * size_of::<libc::cpu_set_t>();
+        for &cpu in cpus {
+            if cpu >= max {
+                return Err(Error::InvalidArgument(format!("cpu {cpu} is beyond cpu_set_t ({max} cpus)")));
+            }
+            // SAFETY: `cpu` is below the set's capacity, checked above.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+        self.call(
+            "IORING_REGISTER_IOWQ_AFF",
+            sys::IORING_REGISTER_IOWQ_AFF,
+            (&set as *const libc::cpu_set_t).cast(),
+            size_of::<libc::cpu_set_t>() as u32,
+        )
+        .map(drop)
+    }
+
+    /// Restores the default io-wq affinity (`IORING_UNREGISTER_IOWQ_AFF`).
+    pub fn unregister_iowq_affinity(&self) -> Result<()> {
+        self.call("IORING_UNREGISTER_IOWQ_AFF", sys::IORING_UNREGISTER_IOWQ_AFF, ptr::null(), 0).map(drop)
+    }
+
+    /// Sets the most bounded and unbounded io-wq workers (0 leaves a value
+    /// unchanged) and returns the previous `[bounded, unbounded]`
+    /// (`IORING_REGISTER_IOWQ_MAX_WORKERS`).
+    pub fn iowq_max_workers(&self, bounded: u32, unbounded: u32) -> Result<[u32; 2]> {
+        let mut v = [bounded, unbounded];
+        self.call(
+            "IORING_REGISTER_IOWQ_MAX_WORKERS",
+            sys::IORING_REGISTER_IOWQ_MAX_WORKERS,
+            v.as_mut_ptr().cast_const().cast(),
+            2,
+        )?;
+        Ok(v)
+    }
+
+    /// Registers the calling thread's credentials as a personality
+    /// (`IORING_REGISTER_PERSONALITY`) and returns its id, for
+    /// `sqe.personality`.
+    pub fn personality(&self) -> Result<u16> {
+        self.call("IORING_REGISTER_PERSONALITY", sys::IORING_REGISTER_PERSONALITY, ptr::null(), 0).map(|id| id as u16)
+    }
+
+    /// Drops personality `id` (`IORING_UNREGISTER_PERSONALITY`).
+    pub fn unregister_personality(&self, id: u16) -> Result<()> {
+        self.call("IORING_UNREGISTER_PERSONALITY", sys::IORING_UNREGISTER_PERSONALITY, ptr::null(), u32::from(id))
+            .map(drop)
+    }
+
+    /// The clock that wait timeouts are measured on
+    /// (`IORING_REGISTER_CLOCK`): `CLOCK_MONOTONIC` (default) or
+    /// `CLOCK_BOOTTIME`.
+    pub fn clock(&self, clock: libc::clockid_t) -> Result<()> {
+        let reg = sys::io_uring_clock_register { clockid: clock as u32, ..Default::default() };
+        self.call(
+            "IORING_REGISTER_CLOCK",
+            sys::IORING_REGISTER_CLOCK,
+            (&reg as *const sys::io_uring_clock_register).cast(),
+            0,
+        )
+        .map(drop)
+    }
+
+    /// Turns on NAPI busy polling for the ring's sockets
+    /// (`IORING_REGISTER_NAPI`) and returns the previous settings.
+    pub fn napi(&self, napi: Napi) -> Result<Napi> {
+        let mut reg = sys::io_uring_napi {
+            busy_poll_to: napi.busy_poll_usec,
+            prefer_busy_poll: u8::from(napi.prefer_busy_poll),
+            ..Default::default()
+        };
+        self.call(
+            "IORING_REGISTER_NAPI",
+            sys::IORING_REGISTER_NAPI,
+            (&mut reg as *mut sys::io_uring_napi).cast_const().cast(),
+            1,
+        )?;
+        Ok(Napi { busy_poll_usec: reg.busy_poll_to, prefer_busy_poll: reg.prefer_busy_poll != 0 })
+    }
+
+    /// Turns NAPI busy polling off (`IORING_UNREGISTER_NAPI`) and returns
+    /// the settings that were in force.
+    pub fn unregister_napi(&self) -> Result<Napi> {
+        let mut reg = sys::io_uring_napi::default();
+        self.call(
+            "IORING_UNREGISTER_NAPI",
+            sys::IORING_UNREGISTER_NAPI,
+            (&mut reg as *mut sys::io_uring_napi).cast_const().cast(),
+            1,
+        )?;
+        Ok(Napi { busy_poll_usec: reg.busy_poll_to, prefer_busy_poll: reg.prefer_busy_poll != 0 })
+    }
+}
+
+#[cold]
+fn map_register_error(name: &'static str, e: std::io::Error) -> Error {
+    Error::io(name, e)
+}

@@ -1,0 +1,789 @@
+//! [`Ring`]: the single-issuer ring, and the setup both ring types share.
+
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr;
+use std::time::Duration;
+
+use uring_sys as sys;
+
+use crate::context::ContextPools;
+use crate::cqe::{Cqe, CqeSlot, Reaped};
+use crate::error::{Error, Result, setup_error};
+use crate::features::{Features, probe_setup_flag, read_probe};
+use crate::options::{Issuer, Options, SetupFlags, setup_flag_name};
+use crate::queue::{Cq, RingMem, Sq};
+use crate::register::Registrar;
+use crate::sqe::{Sqe, Sqe128};
+
+/// Where a ring is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Created with `IORING_SETUP_R_DISABLED`: register resources, then `start`.
+    Created,
+    /// Enabled; submissions and completions flow.
+    Started,
+    /// Stopped for good; every call returns [`Error::Stopped`].
+    Stopped,
+}
+
+/// The parts both ring types share: the fd, the mappings, the features.
+#[derive(Debug)]
+pub(crate) struct Core {
+    /// `None` once stopped. Declared before the mappings so the fd closes
+    /// first.
+    pub(crate) fd: Option<OwnedFd>,
+    pub(crate) raw_fd: RawFd,
+    pub(crate) params: sys::io_uring_params,
+    pub(crate) rings: RingMem,
+    pub(crate) sqes: Option<RingMem>,
+    pub(crate) features: Features,
+    pub(crate) state: State,
+    /// The fd or registered index `io_uring_enter` takes.
+    pub(crate) enter_fd: i32,
+    /// `IORING_ENTER_REGISTERED_RING` when entering through the index.
+    pub(crate) enter_flags: u32,
+    pub(crate) register_ring_fd: bool,
+    pub(crate) sqpoll: bool,
+    pub(crate) defer: bool,
+}
+
+impl Core {
+    pub(crate) fn setup(opts: &Options, issuer: Issuer) -> Result<(Core, Sq, Cq)> {
+        let (entries, mut params) = opts.to_params(issuer)?;
+        let requested = params;
+        let no_mmap = params.flags & sys::IORING_SETUP_NO_MMAP != 0;
+
+        // With NO_MMAP the memory must exist before the setup call; its size
+        // depends on offsets only the kernel knows, so ask a throwaway ring
+        // with the same geometry first.
+        let user_mem = if no_mmap {
+            let mut probe = params;
+            probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
+            // SAFETY: `probe` is valid and hands the kernel no memory of ours.
+            let fd =
+                unsafe { sys::io_uring_setup(entries, &mut probe) }.map_err(|e| diagnose(e, entries, &requested))?;
+            // SAFETY: the kernel just returned this fd; we own it.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            let rings =
+                RingMem::anonymous(round_page(rings_len(&probe))).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
+            let sqes =
+                RingMem::anonymous(round_page(sqes_len(&probe))).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
+            params.cq_off.user_addr = rings.ptr() as u64;
+            params.sq_off.user_addr = sqes.ptr() as u64;
+            Some((rings, sqes))
+        } else {
+            None
+        };
+
+        // SAFETY: `params` is valid for the call. With NO_MMAP, the two user
+        // addresses are page-aligned regions of the sizes the kernel needs
+        // for this geometry; they stay mapped as long as the ring (they move
+        // into `Core` below, which closes the fd before unmapping).
+        let fd = unsafe { sys::io_uring_setup(entries, &mut params) }.map_err(|e| diagnose(e, entries, &requested))?;
+        // SAFETY: the kernel just returned this fd; we own it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+
+        let (rings, sqes) = match user_mem {
+            Some((rings, sqes)) => (rings, Some(sqes)),
+            None => {
+                let rings = RingMem::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
+                    .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
+                let sqes = RingMem::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
+                    .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
+                (rings, Some(sqes))
+            }
+        };
+        let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), RingMem::ptr);
+        // SAFETY: both regions are the live memory `params` describes, and
+        // they live in the returned Core next to the queues.
+        let (sq, cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
+
+        let (last_op, probe) = read_probe(fd.as_raw_fd())?;
+        let features = Features::new(&params, &probe, last_op);
+        let raw_fd = fd.as_raw_fd();
+        let flags = params.flags;
+        Ok((
+            Core {
+                fd: Some(fd),
+                raw_fd,
+                params,
+                rings,
+                sqes,
+                features,
+                state: State::Created,
+                enter_fd: raw_fd,
+                enter_flags: 0,
+                register_ring_fd: opts.register_ring_fd,
+                sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
+                defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+            },
+            sq,
+            cq,
+        ))
+    }
+
+    #[inline]
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.state == State::Started { Ok(()) } else { Err(self.state_error()) }
+    }
+
+    #[cold]
+    pub(crate) fn state_error(&self) -> Error {
+        match self.state {
+            State::Created => Error::NotStarted,
+            State::Stopped => Error::Stopped,
+            State::Started => unreachable!("state_error on a started ring"),
+        }
+    }
+
+    /// `io_uring_enter` without an extended argument.
+    #[inline]
+    pub(crate) fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<u32> {
+        // SAFETY: `enter_fd` is this ring (fd or registered index, with the
+        // matching flag); every SQE it may consume was pushed through an
+        // `unsafe` push whose caller vouched for the memory it names; no
+        // signal mask or extended argument is passed.
+        let r = unsafe {
+            sys::io_uring_enter(self.enter_fd, to_submit, min_complete, flags | self.enter_flags, ptr::null())
+        };
+        r.map_err(enter_error)
+    }
+
+    /// `io_uring_enter` with a timeout (`IORING_ENTER_EXT_ARG`).
+    pub(crate) fn enter_timeout(&self, to_submit: u32, min_complete: u32, timeout: Duration) -> Result<u32> {
+        let ts = sys::__kernel_timespec {
+            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
+            tv_nsec: i64::from(timeout.subsec_nanos()),
+        };
+        let arg = sys::io_uring_getevents_arg { ts: &ts as *const _ as u64, ..Default::default() };
+        // SAFETY: as in `enter`; `arg` and the timespec it points to are
+        // valid for the duration of the call, and EXT_ARG tells the kernel
+        // to read exactly that structure.
+        let r = unsafe {
+            sys::io_uring_enter2(
+                self.enter_fd,
+                to_submit,
+                min_complete,
+                sys::IORING_ENTER_GETEVENTS | sys::IORING_ENTER_EXT_ARG | self.enter_flags,
+                (&arg as *const sys::io_uring_getevents_arg).cast(),
+                size_of::<sys::io_uring_getevents_arg>(),
+            )
+        };
+        r.map_err(enter_error)
+    }
+
+    /// Whether reaping needs a trip into the kernel even with nothing to
+    /// submit: deferred task work only runs when we ask, an overflow
+    /// backlog only flushes when we ask, and `IORING_SQ_TASKRUN` says task
+    /// work is pending.
+    #[inline]
+    pub(crate) fn needs_getevents(&self, cq: &Cq, cq_empty: bool) -> bool {
+        let kflags = cq.sq_flags();
+        kflags & sys::IORING_SQ_CQ_OVERFLOW != 0 || (cq_empty && (self.defer || kflags & sys::IORING_SQ_TASKRUN != 0))
+    }
+
+    pub(crate) fn start(&mut self) -> Result<()> {
+        match self.state {
+            State::Started => return Err(Error::AlreadyStarted),
+            State::Stopped => return Err(Error::Stopped),
+            State::Created => {}
+        }
+        // SAFETY: ENABLE_RINGS takes no argument.
+        unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
+            .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+        self.state = State::Started;
+        if self.register_ring_fd {
+            self.register_ring_fd()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn register_ring_fd(&mut self) -> Result<u32> {
+        if self.enter_flags != 0 {
+            return Ok(self.enter_fd as u32);
+        }
+        let mut upd = sys::io_uring_rsrc_update { offset: u32::MAX, data: self.raw_fd as u64, ..Default::default() };
+        // SAFETY: RING_FDS reads and writes back one io_uring_rsrc_update.
+        unsafe {
+            sys::io_uring_register(
+                self.raw_fd,
+                sys::IORING_REGISTER_RING_FDS,
+                (&mut upd as *mut sys::io_uring_rsrc_update).cast(),
+                1,
+            )
+        }
+        .map_err(|e| Error::io("IORING_REGISTER_RING_FDS", e))?;
+        self.enter_fd = upd.offset as i32;
+        self.enter_flags = sys::IORING_ENTER_REGISTERED_RING;
+        Ok(upd.offset)
+    }
+
+    pub(crate) fn stop(&mut self) {
+        if self.state == State::Stopped {
+            return;
+        }
+        if self.enter_flags != 0 {
+            let upd = sys::io_uring_rsrc_update { offset: self.enter_fd as u32, ..Default::default() };
+            // SAFETY: UNREGISTER_RING_FDS reads one io_uring_rsrc_update.
+            // Best effort: from another thread the index is not ours and
+            // the kernel says EINVAL; the thread's exit releases it then.
+            let _ = unsafe {
+                sys::io_uring_register(
+                    self.raw_fd,
+                    sys::IORING_UNREGISTER_RING_FDS,
+                    (&upd as *const sys::io_uring_rsrc_update).cast(),
+                    1,
+                )
+            };
+            self.enter_flags = 0;
+        }
+        // Closing the fd makes the kernel cancel what is in flight and tear
+        // the ring down. The mappings stay until the ring object drops; the
+        // kernel holds its own references to the ring pages, so nothing it
+        // still touches is freed.
+        self.fd = None;
+        self.enter_fd = -1;
+        self.state = State::Stopped;
+    }
+}
+
+fn rings_len(p: &sys::io_uring_params) -> usize {
+    let cqe = if p.flags & sys::IORING_SETUP_CQE32 != 0 { 32 } else { 16 };
+    let mut len = p.cq_off.cqes as usize + p.cq_entries as usize * cqe;
+    if p.flags & sys::IORING_SETUP_NO_SQARRAY == 0 {
+        len = len.max(p.sq_off.array as usize + p.sq_entries as usize * 4);
+    }
+    len
+}
+
+fn sqes_len(p: &sys::io_uring_params) -> usize {
+    let sqe = if p.flags & sys::IORING_SETUP_SQE128 != 0 { 128 } else { 64 };
+    p.sq_entries as usize * sqe
+}
+
+fn round_page(len: usize) -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
+    len.div_ceil(page) * page
+}
+
+#[cold]
+fn enter_error(e: std::io::Error) -> Error {
+    Error::io("io_uring_enter", e)
+}
+
+/// Turns a failed setup into the clearest error: an unknown flag is named.
+#[cold]
+fn diagnose(e: std::io::Error, entries: u32, requested: &sys::io_uring_params) -> Error {
+    if e.raw_os_error() == Some(libc::EINVAL) {
+        let ignore = sys::IORING_SETUP_R_DISABLED;
+        for bit in (0..32).map(|b| 1u32 << b).filter(|b| requested.flags & b & !ignore != 0) {
+            if probe_setup_flag(bit) == Some(false) {
+                let what = if SetupFlags::all().bits() & bit != 0 && setup_flag_name(bit) != "unknown IORING_SETUP bit"
+                {
+                    setup_flag_name(bit).to_owned()
+                } else {
+                    format!("setup flag bit {}", bit.trailing_zeros())
+                };
+                return Error::unsupported(what, Some("see `cargo xtask doctor` for the flags this kernel accepts"));
+            }
+        }
+    }
+    let cq = if requested.cq_entries != 0 { requested.cq_entries } else { entries.saturating_mul(2) };
+    setup_error(e, entries, cq)
+}
+
+/// A single-issuer io_uring instance: `IORING_SETUP_SINGLE_ISSUER` with
+/// deferred task work by default.
+///
+/// `Ring` is `Send` but not `Sync`: one thread at a time owns it, and the
+/// type system (every submit-state call takes `&mut self`) serializes
+/// submission and reaping. Use [`SharedRing`](crate::SharedRing) when
+/// several threads must submit.
+///
+/// # Lifecycle
+///
+/// [`new`](Self::new) creates the ring disabled and maps it; register files,
+/// eventfds, restrictions and buffers through [`register`](Self::register);
+/// [`start`](Self::start) enables it; [`stop`](Self::stop) ends it for good.
+///
+/// ```no_run
+/// use uring_core::{CqeSlot, Options, Ring, Sqe, SqeContext};
+///
+/// let mut ring = Ring::new(Options::small())?;
+/// ring.start()?;
+/// let mut nop = Sqe::new(uring_sys::IORING_OP_NOP as u8);
+/// nop.set_context(SqeContext::direct(0, Default::default(), 0, -1).with_op(0));
+/// // SAFETY: a NOP names no memory.
+/// unsafe { ring.push(&nop) }?;
+/// let mut slots = [CqeSlot::EMPTY; 8];
+/// let done = ring.wait_for(&mut slots, 1, None)?;
+/// assert_eq!(done.get(0).unwrap().res(), 0);
+/// # Ok::<(), uring_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Ring {
+    pub(crate) sq: Sq,
+    pub(crate) cq: Cq,
+    pub(crate) core: Core,
+    pools: ContextPools,
+    /// `Sq`/`Cq` are `Send` but not `Sync`; this marker states it for the
+    /// whole type regardless of how their fields change.
+    _not_sync: PhantomData<std::cell::Cell<()>>,
+}
+
+impl Ring {
+    /// Creates the ring (disabled), maps it, reads the probe and sizes the
+    /// context pools. Nothing can be submitted until [`start`](Self::start).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for bad options (before any syscall),
+    /// [`Error::Unsupported`] naming a setup flag the kernel rejects, and the
+    /// machine-dependent setup errors ([`Error::LockedMemory`],
+    /// [`Error::Disabled`], [`Error::Blocked`], [`Error::NoIoUring`]).
+    pub fn new(opts: Options) -> Result<Self> {
+        let (core, sq, cq) = Core::setup(&opts, Issuer::Single)?;
+        let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
+        Ok(Ring { sq, cq, core, pools: ContextPools::new(indirect, extended), _not_sync: PhantomData })
+    }
+
+    /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
+    /// registers its fd. Fails with [`Error::AlreadyStarted`] the second
+    /// time.
+    pub fn start(&mut self) -> Result<()> {
+        self.core.start()
+    }
+
+    /// Ends the ring for good: closes the fd, after which the kernel cancels
+    /// whatever is still in flight. Idempotent; every later call returns
+    /// [`Error::Stopped`].
+    ///
+    /// Completions not reaped before `stop` are lost, and so are pooled
+    /// contexts they would have returned (visible in the pool counters).
+    /// Memory handed to the kernel through an `unsafe` call must stay valid
+    /// until its CQE: reap everything in flight before stopping, or keep
+    /// that memory alive until the ring is dropped and the process no
+    /// longer needs it.
+    pub fn stop(&mut self) {
+        self.core.stop();
+    }
+
+    /// Where the ring is in its life.
+    pub fn state(&self) -> State {
+        self.core.state
+    }
+
+    /// What the kernel and this ring support.
+    pub fn features(&self) -> &Features {
+        &self.core.features
+    }
+
+    /// The parameters the kernel returned from setup.
+    pub fn params(&self) -> &sys::io_uring_params {
+        &self.core.params
+    }
+
+    /// The ring's context pools.
+    pub fn pools(&self) -> &ContextPools {
+        &self.pools
+    }
+
+    /// The ring's context pools, mutable (acquire, fill, release).
+    pub fn pools_mut(&mut self) -> &mut ContextPools {
+        &mut self.pools
+    }
+
+    /// The register calls of this ring.
+    pub fn register(&self) -> Registrar<'_> {
+        Registrar::new(&self.core)
+    }
+
+    /// Registers the ring fd now (see
+    /// [`Options::register_ring_fd`](crate::Options::register_ring_fd)) and
+    /// returns its index; later enters use it.
+    pub fn register_ring_fd(&mut self) -> Result<u32> {
+        self.core.check()?;
+        self.core.register_ring_fd()
+    }
+
+    /// The next free SQE, zeroed, for the caller to fill in place.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`] when no entry is free (submit first; nothing is
+    /// flushed implicitly), [`Error::NotStarted`] / [`Error::Stopped`].
+    ///
+    /// # Safety
+    ///
+    /// Whatever the caller writes into the entry is submitted by the next
+    /// [`submit`](Self::submit) / [`wait`](Self::wait). Every address in it
+    /// (buffers, iovecs, paths, sockaddrs, timespecs, …) must point to
+    /// memory that stays valid, and is not otherwise accessed in a way the
+    /// operation forbids, until the operation's last CQE is reaped (for
+    /// multishot operations: the CQE without `IORING_CQE_F_MORE`); memory
+    /// the kernel only reads at submission must stay valid until the next
+    /// submit returns. A half-written entry is submitted as it is.
+    #[inline]
+    pub unsafe fn next_sqe(&mut self) -> Result<&mut Sqe> {
+        self.core.check()?;
+        match self.sq.next() {
+            Some(slot) => {
+                let sqe = slot.cast::<Sqe>();
+                // SAFETY: the slot is an SQE we own until the tail is
+                // published; zeroing leaves no stale fields of an earlier
+                // submission in it.
+                unsafe {
+                    sqe.write(Sqe::default());
+                    Ok(&mut *sqe)
+                }
+            }
+            None => Err(self.queue_full()),
+        }
+    }
+
+    /// The next free 128-byte SQE, zeroed, on a ring created with
+    /// [`Options::sqe128`](crate::Options::sqe128).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on a 64-byte-SQE ring; otherwise as
+    /// [`next_sqe`](Self::next_sqe).
+    ///
+    /// # Safety
+    ///
+    /// As for [`next_sqe`](Self::next_sqe).
+    pub unsafe fn next_sqe128(&mut self) -> Result<&mut Sqe128> {
+        self.core.check()?;
+        if self.core.features.sqe_size() != 128 {
+            return Err(Error::unsupported("128-byte SQE", Some("create the ring with Options::sqe128(true)")));
+        }
+        match self.sq.next() {
+            Some(slot) => {
+                let sqe = slot.cast::<Sqe128>();
+                // SAFETY: on an SQE128 ring every slot is 128 bytes, ours
+                // until the tail is published.
+                unsafe {
+                    sqe.write(Sqe128::default());
+                    Ok(&mut *sqe)
+                }
+            }
+            None => Err(self.queue_full()),
+        }
+    }
+
+    /// Copies `sqe` into the next free entry.
+    ///
+    /// # Errors
+    ///
+    /// As for [`next_sqe`](Self::next_sqe).
+    ///
+    /// # Safety
+    ///
+    /// As for [`next_sqe`](Self::next_sqe): the memory `sqe` names must stay
+    /// valid until the operation's last CQE is reaped.
+    #[inline]
+    pub unsafe fn push(&mut self, sqe: &Sqe) -> Result<()> {
+        self.core.check()?;
+        if self.sq.push(sqe) { Ok(()) } else { Err(self.queue_full()) }
+    }
+
+    /// Copies all of `sqes` into consecutive entries, or none of them when
+    /// they do not all fit (a linked chain must not be split across a
+    /// flush by a full queue).
+    ///
+    /// # Errors
+    ///
+    /// As for [`next_sqe`](Self::next_sqe).
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for every entry.
+    pub unsafe fn push_all(&mut self, sqes: &[Sqe]) -> Result<()> {
+        self.core.check()?;
+        let n = u32::try_from(sqes.len()).unwrap_or(u32::MAX);
+        if !self.sq.has_room(n) {
+            return Err(self.queue_full());
+        }
+        for sqe in sqes {
+            let pushed = self.sq.push(sqe);
+            debug_assert!(pushed, "room was checked");
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn queue_full(&self) -> Error {
+        Error::QueueFull { entries: self.sq.entries }
+    }
+
+    /// Free SQ entries.
+    pub fn sq_space_left(&mut self) -> u32 {
+        self.sq.space_left()
+    }
+
+    /// Entries written but not yet submitted.
+    pub fn sq_pending(&self) -> u32 {
+        self.sq.unpublished()
+    }
+
+    /// Completion slots ready to reap (without entering the kernel).
+    pub fn cq_ready(&self) -> u32 {
+        self.cq.ready()
+    }
+
+    /// CQEs the kernel dropped for lack of room (`cq_off.overflow`). Stays
+    /// 0 on kernels with `IORING_FEAT_NODROP`, which buffer overflow
+    /// instead; the library flushes that backlog when it reaps.
+    pub fn cq_dropped(&self) -> u32 {
+        self.cq.dropped()
+    }
+
+    /// Publishes the pending entries (one release store of the SQ tail) and
+    /// submits them with one `io_uring_enter` (on SQPOLL rings: wakes the
+    /// poller only if it sleeps). Returns how many the kernel consumed.
+    #[inline]
+    pub fn submit(&mut self) -> Result<u32> {
+        self.core.check()?;
+        let pending = self.sq.flush();
+        if self.core.sqpoll {
+            self.wake_sqpoll(pending)?;
+            return Ok(pending);
+        }
+        if pending == 0 {
+            return Ok(0);
+        }
+        self.core.enter(pending, 0, 0)
+    }
+
+    /// Submits and waits until at least `want` completions are ready.
+    /// Returns how many entries the kernel consumed.
+    #[inline]
+    pub fn submit_and_wait(&mut self, want: u32) -> Result<u32> {
+        self.core.check()?;
+        let pending = self.sq.flush();
+        if self.core.sqpoll {
+            self.wake_sqpoll(pending)?;
+            if want == 0 {
+                return Ok(pending);
+            }
+            self.core.enter(0, want, sys::IORING_ENTER_GETEVENTS)?;
+            return Ok(pending);
+        }
+        self.core.enter(pending, want, sys::IORING_ENTER_GETEVENTS)
+    }
+
+    #[inline]
+    fn wake_sqpoll(&self, pending: u32) -> Result<()> {
+        if pending > 0 && self.sq.needs_wakeup() {
+            self.core.enter(0, 0, sys::IORING_ENTER_SQ_WAKEUP)?;
+        }
+        Ok(())
+    }
+
+    /// Submits what is pending and lets the kernel post what it owes
+    /// (deferred task work, an overflow backlog), without blocking.
+    #[inline]
+    fn prepare_reap(&mut self) -> Result<()> {
+        let pending = self.sq.flush();
+        if self.core.sqpoll {
+            self.wake_sqpoll(pending)?;
+            if self.core.needs_getevents(&self.cq, self.cq.ready() == 0) {
+                self.core.enter(0, 0, sys::IORING_ENTER_GETEVENTS)?;
+            }
+            return Ok(());
+        }
+        if pending > 0 || self.core.needs_getevents(&self.cq, self.cq.ready() == 0) {
+            self.core.enter(pending, 0, sys::IORING_ENTER_GETEVENTS)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes pending submissions, then copies ready completions into
+    /// `out` (at most `out.len()`), without blocking.
+    ///
+    /// Makes no syscall when nothing is pending and completions are already
+    /// visible. On deferred-task-work rings, an empty CQ costs one
+    /// non-blocking `io_uring_enter` so the kernel can post what it owes;
+    /// likewise when the kernel flags a CQ overflow backlog.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when no completion is observable;
+    /// [`Error::Stopped`], [`Error::NotStarted`]; the enter's errno.
+    #[inline]
+    pub fn wait<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
+        self.core.check()?;
+        self.prepare_reap()?;
+        self.reap(out)
+    }
+
+    /// Like [`wait`](Self::wait), but blocks until at least `min`
+    /// completions are ready or `timeout` passes (`None`: no limit). A
+    /// timeout with nothing ready is [`Error::WouldBlock`]; a signal is an
+    /// `EINTR` [`Error::Io`].
+    pub fn wait_for<'a>(
+        &'a mut self,
+        out: &'a mut [CqeSlot],
+        min: u32,
+        timeout: Option<Duration>,
+    ) -> Result<Reaped<'a>> {
+        self.core.check()?;
+        let pending = self.sq.flush();
+        if self.core.sqpoll {
+            self.wake_sqpoll(pending)?;
+        }
+        let to_submit = if self.core.sqpoll { 0 } else { pending };
+        let satisfied = self.cq.ready() >= min && !self.core.needs_getevents(&self.cq, false);
+        if to_submit > 0 || !satisfied {
+            let r = match timeout {
+                Some(t) => self.core.enter_timeout(to_submit, min, t),
+                None => self.core.enter(to_submit, min, sys::IORING_ENTER_GETEVENTS),
+            };
+            match r {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.reap(out)
+    }
+
+    #[inline]
+    fn reap<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
+        let n = self.cq.reap_into(out);
+        if n == 0 {
+            return Err(Error::WouldBlock);
+        }
+        Ok(Reaped::new(&out[..n], Some(&self.pools)))
+    }
+
+    /// A zero-copy pass over the ready completions, in ring memory: each
+    /// [`Cqe`] borrows its ring entry, and the entries go back to the
+    /// kernel (one release store of the CQ head) when the pass is dropped.
+    /// Flushes pending submissions first, as [`wait`](Self::wait) does.
+    pub fn completions(&mut self) -> Result<Completions<'_>> {
+        self.core.check()?;
+        self.prepare_reap()?;
+        let (head, tail) = self.cq.window();
+        Ok(Completions { ring: self, head, tail })
+    }
+
+    /// Resizes the SQ and CQ of a running ring
+    /// (`IORING_REGISTER_RESIZE_RINGS`, since 6.13; the kernel allows it on
+    /// deferred-task-work rings only). Pending SQEs are submitted first;
+    /// ready CQEs are carried over by the kernel.
+    pub fn resize(&mut self, sq_entries: u32, cq_entries: u32) -> Result<()> {
+        self.core.check()?;
+        if self.core.params.flags & sys::IORING_SETUP_NO_MMAP != 0 {
+            return Err(Error::unsupported(
+                "IORING_REGISTER_RESIZE_RINGS on a NO_MMAP ring",
+                Some("this library resizes kernel-mapped rings only"),
+            ));
+        }
+        if !self.core.defer {
+            return Err(Error::unsupported(
+                "IORING_REGISTER_RESIZE_RINGS without IORING_SETUP_DEFER_TASKRUN",
+                Some("the kernel resizes deferred-task-work rings only"),
+            ));
+        }
+        for (what, n) in [("sq_entries", sq_entries), ("cq_entries", cq_entries)] {
+            if n == 0 || !n.is_power_of_two() {
+                return Err(Error::InvalidArgument(format!("{what} must be a non-zero power of two, got {n}")));
+            }
+        }
+        if cq_entries < sq_entries {
+            return Err(Error::InvalidArgument(format!("cq_entries {cq_entries} < sq_entries {sq_entries}")));
+        }
+        if self.sq.flush() > 0 {
+            self.core.enter(self.sq.flush(), 0, sys::IORING_ENTER_GETEVENTS)?;
+        }
+        let keep = self.core.params.flags
+            & (sys::IORING_SETUP_CQE32
+                | sys::IORING_SETUP_SQE128
+                | sys::IORING_SETUP_NO_SQARRAY
+                | sys::IORING_SETUP_CQE_MIXED);
+        let mut p = sys::io_uring_params {
+            sq_entries,
+            cq_entries,
+            flags: sys::IORING_SETUP_CQSIZE | keep,
+            ..Default::default()
+        };
+        // SAFETY: RESIZE_RINGS reads and updates one io_uring_params; no
+        // user memory is handed over (not NO_MMAP).
+        unsafe {
+            sys::io_uring_register(
+                self.core.raw_fd,
+                sys::IORING_REGISTER_RESIZE_RINGS,
+                (&mut p as *mut sys::io_uring_params).cast(),
+                1,
+            )
+        }
+        .map_err(|e| Error::io("IORING_REGISTER_RESIZE_RINGS", e))?;
+        p.flags = self.core.params.flags;
+        p.features = self.core.params.features;
+        let rings = RingMem::map_ring(self.core.raw_fd, rings_len(&p), sys::IORING_OFF_SQ_RING)
+            .map_err(|e| Error::io("mmap (resized rings)", e))?;
+        let sqes = RingMem::map_ring(self.core.raw_fd, sqes_len(&p), sys::IORING_OFF_SQES)
+            .map_err(|e| Error::io("mmap (resized sqes)", e))?;
+        // SAFETY: the new mappings are what `p` describes; the old ones are
+        // dropped right after, when nothing points into them any more.
+        unsafe {
+            self.sq.rebind(&p, rings.ptr(), sqes.ptr());
+            self.cq.rebind(&p, rings.ptr());
+        }
+        self.core.rings = rings;
+        self.core.sqes = Some(sqes);
+        self.core.params.sq_entries = p.sq_entries;
+        self.core.params.cq_entries = p.cq_entries;
+        self.core.params.sq_off = p.sq_off;
+        self.core.params.cq_off = p.cq_off;
+        self.core.features.set_entries(p.sq_entries, p.cq_entries);
+        Ok(())
+    }
+}
+
+impl AsRawFd for Ring {
+    /// The ring fd (-1 once stopped).
+    fn as_raw_fd(&self) -> RawFd {
+        if self.core.fd.is_some() { self.core.raw_fd } else { -1 }
+    }
+}
+
+/// A zero-copy pass over ready completions; see [`Ring::completions`].
+///
+/// Not an `Iterator`: each [`Cqe`] borrows the pass, so none can outlive
+/// the point where the entries go back to the kernel.
+#[derive(Debug)]
+pub struct Completions<'r> {
+    ring: &'r mut Ring,
+    head: u32,
+    tail: u32,
+}
+
+impl Completions<'_> {
+    /// The next completion, borrowed from ring memory.
+    #[inline]
+    #[allow(clippy::should_implement_trait)] // A lending iterator cannot be an Iterator.
+    pub fn next(&mut self) -> Option<Cqe<'_>> {
+        let (ptr, big) = self.ring.cq.peek_at(&mut self.head, self.tail)?;
+        Some(Cqe::new(ptr, big, Some(&self.ring.pools)))
+    }
+
+    /// Calls `f` for every ready completion; returns how many there were.
+    pub fn for_each(mut self, mut f: impl FnMut(Cqe<'_>)) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.next() {
+            f(c);
+            n += 1;
+        }
+        n
+    }
+}
+
+impl Drop for Completions<'_> {
+    fn drop(&mut self) {
+        self.ring.cq.release_to(self.head);
+    }
+}

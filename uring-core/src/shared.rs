@@ -1,0 +1,192 @@
+//! [`SharedRing`]: the multi-issuer ring, `Sync`, serializing internally.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use uring_sys as sys;
+
+use crate::context::ContextPools;
+use crate::cqe::CqeSlot;
+use crate::error::{Error, Result};
+use crate::features::Features;
+use crate::options::{Issuer, Options};
+use crate::queue::{Cq, Sq};
+use crate::register::Registrar;
+use crate::ring::{Core, State};
+use crate::sqe::Sqe;
+
+/// A ring that several threads submit to and reap from
+/// (`IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`, no
+/// `SINGLE_ISSUER`). It is `Sync`: the SQ and the CQ each sit behind their
+/// own lock, so a thread blocked waiting for completions never holds up
+/// submitters. Blocking waits run without any lock held.
+///
+/// Lifecycle transitions ([`start`](Self::start), [`stop`](Self::stop))
+/// take `&mut self`, so no thread can be inside the ring when it stops.
+///
+/// Completions are copied into the caller's [`CqeSlot`]s; pooled contexts
+/// resolve through [`pools`](Self::pools).
+#[derive(Debug)]
+pub struct SharedRing {
+    sq: Mutex<Sq>,
+    cq: Mutex<Cq>,
+    pools: Mutex<ContextPools>,
+    core: Core,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the queue in a
+    // torn state (the indices are plain integers updated last), so poison
+    // is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SharedRing {
+    /// Creates the ring disabled; see [`Ring::new`](crate::Ring::new).
+    pub fn new(opts: Options) -> Result<Self> {
+        let (core, sq, cq) = Core::setup(&opts, Issuer::Multi)?;
+        let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
+        Ok(SharedRing {
+            sq: Mutex::new(sq),
+            cq: Mutex::new(cq),
+            pools: Mutex::new(ContextPools::new(indirect, extended)),
+            core,
+        })
+    }
+
+    /// Enables the ring.
+    pub fn start(&mut self) -> Result<()> {
+        self.core.start()
+    }
+
+    /// Ends the ring for good (see [`Ring::stop`](crate::Ring::stop)).
+    pub fn stop(&mut self) {
+        self.core.stop();
+    }
+
+    /// Where the ring is in its life.
+    pub fn state(&self) -> State {
+        self.core.state
+    }
+
+    /// What the kernel and this ring support.
+    pub fn features(&self) -> &Features {
+        &self.core.features
+    }
+
+    /// The register calls of this ring.
+    pub fn register(&self) -> Registrar<'_> {
+        Registrar::new(&self.core)
+    }
+
+    /// The context pools, locked.
+    pub fn pools(&self) -> MutexGuard<'_, ContextPools> {
+        lock(&self.pools)
+    }
+
+    /// Copies `sqe` into the next free entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::QueueFull`], [`Error::NotStarted`], [`Error::Stopped`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::next_sqe`](crate::Ring::next_sqe): the memory `sqe`
+    /// names must stay valid until the operation's last CQE is reaped, by
+    /// whichever thread reaps it.
+    pub unsafe fn push(&self, sqe: &Sqe) -> Result<()> {
+        self.core.check()?;
+        let mut sq = lock(&self.sq);
+        if sq.push(sqe) { Ok(()) } else { Err(Error::QueueFull { entries: sq.entries }) }
+    }
+
+    /// Copies all of `sqes` into consecutive entries, or none.
+    ///
+    /// # Errors
+    ///
+    /// As for [`push`](Self::push).
+    ///
+    /// # Safety
+    ///
+    /// As for [`push`](Self::push), for every entry.
+    pub unsafe fn push_all(&self, sqes: &[Sqe]) -> Result<()> {
+        self.core.check()?;
+        let mut sq = lock(&self.sq);
+        if !sq.has_room(u32::try_from(sqes.len()).unwrap_or(u32::MAX)) {
+            return Err(Error::QueueFull { entries: sq.entries });
+        }
+        for sqe in sqes {
+            sq.push(sqe);
+        }
+        Ok(())
+    }
+
+    /// Publishes and submits everything pushed so far, from any thread.
+    pub fn submit(&self) -> Result<u32> {
+        self.core.check()?;
+        let mut sq = lock(&self.sq);
+        let pending = sq.flush();
+        if self.core.sqpoll {
+            if pending > 0 && sq.needs_wakeup() {
+                self.core.enter(0, 0, sys::IORING_ENTER_SQ_WAKEUP)?;
+            }
+            return Ok(pending);
+        }
+        if pending == 0 {
+            return Ok(0);
+        }
+        // Entered under the SQ lock: another submitter must not publish
+        // entries this enter would count twice.
+        self.core.enter(pending, 0, 0)
+    }
+
+    /// Submits, then copies ready completions into `out` without blocking;
+    /// returns how many (`out[..n]`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when nothing is observable.
+    pub fn wait(&self, out: &mut [CqeSlot]) -> Result<usize> {
+        self.submit()?;
+        let mut cq = lock(&self.cq);
+        if self.core.needs_getevents(&cq, cq.ready() == 0) {
+            self.core.enter(0, 0, sys::IORING_ENTER_GETEVENTS)?;
+        }
+        match cq.reap_into(out) {
+            0 => Err(Error::WouldBlock),
+            n => Ok(n),
+        }
+    }
+
+    /// Submits, blocks (holding no lock) until `min` completions are ready
+    /// or `timeout` passes, then reaps into `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when the timeout passed with nothing ready.
+    pub fn wait_for(&self, out: &mut [CqeSlot], min: u32, timeout: Option<Duration>) -> Result<usize> {
+        self.submit()?;
+        let r = match timeout {
+            Some(t) => self.core.enter_timeout(0, min, t),
+            None => self.core.enter(0, min, sys::IORING_ENTER_GETEVENTS),
+        };
+        match r {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) => return Err(e),
+        }
+        match lock(&self.cq).reap_into(out) {
+            0 => Err(Error::WouldBlock),
+            n => Ok(n),
+        }
+    }
+}
+
+impl AsRawFd for SharedRing {
+    /// The ring fd (-1 once stopped).
+    fn as_raw_fd(&self) -> RawFd {
+        if self.core.fd.is_some() { self.core.raw_fd } else { -1 }
+    }
+}

@@ -1,0 +1,57 @@
+//! Shared helpers of the uring-core kernel tests.
+#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(unreachable_pub)]
+
+use uring_core::{CqeSlot, Error, Options, Ring, Sqe, SqeContext, sys};
+
+/// A started single-issuer ring with `entries` SQ entries.
+pub fn ring(entries: u32) -> Ring {
+    let mut ring = Ring::new(Options::default().entries(entries)).expect("Ring::new (see SETUP.md if this fails)");
+    ring.start().expect("start");
+    ring
+}
+
+/// A NOP carrying `user_data`.
+pub fn nop(user_data: u64) -> Sqe {
+    let mut sqe = Sqe::new(sys::IORING_OP_NOP as u8);
+    sqe.user_data = user_data;
+    sqe
+}
+
+/// A NOP whose result is `res` (`IORING_NOP_INJECT_RESULT`).
+pub fn nop_result(user_data: u64, res: i32) -> Sqe {
+    let mut sqe = nop(user_data);
+    sqe.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+    sqe.len = res as u32;
+    sqe
+}
+
+/// Pushes a NOP (safe: a NOP names no memory).
+pub fn push_nop(ring: &mut Ring, user_data: u64) -> Result<(), Error> {
+    // SAFETY: a NOP names no memory.
+    unsafe { ring.push(&nop(user_data)) }
+}
+
+/// Pushes a NOP stamped with `ctx`.
+pub fn push_ctx(ring: &mut Ring, ctx: SqeContext) -> Result<(), Error> {
+    let mut sqe = nop(0);
+    sqe.set_context(ctx);
+    // SAFETY: a NOP names no memory.
+    unsafe { ring.push(&sqe) }
+}
+
+/// Reaps until `n` completions were seen (blocking), returning
+/// `(user_data, res, flags)` of each in order.
+pub fn reap(ring: &mut Ring, n: usize) -> Vec<(u64, i32, u32)> {
+    let mut out = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 64];
+    while out.len() < n {
+        let want = (n - out.len()).min(64) as u32;
+        match ring.wait_for(&mut slots, want, Some(std::time::Duration::from_secs(5))) {
+            Ok(r) => out.extend(r.iter().map(|c| (c.user_data(), c.res(), c.raw_flags()))),
+            Err(Error::WouldBlock) => panic!("timed out after {} of {n} completions", out.len()),
+            Err(e) => panic!("wait_for: {e}"),
+        }
+    }
+    out
+}

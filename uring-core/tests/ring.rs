@@ -1,0 +1,201 @@
+//! Ring lifecycle, submission and completion against the running kernel.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use uring_core::{CqeSize, CqeSlot, Error, Options, Ring, SqeFlags, State, sys};
+
+#[test]
+fn nop_round_trip_through_wait() {
+    let mut ring = ring(8);
+    push_nop(&mut ring, 42).unwrap();
+    assert_eq!(ring.sq_pending(), 1);
+    let mut slots = [CqeSlot::EMPTY; 4];
+    let r = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(r.len(), 1);
+    let c = r.get(0).unwrap();
+    assert_eq!((c.user_data(), c.res(), c.raw_flags()), (42, 0, 0));
+    assert!(c.error().is_none());
+    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)), "nothing left is WouldBlock, not an error");
+}
+
+#[test]
+fn injected_results_and_errors_come_back_raw() {
+    let mut ring = ring(8);
+    // SAFETY: NOPs name no memory.
+    unsafe {
+        ring.push(&nop_result(1, 1234)).unwrap();
+        ring.push(&nop_result(2, -libc::EBADF)).unwrap();
+    }
+    let got = reap(&mut ring, 2);
+    assert_eq!(got, vec![(1, 1234, 0), (2, -libc::EBADF, 0)]);
+    let mut slots = [CqeSlot::EMPTY; 1];
+    // SAFETY: a NOP names no memory.
+    unsafe { ring.push(&nop_result(3, -libc::ENOENT)).unwrap() };
+    let r = ring.wait_for(&mut slots, 1, None).unwrap();
+    let c = r.get(0).unwrap();
+    assert_eq!(c.error().unwrap().raw_os_error(), Some(libc::ENOENT));
+    assert_eq!(c.result().unwrap_err().kind(), std::io::ErrorKind::NotFound);
+}
+
+#[test]
+fn full_queue_is_reported_not_flushed() {
+    let mut ring = ring(4);
+    for i in 0..4 {
+        push_nop(&mut ring, i).unwrap();
+    }
+    assert!(matches!(push_nop(&mut ring, 99), Err(Error::QueueFull { entries: 4 })));
+    assert_eq!(ring.sq_pending(), 4, "the failed push did not flush anything");
+    assert_eq!(ring.submit().unwrap(), 4);
+    push_nop(&mut ring, 4).unwrap();
+    let got: Vec<u64> = reap(&mut ring, 5).into_iter().map(|c| c.0).collect();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    // push_all is all or nothing.
+    let four: Vec<_> = (10..14).map(nop).collect();
+    // SAFETY: NOPs name no memory.
+    unsafe { ring.push_all(&four[..3]).unwrap() };
+    // SAFETY: as above.
+    assert!(matches!(unsafe { ring.push_all(&four[..2]) }, Err(Error::QueueFull { .. })));
+    assert_eq!(ring.sq_pending(), 3);
+}
+
+#[test]
+fn lifecycle_not_started_double_start_stopped() {
+    let mut ring = Ring::new(Options::small()).unwrap();
+    assert_eq!(ring.state(), State::Created);
+    assert!(matches!(push_nop(&mut ring, 1), Err(Error::NotStarted)));
+    let mut slots = [CqeSlot::EMPTY; 1];
+    assert!(matches!(ring.wait(&mut slots), Err(Error::NotStarted)));
+    ring.start().unwrap();
+    assert!(matches!(ring.start(), Err(Error::AlreadyStarted)));
+    push_nop(&mut ring, 1).unwrap();
+    assert_eq!(reap(&mut ring, 1)[0].0, 1);
+    ring.stop();
+    ring.stop(); // idempotent
+    assert_eq!(ring.state(), State::Stopped);
+    assert!(matches!(push_nop(&mut ring, 1), Err(Error::Stopped)));
+    assert!(matches!(ring.submit(), Err(Error::Stopped)));
+    assert!(matches!(ring.wait(&mut slots), Err(Error::Stopped)));
+    assert!(matches!(ring.wait_for(&mut slots, 1, None), Err(Error::Stopped)), "a wait on a stopped ring returns");
+    assert!(matches!(ring.completions(), Err(Error::Stopped)));
+    assert!(matches!(ring.start(), Err(Error::Stopped)));
+    assert!(matches!(ring.register().personality(), Err(Error::Stopped)));
+    assert!(matches!(ring.resize(8, 16), Err(Error::Stopped)));
+}
+
+#[test]
+fn zero_copy_completions_pass() {
+    let mut ring = ring(16);
+    for i in 0..10 {
+        push_nop(&mut ring, i).unwrap();
+    }
+    ring.submit_and_wait(10).unwrap();
+    assert_eq!(ring.cq_ready(), 10);
+    let mut seen = Vec::new();
+    {
+        let mut pass = ring.completions().unwrap();
+        while let Some(c) = pass.next() {
+            seen.push(c.user_data());
+            if seen.len() == 4 {
+                break;
+            }
+        }
+    }
+    assert_eq!(ring.cq_ready(), 6, "dropping the pass released exactly the entries it visited");
+    let n = ring.completions().unwrap().for_each(|c| seen.push(c.user_data()));
+    assert_eq!(n, 6);
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn timeout_wait_with_nothing_is_would_block() {
+    let mut ring = ring(4);
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let t = Instant::now();
+    assert!(matches!(ring.wait_for(&mut slots, 1, Some(Duration::from_millis(30))), Err(Error::WouldBlock)));
+    assert!(t.elapsed() >= Duration::from_millis(25), "the wait actually blocked ({:?})", t.elapsed());
+}
+
+#[test]
+fn cqe32_and_mixed_rings_carry_the_extra_words() {
+    for size in [CqeSize::Big, CqeSize::Mixed] {
+        let mut ring = Ring::new(Options::small().cqe_size(size)).unwrap();
+        ring.start().unwrap();
+        let mut big = nop(7);
+        big.set_op_flags(sys::IORING_NOP_CQE32);
+        big.set_off(0x1111_2222_3333_4444);
+        big.set_addr(0x5555_6666_7777_8888);
+        // SAFETY: NOPs name no memory.
+        unsafe {
+            ring.push(&nop(6)).unwrap();
+            ring.push(&big).unwrap();
+            ring.push(&nop(8)).unwrap();
+        }
+        ring.submit_and_wait(3).unwrap();
+        let mut slots = [CqeSlot::EMPTY; 8];
+        let r = ring.wait(&mut slots).unwrap();
+        let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
+        let small = if size == CqeSize::Big { Some([0, 0]) } else { None };
+        assert_eq!(
+            v,
+            vec![(6, small), (7, Some([0x1111_2222_3333_4444, 0x5555_6666_7777_8888])), (8, small)],
+            "{size:?}"
+        );
+    }
+}
+
+#[test]
+fn mixed_ring_wraps_big_cqes_with_skip_entries() {
+    // Many rounds of small+big CQEs through a small mixed CQ: big entries
+    // that would straddle the end are preceded by a kernel skip entry.
+    let mut ring = Ring::new(Options::default().entries(4).cq_entries(8).cqe_size(CqeSize::Mixed)).unwrap();
+    ring.start().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 8];
+    for round in 0u64..200 {
+        let mut big = nop(round * 2 + 1);
+        big.set_op_flags(sys::IORING_NOP_CQE32);
+        big.set_off(round);
+        big.set_addr(!round);
+        // SAFETY: NOPs name no memory.
+        unsafe {
+            ring.push(&nop(round * 2)).unwrap();
+            ring.push(&big).unwrap();
+        }
+        ring.submit_and_wait(2).unwrap();
+        let r = ring.wait(&mut slots).unwrap();
+        let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
+        assert_eq!(v, vec![(round * 2, None), (round * 2 + 1, Some([round, !round]))], "round {round}");
+    }
+}
+
+#[test]
+fn sqe_flags_link_chains_and_skip_success() {
+    let mut ring = ring(8);
+    let mut a = nop_result(1, -libc::EINVAL);
+    a.set_sqe_flags(SqeFlags::IO_LINK);
+    let b = nop(2);
+    let mut c = nop(3);
+    c.set_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+    let d = nop(4);
+    // SAFETY: NOPs name no memory.
+    unsafe { ring.push_all(&[a, b, c, d]).unwrap() };
+    let mut got = reap(&mut ring, 3);
+    // The cancellation of the link is posted after the independent NOP 4.
+    got.sort();
+    assert_eq!(got[0], (1, -libc::EINVAL, 0), "the failing head of the chain");
+    assert_eq!(got[1], (2, -libc::ECANCELED, 0), "the linked NOP is cancelled");
+    assert_eq!(got[2], (4, 0, 0), "NOP 3 succeeded silently (CQE_SKIP_SUCCESS)");
+    let mut slots = [CqeSlot::EMPTY; 4];
+    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)));
+
+    // A hard link keeps going after a failure.
+    let mut a = nop_result(5, -libc::EIO);
+    a.set_sqe_flags(SqeFlags::IO_HARDLINK);
+    // SAFETY: NOPs name no memory.
+    unsafe { ring.push_all(&[a, nop(6)]).unwrap() };
+    let mut got = reap(&mut ring, 2);
+    got.sort();
+    assert_eq!(got, vec![(5, -libc::EIO, 0), (6, 0, 0)]);
+}
