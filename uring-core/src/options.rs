@@ -175,6 +175,7 @@ pub struct Options {
     pub(crate) defer_taskrun: Option<bool>,
     pub(crate) indirect_contexts: Option<u32>,
     pub(crate) extended_contexts: Option<u32>,
+    pub(crate) extra_flags: SetupFlags,
 }
 
 impl Default for Options {
@@ -195,6 +196,7 @@ impl Default for Options {
             defer_taskrun: None,
             indirect_contexts: None,
             extended_contexts: None,
+            extra_flags: SetupFlags::empty(),
         }
     }
 }
@@ -310,6 +312,17 @@ impl Options {
         self
     }
 
+    /// Setup flags to pass on top of what the options above produce: for
+    /// flags newer than this library's options (`SQE_MIXED`, `SQ_REWIND`,
+    /// …). A flag the kernel rejects fails `new` with
+    /// [`Error::Unsupported`] naming it. Flags the options above control
+    /// (entries, issuer, polling, sizes, memory) are refused here: use
+    /// their builder methods.
+    pub fn extra_flags(mut self, flags: SetupFlags) -> Self {
+        self.extra_flags = flags;
+        self
+    }
+
     pub(crate) fn pool_sizes(&self, sq_entries: u32) -> (u32, u32) {
         (self.indirect_contexts.unwrap_or(sq_entries), self.extended_contexts.unwrap_or(sq_entries))
     }
@@ -417,6 +430,30 @@ impl Options {
         if self.no_mmap {
             flags |= SetupFlags::NO_MMAP;
         }
+        let owned = SetupFlags::IOPOLL
+            | SetupFlags::SQPOLL
+            | SetupFlags::SQ_AFF
+            | SetupFlags::CQSIZE
+            | SetupFlags::CLAMP
+            | SetupFlags::ATTACH_WQ
+            | SetupFlags::R_DISABLED
+            | SetupFlags::COOP_TASKRUN
+            | SetupFlags::TASKRUN_FLAG
+            | SetupFlags::SQE128
+            | SetupFlags::CQE32
+            | SetupFlags::SINGLE_ISSUER
+            | SetupFlags::DEFER_TASKRUN
+            | SetupFlags::NO_MMAP
+            | SetupFlags::REGISTERED_FD_ONLY
+            | SetupFlags::HYBRID_IOPOLL
+            | SetupFlags::CQE_MIXED;
+        if self.extra_flags.intersects(owned) {
+            return bad(format!(
+                "extra_flags {:?} include flags that Options controls; use its builder methods",
+                self.extra_flags & owned
+            ));
+        }
+        flags |= self.extra_flags;
         p.flags = flags.bits();
         Ok((self.entries, p))
     }
