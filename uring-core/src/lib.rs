@@ -63,12 +63,22 @@ pub use sqe::{Sqe, Sqe128, SqeFlags};
 pub use uring_sys as sys;
 
 /// Compile-time proof of the threading contract: `Ring` is `Send` and not
-/// `Sync`; `SharedRing` is both.
+/// `Sync`; `SharedRing` is both. (If `Ring` became `Sync`, the call through
+/// `NotSync` below would be ambiguous and fail to compile.)
 #[allow(dead_code)]
-const fn _assert_threading() {
+fn _assert_threading() {
     const fn send<T: Send>() {}
     const fn sync<T: Sync>() {}
     send::<Ring>();
     send::<SharedRing>();
     sync::<SharedRing>();
+    send::<ContextPools>();
+
+    trait NotSync<A> {
+        fn check() {}
+    }
+    impl<T: ?Sized> NotSync<()> for T {}
+    impl<T: ?Sized + Sync> NotSync<u8> for T {}
+    <Ring as NotSync<_>>::check();
+    <Completions<'static> as NotSync<_>>::check();
 }
