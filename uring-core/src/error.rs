@@ -76,7 +76,7 @@ pub enum Error {
     #[error(
         "io_uring_setup failed with ENOMEM for {sq_entries} SQ / {cq_entries} CQ entries: the locked-memory limit \
          (RLIMIT_MEMLOCK, now {limit}) or the memory cgroup is too small; use fewer entries or raise the limit \
-         (SETUP.md, \"Locked memory\")"
+         (SETUP.md §3, locked memory)"
     )]
     LockedMemory {
         /// SQ entries asked for.
@@ -92,7 +92,7 @@ pub enum Error {
     /// group and root; 2: nobody).
     #[error(
         "io_uring is disabled by kernel.io_uring_disabled = {value} (0 allows everyone, 1 only root and \
-         kernel.io_uring_group); set it with `sysctl -w kernel.io_uring_disabled=0` (SETUP.md, \"Sysctl\")"
+         kernel.io_uring_group); set it with `sysctl -w kernel.io_uring_disabled=0` (SETUP.md §2)"
     )]
     Disabled {
         /// The sysctl's value.
@@ -103,8 +103,8 @@ pub enum Error {
     /// runtimes' default profiles do this).
     #[error(
         "the io_uring syscalls are blocked ({errno}): a seccomp filter is active (Seccomp: {seccomp} in \
-         /proc/self/status); allow io_uring_setup/enter/register in the container's profile (SETUP.md, \"Containers \
-         and seccomp\")"
+         /proc/self/status); allow io_uring_setup/enter/register in the container's profile (SETUP.md §4, containers \
+         and seccomp)"
     )]
     Blocked {
         /// The errno the syscall returned (`EPERM` or `ENOSYS`).
@@ -117,7 +117,7 @@ pub enum Error {
     /// filter): too old, or built without `CONFIG_IO_URING`.
     #[error(
         "this kernel ({release}) has no io_uring (ENOSYS); uring needs Linux 6.18 or later built with CONFIG_IO_URING \
-         (SETUP.md, \"Kernel\")"
+         (SETUP.md §1)"
     )]
     NoIoUring {
         /// `uname -r`.
@@ -219,7 +219,9 @@ fn read_trimmed(path: &str) -> Option<String> {
 
 /// The `Seccomp:` mode of this process (0 none, 1 strict, 2 filter).
 pub(crate) fn seccomp_mode() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    // thread-self: seccomp filters belong to threads, and the calling thread
+    // is the one whose syscall was refused.
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
     status.lines().find_map(|l| l.strip_prefix("Seccomp:")).map(|v| v.trim().to_owned())
 }
 
@@ -231,4 +233,27 @@ pub(crate) fn memlock_limit() -> String {
         return "unknown".into();
     }
     if lim.rlim_cur == libc::RLIM_INFINITY { "unlimited".into() } else { format!("{} bytes", lim.rlim_cur) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errnos_map_to_actionable_variants() {
+        let e = setup_error(io::Error::from_raw_os_error(libc::ENOMEM), 64, 128);
+        assert!(matches!(&e, Error::LockedMemory { sq_entries: 64, cq_entries: 128, .. }), "{e:?}");
+        assert!(e.to_string().contains("RLIMIT_MEMLOCK") && e.to_string().contains("SETUP.md §3"));
+        // This test thread has no seccomp filter, and the sysctl is 0 on a
+        // machine where the suite runs, so ENOSYS means "no io_uring".
+        if seccomp_mode().as_deref() == Some("0") {
+            let e = setup_error(io::Error::from_raw_os_error(libc::ENOSYS), 64, 128);
+            assert!(matches!(e, Error::NoIoUring { .. }), "{e:?}");
+            assert!(e.to_string().contains("6.18"));
+        }
+        let e = setup_error(io::Error::from_raw_os_error(libc::EFAULT), 64, 128);
+        assert_eq!(e.raw_os_error(), Some(libc::EFAULT));
+        assert!(e.to_string().starts_with("io_uring_setup"));
+        assert_eq!(io::Error::from(Error::WouldBlock).kind(), io::ErrorKind::WouldBlock);
+    }
 }
