@@ -238,13 +238,65 @@ impl Core {
             };
             self.enter_flags = 0;
         }
-        // Closing the fd makes the kernel cancel what is in flight and tear
-        // the ring down. The mappings stay until the ring object drops; the
-        // kernel holds its own references to the ring pages, so nothing it
-        // still touches is freed.
+        if self.state == State::Started {
+            self.cancel_everything();
+        }
+        // Closing the fd tears the ring down. The mappings stay until the
+        // ring object drops; the kernel holds its own references to the ring
+        // pages, so nothing it still touches is freed.
         self.fd = None;
         self.enter_fd = -1;
         self.state = State::Stopped;
+    }
+}
+
+impl Core {
+    /// Cancels every request in flight and waits for the cancellations
+    /// (`IORING_REGISTER_SYNC_CANCEL` with `IORING_ASYNC_CANCEL_ANY`), so
+    /// that once `stop` returns no operation of this ring is still about to
+    /// read or write memory: closing the fd alone lets the kernel finish
+    /// tearing down asynchronously, after `close` has returned. A request
+    /// that cannot be interrupted (a blocking read already running on an
+    /// io-wq worker) is waited for, up to [`STOP_TIMEOUT`] per round.
+    fn cancel_everything(&mut self) {
+        for _ in 0..64 {
+            let reg = sys::io_uring_sync_cancel_reg {
+                fd: -1,
+                flags: sys::IORING_ASYNC_CANCEL_ANY,
+                timeout: sys::__kernel_timespec {
+                    tv_sec: STOP_TIMEOUT.as_secs() as i64,
+                    tv_nsec: i64::from(STOP_TIMEOUT.subsec_nanos()),
+                },
+                ..Default::default()
+            };
+            // SAFETY: SYNC_CANCEL reads one io_uring_sync_cancel_reg, valid
+            // for the call.
+            let r = unsafe {
+                sys::io_uring_register(
+                    self.raw_fd,
+                    sys::IORING_REGISTER_SYNC_CANCEL,
+                    (&reg as *const sys::io_uring_sync_cancel_reg).cast(),
+                    1,
+                )
+            };
+            match r {
+                // Something was cancelled: go again until nothing matches.
+                Ok(_) => continue,
+                // ENOENT: nothing left. Anything else (ETIME, EINTR, an old
+                // kernel): stop trying; closing the fd still cancels.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// How long `stop` waits, per round, for requests that cannot be
+/// interrupted to finish.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -356,16 +408,18 @@ impl Ring {
         self.core.start()
     }
 
-    /// Ends the ring for good: closes the fd, after which the kernel cancels
-    /// whatever is still in flight. Idempotent; every later call returns
-    /// [`Error::Stopped`].
+    /// Ends the ring for good. Idempotent; every later call returns
+    /// [`Error::Stopped`]. Dropping the ring does the same.
+    ///
+    /// Every request still in flight is cancelled synchronously
+    /// (`IORING_REGISTER_SYNC_CANCEL`, any request), waiting for requests
+    /// that cannot be interrupted to finish (up to [`STOP_TIMEOUT`] per
+    /// round), and then the fd is closed. So once `stop` returns, the
+    /// kernel no longer touches memory that in-flight operations named.
     ///
     /// Completions not reaped before `stop` are lost, and so are pooled
-    /// contexts they would have returned (visible in the pool counters).
-    /// Memory handed to the kernel through an `unsafe` call must stay valid
-    /// until its CQE: reap everything in flight before stopping, or keep
-    /// that memory alive until the ring is dropped and the process no
-    /// longer needs it.
+    /// contexts they would have returned (visible in the pool counters):
+    /// drain first when they matter.
     pub fn stop(&mut self) {
         self.core.stop();
     }

@@ -1,0 +1,88 @@
+//! `stop` and `Drop` with operations in flight: once they return, the
+//! kernel no longer touches memory those operations named.
+
+mod common;
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use uring_core::{Options, Ring, Sqe, sys};
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just returned these descriptors; we own them.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+/// Submits a read of `rx` into `buf` that cannot complete yet (empty pipe).
+///
+/// # Safety
+///
+/// `buf` must stay valid until the ring is stopped or dropped.
+unsafe fn pending_read(ring: &mut Ring, rx: &OwnedFd, buf: &mut [u8; 16]) {
+    let mut sqe = Sqe::new(sys::IORING_OP_READ as u8);
+    sqe.fd = rx.as_raw_fd();
+    sqe.set_addr(buf.as_mut_ptr() as u64);
+    sqe.len = buf.len() as u32;
+    sqe.set_off(u64::MAX); // current position (pipes have none)
+    sqe.user_data = 1;
+    // SAFETY: forwarded: `buf` outlives the operation.
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit().unwrap();
+}
+
+fn write_and_read_back(tx: &OwnedFd, rx: &OwnedFd) -> Vec<u8> {
+    let msg = b"still here";
+    // SAFETY: writes `msg` to a valid pipe fd.
+    assert_eq!(unsafe { libc::write(tx.as_raw_fd(), msg.as_ptr().cast(), msg.len()) }, msg.len() as isize);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut back = [0u8; 32];
+    // Non-blocking, so a consumed message fails the test instead of hanging.
+    // SAFETY: fcntl on a valid fd.
+    unsafe { libc::fcntl(rx.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    // SAFETY: reads into `back`, which has room for 32 bytes.
+    let n = unsafe { libc::read(rx.as_raw_fd(), back.as_mut_ptr().cast(), back.len()) };
+    assert!(n > 0, "the message was consumed by a read the ring should have cancelled");
+    back[..n as usize].to_vec()
+}
+
+#[test]
+fn stop_cancels_in_flight_reads_before_returning() {
+    let (rx, tx) = pipe();
+    let mut ring = Ring::new(Options::small()).unwrap();
+    ring.start().unwrap();
+    let mut buf = [0u8; 16];
+    // SAFETY: `buf` lives until the end of the test, after `stop`.
+    unsafe { pending_read(&mut ring, &rx, &mut buf) };
+    let t = Instant::now();
+    ring.stop();
+    assert!(t.elapsed() < Duration::from_secs(1), "a cancellable read is cancelled at once ({:?})", t.elapsed());
+    assert_eq!(write_and_read_back(&tx, &rx), b"still here");
+    assert_eq!(buf, [0; 16], "the ring never wrote into the buffer");
+}
+
+#[test]
+fn drop_cancels_in_flight_reads_too() {
+    for opts in [Options::small(), Options::small().defer_taskrun(false), Options::small().register_ring_fd(true)] {
+        let (rx, tx) = pipe();
+        let mut buf = [0u8; 16];
+        {
+            let mut ring = Ring::new(opts.clone()).unwrap();
+            ring.start().unwrap();
+            // SAFETY: `buf` outlives the ring (dropped at the end of the block).
+            unsafe { pending_read(&mut ring, &rx, &mut buf) };
+        }
+        assert_eq!(write_and_read_back(&tx, &rx), b"still here", "{opts:?}");
+        assert_eq!(buf, [0; 16]);
+    }
+}
+
+#[test]
+fn a_created_ring_drops_cleanly() {
+    let ring = Ring::new(Options::small()).unwrap();
+    let fd = ring.as_raw_fd();
+    assert!(fd >= 0);
+    drop(ring);
+}
