@@ -7,7 +7,12 @@ use uring_core::{Error, Options, Ring};
 /// `io_uring_setup` with `errno` and allows everything else.
 fn deny_io_uring_setup(errno: u32) {
     let code = |c: u16, k: u32| libc::sock_filter { code: c, jt: 0, jf: 0, k };
-    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
     let mut prog = [
         // A = seccomp_data.nr (offset 0)
         code((libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, 0),
@@ -21,7 +26,9 @@ fn deny_io_uring_setup(errno: u32) {
     // SAFETY: `fprog` points to a valid filter program that outlives the
     // call (the kernel copies it); no TSYNC flag, so only this thread is
     // filtered.
-    let r = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog) };
+    let r = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &fprog as *const libc::sock_fprog)
+    };
     assert_eq!(r, 0, "seccomp: {}", std::io::Error::last_os_error());
 }
 
