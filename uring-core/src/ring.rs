@@ -662,6 +662,24 @@ impl Ring {
     /// non-blocking `io_uring_enter` so the kernel can post what it owes;
     /// likewise when the kernel flags a CQ overflow backlog.
     ///
+    /// The returned batch borrows the ring (its views resolve pooled
+    /// contexts). To submit or return contexts while handling completions,
+    /// keep only the count and read the slots directly:
+    ///
+    /// ```no_run
+    /// # use uring_core::{CqeSlot, Ring, Options};
+    /// # let mut ring = Ring::new(Options::small())?;
+    /// let mut slots = [CqeSlot::EMPTY; 64];
+    /// let n = ring.wait(&mut slots).map(|r| r.len()).or_else(|e| if e.is_would_block() { Ok(0) } else { Err(e) })?;
+    /// for slot in &slots[..n] {
+    ///     let cqe = slot.cqe();
+    ///     if let Some(ext) = ring.pools().extended(cqe.context()) { /* ... */ }
+    ///     let _ = ring.pools_mut().release(cqe.context());
+    ///     // ... and push follow-up SQEs here
+    /// }
+    /// # Ok::<(), uring_core::Error>(())
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::WouldBlock`] when no completion is observable;
