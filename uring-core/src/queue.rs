@@ -117,8 +117,12 @@ pub(crate) struct Sq {
     tail: u32,
     /// Last value stored to the kernel's tail.
     published: u32,
-    /// Last kernel head we saw.
-    head_cache: u32,
+    /// `tail` may advance up to here (the kernel head we last saw plus the
+    /// SQ size) before the head is read again. Equal to `tail` while the
+    /// queue is closed, so the fast path needs no separate state check.
+    limit: u32,
+    /// Whether entries may be acquired at all (the ring is started).
+    open: bool,
 }
 
 // SAFETY: `Sq` points into ring memory owned by the same ring object and
@@ -164,7 +168,8 @@ impl Sq {
             entries: p.sq_entries,
             tail: head,
             published: head,
-            head_cache: head,
+            limit: head,
+            open: false,
         }
     }
 
@@ -180,11 +185,34 @@ impl Sq {
         unsafe { &*self.kflags }
     }
 
+    /// Allows acquiring entries (the ring was started).
+    pub(crate) fn open(&mut self) {
+        self.open = true;
+        self.limit = self.khead().load(Ordering::Acquire).wrapping_add(self.entries);
+    }
+
+    /// Refuses every further acquisition (the ring was stopped).
+    pub(crate) fn close(&mut self) {
+        self.open = false;
+        self.limit = self.tail;
+    }
+
     /// Free entries.
     #[inline]
     pub(crate) fn space_left(&mut self) -> u32 {
-        self.head_cache = self.khead().load(Ordering::Acquire);
-        self.entries - self.tail.wrapping_sub(self.head_cache)
+        if !self.open {
+            return 0;
+        }
+        self.refresh();
+        self.limit.wrapping_sub(self.tail)
+    }
+
+    /// Rereads the kernel's head.
+    #[inline]
+    fn refresh(&mut self) {
+        // Acquire: the kernel (or the SQPOLL thread) has finished reading
+        // the slots below the head it published.
+        self.limit = self.khead().load(Ordering::Acquire).wrapping_add(self.entries);
     }
 
     /// Entries written but not yet published.
@@ -193,14 +221,15 @@ impl Sq {
         self.tail.wrapping_sub(self.published)
     }
 
-    /// The next free slot, zeroed, or `None` when the SQ is full.
+    /// The next free slot, or `None` when the SQ is full or closed.
     #[inline]
     pub(crate) fn next(&mut self) -> Option<*mut u8> {
-        if self.tail.wrapping_sub(self.head_cache) >= self.entries {
-            // Acquire: the kernel (or the SQPOLL thread) has finished reading
-            // the slots below the head it published.
-            self.head_cache = self.khead().load(Ordering::Acquire);
-            if self.tail.wrapping_sub(self.head_cache) >= self.entries {
+        if self.tail == self.limit {
+            if !self.open {
+                return None;
+            }
+            self.refresh();
+            if self.tail == self.limit {
                 return None;
             }
         }
@@ -210,13 +239,17 @@ impl Sq {
         Some(slot)
     }
 
-    /// Reserves `n` consecutive slots at once (all or nothing).
+    /// Whether `n` more entries fit (for all-or-nothing pushes).
     #[inline]
     pub(crate) fn has_room(&mut self, n: u32) -> bool {
-        if self.entries - self.tail.wrapping_sub(self.head_cache) >= n {
+        if !self.open {
+            return false;
+        }
+        if self.limit.wrapping_sub(self.tail) >= n {
             return true;
         }
-        self.space_left() >= n
+        self.refresh();
+        self.limit.wrapping_sub(self.tail) >= n
     }
 
     /// Writes `sqe` into the next slot.
@@ -238,13 +271,12 @@ impl Sq {
     /// consumed yet.
     #[inline]
     pub(crate) fn flush(&mut self) -> u32 {
-        if self.tail != self.published {
-            // Release: the SQE bytes written above must be visible to the
-            // kernel before it can see the new tail.
-            // SAFETY: points into the live ring mapping.
-            unsafe { &*self.ktail }.store(self.tail, Ordering::Release);
-            self.published = self.tail;
-        }
+        // Release: the SQE bytes written before must be visible to the
+        // kernel before it can see the new tail. Storing an unchanged tail
+        // again is harmless and cheaper than testing for it.
+        // SAFETY: points into the live ring mapping.
+        unsafe { &*self.ktail }.store(self.tail, Ordering::Release);
+        self.published = self.tail;
         self.tail.wrapping_sub(self.khead().load(Ordering::Acquire))
     }
 
@@ -268,8 +300,12 @@ impl Sq {
     ///
     /// As for [`Sq::new`].
     pub(crate) unsafe fn rebind(&mut self, p: &sys::io_uring_params, rings: *mut u8, sqes: *mut u8) {
+        let open = self.open;
         // SAFETY: forwarded.
         *self = unsafe { Sq::new(p, rings, sqes) };
+        if open {
+            self.open();
+        }
     }
 }
 
@@ -417,10 +453,12 @@ impl Cq {
                 }
                 let big = flags & sys::IORING_CQE_F_32 != 0;
                 *head = head.wrapping_add(if big { 2 } else { 1 });
-                return Some((NonNull::new(cqe.cast_mut()).expect("ring memory is non-null"), big));
+                // SAFETY: a slot of a live mapping is never null.
+                return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, big));
             }
             *head = head.wrapping_add(1);
-            return Some((NonNull::new(cqe.cast_mut()).expect("ring memory is non-null"), self.big));
+            // SAFETY: as above.
+            return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, self.big));
         }
         None
     }

@@ -405,7 +405,9 @@ impl Ring {
     /// registers its fd. Fails with [`Error::AlreadyStarted`] the second
     /// time.
     pub fn start(&mut self) -> Result<()> {
-        self.core.start()
+        self.core.start()?;
+        self.sq.open();
+        Ok(())
     }
 
     /// Ends the ring for good. Idempotent; every later call returns
@@ -421,6 +423,7 @@ impl Ring {
     /// contexts they would have returned (visible in the pool counters):
     /// drain first when they matter.
     pub fn stop(&mut self) {
+        self.sq.close();
         self.core.stop();
     }
 
@@ -481,7 +484,8 @@ impl Ring {
     /// submit returns. A half-written entry is submitted as it is.
     #[inline]
     pub unsafe fn next_sqe(&mut self) -> Result<&mut Sqe> {
-        self.core.check()?;
+        // No state check here: the SQ is closed unless the ring is started,
+        // so `next` fails and `push_error` says why.
         match self.sq.next() {
             Some(slot) => {
                 let sqe = slot.cast::<Sqe>();
@@ -493,7 +497,7 @@ impl Ring {
                     Ok(&mut *sqe)
                 }
             }
-            None => Err(self.queue_full()),
+            None => Err(self.push_error()),
         }
     }
 
@@ -523,7 +527,7 @@ impl Ring {
                     Ok(&mut *sqe)
                 }
             }
-            None => Err(self.queue_full()),
+            None => Err(self.push_error()),
         }
     }
 
@@ -539,8 +543,7 @@ impl Ring {
     /// valid until the operation's last CQE is reaped.
     #[inline]
     pub unsafe fn push(&mut self, sqe: &Sqe) -> Result<()> {
-        self.core.check()?;
-        if self.sq.push(sqe) { Ok(()) } else { Err(self.queue_full()) }
+        if self.sq.push(sqe) { Ok(()) } else { Err(self.push_error()) }
     }
 
     /// Copies all of `sqes` into consecutive entries, or none of them when
@@ -558,7 +561,7 @@ impl Ring {
         self.core.check()?;
         let n = u32::try_from(sqes.len()).unwrap_or(u32::MAX);
         if !self.sq.has_room(n) {
-            return Err(self.queue_full());
+            return Err(self.push_error());
         }
         for sqe in sqes {
             let pushed = self.sq.push(sqe);
@@ -567,9 +570,13 @@ impl Ring {
         Ok(())
     }
 
+    /// Why no entry could be acquired: the ring's state, or a full SQ.
     #[cold]
-    fn queue_full(&self) -> Error {
-        Error::QueueFull { entries: self.sq.entries }
+    fn push_error(&self) -> Error {
+        match self.core.check() {
+            Err(e) => e,
+            Ok(()) => Error::QueueFull { entries: self.sq.entries },
+        }
     }
 
     /// Free SQ entries.
@@ -735,6 +742,7 @@ impl Ring {
     /// [`Cqe`] borrows its ring entry, and the entries go back to the
     /// kernel (one release store of the CQ head) when the pass is dropped.
     /// Flushes pending submissions first, as [`wait`](Self::wait) does.
+    #[inline]
     pub fn completions(&mut self) -> Result<Completions<'_>> {
         self.core.check()?;
         self.prepare_reap()?;
@@ -855,6 +863,7 @@ impl Completions<'_> {
 }
 
 impl Drop for Completions<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.ring.cq.release_to(self.head);
     }

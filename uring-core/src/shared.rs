@@ -57,11 +57,14 @@ impl SharedRing {
 
     /// Enables the ring.
     pub fn start(&mut self) -> Result<()> {
-        self.core.start()
+        self.core.start()?;
+        lock(&self.sq).open();
+        Ok(())
     }
 
     /// Ends the ring for good (see [`Ring::stop`](crate::Ring::stop)).
     pub fn stop(&mut self) {
+        lock(&self.sq).close();
         self.core.stop();
     }
 
