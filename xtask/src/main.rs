@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 mod apt;
 mod bindgen;
+mod callgrind;
+mod doctor;
 mod util;
 
 const USAGE: &str = "\
@@ -27,7 +29,14 @@ tasks:
         --repin        move the pin to the newest linux-libc-dev that the
                        pinned suites offer, then regenerate.
   doctor
-      Not available yet: the machine diagnosis arrives with uring-core.
+      Diagnose this machine for io_uring: kernel release against the 6.18
+      baseline, kernel.io_uring_disabled, RLIMIT_MEMLOCK, seccomp, every
+      setup flag and opcode the kernel supports, then a short self test.
+      Exits 1 when io_uring is not usable.
+  callgrind
+      Count user-space instructions per io_uring_enter and per SQE for
+      uring-core and the io-uring crate with valgrind's callgrind (exact
+      where wall-clock benchmarks are noisy). Needs valgrind.
 ";
 
 fn main() -> ExitCode {
@@ -38,10 +47,8 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "bindgen" => bindgen::run(rest),
-        "doctor" => Err(util::Failure::new(
-            "`cargo xtask doctor` is not implemented yet: it arrives with the uring-core crate \
-             (see README.md). Until then, SETUP.md lists the manual checks.",
-        )),
+        "doctor" => doctor::run(rest),
+        "callgrind" => callgrind::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
