@@ -779,17 +779,10 @@ impl Ring {
         if self.sq.flush() > 0 {
             self.core.enter(self.sq.flush(), 0, sys::IORING_ENTER_GETEVENTS)?;
         }
-        let keep = self.core.params.flags
-            & (sys::IORING_SETUP_CQE32
-                | sys::IORING_SETUP_SQE128
-                | sys::IORING_SETUP_NO_SQARRAY
-                | sys::IORING_SETUP_CQE_MIXED);
-        let mut p = sys::io_uring_params {
-            sq_entries,
-            cq_entries,
-            flags: sys::IORING_SETUP_CQSIZE | keep,
-            ..Default::default()
-        };
+        // Only CQSIZE/CLAMP may be passed; the kernel carries the entry
+        // sizes and NO_SQARRAY over from the ring itself.
+        let mut p =
+            sys::io_uring_params { sq_entries, cq_entries, flags: sys::IORING_SETUP_CQSIZE, ..Default::default() };
         // SAFETY: RESIZE_RINGS reads and updates one io_uring_params; no
         // user memory is handed over (not NO_MMAP).
         unsafe {
