@@ -270,6 +270,43 @@ impl ExtData {
         unsafe { &mut *self.0.as_mut_ptr().cast::<T>() }
     }
 
+    /// Moves `value` into word `at` (0–7) of the data: a reference-counted
+    /// hand-off through the completion, without a lookup table. The slot
+    /// now owns one strong count; take it back exactly once with
+    /// [`take_arc`](Self::take_arc) at the completion that ends the
+    /// operation. A slot returned to its pool without taking it leaks that
+    /// count (never frees it twice).
+    ///
+    /// # Panics
+    ///
+    /// If `at` is not below 8.
+    pub fn put_arc<T: Send + Sync + 'static>(&mut self, at: usize, value: std::sync::Arc<T>) {
+        let words = self.view_mut::<[usize; 8]>();
+        words[at] = std::sync::Arc::into_raw(value) as usize;
+    }
+
+    /// Takes back the `Arc<T>` that [`put_arc`](Self::put_arc) stored in
+    /// word `at`, and clears the word.
+    ///
+    /// # Safety
+    ///
+    /// Word `at` must hold a pointer stored by `put_arc::<T>` (the same
+    /// `T`) on this data, not taken since: each `put_arc` is matched by at
+    /// most one `take_arc`.
+    ///
+    /// # Panics
+    ///
+    /// If `at` is not below 8, or the word is zero (nothing stored).
+    pub unsafe fn take_arc<T: Send + Sync + 'static>(&mut self, at: usize) -> std::sync::Arc<T> {
+        let words = self.view_mut::<[usize; 8]>();
+        let raw = std::mem::replace(&mut words[at], 0);
+        assert!(raw != 0, "take_arc: word {at} holds no Arc");
+        // SAFETY: the caller guarantees `raw` came from `Arc::<T>::into_raw`
+        // in `put_arc` and has not been taken since (the word is cleared
+        // now, so this call cannot be repeated on it).
+        unsafe { std::sync::Arc::from_raw(raw as *const T) }
+    }
+
     /// The raw bytes.
     #[inline]
     pub fn bytes(&self) -> &[u8; 64] {
@@ -546,5 +583,16 @@ mod tests {
         assert_eq!(p.extended(e).unwrap().data.view::<u8>(), &0);
         assert!(p.release(SqeContext::for_fd(3)).is_err(), "direct contexts have no slot");
         assert!(p.extended(SqeContext::from_raw(u64::MAX - 1)).is_none(), "foreign user_data decodes to nothing");
+
+        // A reference-counted hand-off: one strong count travels in the slot.
+        let shared = std::sync::Arc::new(String::from("connection state"));
+        p.extended_mut(e).unwrap().data.put_arc(2, shared.clone());
+        assert_eq!(std::sync::Arc::strong_count(&shared), 2);
+        // SAFETY: word 2 holds the Arc<String> stored just above.
+        let back: std::sync::Arc<String> = unsafe { p.extended_mut(e).unwrap().data.take_arc(2) };
+        assert_eq!(*back, "connection state");
+        drop(back);
+        assert_eq!(std::sync::Arc::strong_count(&shared), 1, "taken back exactly once");
+        assert_eq!(p.extended(e).unwrap().data.view::<[usize; 8]>()[2], 0, "the word is cleared");
     }
 }
