@@ -42,6 +42,56 @@ fn peer_ring() -> io_uring::IoUring {
         .expect("io-uring crate ring")
 }
 
+/// One iteration through uring-core: `rounds` batches of `batch` NOPs,
+/// reaped with the zero-copy pass (`zero_copy`) or `wait` into `slots`.
+/// Kept out of line so each implementation is compiled on its own.
+#[inline(never)]
+fn core_iteration(ring: &mut Ring, slots: &mut [CqeSlot], batch: u64, rounds: u64, zero_copy: bool) -> u64 {
+    let mut reaped = 0u64;
+    for round in 0..rounds {
+        for i in 0..batch {
+            let mut sqe = Sqe::new(sys::IORING_OP_NOP as u8);
+            sqe.user_data = black_box(round * batch + i);
+            // SAFETY: a NOP names no memory.
+            unsafe { ring.push(&sqe) }.unwrap();
+        }
+        ring.submit_and_wait(batch as u32).unwrap();
+        if zero_copy {
+            let mut pass = ring.completions().unwrap();
+            while let Some(cqe) = pass.next() {
+                black_box(cqe.user_data());
+                reaped += 1;
+            }
+        } else {
+            let done = ring.wait(slots).unwrap();
+            for cqe in done.iter() {
+                black_box(cqe.user_data());
+            }
+            reaped += done.len() as u64;
+        }
+    }
+    reaped
+}
+
+/// One iteration through the io-uring crate, the same work.
+#[inline(never)]
+fn peer_iteration(peer: &mut io_uring::IoUring, batch: u64, rounds: u64) -> u64 {
+    let mut reaped = 0u64;
+    for round in 0..rounds {
+        for i in 0..batch {
+            let nop = io_uring::opcode::Nop::new().build().user_data(black_box(round * batch + i));
+            // SAFETY: a NOP names no memory.
+            unsafe { peer.submission().push(&nop) }.unwrap();
+        }
+        peer.submit_and_wait(batch as usize).unwrap();
+        for cqe in peer.completion() {
+            black_box(cqe.user_data());
+            reaped += 1;
+        }
+    }
+    reaped
+}
+
 fn nop_batches(c: &mut Criterion) {
     let mut ring = core_ring();
     let mut peer = peer_ring();
@@ -53,66 +103,14 @@ fn nop_batches(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("nop_batch_{batch}"));
         group.throughput(Throughput::Elements(total));
         group.measurement_time(Duration::from_secs(3)).sample_size(20).warm_up_time(Duration::from_secs(1));
-
         group.bench_function(BenchmarkId::new("uring-core", "completions"), |b| {
-            b.iter(|| {
-                let mut reaped = 0u64;
-                for round in 0..rounds {
-                    for i in 0..batch {
-                        let mut sqe = Sqe::new(sys::IORING_OP_NOP as u8);
-                        sqe.user_data = black_box(round * batch + i);
-                        // SAFETY: a NOP names no memory.
-                        unsafe { ring.push(&sqe) }.unwrap();
-                    }
-                    ring.submit_and_wait(batch as u32).unwrap();
-                    let mut pass = ring.completions().unwrap();
-                    while let Some(cqe) = pass.next() {
-                        black_box(cqe.user_data());
-                        reaped += 1;
-                    }
-                }
-                assert_eq!(reaped, total);
-            })
+            b.iter(|| assert_eq!(core_iteration(&mut ring, &mut slots, batch, rounds, true), total))
         });
-
         group.bench_function(BenchmarkId::new("uring-core", "wait"), |b| {
-            b.iter(|| {
-                let mut reaped = 0u64;
-                for round in 0..rounds {
-                    for i in 0..batch {
-                        let mut sqe = Sqe::new(sys::IORING_OP_NOP as u8);
-                        sqe.user_data = black_box(round * batch + i);
-                        // SAFETY: a NOP names no memory.
-                        unsafe { ring.push(&sqe) }.unwrap();
-                    }
-                    ring.submit_and_wait(batch as u32).unwrap();
-                    let done = ring.wait(&mut slots).unwrap();
-                    for cqe in done.iter() {
-                        black_box(cqe.user_data());
-                    }
-                    reaped += done.len() as u64;
-                }
-                assert_eq!(reaped, total);
-            })
+            b.iter(|| assert_eq!(core_iteration(&mut ring, &mut slots, batch, rounds, false), total))
         });
-
         group.bench_function(BenchmarkId::new("io-uring", "completion"), |b| {
-            b.iter(|| {
-                let mut reaped = 0u64;
-                for round in 0..rounds {
-                    for i in 0..batch {
-                        let nop = io_uring::opcode::Nop::new().build().user_data(black_box(round * batch + i));
-                        // SAFETY: a NOP names no memory.
-                        unsafe { peer.submission().push(&nop) }.unwrap();
-                    }
-                    peer.submit_and_wait(batch as usize).unwrap();
-                    for cqe in peer.completion() {
-                        black_box(cqe.user_data());
-                        reaped += 1;
-                    }
-                }
-                assert_eq!(reaped, total);
-            })
+            b.iter(|| assert_eq!(peer_iteration(&mut peer, batch, rounds), total))
         });
         group.finish();
     }
