@@ -286,3 +286,45 @@ impl<'a> Reaped<'a> {
         self.pools
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CQE laid out as the kernel writes it: user_data, res, flags, and
+    /// the two extra words of a 32-byte entry.
+    fn slot(user_data: u64, res: i32, flags: u32, big: Option<[u64; 2]>) -> CqeSlot {
+        let extra = big.unwrap_or([0, 0]);
+        let words: [u64; 4] = [user_data, u64::from(res as u32) | (u64::from(flags) << 32), extra[0], extra[1]];
+        let mut s = CqeSlot::EMPTY;
+        // SAFETY: `words` is an 8-byte aligned, 32-byte CQE image.
+        unsafe { s.fill(words.as_ptr().cast(), big.is_some()) };
+        s
+    }
+
+    #[test]
+    fn flag_accessors_decode_the_kernel_bits() {
+        let f = sys::IORING_CQE_F_BUFFER
+            | sys::IORING_CQE_F_MORE
+            | sys::IORING_CQE_F_SOCK_NONEMPTY
+            | sys::IORING_CQE_F_BUF_MORE
+            | (513 << sys::IORING_CQE_BUFFER_SHIFT);
+        let s = slot(7, 1500, f, None);
+        let c = s.cqe();
+        assert_eq!((c.user_data(), c.res(), c.raw_flags()), (7, 1500, f));
+        assert!(c.more() && c.sock_nonempty() && c.buf_more() && !c.notif());
+        assert_eq!(c.buffer_id(), Some(513));
+        assert_eq!(c.result().unwrap(), 1500);
+        assert!(c.error().is_none() && !c.is_big() && c.big().is_none());
+        assert!(c.flags().contains(CqeFlags::BUFFER | CqeFlags::MORE));
+
+        let s = slot(8, -libc::ECANCELED, sys::IORING_CQE_F_NOTIF, Some([1, 2]));
+        let c = s.cqe();
+        assert!(c.notif() && !c.more() && c.buffer_id().is_none());
+        assert_eq!(c.error().unwrap().raw_os_error(), Some(libc::ECANCELED));
+        assert_eq!(c.big(), Some([1, 2]));
+        let copy = c.to_slot();
+        assert_eq!(copy.cqe().big(), Some([1, 2]));
+        assert_eq!(copy.cqe().user_data(), 8);
+    }
+}

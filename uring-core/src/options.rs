@@ -336,11 +336,13 @@ impl Options {
             return bad("entries must be at least 1".into());
         }
         if !self.entries.is_power_of_two() {
-            return bad(format!(
-                "entries must be a power of two, got {} (the kernel would round it up to {})",
-                self.entries,
-                self.entries.checked_next_power_of_two().unwrap_or(0)
-            ));
+            return bad(match self.entries.checked_next_power_of_two() {
+                Some(up) => format!(
+                    "entries must be a power of two, got {} (the kernel would round it up to {up})",
+                    self.entries
+                ),
+                None => format!("entries must be a power of two, got {}", self.entries),
+            });
         }
         if self.entries > max {
             return bad(format!("entries {} exceed the kernel maximum {MAX_ENTRIES} (or set clamp)", self.entries));

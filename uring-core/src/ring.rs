@@ -321,6 +321,11 @@ fn round_page(len: usize) -> usize {
 }
 
 #[cold]
+fn no_slots() -> Error {
+    Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into())
+}
+
+#[cold]
 fn enter_error(e: std::io::Error) -> Error {
     Error::io("io_uring_enter", e)
 }
@@ -560,6 +565,12 @@ impl Ring {
     pub unsafe fn push_all(&mut self, sqes: &[Sqe]) -> Result<()> {
         self.core.check()?;
         let n = u32::try_from(sqes.len()).unwrap_or(u32::MAX);
+        if n > self.sq.entries {
+            return Err(Error::InvalidArgument(format!(
+                "{n} entries can never fit an SQ of {} at once",
+                self.sq.entries
+            )));
+        }
         if !self.sq.has_room(n) {
             return Err(self.push_error());
         }
@@ -694,6 +705,9 @@ impl Ring {
     #[inline]
     pub fn wait<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
         self.core.check()?;
+        if out.is_empty() {
+            return Err(no_slots());
+        }
         self.prepare_reap()?;
         self.reap(out)
     }
@@ -709,6 +723,9 @@ impl Ring {
         timeout: Option<Duration>,
     ) -> Result<Reaped<'a>> {
         self.core.check()?;
+        if out.is_empty() {
+            return Err(no_slots());
+        }
         let pending = self.sq.flush();
         if self.core.sqpoll {
             self.wake_sqpoll(pending)?;

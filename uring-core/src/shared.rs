@@ -117,7 +117,11 @@ impl SharedRing {
     pub unsafe fn push_all(&self, sqes: &[Sqe]) -> Result<()> {
         self.core.check()?;
         let mut sq = lock(&self.sq);
-        if !sq.has_room(u32::try_from(sqes.len()).unwrap_or(u32::MAX)) {
+        let n = u32::try_from(sqes.len()).unwrap_or(u32::MAX);
+        if n > sq.entries {
+            return Err(Error::InvalidArgument(format!("{n} entries can never fit an SQ of {} at once", sq.entries)));
+        }
+        if !sq.has_room(n) {
             return Err(Error::QueueFull { entries: sq.entries });
         }
         for sqe in sqes {
@@ -152,6 +156,9 @@ impl SharedRing {
     ///
     /// [`Error::WouldBlock`] when nothing is observable.
     pub fn wait(&self, out: &mut [CqeSlot]) -> Result<usize> {
+        if out.is_empty() {
+            return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
+        }
         self.submit()?;
         let mut cq = lock(&self.cq);
         if self.core.needs_getevents(&cq, cq.ready() == 0) {
@@ -170,6 +177,9 @@ impl SharedRing {
     ///
     /// [`Error::WouldBlock`] when the timeout passed with nothing ready.
     pub fn wait_for(&self, out: &mut [CqeSlot], min: u32, timeout: Option<Duration>) -> Result<usize> {
+        if out.is_empty() {
+            return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
+        }
         self.submit()?;
         let r = match timeout {
             Some(t) => self.core.enter_timeout(0, min, t),

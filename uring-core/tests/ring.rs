@@ -59,6 +59,14 @@ fn full_queue_is_reported_not_flushed() {
     // SAFETY: as above.
     assert!(matches!(unsafe { ring.push_all(&four[..2]) }, Err(Error::QueueFull { .. })));
     assert_eq!(ring.sq_pending(), 3);
+    // A chain longer than the SQ can never fit: a clear error, not a QueueFull forever.
+    let five: Vec<_> = (20..25).map(nop).collect();
+    // SAFETY: as above.
+    assert!(matches!(unsafe { ring.push_all(&five) }, Err(Error::InvalidArgument(_))));
+    // No slots to reap into is refused too, and loses nothing.
+    assert!(matches!(ring.wait(&mut []), Err(Error::InvalidArgument(_))));
+    assert!(matches!(ring.wait_for(&mut [], 1, None), Err(Error::InvalidArgument(_))));
+    assert_eq!(reap(&mut ring, 3).len(), 3);
 }
 
 #[test]
