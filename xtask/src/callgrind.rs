@@ -12,7 +12,9 @@
 //!
 //! Two workloads: `submit` (NOPs flagged `CQE_SKIP_SUCCESS`, so only the
 //! submission side runs: push and one submit per batch) and `round trip`
-//! (push, `submit_and_wait`, reap every CQE).
+//! (push, `submit_and_wait`, reap every CQE). liburing runs the same
+//! workloads from `uring-core/benches/c/liburing_nop.c` when a C compiler
+//! and liburing-dev are installed.
 
 use std::process::Command;
 
@@ -23,6 +25,27 @@ const SMALL: u32 = 20_000;
 const LARGE: u32 = 40_000;
 const BATCH: u32 = 65;
 const FIXED_ROUNDS: u32 = 1_000;
+
+/// Compiles `uring-core/benches/c/liburing_nop.c` against the system's
+/// liburing, if there is a C compiler and liburing-dev.
+fn build_liburing_twin(root: &std::path::Path) -> std::result::Result<String, String> {
+    let src = root.join("uring-core/benches/c/liburing_nop.c");
+    let out = root.join("target/release/liburing_nop");
+    let status = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-luring")
+        .output()
+        .map_err(|e| format!("no C compiler ({e})"))?;
+    if !status.status.success() {
+        return Err(format!(
+            "cannot build against liburing (apt-get install liburing-dev): {}",
+            String::from_utf8_lossy(&status.stderr).lines().next().unwrap_or("")
+        ));
+    }
+    out.to_str().map(str::to_owned).ok_or_else(|| "non-UTF-8 target path".into())
+}
 
 fn instructions(exe: &str, mode: &str, batch: u32, rounds: u32) -> Result<u64> {
     let out = Command::new("valgrind")
@@ -69,6 +92,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ]))?;
     let exe = root.join("target/release/examples/callgrind_nop");
     let exe = exe.to_str().ok_or_else(|| Failure::new("non-UTF-8 target path"))?;
+    let liburing = build_liburing_twin(&root);
     println!(
         "user-space instructions (valgrind --tool=callgrind), NOPs on SINGLE_ISSUER|DEFER_TASKRUN|NO_SQARRAY rings"
     );
@@ -82,6 +106,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ] {
         let (enter, sqe) = measure(exe, mode)?;
         println!("{label:<34} {enter:>10.1} {sqe:>10.1}");
+    }
+    match &liburing {
+        Ok(c_exe) => {
+            for (label, mode) in [("submit only: liburing", "submit"), ("round trip: liburing", "round")] {
+                let (enter, sqe) = measure(c_exe, mode)?;
+                println!("{label:<34} {enter:>10.1} {sqe:>10.1}");
+            }
+        }
+        Err(why) => println!("{:<34} skipped: {why}", "liburing"),
     }
     println!(
         "\nper enter: one more batch of one SQE, minus that SQE ({SMALL} vs {LARGE} batches); per SQE: slope from \
