@@ -277,34 +277,49 @@ impl ExtData {
     /// operation. A slot returned to its pool without taking it leaks that
     /// count (never frees it twice).
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// If `at` is not below 8.
-    pub fn put_arc<T: Send + Sync + 'static>(&mut self, at: usize, value: std::sync::Arc<T>) {
+    /// [`Error::InvalidArgument`] if `at` is not below 8 or the word already
+    /// holds something (`value` is handed back inside the error's drop, not
+    /// leaked).
+    pub fn put_arc<T: Send + Sync + 'static>(&mut self, at: usize, value: std::sync::Arc<T>) -> Result<()> {
         let words = self.view_mut::<[usize; 8]>();
-        words[at] = std::sync::Arc::into_raw(value) as usize;
+        match words.get_mut(at) {
+            Some(w) if *w == 0 => {
+                *w = std::sync::Arc::into_raw(value) as usize;
+                Ok(())
+            }
+            Some(_) => Err(Error::InvalidArgument(format!("word {at} of the extended data is already in use"))),
+            None => Err(Error::InvalidArgument(format!("word {at} is beyond the 8 words of extended data"))),
+        }
     }
 
     /// Takes back the `Arc<T>` that [`put_arc`](Self::put_arc) stored in
     /// word `at`, and clears the word.
     ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `at` is not below 8 or the word is
+    /// zero (nothing stored, or taken already).
+    ///
     /// # Safety
     ///
-    /// Word `at` must hold a pointer stored by `put_arc::<T>` (the same
-    /// `T`) on this data, not taken since: each `put_arc` is matched by at
-    /// most one `take_arc`.
-    ///
-    /// # Panics
-    ///
-    /// If `at` is not below 8, or the word is zero (nothing stored).
-    pub unsafe fn take_arc<T: Send + Sync + 'static>(&mut self, at: usize) -> std::sync::Arc<T> {
+    /// A non-zero word `at` must hold a pointer stored by `put_arc::<T>`
+    /// (the same `T`) on this data: not bytes written through
+    /// [`view_mut`](Self::view_mut) or [`bytes_mut`](Self::bytes_mut).
+    pub unsafe fn take_arc<T: Send + Sync + 'static>(&mut self, at: usize) -> Result<std::sync::Arc<T>> {
         let words = self.view_mut::<[usize; 8]>();
-        let raw = std::mem::replace(&mut words[at], 0);
-        assert!(raw != 0, "take_arc: word {at} holds no Arc");
-        // SAFETY: the caller guarantees `raw` came from `Arc::<T>::into_raw`
-        // in `put_arc` and has not been taken since (the word is cleared
-        // now, so this call cannot be repeated on it).
-        unsafe { std::sync::Arc::from_raw(raw as *const T) }
+        let Some(w) = words.get_mut(at) else {
+            return Err(Error::InvalidArgument(format!("word {at} is beyond the 8 words of extended data")));
+        };
+        let raw = std::mem::replace(w, 0);
+        if raw == 0 {
+            return Err(Error::InvalidArgument(format!("word {at} holds no Arc (never stored, or taken already)")));
+        }
+        // SAFETY: the caller guarantees a non-zero word came from
+        // `Arc::<T>::into_raw` in `put_arc`; it is cleared now, so the
+        // count is taken back once.
+        Ok(unsafe { std::sync::Arc::from_raw(raw as *const T) })
     }
 
     /// The raw bytes.
@@ -586,10 +601,15 @@ mod tests {
 
         // A reference-counted hand-off: one strong count travels in the slot.
         let shared = std::sync::Arc::new(String::from("connection state"));
-        p.extended_mut(e).unwrap().data.put_arc(2, shared.clone());
-        assert_eq!(std::sync::Arc::strong_count(&shared), 2);
+        let data = &mut p.extended_mut(e).unwrap().data;
+        data.put_arc(2, shared.clone()).unwrap();
+        assert!(data.put_arc(2, shared.clone()).is_err(), "an occupied word is refused");
+        assert!(data.put_arc(8, shared.clone()).is_err(), "beyond the data");
+        assert_eq!(std::sync::Arc::strong_count(&shared), 2, "refused values were dropped, not leaked");
         // SAFETY: word 2 holds the Arc<String> stored just above.
-        let back: std::sync::Arc<String> = unsafe { p.extended_mut(e).unwrap().data.take_arc(2) };
+        let back: std::sync::Arc<String> = unsafe { data.take_arc(2) }.unwrap();
+        // SAFETY: as above; the word is now zero.
+        assert!(unsafe { data.take_arc::<String>(2) }.is_err(), "taken back only once");
         assert_eq!(*back, "connection state");
         drop(back);
         assert_eq!(std::sync::Arc::strong_count(&shared), 1, "taken back exactly once");

@@ -54,7 +54,7 @@ pub use features::{
     probe_setup_flag, probe_setup_flags,
 };
 pub use options::{
-    CqeSize, Entries, IoPoll, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
+    CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
 pub use register::{Napi, Registrar, Restriction};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State};

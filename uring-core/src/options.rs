@@ -91,6 +91,9 @@ pub fn setup_flag_name(bit: u32) -> &'static str {
 pub const MAX_ENTRIES: u32 = 32768;
 /// The most CQ entries (`IORING_MAX_CQ_ENTRIES`).
 pub const MAX_CQ_ENTRIES: u32 = 2 * MAX_ENTRIES;
+/// The most slots a context pool may have (allocated at `new`: 64 MiB of
+/// indirect or 128 MiB of extended contexts at this size).
+pub const MAX_CONTEXTS: u32 = 1 << 20;
 
 /// Entry-count presets for [`Options::entries`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +350,12 @@ impl Options {
         if self.entries > max {
             return bad(format!("entries {} exceed the kernel maximum {MAX_ENTRIES} (or set clamp)", self.entries));
         }
+        for (name, n) in [("indirect_contexts", self.indirect_contexts), ("extended_contexts", self.extended_contexts)]
+        {
+            if let Some(n) = n.filter(|n| *n > MAX_CONTEXTS) {
+                return bad(format!("{name} {n} exceeds {MAX_CONTEXTS} slots (pools are allocated up front)"));
+            }
+        }
         let mut flags = SetupFlags::R_DISABLED;
         let mut p = sys::io_uring_params::default();
         if let Some(cq) = self.cq_entries {
@@ -506,6 +515,8 @@ mod tests {
         let shared = Options::default().register_ring_fd(true).to_params(Issuer::Multi);
         assert!(matches!(shared, Err(Error::InvalidArgument(m)) if m.contains("per thread")));
         assert!(err(Options::default().attach_wq(-1)).contains("attach_wq"));
+        assert!(err(Options::default().extended_contexts(u32::MAX)).contains("extended_contexts"));
+        assert!(err(Options::default().entries(u32::MAX)).contains("power of two"));
     }
 
     #[test]
