@@ -133,7 +133,12 @@ impl<'r> Registrar<'r> {
         if nr == 0 {
             return Err(Error::InvalidArgument("an empty file table; use files_sparse for empty slots".into()));
         }
-        let reg = sys::io_uring_rsrc_register { nr, data: fds.as_ptr() as u64, ..Default::default() };
+        self.files2(sys::io_uring_rsrc_register { nr, data: fds.as_ptr() as u64, ..Default::default() })
+    }
+
+    /// `IORING_REGISTER_FILES2` with `reg` (whose `data`, if any, points to
+    /// fds that outlive the call).
+    fn files2(&self, reg: sys::io_uring_rsrc_register) -> Result<()> {
         self.call(
             "IORING_REGISTER_FILES2",
             sys::IORING_REGISTER_FILES2,
@@ -150,14 +155,11 @@ impl<'r> Registrar<'r> {
         if n == 0 {
             return Err(Error::InvalidArgument("a sparse file table needs at least one slot".into()));
         }
-        let reg = sys::io_uring_rsrc_register { nr: n, flags: sys::IORING_RSRC_REGISTER_SPARSE, ..Default::default() };
-        self.call(
-            "IORING_REGISTER_FILES2",
-            sys::IORING_REGISTER_FILES2,
-            (&reg as *const sys::io_uring_rsrc_register).cast(),
-            size_of::<sys::io_uring_rsrc_register>() as u32,
-        )
-        .map(drop)
+        self.files2(sys::io_uring_rsrc_register {
+            nr: n,
+            flags: sys::IORING_RSRC_REGISTER_SPARSE,
+            ..Default::default()
+        })
     }
 
     /// Replaces slots `offset..offset + fds.len()` (`IORING_REGISTER_FILES_UPDATE2`);
