@@ -134,6 +134,20 @@ pub enum Error {
         capacity: u32,
     },
 
+    /// A single-issuer ring was used from a thread other than the one that
+    /// started it. The kernel binds an `IORING_SETUP_SINGLE_ISSUER` ring to
+    /// the thread that enables it and refuses submissions and registrations
+    /// from any other (`EEXIST`).
+    #[error(
+        "{call} from a thread other than the one that started this single-issuer ring: the kernel accepts it only \
+         from that thread (IORING_SETUP_SINGLE_ISSUER); call `start` on the thread that drives the ring (a Ring may \
+         move freely before `start`), or use a SharedRing"
+    )]
+    WrongThread {
+        /// The syscall or register opcode.
+        call: &'static str,
+    },
+
     /// A pooled context was returned twice, or does not belong to this
     /// ring's pools (stale generation, foreign `user_data`).
     #[error("the context does not name a live slot of this ring's pools (returned twice, or foreign)")]

@@ -93,7 +93,7 @@ impl<'r> Registrar<'r> {
         // SAFETY: each caller passes `arg`/`nr` in the shape `op` expects,
         // pointing to memory that outlives this call; none of these opcodes
         // keeps a pointer to caller memory past the call.
-        unsafe { sys::io_uring_register(self.core.raw_fd, op, arg, nr) }.map_err(|e| map_register_error(name, e))
+        unsafe { sys::io_uring_register(self.core.raw_fd, op, arg, nr) }.map_err(|e| self.core.failed(name, e))
     }
 
     /// Reads the opcode probe again (`IORING_REGISTER_PROBE`):
@@ -102,7 +102,10 @@ impl<'r> Registrar<'r> {
         if self.core.state == State::Stopped {
             return Err(Error::Stopped);
         }
-        let (last, ops) = read_probe(self.core.raw_fd)?;
+        let (last, ops) = read_probe(self.core.raw_fd).map_err(|e| match e {
+            Error::Io { call, source } => self.core.failed(call, source),
+            e => e,
+        })?;
         Ok((last, ops.iter().filter(|o| u32::from(o.flags) & sys::IO_URING_OP_SUPPORTED != 0).map(|o| o.op).collect()))
     }
 
@@ -301,9 +304,4 @@ impl<'r> Registrar<'r> {
         )?;
         Ok(Napi { busy_poll_usec: reg.busy_poll_to, prefer_busy_poll: reg.prefer_busy_poll != 0 })
     }
-}
-
-#[cold]
-fn map_register_error(name: &'static str, e: std::io::Error) -> Error {
-    Error::io(name, e)
 }

@@ -44,6 +44,9 @@ pub(crate) struct Core {
     /// `IORING_ENTER_REGISTERED_RING` when entering through the index.
     pub(crate) enter_flags: u32,
     pub(crate) register_ring_fd: bool,
+    /// The thread that started a `SINGLE_ISSUER` ring: the only one the
+    /// kernel lets submit or register from then on.
+    pub(crate) issuer: Option<std::thread::ThreadId>,
     pub(crate) sqpoll: bool,
     pub(crate) defer: bool,
 }
@@ -115,12 +118,26 @@ impl Core {
                 enter_fd: raw_fd,
                 enter_flags: 0,
                 register_ring_fd: opts.register_ring_fd,
+                issuer: None,
                 sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
                 defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
             },
             sq,
             cq,
         ))
+    }
+
+    /// The error for a failed syscall `call`: [`Error::WrongThread`] when a
+    /// single-issuer ring is used from a thread other than its issuer
+    /// (the kernel says `EEXIST`, or `EINVAL`/`EBADF` for a registered
+    /// ring index that belongs to the other thread), else the errno.
+    #[cold]
+    pub(crate) fn failed(&self, call: &'static str, e: std::io::Error) -> Error {
+        let foreign = self.issuer.is_some_and(|t| t != std::thread::current().id());
+        if foreign && matches!(e.raw_os_error(), Some(libc::EEXIST | libc::EINVAL | libc::EBADF)) {
+            return Error::WrongThread { call };
+        }
+        Error::io(call, e)
     }
 
     #[inline]
@@ -147,7 +164,7 @@ impl Core {
         let r = unsafe {
             sys::io_uring_enter(self.enter_fd, to_submit, min_complete, flags | self.enter_flags, ptr::null())
         };
-        r.map_err(enter_error)
+        r.map_err(|e| self.failed("io_uring_enter", e))
     }
 
     /// `io_uring_enter` with a timeout (`IORING_ENTER_EXT_ARG`).
@@ -170,7 +187,7 @@ impl Core {
                 size_of::<sys::io_uring_getevents_arg>(),
             )
         };
-        r.map_err(enter_error)
+        r.map_err(|e| self.failed("io_uring_enter", e))
     }
 
     /// Whether reaping needs a trip into the kernel even with nothing to
@@ -193,6 +210,9 @@ impl Core {
         unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
             .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
         self.state = State::Started;
+        if self.params.flags & sys::IORING_SETUP_SINGLE_ISSUER != 0 {
+            self.issuer = Some(std::thread::current().id());
+        }
         if self.register_ring_fd {
             self.register_ring_fd()?;
         }
@@ -325,11 +345,6 @@ fn no_slots() -> Error {
     Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into())
 }
 
-#[cold]
-fn enter_error(e: std::io::Error) -> Error {
-    Error::io("io_uring_enter", e)
-}
-
 /// Turns a failed setup into the clearest error: an unknown flag is named.
 #[cold]
 fn diagnose(e: std::io::Error, entries: u32, requested: &sys::io_uring_params) -> Error {
@@ -358,6 +373,13 @@ fn diagnose(e: std::io::Error, entries: u32, requested: &sys::io_uring_params) -
 /// type system (every submit-state call takes `&mut self`) serializes
 /// submission and reaping. Use [`SharedRing`](crate::SharedRing) when
 /// several threads must submit.
+///
+/// The kernel binds a single-issuer ring to the thread that enables it: a
+/// `Ring` may be created on one thread and moved to another, but the thread
+/// that calls [`start`](Self::start) is the only one that may submit, wait
+/// or register afterwards. From any other thread those calls fail with
+/// [`Error::WrongThread`] (and `stop`/`Drop` there can only close the fd,
+/// without the synchronous cancellation described at [`stop`](Self::stop)).
 ///
 /// # Lifecycle
 ///

@@ -207,3 +207,36 @@ fn sqe_flags_link_chains_and_skip_success() {
     got.sort();
     assert_eq!(got, vec![(5, -libc::EIO, 0), (6, 0, 0)]);
 }
+
+#[test]
+fn a_single_issuer_ring_belongs_to_the_thread_that_started_it() {
+    // Created here, started on another thread: that thread is the issuer.
+    let ring = Ring::new(Options::small()).unwrap();
+    let got = std::thread::spawn(move || {
+        let mut ring = ring;
+        ring.start().unwrap();
+        push_nop(&mut ring, 1).unwrap();
+        reap(&mut ring, 1)[0].0
+    })
+    .join()
+    .unwrap();
+    assert_eq!(got, 1);
+
+    // Started here, then moved away: the kernel refuses the other thread.
+    for opts in [Options::small(), Options::small().defer_taskrun(false), Options::small().register_ring_fd(true)] {
+        let mut ring = Ring::new(opts.clone()).unwrap();
+        ring.start().unwrap();
+        let mut ring = std::thread::spawn(move || {
+            push_nop(&mut ring, 2).unwrap();
+            assert!(matches!(ring.submit(), Err(Error::WrongThread { call: "io_uring_enter" })), "{opts:?}");
+            let e = ring.register().personality().unwrap_err();
+            assert!(matches!(e, Error::WrongThread { call: "IORING_REGISTER_PERSONALITY" }), "{e:?}");
+            assert!(e.to_string().contains("start"), "the message says what to do: {e}");
+            ring
+        })
+        .join()
+        .unwrap();
+        // Back on its own thread, nothing was lost.
+        assert_eq!(reap(&mut ring, 1)[0].0, 2);
+    }
+}
