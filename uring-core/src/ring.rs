@@ -866,7 +866,31 @@ impl AsRawFd for Ring {
 /// A zero-copy pass over ready completions; see [`Ring::completions`].
 ///
 /// Not an `Iterator`: each [`Cqe`] borrows the pass, so none can outlive
-/// the point where the entries go back to the kernel.
+/// the point where the entries go back to the kernel. This does not
+/// compile:
+///
+/// ```compile_fail
+/// # use uring_core::{Options, Ring};
+/// # let mut ring = Ring::new(Options::small())?;
+/// let cqe = {
+///     let mut pass = ring.completions()?;
+///     pass.next().unwrap() // borrows `pass`, which is dropped here
+/// };
+/// println!("{}", cqe.res());
+/// # Ok::<(), uring_core::Error>(())
+/// ```
+///
+/// and neither does keeping a view from [`Ring::wait`] across a submit:
+///
+/// ```compile_fail
+/// # use uring_core::{CqeSlot, Options, Ring};
+/// # let mut ring = Ring::new(Options::small())?;
+/// let mut slots = [CqeSlot::EMPTY; 8];
+/// let cqe = ring.wait(&mut slots)?.get(0).unwrap();
+/// ring.submit()?; // the ring is still borrowed by `cqe`
+/// println!("{}", cqe.res());
+/// # Ok::<(), uring_core::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Completions<'r> {
     ring: &'r mut Ring,
