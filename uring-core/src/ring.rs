@@ -10,11 +10,26 @@ use uring_sys as sys;
 use crate::context::ContextPools;
 use crate::cqe::{Cqe, CqeSlot, Reaped};
 use crate::error::{Error, Result, setup_error};
-use crate::features::{Features, probe_setup_flag, read_probe};
+use crate::features::{FeatureFlags, Features, probe_setup_flag, read_probe};
 use crate::options::{Issuer, Options, SetupFlags, setup_flag_name};
 use crate::queue::{Cq, RingMem, Sq};
 use crate::register::Registrar;
 use crate::sqe::{Sqe, Sqe128};
+
+/// What a blocking wait waits for; see [`Ring::wait_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WaitArgs {
+    /// Completions to wait for.
+    pub min: u32,
+    /// Give up after this long (`None`: no limit).
+    pub timeout: Option<Duration>,
+    /// After this long, return as soon as at least one completion is ready
+    /// even if fewer than `min` are (`min_wait_usec`, since 6.12): batch
+    /// under load without adding latency when idle.
+    pub min_wait: Option<Duration>,
+    /// Do not count the wait as iowait (`IORING_ENTER_NO_IOWAIT`, 6.15).
+    pub no_iowait: bool,
+}
 
 /// Where a ring is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,27 +182,57 @@ impl Core {
         r.map_err(|e| self.failed("io_uring_enter", e))
     }
 
-    /// `io_uring_enter` with a timeout (`IORING_ENTER_EXT_ARG`).
-    pub(crate) fn enter_timeout(&self, to_submit: u32, min_complete: u32, timeout: Duration) -> Result<u32> {
-        let ts = sys::__kernel_timespec {
-            tv_sec: timeout.as_secs().min(i64::MAX as u64) as i64,
-            tv_nsec: i64::from(timeout.subsec_nanos()),
+    /// A blocking `io_uring_enter` shaped by `args`: plain when there is
+    /// neither a timeout nor a minimum wait, else with an extended argument.
+    /// `ETIME` (the timeout passed) is not an error here.
+    pub(crate) fn enter_wait(&self, to_submit: u32, args: &WaitArgs) -> Result<u32> {
+        let mut flags = sys::IORING_ENTER_GETEVENTS | self.enter_flags;
+        if args.no_iowait {
+            if !self.features.has(FeatureFlags::NO_IOWAIT) {
+                return Err(Error::unsupported("IORING_ENTER_NO_IOWAIT", Some("needs Linux 6.15")));
+            }
+            flags |= sys::IORING_ENTER_NO_IOWAIT;
+        }
+        let r = if args.timeout.is_none() && args.min_wait.is_none() {
+            // SAFETY: as in `enter`.
+            unsafe { sys::io_uring_enter(self.enter_fd, to_submit, args.min, flags, ptr::null()) }
+        } else {
+            let ts = args.timeout.map(|t| sys::__kernel_timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            let min_wait_usec = match args.min_wait {
+                None => 0,
+                Some(_) if !self.features.has(FeatureFlags::MIN_TIMEOUT) => {
+                    return Err(Error::unsupported("IORING_FEAT_MIN_TIMEOUT", Some("needs Linux 6.12")));
+                }
+                Some(d) => u32::try_from(d.as_micros())
+                    .map_err(|_| Error::InvalidArgument(format!("min_wait {d:?} exceeds u32 microseconds")))?,
+            };
+            let arg = sys::io_uring_getevents_arg {
+                ts: ts.as_ref().map_or(0, |ts| ts as *const sys::__kernel_timespec as u64),
+                min_wait_usec,
+                ..Default::default()
+            };
+            // SAFETY: as in `enter`; `arg` and the timespec it may point to
+            // live on this stack frame for the duration of the call, and
+            // EXT_ARG tells the kernel to read exactly that structure.
+            unsafe {
+                sys::io_uring_enter2(
+                    self.enter_fd,
+                    to_submit,
+                    args.min,
+                    flags | sys::IORING_ENTER_EXT_ARG,
+                    (&arg as *const sys::io_uring_getevents_arg).cast(),
+                    size_of::<sys::io_uring_getevents_arg>(),
+                )
+            }
         };
-        let arg = sys::io_uring_getevents_arg { ts: &ts as *const _ as u64, ..Default::default() };
-        // SAFETY: as in `enter`; `arg` and the timespec it points to are
-        // valid for the duration of the call, and EXT_ARG tells the kernel
-        // to read exactly that structure.
-        let r = unsafe {
-            sys::io_uring_enter2(
-                self.enter_fd,
-                to_submit,
-                min_complete,
-                sys::IORING_ENTER_GETEVENTS | sys::IORING_ENTER_EXT_ARG | self.enter_flags,
-                (&arg as *const sys::io_uring_getevents_arg).cast(),
-                size_of::<sys::io_uring_getevents_arg>(),
-            )
-        };
-        r.map_err(|e| self.failed("io_uring_enter", e))
+        match r {
+            Ok(n) => Ok(n),
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
+            Err(e) => Err(self.failed("io_uring_enter", e)),
+        }
     }
 
     /// Whether reaping needs a trip into the kernel even with nothing to
@@ -737,13 +782,28 @@ impl Ring {
     /// Like [`wait`](Self::wait), but blocks until at least `min`
     /// completions are ready or `timeout` passes (`None`: no limit). A
     /// timeout with nothing ready is [`Error::WouldBlock`]; a signal is an
-    /// `EINTR` [`Error::Io`].
+    /// `EINTR` [`Error::Io`]. Shorthand for [`wait_with`](Self::wait_with).
+    #[inline]
     pub fn wait_for<'a>(
         &'a mut self,
         out: &'a mut [CqeSlot],
         min: u32,
         timeout: Option<Duration>,
     ) -> Result<Reaped<'a>> {
+        self.wait_with(out, &WaitArgs { min, timeout, ..WaitArgs::default() })
+    }
+
+    /// The general blocking wait: flushes, then blocks as `args` says
+    /// (at least `min` completions, an overall `timeout`, a `min_wait`
+    /// after which fewer than `min` will do, without counting as iowait),
+    /// then reaps into `out`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::WouldBlock`] when the wait ended with nothing ready;
+    /// [`Error::Unsupported`] for `min_wait` before 6.12 or `no_iowait`
+    /// before 6.15; `EINTR` as [`Error::Io`].
+    pub fn wait_with<'a>(&'a mut self, out: &'a mut [CqeSlot], args: &WaitArgs) -> Result<Reaped<'a>> {
         self.core.check()?;
         if out.is_empty() {
             return Err(no_slots());
@@ -753,17 +813,9 @@ impl Ring {
             self.wake_sqpoll(pending)?;
         }
         let to_submit = if self.core.sqpoll { 0 } else { pending };
-        let satisfied = self.cq.ready() >= min && !self.core.needs_getevents(&self.cq, false);
+        let satisfied = self.cq.ready() >= args.min && !self.core.needs_getevents(&self.cq, false);
         if to_submit > 0 || !satisfied {
-            let r = match timeout {
-                Some(t) => self.core.enter_timeout(to_submit, min, t),
-                None => self.core.enter(to_submit, min, sys::IORING_ENTER_GETEVENTS),
-            };
-            match r {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
-                Err(e) => return Err(e),
-            }
+            self.core.enter_wait(to_submit, args)?;
         }
         self.reap(out)
     }

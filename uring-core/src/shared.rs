@@ -13,7 +13,7 @@ use crate::features::Features;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
-use crate::ring::{Core, State};
+use crate::ring::{Core, State, WaitArgs};
 use crate::sqe::Sqe;
 
 /// A ring that several threads submit to and reap from
@@ -181,15 +181,7 @@ impl SharedRing {
             return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
         }
         self.submit()?;
-        let r = match timeout {
-            Some(t) => self.core.enter_timeout(0, min, t),
-            None => self.core.enter(0, min, sys::IORING_ENTER_GETEVENTS),
-        };
-        match r {
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
-            Err(e) => return Err(e),
-        }
+        self.core.enter_wait(0, &WaitArgs { min, timeout, ..WaitArgs::default() })?;
         match lock(&self.cq).reap_into(out) {
             0 => Err(Error::WouldBlock),
             n => Ok(n),

@@ -5,7 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_core::{CqeSize, CqeSlot, Error, Options, Ring, SqeFlags, State, sys};
+use uring_core::{CqeSize, CqeSlot, Error, FeatureFlags, Options, Ring, SqeFlags, State, WaitArgs, sys};
 
 #[test]
 fn nop_round_trip_through_wait() {
@@ -238,5 +238,50 @@ fn a_single_issuer_ring_belongs_to_the_thread_that_started_it() {
         .unwrap();
         // Back on its own thread, nothing was lost.
         assert_eq!(reap(&mut ring, 1)[0].0, 2);
+    }
+}
+
+#[test]
+fn min_wait_returns_a_partial_batch_after_the_minimum_wait() {
+    let mut ring = ring(8);
+    if !ring.features().has(FeatureFlags::MIN_TIMEOUT) {
+        println!("SKIPPED: IORING_FEAT_MIN_TIMEOUT needs Linux 6.12; this kernel lacks it");
+        return;
+    }
+    let mut slots = [CqeSlot::EMPTY; 4];
+    // One completion ready, four wanted: without min_wait the wait runs to
+    // its 2 s timeout; with a 30 ms minimum wait it returns the one.
+    push_nop(&mut ring, 1).unwrap();
+    let args = WaitArgs {
+        min: 4,
+        timeout: Some(Duration::from_secs(2)),
+        min_wait: Some(Duration::from_millis(30)),
+        no_iowait: false,
+    };
+    let t = Instant::now();
+    let r = ring.wait_with(&mut slots, &args).unwrap();
+    let took = t.elapsed();
+    assert_eq!(r.len(), 1);
+    assert!(took < Duration::from_millis(1500), "returned after the minimum wait, not the timeout ({took:?})");
+    // Nothing at all: the full timeout applies.
+    let t = Instant::now();
+    let args = WaitArgs { timeout: Some(Duration::from_millis(60)), ..args };
+    assert!(matches!(ring.wait_with(&mut slots, &args), Err(Error::WouldBlock)));
+    assert!(t.elapsed() >= Duration::from_millis(50), "{:?}", t.elapsed());
+}
+
+#[test]
+fn no_iowait_waits_or_says_unsupported() {
+    let mut ring = ring(8);
+    push_nop(&mut ring, 5).unwrap();
+    let mut slots = [CqeSlot::EMPTY; 2];
+    let args = WaitArgs { min: 1, no_iowait: true, ..WaitArgs::default() };
+    match ring.wait_with(&mut slots, &args) {
+        Ok(r) => assert_eq!(r.get(0).unwrap().user_data(), 5),
+        Err(Error::Unsupported { what, .. }) => {
+            assert!(!ring.features().has(FeatureFlags::NO_IOWAIT));
+            println!("SKIPPED: {what} is not in this kernel");
+        }
+        Err(e) => panic!("{e}"),
     }
 }
