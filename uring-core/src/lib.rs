@@ -56,7 +56,7 @@ pub use features::{
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
-pub use register::{Napi, Registrar, Restriction};
+pub use register::{CancelTarget, Napi, Registrar, Restriction};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;
 pub use sqe::{Sqe, Sqe128, SqeFlags};

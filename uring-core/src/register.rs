@@ -62,6 +62,21 @@ impl Restriction {
     }
 }
 
+/// What [`Registrar::sync_cancel`] cancels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelTarget {
+    /// The request(s) whose `user_data` is this.
+    UserData(u64),
+    /// Requests on this file descriptor.
+    Fd(RawFd),
+    /// Requests on this fixed-file slot.
+    FixedFd(u32),
+    /// Requests with this opcode.
+    Op(u8),
+    /// Every request.
+    Any,
+}
+
 /// NAPI busy-poll settings (`IORING_REGISTER_NAPI`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Napi {
@@ -273,6 +288,53 @@ impl<'r> Registrar<'r> {
             0,
         )
         .map(drop)
+    }
+
+    /// Cancels requests synchronously (`IORING_REGISTER_SYNC_CANCEL`, since
+    /// 6.0) and waits up to `timeout` (`None`: indefinitely) for them to
+    /// finish; their CQEs (`-ECANCELED`, or their result if they completed
+    /// first) are posted as usual. With `all` (and always for
+    /// [`CancelTarget::Any`]) every match is cancelled and the result is
+    /// their count, 0 when nothing matched; without, only the first match
+    /// is cancelled and the result is 0.
+    ///
+    /// # Errors
+    ///
+    /// `ENOENT` (nothing matched, without `all`), `EALREADY` / `ETIME` (a
+    /// match is running and did not finish in time), as [`Error::Io`].
+    pub fn sync_cancel(&self, target: CancelTarget, all: bool, timeout: Option<std::time::Duration>) -> Result<u32> {
+        let mut reg = sys::io_uring_sync_cancel_reg { fd: -1, ..Default::default() };
+        reg.flags = if all { sys::IORING_ASYNC_CANCEL_ALL } else { 0 };
+        match target {
+            CancelTarget::UserData(u) => reg.addr = u,
+            CancelTarget::Fd(fd) => {
+                reg.fd = fd;
+                reg.flags |= sys::IORING_ASYNC_CANCEL_FD;
+            }
+            CancelTarget::FixedFd(slot) => {
+                reg.fd = slot as i32;
+                reg.flags |= sys::IORING_ASYNC_CANCEL_FD | sys::IORING_ASYNC_CANCEL_FD_FIXED;
+            }
+            CancelTarget::Op(op) => {
+                reg.opcode = op;
+                reg.flags |= sys::IORING_ASYNC_CANCEL_OP;
+            }
+            CancelTarget::Any => reg.flags = sys::IORING_ASYNC_CANCEL_ANY,
+        }
+        reg.timeout = match timeout {
+            // The kernel's "no timeout" is both fields all ones.
+            None => sys::__kernel_timespec { tv_sec: -1, tv_nsec: -1 },
+            Some(t) => sys::__kernel_timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            },
+        };
+        self.call(
+            "IORING_REGISTER_SYNC_CANCEL",
+            sys::IORING_REGISTER_SYNC_CANCEL,
+            (&reg as *const sys::io_uring_sync_cancel_reg).cast(),
+            1,
+        )
     }
 
     /// Turns on NAPI busy polling for the ring's sockets

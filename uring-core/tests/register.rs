@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use common::*;
-use uring_core::{CqeSlot, Error, Napi, Options, Restriction, Ring, Sqe, SqeFlags, sys};
+use uring_core::{CancelTarget, CqeSlot, Error, Napi, Options, Restriction, Ring, Sqe, SqeFlags, sys};
 
 /// A NOP that resolves a file: a fixed-file slot, or a plain fd.
 fn nop_file(user_data: u64, fd: RawFd, fixed: bool) -> Sqe {
@@ -276,4 +276,57 @@ fn register_calls_on_a_stopped_ring_fail_cleanly() {
     assert!(matches!(r.iowq_max_workers(0, 0), Err(Error::Stopped)));
     assert!(matches!(r.napi(Napi::default()), Err(Error::Stopped)));
     assert!(matches!(r.probe(), Err(Error::Stopped)));
+}
+
+/// Submits a read of an empty pipe (it waits), tagged `user_data`.
+///
+/// # Safety
+///
+/// `buf` must outlive the read's completion.
+unsafe fn pending_read(ring: &mut Ring, fd: RawFd, buf: &mut [u8; 8], user_data: u64) {
+    let mut sqe = Sqe::new(sys::IORING_OP_READ as u8);
+    sqe.fd = fd;
+    sqe.set_addr(buf.as_mut_ptr() as u64);
+    sqe.len = 8;
+    sqe.set_off(u64::MAX);
+    sqe.user_data = user_data;
+    // SAFETY: forwarded.
+    unsafe { ring.push(&sqe) }.unwrap();
+    ring.submit().unwrap();
+}
+
+#[test]
+fn sync_cancel_by_user_data_fd_op_and_any() {
+    let mut fds = [0; 2];
+    // SAFETY: room for two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors we own.
+    let (rx, _tx) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut ring = ring(8);
+    let mut bufs = [[0u8; 8]; 4];
+    let [a, b, c, d] = &mut bufs;
+    // SAFETY: the buffers outlive the reads: each is reaped below.
+    unsafe {
+        pending_read(&mut ring, rx.as_raw_fd(), a, 1);
+        pending_read(&mut ring, rx.as_raw_fd(), b, 2);
+        pending_read(&mut ring, rx.as_raw_fd(), c, 3);
+        pending_read(&mut ring, rx.as_raw_fd(), d, 4);
+    }
+    let r = ring.register();
+    let second = Some(Duration::from_secs(1));
+    assert_eq!(r.sync_cancel(CancelTarget::UserData(2), false, second).unwrap(), 0, "returns 0 for one match");
+    assert_eq!(reap(&mut ring, 1)[0], (2, -libc::ECANCELED, 0));
+    let e = ring.register().sync_cancel(CancelTarget::UserData(2), false, second).unwrap_err();
+    assert_eq!(errno(e), libc::ENOENT, "nothing left to match");
+    assert_eq!(ring.register().sync_cancel(CancelTarget::Op(sys::IORING_OP_READ as u8), false, None).unwrap(), 0);
+    assert_eq!(reap(&mut ring, 1)[0].1, -libc::ECANCELED);
+    let n = ring.register().sync_cancel(CancelTarget::Fd(rx.as_raw_fd()), true, second).unwrap();
+    assert_eq!(n, 2, "both remaining reads on the fd");
+    let mut got = reap(&mut ring, 2);
+    got.sort();
+    assert!(got.iter().all(|c| c.1 == -libc::ECANCELED), "{got:?}");
+    // With `all` (and with `Any`), the kernel counts: 0 when nothing matched.
+    assert_eq!(ring.register().sync_cancel(CancelTarget::Any, true, second).unwrap(), 0);
+    assert_eq!(ring.cq_ready(), 0);
+    assert_eq!(bufs, [[0; 8]; 4], "no read ever wrote");
 }
