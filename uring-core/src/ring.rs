@@ -345,6 +345,9 @@ impl Core {
                 )
             };
             match r {
+                // With ANY the kernel returns how many it cancelled: 0 means
+                // nothing is left.
+                Ok(0) => break,
                 // Something was cancelled: go again until nothing matches.
                 Ok(_) => continue,
                 // ENOENT: nothing left. Anything else (ETIME, EINTR, an old
