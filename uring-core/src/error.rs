@@ -183,11 +183,14 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(call: &'static str, source: io::Error) -> Self {
+    /// An [`Error::Io`] for `call` (used by the layers above for their own
+    /// syscalls and register calls).
+    pub fn io(call: &'static str, source: io::Error) -> Self {
         Error::Io { call, source }
     }
 
-    pub(crate) fn unsupported(what: impl Into<String>, hint: Option<&'static str>) -> Self {
+    /// An [`Error::Unsupported`] naming `what` on the running kernel.
+    pub fn unsupported(what: impl Into<String>, hint: Option<&'static str>) -> Self {
         Error::Unsupported { what: what.into(), release: crate::features::kernel_release(), hint }
     }
 }

@@ -37,6 +37,7 @@ mod context;
 mod cqe;
 mod error;
 mod features;
+mod keep;
 mod options;
 mod queue;
 mod register;
@@ -53,6 +54,7 @@ pub use features::{
     BASELINE, FeatureFlags, Features, OPCODES, SetupFlagSupport, kernel_release, opcode_name, parse_release,
     probe_setup_flag, probe_setup_flags,
 };
+pub use keep::{KEEP_INLINE, Keep};
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };

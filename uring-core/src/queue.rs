@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use uring_sys as sys;
 
 use crate::cqe::CqeSlot;
+use crate::keep::Keep;
 use crate::sqe::Sqe;
 
 /// One memory region holding rings or SQEs: a shared mapping of the ring
@@ -123,6 +124,8 @@ pub(crate) struct Sq {
     limit: u32,
     /// Whether entries may be acquired at all (the ring is started).
     open: bool,
+    /// One [`Keep`] per slot, allocated here so acquiring never allocates.
+    keeps: Box<[Keep]>,
 }
 
 // SAFETY: `Sq` points into ring memory owned by the same ring object and
@@ -170,6 +173,7 @@ impl Sq {
             published: head,
             limit: head,
             open: false,
+            keeps: (0..p.sq_entries).map(|_| Keep::new()).collect(),
         }
     }
 
@@ -237,6 +241,23 @@ impl Sq {
         let slot = unsafe { self.sqes.add(((self.tail & self.mask) as usize) << self.shift) };
         self.tail = self.tail.wrapping_add(1);
         Some(slot)
+    }
+
+    /// The next free slot and its [`Keep`], cleared of what an earlier
+    /// submission through the same slot held (the kernel consumed that
+    /// entry before the slot could come round again).
+    #[inline]
+    pub(crate) fn next_keep(&mut self) -> Option<(*mut u8, usize)> {
+        let index = (self.tail & self.mask) as usize;
+        let slot = self.next()?;
+        self.keeps[index].clear();
+        Some((slot, index))
+    }
+
+    /// The [`Keep`] of slot `index` (from [`next_keep`](Self::next_keep)).
+    #[inline]
+    pub(crate) fn keep(&mut self, index: usize) -> &mut Keep {
+        &mut self.keeps[index]
     }
 
     /// Whether `n` more entries fit (for all-or-nothing pushes).

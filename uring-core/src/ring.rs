@@ -11,6 +11,7 @@ use crate::context::ContextPools;
 use crate::cqe::{Cqe, CqeSlot, Reaped};
 use crate::error::{Error, Result, setup_error};
 use crate::features::{FeatureFlags, Features, probe_setup_flag, read_probe};
+use crate::keep::Keep;
 use crate::options::{Issuer, Options, SetupFlags, setup_flag_name};
 use crate::queue::{Cq, RingMem, Sq};
 use crate::register::Registrar;
@@ -576,6 +577,31 @@ impl Ring {
         }
     }
 
+    /// The next free SQE together with its slot's [`Keep`], for memory the
+    /// kernel reads when it consumes the entry (see [`Keep`]). The entry is
+    /// **not** zeroed: the caller overwrites all 64 bytes (the prepare
+    /// functions of `uring-ops` do). The `Keep` was cleared of anything an
+    /// earlier use of the slot held.
+    ///
+    /// # Errors
+    ///
+    /// As for [`next_sqe`](Self::next_sqe).
+    ///
+    /// # Safety
+    ///
+    /// As for [`next_sqe`](Self::next_sqe). Addresses into the `Keep` stay
+    /// valid until the kernel has consumed the entry, and no longer: put
+    /// there only what the kernel reads while preparing the request.
+    #[inline]
+    pub unsafe fn next_sqe_keep(&mut self) -> Result<(&mut Sqe, &mut Keep)> {
+        match self.sq.next_keep() {
+            // SAFETY: the slot is a 64-byte SQE we own until the tail is
+            // published; any bytes are a valid `Sqe`.
+            Some((slot, index)) => Ok((unsafe { &mut *slot.cast::<Sqe>() }, self.sq.keep(index))),
+            None => Err(self.push_error()),
+        }
+    }
+
     /// The next free 128-byte SQE, zeroed, on a ring created with
     /// [`Options::sqe128`](crate::Options::sqe128).
     ///
@@ -872,6 +898,15 @@ impl Ring {
         }
         if self.sq.flush() > 0 {
             self.core.enter(self.sq.flush(), 0, sys::IORING_ENTER_GETEVENTS)?;
+        }
+        let left = self.sq.flush();
+        if left > 0 {
+            // The kernel would copy these entries into the new ring and
+            // read them later; their slots' `Keep`s are about to be
+            // reallocated.
+            return Err(Error::InvalidArgument(format!(
+                "{left} SQ entries were not consumed by the kernel (a submission error stopped it); reap, then resize"
+            )));
         }
         // Only CQSIZE/CLAMP may be passed; the kernel carries the entry
         // sizes and NO_SQARRAY over from the ring itself.

@@ -1,0 +1,3 @@
+//! Example `context_modes` (to be written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Example `file_io` (to be written).
+
+fn main() {}

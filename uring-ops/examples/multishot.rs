@@ -1,0 +1,3 @@
+//! Example `multishot` (to be written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Example `poll` (to be written).
+
+fn main() {}

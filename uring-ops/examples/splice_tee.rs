@@ -1,0 +1,3 @@
+//! Example `splice_tee` (to be written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Example `tcp_client` (to be written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Example `timeouts` (to be written).
+
+fn main() {}

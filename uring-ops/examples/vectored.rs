@@ -1,0 +1,3 @@
+//! Example `vectored` (to be written).
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! Example `zero_copy_send` (to be written).
+
+fn main() {}

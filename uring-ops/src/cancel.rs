@@ -1,0 +1,1 @@
+//! Cancellation by user data, fd, opcode, any request, or all matches.

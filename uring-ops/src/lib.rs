@@ -1,0 +1,58 @@
+//! Typed io_uring operations over [`uring_core::Ring`].
+//!
+//! One module per opcode family. Every operation is a builder with the same
+//! shape (see [`Prepare`]): required arguments positional in `new`,
+//! optional ones as setters, and a `prepare` that writes the whole SQE.
+//! Rings submit them through [`RingOps`]: [`push_op`](RingOps::push_op)
+//! for operations whose memory the library holds ([`SafeOp`]), and the
+//! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked) for
+//! operations that name caller memory until they complete. Each family
+//! also has an extension trait of named ring methods for the common
+//! cases; [`prelude`] imports them all.
+//!
+//! # Safety model
+//!
+//! Memory the kernel copies while it prepares a request (timespecs,
+//! sockaddrs, paths, `open_how`) is moved into the SQ slot's
+//! [`Keep`](uring_core::Keep), which the ring holds until the kernel has
+//! consumed the entry: those operations are safe. Memory the kernel uses
+//! while the operation runs (data buffers, iovec targets, output
+//! structures) is the caller's, and the methods that take it are `unsafe`
+//! with a `# Safety` section naming it and the CQE until which it must
+//! stay valid. Registered and provided buffers, which the library owns,
+//! get safe APIs in `uring-buffers`.
+//!
+//! This crate makes no syscall of its own: it writes SQEs and reads CQEs.
+
+#![cfg(target_os = "linux")]
+
+mod op;
+mod ring;
+
+pub mod cancel;
+pub mod cmd;
+pub mod file;
+pub mod fs;
+pub mod listener;
+pub mod msg;
+pub mod multishot;
+pub mod net;
+pub mod poll;
+pub mod socket;
+pub mod subscription;
+pub mod timeout;
+pub mod transfer;
+pub mod wait;
+pub mod xattr;
+pub mod zc;
+
+pub use op::{FileDest, Fixed, OpExt, Prepare, SafeOp, Target, With};
+pub use ring::RingOps;
+pub use uring_core;
+
+/// Everything needed to submit operations: [`RingOps`], [`OpExt`], the
+/// argument types, and each family's extension trait of ring methods.
+pub mod prelude {
+    pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, Target};
+    pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
+}

@@ -1,0 +1,1 @@
+//! Multishot operations: accept (plain and direct), receive, receive bundle, read.

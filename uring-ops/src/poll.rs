@@ -1,0 +1,1 @@
+//! Poll: add (edge and level), remove, update, multishot.

@@ -1,0 +1,1 @@
+//! Multishot subscriptions: route a multishot operation's CQEs to a handler, end it once, resubscribe.

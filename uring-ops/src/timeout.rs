@@ -1,0 +1,1 @@
+//! Timeouts: `timeout` (relative, absolute, clock, count), remove, update, and linked timeouts.

@@ -1,0 +1,1 @@
+//! Asynchronous waits: `epoll_wait`, futex wait, wake and waitv, `waitid`.
