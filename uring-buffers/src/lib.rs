@@ -1,0 +1,17 @@
+//! Buffers the library owns, for io_uring operations: provided buffer
+//! rings ([`BufRing`]) and, as they land, registered buffers, multi-size
+//! groups, bundles and incremental rings.
+//!
+//! Memory here is allocated by the library and
+//! [attached](uring_core::Ring::attach) to the ring it is registered with,
+//! so the kernel can never write into memory Rust has freed, and the APIs
+//! over it are safe.
+
+#![cfg(target_os = "linux")]
+
+pub mod bufring;
+mod error;
+mod mem;
+
+pub use bufring::{Buf, BufRing, BufRingConfig, MAX_ENTRIES};
+pub use error::{Error, Result};
