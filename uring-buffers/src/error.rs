@@ -28,6 +28,21 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Registration was refused for lack of locked memory (`ENOMEM`).
+    #[error(
+        "registering {what} needs {asked} bytes of locked memory, more than RLIMIT_MEMLOCK ({limit}) allows: raise \
+         it (`ulimit -l`, LimitMEMLOCK= for a systemd service, --ulimit memlock= for a container; SETUP.md §3, \
+         locked memory) or register a smaller budget"
+    )]
+    LockedMemory {
+        /// What was being registered.
+        what: &'static str,
+        /// Bytes asked for (whole pages).
+        asked: usize,
+        /// The soft `RLIMIT_MEMLOCK`, as text.
+        limit: String,
+    },
+
     /// A completion named a buffer this ring does not hand out now: not
     /// from this group, not in the kernel's hands (returned twice), or out
     /// of range.
@@ -46,4 +61,14 @@ impl Error {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
+}
+
+/// The soft `RLIMIT_MEMLOCK`, as text.
+pub(crate) fn memlock_limit() -> String {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
+        return "unknown".into();
+    }
+    if r.rlim_cur == libc::RLIM_INFINITY { "unlimited".into() } else { format!("{} bytes", r.rlim_cur) }
 }

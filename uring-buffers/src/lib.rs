@@ -12,6 +12,8 @@
 pub mod bufring;
 mod error;
 mod mem;
+pub mod registered;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, MAX_ENTRIES};
 pub use error::{Error, Result};
+pub use registered::RegisteredBuffers;
