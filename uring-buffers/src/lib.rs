@@ -11,9 +11,11 @@
 
 pub mod bufring;
 mod error;
+pub mod groups;
 mod mem;
 pub mod registered;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, MAX_ENTRIES};
 pub use error::{Error, Result};
+pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;

@@ -164,3 +164,29 @@ fn buffers_registered_before_start_work_after_it() {
     assert_eq!(br.bytes(&buf), b"early");
     br.recycle(buf).unwrap();
 }
+
+#[test]
+fn multi_size_groups_route_receives_by_size() {
+    use uring_buffers::{BufferGroups, BufferLayout, SizeClass};
+    let layout = BufferLayout::for_budget(4 << 20, 20).unwrap();
+    println!("{layout}");
+    let mut ring = Ring::new(Options::default().entries(16)).unwrap();
+    let mut groups = BufferGroups::register(&mut ring, layout.clone()).unwrap();
+    ring.start().unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    for (size, class) in [(100usize, SizeClass::TINY), (3000, SizeClass::LARGE), (40000, SizeClass::HUGE)] {
+        let group = groups.group_for(size).unwrap();
+        assert_eq!(layout.tiers().iter().find(|t| t.group == group).unwrap().class, class);
+        let payload: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), group, size as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let buf = groups.take(group, &done.get(0).unwrap()).unwrap().unwrap();
+        assert_eq!(groups.bytes(&buf), &payload[..], "{size} bytes in one {class:?} buffer");
+        assert_eq!(groups.held(), 1);
+        groups.recycle(buf).unwrap();
+    }
+    assert_eq!(groups.held(), 0);
+}
