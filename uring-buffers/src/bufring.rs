@@ -39,13 +39,14 @@ pub struct BufRingConfig {
     buf_size: u32,
     kernel_mapped: bool,
     huge_pages: bool,
+    incremental: bool,
 }
 
 impl BufRingConfig {
     /// Buffer group `group`: `entries` buffers (a power of two, at most
     /// [`MAX_ENTRIES`]) of `buf_size` bytes each.
     pub const fn new(group: u16, entries: u32, buf_size: u32) -> Self {
-        BufRingConfig { group, entries, buf_size, kernel_mapped: false, huge_pages: false }
+        BufRingConfig { group, entries, buf_size, kernel_mapped: false, huge_pages: false, incremental: false }
     }
 
     /// Lets the kernel allocate the ring itself (`IOU_PBUF_RING_MMAP`) and
@@ -59,6 +60,17 @@ impl BufRingConfig {
     /// `vm.nr_hugepages`).
     pub const fn huge_pages(mut self) -> Self {
         self.huge_pages = true;
+        self
+    }
+
+    /// Lets the kernel consume buffers incrementally (`IOU_PBUF_RING_INC`,
+    /// since 6.12): a receive uses only as much of a buffer as it needs,
+    /// and the next receive continues in the same buffer
+    /// (`IORING_CQE_F_BUF_MORE` says the buffer is not finished). Each
+    /// [`Buf`] is then a range of a buffer; the buffer goes back to the
+    /// ring once the kernel is done with it and every range was recycled.
+    pub const fn incremental(mut self) -> Self {
+        self.incremental = true;
         self
     }
 
@@ -127,6 +139,7 @@ pub struct Buf {
     owner: u32,
     group: u16,
     bid: u16,
+    offset: u32,
     len: u32,
 }
 
@@ -150,6 +163,48 @@ impl Buf {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Where the received bytes start in the buffer (non-zero only on
+    /// incremental rings).
+    pub fn offset(&self) -> usize {
+        self.offset as usize
+    }
+}
+
+/// The buffers one bundle CQE consumed (`IORING_RECVSEND_BUNDLE`): consecutive
+/// ring entries, every one full but the last. Not `Clone`:
+/// [`BufRing::recycle_bundle`] consumes it. Read it with
+/// [`BufRing::bundle`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "buffers not recycled are lost to the ring until they are"]
+pub struct Bundle {
+    owner: u32,
+    group: u16,
+    first: u16,
+    count: u16,
+    len: u32,
+}
+
+impl Bundle {
+    /// How many buffers the CQE consumed.
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Bytes received over all of them.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first buffer's id (the CQE's).
+    pub fn first_bid(&self) -> u16 {
+        self.first
+    }
 }
 
 static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
@@ -167,8 +222,22 @@ pub struct BufRing {
     local_tail: u16,
     /// One bit per buffer: set while the buffer is in the kernel's hands.
     in_kernel: Vec<u64>,
-    /// Buffers the caller holds.
+    /// Buffers (ranges, on incremental rings) the caller holds.
     held: u32,
+    /// The buffer id written at each ring index.
+    ring_bids: Vec<u16>,
+    /// Our view of the kernel's head: entries consumed by the CQEs taken.
+    shadow_head: u16,
+    /// Whether a CQE was taken out of ring order, so bundles cannot be
+    /// located any more.
+    head_lost: bool,
+    /// Per buffer: the next buffer of the same bundle.
+    next: Vec<u16>,
+    incremental: bool,
+    /// Incremental rings, per buffer: bytes the kernel has used.
+    inc_used: Vec<u32>,
+    /// Incremental rings, per buffer: ranges handed out, not yet recycled.
+    inc_out: Vec<u16>,
     owner: u32,
     registered: bool,
     /// Keeps the memory mapped as long as this handle lives (the ring
@@ -228,7 +297,8 @@ impl BufRing {
             ring_addr: user_ring.as_ref().map_or(0, |r| r.ptr() as u64),
             ring_entries: cfg.entries,
             bgid: cfg.group,
-            flags: if cfg.kernel_mapped { sys::IOU_PBUF_RING_MMAP as u16 } else { 0 },
+            flags: (if cfg.kernel_mapped { sys::IOU_PBUF_RING_MMAP } else { 0 }
+                | if cfg.incremental { sys::IOU_PBUF_RING_INC } else { 0 }) as u16,
             ..Default::default()
         };
         // SAFETY: PBUF_RING reads one io_uring_buf_reg. A user ring's
@@ -277,6 +347,13 @@ impl BufRing {
             local_tail: 0,
             in_kernel: vec![0; (cfg.entries as usize).div_ceil(64)],
             held: 0,
+            ring_bids: vec![0; cfg.entries as usize],
+            shadow_head: 0,
+            head_lost: false,
+            next: if cfg.incremental { Vec::new() } else { vec![0; cfg.entries as usize] },
+            incremental: cfg.incremental,
+            inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
+            inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
             _mem: mem,
@@ -309,15 +386,21 @@ impl BufRing {
         self.held
     }
 
-    /// Buffers in the kernel's hands.
+    /// Buffers in the kernel's hands (on incremental rings, partly used
+    /// ones included).
     pub fn available(&self) -> u32 {
-        self.entries - self.held
+        self.in_kernel.iter().map(|w| w.count_ones()).sum()
     }
 
     /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
     /// bytes the completion reported (`res`). `Ok(None)` when the CQE
     /// names no buffer (errors, `-ENOBUFS`). The caller routes CQEs to the
     /// right group: a CQE does not say which group its buffer came from.
+    /// For bundle receives use [`take_bundle`](Self::take_bundle).
+    ///
+    /// On an incremental ring the token is the range this CQE filled; the
+    /// buffer stays with the kernel while the CQE has
+    /// `IORING_CQE_F_BUF_MORE`.
     ///
     /// # Errors
     ///
@@ -325,29 +408,167 @@ impl BufRing {
     /// in the kernel's hands (this CQE was taken already).
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
-        self.take_id(bid, cqe.res())
+        self.take_id(bid, cqe.res(), cqe.buf_more())
     }
 
-    /// As [`take`](Self::take), from a buffer id and a CQE result.
+    /// As [`take`](Self::take), from a CQE's buffer id, result and
+    /// `IORING_CQE_F_BUF_MORE` flag.
     ///
     /// # Errors
     ///
     /// As for [`take`](Self::take), and [`Error::InvalidArgument`] for a
-    /// result larger than a buffer.
-    pub fn take_id(&mut self, bid: u16, res: i32) -> Result<Option<Buf>> {
+    /// result larger than what is left of the buffer.
+    pub fn take_id(&mut self, bid: u16, res: i32, buf_more: bool) -> Result<Option<Buf>> {
+        self.check_in_kernel(bid)?;
+        let len = u32::try_from(res).unwrap_or(0);
+        let b = usize::from(bid);
+        if self.incremental {
+            let offset = self.inc_used[b];
+            if len > self.buf_size - offset {
+                return Err(Error::invalid(format!(
+                    "a result of {len} bytes cannot fit the {} bytes left of buffer {bid}",
+                    self.buf_size - offset
+                )));
+            }
+            self.inc_used[b] += len;
+            if !buf_more {
+                // The kernel is done with this buffer and moved its head.
+                self.set_in_kernel(bid, false);
+                self.advance_head(bid);
+            }
+            self.inc_out[b] += 1;
+            self.held += 1;
+            return Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset, len }));
+        }
+        if len > self.buf_size {
+            return Err(Error::invalid(format!("a result of {len} bytes cannot fit buffers of {}", self.buf_size)));
+        }
+        self.set_in_kernel(bid, false);
+        self.advance_head(bid);
+        self.held += 1;
+        Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset: 0, len }))
+    }
+
+    /// Takes the buffers a bundle CQE consumed (`IORING_RECVSEND_BUNDLE`):
+    /// consecutive ring entries from the CQE's buffer id, as many as the
+    /// result fills. `Ok(None)` when the CQE names no buffer.
+    ///
+    /// Locating them needs every CQE of this group to be taken, in CQE
+    /// order, through `take` or `take_bundle` (one consumer per group, as
+    /// the kernel consumes entries in order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] on an incremental ring, or when the
+    /// group's CQEs were taken out of order; [`Error::NotOwned`] when the
+    /// CQE does not start at the kernel's head (taken twice).
+    pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
+        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        if self.incremental {
+            return Err(Error::invalid("bundles over incremental buffer rings are not supported"));
+        }
+        if self.head_lost {
+            return Err(Error::invalid(format!(
+                "group {}: a CQE was taken out of ring order, so bundles can no longer be located",
+                self.group
+            )));
+        }
+        self.check_in_kernel(bid)?;
+        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] != bid {
+            return Err(Error::NotOwned { group: self.group, bid, why: "a bundle must start at the ring's head" });
+        }
+        let len = u32::try_from(cqe.res()).unwrap_or(0);
+        let count = len.div_ceil(self.buf_size).max(1);
+        let in_kernel = self.available();
+        if count > in_kernel {
+            return Err(Error::invalid(format!(
+                "a bundle of {len} bytes spans {count} buffers, but the kernel held only {in_kernel}"
+            )));
+        }
+        let mut prev: Option<u16> = None;
+        for i in 0..count as u16 {
+            let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
+            self.check_in_kernel(b)?;
+            self.set_in_kernel(b, false);
+            if let Some(p) = prev {
+                self.next[usize::from(p)] = b;
+            }
+            prev = Some(b);
+        }
+        self.shadow_head = self.shadow_head.wrapping_add(count as u16);
+        self.held += count;
+        Ok(Some(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len }))
+    }
+
+    /// The received bytes of a bundle, buffer by buffer (every one full but
+    /// the last).
+    ///
+    /// # Panics
+    ///
+    /// If `bundle` came from another `BufRing`.
+    pub fn bundle<'a>(&'a self, bundle: &'a Bundle) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        assert_eq!(bundle.owner, self.owner, "Bundle of group {} used with another BufRing", bundle.group);
+        let mut bid = bundle.first;
+        let mut left = bundle.len as usize;
+        (0..bundle.count).map(move |i| {
+            if i > 0 {
+                bid = self.next[usize::from(bid)];
+            }
+            let n = left.min(self.buf_size as usize);
+            left -= n;
+            // SAFETY: the bundle's buffers are held by the caller (the token
+            // exists), so the kernel does not write them; n ≤ buf_size.
+            unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.buf_size as usize), n) }
+        })
+    }
+
+    /// Returns a bundle's buffers to the kernel with one publication.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] when `bundle` belongs to another `BufRing`.
+    pub fn recycle_bundle(&mut self, bundle: Bundle) -> Result<()> {
+        if bundle.owner != self.owner {
+            return Err(Error::NotOwned { group: bundle.group, bid: bundle.first, why: "belongs to another BufRing" });
+        }
+        let mut bid = bundle.first;
+        for i in 0..bundle.count {
+            if i > 0 {
+                bid = self.next[usize::from(bid)];
+            }
+            self.put(bid);
+        }
+        self.held -= u32::from(bundle.count);
+        self.publish();
+        Ok(())
+    }
+
+    fn check_in_kernel(&self, bid: u16) -> Result<()> {
         if u32::from(bid) >= self.entries {
             return Err(Error::NotOwned { group: self.group, bid, why: "out of range for this ring" });
         }
         if !self.is_in_kernel(bid) {
             return Err(Error::NotOwned { group: self.group, bid, why: "not in the kernel's hands (taken twice?)" });
         }
-        let len = u32::try_from(res).unwrap_or(0);
-        if len > self.buf_size {
-            return Err(Error::invalid(format!("a result of {len} bytes cannot fit buffers of {}", self.buf_size)));
+        Ok(())
+    }
+
+    fn set_in_kernel(&mut self, bid: u16, yes: bool) {
+        let (w, bit) = (usize::from(bid) / 64, 1u64 << (bid % 64));
+        if yes {
+            self.in_kernel[w] |= bit;
+        } else {
+            self.in_kernel[w] &= !bit;
         }
-        self.in_kernel[usize::from(bid) / 64] &= !(1 << (bid % 64));
-        self.held += 1;
-        Ok(Some(Buf { owner: self.owner, group: self.group, bid, len }))
+    }
+
+    /// The kernel consumed the entry at its head, which held `bid`.
+    fn advance_head(&mut self, bid: u16) {
+        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] == bid {
+            self.shadow_head = self.shadow_head.wrapping_add(1);
+        } else {
+            self.head_lost = true;
+        }
     }
 
     /// The received bytes of a held buffer.
@@ -362,10 +583,15 @@ impl BufRing {
         // the kernel does not write it until it is recycled; `len` ≤
         // buf_size was checked at take; the borrow of `self` keeps the
         // memory mapped.
-        unsafe { std::slice::from_raw_parts(self.data.add(usize::from(buf.bid) * self.buf_size as usize), buf.len()) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.add(usize::from(buf.bid) * self.buf_size as usize + buf.offset as usize),
+                buf.len(),
+            )
+        }
     }
 
-    /// The whole buffer, writable (to prepare data in place, say).
+    /// The received bytes, writable (to transform data in place, say).
     ///
     /// # Panics
     ///
@@ -373,11 +599,12 @@ impl BufRing {
     pub fn bytes_mut(&mut self, buf: &mut Buf) -> &mut [u8] {
         assert_eq!(buf.owner, self.owner, "Buf of group {} used with another BufRing", buf.group);
         // SAFETY: as in `bytes`; `&mut self` and `&mut Buf` make the
-        // borrow unique.
+        // borrow unique, and the range is the caller's alone (on
+        // incremental rings the kernel writes only after it).
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.data.add(usize::from(buf.bid) * self.buf_size as usize),
-                self.buf_size as usize,
+                self.data.add(usize::from(buf.bid) * self.buf_size as usize + buf.offset as usize),
+                buf.len(),
             )
         }
     }
@@ -393,10 +620,28 @@ impl BufRing {
         if buf.owner != self.owner {
             return Err(Error::NotOwned { group: buf.group, bid: buf.bid, why: "belongs to another BufRing" });
         }
-        self.put(buf.bid);
-        self.held -= 1;
-        self.publish();
+        if self.release(buf.bid) {
+            self.publish();
+        }
         Ok(())
+    }
+
+    /// Gives back one token of `bid`; returns whether the buffer went back
+    /// into the ring (to be published).
+    fn release(&mut self, bid: u16) -> bool {
+        self.held -= 1;
+        if self.incremental {
+            let b = usize::from(bid);
+            self.inc_out[b] -= 1;
+            if self.inc_out[b] > 0 || self.is_in_kernel(bid) {
+                // Other ranges are still out, or the kernel is still
+                // filling the rest of the buffer.
+                return false;
+            }
+            self.inc_used[b] = 0;
+        }
+        self.put(bid);
+        true
     }
 
     /// Returns several buffers with one publication.
@@ -412,8 +657,7 @@ impl BufRing {
                 result = Err(Error::NotOwned { group: buf.group, bid: buf.bid, why: "belongs to another BufRing" });
                 break;
             }
-            self.put(buf.bid);
-            self.held -= 1;
+            self.release(buf.bid);
         }
         self.publish();
         result
@@ -480,7 +724,8 @@ impl BufRing {
                 e.write(entry);
             }
         }
-        self.in_kernel[usize::from(bid) / 64] |= 1 << (bid % 64);
+        self.ring_bids[idx as usize] = bid;
+        self.set_in_kernel(bid, true);
         self.local_tail = self.local_tail.wrapping_add(1);
     }
 

@@ -15,7 +15,7 @@ pub mod groups;
 mod mem;
 pub mod registered;
 
-pub use bufring::{Buf, BufRing, BufRingConfig, MAX_ENTRIES};
+pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;

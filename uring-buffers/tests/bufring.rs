@@ -99,7 +99,7 @@ fn an_empty_group_is_enobufs_and_recycling_refills_it() {
     push_recv(&mut ring, rx.as_raw_fd(), 1, 10);
     let (res, bid) = one(&mut ring);
     assert_eq!(res, 1);
-    let buf = br.take_id(bid.unwrap(), res).unwrap().unwrap();
+    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
     assert_eq!(br.bytes(&buf), b"y", "the byte that found no buffer is received after the refill");
     br.recycle_all([buf, held.pop().unwrap()]).unwrap();
     assert_eq!(br.available(), 2);
@@ -114,10 +114,10 @@ fn a_completion_is_taken_once_and_tokens_stay_with_their_ring() {
     tx.write_all(b"hello").unwrap();
     push_recv(&mut ring, rx.as_raw_fd(), 1, 1);
     let (res, bid) = one(&mut ring);
-    let buf = a.take_id(bid.unwrap(), res).unwrap().unwrap();
-    assert!(matches!(a.take_id(bid.unwrap(), res), Err(Error::NotOwned { .. })), "the same CQE twice");
-    assert!(matches!(a.take_id(9, 1), Err(Error::NotOwned { .. })), "an id beyond the ring");
-    assert!(matches!(a.take_id(1, 17), Err(Error::NotOwned { .. }) | Err(Error::InvalidArgument(_))));
+    let buf = a.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    assert!(matches!(a.take_id(bid.unwrap(), res, false), Err(Error::NotOwned { .. })), "the same CQE twice");
+    assert!(matches!(a.take_id(9, 1, false), Err(Error::NotOwned { .. })), "an id beyond the ring");
+    assert!(matches!(a.take_id(1, 17, false), Err(Error::NotOwned { .. }) | Err(Error::InvalidArgument(_))));
     assert!(matches!(b.recycle(buf), Err(Error::NotOwned { .. })), "a token of another ring");
     assert_eq!(a.held(), 1, "the misrouted token did not return the buffer");
 }
@@ -160,7 +160,7 @@ fn buffers_registered_before_start_work_after_it() {
     tx.write_all(b"early").unwrap();
     push_recv(&mut ring, rx.as_raw_fd(), 2, 1);
     let (res, bid) = one(&mut ring);
-    let buf = br.take_id(bid.unwrap(), res).unwrap().unwrap();
+    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
     assert_eq!(br.bytes(&buf), b"early");
     br.recycle(buf).unwrap();
 }
@@ -189,4 +189,126 @@ fn multi_size_groups_route_receives_by_size() {
         groups.recycle(buf).unwrap();
     }
     assert_eq!(groups.held(), 0);
+}
+
+#[test]
+fn bundles_span_consecutive_buffers_and_recycle_exactly_those() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED bundles_span_consecutive_buffers_and_recycle_exactly_those: no IORING_FEAT_RECVSEND_BUNDLE");
+        return;
+    }
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(9, 8, 16)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut all_sent = Vec::new();
+    let mut all_got = Vec::new();
+    let mut widest = 0;
+    for round in 0..7u8 {
+        // 40 bytes: two full buffers and 8 bytes of a third. Round 3 is a
+        // plain receive in between, which the bundle bookkeeping follows.
+        let payload: Vec<u8> = (0..40u32).map(|i| (u32::from(round) * 40 + i) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        all_sent.extend_from_slice(&payload);
+        if round == 3 {
+            push_recv(&mut ring, rx.as_raw_fd(), 9, 100);
+            ring.submit().unwrap();
+            let mut slots = [CqeSlot::EMPTY; 1];
+            let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+            let buf = br.take(&done.get(0).unwrap()).unwrap().unwrap();
+            assert_eq!(buf.len(), 16);
+            all_got.extend_from_slice(br.bytes(&buf));
+            br.recycle(buf).unwrap();
+            // The other 24 bytes come with the next bundle.
+            continue;
+        }
+        bundle_sqe(&mut ring, rx.as_raw_fd(), 9, round as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        assert!(cqe.res() > 0, "bundle recv: {}", cqe.res());
+        let bundle = br.take_bundle(&cqe).unwrap().unwrap();
+        let parts: Vec<&[u8]> = br.bundle(&bundle).collect();
+        assert_eq!(parts.len(), bundle.count());
+        assert_eq!(bundle.count(), bundle.len().div_ceil(16));
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.len() == 16), "all full but the last");
+        for p in &parts {
+            all_got.extend_from_slice(p);
+        }
+        assert_eq!(br.held() as usize, bundle.count());
+        widest = widest.max(bundle.count());
+        br.recycle_bundle(bundle).unwrap();
+        assert_eq!(br.held(), 0);
+        assert_eq!(br.available(), 8);
+    }
+    assert_eq!(all_got, all_sent, "every byte once, in order, across ring wraps");
+    assert!(widest >= 3, "some bundle spanned several buffers (widest {widest})");
+}
+
+/// Queues a bundle recv on `fd` selecting from `group`.
+fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
+    // SAFETY: with buffer selection the SQE names no caller memory.
+    let sqe = unsafe { ring.next_sqe() }.unwrap();
+    sqe.opcode = sys::IORING_OP_RECV as u8;
+    sqe.fd = fd;
+    sqe.set_buf_group(group);
+    sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
+    sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
+    sqe.user_data = user_data;
+}
+
+#[test]
+fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
+    let mut ring = ring();
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(11, 2, 64).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED incremental_rings_hand_out_each_range_once_and_recycle_when_done: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut got = Vec::new();
+    let mut tokens = Vec::new();
+    let sends: [&[u8]; 3] = [b"abc", b"defgh", &[b'x'; 60]];
+    let mut expect_more = Vec::new();
+    for (i, s) in sends.iter().enumerate() {
+        tx.write_all(s).unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), 11, i as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        expect_more.push((cqe.buffer_id(), cqe.res(), cqe.buf_more()));
+        let buf = br.take(&cqe).unwrap().unwrap();
+        got.extend_from_slice(br.bytes(&buf));
+        tokens.push(buf);
+    }
+    // Buffer 0 took 3, then 5, then its last 56 bytes; the kernel said
+    // BUF_MORE until it was full.
+    assert_eq!(expect_more, [(Some(0), 3, true), (Some(0), 5, true), (Some(0), 56, false)]);
+    assert_eq!((tokens[1].offset(), tokens[2].offset()), (3, 8));
+    assert_eq!(br.available(), 1, "buffer 0 is out of the kernel's hands once full");
+    // The 4 bytes left of the 60 arrive in buffer 1.
+    push_recv(&mut ring, rx.as_raw_fd(), 11, 9);
+    let (res, bid) = one(&mut ring);
+    assert_eq!((res, bid), (4, Some(1)));
+    let last = br.take_id(1, 4, true).unwrap().unwrap();
+    got.extend_from_slice(br.bytes(&last));
+    let mut want = Vec::new();
+    for s in sends {
+        want.extend_from_slice(s);
+    }
+    assert_eq!(got, want, "each range once, nothing lost");
+    // Buffer 0 returns only after its three ranges all come back.
+    let t2 = tokens.pop().unwrap();
+    let t1 = tokens.pop().unwrap();
+    br.recycle(t1).unwrap();
+    br.recycle(t2).unwrap();
+    assert_eq!(br.available(), 1);
+    br.recycle(tokens.pop().unwrap()).unwrap();
+    assert_eq!(br.available(), 2, "buffer 0 is back in the ring");
+    br.recycle(last).unwrap();
+    assert_eq!(br.available(), 2, "buffer 1 stays with the kernel: it is not full yet");
+    assert_eq!(br.held(), 0);
 }
