@@ -343,8 +343,11 @@ impl<H> ListenerManager<H> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for another address family; otherwise as
-    /// for [`RingOps::push_op`] (nothing is queued then).
+    /// [`Error::InvalidArgument`] for another address family or a backlog
+    /// above `i32::MAX`; [`Error::Unsupported`] if the kernel lacks
+    /// `IORING_OP_SOCKET`, `IORING_OP_BIND` (6.11) or `IORING_OP_LISTEN`
+    /// (6.11); otherwise as for [`RingOps::push_op`]. Nothing is queued
+    /// then.
     pub fn listen(&mut self, ring: &mut Ring, addr: impl Into<SockAddr>, backlog: u32) -> Result<ListenerId> {
         let addr = addr.into();
         let socket = match addr.family() {
@@ -359,6 +362,10 @@ impl<H> ListenerManager<H> {
         };
         if backlog > i32::MAX as u32 {
             return Err(Error::InvalidArgument(format!("listen backlog {backlog} exceeds i32::MAX")));
+        }
+        // All three phases must be possible before the first is queued.
+        for phase in [ListenerPhase::Socket, ListenerPhase::Bind, ListenerPhase::Listen] {
+            ring.features().require(phase.opcode())?;
         }
         let id = self.alloc()?;
         if let Err(e) = self.push(ring, id, socket) {

@@ -503,8 +503,9 @@ unsafe impl SafeOp for Bind {}
 
 /// Marks a bound socket as accepting connections: `io_uring_prep_listen`.
 ///
-/// Since Linux 6.11. The kernel caps `backlog` at `net.core.somaxconn`.
-/// The CQE's result is 0.
+/// Since Linux 6.11. The kernel caps `backlog` at `net.core.somaxconn`;
+/// values above `i32::MAX` (negative to the kernel) are refused before
+/// submission. The CQE's result is 0.
 #[doc(alias = "IORING_OP_LISTEN")]
 #[doc(alias = "io_uring_prep_listen")]
 #[doc(alias = "PrepareListenerListen")]
