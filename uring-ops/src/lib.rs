@@ -53,6 +53,7 @@ pub use uring_core;
 /// Everything needed to submit operations: [`RingOps`], [`OpExt`], the
 /// argument types, and each family's extension trait of ring methods.
 pub mod prelude {
+    pub use crate::socket::SocketSetupOps;
     pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
 }
