@@ -738,6 +738,12 @@ impl SendZc {
     pub const fn dest(&self) -> Option<SocketAddr> {
         self.dest
     }
+
+    /// Whether [`report_usage`](Self::report_usage) was asked for.
+    #[inline]
+    pub const fn reports_usage(&self) -> bool {
+        self.report_usage
+    }
 }
 
 impl Prepare for SendZc {
