@@ -10,7 +10,8 @@
 //! 2. the **notification** (`IORING_CQE_F_NOTIF`): the kernel no longer
 //!    reads the buffer. With `IORING_SEND_ZC_REPORT_USAGE` its result has
 //!    `IORING_NOTIF_USAGE_ZC_COPIED` set when the data was copied after all
-//!    (loopback, devices without scatter-gather, small sends).
+//!    (loopback, devices without scatter-gather), and when nothing went out
+//!    zero-copy (a failed send).
 //!
 //! Until the notification the buffer belongs to the kernel. [`ZcTracker`]
 //! makes that ownership literal: [`send`](ZcTracker::send) takes the
@@ -119,7 +120,9 @@ pub enum ZcCqe {
     /// The notification (`IORING_CQE_F_NOTIF`): the buffer is free.
     Notification {
         /// `IORING_NOTIF_USAGE_ZC_COPIED` in the result: the data was
-        /// copied. Meaningful only if the send asked for
+        /// copied, or nothing was sent zero-copy (the kernel sets it when no
+        /// zero-copy transmission happened, failed sends included).
+        /// Meaningful only if the send asked for
         /// `IORING_SEND_ZC_REPORT_USAGE`; otherwise always `false`.
         copied: bool,
     },
@@ -164,8 +167,10 @@ pub enum ZcEvent<P> {
         /// The payload, returned exactly once.
         payload: Option<P>,
         /// With usage reports ([`ZcTracker::report_usage`], the default):
-        /// `Some(true)` if the data was copied, `Some(false)` if it went
-        /// out zero-copy (or nothing was sent); `None` without reports.
+        /// `Some(false)` if the data went out zero-copy, `Some(true)` if it
+        /// did not: it was copied, or (a failed send) nothing went out
+        /// zero-copy at all, which the kernel reports the same way.
+        /// `None` without reports.
         copied: Option<bool>,
     },
     /// A result CQE without `IORING_CQE_F_MORE`: the kernel refused the
