@@ -336,7 +336,10 @@ unsafe impl SafeOp for RecvSelect {}
 /// Since Linux 6.10 (`IORING_FEAT_RECVSEND_BUNDLE`). The CQE's buffer id
 /// is the first buffer used; the result is the total byte count, spread
 /// over buffers `id, id + 1, …` (modulo the ring size) each filled to its
-/// length before the next is used. Only provided-buffer *rings* can bundle.
+/// length before the next is used. A bundle may stop short of the data
+/// queued (the CQE then has `IORING_CQE_F_SOCK_NONEMPTY`); the next
+/// receive continues with the next buffer. Only provided-buffer *rings*
+/// can bundle.
 ///
 /// [`SafeOp`] for the reason given at [`RecvSelect`].
 #[doc(alias = "IORING_OP_RECV")]

@@ -262,3 +262,64 @@ fn cqes_of_other_submissions_are_not_the_trackers() {
     let done = ring.wait(&mut slots).unwrap();
     assert!(tracker.handle_cqe(&done.get(0).unwrap()).is_none());
 }
+
+#[test]
+fn sendmsg_zc_gathers_iovecs_with_a_result_and_a_notification() {
+    let mut ring = common::ring(8);
+    let (client, mut server) = common::tcp_pair();
+    let (a, b) = (vec![1u8; 3000], vec![2u8; 5000]);
+    let iov = [std::io::IoSlice::new(&a), std::io::IoSlice::new(&b)];
+    let ctx = SqeContext::from_raw((78 << 2) | 3);
+    // SAFETY: `a`, `b` and `iov` outlive both CQEs, reaped below.
+    unsafe { ring.push_op_unchecked(ctx, uring_ops::net::SendMsgZc::new(client.as_raw_fd(), &iov).report_usage()) }
+        .unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!((done[0].res, done[0].more()), (8000, true), "{done:?}");
+    assert_ne!(done[1].flags & uring_core::sys::IORING_CQE_F_NOTIF, 0, "{done:?}");
+    let mut got = vec![0u8; 8000];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(got, [a, b].concat());
+}
+
+#[test]
+fn send_zc_from_a_registered_buffer() {
+    let mut ring = common::ring(8);
+    let (client, mut server) = common::tcp_pair();
+    let buf: Vec<u8> = (0..4096u32).map(|i| (i % 256) as u8).collect();
+    let iov = libc::iovec { iov_base: buf.as_ptr().cast_mut().cast(), iov_len: buf.len() };
+    // SAFETY: one iovec naming `buf`, which outlives the registration
+    // (unregistered below, after the sends completed).
+    unsafe {
+        uring_core::sys::io_uring_register(
+            ring.as_raw_fd(),
+            uring_core::sys::IORING_REGISTER_BUFFERS,
+            (&raw const iov).cast(),
+            1,
+        )
+    }
+    .expect("IORING_REGISTER_BUFFERS");
+    let ctx = SqeContext::from_raw((79 << 2) | 3);
+    // SAFETY: `buf[100..600]` lies in registered buffer 0 and outlives both
+    // CQEs.
+    unsafe { ring.push_op_unchecked(ctx, SendZc::new(client.as_raw_fd(), &buf[100..600]).fixed(0)) }.unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!(done[0].res, 500, "{done:?}");
+    let mut got = [0u8; 500];
+    server.read_exact(&mut got).unwrap();
+    assert_eq!(got[..], buf[100..600]);
+    // An index with no registered buffer: the kernel refuses it (EFAULT).
+    // SAFETY: as above.
+    unsafe { ring.push_op_unchecked(ctx, SendZc::new(client.as_raw_fd(), &buf[..10]).fixed(3)) }.unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!(done[0].res, -libc::EFAULT, "{done:?}");
+    // SAFETY: no argument.
+    unsafe {
+        uring_core::sys::io_uring_register(
+            ring.as_raw_fd(),
+            uring_core::sys::IORING_UNREGISTER_BUFFERS,
+            std::ptr::null(),
+            0,
+        )
+    }
+    .expect("IORING_UNREGISTER_BUFFERS");
+}
