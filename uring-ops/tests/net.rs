@@ -397,3 +397,18 @@ fn flags_an_operation_does_not_take_are_refused_before_submission() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
+
+#[test]
+fn udp_send_to_an_ipv6_destination() {
+    let (Ok(a), Ok(b)) = (UdpSocket::bind("[::1]:0"), UdpSocket::bind("[::1]:0")) else {
+        return common::skip("udp_send_to_an_ipv6_destination", "no IPv6 loopback");
+    };
+    b.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut ring = common::ring(8);
+    // SAFETY: the literal is static.
+    unsafe { ring.send_to(ctx(1), a.as_raw_fd(), b"six", b.local_addr().unwrap()) }.unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, 3);
+    let mut got = [0u8; 8];
+    let (n, from) = b.recv_from(&mut got).unwrap();
+    assert_eq!((&got[..n], from), (&b"six"[..], a.local_addr().unwrap()));
+}
