@@ -237,7 +237,9 @@ impl Prepare for OpenAt2 {
         if self.resolve.contains(ResolveFlags::BENEATH | ResolveFlags::IN_ROOT) {
             return Err(invalid("openat2: RESOLVE_BENEATH and RESOLVE_IN_ROOT exclude each other".into()));
         }
-        let creates = self.flags & (libc::O_CREAT as u64 | libc::O_TMPFILE as u64) != 0;
+        // O_TMPFILE includes O_DIRECTORY's bit: test for all of it.
+        let tmpfile = libc::O_TMPFILE as u32 as u64;
+        let creates = self.flags & libc::O_CREAT as u64 != 0 || self.flags & tmpfile == tmpfile;
         if self.mode != 0 && !creates {
             return Err(invalid(format!(
                 "openat2: mode {:#o} without O_CREAT or O_TMPFILE (the kernel refuses it)",

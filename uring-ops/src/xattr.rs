@@ -9,7 +9,7 @@
 //! are `unsafe` to push.
 //!
 //! Names and paths are converted to C strings when the builder is made; an
-//! interior NUL byte is [`Error::InvalidArgument`](uring_core::Error::InvalidArgument)
+//! interior NUL byte is [`Error::InvalidArgument`]
 //! before any SQE is acquired. Descriptors are plain ones: the kernel
 //! refuses registered files here (`-EBADF`).
 

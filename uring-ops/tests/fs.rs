@@ -159,6 +159,7 @@ fn openat2_resolve_beneath_refuses_escapes() {
     // What the kernel would refuse with a bare EINVAL is refused by name.
     for bad in [
         OpenAt2::new(CWD, "x", libc::O_RDONLY).mode(0o600),
+        OpenAt2::new(CWD, "x", libc::O_RDONLY | libc::O_DIRECTORY).mode(0o600),
         OpenAt2::new(CWD, "x", libc::O_RDONLY).resolve(ResolveFlags::BENEATH | ResolveFlags::IN_ROOT),
         OpenAt2::new(CWD, "x", libc::O_RDONLY).resolve(ResolveFlags::from_bits_retain(1 << 40)),
     ] {
