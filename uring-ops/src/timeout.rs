@@ -450,6 +450,15 @@ unsafe impl SafeOp for TimeoutUpdate {}
 ///
 /// The kernel rejects a linked timeout with no operation before it, or
 /// after another linked timeout, with `-EINVAL`.
+///
+/// A deadline interrupts waiting that the kernel does by polling (a read
+/// of an empty pipe or socket). It does not bound an operation that blocks
+/// inside an io-wq worker: on Linux 6.18, a [`Splice`](crate::transfer::Splice)
+/// from an empty pipe (splice always runs on a worker) with a 30 ms linked
+/// timeout posted nothing for seconds, and completed (splice first, the
+/// timeout `-ECANCELED`) only when data arrived. Use
+/// [`SpliceFlags::NONBLOCK`](crate::transfer::SpliceFlags::NONBLOCK) or poll
+/// the pipe first.
 #[doc(alias = "IORING_OP_LINK_TIMEOUT")]
 #[doc(alias = "io_uring_prep_link_timeout")]
 #[derive(Debug, Clone, Copy)]

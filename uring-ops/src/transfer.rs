@@ -63,7 +63,10 @@ const NO_OFFSET: u64 = u64::MAX;
 /// `-ESPIPE` for an offset on a pipe, `-EBADF` for a bad descriptor. A
 /// fixed (registered) input file uses `SPLICE_F_FD_IN_FIXED`; a fixed
 /// output file, `IOSQE_FIXED_FILE`. The kernel always runs it on an io-wq
-/// worker.
+/// worker, where a splice from an empty pipe blocks until data (or the end
+/// of input) arrives, and a [`LinkTimeout`](crate::timeout::LinkTimeout)
+/// does not interrupt it; [`SpliceFlags::NONBLOCK`] makes it `-EAGAIN`
+/// instead.
 #[doc(alias = "IORING_OP_SPLICE")]
 #[doc(alias = "io_uring_prep_splice")]
 #[derive(Debug, Clone, Copy)]

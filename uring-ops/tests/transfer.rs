@@ -121,6 +121,9 @@ fn splice_errors() {
         x.as_raw_fd()
     };
     assert_eq!(run(&mut ring, Splice::new(Target::Fd(closed), None, fd(&w), None, 3)), -libc::EBADF);
+    // An empty pipe with SPLICE_F_NONBLOCK: EAGAIN instead of blocking.
+    let (_r2, w2) = pipe();
+    assert_eq!(run(&mut ring, Splice::new(fd(&r), None, fd(&w2), None, 3).flags(SpliceFlags::NONBLOCK)), -libc::EAGAIN);
     // An empty fixed slot as input.
     ring.register().files_sparse(1).unwrap();
     assert_eq!(run(&mut ring, Splice::new(Fixed(0), None, fd(&w), None, 3)), -libc::EBADF);
