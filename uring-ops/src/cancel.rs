@@ -254,3 +254,43 @@ impl CancelOps for Ring {
         self.push_op(ctx, AsyncCancel::any())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared(op: AsyncCancel) -> Sqe {
+        let mut sqe = Sqe::default();
+        op.prepare(&mut sqe, &mut Keep::new());
+        sqe
+    }
+
+    #[test]
+    fn criteria_become_flags_and_fields() {
+        let sqe = prepared(AsyncCancel::new(SqeContext::from_raw(99)));
+        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.fd), (99, 0, -1));
+        let sqe = prepared(AsyncCancel::fd(Target::Fixed(4)).all());
+        assert_eq!(sqe.fd, 4);
+        assert_eq!(sqe.flags, 0, "no IOSQE_FIXED_FILE: the cancel flags say it");
+        assert_eq!(
+            sqe.op_flags(),
+            sys::IORING_ASYNC_CANCEL_FD | sys::IORING_ASYNC_CANCEL_FD_FIXED | sys::IORING_ASYNC_CANCEL_ALL
+        );
+        let sqe = prepared(AsyncCancel::opcode(22).and_user_data(SqeContext::from_raw(7)));
+        assert_eq!((sqe.len, sqe.addr()), (22, 7));
+        assert_eq!(sqe.op_flags(), sys::IORING_ASYNC_CANCEL_OP | sys::IORING_ASYNC_CANCEL_USERDATA);
+        assert_eq!(prepared(AsyncCancel::any()).op_flags(), sys::IORING_ASYNC_CANCEL_ANY);
+    }
+
+    #[test]
+    fn stamping_follows_push_op() {
+        let ctx = SqeContext::for_fd(9).with_flags(SqeFlags::ASYNC);
+        let op = AsyncCancel::any();
+        let s = stamped(ctx, op);
+        assert_eq!(s.op(), Some(AsyncCancel::CODE));
+        assert_eq!(s.flags(), Some(SqeFlags::ASYNC));
+        assert_eq!(s.fd(), Some(9));
+        let foreign = SqeContext::from_raw(0xff);
+        assert_eq!(stamped(foreign, op), foreign);
+    }
+}

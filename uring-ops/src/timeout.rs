@@ -554,7 +554,9 @@ pub trait TimeoutOps {
     /// gets `-ECANCELED`; or the deadline passes, the operation gets
     /// `-ECANCELED` and the timeout `-ETIME`. A timeout result of
     /// `-EALREADY` means the operation could not be interrupted and will
-    /// complete on its own.
+    /// complete on its own. An operation blocked inside an io-wq worker
+    /// (a splice from an empty pipe) is not interrupted at all; see
+    /// [`LinkTimeout`].
     ///
     /// # Errors
     ///
@@ -656,5 +658,62 @@ fn check_live(ring: &Ring, ctx: SqeContext) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!("{ctx:?} does not name a live slot of this ring's context pools")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prepared<O: Prepare>(op: O) -> (Sqe, Box<Keep>) {
+        let mut sqe = Sqe::default();
+        let mut keep = Box::new(Keep::new());
+        op.prepare(&mut sqe, &mut keep);
+        (sqe, keep)
+    }
+
+    fn ts_at(addr: u64) -> (i64, i64) {
+        // SAFETY: the tests below only pass addresses into a live Keep.
+        let ts = unsafe { &*(addr as *const __kernel_timespec) };
+        (ts.tv_sec, ts.tv_nsec)
+    }
+
+    #[test]
+    fn a_timeout_points_into_its_keep() {
+        let (sqe, keep) = prepared(Timeout::new(Duration::new(3, 5)).count(4).clock(Clock::Boottime));
+        assert_eq!(sqe.opcode, sys::IORING_OP_TIMEOUT as u8);
+        assert_eq!((sqe.len, sqe.off(), sqe.op_flags()), (1, 4, sys::IORING_TIMEOUT_BOOTTIME));
+        let keep_at = &*keep as *const Keep as usize;
+        assert!((keep_at..keep_at + size_of::<Keep>()).contains(&(sqe.addr() as usize)));
+        assert_eq!(ts_at(sqe.addr()), (3, 5));
+    }
+
+    #[test]
+    fn multishot_and_absolute_flags() {
+        let (sqe, _keep) = prepared(Timeout::new(Duration::from_millis(1)).multishot(7).etime_success());
+        assert_eq!(sqe.off(), 7);
+        assert_eq!(sqe.op_flags(), sys::IORING_TIMEOUT_MULTISHOT | sys::IORING_TIMEOUT_ETIME_SUCCESS);
+        let at = Deadline::new(Clock::Realtime, Duration::from_secs(9));
+        let (sqe, _keep) = prepared(Timeout::at(at));
+        assert_eq!(sqe.op_flags(), sys::IORING_TIMEOUT_ABS | sys::IORING_TIMEOUT_REALTIME);
+        assert_eq!(ts_at(sqe.addr()), (9, 0));
+    }
+
+    #[test]
+    fn updates_carry_target_and_time() {
+        let target = SqeContext::from_raw(0x1234_5677);
+        let (sqe, _keep) = prepared(TimeoutUpdate::new(target, Duration::from_secs(2)).linked());
+        assert_eq!(sqe.opcode, sys::IORING_OP_TIMEOUT_REMOVE as u8);
+        assert_eq!(sqe.addr(), target.raw());
+        assert_eq!(sqe.op_flags(), sys::IORING_TIMEOUT_UPDATE | sys::IORING_LINK_TIMEOUT_UPDATE);
+        assert_eq!(ts_at(sqe.addr2()), (2, 0));
+        let (sqe, _keep) = prepared(TimeoutRemove::new(target));
+        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.len), (target.raw(), 0, 0));
+    }
+
+    #[test]
+    fn spans_beyond_a_timespec_are_refused() {
+        assert!(check_span("t", Duration::from_secs(i64::MAX as u64)).is_ok());
+        assert!(matches!(check_span("t", Duration::MAX), Err(Error::InvalidArgument(_))));
     }
 }

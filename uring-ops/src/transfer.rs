@@ -580,3 +580,48 @@ impl TransferOps for Ring {
         unsafe { self.push_op_unchecked(ctx, Madvise::new(addr, len, advice)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Fixed;
+
+    fn prepared<O: Prepare>(op: O) -> Sqe {
+        let mut sqe = Sqe::default();
+        op.prepare(&mut sqe, &mut Keep::new());
+        sqe
+    }
+
+    #[test]
+    fn splice_fields_and_fixed_files() {
+        let sqe = prepared(Splice::new(Fixed(2), None, Fixed(5), Some(8), 100).flags(SpliceFlags::MORE));
+        assert_eq!((sqe.splice_fd_in(), sqe.fd, sqe.len), (2, 5, 100));
+        assert_eq!(sqe.splice_off_in(), u64::MAX, "no input offset is -1");
+        assert_eq!(sqe.off(), 8);
+        assert_eq!(sqe.op_flags(), libc::SPLICE_F_MORE | sys::SPLICE_F_FD_IN_FIXED);
+        assert_eq!(sqe.flags, sys::IOSQE_FIXED_FILE as u8, "the output slot");
+        let sqe = prepared(Tee::new(3, 4, 9));
+        assert_eq!((sqe.splice_fd_in(), sqe.fd, sqe.len, sqe.op_flags(), sqe.off()), (3, 4, 9, 0, 0));
+    }
+
+    #[test]
+    fn long_advice_lengths_use_the_64_bit_fields() {
+        let sqe = prepared(Fadvise::new(3, 10, 1 << 40, libc::POSIX_FADV_DONTNEED));
+        assert_eq!((sqe.off(), sqe.addr(), sqe.len), (10, 1 << 40, 0));
+        let sqe = prepared(Fadvise::new(3, 10, 4096, libc::POSIX_FADV_DONTNEED));
+        assert_eq!((sqe.addr(), sqe.len), (0, 4096));
+        let sqe = prepared(Madvise::new(0x1000 as *mut libc::c_void, 1 << 33, libc::MADV_DONTNEED));
+        assert_eq!((sqe.addr(), sqe.off(), sqe.len), (0x1000, 1 << 33, 0));
+    }
+
+    #[test]
+    fn a_direct_pipe_drops_cloexec() {
+        let mut fds = [0; 2];
+        let sqe = prepared(Pipe::new(&mut fds).dest(FileDest::Slot(3)));
+        assert_eq!(sqe.op_flags(), 0);
+        assert_eq!(sqe.file_index(), 4);
+        assert_eq!(sqe.addr(), &mut fds as *mut _ as u64);
+        let sqe = prepared(Pipe::new(&mut fds));
+        assert_eq!((sqe.op_flags() as i32, sqe.file_index(), sqe.fd), (libc::O_CLOEXEC, 0, 0));
+    }
+}
