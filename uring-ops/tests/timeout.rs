@@ -246,6 +246,12 @@ fn deadline_op_wins_the_timeout_is_cancelled() {
     assert_eq!(by_user_data(&done, ctx(1)).res, 0);
     assert_eq!(by_user_data(&done, ctx(2)).res, ECANCELED);
 
+    // An operation that fails first also cancels its deadline.
+    ring.push_with_deadline(ctx(5), Nop::new().result(-libc::EBADF), ctx(6), Duration::from_secs(30)).unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!(by_user_data(&done, ctx(5)).res, -libc::EBADF);
+    assert_eq!(by_user_data(&done, ctx(6)).res, ECANCELED);
+
     // A read of a pipe that has data wins too.
     let (r, w) = pipe();
     std::fs::File::from(w).write_all(b"ready").unwrap();
