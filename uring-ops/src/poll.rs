@@ -6,7 +6,7 @@
 //! poll to act on. Every operation here is [`SafeOp`].
 //!
 //! Polls are found by their `user_data`, exactly as the kernel saw it: a
-//! pooled or foreign [`SqeContext`](uring_core::SqeContext) is stamped
+//! pooled or foreign [`SqeContext`] is stamped
 //! unchanged, but a direct context gets the opcode and SQE flags stamped in
 //! by [`push_op`](crate::RingOps::push_op). Pass what the poll's CQEs
 //! report ([`Cqe::user_data`](uring_core::Cqe::user_data)), or use
