@@ -59,7 +59,8 @@ unsafe impl SafeOp for Nop {}
 /// up to the file's driver (NVMe passthrough, ublk, sockets, …); see
 /// [`SiocInq`], [`SiocOutq`], [`GetSockOpt`], [`SetSockOpt`] for the
 /// socket commands. On a ring with 128-byte SQEs the kernel reads 80
-/// command bytes: use [`UringCmd128`] there, which writes all of them.
+/// command bytes, and this builder writes only the first 64-byte half:
+/// it is refused there ([`Error::InvalidArgument`]); use [`UringCmd128`].
 ///
 /// Not [`SafeOp`]: the command bytes may carry addresses the driver
 /// dereferences while the command runs. Push it with
@@ -110,6 +111,13 @@ impl Prepare for UringCmd {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
+        if features.sqe_size() == 128 {
+            return Err(Error::InvalidArgument(
+                "uring_cmd on a ring of 128-byte SQEs: the kernel reads 80 command bytes; use UringCmd128, which \
+                 writes all of them"
+                    .into(),
+            ));
+        }
         if self.cmd_len > 16 {
             return Err(Error::InvalidArgument(format!(
                 "uring_cmd: {} command bytes; a 64-byte SQE carries 16 (use UringCmd128 on a 128-byte-SQE ring)",

@@ -102,6 +102,12 @@ impl Prepare for EpollWait {
 /// `FUTEX_BITSET_MATCH_ANY`: a wait or wake mask that matches every waiter.
 pub const FUTEX_BITSET_MATCH_ANY: u32 = u32::MAX;
 
+/// The address of a futex word: its key (kept as a number, so the
+/// builders are `Send` and never dereference it).
+fn futex_addr(futex: &AtomicU32) -> u64 {
+    futex.as_ptr() as u64
+}
+
 /// The `futex2` flags of a 32-bit futex, private to this process or shared.
 const fn futex2_flags(shared: bool) -> u32 {
     sys::FUTEX2_SIZE_U32 | if shared { 0 } else { sys::FUTEX2_PRIVATE }
@@ -121,7 +127,7 @@ const fn futex2_flags(shared: bool) -> u32 {
 #[derive(Debug, Clone, Copy)]
 #[must_use = "an operation does nothing until it is pushed to a ring"]
 pub struct FutexWait {
-    futex: *const AtomicU32,
+    futex: u64,
     expected: u32,
     mask: u32,
     shared: bool,
@@ -131,7 +137,7 @@ impl FutexWait {
     /// Waits on `futex` while it holds `expected`.
     #[inline]
     pub fn new(futex: &AtomicU32, expected: u32) -> Self {
-        FutexWait { futex, expected, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
+        FutexWait { futex: futex_addr(futex), expected, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
     }
 
     /// Wakes only for wakes whose mask shares a bit with `mask`
@@ -166,7 +172,7 @@ impl Prepare for FutexWait {
         let FutexWait { futex, expected, mask, shared } = self;
         *sqe = Sqe::new(Self::CODE);
         sqe.fd = futex2_flags(shared) as i32;
-        sqe.set_addr(futex as u64);
+        sqe.set_addr(futex);
         sqe.set_addr2(u64::from(expected));
         sqe.set_addr3(u64::from(mask));
     }
@@ -187,7 +193,7 @@ unsafe impl SafeOp for FutexWait {}
 #[derive(Debug, Clone, Copy)]
 #[must_use = "an operation does nothing until it is pushed to a ring"]
 pub struct FutexWake {
-    futex: *const AtomicU32,
+    futex: u64,
     count: u32,
     mask: u32,
     shared: bool,
@@ -197,7 +203,7 @@ impl FutexWake {
     /// Wakes up to `count` waiters of `futex`.
     #[inline]
     pub fn new(futex: &AtomicU32, count: u32) -> Self {
-        FutexWake { futex, count, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
+        FutexWake { futex: futex_addr(futex), count, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
     }
 
     /// Wakes only waiters whose mask shares a bit with `mask`; must not be 0.
@@ -231,7 +237,7 @@ impl Prepare for FutexWake {
         let FutexWake { futex, count, mask, shared } = self;
         *sqe = Sqe::new(Self::CODE);
         sqe.fd = futex2_flags(shared) as i32;
-        sqe.set_addr(futex as u64);
+        sqe.set_addr(futex);
         sqe.set_addr2(u64::from(count));
         sqe.set_addr3(u64::from(mask));
     }
@@ -263,7 +269,7 @@ impl FutexWaitV {
             .iter()
             .map(|&(f, expected)| sys::futex_waitv {
                 val: u64::from(expected),
-                uaddr: f as *const AtomicU32 as u64,
+                uaddr: futex_addr(f),
                 flags: futex2_flags(false),
                 ..Default::default()
             })
@@ -275,7 +281,7 @@ impl FutexWaitV {
     pub fn shared(mut self, futex: &AtomicU32, expected: u32) -> Self {
         self.waiters.push(sys::futex_waitv {
             val: u64::from(expected),
-            uaddr: futex as *const AtomicU32 as u64,
+            uaddr: futex_addr(futex),
             flags: futex2_flags(true),
             ..Default::default()
         });

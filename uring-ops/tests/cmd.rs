@@ -140,3 +140,12 @@ fn nop128_runs_where_supported() {
     let d = common::reap_one(&mut ring);
     assert_eq!((d.user_data, d.res), (ud(12).raw(), 0));
 }
+
+#[test]
+fn a_64_byte_uring_cmd_is_refused_on_an_sqe128_ring() {
+    let mut ring = ring128();
+    // SAFETY: refused before anything is queued.
+    let err = unsafe { ring.push_op_unchecked(ud(13), UringCmd::new(0, 0)) }.unwrap_err();
+    assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("UringCmd128")), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
+}

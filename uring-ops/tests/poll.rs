@@ -195,3 +195,22 @@ fn stamped_matches_what_the_kernel_reports() {
     assert_eq!((done[0].user_data, done[0].res), (target, -libc::ECANCELED));
     drop(w);
 }
+
+#[test]
+fn update_keeps_the_polls_one_shot_mode() {
+    // IORING_POLL_ADD_MULTI on an update only shapes the new mask: the
+    // kernel keeps the armed poll's one-shot mode.
+    let mut ring = common::ring(8);
+    let (r, w) = pipe();
+    ring.poll_add(ud(50), r.as_raw_fd(), PollEvents::OUT).unwrap();
+    ring.submit().unwrap();
+    ring.push_op(ud(51), PollUpdate::new(ud(50).raw()).events(PollEvents::IN).multishot()).unwrap();
+    assert_eq!(common::reap_one(&mut ring), common::Done { user_data: ud(51).raw(), res: 0, flags: 0 });
+    write_byte(&w);
+    let d = common::reap_one(&mut ring);
+    assert_eq!(d.user_data, ud(50).raw());
+    assert!(PollEvents::from_result(d.res).unwrap().contains(PollEvents::IN));
+    assert!(!d.more(), "still one-shot: {d:?}");
+    write_byte(&w);
+    common::expect_none(&mut ring, Duration::from_millis(30));
+}
