@@ -123,23 +123,55 @@ fn futex_wait_is_woken_by_a_plain_futex_syscall_from_another_thread() {
     let f = Arc::clone(&futex);
     let waker = std::thread::spawn(move || {
         f.store(1, Ordering::Release);
-        // SAFETY: FUTEX_WAKE_PRIVATE on a live AtomicU32; no other pointer.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                f.as_ptr(),
-                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
-                1,
-                std::ptr::null::<libc::timespec>(),
-                std::ptr::null::<u32>(),
-                0,
-            )
+        // The wait is armed already; retrying only guards against a
+        // scheduler surprise, it never changes what is asserted.
+        let mut woken = 0;
+        for _ in 0..500 {
+            // SAFETY: FUTEX_WAKE_PRIVATE on a live AtomicU32; no other pointer.
+            woken = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    f.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    1,
+                    std::ptr::null::<libc::timespec>(),
+                    std::ptr::null::<u32>(),
+                    0,
+                )
+            };
+            if woken != 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        woken
     });
     let woken = waker.join().unwrap();
     assert_eq!(woken, 1, "the syscall found the io_uring waiter");
     let d = common::reap_one(&mut ring);
     assert_eq!((d.user_data, d.res), (ud(12).raw(), 0));
+}
+
+#[test]
+fn a_futex_wake_wakes_no_more_than_asked() {
+    let mut ring = common::ring(8);
+    let futex = AtomicU32::new(0);
+    ring.futex_wait(ud(16), &futex, 0).unwrap();
+    ring.futex_wait(ud(17), &futex, 0).unwrap();
+    ring.submit().unwrap();
+    ring.futex_wake(ud(18), &futex, 1).unwrap();
+    let mut done = common::reap(&mut ring, 2);
+    done.sort_by_key(|d| d.user_data);
+    let woken_waiter = done[0];
+    assert!([ud(16).raw(), ud(17).raw()].contains(&woken_waiter.user_data) && woken_waiter.res == 0);
+    assert_eq!((done[1].user_data, done[1].res), (ud(18).raw(), 1), "one woken");
+    common::expect_none(&mut ring, Duration::from_millis(20));
+    ring.futex_wake(ud(19), &futex, 5).unwrap();
+    let mut done = common::reap(&mut ring, 2);
+    done.sort_by_key(|d| d.user_data);
+    assert_eq!(done[0].res, 0, "the second waiter");
+    assert_ne!(done[0].user_data, woken_waiter.user_data);
+    assert_eq!((done[1].user_data, done[1].res), (ud(19).raw(), 1), "only one was left to wake");
 }
 
 #[test]
