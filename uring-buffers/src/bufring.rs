@@ -464,6 +464,16 @@ impl BufRing {
     /// CQE does not start at the kernel's head (taken twice).
     pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        self.take_bundle_id(bid, cqe.res()).map(Some)
+    }
+
+    /// As [`take_bundle`](Self::take_bundle), from a CQE's buffer id and
+    /// result.
+    ///
+    /// # Errors
+    ///
+    /// As for [`take_bundle`](Self::take_bundle).
+    pub fn take_bundle_id(&mut self, bid: u16, res: i32) -> Result<Bundle> {
         if self.incremental {
             return Err(Error::invalid("bundles over incremental buffer rings are not supported"));
         }
@@ -477,7 +487,7 @@ impl BufRing {
         if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] != bid {
             return Err(Error::NotOwned { group: self.group, bid, why: "a bundle must start at the ring's head" });
         }
-        let len = u32::try_from(cqe.res()).unwrap_or(0);
+        let len = u32::try_from(res).unwrap_or(0);
         let count = len.div_ceil(self.buf_size).max(1);
         let in_kernel = self.available();
         if count > in_kernel {
@@ -497,7 +507,7 @@ impl BufRing {
         }
         self.shadow_head = self.shadow_head.wrapping_add(count as u16);
         self.held += count;
-        Ok(Some(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len }))
+        Ok(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len })
     }
 
     /// The received bytes of a bundle, buffer by buffer (every one full but
