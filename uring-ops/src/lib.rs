@@ -53,7 +53,18 @@ pub use uring_core;
 /// Everything needed to submit operations: [`RingOps`], [`OpExt`], the
 /// argument types, and each family's extension trait of ring methods.
 pub mod prelude {
+    pub use crate::cancel::CancelOps;
+    pub use crate::cmd::{CmdOps, Ring128Ops};
+    pub use crate::file::FileOps;
+    pub use crate::fs::FsOps;
+    pub use crate::msg::MsgOps;
+    pub use crate::net::NetOps;
+    pub use crate::poll::PollOps;
     pub use crate::socket::SocketSetupOps;
+    pub use crate::timeout::TimeoutOps;
+    pub use crate::transfer::TransferOps;
+    pub use crate::wait::WaitOps;
+    pub use crate::xattr::XattrOps;
     pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
 }
