@@ -47,10 +47,15 @@ impl AcceptMulti {
 
     /// Installs each connection into a free slot of the registered file
     /// table (`IORING_FILE_INDEX_ALLOC`) instead of the fd table; the CQE
-    /// result is the slot. Needs a sparse file table with room.
+    /// result is the slot. Needs a sparse file table with room; a full
+    /// table ends the stream with `-ENFILE`. Clears `SOCK_CLOEXEC`, which
+    /// means nothing for a slot and which the kernel refuses with a direct
+    /// accept (`EINVAL`); setting it again afterwards is refused by
+    /// [`check`](Prepare::check).
     #[inline]
     pub const fn direct(mut self) -> Self {
         self.direct = true;
+        self.flags &= !libc::SOCK_CLOEXEC;
         self
     }
 
@@ -74,6 +79,11 @@ impl Prepare for AcceptMulti {
                 "accept flags {:#x}: only SOCK_CLOEXEC and SOCK_NONBLOCK are accepted",
                 self.flags
             )));
+        }
+        if self.direct && self.flags & libc::SOCK_CLOEXEC != 0 {
+            return Err(Error::InvalidArgument(
+                "accept flags: SOCK_CLOEXEC cannot be combined with a direct (fixed-slot) accept".into(),
+            ));
         }
         Ok(())
     }
