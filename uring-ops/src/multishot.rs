@@ -405,3 +405,49 @@ impl MultishotOps for Ring {
         self.push_op(ctx, ReadMulti::new(fd, group))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::Fixed;
+
+    fn prep(op: impl Prepare) -> Sqe {
+        let mut sqe = Sqe::new(0);
+        let mut keep = Keep::new();
+        op.prepare(&mut sqe, &mut keep);
+        sqe
+    }
+
+    #[test]
+    fn recv_multi_selects_buffers_from_its_group() {
+        let sqe = prep(RecvMulti::new(Fixed(4), 9).msg_flags(libc::MSG_PEEK).poll_first());
+        assert_eq!(sqe.opcode, sys::IORING_OP_RECV as u8);
+        assert_eq!((sqe.fd, sqe.buf_group(), sqe.len, sqe.addr()), (4, 9, 0, 0));
+        assert_eq!(
+            u32::from(sqe.flags),
+            sys::IOSQE_BUFFER_SELECT | sys::IOSQE_FIXED_FILE,
+            "buffer selection is mandatory"
+        );
+        assert_eq!(u32::from(sqe.ioprio), sys::IORING_RECV_MULTISHOT | sys::IORING_RECVSEND_POLL_FIRST);
+        assert_eq!(sqe.op_flags(), libc::MSG_PEEK as u32);
+    }
+
+    #[test]
+    fn bundle_and_read_multi_set_their_bits() {
+        let sqe = prep(RecvBundleMulti::new(3, 2));
+        assert_eq!(u32::from(sqe.ioprio), sys::IORING_RECV_MULTISHOT | sys::IORING_RECVSEND_BUNDLE);
+        assert_eq!((sqe.fd, sqe.buf_group()), (3, 2));
+        let sqe = prep(ReadMulti::new(5, 6).max_len(100));
+        assert_eq!(sqe.opcode, sys::IORING_OP_READ_MULTISHOT as u8);
+        assert_eq!((sqe.fd, sqe.buf_group(), sqe.len, sqe.off(), sqe.ioprio), (5, 6, 100, u64::MAX, 0));
+        assert_eq!(u32::from(sqe.flags), sys::IOSQE_BUFFER_SELECT);
+    }
+
+    #[test]
+    fn direct_accept_drops_cloexec_and_allocates_a_slot() {
+        let sqe = prep(AcceptMulti::new(7).direct());
+        assert_eq!(sqe.op_flags(), 0);
+        assert_eq!(sqe.file_index(), sys::IORING_FILE_INDEX_ALLOC as u32);
+        assert_eq!(u32::from(sqe.ioprio), sys::IORING_ACCEPT_MULTISHOT);
+    }
+}

@@ -230,6 +230,22 @@ fn direct_multishot_accept_fills_free_slots_readable_by_fixed_recv() {
     assert_eq!(got, HashSet::from([b'a', b'b', b'c']));
 }
 
+#[test]
+fn direct_multishot_accept_ends_with_enfile_when_the_table_is_full() {
+    let mut ring = common::ring(8);
+    ring.register().files_sparse(1).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    ring.push_op(SqeContext::from_raw(1 << 2), AcceptMulti::new(listener.as_raw_fd()).direct()).unwrap();
+    ring.submit().unwrap();
+    let _first = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (0, true), "the only slot: {d:?}");
+    let _second = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::ENFILE, false), "no free slot ends the stream: {d:?}");
+}
+
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is a valid out-array of two descriptors.
