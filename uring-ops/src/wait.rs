@@ -384,6 +384,84 @@ impl Prepare for Waitid {
     }
 }
 
+/// Adds, changes or removes a file in an epoll set: `io_uring_prep_epoll_ctl`.
+///
+/// Since Linux 5.6. `op` is `EPOLL_CTL_ADD`, `EPOLL_CTL_MOD` or
+/// `EPOLL_CTL_DEL`; the result is 0 or the errno of `epoll_ctl(2)`. The
+/// event is copied by the kernel while it prepares the request
+/// (`io_epoll_ctl_prep`), so it is held in the SQ slot's [`Keep`] and the
+/// operation is [`SafeOp`]. Both descriptors are plain fds (the kernel
+/// resolves them itself; registered slots do not apply). Newer kernels
+/// log that this opcode is deprecated in favour of `epoll_ctl(2)`.
+#[doc(alias = "IORING_OP_EPOLL_CTL")]
+#[doc(alias = "io_uring_prep_epoll_ctl")]
+#[derive(Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct EpollCtl {
+    epfd: i32,
+    op: i32,
+    fd: i32,
+    event: Option<libc::epoll_event>,
+}
+
+impl std::fmt::Debug for EpollCtl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let event = self.event.map(|e| (e.events, e.u64));
+        f.debug_struct("EpollCtl")
+            .field("epfd", &self.epfd)
+            .field("op", &self.op)
+            .field("fd", &self.fd)
+            .field("event", &event)
+            .finish()
+    }
+}
+
+impl EpollCtl {
+    /// `EPOLL_CTL_ADD` of `fd` to `epfd` with `events` and `data`.
+    pub const fn add(epfd: i32, fd: i32, events: u32, data: u64) -> Self {
+        EpollCtl { epfd, op: libc::EPOLL_CTL_ADD, fd, event: Some(libc::epoll_event { events, u64: data }) }
+    }
+
+    /// `EPOLL_CTL_MOD` of `fd` in `epfd` to `events` and `data`.
+    pub const fn modify(epfd: i32, fd: i32, events: u32, data: u64) -> Self {
+        EpollCtl { epfd, op: libc::EPOLL_CTL_MOD, fd, event: Some(libc::epoll_event { events, u64: data }) }
+    }
+
+    /// `EPOLL_CTL_DEL` of `fd` from `epfd`.
+    pub const fn delete(epfd: i32, fd: i32) -> Self {
+        EpollCtl { epfd, op: libc::EPOLL_CTL_DEL, fd, event: None }
+    }
+}
+
+impl Prepare for EpollCtl {
+    const CODE: u8 = sys::IORING_OP_EPOLL_CTL as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if features.setup_flags().contains(uring_core::SetupFlags::IOPOLL) {
+            return Err(Error::InvalidArgument("IORING_OP_EPOLL_CTL cannot run on an IOPOLL ring".into()));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, keep: &mut Keep) {
+        let EpollCtl { epfd, op, fd, event } = self;
+        *sqe = Sqe::new(Self::CODE);
+        sqe.fd = epfd;
+        sqe.len = op as u32;
+        sqe.set_off(fd as u32 as u64);
+        if let Some(ev) = event {
+            let kept = keep.inline(ev);
+            sqe.set_addr(kept as *mut libc::epoll_event as u64);
+        }
+    }
+}
+
+// SAFETY: the only address is the event, held in the Keep and copied by
+// the kernel at prep.
+unsafe impl SafeOp for EpollCtl {}
+
 /// Asynchronous waits as [`Ring`] methods.
 pub trait WaitOps {
     /// Queues a wait on `futex` while it holds `expected` ([`FutexWait`]).
@@ -407,6 +485,13 @@ pub trait WaitOps {
     /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`] for 0 or more
     /// than 128 futexes.
     fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<()>;
+
+    /// Queues an `epoll_ctl` ([`EpollCtl`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<()>;
 
     /// Queues an `epoll_wait` on `epfd` into `events` ([`EpollWait`]).
     ///
@@ -461,6 +546,11 @@ impl WaitOps for Ring {
     #[inline]
     fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<()> {
         self.push_op(ctx, FutexWaitV::new(futexes))
+    }
+
+    #[inline]
+    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<()> {
+        self.push_op(ctx, op)
     }
 
     #[inline]
