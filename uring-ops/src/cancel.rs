@@ -206,7 +206,7 @@ pub trait CancelOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<()>;
+    fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext>;
 
     /// Queues the cancellation of every request on file `fd`; the result
     /// is the count.
@@ -214,7 +214,7 @@ pub trait CancelOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn cancel_fd(&mut self, ctx: SqeContext, fd: Target) -> Result<()>;
+    fn cancel_fd(&mut self, ctx: SqeContext, fd: Target) -> Result<SqeContext>;
 
     /// Queues the cancellation of every request with opcode `op`; the
     /// result is the count.
@@ -222,7 +222,7 @@ pub trait CancelOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn cancel_opcode(&mut self, ctx: SqeContext, op: u8) -> Result<()>;
+    fn cancel_opcode(&mut self, ctx: SqeContext, op: u8) -> Result<SqeContext>;
 
     /// Queues the cancellation of every pending request of the ring; the
     /// result is the count.
@@ -230,27 +230,27 @@ pub trait CancelOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn cancel_any(&mut self, ctx: SqeContext) -> Result<()>;
+    fn cancel_any(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 }
 
 impl CancelOps for Ring {
     #[inline]
-    fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<()> {
+    fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::new(target))
     }
 
     #[inline]
-    fn cancel_fd(&mut self, ctx: SqeContext, fd: Target) -> Result<()> {
+    fn cancel_fd(&mut self, ctx: SqeContext, fd: Target) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::fd(fd).all())
     }
 
     #[inline]
-    fn cancel_opcode(&mut self, ctx: SqeContext, op: u8) -> Result<()> {
+    fn cancel_opcode(&mut self, ctx: SqeContext, op: u8) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::opcode(op).all())
     }
 
     #[inline]
-    fn cancel_any(&mut self, ctx: SqeContext) -> Result<()> {
+    fn cancel_any(&mut self, ctx: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::any())
     }
 }

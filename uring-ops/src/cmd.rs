@@ -1,6 +1,6 @@
 //! Commands: `uring_cmd`, `uring_cmd128`, `nop`, `nop128`.
 
-use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, SqeFlags, sys};
+use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
 
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
@@ -467,7 +467,7 @@ pub trait Ring128Ops {
     /// [`Error::Unsupported`] (the opcode, or a ring of 64-byte SQEs),
     /// [`Error::InvalidArgument`], [`Error::QueueFull`],
     /// [`Error::NotStarted`], [`Error::Stopped`].
-    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<()>;
+    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Queues any [`Prepare128`] operation.
     ///
@@ -479,65 +479,37 @@ pub trait Ring128Ops {
     ///
     /// As for [`RingOps::push_op_unchecked`]: every address the operation
     /// names (in its command bytes too) must stay valid until its last CQE.
-    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<()>;
+    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Queues a [`Nop128`].
     ///
     /// # Errors
     ///
     /// As for [`push_op128`](Self::push_op128).
-    fn nop128(&mut self, ctx: SqeContext) -> Result<()> {
+    fn nop128(&mut self, ctx: SqeContext) -> Result<SqeContext> {
         self.push_op128(ctx, Nop128::new())
     }
 }
 
 impl Ring128Ops for Ring {
     #[inline]
-    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<()> {
+    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         // SAFETY: `O: SafeOp128` names no memory.
         unsafe { self.push_op128_unchecked(ctx, op) }
     }
 
-    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<()> {
+    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         op.check(self.features())?;
-        let mode = ctx.mode();
-        let live = match mode {
-            ContextMode::Indirect => self.pools().indirect(ctx).is_some(),
-            ContextMode::Extended => self.pools().extended(ctx).is_some(),
-            _ => true,
-        };
-        if !live {
-            return Err(Error::InvalidArgument(format!(
-                "{ctx:?} does not name a live slot of this ring's context pools (released already, or from another ring)"
-            )));
-        }
+        crate::ring::check_live(self, ctx)?;
         // SAFETY: forwarded to the caller (the memory the operation names).
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
-        let head = &mut sqe.sqe;
-        match mode {
-            ContextMode::Direct => {
-                let flags = head.flags | ctx.flags().map_or(0, |f| f.bits());
-                head.flags = flags;
-                head.user_data = ctx.with_op(head.opcode).with_flags(SqeFlags::from_bits_retain(flags)).raw();
-            }
-            ContextMode::Indirect => {
-                head.user_data = ctx.raw();
-                let copy = *head;
-                if let Some(slot) = self.pools_mut().indirect_mut(ctx) {
-                    slot.sqe = copy;
-                }
-            }
-            ContextMode::Extended => {
-                head.user_data = ctx.raw();
-                let copy = *head;
-                if let Some(slot) = self.pools_mut().extended_mut(ctx) {
-                    slot.sqe = copy;
-                }
-            }
-            ContextMode::Foreign => head.user_data = ctx.raw(),
+        let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
+        if stamped.mode() != ContextMode::Direct {
+            let copy = sqe.sqe;
+            crate::ring::record_pooled(self, ctx, copy);
         }
-        Ok(())
+        Ok(stamped)
     }
 }
 
@@ -548,21 +520,21 @@ pub trait CmdOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn nop(&mut self, ctx: SqeContext) -> Result<()>;
+    fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
     /// Queues a `SIOCINQ` query of socket `fd` ([`SiocInq`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()>;
+    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues a `SIOCOUTQ` query of socket `fd` ([`SiocOutq`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()>;
+    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues a `getsockopt` of `level`/`optname` into `optval` ([`GetSockOpt`]).
     ///
@@ -582,7 +554,7 @@ pub trait CmdOps {
         level: i32,
         optname: i32,
         optval: &mut [u8],
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a `setsockopt` of `level`/`optname` from `optval` ([`SetSockOpt`]).
     ///
@@ -601,7 +573,7 @@ pub trait CmdOps {
         level: i32,
         optname: i32,
         optval: &[u8],
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues driver command `cmd_op` to `fd` with up to 16 command bytes
     /// ([`UringCmd`]).
@@ -615,22 +587,28 @@ pub trait CmdOps {
     ///
     /// Every address the command bytes carry must be valid for what the
     /// driver does with it until the operation's last CQE.
-    unsafe fn uring_cmd(&mut self, ctx: SqeContext, fd: impl Into<Target>, cmd_op: u32, cmd: &[u8]) -> Result<()>;
+    unsafe fn uring_cmd(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        cmd_op: u32,
+        cmd: &[u8],
+    ) -> Result<SqeContext>;
 }
 
 impl CmdOps for Ring {
     #[inline]
-    fn nop(&mut self, ctx: SqeContext) -> Result<()> {
+    fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, Nop::new())
     }
 
     #[inline]
-    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()> {
+    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, SiocInq::new(fd))
     }
 
     #[inline]
-    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()> {
+    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, SiocOutq::new(fd))
     }
 
@@ -642,7 +620,7 @@ impl CmdOps for Ring {
         level: i32,
         optname: i32,
         optval: &mut [u8],
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let len = crate::op::len_u32("getsockopt value", optval.len())?;
         // SAFETY: the caller keeps `optval` valid and untouched until the CQE.
         unsafe { self.push_op_unchecked(ctx, GetSockOpt::new(fd, level, optname, optval.as_mut_ptr(), len)) }
@@ -656,14 +634,20 @@ impl CmdOps for Ring {
         level: i32,
         optname: i32,
         optval: &[u8],
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let len = crate::op::len_u32("setsockopt value", optval.len())?;
         // SAFETY: the caller keeps `optval` valid and unwritten until the CQE.
         unsafe { self.push_op_unchecked(ctx, SetSockOpt::new(fd, level, optname, optval.as_ptr(), len)) }
     }
 
     #[inline]
-    unsafe fn uring_cmd(&mut self, ctx: SqeContext, fd: impl Into<Target>, cmd_op: u32, cmd: &[u8]) -> Result<()> {
+    unsafe fn uring_cmd(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        cmd_op: u32,
+        cmd: &[u8],
+    ) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller.
         unsafe { self.push_op_unchecked(ctx, UringCmd::new(fd, cmd_op).cmd(cmd)) }
     }

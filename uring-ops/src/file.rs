@@ -511,7 +511,13 @@ pub trait FileOps {
     /// valid, and must not be read or written by the program, until this
     /// operation's CQE has been reaped (the borrow ends when this call
     /// returns; the obligation does not).
-    unsafe fn read(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8], offset: u64) -> Result<()>;
+    unsafe fn read(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<SqeContext>;
 
     /// Queues a write of `buf` to `fd` at `offset` ([`Write`]).
     ///
@@ -523,7 +529,7 @@ pub trait FileOps {
     ///
     /// `buf` is read by the kernel while the write runs: it must stay valid
     /// and unmodified until this operation's CQE has been reaped.
-    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<()>;
+    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext>;
 
     /// Queues a scatter read from `fd` at `offset` into the buffers of
     /// `iovecs` ([`Readv`]).
@@ -544,7 +550,7 @@ pub trait FileOps {
         fd: impl Into<Target>,
         iovecs: &[libc::iovec],
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a gather write of the buffers of `iovecs` to `fd` at `offset`
     /// ([`Writev`]).
@@ -563,7 +569,7 @@ pub trait FileOps {
         fd: impl Into<Target>,
         iovecs: &[libc::iovec],
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a read into `buf`, a range of registered buffer `buf_index`
     /// ([`ReadFixed`]).
@@ -584,7 +590,7 @@ pub trait FileOps {
         buf: &mut [u8],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a write from `buf`, a range of registered buffer `buf_index`
     /// ([`WriteFixed`]).
@@ -605,7 +611,7 @@ pub trait FileOps {
         buf: &[u8],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a scatter read into ranges of registered buffer `buf_index`
     /// ([`ReadvFixed`], since 6.15).
@@ -626,7 +632,7 @@ pub trait FileOps {
         iovecs: &[libc::iovec],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a gather write from ranges of registered buffer `buf_index`
     /// ([`WritevFixed`], since 6.15).
@@ -647,7 +653,7 @@ pub trait FileOps {
         iovecs: &[libc::iovec],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a read of at most `len` bytes into a buffer of provided-buffer
     /// group `group` ([`ReadProvided`]). Safe: the buffers were promised to
@@ -663,7 +669,7 @@ pub trait FileOps {
         len: u32,
         group: u16,
         offset: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 }
 
 fn iov_count(what: &str, iovecs: &[libc::iovec]) -> Result<u32> {
@@ -674,7 +680,13 @@ fn iov_count(what: &str, iovecs: &[libc::iovec]) -> Result<u32> {
 
 impl FileOps for Ring {
     #[inline]
-    unsafe fn read(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8], offset: u64) -> Result<()> {
+    unsafe fn read(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<SqeContext> {
         let len = len_u32("read", buf.len())?;
         let op = Read::new(fd, buf.as_mut_ptr(), len).offset(offset);
         // SAFETY: the caller keeps `buf` valid and unaccessed until the CQE.
@@ -682,7 +694,7 @@ impl FileOps for Ring {
     }
 
     #[inline]
-    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<()> {
+    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext> {
         let len = len_u32("write", buf.len())?;
         let op = Write::new(fd, buf.as_ptr(), len).offset(offset);
         // SAFETY: the caller keeps `buf` valid and unmodified until the CQE.
@@ -696,7 +708,7 @@ impl FileOps for Ring {
         fd: impl Into<Target>,
         iovecs: &[libc::iovec],
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let nr = iov_count("readv", iovecs)?;
         let op = Readv::new(fd, iovecs.as_ptr(), nr).offset(offset);
         // SAFETY: the caller keeps the array and its buffers valid (and the
@@ -711,7 +723,7 @@ impl FileOps for Ring {
         fd: impl Into<Target>,
         iovecs: &[libc::iovec],
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let nr = iov_count("writev", iovecs)?;
         let op = Writev::new(fd, iovecs.as_ptr(), nr).offset(offset);
         // SAFETY: the caller keeps the array and its buffers valid (and the
@@ -727,7 +739,7 @@ impl FileOps for Ring {
         buf: &mut [u8],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let len = len_u32("read_fixed", buf.len())?;
         let op = ReadFixed::new(fd, buf.as_mut_ptr(), len, buf_index).offset(offset);
         // SAFETY: the caller keeps the registered range valid and unaccessed
@@ -743,7 +755,7 @@ impl FileOps for Ring {
         buf: &[u8],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let len = len_u32("write_fixed", buf.len())?;
         let op = WriteFixed::new(fd, buf.as_ptr(), len, buf_index).offset(offset);
         // SAFETY: the caller keeps the registered range valid and unmodified
@@ -759,7 +771,7 @@ impl FileOps for Ring {
         iovecs: &[libc::iovec],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let nr = iov_count("readv_fixed", iovecs)?;
         let op = ReadvFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
         // SAFETY: the caller keeps the array and the registered ranges valid
@@ -775,7 +787,7 @@ impl FileOps for Ring {
         iovecs: &[libc::iovec],
         buf_index: u16,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let nr = iov_count("writev_fixed", iovecs)?;
         let op = WritevFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
         // SAFETY: the caller keeps the array and the registered ranges valid
@@ -791,7 +803,7 @@ impl FileOps for Ring {
         len: u32,
         group: u16,
         offset: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, ReadProvided::new(fd, len, group).offset(offset))
     }
 }

@@ -805,7 +805,14 @@ pub trait FsOps {
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn openat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32, mode: u32) -> Result<()>;
+    fn openat(
+        &mut self,
+        ctx: SqeContext,
+        dir: RawFd,
+        path: impl AsRef<Path>,
+        flags: i32,
+        mode: u32,
+    ) -> Result<SqeContext>;
 
     /// Queues `openat2` with `flags` and `resolve` restrictions, no mode
     /// ([`OpenAt2`]).
@@ -820,42 +827,49 @@ pub trait FsOps {
         path: impl AsRef<Path>,
         flags: i32,
         resolve: ResolveFlags,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a close of a descriptor or registered-file slot ([`Close`]).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn close(&mut self, ctx: SqeContext, target: impl Into<Target>) -> Result<()>;
+    fn close(&mut self, ctx: SqeContext, target: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues a full `fsync` ([`Fsync`]).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn fsync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()>;
+    fn fsync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues an `fdatasync` ([`Fsync::datasync`]).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn fdatasync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()>;
+    fn fdatasync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues `fallocate(fd, mode, offset, len)` ([`Fallocate`]).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn fallocate(&mut self, ctx: SqeContext, fd: impl Into<Target>, mode: i32, offset: u64, len: u64) -> Result<()>;
+    fn fallocate(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    ) -> Result<SqeContext>;
 
     /// Queues `ftruncate(fd, len)` ([`Ftruncate`], since 6.9).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn ftruncate(&mut self, ctx: SqeContext, fd: impl Into<Target>, len: u64) -> Result<()>;
+    fn ftruncate(&mut self, ctx: SqeContext, fd: impl Into<Target>, len: u64) -> Result<SqeContext>;
 
     /// Queues `statx(dir, path, flags, mask, out)` ([`Statx`]).
     ///
@@ -877,7 +891,7 @@ pub trait FsOps {
         flags: i32,
         mask: u32,
         out: &mut sys::statx,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a rename of `old` to `new` ([`RenameAt`]).
     ///
@@ -891,7 +905,7 @@ pub trait FsOps {
         old: impl AsRef<Path>,
         new_dir: RawFd,
         new: impl AsRef<Path>,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues `unlinkat(dir, path, flags)` ([`UnlinkAt`]; `flags` 0 or
     /// `AT_REMOVEDIR`).
@@ -899,14 +913,14 @@ pub trait FsOps {
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn unlinkat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32) -> Result<()>;
+    fn unlinkat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32) -> Result<SqeContext>;
 
     /// Queues `mkdirat(dir, path, mode)` ([`MkdirAt`]).
     ///
     /// # Errors
     ///
     /// See the [trait documentation](FsOps).
-    fn mkdirat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, mode: u32) -> Result<()>;
+    fn mkdirat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, mode: u32) -> Result<SqeContext>;
 
     /// Queues `symlinkat(target, new_dir, link)` ([`SymlinkAt`]).
     ///
@@ -919,7 +933,7 @@ pub trait FsOps {
         target: impl AsRef<Path>,
         new_dir: RawFd,
         link: impl AsRef<Path>,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues `linkat(old_dir, old, new_dir, new, flags)` ([`LinkAt`]).
     ///
@@ -934,11 +948,18 @@ pub trait FsOps {
         new_dir: RawFd,
         new: impl AsRef<Path>,
         flags: i32,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 }
 
 impl FsOps for Ring {
-    fn openat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32, mode: u32) -> Result<()> {
+    fn openat(
+        &mut self,
+        ctx: SqeContext,
+        dir: RawFd,
+        path: impl AsRef<Path>,
+        flags: i32,
+        mode: u32,
+    ) -> Result<SqeContext> {
         self.push_op(ctx, OpenAt::new(dir, path, flags, mode))
     }
 
@@ -949,27 +970,34 @@ impl FsOps for Ring {
         path: impl AsRef<Path>,
         flags: i32,
         resolve: ResolveFlags,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, OpenAt2::new(dir, path, flags).resolve(resolve))
     }
 
-    fn close(&mut self, ctx: SqeContext, target: impl Into<Target>) -> Result<()> {
+    fn close(&mut self, ctx: SqeContext, target: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, Close::new(target))
     }
 
-    fn fsync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()> {
+    fn fsync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, Fsync::new(fd))
     }
 
-    fn fdatasync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<()> {
+    fn fdatasync(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, Fsync::new(fd).datasync())
     }
 
-    fn fallocate(&mut self, ctx: SqeContext, fd: impl Into<Target>, mode: i32, offset: u64, len: u64) -> Result<()> {
+    fn fallocate(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    ) -> Result<SqeContext> {
         self.push_op(ctx, Fallocate::new(fd, mode, offset, len))
     }
 
-    fn ftruncate(&mut self, ctx: SqeContext, fd: impl Into<Target>, len: u64) -> Result<()> {
+    fn ftruncate(&mut self, ctx: SqeContext, fd: impl Into<Target>, len: u64) -> Result<SqeContext> {
         self.push_op(ctx, Ftruncate::new(fd, len))
     }
 
@@ -981,7 +1009,7 @@ impl FsOps for Ring {
         flags: i32,
         mask: u32,
         out: &mut sys::statx,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let op = Statx::new(dir, path, flags, mask, out);
         // SAFETY: the caller keeps `out` valid and unaccessed until the CQE;
         // the path is in the Keep.
@@ -995,15 +1023,15 @@ impl FsOps for Ring {
         old: impl AsRef<Path>,
         new_dir: RawFd,
         new: impl AsRef<Path>,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, RenameAt::new(old_dir, old, new_dir, new))
     }
 
-    fn unlinkat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32) -> Result<()> {
+    fn unlinkat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, flags: i32) -> Result<SqeContext> {
         self.push_op(ctx, UnlinkAt::new(dir, path).flags(flags))
     }
 
-    fn mkdirat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, mode: u32) -> Result<()> {
+    fn mkdirat(&mut self, ctx: SqeContext, dir: RawFd, path: impl AsRef<Path>, mode: u32) -> Result<SqeContext> {
         self.push_op(ctx, MkdirAt::new(dir, path, mode))
     }
 
@@ -1013,7 +1041,7 @@ impl FsOps for Ring {
         target: impl AsRef<Path>,
         new_dir: RawFd,
         link: impl AsRef<Path>,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, SymlinkAt::new(target, new_dir, link))
     }
 
@@ -1025,7 +1053,7 @@ impl FsOps for Ring {
         new_dir: RawFd,
         new: impl AsRef<Path>,
         flags: i32,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, LinkAt::new(old_dir, old, new_dir, new).flags(flags))
     }
 }

@@ -197,7 +197,7 @@ impl Listener {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "SubmitAcceptMultishot")]
-    pub fn accept_multishot(&self, ring: &mut Ring, ctx: SqeContext) -> Result<()> {
+    pub fn accept_multishot(&self, ring: &mut Ring, ctx: SqeContext) -> Result<SqeContext> {
         ring.push_op(ctx, self.accept_multi())
     }
 
@@ -208,7 +208,7 @@ impl Listener {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "SubmitAcceptDirectMultishot")]
-    pub fn accept_multishot_direct(&self, ring: &mut Ring, ctx: SqeContext) -> Result<()> {
+    pub fn accept_multishot_direct(&self, ring: &mut Ring, ctx: SqeContext) -> Result<SqeContext> {
         ring.push_op(ctx, self.accept_multi().flags(0).direct())
     }
 
@@ -601,7 +601,7 @@ impl<H> ListenerManager<H> {
 
     fn push<O: SafeOp>(&self, ring: &mut Ring, id: ListenerId, op: O) -> Result<()> {
         let ctx = SqeContext::direct(0, SqeFlags::empty(), self.tag, id.index as i32);
-        ring.push_op(ctx, op)
+        ring.push_op(ctx, op).map(drop)
     }
 }
 

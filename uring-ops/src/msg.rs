@@ -264,7 +264,7 @@ pub trait MsgOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<()>;
+    fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<SqeContext>;
 
     /// Passes fixed file `source` to slot `dest` of the ring `target`,
     /// posting `user_data` there ([`MsgRingFd`]).
@@ -279,14 +279,14 @@ pub trait MsgOps {
         source: Fixed,
         dest: FileDest,
         user_data: u64,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Installs fixed file `slot` as a regular descriptor ([`FixedFdInstall`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn fixed_fd_install(&mut self, ctx: SqeContext, slot: Fixed) -> Result<()>;
+    fn fixed_fd_install(&mut self, ctx: SqeContext, slot: Fixed) -> Result<SqeContext>;
 
     /// Replaces slots from `offset` on with `fds` ([`FilesUpdate`]).
     ///
@@ -301,12 +301,12 @@ pub trait MsgOps {
     /// `fds` must stay valid, and must not be written, until the
     /// operation's CQE has been reaped: the kernel reads it when the
     /// operation runs.
-    unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<()>;
+    unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<SqeContext>;
 }
 
 impl MsgOps for Ring {
     #[inline]
-    fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<()> {
+    fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<SqeContext> {
         self.push_op(ctx, MsgRing::new(target, user_data, res))
     }
 
@@ -318,17 +318,17 @@ impl MsgOps for Ring {
         source: Fixed,
         dest: FileDest,
         user_data: u64,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, MsgRingFd::new(target, source, dest, user_data))
     }
 
     #[inline]
-    fn fixed_fd_install(&mut self, ctx: SqeContext, slot: Fixed) -> Result<()> {
+    fn fixed_fd_install(&mut self, ctx: SqeContext, slot: Fixed) -> Result<SqeContext> {
         self.push_op(ctx, FixedFdInstall::new(slot))
     }
 
     #[inline]
-    unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<()> {
+    unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<SqeContext> {
         if offset == sys::IORING_FILE_INDEX_ALLOC as u32 {
             return Err(Error::InvalidArgument(
                 "offset IORING_FILE_INDEX_ALLOC makes the kernel write the array: use FilesUpdate::any_slot".into(),

@@ -344,7 +344,7 @@ pub trait MultishotOps {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_multishot_accept")]
-    fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()>;
+    fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues [`AcceptMulti::direct`]: each connection goes into a free
     /// slot of the registered file table, the CQE result is the slot.
@@ -353,7 +353,7 @@ pub trait MultishotOps {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_multishot_accept_direct")]
-    fn accept_multi_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()>;
+    fn accept_multi_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext>;
 
     /// Queues [`RecvMulti`] on `fd` with buffers from `group`.
     ///
@@ -361,14 +361,14 @@ pub trait MultishotOps {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_recv_multishot")]
-    fn recv_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()>;
+    fn recv_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 
     /// Queues [`RecvBundleMulti`] on `fd` with buffers from `group`.
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`]; [`Error::Unsupported`] before 6.10.
-    fn recv_bundle_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()>;
+    fn recv_bundle_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 
     /// Queues [`ReadMulti`] on `fd` with buffers from `group`.
     ///
@@ -376,32 +376,32 @@ pub trait MultishotOps {
     ///
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_read_multishot")]
-    fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()>;
+    fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 }
 
 impl MultishotOps for Ring {
     #[inline]
-    fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()> {
+    fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, AcceptMulti::new(listener))
     }
 
     #[inline]
-    fn accept_multi_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()> {
+    fn accept_multi_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, AcceptMulti::new(listener).direct())
     }
 
     #[inline]
-    fn recv_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()> {
+    fn recv_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RecvMulti::new(fd, group))
     }
 
     #[inline]
-    fn recv_bundle_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()> {
+    fn recv_bundle_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RecvBundleMulti::new(fd, group))
     }
 
     #[inline]
-    fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()> {
+    fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, ReadMulti::new(fd, group))
     }
 }

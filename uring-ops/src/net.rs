@@ -933,14 +933,14 @@ pub trait NetOps {
     ///
     /// `buf` must stay valid, and must not be read or written by anyone
     /// else, until the CQE is reaped.
-    unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<()>;
+    unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext>;
 
     /// Queues a [`RecvSelect`]: a receive into a buffer of group `group`.
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn recv_select(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()>;
+    fn recv_select(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 
     /// Queues a [`RecvBundle`]: a receive into consecutive buffers of group
     /// `group`, one CQE.
@@ -948,7 +948,7 @@ pub trait NetOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`]; [`Error::Unsupported`] before 6.10.
-    fn recv_bundle(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()>;
+    fn recv_bundle(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 
     /// Queues a [`RecvMsg`] as `msg` describes.
     ///
@@ -961,7 +961,7 @@ pub trait NetOps {
     /// `msg`, the iovec array it names and every buffer those point to,
     /// the name and the control buffer must stay valid, and must not be
     /// accessed by anyone else, until the CQE is reaped.
-    unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<()>;
+    unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf`.
     ///
@@ -972,7 +972,7 @@ pub trait NetOps {
     /// # Safety
     ///
     /// `buf` must stay valid and unmodified until the CQE is reaped.
-    unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<()>;
+    unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf` to `dest` (`sendto`).
     ///
@@ -983,7 +983,13 @@ pub trait NetOps {
     /// # Safety
     ///
     /// `buf` must stay valid and unmodified until the CQE is reaped.
-    unsafe fn send_to(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], dest: SocketAddr) -> Result<()>;
+    unsafe fn send_to(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &[u8],
+        dest: SocketAddr,
+    ) -> Result<SqeContext>;
 
     /// Queues a [`SendMsg`] of the concatenation of `bufs`.
     ///
@@ -996,7 +1002,7 @@ pub trait NetOps {
     ///
     /// `bufs` and every buffer in it must stay valid and unmodified until
     /// the CQE is reaped.
-    unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<()>;
+    unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext>;
 
     /// Queues a [`SendZc`] of `buf`: two CQEs, the result and the
     /// notification.
@@ -1011,7 +1017,7 @@ pub trait NetOps {
     /// (`IORING_CQE_F_NOTIF`) is reaped, or until the result CQE if that
     /// one has no `IORING_CQE_F_MORE`. [`ZcTracker`](crate::zc::ZcTracker)
     /// is the safe alternative.
-    unsafe fn send_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<()>;
+    unsafe fn send_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext>;
 
     /// Queues a [`SendMsgZc`] of the concatenation of `bufs`.
     ///
@@ -1023,7 +1029,8 @@ pub trait NetOps {
     ///
     /// `bufs` and every buffer in it must stay valid and unmodified until
     /// the notification CQE, as for [`send_zc`](Self::send_zc).
-    unsafe fn sendmsg_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<()>;
+    unsafe fn sendmsg_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>])
+    -> Result<SqeContext>;
 
     /// Queues one `sendto` per destination, sharing `op`'s buffer and
     /// options (its own destination, if any, is replaced): `dests.len()`
@@ -1061,55 +1068,66 @@ pub trait NetOps {
 
 impl NetOps for Ring {
     #[inline]
-    unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<()> {
+    unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffer until the CQE).
         unsafe { self.push_op_unchecked(ctx, Recv::new(fd, buf)) }
     }
 
     #[inline]
-    fn recv_select(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()> {
+    fn recv_select(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RecvSelect::new(fd, group))
     }
 
     #[inline]
-    fn recv_bundle(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<()> {
+    fn recv_bundle(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RecvBundle::new(fd, group))
     }
 
     #[inline]
-    unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<()> {
+    unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the header and what it names).
         unsafe { self.push_op_unchecked(ctx, RecvMsg::new(fd, msg)) }
     }
 
     #[inline]
-    unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<()> {
+    unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffer until the CQE).
         unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf)) }
     }
 
     #[inline]
-    unsafe fn send_to(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], dest: SocketAddr) -> Result<()> {
+    unsafe fn send_to(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &[u8],
+        dest: SocketAddr,
+    ) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffer until the CQE); the
         // destination is in the Keep.
         unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf).to(dest)) }
     }
 
     #[inline]
-    unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<()> {
+    unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffers until the CQE).
         unsafe { self.push_op_unchecked(ctx, SendMsg::new(fd, bufs)) }
     }
 
     #[inline]
-    unsafe fn send_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<()> {
+    unsafe fn send_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffer until the
         // notification).
         unsafe { self.push_op_unchecked(ctx, SendZc::new(fd, buf)) }
     }
 
     #[inline]
-    unsafe fn sendmsg_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<()> {
+    unsafe fn sendmsg_zc(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the buffers until the
         // notification).
         unsafe { self.push_op_unchecked(ctx, SendMsgZc::new(fd, bufs)) }

@@ -295,21 +295,21 @@ pub trait PollOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<()>;
+    fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext>;
 
     /// Queues a multishot poll of `fd` for `events` ([`PollAdd::multishot`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn poll_multishot(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<()>;
+    fn poll_multishot(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext>;
 
     /// Queues the removal of the poll with `user_data` `target` ([`PollRemove`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn poll_remove(&mut self, ctx: SqeContext, target: u64) -> Result<()>;
+    fn poll_remove(&mut self, ctx: SqeContext, target: u64) -> Result<SqeContext>;
 
     /// Queues an update of the poll with `user_data` `target` to `events`
     /// ([`PollUpdate::events`]).
@@ -317,27 +317,27 @@ pub trait PollOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<()>;
+    fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<SqeContext>;
 }
 
 impl PollOps for Ring {
     #[inline]
-    fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<()> {
+    fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollAdd::new(fd, events))
     }
 
     #[inline]
-    fn poll_multishot(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<()> {
+    fn poll_multishot(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollAdd::new(fd, events).multishot())
     }
 
     #[inline]
-    fn poll_remove(&mut self, ctx: SqeContext, target: u64) -> Result<()> {
+    fn poll_remove(&mut self, ctx: SqeContext, target: u64) -> Result<SqeContext> {
         self.push_op(ctx, PollRemove::new(target))
     }
 
     #[inline]
-    fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<()> {
+    fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollUpdate::new(target).events(events))
     }
 }

@@ -142,14 +142,14 @@ pub trait ProvideOps {
         len: u32,
         group: u16,
         first_bid: u16,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues [`RemoveBuffers`].
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn remove_buffers(&mut self, ctx: SqeContext, count: u32, group: u16) -> Result<()>;
+    fn remove_buffers(&mut self, ctx: SqeContext, count: u32, group: u16) -> Result<SqeContext>;
 }
 
 impl ProvideOps for Ring {
@@ -160,7 +160,7 @@ impl ProvideOps for Ring {
         len: u32,
         group: u16,
         first_bid: u16,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         if len == 0 {
             return Err(Error::InvalidArgument("provided buffers of 0 bytes".into()));
         }
@@ -170,7 +170,7 @@ impl ProvideOps for Ring {
         unsafe { self.push_op_unchecked(ctx, op) }
     }
 
-    fn remove_buffers(&mut self, ctx: SqeContext, count: u32, group: u16) -> Result<()> {
+    fn remove_buffers(&mut self, ctx: SqeContext, count: u32, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RemoveBuffers::new(count, group))
     }
 }

@@ -813,7 +813,7 @@ macro_rules! socket_methods {
                 /// # Errors
                 ///
                 /// As for [`RingOps::push_op`].
-                fn $name(&mut self, ctx: SqeContext) -> Result<()>;
+                fn $name(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
                 $(#[$doc])*
                 /// Into the registered file table at `dest`.
@@ -821,7 +821,7 @@ macro_rules! socket_methods {
                 /// # Errors
                 ///
                 /// As for [`RingOps::push_op`].
-                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<()>;
+                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
             )*
 
             /// Queues [`Socket::raw`]: any `(domain, type, protocol)`.
@@ -829,7 +829,7 @@ macro_rules! socket_methods {
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<()>;
+            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext>;
 
             /// Queues [`Socket::raw`] into the registered file table at `dest`.
             ///
@@ -843,21 +843,21 @@ macro_rules! socket_methods {
                 ty: i32,
                 protocol: i32,
                 dest: FileDest,
-            ) -> Result<()>;
+            ) -> Result<SqeContext>;
 
             /// Queues a [`Bind`] of `fd` to `addr`.
             ///
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<()>;
+            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
 
             /// Queues a [`Listen`] on `fd`.
             ///
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<()>;
+            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext>;
 
             /// Queues an [`Accept`] on `listener`; the connection becomes a
             /// descriptor with `SOCK_CLOEXEC`.
@@ -865,7 +865,7 @@ macro_rules! socket_methods {
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()>;
+            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext>;
 
             /// Queues an [`Accept`] on `listener` that puts the connection
             /// into the registered file table at `dest`.
@@ -873,7 +873,7 @@ macro_rules! socket_methods {
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<()>;
+            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext>;
 
             /// Queues an [`AcceptWithPeer`] on `listener`: the kernel writes
             /// the peer's address into `peer`.
@@ -893,38 +893,38 @@ macro_rules! socket_methods {
                 ctx: SqeContext,
                 listener: impl Into<Target>,
                 peer: &mut SockAddr,
-            ) -> Result<()>;
+            ) -> Result<SqeContext>;
 
             /// Queues a [`Connect`] of `fd` to `addr`.
             ///
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<()>;
+            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
 
             /// Queues a [`Shutdown`] of `how` on `fd`.
             ///
             /// # Errors
             ///
             /// As for [`RingOps::push_op`].
-            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<()>;
+            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext>;
         }
 
         impl SocketSetupOps for Ring {
             $(
                 #[inline]
-                fn $name(&mut self, ctx: SqeContext) -> Result<()> {
+                fn $name(&mut self, ctx: SqeContext) -> Result<SqeContext> {
                     self.push_op(ctx, Socket::$ctor())
                 }
 
                 #[inline]
-                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<()> {
+                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
                     self.push_op(ctx, Socket::$ctor().dest(dest))
                 }
             )*
 
             #[inline]
-            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<()> {
+            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext> {
                 self.push_op(ctx, Socket::raw(domain, ty, protocol))
             }
 
@@ -936,27 +936,27 @@ macro_rules! socket_methods {
                 ty: i32,
                 protocol: i32,
                 dest: FileDest,
-            ) -> Result<()> {
+            ) -> Result<SqeContext> {
                 self.push_op(ctx, Socket::raw(domain, ty, protocol).dest(dest))
             }
 
             #[inline]
-            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<()> {
+            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
                 self.push_op(ctx, Bind::new(fd, addr))
             }
 
             #[inline]
-            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<()> {
+            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext> {
                 self.push_op(ctx, Listen::new(fd, backlog))
             }
 
             #[inline]
-            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<()> {
+            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
                 self.push_op(ctx, Accept::new(listener))
             }
 
             #[inline]
-            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<()> {
+            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext> {
                 self.push_op(ctx, Accept::new(listener).dest(dest))
             }
 
@@ -966,19 +966,19 @@ macro_rules! socket_methods {
                 ctx: SqeContext,
                 listener: impl Into<Target>,
                 peer: &mut SockAddr,
-            ) -> Result<()> {
+            ) -> Result<SqeContext> {
                 // SAFETY: the caller keeps `peer` valid and untouched until
                 // the CQE, as this method's contract requires.
                 unsafe { self.push_op_unchecked(ctx, AcceptWithPeer::new(listener, peer)) }
             }
 
             #[inline]
-            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<()> {
+            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
                 self.push_op(ctx, Connect::new(fd, addr))
             }
 
             #[inline]
-            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<()> {
+            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext> {
                 self.push_op(ctx, Shutdown::new(fd, how))
             }
         }

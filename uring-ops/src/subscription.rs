@@ -607,7 +607,7 @@ impl<H: MultishotHandler> Subscription<H> {
             other => other,
         };
         match pushed {
-            Ok(()) => {
+            Ok(_) => {
                 self.cancel = CancelState::InFlight;
                 Ok(())
             }

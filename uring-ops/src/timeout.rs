@@ -18,7 +18,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{Error, Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
 use uring_core::{Sqe, sys::__kernel_timespec};
 
 use crate::op::{OpExt, Prepare, SafeOp};
@@ -521,21 +521,21 @@ pub trait TimeoutOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<()>;
+    fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<SqeContext>;
 
     /// Queues a [`Timeout`] that expires at `deadline` (`-ETIME`).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn timeout_at(&mut self, ctx: SqeContext, deadline: Deadline) -> Result<()>;
+    fn timeout_at(&mut self, ctx: SqeContext, deadline: Deadline) -> Result<SqeContext>;
 
     /// Queues a [`TimeoutRemove`] of the timeout stamped with `target`.
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn timeout_remove(&mut self, ctx: SqeContext, target: SqeContext) -> Result<()>;
+    fn timeout_remove(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext>;
 
     /// Queues a [`TimeoutUpdate`]: the timeout stamped with `target` now
     /// expires `d` from when this request runs.
@@ -543,7 +543,7 @@ pub trait TimeoutOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn timeout_update(&mut self, ctx: SqeContext, target: SqeContext, d: Duration) -> Result<()>;
+    fn timeout_update(&mut self, ctx: SqeContext, target: SqeContext, d: Duration) -> Result<SqeContext>;
 
     /// Queues `op` with `IOSQE_IO_LINK`, followed by a [`LinkTimeout`] of
     /// `d`: both or neither (room for two entries and both checks pass
@@ -567,7 +567,7 @@ pub trait TimeoutOps {
         op: O,
         timeout_ctx: SqeContext,
         d: Duration,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// [`push_with_deadline`](Self::push_with_deadline) for any operation.
     ///
@@ -586,27 +586,27 @@ pub trait TimeoutOps {
         op: O,
         timeout_ctx: SqeContext,
         d: Duration,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 }
 
 impl TimeoutOps for Ring {
     #[inline]
-    fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<()> {
+    fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<SqeContext> {
         self.push_op(ctx, Timeout::new(d))
     }
 
     #[inline]
-    fn timeout_at(&mut self, ctx: SqeContext, deadline: Deadline) -> Result<()> {
+    fn timeout_at(&mut self, ctx: SqeContext, deadline: Deadline) -> Result<SqeContext> {
         self.push_op(ctx, Timeout::at(deadline))
     }
 
     #[inline]
-    fn timeout_remove(&mut self, ctx: SqeContext, target: SqeContext) -> Result<()> {
+    fn timeout_remove(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, TimeoutRemove::new(target))
     }
 
     #[inline]
-    fn timeout_update(&mut self, ctx: SqeContext, target: SqeContext, d: Duration) -> Result<()> {
+    fn timeout_update(&mut self, ctx: SqeContext, target: SqeContext, d: Duration) -> Result<SqeContext> {
         self.push_op(ctx, TimeoutUpdate::new(target, d))
     }
 
@@ -617,7 +617,7 @@ impl TimeoutOps for Ring {
         op: O,
         timeout_ctx: SqeContext,
         d: Duration,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         // SAFETY: `O: SafeOp` names no memory the kernel reads after it
         // consumed the entry, other than the slot's Keep.
         unsafe { self.push_with_deadline_unchecked(op_ctx, op, timeout_ctx, d) }
@@ -629,14 +629,14 @@ impl TimeoutOps for Ring {
         op: O,
         timeout_ctx: SqeContext,
         d: Duration,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let timeout = LinkTimeout::new(d);
         // Everything that could make the second push fail is checked
         // before the first: the operations, both contexts, and room.
         op.check(self.features())?;
         timeout.check(self.features())?;
-        check_live(self, op_ctx)?;
-        check_live(self, timeout_ctx)?;
+        crate::ring::check_live(self, op_ctx)?;
+        crate::ring::check_live(self, timeout_ctx)?;
         if self.sq_room() < 2 {
             return Err(Error::QueueFull { entries: self.features().sq_entries() });
         }
@@ -648,19 +648,6 @@ impl TimeoutOps for Ring {
 
 /// Whether a pooled context names a live slot (what `push_op` checks), so a
 /// pair is refused before its first half is queued.
-fn check_live(ring: &Ring, ctx: SqeContext) -> Result<()> {
-    let live = match ctx.mode() {
-        ContextMode::Indirect => ring.pools().indirect(ctx).is_some(),
-        ContextMode::Extended => ring.pools().extended(ctx).is_some(),
-        ContextMode::Direct | ContextMode::Foreign => true,
-    };
-    if live {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!("{ctx:?} does not name a live slot of this ring's context pools")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

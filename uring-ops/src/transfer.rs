@@ -482,7 +482,7 @@ pub trait TransferOps {
         fd_out: Target,
         off_out: Option<u64>,
         len: u32,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a [`Tee`] of up to `len` bytes from pipe `fd_in` to pipe
     /// `fd_out`.
@@ -490,7 +490,7 @@ pub trait TransferOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn tee(&mut self, ctx: SqeContext, fd_in: Target, fd_out: Target, len: u32) -> Result<()>;
+    fn tee(&mut self, ctx: SqeContext, fd_in: Target, fd_out: Target, len: u32) -> Result<SqeContext>;
 
     /// Queues a [`Pipe`] with `O_CLOEXEC`; its `[read, write]` descriptors
     /// are written to `fds` when it completes.
@@ -504,7 +504,7 @@ pub trait TransferOps {
     /// `fds` must stay valid, and must not be read or written, until the
     /// operation's CQE has been reaped: the kernel writes it while the
     /// operation runs.
-    unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<()>;
+    unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<SqeContext>;
 
     /// Queues a [`SyncFileRange`] that writes back `len` bytes of `fd` at
     /// `offset` and waits for them.
@@ -512,7 +512,7 @@ pub trait TransferOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn sync_file_range(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u32) -> Result<()>;
+    fn sync_file_range(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u32) -> Result<SqeContext>;
 
     /// Queues a [`Fadvise`]: `advice` (`POSIX_FADV_*`) for `len` bytes of
     /// `fd` at `offset`.
@@ -520,7 +520,7 @@ pub trait TransferOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn fadvise(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u64, advice: i32) -> Result<()>;
+    fn fadvise(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u64, advice: i32) -> Result<SqeContext>;
 
     /// Queues a [`Madvise`]: `advice` (`MADV_*`) for `len` bytes at `addr`.
     ///
@@ -535,7 +535,8 @@ pub trait TransferOps {
     /// contents (`MADV_DONTNEED`, `MADV_FREE`, `MADV_REMOVE`, …) must only
     /// name memory no Rust reference or live value depends on, and the
     /// range must not be unmapped and reused before the CQE.
-    unsafe fn madvise(&mut self, ctx: SqeContext, addr: *mut libc::c_void, len: u64, advice: i32) -> Result<()>;
+    unsafe fn madvise(&mut self, ctx: SqeContext, addr: *mut libc::c_void, len: u64, advice: i32)
+    -> Result<SqeContext>;
 }
 
 impl TransferOps for Ring {
@@ -548,33 +549,39 @@ impl TransferOps for Ring {
         fd_out: Target,
         off_out: Option<u64>,
         len: u32,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, Splice::new(fd_in, off_in, fd_out, off_out, len))
     }
 
     #[inline]
-    fn tee(&mut self, ctx: SqeContext, fd_in: Target, fd_out: Target, len: u32) -> Result<()> {
+    fn tee(&mut self, ctx: SqeContext, fd_in: Target, fd_out: Target, len: u32) -> Result<SqeContext> {
         self.push_op(ctx, Tee::new(fd_in, fd_out, len))
     }
 
     #[inline]
-    unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<()> {
+    unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<SqeContext> {
         // SAFETY: the caller keeps `fds` valid and untouched until the CQE.
         unsafe { self.push_op_unchecked(ctx, Pipe::new(fds)) }
     }
 
     #[inline]
-    fn sync_file_range(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u32) -> Result<()> {
+    fn sync_file_range(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u32) -> Result<SqeContext> {
         self.push_op(ctx, SyncFileRange::new(fd, offset, len))
     }
 
     #[inline]
-    fn fadvise(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u64, advice: i32) -> Result<()> {
+    fn fadvise(&mut self, ctx: SqeContext, fd: Target, offset: u64, len: u64, advice: i32) -> Result<SqeContext> {
         self.push_op(ctx, Fadvise::new(fd, offset, len, advice))
     }
 
     #[inline]
-    unsafe fn madvise(&mut self, ctx: SqeContext, addr: *mut libc::c_void, len: u64, advice: i32) -> Result<()> {
+    unsafe fn madvise(
+        &mut self,
+        ctx: SqeContext,
+        addr: *mut libc::c_void,
+        len: u64,
+        advice: i32,
+    ) -> Result<SqeContext> {
         // SAFETY: forwarded to the caller (the range and what the advice
         // does to it).
         unsafe { self.push_op_unchecked(ctx, Madvise::new(addr, len, advice)) }

@@ -469,14 +469,14 @@ pub trait WaitOps {
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<()>;
+    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<SqeContext>;
 
     /// Queues a wake of up to `count` waiters of `futex` ([`FutexWake`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn futex_wake(&mut self, ctx: SqeContext, futex: &AtomicU32, count: u32) -> Result<()>;
+    fn futex_wake(&mut self, ctx: SqeContext, futex: &AtomicU32, count: u32) -> Result<SqeContext>;
 
     /// Queues a wait on several futexes ([`FutexWaitV`]).
     ///
@@ -484,14 +484,14 @@ pub trait WaitOps {
     ///
     /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`] for 0 or more
     /// than 128 futexes.
-    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<()>;
+    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<SqeContext>;
 
     /// Queues an `epoll_ctl` ([`EpollCtl`]).
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<()>;
+    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<SqeContext>;
 
     /// Queues an `epoll_wait` on `epfd` into `events` ([`EpollWait`]).
     ///
@@ -509,7 +509,7 @@ pub trait WaitOps {
         ctx: SqeContext,
         epfd: impl Into<Target>,
         events: &mut [libc::epoll_event],
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a `waitid` ([`Waitid`]).
     ///
@@ -529,27 +529,27 @@ pub trait WaitOps {
         id: libc::id_t,
         info: &mut libc::siginfo_t,
         options: i32,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 }
 
 impl WaitOps for Ring {
     #[inline]
-    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<()> {
+    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<SqeContext> {
         self.push_op(ctx, FutexWait::new(futex, expected))
     }
 
     #[inline]
-    fn futex_wake(&mut self, ctx: SqeContext, futex: &AtomicU32, count: u32) -> Result<()> {
+    fn futex_wake(&mut self, ctx: SqeContext, futex: &AtomicU32, count: u32) -> Result<SqeContext> {
         self.push_op(ctx, FutexWake::new(futex, count))
     }
 
     #[inline]
-    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<()> {
+    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<SqeContext> {
         self.push_op(ctx, FutexWaitV::new(futexes))
     }
 
     #[inline]
-    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<()> {
+    fn epoll_ctl(&mut self, ctx: SqeContext, op: EpollCtl) -> Result<SqeContext> {
         self.push_op(ctx, op)
     }
 
@@ -559,7 +559,7 @@ impl WaitOps for Ring {
         ctx: SqeContext,
         epfd: impl Into<Target>,
         events: &mut [libc::epoll_event],
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         // SAFETY: the caller keeps `events` valid and untouched until the CQE.
         unsafe { self.push_op_unchecked(ctx, EpollWait::new(epfd, events.as_mut_ptr(), events.len())) }
     }
@@ -572,7 +572,7 @@ impl WaitOps for Ring {
         id: libc::id_t,
         info: &mut libc::siginfo_t,
         options: i32,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         // SAFETY: the caller keeps `info` valid and untouched until the CQE.
         unsafe { self.push_op_unchecked(ctx, Waitid::new(idtype, id, info, options)) }
     }

@@ -278,7 +278,13 @@ pub trait XattrOps {
     /// `value` is written by the kernel while the operation runs: it must
     /// stay valid, and must not be accessed by the program, until this
     /// operation's CQE has been reaped.
-    unsafe fn fgetxattr(&mut self, ctx: SqeContext, fd: RawFd, name: impl AsRef<[u8]>, value: &mut [u8]) -> Result<()>;
+    unsafe fn fgetxattr(
+        &mut self,
+        ctx: SqeContext,
+        fd: RawFd,
+        name: impl AsRef<[u8]>,
+        value: &mut [u8],
+    ) -> Result<SqeContext>;
 
     /// Queues setting attribute `name` of `fd` to `value` ([`FSetXattr`]).
     ///
@@ -292,7 +298,7 @@ pub trait XattrOps {
         name: impl AsRef<[u8]>,
         value: &[u8],
         flags: XattrFlags,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues a read of attribute `name` of the file at `path` into `value`
     /// ([`GetXattr`]).
@@ -311,7 +317,7 @@ pub trait XattrOps {
         path: impl AsRef<Path>,
         name: impl AsRef<[u8]>,
         value: &mut [u8],
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 
     /// Queues setting attribute `name` of the file at `path` to `value`
     /// ([`SetXattr`]).
@@ -326,11 +332,17 @@ pub trait XattrOps {
         name: impl AsRef<[u8]>,
         value: &[u8],
         flags: XattrFlags,
-    ) -> Result<()>;
+    ) -> Result<SqeContext>;
 }
 
 impl XattrOps for Ring {
-    unsafe fn fgetxattr(&mut self, ctx: SqeContext, fd: RawFd, name: impl AsRef<[u8]>, value: &mut [u8]) -> Result<()> {
+    unsafe fn fgetxattr(
+        &mut self,
+        ctx: SqeContext,
+        fd: RawFd,
+        name: impl AsRef<[u8]>,
+        value: &mut [u8],
+    ) -> Result<SqeContext> {
         let len = len_u32("fgetxattr", value.len())?;
         let op = FGetXattr::new(fd, name, value.as_mut_ptr(), len);
         // SAFETY: the caller keeps `value` valid and unaccessed until the CQE;
@@ -345,7 +357,7 @@ impl XattrOps for Ring {
         name: impl AsRef<[u8]>,
         value: &[u8],
         flags: XattrFlags,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, FSetXattr::new(fd, name, value).flags(flags))
     }
 
@@ -355,7 +367,7 @@ impl XattrOps for Ring {
         path: impl AsRef<Path>,
         name: impl AsRef<[u8]>,
         value: &mut [u8],
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         let len = len_u32("getxattr", value.len())?;
         let op = GetXattr::new(path, name, value.as_mut_ptr(), len);
         // SAFETY: the caller keeps `value` valid and unaccessed until the CQE;
@@ -370,7 +382,7 @@ impl XattrOps for Ring {
         name: impl AsRef<[u8]>,
         value: &[u8],
         flags: XattrFlags,
-    ) -> Result<()> {
+    ) -> Result<SqeContext> {
         self.push_op(ctx, SetXattr::new(path, name, value).flags(flags))
     }
 }

@@ -419,7 +419,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         // tracker holds it until the notification, or a result without
         // `F_MORE`, or forever if dropped first.
         match unsafe { ring.push_op_unchecked(SqeContext::from_raw(id.0), op) } {
-            Ok(()) => {
+            Ok(_) => {
                 self.track(id, Some(payload), op.reports_usage());
                 Ok(id)
             }

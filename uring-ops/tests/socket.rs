@@ -52,7 +52,7 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-type Push = fn(&mut Ring, SqeContext) -> Result<()>;
+type Push = fn(&mut Ring, SqeContext) -> Result<SqeContext>;
 
 /// Creates a socket through `push`, then checks its domain, type and
 /// protocol with getsockopt, and that it is close-on-exec. Kinds the
@@ -416,7 +416,7 @@ fn an_unknown_family_fails_in_the_cqe() {
 #[test]
 fn invalid_arguments_are_refused_before_submission() {
     let mut ring = common::ring(8);
-    let refused = |ring: &mut Ring, r: Result<()>| {
+    let refused = |ring: &mut Ring, r: Result<SqeContext>| {
         let err = r.unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         assert_eq!(ring.sq_pending(), 0, "nothing was queued");
