@@ -19,3 +19,9 @@ pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
+
+/// The README's examples, compiled as doctests so they stay true (here, in
+/// the highest crate, where every crate they use is a dependency).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
