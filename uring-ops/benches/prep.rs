@@ -21,8 +21,9 @@
 //! `Ring::push` of a ready SQE and the io-uring crate's
 //! `submission().push`, with the same submit and reap.
 //!
-//! `send`, `recv` and `timeout` join the groups when their builders are
-//! merged into this branch (they live in `net.rs` and `timeout.rs`).
+//! `timeout` differs in kind too: `Timeout` copies its timespec into the
+//! slot's `Keep` (safe), the io-uring crate points at a `Timespec` the
+//! caller keeps alive.
 //!
 //! Run: `cargo bench -p uring-ops --bench prep`.
 
@@ -38,6 +39,8 @@ use uring_ops::RingOps;
 use uring_ops::cmd::Nop;
 use uring_ops::file::{Read, Readv, Write};
 use uring_ops::fs::OpenAt;
+use uring_ops::net::{Recv, Send};
+use uring_ops::timeout::Timeout;
 
 const BATCH: u32 = 32;
 
@@ -97,6 +100,45 @@ fn prep(c: &mut Criterion) {
             )
         })
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("prep/send");
+    g.bench_function("uring-ops", |b| {
+        b.iter(|| {
+            Send::new(black_box(5), black_box(&buf[..])).prepare(&mut sqe, &mut keep);
+            black_box(&sqe);
+        })
+    });
+    g.bench_function("io-uring", |b| {
+        b.iter(|| {
+            black_box(opcode::Send::new(types::Fd(black_box(5)), black_box(buf.as_ptr()), black_box(4096)).build())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("prep/recv");
+    g.bench_function("uring-ops", |b| {
+        b.iter(|| {
+            Recv::new(black_box(5), black_box(&mut buf[..])).prepare(&mut sqe, &mut keep);
+            black_box(&sqe);
+        })
+    });
+    g.bench_function("io-uring", |b| {
+        b.iter(|| {
+            black_box(opcode::Recv::new(types::Fd(black_box(5)), black_box(buf.as_mut_ptr()), black_box(4096)).build())
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("prep/timeout");
+    g.bench_function("uring-ops", |b| {
+        b.iter(|| {
+            Timeout::new(black_box(Duration::from_millis(10))).prepare(&mut sqe, &mut keep);
+            black_box(&sqe);
+        })
+    });
+    let ts = types::Timespec::from(Duration::from_millis(10));
+    g.bench_function("io-uring", |b| b.iter(|| black_box(opcode::Timeout::new(black_box(&ts)).build())));
     g.finish();
 
     let mut g = c.benchmark_group("prep/readv");
