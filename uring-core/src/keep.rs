@@ -23,7 +23,17 @@ use std::mem::{align_of, size_of};
 /// Bytes of inline storage per slot: a `sockaddr_storage` fits.
 pub const KEEP_INLINE: usize = 128;
 
-/// Storage for one SQ slot; see the [module documentation](self).
+/// Storage for one SQ slot, for memory the kernel reads when it consumes
+/// the entry: timespecs, sockaddrs, paths, `open_how`.
+///
+/// The ring hands each slot's `Keep` out with the SQE
+/// ([`Ring::next_sqe_keep`](crate::Ring::next_sqe_keep)) and clears it only
+/// when the same SQ slot is acquired again, which cannot happen before the
+/// kernel's SQ head has passed the entry (on SQPOLL rings too). So what is
+/// put here lives exactly as long as the kernel may read it at submission.
+/// It is **not** valid until completion: memory the kernel reads or writes
+/// while the operation runs (data buffers, `statx` output) must not be put
+/// here.
 ///
 /// Two compartments: [`inline`](Self::inline) (128 bytes, 16-byte aligned,
 /// no allocation) for small `Copy` values such as timespecs, sockaddrs and
