@@ -11,12 +11,14 @@
 
 pub mod bufring;
 mod error;
+pub mod fixed;
 pub mod groups;
 mod mem;
 pub mod registered;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
+pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
 
