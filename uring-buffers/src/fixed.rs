@@ -22,6 +22,13 @@
 //! borrow of bytes the kernel is writing or a `&mut` to bytes it is
 //! reading.
 //!
+//! The table makes its own registration ([`register`](FixedBuffers::register),
+//! [`register_huge`](FixedBuffers::register_huge),
+//! [`sparse`](FixedBuffers::sparse) with
+//! [`install`](FixedBuffers::install)) so that no other handle to the
+//! memory exists; [`into_inner`](FixedBuffers::into_inner) gives the
+//! [`RegisteredBuffers`] back once nothing is in flight.
+//!
 //! # Completions and the `user_data` scheme
 //!
 //! Each operation is submitted with a `user_data` of the table's own, a
@@ -70,8 +77,11 @@
 //!
 //! Stopping or dropping the ring with operations in flight is safe: the
 //! ring cancels them, and the buffers' memory stays attached to it until it
-//! is closed. Dropping the table with operations in flight leaks their
-//! iovec arrays (the kernel might still read them); the buffers are fine.
+//! is closed. Their CQEs are lost with the ring, so the table keeps those
+//! buffers in flight for good (it cannot tell a cancelled request from one
+//! the kernel could not cancel). Dropping the table with operations in
+//! flight leaks their iovec arrays (the kernel might still read them); the
+//! buffers are fine.
 
 use std::fmt;
 use std::ops::Range;
@@ -256,13 +266,70 @@ impl FixedBuffers {
     /// As for [`RegisteredBuffers::register`].
     pub fn register(ring: &mut Ring, count: u32, size: usize) -> Result<Self> {
         let bufs = RegisteredBuffers::register(ring, count, size)?;
-        Ok(Self::new(ring, bufs))
+        // SAFETY: the table was just made; no other handle to its memory
+        // exists.
+        Ok(unsafe { Self::from_registered(ring, bufs) })
+    }
+
+    /// As [`register`](Self::register), from 2 MiB huge pages
+    /// ([`RegisteredBuffers::register_huge`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RegisteredBuffers::register_huge`].
+    pub fn register_huge(ring: &mut Ring, count: u32, size: usize) -> Result<Self> {
+        let bufs = RegisteredBuffers::register_huge(ring, count, size)?;
+        // SAFETY: as in `register`.
+        Ok(unsafe { Self::from_registered(ring, bufs) })
+    }
+
+    /// Registers a sparse table of `count` empty slots
+    /// ([`RegisteredBuffers::sparse`]) to [`install`](Self::install)
+    /// buffers into.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RegisteredBuffers::sparse`].
+    pub fn sparse(ring: &mut Ring, count: u32) -> Result<Self> {
+        let bufs = RegisteredBuffers::sparse(ring, count)?;
+        // SAFETY: as in `register`.
+        Ok(unsafe { Self::from_registered(ring, bufs) })
+    }
+
+    /// Installs a fresh buffer of `size` bytes in slot `index`
+    /// ([`RegisteredBuffers::install`]), replacing what was there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] while an operation uses the slot, and as
+    /// for [`RegisteredBuffers::install`].
+    pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
+        self.check_ring(ring)?;
+        if let Buf::Busy(op) = self.slot_state(index)? {
+            return Err(self.busy_error(index, op, "replaced"));
+        }
+        self.bufs.install(ring, index, size)
     }
 
     /// Takes over `bufs`, a table registered with `ring`: from now on its
     /// buffers are reached through this value, which knows which are in
     /// flight. Operations must be submitted on `ring`.
-    pub fn new(ring: &Ring, bufs: RegisteredBuffers) -> Self {
+    ///
+    /// There is no safe way to wrap a table made elsewhere, nor a
+    /// `clone_into` here: a second handle to the same memory (a table
+    /// cloned into another ring with [`RegisteredBuffers::clone_into`], or
+    /// the one it was cloned from) would not see this table's operations,
+    /// and could read bytes the kernel is writing.
+    ///
+    /// # Safety
+    ///
+    /// No other [`RegisteredBuffers`] may share memory with `bufs` (made by
+    /// [`clone_into`](RegisteredBuffers::clone_into) from it, or it from
+    /// another), or none may be used to reach the buffers while this table
+    /// has operations in flight: until each operation's last CQE has been
+    /// handed to [`handle_cqe`](Self::handle_cqe), or the ring has been
+    /// stopped.
+    pub unsafe fn from_registered(ring: &Ring, bufs: RegisteredBuffers) -> Self {
         let n = bufs.len();
         FixedBuffers {
             bufs,
@@ -373,7 +440,7 @@ impl FixedBuffers {
 
     /// Checks that buffer `index` is idle and installed and that `ranges`
     /// lie inside it; returns its address.
-    fn check_op(&self, ring: &Ring, index: u32, ranges: &[Range<usize>]) -> Result<*mut u8> {
+    fn check_ring(&self, ring: &Ring) -> Result<()> {
         if ring.as_raw_fd() != self.ring_fd {
             return Err(Error::invalid(format!(
                 "these registered buffers belong to the ring with fd {}, not to the ring with fd {}",
@@ -381,6 +448,11 @@ impl FixedBuffers {
                 ring.as_raw_fd()
             )));
         }
+        Ok(())
+    }
+
+    fn check_op(&self, ring: &Ring, index: u32, ranges: &[Range<usize>]) -> Result<*mut u8> {
+        self.check_ring(ring)?;
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "used by another operation"));
         }

@@ -380,3 +380,23 @@ fn into_inner_waits_for_nothing_in_flight() {
     assert_eq!(bufs.buffer(0).unwrap()[0], b'x');
     bufs.unregister(&mut ring).unwrap();
 }
+
+#[test]
+fn sparse_tables_take_installed_buffers_but_not_over_busy_ones() {
+    let mut ring = ring();
+    let mut fixed = FixedBuffers::sparse(&mut ring, 4).unwrap();
+    let e = fixed.buffer(2).unwrap_err();
+    assert!(e.to_string().contains("empty"), "{e}");
+    let (rx, mut tx) = pipe();
+    assert!(matches!(fixed.read_fixed(&mut ring, rx.as_raw_fd(), 2, 0..1, u64::MAX), Err(Error::InvalidArgument(_))));
+    fixed.install(&mut ring, 2, 300).unwrap();
+    fixed.read_fixed(&mut ring, rx.as_raw_fd(), 2, 0..300, u64::MAX).unwrap();
+    ring.submit().unwrap();
+    assert!(is_busy(&fixed.install(&mut ring, 2, 300).unwrap_err()), "not while a read fills it");
+    tx.write_all(b"installed").unwrap();
+    let done = complete(&mut ring, &mut fixed, 1);
+    assert_eq!((done[0].index, done[0].res), (2, 9));
+    assert_eq!(&fixed.buffer(2).unwrap()[..9], b"installed");
+    fixed.install(&mut ring, 2, 100).unwrap();
+    assert_eq!(fixed.buffer(2).unwrap(), &[0; 100][..], "a fresh buffer");
+}
