@@ -29,6 +29,38 @@
 //! memory exists; [`into_inner`](FixedBuffers::into_inner) gives the
 //! [`RegisteredBuffers`] back once nothing is in flight.
 //!
+//! ```
+//! use std::io::{Read, Seek};
+//! use std::os::fd::AsRawFd;
+//! use std::time::Duration;
+//! use uring_buffers::FixedBuffers;
+//! use uring_core::{CqeSlot, Options, Ring};
+//!
+//! let mut ring = Ring::new(Options::default())?;
+//! ring.start()?;
+//! let mut bufs = FixedBuffers::register(&mut ring, 4, 4096)?;
+//! bufs.buffer_mut(0)?[..5].copy_from_slice(b"hello");
+//! let mut file = tempfile();
+//! let id = bufs.write_fixed(&mut ring, file.as_raw_fd(), 0, 0..5, 0)?;
+//! assert!(bufs.buffer_mut(0).is_err(), "in flight");
+//! let mut slots = [CqeSlot::EMPTY; 4];
+//! let n = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?.len();
+//! let done = bufs.handle_cqe(&slots[0].cqe()).expect("the table's own CQE");
+//! assert_eq!((n, done.id, done.res, done.free), (1, id, 5, true));
+//! bufs.buffer_mut(0)?[0] = b'j'; // idle again
+//! # let mut s = String::new();
+//! # file.rewind()?;
+//! # file.read_to_string(&mut s)?;
+//! # assert_eq!(s, "hello");
+//! # fn tempfile() -> std::fs::File {
+//! #     let p = std::env::temp_dir().join(format!("uring-fixed-doc-{}", std::process::id()));
+//! #     let f = std::fs::File::options().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
+//! #     std::fs::remove_file(&p).unwrap();
+//! #     f
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Completions and the `user_data` scheme
 //!
 //! Each operation is submitted with a `user_data` of the table's own, a

@@ -18,6 +18,37 @@
 //!    and the bytes sent. [`complete`](SendRing::complete) returns exactly
 //!    the buffers that CQE consumed to the free pool, once.
 //!
+//! ```
+//! use std::io::Read;
+//! use std::net::{TcpListener, TcpStream};
+//! use std::os::fd::AsRawFd;
+//! use std::time::Duration;
+//! use uring_buffers::{BufRingConfig, SendRing};
+//! use uring_core::{CqeSlot, FeatureFlags, Options, Ring, SqeContext};
+//!
+//! let mut ring = Ring::new(Options::default())?;
+//! ring.start()?;
+//! # if !ring.features().has(FeatureFlags::RECVSEND_BUNDLE) { return Ok(()); }
+//! let listener = TcpListener::bind("127.0.0.1:0")?;
+//! let tx = TcpStream::connect(listener.local_addr()?)?;
+//! let (mut rx, _) = listener.accept()?;
+//! let mut sr = SendRing::register(&mut ring, BufRingConfig::new(7, 8, 4096))?;
+//! for part in [&b"one "[..], b"bundle, ", b"three buffers"] {
+//!     let mut buf = sr.acquire().expect("a free buffer");
+//!     sr.buf_mut(&mut buf)[..part.len()].copy_from_slice(part);
+//!     sr.queue(buf, part.len())?;
+//! }
+//! sr.send_bundle(&mut ring, SqeContext::for_fd(tx.as_raw_fd()), tx.as_raw_fd())?;
+//! let mut slots = [CqeSlot::EMPTY; 4];
+//! ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?;
+//! let sent = sr.complete(&slots[0].cqe())?;
+//! assert_eq!((sent.res, sent.freed, sr.free()), (25, 3, 8));
+//! let mut got = [0; 25];
+//! rx.read_exact(&mut got)?;
+//! assert_eq!(&got, b"one bundle, three buffers");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # A bundle cut short
 //!
 //! The kernel counts a buffer it started sending as consumed
