@@ -11,14 +11,18 @@
 
 pub mod bufring;
 mod error;
+pub mod fixed;
 pub mod groups;
 mod mem;
 pub mod registered;
+pub mod sendring;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
+pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
+pub use sendring::{Partial, SendBuf, SendRing, Sent};
 
 /// The README's examples, compiled as doctests so they stay true (here, in
 /// the highest crate, where every crate they use is a dependency).
