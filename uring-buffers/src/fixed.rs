@@ -130,7 +130,7 @@ use crate::error::{Error, Result};
 use crate::registered::RegisteredBuffers;
 
 const MODE_FOREIGN: u64 = 0b11;
-const TAG: u64 = 0xF1;
+const TAG: u64 = uring_core::FOREIGN_TAG_FIXED as u64;
 const TAG_SHIFT: u32 = 3;
 /// Bits 0–10: mode, bit 2, tag.
 const LOW_MASK: u64 = (1 << 11) - 1;

@@ -33,6 +33,19 @@ const INDEX_SHIFT: u32 = 2;
 const INDEX_MASK: u64 = (1 << 30) - 1;
 const GEN_SHIFT: u32 = 32;
 
+/// Foreign `user_data` (mode bits `3`) of the layers above, laid out alike
+/// so they never claim each other's CQEs: bit 2 is the layer's own flag,
+/// bits 3–10 a tag naming the layer, bits 11–63 the layer's payload. A
+/// caller that stamps foreign values of its own should keep clear of these
+/// tags (or use direct and pooled contexts, which no layer claims).
+///
+/// Multishot subscriptions (`uring_ops::subscription`).
+pub const FOREIGN_TAG_SUBSCRIPTION: u8 = 0xB5;
+/// Fixed-buffer operations (`uring_buffers::fixed`).
+pub const FOREIGN_TAG_FIXED: u8 = 0xF1;
+/// Zero-copy send tracking (`uring_ops::zc`).
+pub const FOREIGN_TAG_ZC: u8 = 0x2C;
+
 /// Which of the three encodings an [`SqeContext`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextMode {
@@ -42,8 +55,9 @@ pub enum ContextMode {
     Indirect,
     /// A pooled SQE plus 64 bytes of caller data ([`ExtSqe`]).
     Extended,
-    /// Mode bits `3`: not produced by this library (a raw `user_data` of
-    /// the caller's own).
+    /// Mode bits `3`: a raw `user_data` of the caller's own, or of a layer
+    /// above that keeps its own identities (see [`FOREIGN_TAG_SUBSCRIPTION`]
+    /// and its neighbours for the layout those layers share).
     Foreign,
 }
 
@@ -148,6 +162,13 @@ impl SqeContext {
         }
         let d = SqeContext::direct(0, SqeFlags::empty(), 0, fd);
         SqeContext((self.0 & !(FD_NONE << FD_SHIFT)) | d.0)
+    }
+
+    /// The layer tag (bits 3–10) of a foreign context: see
+    /// [`FOREIGN_TAG_SUBSCRIPTION`].
+    #[inline]
+    pub const fn foreign_tag(self) -> Option<u8> {
+        if self.0 & MODE_MASK == 3 { Some((self.0 >> 3) as u8) } else { None }
     }
 
     /// The opcode of a direct context.

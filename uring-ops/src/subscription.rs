@@ -109,7 +109,7 @@ use crate::op::{Prepare, SafeOp, Target};
 const MODE_FOREIGN: u64 = 0b11;
 const CANCEL_BIT: u64 = 1 << 2;
 const TAG_SHIFT: u32 = 3;
-const TAG: u64 = 0xB5;
+const TAG: u64 = uring_core::FOREIGN_TAG_SUBSCRIPTION as u64;
 const TAG_MASK: u64 = 0xff << TAG_SHIFT;
 const ID_SHIFT: u32 = 11;
 const ID_MAX: u64 = (1 << (64 - ID_SHIFT)) - 1;

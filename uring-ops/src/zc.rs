@@ -91,7 +91,7 @@ unsafe impl ZcPayload for &'static [u8] {
 
 /// The identity of one tracked send: the `user_data` both of its CQEs
 /// carry (a foreign-mode [`SqeContext`], mode bits `3`, with the tracker's
-/// tag and a sequence number).
+/// tag and a sequence number; see [`uring_core::FOREIGN_TAG_ZC`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ZcId(u64);
 
@@ -283,9 +283,17 @@ struct Slot<P> {
 }
 
 const MODE_FOREIGN: u64 = 0b11;
-const TAG_SHIFT: u32 = 2;
+/// The layer tag in bits 3–10 of foreign `user_data`
+/// ([`uring_core::FOREIGN_TAG_ZC`]); bit 2 stays clear.
+const LOW: u64 = MODE_FOREIGN | ((uring_core::FOREIGN_TAG_ZC as u64) << 3);
+const LOW_MASK: u64 = (1 << 11) - 1;
+/// Bits 11–26: this tracker's own tag, so trackers never claim each
+/// other's CQEs.
+const TAG_SHIFT: u32 = 11;
 const TAG_MASK: u64 = 0xffff;
-const SEQ_SHIFT: u32 = 18;
+/// Bits 27–63: the sequence number.
+const SEQ_SHIFT: u32 = 27;
+const SEQ_MASK: u64 = (1 << (64 - SEQ_SHIFT)) - 1;
 
 /// Tracks zero-copy sends through their two CQEs, owning their payloads
 /// until the kernel lets go. See the [module documentation](self).
@@ -364,13 +372,13 @@ impl<P: ZcPayload> ZcTracker<P> {
     }
 
     fn owns_tag(&self, user_data: u64) -> bool {
-        user_data & MODE_FOREIGN == MODE_FOREIGN && (user_data >> TAG_SHIFT) & TAG_MASK == self.tag
+        user_data & LOW_MASK == LOW && (user_data >> TAG_SHIFT) & TAG_MASK == self.tag
     }
 
     fn next_id(&mut self) -> ZcId {
         let seq = self.next;
         self.next = self.next.wrapping_add(1);
-        ZcId(MODE_FOREIGN | (self.tag << TAG_SHIFT) | (seq << SEQ_SHIFT))
+        ZcId(LOW | (self.tag << TAG_SHIFT) | ((seq & SEQ_MASK) << SEQ_SHIFT))
     }
 
     /// Queues a zero-copy send of all of `payload` on `fd`, taking the
