@@ -81,8 +81,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-use uring_core::{Cqe, FeatureFlags, Features, Keep, Ring, Sqe, SqeContext, State, sys};
-use uring_ops::{Prepare, RingOps, SafeOp, Target};
+use uring_core::{Cqe, Ring, SqeContext, State, sys};
+use uring_ops::net::SendBundle;
+use uring_ops::{RingOps, Target};
 
 use crate::bufring::{BufRingConfig, MAX_ENTRIES};
 use crate::error::{Error, Result};
@@ -193,41 +194,6 @@ impl fmt::Debug for SendRing {
             .finish_non_exhaustive()
     }
 }
-
-/// The bundle send SQE: `IORING_OP_SEND`, `IOSQE_BUFFER_SELECT`,
-/// `IORING_RECVSEND_BUNDLE`, no address.
-#[derive(Debug, Clone, Copy)]
-struct SendBundle {
-    fd: Target,
-    group: u16,
-    flags: i32,
-}
-
-impl Prepare for SendBundle {
-    const CODE: u8 = sys::IORING_OP_SEND as u8;
-
-    fn check(&self, features: &Features) -> uring_core::Result<()> {
-        features.require(Self::CODE)?;
-        if !features.has(FeatureFlags::RECVSEND_BUNDLE) {
-            return Err(uring_core::Error::unsupported("IORING_RECVSEND_BUNDLE (IORING_FEAT_RECVSEND_BUNDLE)", None));
-        }
-        Ok(())
-    }
-
-    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        let SendBundle { fd, group, flags } = self;
-        *sqe = Sqe::new(Self::CODE);
-        fd.apply(sqe);
-        sqe.flags |= sys::IOSQE_BUFFER_SELECT as u8;
-        sqe.set_buf_group(group);
-        sqe.set_op_flags(flags as u32);
-        sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
-    }
-}
-
-// SAFETY: the SQE names no address: the kernel picks the buffers from the
-// group's registered ring, whose memory is attached to the ring.
-unsafe impl SafeOp for SendBundle {}
 
 impl SendRing {
     /// Allocates `cfg.entries()` buffers of `cfg.buf_size()` bytes and an
@@ -509,7 +475,7 @@ impl SendRing {
         if self.queued.is_empty() {
             return Err(Error::invalid(format!("group {}: nothing queued to send", self.group)));
         }
-        let stamped = ring.push_op(ctx, SendBundle { fd: fd.into(), group: self.group, flags: 0 })?;
+        let stamped = ring.push_op(ctx, SendBundle::new(fd, self.group))?;
         self.in_flight = true;
         Ok(stamped)
     }

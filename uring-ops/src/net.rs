@@ -413,6 +413,71 @@ impl Prepare for RecvBundle {
 // SAFETY: as for `RecvSelect`: no address in the SQE.
 unsafe impl SafeOp for RecvBundle {}
 
+/// Sends from as many consecutive queued buffers of a provided-buffer group
+/// as the socket takes, in one CQE: `io_uring_prep_send_bundle`
+/// (`IORING_OP_SEND` with `IOSQE_BUFFER_SELECT` and
+/// `IORING_RECVSEND_BUNDLE`).
+///
+/// Since Linux 6.10 (`IORING_FEAT_RECVSEND_BUNDLE`). The group's ring holds
+/// buffers the caller filled and published with their data lengths (see
+/// `uring_buffers::sendring`); the CQE's buffer id is the first one sent
+/// and the result the total byte count. A buffer the kernel started counts
+/// as consumed even if only part of it went out.
+///
+/// [`SafeOp`] for the reason given at [`RecvSelect`]: the SQE names no
+/// address; the group's memory is vouched for by whoever registered it.
+#[doc(alias = "IORING_OP_SEND")]
+#[doc(alias = "IORING_RECVSEND_BUNDLE")]
+#[doc(alias = "io_uring_prep_send_bundle")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct SendBundle {
+    fd: Target,
+    group: u16,
+    flags: i32,
+}
+
+impl SendBundle {
+    /// A bundle send on `fd` from group `group`.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, group: u16) -> Self {
+        SendBundle { fd: fd.into(), group, flags: 0 }
+    }
+
+    /// `MSG_*` flags, as for [`Send::flags`].
+    #[inline]
+    pub const fn flags(mut self, flags: i32) -> Self {
+        self.flags = flags;
+        self
+    }
+}
+
+impl Prepare for SendBundle {
+    const CODE: u8 = sys::IORING_OP_SEND as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if !features.has(FeatureFlags::RECVSEND_BUNDLE) {
+            return Err(Error::unsupported("IORING_RECVSEND_BUNDLE (IORING_FEAT_RECVSEND_BUNDLE)", None));
+        }
+        check_flags("send bundle", self.flags, SEND_FLAGS)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let SendBundle { fd, group, flags } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.flags |= sys::IOSQE_BUFFER_SELECT as u8;
+        sqe.set_buf_group(group);
+        sqe.set_op_flags(flags as u32);
+        sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
+    }
+}
+
+// SAFETY: as for `RecvSelect`: no address in the SQE.
+unsafe impl SafeOp for SendBundle {}
+
 /// Receives a message into the caller's `msghdr`: `io_uring_prep_recvmsg`.
 ///
 /// Since Linux 5.3. The result is the byte count; the kernel also updates
