@@ -43,6 +43,22 @@ pub enum Error {
         limit: String,
     },
 
+    /// A registered buffer is in flight: an operation the kernel has not
+    /// finished uses it. Hand that operation's CQE to
+    /// `FixedBuffers::handle_cqe` first.
+    #[error(
+        "registered buffer {index} cannot be {access}: it is in flight (a {op} has not completed; hand its CQE to \
+         FixedBuffers::handle_cqe first)"
+    )]
+    Busy {
+        /// The buffer.
+        index: u32,
+        /// What was attempted.
+        access: String,
+        /// The operation holding it.
+        op: &'static str,
+    },
+
     /// A completion named a buffer this ring does not hand out now: not
     /// from this group, not in the kernel's hands (returned twice), or out
     /// of range.

@@ -434,10 +434,7 @@ impl FixedBuffers {
 
     fn busy_error(&self, index: u32, op: u32, access: &str) -> Error {
         let kind = self.ops[op as usize].live.as_ref().map_or("an operation", |l| l.kind.name());
-        Error::invalid(format!(
-            "registered buffer {index} cannot be {access}: it is in flight (a {kind} has not completed; hand its CQE to \
-             FixedBuffers::handle_cqe first)"
-        ))
+        Error::Busy { index, access: access.to_owned(), op: kind }
     }
 
     /// The bytes of buffer `index`: while it is idle, or while an

@@ -71,7 +71,7 @@ fn pattern(n: usize, seed: u32) -> Vec<u8> {
 }
 
 fn is_busy(e: &Error) -> bool {
-    matches!(e, Error::InvalidArgument(m) if m.contains("in flight"))
+    matches!(e, Error::Busy { .. })
 }
 
 #[test]
