@@ -18,7 +18,7 @@
 //! one operation at a time; a second one is refused), and handing the
 //! operation's completion to [`handle_cqe`](FixedBuffers::handle_cqe) moves
 //! it back. An accessor called on a buffer in the wrong state is an
-//! [`Error::InvalidArgument`] saying which operation holds it, never a
+//! [`Error::Busy`] saying which operation holds it, never a
 //! borrow of bytes the kernel is writing or a `&mut` to bytes it is
 //! reading.
 //!
