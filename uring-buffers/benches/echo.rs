@@ -1,0 +1,3 @@
+//! Echo throughput (placeholder).
+
+fn main() {}
