@@ -910,13 +910,15 @@ fn pattern(client: usize, seq: u64, i: usize) -> u8 {
     (client as u64 * 131 + seq * 7 + i as u64 * 31 + (i as u64 >> 8)) as u8
 }
 
-fn fill(msg: &mut [u8], client: usize, seq: u64) {
+/// Fills a message with the pattern of `client`'s message `seq`.
+pub fn fill(msg: &mut [u8], client: usize, seq: u64) {
     for (i, b) in msg.iter_mut().enumerate() {
         *b = pattern(client, seq, i);
     }
 }
 
-fn verify(got: &[u8], client: usize, seq: u64) -> Result<()> {
+/// Checks an echo against the pattern; the error names the first wrong byte.
+pub fn verify(got: &[u8], client: usize, seq: u64) -> Result<()> {
     match got.iter().enumerate().find(|&(i, &b)| b != pattern(client, seq, i)) {
         None => Ok(()),
         Some((i, &b)) => Err(format!(
