@@ -430,7 +430,7 @@ fn interleaved(size: usize) -> Vec<(Which, f64, f64)> {
     let raw = [RawServer::spawn(false), RawServer::spawn(true)];
     let clients =
         [Clients::connect(ours.addr, size), Clients::connect(raw[0].addr, size), Clients::connect(raw[1].addr, size)];
-    let per_run = (20_000 / size as u64).clamp(25, 400);
+    let per_run = (100_000 / size as u64).clamp(50, 1000);
     for c in &clients {
         c.run(per_run);
     }

@@ -211,7 +211,10 @@ fn reap(ring: &mut Ring, slots: &mut [CqeSlot]) -> Result<usize> {
 enum Out {
     /// One buffer, `off` bytes of it sent.
     One { buf: Buf, off: usize },
-    /// A bundle; `iov` is what is left to send (the front trimmed as parts
+    /// A bundle of one buffer (the usual case for small messages), sent
+    /// with a plain `send` like [`Out::One`].
+    Single { bundle: Bundle, off: usize },
+    /// A bundle of several buffers; `iov` is what is left to send (the front trimmed as parts
     /// go out). The vector's heap array is what the `sendmsg` names.
     Many { bundle: Bundle, iov: Vec<libc::iovec> },
 }
@@ -247,7 +250,7 @@ struct Tcp {
 }
 
 fn tcp_ring(cfg: &ServerConfig) -> Result<(Ring, BufRing)> {
-    let mut ring = Ring::new(Options::default().entries(cfg.ring_entries))
+    let mut ring = Ring::new(Options::default().entries(cfg.ring_entries).register_ring_fd(true))
         .map_err(|e| format!("creating the ring (see SETUP.md): {e}"))?;
     ring.start().map_err(|e| format!("starting the ring: {e}"))?;
     let br = BufRing::register(&mut ring, BufRingConfig::new(1, cfg.entries, cfg.buf_size))
@@ -435,6 +438,10 @@ impl Tcp {
             let conn = self.conns[idx as usize].as_mut().expect("conn_of checked it");
             let out = match token {
                 Token::One(buf) => Out::One { buf, off: 0 },
+                Token::Many(bundle) if bundle.count() == 1 => {
+                    self.stats.widest_bundle = self.stats.widest_bundle.max(1);
+                    Out::Single { bundle, off: 0 }
+                }
                 Token::Many(bundle) => {
                     self.stats.widest_bundle = self.stats.widest_bundle.max(bundle.count());
                     let iov = self
@@ -495,6 +502,12 @@ impl Tcp {
                 // attached to the ring, so it outlives any request naming it.
                 unsafe { push_unchecked(&mut self.ring, ctx, Send::new(fd, bytes)) }
             }
+            Out::Single { bundle, off } => {
+                let bytes = self.br.bundle(bundle).next().map_or(&[][..], |b| &b[*off..]);
+                // SAFETY: as for `Out::One`: the bundle's token stays in
+                // `conn.out` until this send's CQE.
+                unsafe { push_unchecked(&mut self.ring, ctx, Send::new(fd, bytes)) }
+            }
             Out::Many { iov, .. } => {
                 // IoSlice is ABI-compatible with iovec on Unix.
                 // SAFETY: `iov` is a live, initialized array of iovecs.
@@ -537,6 +550,10 @@ impl Tcp {
             Some(Out::One { buf, off }) => {
                 *off += sent;
                 *off >= buf.len()
+            }
+            Some(Out::Single { bundle, off }) => {
+                *off += sent;
+                *off >= bundle.len()
             }
             Some(Out::Many { iov, .. }) => {
                 let mut left = sent;
@@ -605,7 +622,7 @@ impl Tcp {
     fn recycle_out(&mut self, out: Out) -> Result<()> {
         match out {
             Out::One { buf, .. } => self.br.recycle(buf),
-            Out::Many { bundle, .. } => self.br.recycle_bundle(bundle),
+            Out::Single { bundle, .. } | Out::Many { bundle, .. } => self.br.recycle_bundle(bundle),
         }
         .map_err(|e| format!("recycling: {e}"))
     }
@@ -681,7 +698,7 @@ fn serve_udp(
     let fd = socket.as_raw_fd();
     grow_rcvbuf(fd, max_datagram);
     let buf_size = (OUT_LEN + NAME_LEN + max_datagram).next_multiple_of(64) as u32;
-    let mut ring = Ring::new(Options::default().entries(cfg.ring_entries))
+    let mut ring = Ring::new(Options::default().entries(cfg.ring_entries).register_ring_fd(true))
         .map_err(|e| format!("creating the ring (see SETUP.md): {e}"))?;
     ring.start().map_err(|e| format!("starting the ring: {e}"))?;
     let mut br = BufRing::register(&mut ring, BufRingConfig::new(2, cfg.entries.min(512), buf_size))
