@@ -94,3 +94,46 @@ fn bad_load_arguments_are_errors() {
     assert!(echo::run_load(LoadConfig { size: 0, proto: Proto::Tcp, ..base }).unwrap_err().contains("--size"));
     assert!(echo::run_load(LoadConfig { clients: 0, size: 8, ..base }).unwrap_err().contains("--clients"));
 }
+
+/// Connections that vanish (reset with unread echoes, or closed half-way
+/// through a message) cost the server only those connections: a client
+/// after them is served normally.
+#[test]
+fn a_reset_connection_does_not_stop_the_server() {
+    use std::io::Write;
+    use std::net::TcpStream;
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    if let Err(e) = uring_core::Ring::new(uring_core::Options::default().entries(8)) {
+        eprintln!("SKIPPED a_reset_connection_does_not_stop_the_server: no io_uring here: {e}");
+        return;
+    }
+    let server = echo::Server::spawn(Proto::Tcp, ServerConfig::default(), 0).unwrap();
+    for i in 0..3 {
+        let mut s = TcpStream::connect(server.addr).unwrap();
+        s.write_all(&vec![7u8; 100_000]).unwrap();
+        if i % 2 == 0 {
+            // SO_LINGER 0: close sends a reset, with the echo unread.
+            let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: setsockopt reads one linger struct, valid for the call.
+            let r = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0);
+        }
+        drop(s);
+    }
+    let until = Instant::now() + Duration::from_millis(300);
+    let lat = echo::client(Proto::Tcp, server.addr, 9, 1000, until, u64::MAX).unwrap();
+    assert!(!lat.is_empty(), "the client after the resets was served");
+    let stats = server.stop().unwrap();
+    assert_eq!(stats.accepted, 4);
+    println!("{stats:?}");
+}
