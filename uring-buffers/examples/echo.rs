@@ -910,11 +910,18 @@ impl std::fmt::Display for Report {
             self.p99.as_secs_f64() * 1e6,
         )?;
         let s = &self.server;
-        write!(
-            f,
-            "  server: {} connections, {} receive CQEs, {} bytes echoed, widest bundle {}, {} partial sends, {} re-arms, {} connection errors",
-            s.accepted, s.recv_cqes, s.bytes, s.widest_bundle, s.partial_sends, s.rearms, s.conn_errors
-        )?;
+        match c.proto {
+            Proto::Tcp => write!(
+                f,
+                "  server: {} connections, {} receive CQEs, {} bytes echoed, widest bundle {} buffers, {} partial sends, {} re-arms, {} connection errors",
+                s.accepted, s.recv_cqes, s.bytes, s.widest_bundle, s.partial_sends, s.rearms, s.conn_errors
+            )?,
+            Proto::Udp => write!(
+                f,
+                "  server: {} datagrams, {} bytes echoed, {} re-arms, {} errors",
+                s.recv_cqes, s.bytes, s.rearms, s.conn_errors
+            )?,
+        }
         for e in &self.errors {
             write!(f, "\n  error: {e}")?;
         }
