@@ -43,10 +43,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use uring_buffers::{Buf, BufRing, BufRingConfig, Bundle};
-use uring_core::{CqeSlot, Error as RingError, FeatureFlags, Keep, Options, Ring, Sqe, SqeContext, SqeFlags, sys};
+use uring_core::{CqeSlot, Error as RingError, FeatureFlags, Options, Ring, SqeContext, SqeFlags, sys};
 use uring_ops::cmd::SetSockOpt;
 use uring_ops::listener::{ListenerHandler, ListenerId, ListenerManager, ListenerPhase};
-use uring_ops::multishot::{AcceptMulti, RecvBundleMulti, RecvMulti};
+use uring_ops::multishot::{AcceptMulti, RecvBundleMulti, RecvMsgMulti, RecvMsgOut, RecvMulti};
 use uring_ops::net::{Send, SendMsg};
 use uring_ops::socket::Shutdown;
 use uring_ops::{Prepare, RingOps};
@@ -658,30 +658,6 @@ enum Token {
 // ---------------------------------------------------------------------------
 // UDP
 
-/// Multishot `recvmsg` with buffer selection (`io_uring_prep_recvmsg_multishot`):
-/// each CQE's buffer starts with an `io_uring_recvmsg_out` header, then the
-/// source address (`msg_namelen` bytes reserved), then the payload.
-#[derive(Debug, Clone, Copy)]
-struct RecvMsgMulti {
-    fd: RawFd,
-    group: u16,
-    msg: *const libc::msghdr,
-}
-
-impl Prepare for RecvMsgMulti {
-    const CODE: u8 = OP_RECVMSG;
-
-    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        *sqe = Sqe::new(Self::CODE);
-        sqe.fd = self.fd;
-        sqe.set_addr(self.msg as u64);
-        sqe.len = 1;
-        sqe.flags |= sys::IOSQE_BUFFER_SELECT as u8;
-        sqe.ioprio = sys::IORING_RECV_MULTISHOT as u16;
-        sqe.set_buf_group(self.group);
-    }
-}
-
 /// Bytes reserved for the source address in each buffer.
 const NAME_LEN: usize = size_of::<libc::sockaddr_in6>();
 const OUT_LEN: usize = size_of::<sys::io_uring_recvmsg_out>();
@@ -703,17 +679,12 @@ fn serve_udp(
     ring.start().map_err(|e| format!("starting the ring: {e}"))?;
     let mut br = BufRing::register(&mut ring, BufRingConfig::new(2, cfg.entries.min(512), buf_size))
         .map_err(|e| format!("registering the buffer ring: {e}"))?;
-    // The header the kernel reads the name and control sizes from. It is
-    // boxed and outlives the ring (which is stopped below, before it drops).
-    // SAFETY: an all-zero msghdr is the empty header.
-    let mut msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
-    msg.msg_namelen = NAME_LEN as u32;
-    let recv = RecvMsgMulti { fd, group: br.group(), msg: &*msg };
+    // Room for an IPv6 source address and no control data in each buffer;
+    // the kernel copies the msghdr with those lengths at submission, so the
+    // operation is safe.
+    let recv = RecvMsgMulti::new(fd, br.group()).namelen(NAME_LEN as u32);
     let recv_ctx = SqeContext::direct(0, SqeFlags::empty(), 0, -1);
-    // SAFETY: `msg` stays alive and unchanged until the ring is stopped,
-    // after the last CQE of every request; the kernel writes only into
-    // buffers of the group.
-    unsafe { push_unchecked(&mut ring, recv_ctx, recv) }.map_err(|e| format!("multishot recvmsg: {e}"))?;
+    push_safe(&mut ring, recv_ctx, recv).map_err(|e| format!("multishot recvmsg: {e}"))?;
     ring.submit().map_err(|e| format!("submit: {e}"))?;
     let _ = ready.send(addr);
 
@@ -733,7 +704,10 @@ fn serve_udp(
                     Some(OP_RECVMSG) => {
                         if let Some(buf) = br.take(&cqe).map_err(|e| format!("taking a datagram: {e}"))? {
                             stats.recv_cqes += 1;
-                            match parse_datagram(br.bytes(&buf)) {
+                            match RecvMsgOut::parse(br.bytes(&buf), recv.layout()).and_then(|m| {
+                                let at = m.payload().as_ptr() as usize - br.bytes(&buf).as_ptr() as usize;
+                                Some((m.source()?, at..at + m.payload().len())).filter(|_| !m.is_truncated())
+                            }) {
                                 Some((peer, range)) => {
                                     stats.bytes += range.len() as u64;
                                     let idx = free.pop().unwrap_or_else(|| {
@@ -778,15 +752,13 @@ fn serve_udp(
             }
             if !armed && br.available() > 0 {
                 stats.rearms += 1;
-                // SAFETY: as for the first push: `msg` outlives the ring.
-                unsafe { push_unchecked(&mut ring, recv_ctx, recv) }.map_err(|e| format!("re-arming recvmsg: {e}"))?;
+                push_safe(&mut ring, recv_ctx, recv).map_err(|e| format!("re-arming recvmsg: {e}"))?;
                 armed = true;
             }
         }
         Ok(())
     })();
     ring.stop();
-    drop(msg);
     result.map(|()| stats)
 }
 
@@ -811,33 +783,6 @@ fn grow_rcvbuf(fd: RawFd, max_datagram: usize) {
             return;
         }
     }
-}
-
-/// The source address and the payload's range in a multishot `recvmsg`
-/// buffer; `None` for a truncated or malformed one.
-fn parse_datagram(buf: &[u8]) -> Option<(SocketAddr, std::ops::Range<usize>)> {
-    if buf.len() < OUT_LEN + NAME_LEN {
-        return None;
-    }
-    // SAFETY: the buffer holds at least OUT_LEN bytes; read_unaligned has
-    // no alignment needs and the header is plain integers.
-    let out = unsafe { buf.as_ptr().cast::<sys::io_uring_recvmsg_out>().read_unaligned() };
-    if out.flags & libc::MSG_TRUNC as u32 != 0 || out.namelen as usize > NAME_LEN {
-        return None;
-    }
-    let start = OUT_LEN + NAME_LEN;
-    let end = start + out.payloadlen as usize;
-    if end > buf.len() {
-        return None;
-    }
-    let name = &buf[OUT_LEN..OUT_LEN + NAME_LEN];
-    let family = u16::from_ne_bytes([name[0], name[1]]);
-    if i32::from(family) != libc::AF_INET {
-        return None;
-    }
-    let port = u16::from_be_bytes([name[2], name[3]]);
-    let ip = Ipv4Addr::new(name[4], name[5], name[6], name[7]);
-    Some((SocketAddr::V4(SocketAddrV4::new(ip, port)), start..end))
 }
 
 // ---------------------------------------------------------------------------

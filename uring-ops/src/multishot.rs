@@ -333,6 +333,190 @@ impl Prepare for ReadMulti {
 // SAFETY: addr is zero; the kernel writes only into provided buffers.
 unsafe impl SafeOp for ReadMulti {}
 
+/// Receives datagrams (or stream data) with their source address and
+/// control messages, one CQE per message, each into a buffer of a
+/// provided-buffer group: `io_uring_prep_recvmsg_multishot`.
+///
+/// Since Linux 6.0. Each selected buffer starts with an
+/// `io_uring_recvmsg_out` header, then `namelen` bytes reserved for the
+/// source address, then `controllen` bytes for control messages, then the
+/// payload; [`RecvMsgOut::parse`] reads that layout safely. The kernel
+/// copies the header it needs (the reserved lengths) while it prepares the
+/// request (`io_recvmsg_copy_hdr`), and the multishot path writes only into
+/// the selected buffers, so the `msghdr` lives in the SQ slot's [`Keep`]
+/// and the operation is [`SafeOp`].
+#[doc(alias = "IORING_OP_RECVMSG")]
+#[doc(alias = "IORING_RECV_MULTISHOT")]
+#[doc(alias = "io_uring_prep_recvmsg_multishot")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct RecvMsgMulti {
+    fd: Target,
+    group: u16,
+    namelen: u32,
+    controllen: u32,
+    flags: i32,
+}
+
+impl RecvMsgMulti {
+    /// Multishot `recvmsg` on `fd` into buffers of `group`, reserving room
+    /// for an IPv6 source address (`sockaddr_in6`) and no control data.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, group: u16) -> Self {
+        RecvMsgMulti { fd: fd.into(), group, namelen: size_of::<libc::sockaddr_in6>() as u32, controllen: 0, flags: 0 }
+    }
+
+    /// Bytes reserved for the source address in each buffer (0 for none;
+    /// `sockaddr_storage` holds any family).
+    #[inline]
+    pub const fn namelen(mut self, len: u32) -> Self {
+        self.namelen = len;
+        self
+    }
+
+    /// Bytes reserved for control messages in each buffer.
+    #[inline]
+    pub const fn controllen(mut self, len: u32) -> Self {
+        self.controllen = len;
+        self
+    }
+
+    /// `MSG_*` flags of each receive.
+    #[inline]
+    pub const fn flags(mut self, flags: i32) -> Self {
+        self.flags = flags;
+        self
+    }
+
+    /// The reserved lengths, for [`RecvMsgOut::parse`].
+    #[inline]
+    pub const fn layout(&self) -> (u32, u32) {
+        (self.namelen, self.controllen)
+    }
+}
+
+impl Prepare for RecvMsgMulti {
+    const CODE: u8 = sys::IORING_OP_RECVMSG as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if self.flags & libc::MSG_WAITALL != 0 {
+            return Err(Error::InvalidArgument("multishot recvmsg cannot take MSG_WAITALL".into()));
+        }
+        if self.namelen > size_of::<libc::sockaddr_storage>() as u32 || self.controllen > i32::MAX as u32 {
+            return Err(Error::InvalidArgument(format!(
+                "multishot recvmsg: reserved lengths {} (name) and {} (control) are out of range",
+                self.namelen, self.controllen
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, keep: &mut Keep) {
+        let RecvMsgMulti { fd, group, namelen, controllen, flags } = self;
+        // SAFETY: an all-zero msghdr is the empty header (no name, no
+        // iovec, no control buffer); only the reserved lengths are set.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_namelen = namelen;
+        msg.msg_controllen = controllen as usize;
+        let kept = keep.inline(msg);
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_addr(kept as *mut libc::msghdr as u64);
+        sqe.len = 1;
+        sqe.flags |= sys::IOSQE_BUFFER_SELECT as u8;
+        sqe.set_buf_group(group);
+        sqe.set_op_flags(flags as u32);
+        sqe.ioprio = sys::IORING_RECV_MULTISHOT as u16;
+    }
+}
+
+// SAFETY: the only address is the msghdr in the Keep, copied at prep; the
+// kernel writes into buffers of the group only.
+unsafe impl SafeOp for RecvMsgMulti {}
+
+/// One message of a multishot `recvmsg`, parsed from its buffer: the
+/// `io_uring_recvmsg_out` header, the source address, the control data and
+/// the payload, each cut to what the buffer holds.
+#[derive(Debug, Clone, Copy)]
+pub struct RecvMsgOut<'a> {
+    header: sys::io_uring_recvmsg_out,
+    name: &'a [u8],
+    control: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl<'a> RecvMsgOut<'a> {
+    /// Parses the first `len` bytes a CQE reported of a buffer, laid out
+    /// with the reserved lengths of the operation ([`RecvMsgMulti::layout`]).
+    /// `None` when the buffer is too short for the header and the reserved
+    /// room (the kernel then reports the message as truncated).
+    pub fn parse(buf: &'a [u8], (namelen, controllen): (u32, u32)) -> Option<Self> {
+        let head = size_of::<sys::io_uring_recvmsg_out>();
+        let (namelen, controllen) = (namelen as usize, controllen as usize);
+        let payload_at = head.checked_add(namelen)?.checked_add(controllen)?;
+        if buf.len() < payload_at {
+            return None;
+        }
+        // SAFETY: `buf` holds at least `head` bytes; `read_unaligned` needs
+        // no alignment and the header is four plain u32s.
+        let header = unsafe { buf.as_ptr().cast::<sys::io_uring_recvmsg_out>().read_unaligned() };
+        let name = &buf[head..head + namelen.min(header.namelen as usize)];
+        let control = &buf[head + namelen..head + namelen + controllen.min(header.controllen as usize)];
+        let payload = &buf[payload_at..buf.len().min(payload_at + header.payloadlen as usize)];
+        Some(RecvMsgOut { header, name, control, payload })
+    }
+
+    /// The payload (all of it, unless [`is_truncated`](Self::is_truncated)).
+    pub fn payload(&self) -> &'a [u8] {
+        self.payload
+    }
+
+    /// The source address bytes (a `sockaddr_*`), cut to the room reserved.
+    pub fn name(&self) -> &'a [u8] {
+        self.name
+    }
+
+    /// The source address, for IPv4 and IPv6 senders.
+    pub fn source(&self) -> Option<std::net::SocketAddr> {
+        let mut storage: libc::sockaddr_storage =
+            // SAFETY: sockaddr_storage is plain bytes; all zero is valid.
+            unsafe { std::mem::zeroed() };
+        let n = self.name.len().min(size_of::<libc::sockaddr_storage>());
+        // SAFETY: copying at most sizeof(storage) bytes into it.
+        unsafe { std::ptr::copy_nonoverlapping(self.name.as_ptr(), (&raw mut storage).cast::<u8>(), n) };
+        crate::socket::SockAddr::from_raw(storage, n as libc::socklen_t).as_socket_addr()
+    }
+
+    /// The control messages' bytes, cut to the room reserved.
+    pub fn control(&self) -> &'a [u8] {
+        self.control
+    }
+
+    /// The payload's length as the kernel reports it (what fit the buffer:
+    /// a truncated datagram reports the room that was left, with
+    /// `MSG_TRUNC` in [`flags`](Self::flags)).
+    pub fn payload_len(&self) -> usize {
+        self.header.payloadlen as usize
+    }
+
+    /// `msg_flags` of the receive (`MSG_TRUNC`, `MSG_CTRUNC`, …).
+    pub fn flags(&self) -> i32 {
+        self.header.flags as i32
+    }
+
+    /// Whether the payload did not fit the buffer (`MSG_TRUNC`).
+    pub fn is_truncated(&self) -> bool {
+        self.flags() & libc::MSG_TRUNC != 0 || self.payload.len() < self.payload_len()
+    }
+
+    /// Whether the source address did not fit the room reserved.
+    pub fn is_name_truncated(&self) -> bool {
+        (self.name.len()) < self.header.namelen as usize
+    }
+}
+
 /// Ring methods for the multishot operations. Each queues one SQE (nothing
 /// is submitted) whose CQEs all carry `ctx`; route them by hand or use a
 /// [`Subscription`](crate::subscription::Subscription).
@@ -377,6 +561,16 @@ pub trait MultishotOps {
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_read_multishot")]
     fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
+
+    /// Queues [`RecvMsgMulti`] on `fd` with buffers from `group` (room for
+    /// an IPv6 source address, no control data); parse each buffer with
+    /// [`RecvMsgOut::parse`] and `RecvMsgMulti::new(..).layout()`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    #[doc(alias = "io_uring_prep_recvmsg_multishot")]
+    fn recvmsg_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
 }
 
 impl MultishotOps for Ring {
@@ -403,6 +597,11 @@ impl MultishotOps for Ring {
     #[inline]
     fn read_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, ReadMulti::new(fd, group))
+    }
+
+    #[inline]
+    fn recvmsg_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
+        self.push_op(ctx, RecvMsgMulti::new(fd, group))
     }
 }
 

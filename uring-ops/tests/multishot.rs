@@ -304,3 +304,40 @@ fn bundle_receive_spans_consecutive_buffers() {
     let d = common::reap_one(&mut ring);
     assert_eq!((d.res, d.more()), (0, false), "{d:?}");
 }
+
+#[test]
+fn recvmsg_multishot_reports_each_datagram_with_its_sender() {
+    use std::net::UdpSocket;
+    use uring_ops::multishot::{RecvMsgMulti, RecvMsgOut};
+
+    let mut ring = common::ring(8);
+    let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
+    let bufs = BufRing::register(&ring, 12, 8, 256);
+    let op = RecvMsgMulti::new(server.as_raw_fd(), 12);
+    ring.push_op(SqeContext::from_raw(5 << 2), op).unwrap();
+    ring.submit().unwrap();
+    let sends = [(&a, &b"from a"[..]), (&b, &b"from b, longer"[..]), (&a, &b"a again"[..])];
+    for (s, msg) in sends {
+        s.send_to(msg, server.local_addr().unwrap()).unwrap();
+    }
+    let done = common::reap(&mut ring, 3);
+    for (d, (s, msg)) in done.iter().zip(sends) {
+        assert!(d.more(), "the multishot recvmsg stays armed: {d:?}");
+        let bid = d.buffer_id().expect("a selected buffer");
+        let bytes = bufs.bytes(bid, d.res as usize);
+        let out = RecvMsgOut::parse(&bytes, op.layout()).expect("a whole header");
+        assert_eq!(out.payload(), msg);
+        assert_eq!(out.source(), Some(s.local_addr().unwrap()), "the sender's address");
+        assert!(!out.is_truncated() && !out.is_name_truncated());
+    }
+    // A datagram larger than a buffer's room is reported truncated.
+    a.send_to(&[7u8; 400], server.local_addr().unwrap()).unwrap();
+    let d = common::reap_one(&mut ring);
+    let bytes = bufs.bytes(d.buffer_id().unwrap(), d.res as usize);
+    let out = RecvMsgOut::parse(&bytes, op.layout()).unwrap();
+    assert!(out.is_truncated(), "MSG_TRUNC: {out:?}");
+    assert!(out.payload().len() == out.payload_len() && out.payload_len() < 400, "{out:?}");
+    assert!(out.payload().iter().all(|&b| b == 7));
+    assert!(RecvMsgOut::parse(&bytes[..8], op.layout()).is_none(), "too short for the header");
+}
