@@ -406,6 +406,7 @@ impl BufRing {
     ///
     /// [`Error::NotOwned`] when the id is out of range or the buffer is not
     /// in the kernel's hands (this CQE was taken already).
+    #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
         self.take_id(bid, cqe.res(), cqe.buf_more())
@@ -418,6 +419,7 @@ impl BufRing {
     ///
     /// As for [`take`](Self::take), and [`Error::InvalidArgument`] for a
     /// result larger than what is left of the buffer.
+    #[inline]
     pub fn take_id(&mut self, bid: u16, res: i32, buf_more: bool) -> Result<Option<Buf>> {
         self.check_in_kernel(bid)?;
         let len = u32::try_from(res).unwrap_or(0);
@@ -553,6 +555,7 @@ impl BufRing {
         Ok(())
     }
 
+    #[inline]
     fn check_in_kernel(&self, bid: u16) -> Result<()> {
         if u32::from(bid) >= self.entries {
             return Err(Error::NotOwned { group: self.group, bid, why: "out of range for this ring" });
@@ -563,6 +566,7 @@ impl BufRing {
         Ok(())
     }
 
+    #[inline]
     fn set_in_kernel(&mut self, bid: u16, yes: bool) {
         let (w, bit) = (usize::from(bid) / 64, 1u64 << (bid % 64));
         if yes {
@@ -573,6 +577,7 @@ impl BufRing {
     }
 
     /// The kernel consumed the entry at its head, which held `bid`.
+    #[inline]
     fn advance_head(&mut self, bid: u16) {
         if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] == bid {
             self.shadow_head = self.shadow_head.wrapping_add(1);
@@ -587,6 +592,7 @@ impl BufRing {
     ///
     /// If `buf` came from another `BufRing` (a programming error, like
     /// indexing out of bounds).
+    #[inline]
     pub fn bytes(&self, buf: &Buf) -> &[u8] {
         assert_eq!(buf.owner, self.owner, "Buf of group {} used with another BufRing", buf.group);
         // SAFETY: the buffer is held by the caller (the token exists), so
@@ -626,6 +632,7 @@ impl BufRing {
     ///
     /// [`Error::NotOwned`] when `buf` belongs to another `BufRing` (the
     /// token is consumed either way; it was never this ring's to return).
+    #[inline]
     pub fn recycle(&mut self, buf: Buf) -> Result<()> {
         if buf.owner != self.owner {
             return Err(Error::NotOwned { group: buf.group, bid: buf.bid, why: "belongs to another BufRing" });
@@ -638,6 +645,7 @@ impl BufRing {
 
     /// Gives back one token of `bid`; returns whether the buffer went back
     /// into the ring (to be published).
+    #[inline]
     fn release(&mut self, bid: u16) -> bool {
         self.held -= 1;
         if self.incremental {
@@ -707,11 +715,13 @@ impl BufRing {
         unregister(ring, self.group)
     }
 
+    #[inline]
     fn is_in_kernel(&self, bid: u16) -> bool {
         self.in_kernel[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
     }
 
     /// Writes buffer `bid` into the next ring entry (not yet published).
+    #[inline]
     fn put(&mut self, bid: u16) {
         let idx = u32::from(self.local_tail) & self.mask;
         let entry = sys::io_uring_buf {
@@ -740,6 +750,7 @@ impl BufRing {
     }
 
     /// Publishes the entries written so far.
+    #[inline]
     fn publish(&self) {
         // Release: the entries written above must be visible before the
         // kernel can see the tail that covers them.
