@@ -1,0 +1,437 @@
+//! What boots: the static test binaries, busybox and the exit helper packed
+//! into an initramfs, and QEMU running it on one kernel.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::util::{self, Failure, Result};
+
+use super::report::MARK;
+
+/// The only target a static build can use here: the host's own, with
+/// glibc's static libraries (no other toolchain can be fetched).
+pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// The crates whose test binaries run in the VM.
+const CRATES: [&str; 2] = ["uring-core", "uring-ops"];
+/// busybox-static's binary.
+const BUSYBOX: &str = "/bin/busybox";
+/// The source of `/bin/vm-exit` (see the file).
+const EXIT_HELPER_SRC: &str = include_str!("guest-exit.rs");
+/// Written to isa-debug-exit: 16 + overall status (0 passed, 1 failed);
+/// QEMU exits with (value << 1) | 1.
+const EXIT_BASE: u8 = 16;
+
+/// One test binary.
+#[derive(Debug, Clone)]
+pub(crate) struct TestBinary {
+    /// `crate/target` (`uring-core/ring`, `uring-core/lib`,
+    /// `uring-ops/example:poll`).
+    pub(crate) label: String,
+    /// The built executable.
+    pub(crate) path: PathBuf,
+}
+
+/// Builds every test binary of [`CRATES`] statically and lists them.
+pub(crate) fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root)
+        .args(["test", "--no-run", "--tests", "--message-format=json-render-diagnostics", "--target", TARGET])
+        .args(CRATES.iter().flat_map(|c| ["-p", c]))
+        // The target-specific build directory keeps the host's artifacts
+        // valid; these flags reach only the target's crates.
+        .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static")
+        .env_remove("RUSTFLAGS")
+        .stderr(Stdio::inherit());
+    println!("building the test binaries of {} statically (--target {TARGET}, +crt-static)", CRATES.join(", "));
+    let text = util::output(&mut cmd)?;
+    let mut bins = Vec::new();
+    for line in text.lines().filter(|l| l.contains("\"reason\":\"compiler-artifact\"")) {
+        if let Some(bin) = artifact(line) {
+            bins.push(bin);
+        }
+    }
+    bins.sort_by(|a, b| a.label.cmp(&b.label));
+    bins.dedup_by(|a, b| a.label == b.label);
+    if bins.is_empty() {
+        return Err(Failure::new("cargo built no test binaries"));
+    }
+    for bin in &bins {
+        if !is_static(&bin.path)? {
+            return Err(Failure::new(format!("{} is dynamically linked despite +crt-static", bin.path.display())));
+        }
+    }
+    Ok(bins)
+}
+
+/// A test executable from one `compiler-artifact` message, if it is one.
+fn artifact(line: &str) -> Option<TestBinary> {
+    // The profile's `test` flag, not the target's: a test harness build.
+    let profile = line.split("\"profile\":{").nth(1)?.split('}').next()?;
+    if !profile.contains("\"test\":true") {
+        return None;
+    }
+    let exe = json_str(line, "executable")?;
+    let manifest = json_str(line, "manifest_path")?;
+    let krate = Path::new(&manifest).parent()?.file_name()?.to_str()?.to_owned();
+    if !CRATES.contains(&krate.as_str()) {
+        return None;
+    }
+    let name = json_str(line, "name")?;
+    let kind = line.split("\"kind\":[\"").nth(1)?.split('"').next()?;
+    let label = match kind {
+        "test" => format!("{krate}/{name}"),
+        "lib" => format!("{krate}/lib"),
+        other => format!("{krate}/{other}:{name}"),
+    };
+    Some(TestBinary { label, path: PathBuf::from(exe) })
+}
+
+/// The first string value of `"key":"..."` in a JSON line (cargo escapes
+/// only `"` and `\` in paths and names).
+fn json_str(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let mut out = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(out),
+            '\\' => out.push(chars.next()?),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// True when the ELF file has no program interpreter (statically linked).
+fn is_static(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
+    let bad = || Failure::new(format!("{} is not a 64-bit ELF file", path.display()));
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(data[0x20..0x28].try_into().map_err(|_| bad())?) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        let p_type = data.get(at..at + 4).ok_or_else(bad)?;
+        if p_type == 3u32.to_le_bytes() {
+            return Ok(false); // PT_INTERP
+        }
+    }
+    Ok(true)
+}
+
+/// Compiles `/bin/vm-exit` (static) into `dir`, unless it is up to date.
+fn build_exit_helper(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("guest-exit.rs");
+    let exe = dir.join("vm-exit");
+    if exe.exists() && std::fs::read_to_string(&src).is_ok_and(|s| s == EXIT_HELPER_SRC) {
+        return Ok(exe);
+    }
+    util::write(&src, EXIT_HELPER_SRC)?;
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    util::output(
+        Command::new(rustc)
+            .args(["--edition", "2024", "-O", "-Cpanic=abort", "-Ctarget-feature=+crt-static", "--target", TARGET])
+            .arg("-o")
+            .arg(&exe)
+            .arg(&src),
+    )?;
+    Ok(exe)
+}
+
+/// Quotes `arg` for the init script's `sh`.
+fn sh_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// The guest's `/init`: mounts, loopback, each test binary between
+/// markers, the end marker, then the status out through isa-debug-exit.
+fn init_script(bins: &[(String, String)], test_args: &[String]) -> String {
+    let args: String = test_args.iter().map(|a| format!(" {}", sh_quote(a))).collect();
+    let mut s = format!(
+        r#"#!/bin/busybox sh
+# Generated by `cargo xtask vm-test`.
+/bin/busybox mkdir -p /proc /sys /dev /tmp /root
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+ip link set lo up
+echo "{MARK} BEGIN $(uname -r)"
+status=0
+run() {{
+  label=$1; shift
+  echo "{MARK} RUN $label"
+  "$@"
+  rc=$?
+  echo "{MARK} EXIT $label $rc"
+  [ "$rc" -eq 0 ] || status=1
+}}
+cd /tmp
+"#
+    );
+    for (label, file) in bins {
+        s.push_str(&format!("run {} /tests/{file} --show-output{args}\n", sh_quote(label)));
+    }
+    s.push_str(&format!(
+        r#"echo "{MARK} END $status"
+sync
+/bin/vm-exit $(({EXIT_BASE} + status))
+echo "{MARK} vm-exit did not stop the VM; powering off"
+poweroff -f
+"#
+    ));
+    s
+}
+
+/// Builds `dir/initramfs.cpio` (uncompressed: TCG would spend longer
+/// decompressing than QEMU spends loading) and returns its path.
+pub(crate) fn initramfs(dir: &Path, bins: &[TestBinary], test_args: &[String]) -> Result<PathBuf> {
+    if !Path::new(BUSYBOX).is_file() || !is_static(Path::new(BUSYBOX))? {
+        return Err(Failure::unavailable(format!(
+            "{BUSYBOX} is missing or dynamically linked: apt-get install busybox-static"
+        )));
+    }
+    let helper = build_exit_helper(dir)?;
+    let stage = dir.join("initramfs");
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage).map_err(|e| Failure::new(format!("cannot clear {}: {e}", stage.display())))?;
+    }
+    for sub in ["bin", "tests", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(stage.join(sub)).map_err(|e| Failure::new(format!("cannot create {sub}: {e}")))?;
+    }
+    let place = |from: &Path, to: &Path| -> Result<()> {
+        std::fs::hard_link(from, to)
+            .or_else(|_| std::fs::copy(from, to).map(drop))
+            .map_err(|e| Failure::new(format!("cannot place {} in the initramfs: {e}", from.display())))
+    };
+    place(Path::new(BUSYBOX), &stage.join("bin/busybox"))?;
+    place(&helper, &stage.join("bin/vm-exit"))?;
+    let mut listed = Vec::new();
+    for bin in bins {
+        let file: String =
+            bin.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        place(&bin.path, &stage.join("tests").join(&file))?;
+        listed.push((bin.label.clone(), file));
+    }
+    let init = stage.join("init");
+    util::write(&init, &init_script(&listed, test_args))?;
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| Failure::new(format!("cannot make {} executable: {e}", init.display())))?;
+    // The file list, parents first, for cpio.
+    let mut names = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(stage.join(&rel))
+            .map_err(|e| Failure::new(format!("cannot list {}: {e}", stage.join(&rel).display())))?
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let r = rel.join(entry.file_name());
+            names.push(r.to_string_lossy().into_owned());
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(r);
+            }
+        }
+    }
+    let archive = dir.join("initramfs.cpio");
+    let out = std::fs::File::create(&archive)
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", archive.display())))?;
+    let mut child = Command::new("cpio")
+        .args(["-o", "-H", "newc", "-R", "0:0", "--quiet"])
+        .current_dir(&stage)
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::unavailable(format!("cannot run cpio (apt-get install cpio): {e}")))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(names.join("\n").as_bytes())
+        .map_err(|e| Failure::new(format!("cannot feed cpio: {e}")))?;
+    let done = child.wait_with_output().map_err(|e| Failure::new(format!("cpio: {e}")))?;
+    if !done.status.success() {
+        return Err(Failure::new(format!("cpio failed: {}", String::from_utf8_lossy(&done.stderr))));
+    }
+    Ok(archive)
+}
+
+/// How a boot ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// The guest wrote its status to isa-debug-exit (0 passed, 1 failed).
+    Reported(u8),
+    /// QEMU exited without a status from the guest (panic, power-off).
+    NoReport(Option<i32>),
+    /// Killed after the timeout.
+    TimedOut,
+}
+
+/// Boots `kernel` with `initrd` under TCG, writing the serial console to
+/// `log` and echoing progress lines prefixed by `tag`.
+pub(crate) fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration, tag: &str) -> Result<Ending> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1G"])
+        .args(["-nographic", "-no-reboot", "-nic", "none"])
+        .args(["-device", &format!("isa-debug-exit,iobase={:#x},iosize=0x04", 0xf4)])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| {
+        Failure::unavailable(format!("cannot run qemu-system-x86_64 (apt-get install qemu-system-x86): {e}"))
+    })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let mut file =
+        std::fs::File::create(log).map_err(|e| Failure::new(format!("cannot create {}: {e}", log.display())))?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let tag = tag.to_owned();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        while lines.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+            let _ = file.write_all(&buf);
+            let line = String::from_utf8_lossy(&buf);
+            progress(&tag, line.trim_end());
+            buf.clear();
+        }
+        let _ = file.flush();
+        drop(tx);
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut text);
+        text
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| Failure::new(format!("waiting for qemu: {e}")))? {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Wakes early when the console closes.
+        let _ = rx.recv_timeout(Duration::from_millis(200));
+    };
+    let _ = reader.join();
+    let qemu_err = err_reader.join().unwrap_or_default();
+    if !qemu_err.trim().is_empty() {
+        let mut f = std::fs::OpenOptions::new().append(true).open(log).ok();
+        if let Some(f) = f.as_mut() {
+            let _ = writeln!(f, "\n[qemu stderr]\n{qemu_err}");
+        }
+    }
+    Ok(match status.map(|s| s.code()) {
+        None => Ending::TimedOut,
+        Some(Some(code)) if code & 1 == 1 && (code >> 1) >= i32::from(EXIT_BASE) && (code >> 1) <= 0xff => {
+            Ending::Reported(((code >> 1) - i32::from(EXIT_BASE)) as u8)
+        }
+        Some(code) => Ending::NoReport(code),
+    })
+}
+
+/// Echoes the lines that say where a run is.
+fn progress(tag: &str, line: &str) {
+    let line = line.trim_end_matches('\r');
+    if let Some(at) = line.find(MARK) {
+        let rest = &line[at + MARK.len()..];
+        let mut words = rest.split_whitespace();
+        match words.next() {
+            Some("EXIT") => {
+                let label = words.next().unwrap_or("?");
+                let rc = words.next().unwrap_or("?");
+                println!(
+                    "  [{tag}] {label}: {}",
+                    if rc == "0" { "ok".to_owned() } else { format!("FAILED (exit {rc})") }
+                );
+            }
+            Some("BEGIN") => println!("  [{tag}] booted: {}", words.collect::<Vec<_>>().join(" ")),
+            _ => {}
+        }
+    } else if line.contains("Kernel panic") || line.contains(" ... FAILED") {
+        println!("  [{tag}] {}", line.trim());
+    }
+}
+
+/// The same protocol, run directly on the host kernel: the output the
+/// parser reads, as if from a VM's serial console.
+pub(crate) fn run_on_host(bins: &[TestBinary], test_args: &[String], log: &Path, tag: &str) -> Result<String> {
+    let mut text = format!("{MARK} BEGIN {}\n", uring_core::kernel_release());
+    let mut status = 0;
+    for bin in bins {
+        text.push_str(&format!("{MARK} RUN {}\n", bin.label));
+        let out = Command::new(&bin.path)
+            .arg("--show-output")
+            .args(test_args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Failure::new(format!("cannot run {}: {e}", bin.path.display())))?;
+        text.push_str(&String::from_utf8_lossy(&out.stdout));
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        let rc = out.status.code().unwrap_or(128);
+        if rc != 0 {
+            status = 1;
+        }
+        let exit = format!("{MARK} EXIT {} {rc}", bin.label);
+        progress(tag, &exit);
+        text.push_str(&format!("\n{exit}\n"));
+    }
+    text.push_str(&format!("{MARK} END {status}\n"));
+    util::write(log, &text)?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_read_from_cargo_json() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/uring-core#0.1.0","manifest_path":"/w/uring-core/Cargo.toml","target":{"kind":["test"],"crate_types":["bin"],"name":"ring","src_path":"/w/uring-core/tests/ring.rs","edition":"2024","doc":false,"doctest":false,"test":true},"profile":{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":true},"features":[],"filenames":["/w/target/x/debug/deps/ring-1"],"executable":"/w/target/x/debug/deps/ring-1","fresh":true}"#;
+        let bin = artifact(line).unwrap();
+        assert_eq!(bin.label, "uring-core/ring");
+        assert_eq!(bin.path, PathBuf::from("/w/target/x/debug/deps/ring-1"));
+        let example = line
+            .replace(r#""kind":["test"]"#, r#""kind":["example"]"#)
+            .replace("\"name\":\"ring\"", "\"name\":\"poll\"");
+        assert_eq!(artifact(&example).unwrap().label, "uring-core/example:poll");
+        let not_test =
+            line.replace("\"overflow_checks\":true,\"test\":true", "\"overflow_checks\":true,\"test\":false");
+        assert!(artifact(&not_test).is_none());
+        let other_crate = line.replace("/w/uring-core/Cargo.toml", "/w/uring-sys/Cargo.toml");
+        assert!(artifact(&other_crate).is_none());
+    }
+
+    #[test]
+    fn init_quotes_filters() {
+        let s = init_script(&[("uring-core/ring".into(), "uring-core_ring".into())], &["it's".into()]);
+        assert!(s.contains("run 'uring-core/ring' /tests/uring-core_ring --show-output 'it'\\''s'\n"), "{s}");
+        assert!(s.contains("/bin/vm-exit $((16 + status))"));
+    }
+
+    #[test]
+    fn this_binary_is_an_elf_file() {
+        assert!(is_static(&std::env::current_exe().unwrap()).is_ok());
+        assert!(is_static(Path::new("/etc/hostname")).is_err() || !Path::new("/etc/hostname").exists());
+    }
+}
