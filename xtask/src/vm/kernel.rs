@@ -99,6 +99,22 @@ impl Fetcher {
         image.is_file().then(|| Kernel { abi: abi.to_owned(), image, source: source.trim().to_owned() })
     }
 
+    /// The newest kernel matching `spec` among those cached.
+    fn newest_cached(&self, spec: &Spec) -> Option<Kernel> {
+        let mut found: Vec<(Vec<u32>, Kernel)> = std::fs::read_dir(self.dir.join("kernels"))
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let abi = e.file_name().to_string_lossy().into_owned();
+                let v = upstream_version(&abi)?;
+                let wanted = if spec.is_abi() { abi == spec.0 } else { spec.matches(&v) };
+                wanted.then(|| self.cached(&abi).map(|k| (v, k))).flatten()
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.pop().map(|(_, k)| k)
+    }
+
     /// The kernel `spec` names, downloaded and extracted unless cached.
     pub(crate) fn get(&mut self, spec: &Spec) -> Result<Kernel> {
         if spec.is_abi()
@@ -106,7 +122,18 @@ impl Fetcher {
         {
             return Ok(k);
         }
-        let abi = self.resolve(spec)?;
+        let abi = match self.resolve(spec) {
+            Ok(abi) => abi,
+            // Offline, or Debian dropped it: a kernel fetched earlier will do.
+            Err(f) if f.code == 3 => match self.newest_cached(spec) {
+                Some(k) => {
+                    println!("using the cached {} ({}): {}", k.abi, k.source, f.message);
+                    return Ok(k);
+                }
+                None => return Err(f),
+            },
+            Err(f) => return Err(f),
+        };
         if let Some(k) = self.cached(&abi) {
             return Ok(k);
         }
@@ -120,11 +147,8 @@ impl Fetcher {
         for prefix in ["linux-binary-", "linux-image-"] {
             for name in apt.package_names(prefix)? {
                 let Some(abi) = name.strip_prefix(prefix) else { continue };
-                let Some(upstream) = abi.strip_suffix(&format!("-{FLAVOUR}")).and_then(|a| a.split('+').next()) else {
-                    continue;
-                };
-                let v: Vec<u32> = upstream.split('.').filter_map(|p| p.parse().ok()).collect();
-                if v.len() < 2 || !abi.ends_with(FLAVOUR) || abis.iter().any(|(_, a)| a == abi) {
+                let Some(v) = upstream_version(abi) else { continue };
+                if abis.iter().any(|(_, a)| a == abi) {
                     continue;
                 }
                 let wanted = if spec.is_abi() { abi == spec.0 } else { spec.matches(&v) };
@@ -176,6 +200,14 @@ impl Fetcher {
     }
 }
 
+/// `[7, 3, 4]` of a `cloud-amd64` ABI name `7.3.4+deb13-cloud-amd64`;
+/// `None` for other flavours and names (`-dbg`, `-unsigned`).
+fn upstream_version(abi: &str) -> Option<Vec<u32>> {
+    let upstream = abi.strip_suffix(&format!("-{FLAVOUR}"))?.split('+').next()?;
+    let v: Vec<u32> = upstream.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    (v.len() >= 2).then_some(v)
+}
+
 /// The first regular file named `vmlinuz` or `vmlinuz-*` under `dir`.
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
     let mut stack = vec![dir.to_path_buf()];
@@ -214,6 +246,15 @@ mod tests {
         assert!(!s.matches(&[7, 3, 4]));
         assert!(Spec::parse("7.2.1").unwrap().matches(&[7, 2, 1]));
         assert!(!Spec::parse("7.2.1").unwrap().matches(&[7, 2, 12]));
+    }
+
+    #[test]
+    fn abi_names() {
+        assert_eq!(upstream_version("7.3.4+deb13-cloud-amd64"), Some(vec![7, 3, 4]));
+        assert_eq!(upstream_version("6.18.15+deb13-cloud-amd64"), Some(vec![6, 18, 15]));
+        assert_eq!(upstream_version("7.3.4+deb13-cloud-amd64-dbg"), None);
+        assert_eq!(upstream_version("7.3.4+deb13-amd64"), None);
+        assert_eq!(upstream_version("unsigned-7.3.4+deb13-cloud-amd64"), None);
     }
 
     #[test]

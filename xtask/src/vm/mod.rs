@@ -219,7 +219,10 @@ fn detail(root: &Path, row: &Row) {
         println!("  BROKEN RUN: {why}");
     }
     for f in &o.failures {
-        println!("  FAILED   {f}");
+        match o.reasons.iter().find(|(name, _)| name == f) {
+            Some((_, why)) => println!("  FAILED   {f}: {why}"),
+            None => println!("  FAILED   {f}"),
+        }
     }
     for s in &o.skips {
         println!("  skipped  {}: {}: {}", s.binary, s.test, s.reason);

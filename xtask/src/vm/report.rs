@@ -46,6 +46,8 @@ pub(crate) struct Outcome {
     /// `binary: test` of each failed test, plus binaries that ended without
     /// a result (crash, signal) or never ran to the end.
     pub(crate) failures: Vec<String>,
+    /// `(failure, first panic message)` for failures that panicked.
+    pub(crate) reasons: Vec<(String, String)>,
     /// Each skip line, attributed.
     pub(crate) skips: Vec<Skip>,
     /// Binaries that started.
@@ -96,6 +98,12 @@ struct Section {
     summarized: bool,
     /// Failures named by `test x ... FAILED`.
     failed_names: Vec<String>,
+    /// `(test, "at file:line: message")` of each panic seen.
+    panics: Vec<(String, String)>,
+    /// The panic whose message is on the next line.
+    panic_pending: Option<(String, String)>,
+    /// The last line read was part of a panic message.
+    panic_detail: bool,
 }
 
 /// Parses a whole log.
@@ -144,6 +152,27 @@ pub(crate) fn parse(log: &str) -> Outcome {
 /// One line of libtest output inside a binary's section.
 fn read_line(out: &mut Outcome, sec: &mut Section, line: &str) {
     let trimmed = line.trim();
+    if let Some((test, at)) = sec.panic_pending.take() {
+        sec.panics.push((test, format!("panicked at {at} {trimmed}")));
+        sec.panic_detail = true;
+        return;
+    }
+    // assert_eq!'s `left:` and `right:` lines belong to the message.
+    if sec.panic_detail && (trimmed.starts_with("left:") || trimmed.starts_with("right:")) {
+        if let Some((_, why)) = sec.panics.last_mut() {
+            why.push_str(&format!("; {trimmed}"));
+        }
+        return;
+    }
+    sec.panic_detail = false;
+    // thread 'name' (123) panicked at file.rs:1:2:
+    if let Some(rest) = trimmed.strip_prefix("thread '")
+        && let Some((test, tail)) = rest.split_once('\'')
+        && let Some((_, at)) = tail.split_once("panicked at ")
+    {
+        sec.panic_pending = Some((test.to_owned(), at.to_owned()));
+        return;
+    }
     if let Some(rest) = trimmed.strip_prefix("test result: ") {
         sec.summarized = true;
         out.libtest_passed += count(rest, "passed");
@@ -195,6 +224,9 @@ fn close(out: &mut Outcome, sec: Section, status: Option<i32>) {
     let named = !sec.failed_names.is_empty();
     for name in &sec.failed_names {
         out.failures.push(format!("{}: {name}", sec.binary));
+        if let Some((_, why)) = sec.panics.iter().find(|(t, _)| t == name) {
+            out.reasons.push((format!("{}: {name}", sec.binary), why.clone()));
+        }
     }
     match status {
         None => out.failures.push(format!("{}: never finished (the VM stopped or timed out)", sec.binary)),
@@ -255,8 +287,11 @@ test x ... FAILED\r
 test y ... ok\r
 failures:\r
 ---- x stdout ----\r
-thread 'x' panicked at src/x.rs:1:1:\r
 SKIPPED x: half a reason: with a colon\r
+thread 'x' (77) panicked at src/x.rs:1:1:\r
+assertion `left == right` failed: expected\r
+  left: 1\r
+ right: 2\r
 successes:\r
 ---- y stdout ----\r
 SKIPPED y: no NIC\r
@@ -292,6 +327,13 @@ running 1 test\r
                 Skip { binary: "uring-ops/ops".into(), test: "x".into(), reason: "half a reason: with a colon".into() },
                 Skip { binary: "uring-ops/ops".into(), test: "y".into(), reason: "no NIC".into() },
             ]
+        );
+        assert_eq!(
+            o.reasons,
+            vec![(
+                "uring-ops/ops: x".to_owned(),
+                "panicked at src/x.rs:1:1: assertion `left == right` failed: expected; left: 1; right: 2".to_owned()
+            )]
         );
         assert_eq!(o.end_status, Some(1));
         assert_eq!((o.passed(), o.failed(), o.skipped_tests()), (1, 2, 2));
