@@ -136,7 +136,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&dir, &bins, &args.test_args)?) } else { None };
 
     let mut rows = Vec::new();
-    for k in &kernels {
+    for (spec, k) in args.kernels.iter().zip(&kernels) {
         let t = Instant::now();
         let row = match k {
             None => {
@@ -144,7 +144,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 println!("\n== host kernel {} (directly)", uring_core::kernel_release());
                 let text = guest::run_on_host(&bins, &args.test_args, &log, "host")?;
                 let outcome = report::parse(&text);
-                Row { kernel: "host".into(), outcome, broken: None, log, took: t.elapsed() }
+                Row { kernel: "host (directly)".into(), outcome, broken: None, log, took: t.elapsed() }
             }
             Some(k) => {
                 let log = logs.join(format!("{}.log", k.abi));
@@ -165,7 +165,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                     )),
                     Ending::TimedOut => Some(format!("no result within {} s; QEMU killed", args.timeout.as_secs())),
                 };
-                Row { kernel: k.abi.clone(), outcome, broken, log, took: t.elapsed() }
+                Row {
+                    kernel: format!("{} (Debian)", spec.as_ref().map_or("?", |s| s.0.as_str())),
+                    outcome,
+                    broken,
+                    log,
+                    took: t.elapsed(),
+                }
             }
         };
         detail(&root, &row);
