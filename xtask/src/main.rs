@@ -38,7 +38,7 @@ tasks:
       Count user-space instructions per io_uring_enter and per SQE for
       uring-core and the io-uring crate with valgrind's callgrind (exact
       where wall-clock benchmarks are noisy). Needs valgrind.
-  vm-test [--kernel VERSION]... [--timeout SECS] [-- TEST ARGS...]
+  vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
       Run the test binaries of uring-core and uring-ops on a matrix of
       kernels: `host` runs them on the running kernel; any other VERSION
       (7.3 = newest 7.3.x, 7.3.4, or 7.3.4+deb13-cloud-amd64) is Debian's
@@ -47,10 +47,11 @@ tasks:
       busybox-static and the tests built with +crt-static. Default matrix:
       host 7.0 7.2 7.3. Prints passed, failed and skipped (with reasons)
       per kernel and a Markdown table; serial logs stay in
-      target/xtask/vm/logs/. TEST ARGS go to every test binary (a name
-      filter, --exact, ...). Exits 1 on a failed test or a boot that never
-      reports (--timeout per boot, default 1200). Needs qemu-system-x86,
-      busybox-static and cpio.
+      target/xtask/vm/logs/. --binary keeps the test binaries whose label
+      (uring-core/ring, uring-ops/example:poll, ...) contains LABEL; TEST
+      ARGS go to every test binary (a test-name filter, --exact, ...).
+      Exits 1 on a failed test or a boot that never reports (--timeout per
+      boot, default 600). Needs qemu-system-x86, busybox-static and cpio.
 ";
 
 fn main() -> ExitCode {

@@ -23,6 +23,9 @@ const EXIT_HELPER_SRC: &str = include_str!("guest-exit.rs");
 /// Written to isa-debug-exit: 16 + overall status (0 passed, 1 failed);
 /// QEMU exits with (value << 1) | 1.
 const EXIT_BASE: u8 = 16;
+/// Seconds one test binary may run in the guest before it is killed (and
+/// reported), so that one hung test does not cost the whole boot.
+const BINARY_TIMEOUT: u32 = 300;
 
 /// One test binary.
 #[derive(Debug, Clone)]
@@ -171,8 +174,9 @@ status=0
 run() {{
   label=$1; shift
   echo "{MARK} RUN $label"
-  "$@"
+  timeout -s KILL {BINARY_TIMEOUT} "$@"
   rc=$?
+  [ "$rc" -ne 137 ] || echo "{MARK} KILLED $label by SIGKILL: its {BINARY_TIMEOUT} s limit, or out of memory"
   echo "{MARK} EXIT $label $rc"
   [ "$rc" -eq 0 ] || status=1
 }}

@@ -33,18 +33,21 @@ use report::Outcome;
 /// The matrix when no `--kernel` is given.
 pub(crate) const DEFAULT_KERNELS: [&str; 4] = ["host", "7.0", "7.2", "7.3"];
 /// Per-boot timeout unless `--timeout` says otherwise.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1200);
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What to run.
 #[derive(Debug, PartialEq, Eq)]
 struct Args {
     kernels: Vec<Option<Spec>>,
+    /// Substrings of binary labels to keep (all when empty).
+    binaries: Vec<String>,
     timeout: Duration,
     test_args: Vec<String>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
     let mut kernels = Vec::new();
+    let mut binaries = Vec::new();
     let mut timeout = DEFAULT_TIMEOUT;
     let mut it = args.iter();
     let mut test_args = Vec::new();
@@ -61,6 +64,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
                 let v = value()?;
                 kernels.push(if v == "host" { None } else { Some(Spec::parse(&v)?) });
             }
+            "--binary" => binaries.push(value()?),
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v
@@ -85,7 +89,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
             kernels.push(if k == "host" { None } else { Some(Spec::parse(k)?) });
         }
     }
-    Ok(Args { kernels, timeout, test_args })
+    Ok(Args { kernels, binaries, timeout, test_args })
 }
 
 /// One row of the results.
@@ -130,7 +134,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if kernels.iter().any(Option::is_some) {
         check_qemu()?;
     }
-    let bins = guest::build_tests(&root)?;
+    let mut bins = guest::build_tests(&root)?;
+    if !args.binaries.is_empty() {
+        bins.retain(|b| args.binaries.iter().any(|p| b.label.contains(p.as_str())));
+        if bins.is_empty() {
+            return Err(Failure::usage(format!("no test binary matches --binary {}", args.binaries.join(", "))));
+        }
+    }
     println!("{} test binaries: {}", bins.len(), bins.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", "));
     let initrd =
         if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&dir, &bins, &args.test_args)?) } else { None };
@@ -275,8 +285,20 @@ mod tests {
         assert_eq!(a.kernels.len(), DEFAULT_KERNELS.len());
         assert_eq!(a.kernels[0], None);
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
-        let a = parse_args(&strings(&["--kernel", "7.3", "--kernel=host", "--timeout", "60", "--", "ring", "--exact"]))
-            .unwrap();
+        let a = parse_args(&strings(&[
+            "--kernel",
+            "7.3",
+            "--kernel=host",
+            "--binary",
+            "uring-core/",
+            "--timeout",
+            "60",
+            "--",
+            "ring",
+            "--exact",
+        ]))
+        .unwrap();
+        assert_eq!(a.binaries, strings(&["uring-core/"]));
         assert_eq!(a.kernels, vec![Some(Spec("7.3".into())), None]);
         assert_eq!(a.timeout, Duration::from_secs(60));
         assert_eq!(a.test_args, strings(&["ring", "--exact"]));

@@ -104,6 +104,8 @@ struct Section {
     panic_pending: Option<(String, String)>,
     /// The last line read was part of a panic message.
     panic_detail: bool,
+    /// Why the guest killed the binary, if it did.
+    killed: Option<String>,
 }
 
 /// Parses a whole log.
@@ -128,6 +130,12 @@ pub(crate) fn parse(log: &str) -> Outcome {
                     let status = words.next().and_then(|s| s.parse::<i32>().ok());
                     if let Some(open) = section.take() {
                         close(&mut out, open, Some(status.unwrap_or(-1)));
+                    }
+                }
+                Some("KILLED") => {
+                    if let Some(open) = section.as_mut() {
+                        let _name = words.next();
+                        open.killed = Some(words.collect::<Vec<_>>().join(" "));
                     }
                 }
                 Some("END") => {
@@ -227,6 +235,10 @@ fn close(out: &mut Outcome, sec: Section, status: Option<i32>) {
         if let Some((_, why)) = sec.panics.iter().find(|(t, _)| t == name) {
             out.reasons.push((format!("{}: {name}", sec.binary), why.clone()));
         }
+    }
+    if let Some(why) = sec.killed {
+        out.failures.push(format!("{}: killed {why}", sec.binary));
+        return;
     }
     match status {
         None => out.failures.push(format!("{}: never finished (the VM stopped or timed out)", sec.binary)),
@@ -346,6 +358,15 @@ running 1 test\r
         assert_eq!(o.failures, vec!["a/b: never finished (the VM stopped or timed out)".to_owned()]);
         assert_eq!(o.end_status, None);
         assert!(!o.ok());
+    }
+
+    #[test]
+    fn a_killed_binary_is_a_failure_that_says_so() {
+        let o = parse(
+            "@@URING-VM RUN a/b\nrunning 1 test\n@@URING-VM KILLED a/b by SIGKILL: its 300 s limit\n@@URING-VM EXIT a/b \
+             137\n@@URING-VM END 1\n",
+        );
+        assert_eq!(o.failures, vec!["a/b: killed by SIGKILL: its 300 s limit".to_owned()]);
     }
 
     #[test]
