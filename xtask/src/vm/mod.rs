@@ -32,6 +32,8 @@ use report::Outcome;
 
 /// The matrix when no `--kernel` is given.
 pub(crate) const DEFAULT_KERNELS: [&str; 4] = ["host", "7.0", "7.2", "7.3"];
+/// Boots per kernel when the kernel dies before the guest's init starts.
+const BOOT_ATTEMPTS: u32 = 3;
 /// Per-boot timeout unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -160,9 +162,29 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 let log = logs.join(format!("{}.log", k.abi));
                 println!("\n== {} ({}) under QEMU/TCG, serial log {}", k.abi, k.source, rel(&root, &log));
                 let initrd = initrd.as_deref().expect("built when a VM kernel is listed");
-                let ending = guest::boot(&k.image, initrd, &log, args.timeout, &k.abi)?;
-                let text = std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                let outcome = report::parse(&text);
+                let mut attempt = 1;
+                let (ending, outcome) = loop {
+                    let ending = guest::boot(&k.image, initrd, &log, args.timeout, &k.abi)?;
+                    let text =
+                        std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    let outcome = report::parse(&text);
+                    // A kernel that dies before init prints its first marker
+                    // ran no test: under multi-threaded TCG, boot-time code
+                    // patching occasionally traps (an int3 oops in
+                    // sched_clock_cpu). Boot again; the failed log is kept.
+                    if outcome.release.is_none() && ending != Ending::TimedOut && attempt < BOOT_ATTEMPTS {
+                        let kept = logs.join(format!("{}.failed-boot-{attempt}.log", k.abi));
+                        let _ = std::fs::rename(&log, &kept);
+                        println!(
+                            "  [{}] the kernel died before init ran; booting again ({})",
+                            k.abi,
+                            rel(&root, &kept)
+                        );
+                        attempt += 1;
+                        continue;
+                    }
+                    break (ending, outcome);
+                };
                 let broken = match ending {
                     Ending::Reported(s) if Some(i32::from(s)) == outcome.end_status => None,
                     Ending::Reported(s) => Some(format!(
