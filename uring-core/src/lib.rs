@@ -84,8 +84,3 @@ fn _assert_threading() {
     <Ring as NotSync<_>>::check();
     <Completions<'static> as NotSync<_>>::check();
 }
-
-/// The README's examples, compiled as doctests so they stay true.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

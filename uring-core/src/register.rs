@@ -111,6 +111,26 @@ impl<'r> Registrar<'r> {
         unsafe { sys::io_uring_register(self.core.raw_fd, op, arg, nr) }.map_err(|e| self.core.failed(name, e))
     }
 
+    /// Any register call, for the layers above (buffers, zero-copy receive)
+    /// whose argument layouts this crate does not know. The ring's state
+    /// is checked and the errno is mapped as for every call here.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`]; [`Error::Io`] naming `name` with the errno.
+    ///
+    /// # Safety
+    ///
+    /// `arg` and `nr` must have the shape the kernel expects for `op`, and
+    /// point to memory valid for the call. If `op` hands the kernel memory
+    /// it keeps using after the call (a buffer ring, registered buffers, a
+    /// zero-copy receive area), that memory must stay valid, mapped and
+    /// not otherwise aliased as the kernel requires until it is
+    /// unregistered or the ring is closed.
+    pub unsafe fn raw(&self, name: &'static str, op: u32, arg: *const c_void, nr: u32) -> Result<u32> {
+        self.call(name, op, arg, nr)
+    }
+
     /// Reads the opcode probe again (`IORING_REGISTER_PROBE`):
     /// `(last_op, supported opcodes)`.
     pub fn probe(&self) -> Result<(u8, Vec<u8>)> {

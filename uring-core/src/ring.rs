@@ -65,6 +65,10 @@ pub(crate) struct Core {
     pub(crate) issuer: Option<std::thread::ThreadId>,
     pub(crate) sqpoll: bool,
     pub(crate) defer: bool,
+    /// Memory the kernel may use as long as the ring lives (buffer rings,
+    /// registered buffers of the layers above): dropped only after the
+    /// ring is closed with nothing in flight.
+    pub(crate) attached: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Core {
@@ -137,6 +141,7 @@ impl Core {
                 issuer: None,
                 sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
                 defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+                attached: Vec::new(),
             },
             sq,
             cq,
@@ -304,15 +309,22 @@ impl Core {
             };
             self.enter_flags = 0;
         }
-        if self.state == State::Started {
-            self.cancel_everything();
-        }
+        let quiet = self.state != State::Started || self.cancel_everything();
         // Closing the fd tears the ring down. The mappings stay until the
         // ring object drops; the kernel holds its own references to the ring
         // pages, so nothing it still touches is freed.
         self.fd = None;
         self.enter_fd = -1;
         self.state = State::Stopped;
+        let attached = std::mem::take(&mut self.attached);
+        if quiet {
+            drop(attached);
+        } else {
+            // A request could not be cancelled within the rounds: it may
+            // still write into attached memory. Leaking it is the only
+            // safe choice.
+            std::mem::forget(attached);
+        }
     }
 }
 
@@ -324,7 +336,9 @@ impl Core {
     /// tearing down asynchronously, after `close` has returned. A request
     /// that cannot be interrupted (a blocking read already running on an
     /// io-wq worker) is waited for, up to [`STOP_TIMEOUT`] per round.
-    fn cancel_everything(&mut self) {
+    ///
+    /// Returns whether nothing is left in flight.
+    fn cancel_everything(&mut self) -> bool {
         for _ in 0..64 {
             let reg = sys::io_uring_sync_cancel_reg {
                 fd: -1,
@@ -348,14 +362,17 @@ impl Core {
             match r {
                 // With ANY the kernel returns how many it cancelled: 0 means
                 // nothing is left.
-                Ok(0) => break,
+                Ok(0) => return true,
                 // Something was cancelled: go again until nothing matches.
                 Ok(_) => continue,
-                // ENOENT: nothing left. Anything else (ETIME, EINTR, an old
-                // kernel): stop trying; closing the fd still cancels.
-                Err(_) => break,
+                // ENOENT: nothing left.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
+                // Anything else (ETIME, EINTR): stop trying; closing the fd
+                // still cancels, but not synchronously.
+                Err(_) => return false,
             }
         }
+        false
     }
 }
 
@@ -498,6 +515,10 @@ impl Ring {
     /// Completions not reaped before `stop` are lost, and so are pooled
     /// contexts they would have returned (visible in the pool counters):
     /// drain first when they matter.
+    ///
+    /// Memory [`attach`](Self::attach)ed to the ring is dropped after the
+    /// fd is closed, or leaked if some request could not be cancelled
+    /// (never freed while the kernel might still write to it).
     pub fn stop(&mut self) {
         self.sq.close();
         self.core.stop();
@@ -531,6 +552,25 @@ impl Ring {
     /// The register calls of this ring.
     pub fn register(&self) -> Registrar<'_> {
         Registrar::new(&self.core)
+    }
+
+    /// Keeps `memory` alive as long as the ring: it is dropped only after
+    /// the ring has been stopped with nothing in flight (and leaked if a
+    /// request could not be cancelled, see [`stop`](Self::stop)). The
+    /// layers above attach the memory they register with the kernel
+    /// (buffer rings, registered buffers), so the kernel can never write
+    /// into it after it was freed, whatever order the caller drops things
+    /// in.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`]: the ring is gone, and `memory` is dropped.
+    pub fn attach(&mut self, memory: Box<dyn std::any::Any + Send + Sync>) -> Result<()> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        self.core.attached.push(memory);
+        Ok(())
     }
 
     /// Registers the ring fd now (see

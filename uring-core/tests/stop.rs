@@ -86,3 +86,15 @@ fn a_created_ring_drops_cleanly() {
     assert!(fd >= 0);
     drop(ring);
 }
+
+#[test]
+fn attached_memory_outlives_the_ring_and_no_longer() {
+    let marker = std::sync::Arc::new(());
+    let mut ring = common::ring(4);
+    ring.attach(Box::new(marker.clone())).unwrap();
+    assert_eq!(std::sync::Arc::strong_count(&marker), 2, "held by the ring");
+    ring.stop();
+    assert_eq!(std::sync::Arc::strong_count(&marker), 1, "dropped once the ring is stopped with nothing in flight");
+    assert!(matches!(ring.attach(Box::new(marker.clone())), Err(uring_core::Error::Stopped)));
+    assert_eq!(std::sync::Arc::strong_count(&marker), 1);
+}

@@ -1,8 +1,9 @@
 //! Commands: `uring_cmd`, `uring_cmd128`, `nop`, `nop128`.
 
-use uring_core::{Keep, Sqe, sys};
+use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
 
-use crate::op::{Prepare, SafeOp};
+use crate::op::{Prepare, SafeOp, Target};
+use crate::ring::RingOps;
 
 /// Does nothing, and completes: `io_uring_prep_nop`.
 ///
@@ -49,3 +50,605 @@ impl Prepare for Nop {
 
 // SAFETY: a NOP names no memory.
 unsafe impl SafeOp for Nop {}
+
+/// Sends a driver-defined command to a file: `io_uring_prep_uring_cmd`
+/// (`IORING_OP_URING_CMD`), with `cmd_op` and up to 16 inline command
+/// bytes (`sqe->cmd`).
+///
+/// Since Linux 5.19. What the command does, and what its result means, is
+/// up to the file's driver (NVMe passthrough, ublk, sockets, …); see
+/// [`SiocInq`], [`SiocOutq`], [`GetSockOpt`], [`SetSockOpt`] for the
+/// socket commands. On a ring with 128-byte SQEs the kernel reads 80
+/// command bytes, and this builder writes only the first 64-byte half:
+/// it is refused there ([`Error::InvalidArgument`]); use [`UringCmd128`].
+///
+/// Not [`SafeOp`]: the command bytes may carry addresses the driver
+/// dereferences while the command runs. Push it with
+/// [`RingOps::push_op_unchecked`] and keep whatever the command names valid
+/// until its last CQE.
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "io_uring_prep_uring_cmd")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct UringCmd {
+    fd: Target,
+    cmd_op: u32,
+    cmd: [u8; 16],
+    cmd_len: usize,
+}
+
+impl UringCmd {
+    /// Command `cmd_op` to `fd`, with no command bytes.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, cmd_op: u32) -> Self {
+        UringCmd { fd: fd.into(), cmd_op, cmd: [0; 16], cmd_len: 0 }
+    }
+
+    /// The inline command bytes (at most 16; more is
+    /// [`Error::InvalidArgument`] when pushed).
+    #[inline]
+    pub fn cmd(mut self, bytes: &[u8]) -> Self {
+        let n = bytes.len().min(16);
+        self.cmd = [0; 16];
+        self.cmd[..n].copy_from_slice(&bytes[..n]);
+        self.cmd_len = bytes.len();
+        self
+    }
+}
+
+/// Writes the first 16 command bytes (`sqe->cmd[0..16]`, the words that
+/// `addr3` and the following pad occupy) in memory order.
+fn write_cmd16(sqe: &mut Sqe, cmd: &[u8]) {
+    let mut w = [[0u8; 8]; 2];
+    w[0].copy_from_slice(&cmd[..8]);
+    w[1].copy_from_slice(&cmd[8..16]);
+    sqe.set_addr3(u64::from_ne_bytes(w[0]));
+    sqe.set_attr_type_mask(u64::from_ne_bytes(w[1]));
+}
+
+impl Prepare for UringCmd {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if features.sqe_size() == 128 {
+            return Err(Error::InvalidArgument(
+                "uring_cmd on a ring of 128-byte SQEs: the kernel reads 80 command bytes; use UringCmd128, which \
+                 writes all of them"
+                    .into(),
+            ));
+        }
+        if self.cmd_len > 16 {
+            return Err(Error::InvalidArgument(format!(
+                "uring_cmd: {} command bytes; a 64-byte SQE carries 16 (use UringCmd128 on a 128-byte-SQE ring)",
+                self.cmd_len
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let UringCmd { fd, cmd_op, cmd, cmd_len: _ } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(cmd_op);
+        write_cmd16(sqe, &cmd);
+    }
+}
+
+/// The queued-input byte count of a socket (`SIOCINQ`, as `ioctl(FIONREAD)`):
+/// `io_uring_prep_cmd_sock(SOCKET_URING_OP_SIOCINQ)`.
+///
+/// Since Linux 6.7. The result is the number of bytes ready to read
+/// (`-EOPNOTSUPP` for a socket whose protocol has no such ioctl).
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "SOCKET_URING_OP_SIOCINQ")]
+#[doc(alias = "io_uring_prep_cmd_sock")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct SiocInq {
+    fd: Target,
+}
+
+impl SiocInq {
+    /// Asks socket `fd`.
+    #[inline]
+    pub fn new(fd: impl Into<Target>) -> Self {
+        SiocInq { fd: fd.into() }
+    }
+}
+
+impl Prepare for SiocInq {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let SiocInq { fd } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(sys::SOCKET_URING_OP_SIOCINQ);
+    }
+}
+
+// SAFETY: the command names no memory; the count comes back as the result.
+unsafe impl SafeOp for SiocInq {}
+
+/// The unsent byte count of a socket (`SIOCOUTQ`):
+/// `io_uring_prep_cmd_sock(SOCKET_URING_OP_SIOCOUTQ)`.
+///
+/// Since Linux 6.7. The result is the number of bytes in the send queue.
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "SOCKET_URING_OP_SIOCOUTQ")]
+#[doc(alias = "io_uring_prep_cmd_sock")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct SiocOutq {
+    fd: Target,
+}
+
+impl SiocOutq {
+    /// Asks socket `fd`.
+    #[inline]
+    pub fn new(fd: impl Into<Target>) -> Self {
+        SiocOutq { fd: fd.into() }
+    }
+}
+
+impl Prepare for SiocOutq {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let SiocOutq { fd } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(sys::SOCKET_URING_OP_SIOCOUTQ);
+    }
+}
+
+// SAFETY: the command names no memory; the count comes back as the result.
+unsafe impl SafeOp for SiocOutq {}
+
+/// Reads a socket option: `io_uring_prep_cmd_sock(SOCKET_URING_OP_GETSOCKOPT)`.
+///
+/// Since Linux 6.7. Only `SOL_SOCKET` options (the kernel answers
+/// `-EOPNOTSUPP` for other levels). The value is written to `optval` when
+/// the command runs; the result is its length.
+///
+/// Not [`SafeOp`]: `optval` is caller memory written when the command
+/// runs. Keep it valid and untouched until the CQE.
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "SOCKET_URING_OP_GETSOCKOPT")]
+#[doc(alias = "io_uring_prep_cmd_sock")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct GetSockOpt {
+    fd: Target,
+    level: i32,
+    optname: i32,
+    optval: *mut u8,
+    optlen: u32,
+}
+
+impl GetSockOpt {
+    /// Reads option `optname` of `level` on socket `fd` into the `optlen`
+    /// bytes at `optval`.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: *mut u8, optlen: u32) -> Self {
+        GetSockOpt { fd: fd.into(), level, optname, optval, optlen }
+    }
+}
+
+impl Prepare for GetSockOpt {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let GetSockOpt { fd, level, optname, optval, optlen } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(sys::SOCKET_URING_OP_GETSOCKOPT);
+        sqe.set_level(level as u32);
+        sqe.set_optname(optname as u32);
+        sqe.set_optlen(optlen);
+        sqe.set_optval(optval as u64);
+    }
+}
+
+/// Sets a socket option: `io_uring_prep_cmd_sock(SOCKET_URING_OP_SETSOCKOPT)`.
+///
+/// Since Linux 6.7. The result is 0 or a negative errno, as for
+/// `setsockopt`.
+///
+/// Not [`SafeOp`]: the kernel reads `optval` when the command runs, which
+/// may be after submission (io-wq). Keep it valid and unwritten until the
+/// CQE.
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "SOCKET_URING_OP_SETSOCKOPT")]
+#[doc(alias = "io_uring_prep_cmd_sock")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct SetSockOpt {
+    fd: Target,
+    level: i32,
+    optname: i32,
+    optval: *const u8,
+    optlen: u32,
+}
+
+impl SetSockOpt {
+    /// Sets option `optname` of `level` on socket `fd` from the `optlen`
+    /// bytes at `optval`.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: *const u8, optlen: u32) -> Self {
+        SetSockOpt { fd: fd.into(), level, optname, optval, optlen }
+    }
+}
+
+impl Prepare for SetSockOpt {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let SetSockOpt { fd, level, optname, optval, optlen } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(sys::SOCKET_URING_OP_SETSOCKOPT);
+        sqe.set_level(level as u32);
+        sqe.set_optname(optname as u32);
+        sqe.set_optlen(optlen);
+        sqe.set_optval(optval as u64);
+    }
+}
+
+/// An operation that needs a 128-byte SQE: the companion of [`Prepare`]
+/// for rings created with [`Options::sqe128`](uring_core::Options::sqe128).
+/// Push it with [`Ring128Ops`].
+pub trait Prepare128 {
+    /// The `IORING_OP_*` opcode.
+    const CODE: u8;
+
+    /// Checks, before any SQE is acquired, that the kernel knows the opcode
+    /// and that the ring has 128-byte SQEs; either missing is
+    /// [`Error::Unsupported`] naming it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`], or [`Error::InvalidArgument`] for arguments
+    /// the kernel would reject.
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        require_sqe128(Self::CODE, features)
+    }
+
+    /// Overwrites all 128 bytes of `sqe` (`user_data` zero: the ring method
+    /// stamps the context afterwards).
+    fn prepare(self, sqe: &mut Sqe128);
+}
+
+/// A [`Prepare128`] operation whose SQE names no memory: safe to push with
+/// [`Ring128Ops::push_op128`].
+///
+/// # Safety
+///
+/// As for [`SafeOp`]: the prepared SQE names no address the kernel
+/// dereferences.
+pub unsafe trait SafeOp128: Prepare128 {}
+
+/// [`Error::Unsupported`] unless the ring has 128-byte SQEs.
+fn require_sqe128(code: u8, features: &Features) -> Result<()> {
+    if features.sqe_size() == 128 {
+        return Ok(());
+    }
+    let name = uring_core::opcode_name(code).unwrap_or("opcode");
+    Err(Error::unsupported(
+        format!("{name} with a 128-byte SQE on a ring of 64-byte SQEs"),
+        Some("create the ring with Options::sqe128(true)"),
+    ))
+}
+
+/// Does nothing in a 128-byte SQE, and completes: `io_uring_prep_nop128`.
+///
+/// Since Linux 6.19 (`IORING_OP_NOP128`, with `IORING_SETUP_SQE_MIXED`);
+/// not in the 6.18 opcode probe, where pushing it is
+/// [`Error::Unsupported`] naming `IORING_OP_NOP128`. Needs a 128-byte SQE
+/// ring here.
+#[doc(alias = "IORING_OP_NOP128")]
+#[doc(alias = "io_uring_prep_nop128")]
+#[derive(Debug, Clone, Copy, Default)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct Nop128 {
+    _private: (),
+}
+
+impl Nop128 {
+    /// A 128-byte NOP.
+    #[inline]
+    pub const fn new() -> Self {
+        Nop128 { _private: () }
+    }
+}
+
+impl Prepare128 for Nop128 {
+    const CODE: u8 = sys::IORING_OP_NOP128 as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe128) {
+        let Nop128 { _private: () } = self;
+        *sqe = Sqe128::default();
+        sqe.sqe.opcode = Self::CODE;
+        sqe.sqe.fd = -1;
+    }
+}
+
+// SAFETY: a NOP names no memory.
+unsafe impl SafeOp128 for Nop128 {}
+
+/// A driver command with 80 inline command bytes, on a ring of 128-byte
+/// SQEs: `io_uring_prep_uring_cmd` on an `IORING_SETUP_SQE128` ring.
+///
+/// Since Linux 5.19. It is `IORING_OP_URING_CMD` in a 128-byte SQE: on an
+/// `SQE128` ring every `URING_CMD` carries 80 command bytes (16 in the
+/// first half, 64 in the second). `IORING_OP_URING_CMD128`, the opcode for
+/// 128-byte commands on `SQE_MIXED` rings, arrives in 6.19 and is not in
+/// the 6.18 probe; it is not needed on an `SQE128` ring. Pushing this on a
+/// 64-byte-SQE ring is [`Error::Unsupported`].
+///
+/// Not [`SafeOp128`]: the command bytes may carry addresses the driver
+/// dereferences; push it with [`Ring128Ops::push_op128_unchecked`].
+#[doc(alias = "IORING_OP_URING_CMD")]
+#[doc(alias = "IORING_OP_URING_CMD128")]
+#[doc(alias = "io_uring_prep_uring_cmd128")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct UringCmd128 {
+    fd: Target,
+    cmd_op: u32,
+    cmd: [u8; 80],
+    cmd_len: usize,
+}
+
+impl UringCmd128 {
+    /// Command `cmd_op` to `fd`, with no command bytes.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, cmd_op: u32) -> Self {
+        UringCmd128 { fd: fd.into(), cmd_op, cmd: [0; 80], cmd_len: 0 }
+    }
+
+    /// The inline command bytes (at most 80; more is
+    /// [`Error::InvalidArgument`] when pushed).
+    #[inline]
+    pub fn cmd(mut self, bytes: &[u8]) -> Self {
+        let n = bytes.len().min(80);
+        self.cmd = [0; 80];
+        self.cmd[..n].copy_from_slice(&bytes[..n]);
+        self.cmd_len = bytes.len();
+        self
+    }
+}
+
+impl Prepare128 for UringCmd128 {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        require_sqe128(Self::CODE, features)?;
+        if self.cmd_len > 80 {
+            return Err(Error::InvalidArgument(format!(
+                "uring_cmd: {} command bytes; a 128-byte SQE carries 80",
+                self.cmd_len
+            )));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe128) {
+        let UringCmd128 { fd, cmd_op, cmd, cmd_len: _ } = self;
+        *sqe = Sqe128::default();
+        sqe.sqe = Sqe::new(Self::CODE);
+        fd.apply(&mut sqe.sqe);
+        sqe.sqe.set_cmd_op(cmd_op);
+        write_cmd16(&mut sqe.sqe, &cmd[..16]);
+        sqe.ext.copy_from_slice(&cmd[16..]);
+    }
+}
+
+/// Submitting [`Prepare128`] operations on a ring of 128-byte SQEs; the
+/// companion of [`RingOps`], stamping contexts the same way (direct
+/// contexts get the opcode and SQE flags; pooled ones a copy of the
+/// first 64 bytes).
+pub trait Ring128Ops {
+    /// Queues a [`SafeOp128`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] (the opcode, or a ring of 64-byte SQEs),
+    /// [`Error::InvalidArgument`], [`Error::QueueFull`],
+    /// [`Error::NotStarted`], [`Error::Stopped`].
+    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+
+    /// Queues any [`Prepare128`] operation.
+    ///
+    /// # Errors
+    ///
+    /// As for [`push_op128`](Self::push_op128).
+    ///
+    /// # Safety
+    ///
+    /// As for [`RingOps::push_op_unchecked`]: every address the operation
+    /// names (in its command bytes too) must stay valid until its last CQE.
+    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+
+    /// Queues a [`Nop128`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`push_op128`](Self::push_op128).
+    fn nop128(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op128(ctx, Nop128::new())
+    }
+}
+
+impl Ring128Ops for Ring {
+    #[inline]
+    fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        // SAFETY: `O: SafeOp128` names no memory.
+        unsafe { self.push_op128_unchecked(ctx, op) }
+    }
+
+    unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        op.check(self.features())?;
+        crate::ring::check_live(self, ctx)?;
+        // SAFETY: forwarded to the caller (the memory the operation names).
+        let sqe = unsafe { self.next_sqe128() }?;
+        op.prepare(sqe);
+        let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
+        if stamped.mode() != ContextMode::Direct {
+            let copy = sqe.sqe;
+            crate::ring::record_pooled(self, ctx, copy);
+        }
+        Ok(stamped)
+    }
+}
+
+/// Commands as [`Ring`] methods (the 128-byte ones are in [`Ring128Ops`]).
+pub trait CmdOps {
+    /// Queues a [`Nop`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext>;
+
+    /// Queues a `SIOCINQ` query of socket `fd` ([`SiocInq`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
+
+    /// Queues a `SIOCOUTQ` query of socket `fd` ([`SiocOutq`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext>;
+
+    /// Queues a `getsockopt` of `level`/`optname` into `optval` ([`GetSockOpt`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op_unchecked`]; [`Error::InvalidArgument`]
+    /// for a buffer longer than `u32::MAX`.
+    ///
+    /// # Safety
+    ///
+    /// `optval` must stay valid, and must be neither read nor written,
+    /// until the operation's CQE has been reaped.
+    unsafe fn getsockopt(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        level: i32,
+        optname: i32,
+        optval: &mut [u8],
+    ) -> Result<SqeContext>;
+
+    /// Queues a `setsockopt` of `level`/`optname` from `optval` ([`SetSockOpt`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`getsockopt`](Self::getsockopt).
+    ///
+    /// # Safety
+    ///
+    /// `optval` must stay valid, and must not be written, until the
+    /// operation's CQE has been reaped.
+    unsafe fn setsockopt(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        level: i32,
+        optname: i32,
+        optval: &[u8],
+    ) -> Result<SqeContext>;
+
+    /// Queues driver command `cmd_op` to `fd` with up to 16 command bytes
+    /// ([`UringCmd`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op_unchecked`]; [`Error::InvalidArgument`]
+    /// for more than 16 bytes.
+    ///
+    /// # Safety
+    ///
+    /// Every address the command bytes carry must be valid for what the
+    /// driver does with it until the operation's last CQE.
+    unsafe fn uring_cmd(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        cmd_op: u32,
+        cmd: &[u8],
+    ) -> Result<SqeContext>;
+}
+
+impl CmdOps for Ring {
+    #[inline]
+    fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Nop::new())
+    }
+
+    #[inline]
+    fn socket_inq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
+        self.push_op(ctx, SiocInq::new(fd))
+    }
+
+    #[inline]
+    fn socket_outq(&mut self, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
+        self.push_op(ctx, SiocOutq::new(fd))
+    }
+
+    #[inline]
+    unsafe fn getsockopt(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        level: i32,
+        optname: i32,
+        optval: &mut [u8],
+    ) -> Result<SqeContext> {
+        let len = crate::op::len_u32("getsockopt value", optval.len())?;
+        // SAFETY: the caller keeps `optval` valid and untouched until the CQE.
+        unsafe { self.push_op_unchecked(ctx, GetSockOpt::new(fd, level, optname, optval.as_mut_ptr(), len)) }
+    }
+
+    #[inline]
+    unsafe fn setsockopt(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        level: i32,
+        optname: i32,
+        optval: &[u8],
+    ) -> Result<SqeContext> {
+        let len = crate::op::len_u32("setsockopt value", optval.len())?;
+        // SAFETY: the caller keeps `optval` valid and unwritten until the CQE.
+        unsafe { self.push_op_unchecked(ctx, SetSockOpt::new(fd, level, optname, optval.as_ptr(), len)) }
+    }
+
+    #[inline]
+    unsafe fn uring_cmd(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        cmd_op: u32,
+        cmd: &[u8],
+    ) -> Result<SqeContext> {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.push_op_unchecked(ctx, UringCmd::new(fd, cmd_op).cmd(cmd)) }
+    }
+}

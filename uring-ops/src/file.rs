@@ -1,1 +1,809 @@
-//! File I/O: `read`, `write`, `readv`, `writev`, and the fixed-buffer forms, with offsets and `RWF_*` flags.
+//! File I/O: `read`, `write`, `readv`, `writev`, and the fixed-buffer forms
+//! (`read_fixed`, `write_fixed`, `readv_fixed`, `writev_fixed`), with
+//! offsets, `RWF_*` flags and an I/O priority.
+//!
+//! Every operation here but [`ReadProvided`] names caller memory that the
+//! kernel reads or writes while the operation runs (possibly later, from an
+//! io-wq worker): the data buffer, or the iovec targets. They are not
+//! [`SafeOp`]s; their ring methods in [`FileOps`] are `unsafe`, and the
+//! memory must stay valid until the operation's CQE has been reaped.
+//!
+//! # Offsets
+//!
+//! An offset of [`CURRENT_POSITION`] (`u64::MAX`, `-1` as the kernel's
+//! `loff_t`) reads or writes at the file's current position and advances
+//! it, like `read(2)`/`write(2)`; any other offset works like
+//! `pread(2)`/`pwrite(2)` and leaves the position alone. Streams (pipes,
+//! sockets) ignore the offset; pass 0 or [`CURRENT_POSITION`].
+
+use uring_core::{Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
+
+use crate::op::{Prepare, SafeOp, Target, len_u32};
+use crate::ring::RingOps;
+
+/// The offset that means "the file's current position" (`-1`).
+pub const CURRENT_POSITION: u64 = u64::MAX;
+
+bitflags::bitflags! {
+    /// Per-operation `RWF_*` flags of the read/write family (`sqe->rw_flags`,
+    /// as for `preadv2(2)`/`pwritev2(2)`). Unknown bits are kept and passed
+    /// on: a kernel that does not know one answers `-EOPNOTSUPP`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct RwFlags: u32 {
+        /// `RWF_HIPRI`: high-priority (polled) I/O.
+        const HIPRI = sys::RWF_HIPRI;
+        /// `RWF_DSYNC`: per-write `O_DSYNC`.
+        const DSYNC = sys::RWF_DSYNC;
+        /// `RWF_SYNC`: per-write `O_SYNC`.
+        const SYNC = sys::RWF_SYNC;
+        /// `RWF_NOWAIT`: fail with `-EAGAIN` instead of blocking.
+        const NOWAIT = sys::RWF_NOWAIT;
+        /// `RWF_APPEND`: per-write `O_APPEND`.
+        const APPEND = sys::RWF_APPEND;
+        /// `RWF_NOAPPEND`: ignore `O_APPEND` for this write (since 6.9).
+        const NOAPPEND = sys::RWF_NOAPPEND;
+        /// `RWF_ATOMIC`: untorn write (since 6.11; see `statx` for limits).
+        const ATOMIC = sys::RWF_ATOMIC;
+        /// `RWF_DONTCACHE`: drop the page cache after the I/O (since 6.14).
+        const DONTCACHE = sys::RWF_DONTCACHE;
+        /// `RWF_NOSIGNAL`: no `SIGPIPE` on a broken pipe (since 6.16).
+        const NOSIGNAL = sys::RWF_NOSIGNAL;
+        const _ = !0;
+    }
+}
+
+/// The fields every read/write SQE shares.
+#[derive(Debug, Clone, Copy)]
+struct Rw {
+    fd: Target,
+    addr: u64,
+    len: u32,
+    offset: u64,
+    flags: RwFlags,
+    ioprio: u16,
+}
+
+impl Rw {
+    #[inline]
+    fn new(fd: Target, addr: u64, len: u32) -> Self {
+        Rw { fd, addr, len, offset: 0, flags: RwFlags::empty(), ioprio: 0 }
+    }
+
+    /// Writes the whole entry for opcode `code`.
+    #[inline]
+    fn prepare(self, code: u8, sqe: &mut uring_core::Sqe) {
+        let Rw { fd, addr, len, offset, flags, ioprio } = self;
+        *sqe = uring_core::Sqe::new(code);
+        fd.apply(sqe);
+        sqe.set_addr(addr);
+        sqe.len = len;
+        sqe.set_off(offset);
+        sqe.set_op_flags(flags.bits());
+        sqe.ioprio = ioprio;
+    }
+}
+
+/// Rejects an iovec count the kernel answers with `-EINVAL`.
+fn check_iovecs(what: &str, nr: u32) -> Result<()> {
+    if nr > libc::UIO_MAXIOV as u32 {
+        return Err(uring_core::Error::InvalidArgument(format!(
+            "{what}: {nr} iovecs exceed UIO_MAXIOV ({})",
+            libc::UIO_MAXIOV
+        )));
+    }
+    Ok(())
+}
+
+/// Generates the offset / flags / ioprio setters of a read/write builder.
+macro_rules! rw_setters {
+    ($ty:ident) => {
+        impl $ty {
+            /// The file offset (default 0); [`CURRENT_POSITION`] uses and
+            /// advances the file position.
+            #[inline]
+            pub const fn offset(mut self, offset: u64) -> Self {
+                self.rw.offset = offset;
+                self
+            }
+
+            /// `RWF_*` flags for this operation.
+            #[inline]
+            pub const fn rw_flags(mut self, flags: RwFlags) -> Self {
+                self.rw.flags = flags;
+                self
+            }
+
+            /// The I/O priority (`ioprio_set(2)` encoding: class in the top
+            /// 3 bits). 0 (the default) uses the task's priority; a class
+            /// the kernel does not know, or a real-time class without
+            /// `CAP_SYS_ADMIN`, completes with `-EINVAL`/`-EPERM`.
+            #[inline]
+            pub const fn ioprio(mut self, ioprio: u16) -> Self {
+                self.rw.ioprio = ioprio;
+                self
+            }
+        }
+    };
+}
+
+/// Reads up to `len` bytes into a buffer: `io_uring_prep_read`.
+///
+/// Since Linux 5.6. The CQE's result is the number of bytes read (0 at end
+/// of file) or `-errno`.
+///
+/// The buffer is caller memory the kernel writes while the read runs: push
+/// it with [`RingOps::push_op_unchecked`] (or [`FileOps::read`]), keeping
+/// the buffer valid and untouched until the CQE has been reaped.
+#[doc(alias = "IORING_OP_READ")]
+#[doc(alias = "io_uring_prep_read")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct Read {
+    rw: Rw,
+}
+
+impl Read {
+    /// Reads `len` bytes from `fd` into `buf`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, buf: *mut u8, len: u32) -> Self {
+        Read { rw: Rw::new(fd.into(), buf as u64, len) }
+    }
+}
+
+rw_setters!(Read);
+
+impl Prepare for Read {
+    const CODE: u8 = sys::IORING_OP_READ as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let Read { rw } = self;
+        rw.prepare(Self::CODE, sqe);
+    }
+}
+
+/// Reads into a buffer the kernel picks from a provided-buffer group:
+/// `io_uring_prep_read` with `IOSQE_BUFFER_SELECT`.
+///
+/// Since Linux 5.7 (provided buffers; buffer rings since 5.19). The CQE's
+/// result is the byte count, and its flags carry `IORING_CQE_F_BUFFER` and
+/// the buffer id (`Cqe::buffer_id`). An empty group completes with
+/// `-ENOBUFS`.
+///
+/// This operation names no memory itself: the buffers were handed to the
+/// kernel when they were provided, and that (unsafe, or library-owned)
+/// step is where their lifetime is promised. So it is a [`SafeOp`].
+#[doc(alias = "IORING_OP_READ")]
+#[doc(alias = "IOSQE_BUFFER_SELECT")]
+#[doc(alias = "io_uring_prep_read")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct ReadProvided {
+    rw: Rw,
+    group: u16,
+}
+
+impl ReadProvided {
+    /// Reads at most `len` bytes (0: the whole selected buffer, for buffer
+    /// rings) from `fd` into a buffer of `group`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, len: u32, group: u16) -> Self {
+        ReadProvided { rw: Rw::new(fd.into(), 0, len), group }
+    }
+}
+
+rw_setters!(ReadProvided);
+
+impl Prepare for ReadProvided {
+    const CODE: u8 = sys::IORING_OP_READ as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let ReadProvided { rw, group } = self;
+        rw.prepare(Self::CODE, sqe);
+        sqe.flags |= SqeFlags::BUFFER_SELECT.bits();
+        sqe.set_buf_group(group);
+    }
+}
+
+// SAFETY: the SQE's address is 0; the kernel writes only into buffers that
+// were provided to it beforehand, whose validity that provision promised.
+unsafe impl SafeOp for ReadProvided {}
+
+/// Writes `len` bytes from a buffer: `io_uring_prep_write`.
+///
+/// Since Linux 5.6. The CQE's result is the number of bytes written or
+/// `-errno`.
+///
+/// The buffer is caller memory the kernel reads while the write runs: push
+/// it with [`RingOps::push_op_unchecked`] (or [`FileOps::write`]), keeping
+/// the buffer valid and unmodified until the CQE has been reaped.
+#[doc(alias = "IORING_OP_WRITE")]
+#[doc(alias = "io_uring_prep_write")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct Write {
+    rw: Rw,
+}
+
+impl Write {
+    /// Writes `len` bytes of `buf` to `fd`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, buf: *const u8, len: u32) -> Self {
+        Write { rw: Rw::new(fd.into(), buf as u64, len) }
+    }
+}
+
+rw_setters!(Write);
+
+impl Prepare for Write {
+    const CODE: u8 = sys::IORING_OP_WRITE as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let Write { rw } = self;
+        rw.prepare(Self::CODE, sqe);
+    }
+}
+
+/// Reads into several buffers (scatter): `io_uring_prep_readv`
+/// (`io_uring_prep_readv2` with flags).
+///
+/// Since Linux 5.1. The CQE's result is the total byte count or `-errno`.
+///
+/// The iovec array and every buffer it names are caller memory the kernel
+/// uses while the read runs (it writes the buffers): keep both valid, and
+/// the buffers untouched, until the CQE has been reaped.
+#[doc(alias = "IORING_OP_READV")]
+#[doc(alias = "io_uring_prep_readv")]
+#[doc(alias = "io_uring_prep_readv2")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct Readv {
+    rw: Rw,
+}
+
+impl Readv {
+    /// Reads from `fd` into the `nr` buffers of `iovecs`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32) -> Self {
+        Readv { rw: Rw::new(fd.into(), iovecs as u64, nr) }
+    }
+}
+
+rw_setters!(Readv);
+
+impl Prepare for Readv {
+    const CODE: u8 = sys::IORING_OP_READV as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        check_iovecs("readv", self.rw.len)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let Readv { rw } = self;
+        rw.prepare(Self::CODE, sqe);
+    }
+}
+
+/// Writes from several buffers (gather): `io_uring_prep_writev`
+/// (`io_uring_prep_writev2` with flags).
+///
+/// Since Linux 5.1. The CQE's result is the total byte count or `-errno`.
+///
+/// The iovec array and every buffer it names are caller memory; keep both
+/// valid and the buffers unmodified until the CQE has been reaped.
+#[doc(alias = "IORING_OP_WRITEV")]
+#[doc(alias = "io_uring_prep_writev")]
+#[doc(alias = "io_uring_prep_writev2")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct Writev {
+    rw: Rw,
+}
+
+impl Writev {
+    /// Writes the `nr` buffers of `iovecs` to `fd`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32) -> Self {
+        Writev { rw: Rw::new(fd.into(), iovecs as u64, nr) }
+    }
+}
+
+rw_setters!(Writev);
+
+impl Prepare for Writev {
+    const CODE: u8 = sys::IORING_OP_WRITEV as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        check_iovecs("writev", self.rw.len)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let Writev { rw } = self;
+        rw.prepare(Self::CODE, sqe);
+    }
+}
+
+/// Reads into a registered buffer: `io_uring_prep_read_fixed`.
+///
+/// Since Linux 5.1. `buf`..`buf + len` must lie inside registered buffer
+/// `buf_index` (`IORING_REGISTER_BUFFERS[2]`); the kernel checks the range
+/// (`-EFAULT` outside it, or for an index past the table). The CQE's result
+/// is the byte count or `-errno`.
+///
+/// The kernel writes that range while the read runs: the program must not
+/// access it until the CQE has been reaped.
+#[doc(alias = "IORING_OP_READ_FIXED")]
+#[doc(alias = "io_uring_prep_read_fixed")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct ReadFixed {
+    rw: Rw,
+    buf_index: u16,
+}
+
+impl ReadFixed {
+    /// Reads `len` bytes from `fd` into `buf`, which lies inside registered
+    /// buffer `buf_index`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, buf: *mut u8, len: u32, buf_index: u16) -> Self {
+        ReadFixed { rw: Rw::new(fd.into(), buf as u64, len), buf_index }
+    }
+}
+
+rw_setters!(ReadFixed);
+
+impl Prepare for ReadFixed {
+    const CODE: u8 = sys::IORING_OP_READ_FIXED as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let ReadFixed { rw, buf_index } = self;
+        rw.prepare(Self::CODE, sqe);
+        sqe.set_buf_index(buf_index);
+    }
+}
+
+/// Writes from a registered buffer: `io_uring_prep_write_fixed`.
+///
+/// Since Linux 5.1. As [`ReadFixed`], in the other direction: the range
+/// must lie inside registered buffer `buf_index` and stay unmodified until
+/// the CQE has been reaped.
+#[doc(alias = "IORING_OP_WRITE_FIXED")]
+#[doc(alias = "io_uring_prep_write_fixed")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct WriteFixed {
+    rw: Rw,
+    buf_index: u16,
+}
+
+impl WriteFixed {
+    /// Writes `len` bytes at `buf`, inside registered buffer `buf_index`,
+    /// to `fd`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, buf: *const u8, len: u32, buf_index: u16) -> Self {
+        WriteFixed { rw: Rw::new(fd.into(), buf as u64, len), buf_index }
+    }
+}
+
+rw_setters!(WriteFixed);
+
+impl Prepare for WriteFixed {
+    const CODE: u8 = sys::IORING_OP_WRITE_FIXED as u8;
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let WriteFixed { rw, buf_index } = self;
+        rw.prepare(Self::CODE, sqe);
+        sqe.set_buf_index(buf_index);
+    }
+}
+
+/// Scatter read into ranges of one registered buffer:
+/// `io_uring_prep_readv_fixed`.
+///
+/// Since Linux 6.15. Every iovec must lie inside registered buffer
+/// `buf_index` (the kernel checks, `-EFAULT`). The kernel writes the ranges
+/// while the read runs: they, and the iovec array, must stay valid and the
+/// ranges unaccessed until the CQE has been reaped.
+#[doc(alias = "IORING_OP_READV_FIXED")]
+#[doc(alias = "io_uring_prep_readv_fixed")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct ReadvFixed {
+    rw: Rw,
+    buf_index: u16,
+}
+
+impl ReadvFixed {
+    /// Reads from `fd` into the `nr` ranges of `iovecs`, all inside
+    /// registered buffer `buf_index`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
+        ReadvFixed { rw: Rw::new(fd.into(), iovecs as u64, nr), buf_index }
+    }
+}
+
+rw_setters!(ReadvFixed);
+
+impl Prepare for ReadvFixed {
+    const CODE: u8 = sys::IORING_OP_READV_FIXED as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        check_iovecs("readv_fixed", self.rw.len)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let ReadvFixed { rw, buf_index } = self;
+        rw.prepare(Self::CODE, sqe);
+        sqe.set_buf_index(buf_index);
+    }
+}
+
+/// Gather write from ranges of one registered buffer:
+/// `io_uring_prep_writev_fixed`.
+///
+/// Since Linux 6.15. As [`ReadvFixed`], in the other direction: the ranges
+/// must stay unmodified until the CQE has been reaped.
+#[doc(alias = "IORING_OP_WRITEV_FIXED")]
+#[doc(alias = "io_uring_prep_writev_fixed")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct WritevFixed {
+    rw: Rw,
+    buf_index: u16,
+}
+
+impl WritevFixed {
+    /// Writes the `nr` ranges of `iovecs`, all inside registered buffer
+    /// `buf_index`, to `fd`, at offset 0.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
+        WritevFixed { rw: Rw::new(fd.into(), iovecs as u64, nr), buf_index }
+    }
+}
+
+rw_setters!(WritevFixed);
+
+impl Prepare for WritevFixed {
+    const CODE: u8 = sys::IORING_OP_WRITEV_FIXED as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        check_iovecs("writev_fixed", self.rw.len)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
+        let WritevFixed { rw, buf_index } = self;
+        rw.prepare(Self::CODE, sqe);
+        sqe.set_buf_index(buf_index);
+    }
+}
+
+/// Named ring methods for file I/O, the common case of each operation
+/// (offset given, no flags). Options are reached through the builders and
+/// [`RingOps::push_op_unchecked`].
+///
+/// Slices longer than `u32::MAX` bytes (or iovec counts above
+/// `UIO_MAXIOV`) are [`Error::InvalidArgument`](uring_core::Error::InvalidArgument)
+/// before anything is queued. [`CURRENT_POSITION`] as the offset uses the
+/// file position.
+pub trait FileOps {
+    /// Queues a read of `buf.len()` bytes from `fd` at `offset` ([`Read`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RingOps::push_op`], and `InvalidArgument` for a buffer over
+    /// `u32::MAX` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `buf` is written by the kernel while the read runs: it must stay
+    /// valid, and must not be read or written by the program, until this
+    /// operation's CQE has been reaped (the borrow ends when this call
+    /// returns; the obligation does not).
+    unsafe fn read(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a write of `buf` to `fd` at `offset` ([`Write`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// # Safety
+    ///
+    /// `buf` is read by the kernel while the write runs: it must stay valid
+    /// and unmodified until this operation's CQE has been reaped.
+    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext>;
+
+    /// Queues a scatter read from `fd` at `offset` into the buffers of
+    /// `iovecs` ([`Readv`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`RingOps::push_op`], and `InvalidArgument` for more than
+    /// `UIO_MAXIOV` iovecs.
+    ///
+    /// # Safety
+    ///
+    /// `iovecs` and every buffer it names must stay valid until this
+    /// operation's CQE has been reaped; the buffers are written by the
+    /// kernel and must not be accessed by the program until then.
+    unsafe fn readv(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a gather write of the buffers of `iovecs` to `fd` at `offset`
+    /// ([`Writev`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`readv`](Self::readv).
+    ///
+    /// # Safety
+    ///
+    /// `iovecs` and every buffer it names must stay valid, and the buffers
+    /// unmodified, until this operation's CQE has been reaped.
+    unsafe fn writev(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a read into `buf`, a range of registered buffer `buf_index`
+    /// ([`ReadFixed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// # Safety
+    ///
+    /// `buf` must lie inside registered buffer `buf_index` (else the CQE is
+    /// `-EFAULT`), stay registered and valid, and not be accessed by the
+    /// program until this operation's CQE has been reaped.
+    unsafe fn read_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a write from `buf`, a range of registered buffer `buf_index`
+    /// ([`WriteFixed`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    ///
+    /// # Safety
+    ///
+    /// `buf` must lie inside registered buffer `buf_index`, stay registered
+    /// and valid, and not be modified until this operation's CQE has been
+    /// reaped.
+    unsafe fn write_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &[u8],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a scatter read into ranges of registered buffer `buf_index`
+    /// ([`ReadvFixed`], since 6.15).
+    ///
+    /// # Errors
+    ///
+    /// As [`readv`](Self::readv); `Unsupported` before 6.15.
+    ///
+    /// # Safety
+    ///
+    /// Every iovec must lie inside registered buffer `buf_index`; `iovecs`
+    /// must stay valid, and the ranges must not be accessed by the program,
+    /// until this operation's CQE has been reaped.
+    unsafe fn readv_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a gather write from ranges of registered buffer `buf_index`
+    /// ([`WritevFixed`], since 6.15).
+    ///
+    /// # Errors
+    ///
+    /// As [`readv`](Self::readv); `Unsupported` before 6.15.
+    ///
+    /// # Safety
+    ///
+    /// Every iovec must lie inside registered buffer `buf_index`; `iovecs`
+    /// must stay valid, and the ranges unmodified, until this operation's
+    /// CQE has been reaped.
+    unsafe fn writev_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext>;
+
+    /// Queues a read of at most `len` bytes into a buffer of provided-buffer
+    /// group `group` ([`ReadProvided`]). Safe: the buffers were promised to
+    /// the kernel when they were provided.
+    ///
+    /// # Errors
+    ///
+    /// As [`RingOps::push_op`].
+    fn read_provided(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        len: u32,
+        group: u16,
+        offset: u64,
+    ) -> Result<SqeContext>;
+}
+
+fn iov_count(what: &str, iovecs: &[libc::iovec]) -> Result<u32> {
+    let nr = u32::try_from(iovecs.len()).unwrap_or(u32::MAX);
+    check_iovecs(what, nr)?;
+    Ok(nr)
+}
+
+impl FileOps for Ring {
+    #[inline]
+    unsafe fn read(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let len = len_u32("read", buf.len())?;
+        let op = Read::new(fd, buf.as_mut_ptr(), len).offset(offset);
+        // SAFETY: the caller keeps `buf` valid and unaccessed until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext> {
+        let len = len_u32("write", buf.len())?;
+        let op = Write::new(fd, buf.as_ptr(), len).offset(offset);
+        // SAFETY: the caller keeps `buf` valid and unmodified until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn readv(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let nr = iov_count("readv", iovecs)?;
+        let op = Readv::new(fd, iovecs.as_ptr(), nr).offset(offset);
+        // SAFETY: the caller keeps the array and its buffers valid (and the
+        // buffers unaccessed) until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn writev(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let nr = iov_count("writev", iovecs)?;
+        let op = Writev::new(fd, iovecs.as_ptr(), nr).offset(offset);
+        // SAFETY: the caller keeps the array and its buffers valid (and the
+        // buffers unmodified) until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn read_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &mut [u8],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let len = len_u32("read_fixed", buf.len())?;
+        let op = ReadFixed::new(fd, buf.as_mut_ptr(), len, buf_index).offset(offset);
+        // SAFETY: the caller keeps the registered range valid and unaccessed
+        // until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn write_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &[u8],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let len = len_u32("write_fixed", buf.len())?;
+        let op = WriteFixed::new(fd, buf.as_ptr(), len, buf_index).offset(offset);
+        // SAFETY: the caller keeps the registered range valid and unmodified
+        // until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn readv_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let nr = iov_count("readv_fixed", iovecs)?;
+        let op = ReadvFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
+        // SAFETY: the caller keeps the array and the registered ranges valid
+        // (and the ranges unaccessed or unmodified) until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    unsafe fn writev_fixed(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        iovecs: &[libc::iovec],
+        buf_index: u16,
+        offset: u64,
+    ) -> Result<SqeContext> {
+        let nr = iov_count("writev_fixed", iovecs)?;
+        let op = WritevFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
+        // SAFETY: the caller keeps the array and the registered ranges valid
+        // (and the ranges unaccessed or unmodified) until the CQE.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    #[inline]
+    fn read_provided(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        len: u32,
+        group: u16,
+        offset: u64,
+    ) -> Result<SqeContext> {
+        self.push_op(ctx, ReadProvided::new(fd, len, group).offset(offset))
+    }
+}

@@ -38,6 +38,7 @@ pub mod msg;
 pub mod multishot;
 pub mod net;
 pub mod poll;
+pub mod provide;
 pub mod socket;
 pub mod subscription;
 pub mod timeout;
@@ -53,6 +54,21 @@ pub use uring_core;
 /// Everything needed to submit operations: [`RingOps`], [`OpExt`], the
 /// argument types, and each family's extension trait of ring methods.
 pub mod prelude {
+    pub use crate::cancel::CancelOps;
+    pub use crate::cmd::{CmdOps, Ring128Ops};
+    pub use crate::file::FileOps;
+    pub use crate::fs::FsOps;
+    pub use crate::msg::MsgOps;
+    pub use crate::multishot::MultishotOps;
+    pub use crate::net::NetOps;
+    pub use crate::poll::PollOps;
+    pub use crate::provide::ProvideOps;
+    pub use crate::socket::SocketSetupOps;
+    pub use crate::subscription::{HandleCqe, MultishotAction, MultishotHandler, MultishotSubscriber, Subscribe};
+    pub use crate::timeout::TimeoutOps;
+    pub use crate::transfer::TransferOps;
+    pub use crate::wait::WaitOps;
+    pub use crate::xattr::XattrOps;
     pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
 }

@@ -1,7 +1,7 @@
 //! [`RingOps`]: acquire an SQE, prepare an operation into it, stamp the
 //! [`SqeContext`].
 
-use uring_core::{ContextMode, Error, Result, Ring, SqeContext, SqeFlags};
+use uring_core::{ContextMode, Error, Result, Ring, Sqe, SqeContext, SqeFlags};
 
 use crate::op::{Prepare, SafeOp};
 
@@ -26,14 +26,17 @@ use crate::op::{Prepare, SafeOp};
 /// is [`Error::QueueFull`], not a hidden flush.
 pub trait RingOps {
     /// Queues a [`SafeOp`]: one whose memory the library holds until the
-    /// kernel has consumed the entry.
+    /// kernel has consumed the entry. Returns the context as stamped into
+    /// `user_data` (for a direct context, with the opcode and final SQE
+    /// flags filled in): the value to cancel, remove or update the request
+    /// by, and what its CQEs will carry.
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`], [`Error::InvalidArgument`] (from the
     /// operation's check, or a pooled context that is not live),
     /// [`Error::QueueFull`], [`Error::NotStarted`], [`Error::Stopped`].
-    fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<()>;
+    fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Queues any operation.
     ///
@@ -50,7 +53,7 @@ pub trait RingOps {
     /// CQE has been reaped: for multishot operations, the CQE without
     /// `IORING_CQE_F_MORE`. Each operation's documentation says which
     /// memory that is.
-    unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<()>;
+    unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Free SQ entries: how many `push_op` calls will succeed before a
     /// submit. Use it to queue a linked chain all or nothing.
@@ -59,7 +62,7 @@ pub trait RingOps {
 
 impl RingOps for Ring {
     #[inline]
-    fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<()> {
+    fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         // SAFETY: `O: SafeOp` names no memory the kernel reads after it
         // consumed the entry, other than the slot's Keep, which the ring
         // holds that long.
@@ -67,39 +70,19 @@ impl RingOps for Ring {
     }
 
     #[inline]
-    unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<()> {
+    unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         op.check(self.features())?;
-        let mode = ctx.mode();
-        if matches!(mode, ContextMode::Indirect | ContextMode::Extended) {
-            check_pooled(self, ctx)?;
-        }
+        check_live(self, ctx)?;
         // SAFETY: forwarded to the caller (the memory the operation names);
         // the Keep holds the rest until the kernel consumed the entry.
         let (sqe, keep) = unsafe { self.next_sqe_keep() }?;
         op.prepare(sqe, keep);
-        match mode {
-            ContextMode::Direct => {
-                let flags = sqe.flags | direct_flags(ctx);
-                sqe.flags = flags;
-                sqe.user_data = ctx.with_op(sqe.opcode).with_flags(SqeFlags::from_bits_retain(flags)).raw();
-            }
-            ContextMode::Indirect => {
-                sqe.user_data = ctx.raw();
-                let copy = *sqe;
-                if let Some(slot) = self.pools_mut().indirect_mut(ctx) {
-                    slot.sqe = copy;
-                }
-            }
-            ContextMode::Extended => {
-                sqe.user_data = ctx.raw();
-                let copy = *sqe;
-                if let Some(slot) = self.pools_mut().extended_mut(ctx) {
-                    slot.sqe = copy;
-                }
-            }
-            ContextMode::Foreign => sqe.user_data = ctx.raw(),
+        let stamped = stamp(sqe, ctx);
+        if stamped.mode() != ContextMode::Direct {
+            let copy = *sqe;
+            record_pooled(self, ctx, copy);
         }
-        Ok(())
+        Ok(stamped)
     }
 
     #[inline]
@@ -108,18 +91,48 @@ impl RingOps for Ring {
     }
 }
 
+/// Writes `ctx` into `sqe.user_data` as `push_op` documents and returns
+/// what was written: direct contexts get the entry's opcode and its final
+/// SQE flags (the context's own flags are added to the entry first).
 #[inline]
-fn direct_flags(ctx: SqeContext) -> u8 {
-    match ctx.flags() {
-        Some(f) => f.bits(),
-        None => 0,
+pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
+    let stamped = match ctx.mode() {
+        ContextMode::Direct => {
+            let flags = sqe.flags | ctx.flags().map_or(0, |f| f.bits());
+            sqe.flags = flags;
+            ctx.with_op(sqe.opcode).with_flags(SqeFlags::from_bits_retain(flags))
+        }
+        _ => ctx,
+    };
+    sqe.user_data = stamped.raw();
+    stamped
+}
+
+/// Copies the final SQE into a pooled context's slot.
+pub(crate) fn record_pooled(ring: &mut Ring, ctx: SqeContext, sqe: Sqe) {
+    match ctx.mode() {
+        ContextMode::Indirect => {
+            if let Some(slot) = ring.pools_mut().indirect_mut(ctx) {
+                slot.sqe = sqe;
+            }
+        }
+        ContextMode::Extended => {
+            if let Some(slot) = ring.pools_mut().extended_mut(ctx) {
+                slot.sqe = sqe;
+            }
+        }
+        ContextMode::Direct | ContextMode::Foreign => {}
     }
 }
 
-fn check_pooled(ring: &Ring, ctx: SqeContext) -> Result<()> {
+/// Refuses a pooled context that does not name a live slot of `ring`'s
+/// pools; direct and foreign contexts always pass.
+#[inline]
+pub(crate) fn check_live(ring: &Ring, ctx: SqeContext) -> Result<()> {
     let live = match ctx.mode() {
+        ContextMode::Direct | ContextMode::Foreign => return Ok(()),
         ContextMode::Indirect => ring.pools().indirect(ctx).is_some(),
-        _ => ring.pools().extended(ctx).is_some(),
+        ContextMode::Extended => ring.pools().extended(ctx).is_some(),
     };
     if live {
         Ok(())

@@ -2,13 +2,16 @@
 
 mod common;
 
-use std::io::Write;
+use std::collections::HashSet;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use uring_core::SqeContext;
-use uring_ops::multishot::AcceptMulti;
+use uring_core::{FeatureFlags, SqeContext, sys};
+use uring_ops::multishot::{AcceptMulti, MultishotOps, ReadMulti, RecvBundleMulti, RecvMulti};
 use uring_ops::prelude::*;
+
+use common::BufRing;
 
 #[test]
 fn multishot_accept_delivers_each_connection_and_stays_armed() {
@@ -40,5 +43,264 @@ fn bad_accept_flags_are_refused_before_submission() {
     let mut ring = common::ring(4);
     let err = ring.push_op(SqeContext::default(), AcceptMulti::new(0).flags(libc::O_APPEND)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // The kernel refuses SOCK_CLOEXEC on a direct accept with a bare EINVAL.
+    let err = ring.push_op(SqeContext::default(), AcceptMulti::new(0).direct().flags(libc::SOCK_CLOEXEC)).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
+}
+
+/// Raises the soft RLIMIT_NOFILE towards the hard limit (at most `want`).
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid out-pointer.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < want {
+        lim.rlim_cur = want.min(lim.rlim_max);
+        // SAFETY: `lim` is a valid rlimit within the hard limit.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    }
+}
+
+#[test]
+fn one_multishot_accept_takes_a_thousand_connections() {
+    const CLIENTS: u32 = 1000;
+    const BATCH: u32 = 25;
+    // A foreign user_data (mode bits 3) is stamped as it is.
+    const TOKEN: u64 = 0x700 | 3;
+    // Clients and accepted sockets are closed batch by batch; the raise is
+    // headroom for the other tests of this binary running in parallel.
+    raise_nofile(4096);
+    let mut ring = common::ring(64); // 128 CQ entries: room for a batch
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    ring.accept_multi(SqeContext::from_raw(TOKEN), listener.as_raw_fd()).unwrap();
+    ring.submit().unwrap();
+
+    let mut seen = HashSet::new();
+    for batch in 0..CLIENTS / BATCH {
+        let mut clients = Vec::new();
+        for i in 0..BATCH {
+            let id = batch * BATCH + i;
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&id.to_le_bytes()).unwrap();
+            clients.push(c);
+        }
+        for d in common::reap(&mut ring, BATCH as usize) {
+            assert_eq!(d.user_data, TOKEN);
+            assert!(d.res >= 0, "accept failed: {d:?}");
+            assert!(d.more(), "the one accept must stay armed: {d:?}");
+            // SAFETY: the kernel just created this descriptor for us.
+            let mut s = TcpStream::from(unsafe { OwnedFd::from_raw_fd(d.res) });
+            let mut id = [0u8; 4];
+            s.read_exact(&mut id).unwrap();
+            assert!(seen.insert(u32::from_le_bytes(id)), "connection {id:?} accepted twice");
+        }
+    }
+    assert_eq!(seen.len(), CLIENTS as usize);
+    assert_eq!(seen, (0..CLIENTS).collect::<HashSet<_>>(), "every client arrived exactly once");
+}
+
+#[test]
+fn direct_multishot_accept_fills_free_slots_readable_by_fixed_recv() {
+    let mut ring = common::ring(16);
+    ring.register().files_sparse(8).unwrap();
+    let bufs = BufRing::register(&ring, 3, 8, 64);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    ring.accept_multi_direct(SqeContext::from_raw(1 << 2), listener.as_raw_fd()).unwrap();
+    ring.submit().unwrap();
+    let mut clients = Vec::new();
+    for i in 0..3u8 {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(&[b'a' + i; 5]).unwrap();
+        clients.push(c);
+    }
+    let accepted = common::reap(&mut ring, 3);
+    let mut slots = HashSet::new();
+    for d in &accepted {
+        assert!(d.res >= 0 && d.more(), "{d:?}");
+        assert!(slots.insert(d.res), "slot {} handed out twice", d.res);
+    }
+    // The accepted sockets are only in the fixed table: read each through it.
+    let mut got = HashSet::new();
+    for &slot in &slots {
+        ring.push_op(SqeContext::from_raw(2 << 2), RecvMulti::new(Fixed(slot as u32), bufs.group)).unwrap();
+        let d = common::reap_one(&mut ring);
+        assert_eq!(d.res, 5, "{d:?}");
+        let data = bufs.bytes(d.buffer_id().expect("a provided buffer"), 5);
+        assert!(data.iter().all(|&b| b == data[0]));
+        got.insert(data[0]);
+    }
+    assert_eq!(got, HashSet::from([b'a', b'b', b'c']));
+}
+
+#[test]
+fn direct_multishot_accept_ends_with_enfile_when_the_table_is_full() {
+    let mut ring = common::ring(8);
+    ring.register().files_sparse(1).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    ring.push_op(SqeContext::from_raw(1 << 2), AcceptMulti::new(listener.as_raw_fd()).direct()).unwrap();
+    ring.submit().unwrap();
+    let _first = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (0, true), "the only slot: {d:?}");
+    let _second = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::ENFILE, false), "no free slot ends the stream: {d:?}");
+}
+
+fn pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` is a valid out-array of two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just created both descriptors for us.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+fn write_fd(fd: &OwnedFd, data: &[u8]) {
+    let mut f = std::fs::File::from(fd.try_clone().unwrap());
+    f.write_all(data).unwrap();
+}
+
+#[test]
+fn read_multishot_on_a_pipe_delivers_each_write_then_eof() {
+    let mut ring = common::ring(8);
+    if !ring.features().supports(sys::IORING_OP_READ_MULTISHOT as u8) {
+        return common::skip("read_multishot_on_a_pipe", "IORING_OP_READ_MULTISHOT unsupported");
+    }
+    let bufs = BufRing::register(&ring, 1, 4, 32);
+    let (rx, tx) = pipe();
+    ring.read_multi(SqeContext::from_raw(5 << 2), rx.as_raw_fd(), bufs.group).unwrap();
+    ring.submit().unwrap();
+    let mut bufs = bufs;
+    for msg in [&b"alpha"[..], b"beta", b"gamma delta"] {
+        write_fd(&tx, msg);
+        let d = common::reap_one(&mut ring);
+        assert!(d.more(), "still armed: {d:?}");
+        assert_eq!(d.res as usize, msg.len(), "{d:?}");
+        let bid = d.buffer_id().expect("a provided buffer");
+        assert_eq!(bufs.bytes(bid, msg.len()), msg);
+        bufs.push(bid);
+        bufs.publish();
+    }
+    drop(tx);
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (0, false), "end of file ends the stream: {d:?}");
+}
+
+#[test]
+fn read_multishot_refuses_an_unpollable_file() {
+    let mut ring = common::ring(4);
+    if !ring.features().supports(sys::IORING_OP_READ_MULTISHOT as u8) {
+        return common::skip("read_multishot_refuses_an_unpollable_file", "IORING_OP_READ_MULTISHOT unsupported");
+    }
+    let bufs = BufRing::register(&ring, 1, 2, 32);
+    let dir = common::tmpdir("readmulti");
+    std::fs::write(dir.join("f"), b"regular").unwrap();
+    let f = std::fs::File::open(dir.join("f")).unwrap();
+    ring.push_op(SqeContext::from_raw(1 << 2), ReadMulti::new(f.as_raw_fd(), bufs.group)).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::EBADFD, false), "{d:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn recv_multishot_streams_until_the_peer_closes() {
+    let mut ring = common::ring(8);
+    let mut bufs = BufRing::register(&ring, 2, 8, 64);
+    let (mut client, server) = common::tcp_pair();
+    ring.recv_multi(SqeContext::from_raw(9 << 2), server.as_raw_fd(), bufs.group).unwrap();
+    ring.submit().unwrap();
+    let mut got = Vec::new();
+    for msg in [&b"first"[..], b"second message", b"3"] {
+        client.write_all(msg).unwrap();
+        let mut want = msg.len();
+        while want > 0 {
+            let d = common::reap_one(&mut ring);
+            assert!(d.res > 0 && d.more(), "{d:?}");
+            let bid = d.buffer_id().unwrap();
+            got.extend(bufs.bytes(bid, d.res as usize));
+            want -= d.res as usize;
+            bufs.push(bid);
+            bufs.publish();
+        }
+    }
+    assert_eq!(got, b"firstsecond message3");
+    drop(client);
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (0, false), "EOF ends the stream: {d:?}");
+}
+
+#[test]
+fn recv_multishot_on_a_bad_fd_fails_in_the_cqe() {
+    let mut ring = common::ring(4);
+    let bufs = BufRing::register(&ring, 1, 2, 32);
+    ring.recv_multi(SqeContext::from_raw(1 << 2), 1_000_000, bufs.group).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::EBADF, false), "{d:?}");
+}
+
+#[test]
+fn recv_multishot_refuses_waitall_before_submission() {
+    let mut ring = common::ring(4);
+    for err in [
+        ring.push_op(SqeContext::default(), RecvMulti::new(0, 1).msg_flags(libc::MSG_WAITALL)).unwrap_err(),
+        ring.push_op(SqeContext::default(), RecvBundleMulti::new(0, 1).msg_flags(libc::MSG_WAITALL)).unwrap_err(),
+    ] {
+        // Bundle support absent is Unsupported, which is also refused early.
+        assert!(matches!(err, Error::InvalidArgument(_) | Error::Unsupported { .. }), "{err}");
+    }
+    assert_eq!(ring.sq_pending(), 0);
+}
+
+#[test]
+fn bundle_receive_spans_consecutive_buffers() {
+    let mut ring = common::ring(8);
+    if !ring.features().has(FeatureFlags::RECVSEND_BUNDLE) {
+        return common::skip("bundle_receive_spans_consecutive_buffers", "no IORING_FEAT_RECVSEND_BUNDLE");
+    }
+    const SIZE: usize = 16;
+    let mut bufs = BufRing::register(&ring, 4, 8, SIZE);
+    let (mut client, server) = common::tcp_pair();
+    let sent: Vec<u8> = (0..100u8).collect();
+    // 40 bytes already queued: the first receive can take them in one bundle.
+    client.write_all(&sent[..40]).unwrap();
+    ring.recv_bundle_multi(SqeContext::from_raw(3 << 2), server.as_raw_fd(), bufs.group).unwrap();
+    ring.submit().unwrap();
+    let mut got = Vec::new();
+    let mut next_bid = 0u16;
+    let mut cqes = 0;
+    let mut multi_buffer = false;
+    let mut pending = std::collections::VecDeque::new();
+    while got.len() < sent.len() {
+        if got.len() == 40 && pending.is_empty() {
+            client.write_all(&sent[40..]).unwrap();
+        }
+        if pending.is_empty() {
+            pending.extend(common::reap(&mut ring, 1));
+        }
+        let d: common::Done = pending.pop_front().unwrap();
+        assert!(d.res > 0 && d.more(), "{d:?}");
+        let first = d.buffer_id().expect("a bundle names its first buffer");
+        assert_eq!(first, next_bid, "bundles continue where the last one ended");
+        let n = (d.res as usize).div_ceil(SIZE) as u16;
+        multi_buffer |= n > 1;
+        let mut left = d.res as usize;
+        for k in 0..n {
+            let bid = (first + k) % bufs.entries;
+            let take = left.min(SIZE);
+            got.extend(bufs.bytes(bid, take));
+            left -= take;
+            bufs.push(bid);
+        }
+        bufs.publish();
+        next_bid = (first + n) % bufs.entries;
+        cqes += 1;
+    }
+    assert_eq!(got, sent, "every byte once, in order");
+    assert!(multi_buffer, "at least one CQE spanned several buffers ({cqes} CQEs)");
+    drop(client);
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (0, false), "{d:?}");
 }

@@ -3,11 +3,12 @@
 #![allow(unreachable_pub)]
 
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::time::Duration;
 
-use uring_core::{CqeSlot, Error, Options, Ring};
+use uring_core::{CqeSlot, Error, Options, Ring, sys};
 
 /// A started single-issuer ring with `entries` SQ entries.
 pub fn ring(entries: u32) -> Ring {
@@ -113,4 +114,101 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
 /// Prints why a test skipped; call it and return.
 pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
+}
+
+/// A provided-buffer ring registered by hand with
+/// `IORING_REGISTER_PBUF_RING` (uring-buffers will own this properly): the
+/// ring of `io_uring_buf` entries and the buffers live in anonymous
+/// mappings that are never unmapped, so the kernel can never write into
+/// freed memory, whatever order the test drops things in.
+pub struct BufRing {
+    ring: *mut sys::io_uring_buf_ring,
+    data: *mut u8,
+    pub entries: u16,
+    pub size: usize,
+    tail: u16,
+    pub group: u16,
+}
+
+impl BufRing {
+    /// Registers group `group` on `ring` with `entries` (a power of two)
+    /// buffers of `size` bytes, all of them published.
+    pub fn register(ring: &Ring, group: u16, entries: u16, size: usize) -> BufRing {
+        assert!(entries.is_power_of_two());
+        let ring_bytes = usize::from(entries) * std::mem::size_of::<sys::io_uring_buf>();
+        let map = |len: usize| {
+            // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+            p
+        };
+        let ring_mem = map(ring_bytes).cast::<sys::io_uring_buf_ring>();
+        let data = map(usize::from(entries) * size).cast::<u8>();
+        let reg = sys::io_uring_buf_reg {
+            ring_addr: ring_mem as u64,
+            ring_entries: u32::from(entries),
+            bgid: group,
+            ..Default::default()
+        };
+        // SAFETY: `reg` is a valid io_uring_buf_reg naming a page-aligned
+        // mapping of `entries` entries that is never unmapped.
+        unsafe {
+            sys::io_uring_register(
+                ring.as_raw_fd(),
+                sys::IORING_REGISTER_PBUF_RING,
+                (&reg as *const sys::io_uring_buf_reg).cast(),
+                1,
+            )
+        }
+        .expect("IORING_REGISTER_PBUF_RING");
+        let mut b = BufRing { ring: ring_mem, data, entries, size, tail: 0, group };
+        for bid in 0..entries {
+            b.push(bid);
+        }
+        b.publish();
+        b
+    }
+
+    /// Writes buffer `bid` into the next entry (not visible before
+    /// [`publish`](Self::publish)).
+    pub fn push(&mut self, bid: u16) {
+        assert!(bid < self.entries);
+        let idx = usize::from(self.tail & (self.entries - 1));
+        // SAFETY: idx < entries, inside the ring mapping; entry fields other
+        // than `resv` (which overlays the tail in entry 0) are written.
+        unsafe {
+            let e = sys::io_uring_buf_ring::bufs_ptr(self.ring).add(idx);
+            (*e).addr = self.data.add(usize::from(bid) * self.size) as u64;
+            (*e).len = self.size as u32;
+            (*e).bid = bid;
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Publishes the pushed entries: a release store of the tail, so the
+    /// kernel sees the entries written before it.
+    pub fn publish(&self) {
+        // SAFETY: the tail is a naturally aligned u16 inside the mapping,
+        // shared with the kernel, which only reads it.
+        let tail = unsafe { AtomicU16::from_ptr(sys::io_uring_buf_ring::tail_ptr(self.ring)) };
+        tail.store(self.tail, Ordering::Release);
+    }
+
+    /// The first `len` bytes of buffer `bid`; call only for a buffer a CQE
+    /// handed back and that was not recycled since.
+    pub fn bytes(&self, bid: u16, len: usize) -> Vec<u8> {
+        assert!(bid < self.entries && len <= self.size);
+        // SAFETY: inside the data mapping; the kernel is done with this
+        // buffer (its CQE was reaped) until it is pushed again.
+        unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.size), len).to_vec() }
+    }
 }

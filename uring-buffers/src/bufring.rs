@@ -1,0 +1,777 @@
+//! Provided buffer rings (`IORING_REGISTER_PBUF_RING`): a group of
+//! equal-sized buffers the kernel picks from when an operation asks for
+//! buffer selection (`IOSQE_BUFFER_SELECT`), reporting the chosen one in
+//! the CQE.
+//!
+//! # Ownership
+//!
+//! Each buffer is in exactly one of two hands. Published in the ring, it
+//! belongs to the kernel, which may write into it at any time. Named by a
+//! CQE and [`take`](BufRing::take)n, it belongs to the caller as a [`Buf`]
+//! token (not `Clone`): its bytes are readable through
+//! [`bytes`](BufRing::bytes) and it goes back with
+//! [`recycle`](BufRing::recycle), which consumes the token, so a buffer
+//! cannot be returned twice. A CQE presented twice is refused.
+//!
+//! The memory (the ring and the buffers) is [attached](uring_core::Ring::attach)
+//! to the io_uring ring: it is freed only once the ring is closed with
+//! nothing in flight, whatever order the caller drops things in.
+
+use std::ffi::c_void;
+use std::fmt;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+
+use uring_core::{Cqe, Ring, State, sys};
+
+use crate::error::{Error, Result};
+use crate::mem::Region;
+
+/// The most entries a buffer ring may have (the kernel's limit).
+pub const MAX_ENTRIES: u32 = 32768;
+
+/// The shape of a buffer ring, checked before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufRingConfig {
+    group: u16,
+    entries: u32,
+    buf_size: u32,
+    kernel_mapped: bool,
+    huge_pages: bool,
+    incremental: bool,
+}
+
+impl BufRingConfig {
+    /// Buffer group `group`: `entries` buffers (a power of two, at most
+    /// [`MAX_ENTRIES`]) of `buf_size` bytes each.
+    pub const fn new(group: u16, entries: u32, buf_size: u32) -> Self {
+        BufRingConfig { group, entries, buf_size, kernel_mapped: false, huge_pages: false, incremental: false }
+    }
+
+    /// Lets the kernel allocate the ring itself (`IOU_PBUF_RING_MMAP`) and
+    /// maps it, instead of registering library-allocated ring memory.
+    pub const fn kernel_mapped(mut self) -> Self {
+        self.kernel_mapped = true;
+        self
+    }
+
+    /// Allocates the buffers from 2 MiB huge pages (`MAP_HUGETLB`; needs
+    /// `vm.nr_hugepages`).
+    pub const fn huge_pages(mut self) -> Self {
+        self.huge_pages = true;
+        self
+    }
+
+    /// Lets the kernel consume buffers incrementally (`IOU_PBUF_RING_INC`,
+    /// since 6.12): a receive uses only as much of a buffer as it needs,
+    /// and the next receive continues in the same buffer
+    /// (`IORING_CQE_F_BUF_MORE` says the buffer is not finished). Each
+    /// [`Buf`] is then a range of a buffer; the buffer goes back to the
+    /// ring once the kernel is done with it and every range was recycled.
+    pub const fn incremental(mut self) -> Self {
+        self.incremental = true;
+        self
+    }
+
+    /// The group id.
+    pub const fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// Entries (buffers).
+    pub const fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// Bytes per buffer.
+    pub const fn buf_size(&self) -> u32 {
+        self.buf_size
+    }
+
+    /// Bytes of buffer memory this configuration allocates (the ring's
+    /// own 16 bytes per entry not included).
+    pub const fn data_bytes(&self) -> usize {
+        self.entries as usize * self.buf_size as usize
+    }
+
+    /// Checks the configuration; [`BufRing::register`] calls it first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] saying what is wrong.
+    pub fn validate(&self) -> Result<()> {
+        if self.entries == 0 || !self.entries.is_power_of_two() || self.entries > MAX_ENTRIES {
+            return Err(Error::invalid(format!(
+                "buffer ring of group {}: {} entries; need a power of two from 1 to {MAX_ENTRIES}",
+                self.group, self.entries
+            )));
+        }
+        if self.buf_size == 0 {
+            return Err(Error::invalid(format!("buffer ring of group {}: buffers of 0 bytes", self.group)));
+        }
+        if self.data_bytes() > isize::MAX as usize / 2 {
+            return Err(Error::invalid(format!(
+                "buffer ring of group {}: {} bytes is too large",
+                self.group,
+                self.data_bytes()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The memory a buffer ring shares with the kernel, kept alive by the
+/// io_uring ring as well as by the [`BufRing`].
+#[derive(Debug)]
+struct Memory {
+    /// The ring entries (`entries` × 16 bytes).
+    ring: Region,
+    /// The buffers.
+    data: Region,
+}
+
+/// A buffer the caller holds, taken from a [`BufRing`] by a CQE that
+/// named it. Not `Clone`: [`BufRing::recycle`] consumes it.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a buffer not recycled is lost to the ring until it is"]
+pub struct Buf {
+    owner: u32,
+    group: u16,
+    bid: u16,
+    offset: u32,
+    len: u32,
+}
+
+impl Buf {
+    /// The buffer id.
+    pub fn bid(&self) -> u16 {
+        self.bid
+    }
+
+    /// The group.
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// Bytes the completion put into it.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether the completion put nothing into it.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where the received bytes start in the buffer (non-zero only on
+    /// incremental rings).
+    pub fn offset(&self) -> usize {
+        self.offset as usize
+    }
+}
+
+/// The buffers one bundle CQE consumed (`IORING_RECVSEND_BUNDLE`): consecutive
+/// ring entries, every one full but the last. Not `Clone`:
+/// [`BufRing::recycle_bundle`] consumes it. Read it with
+/// [`BufRing::bundle`].
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "buffers not recycled are lost to the ring until they are"]
+pub struct Bundle {
+    owner: u32,
+    group: u16,
+    first: u16,
+    count: u16,
+    len: u32,
+}
+
+impl Bundle {
+    /// How many buffers the CQE consumed.
+    pub fn count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    /// Bytes received over all of them.
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Whether nothing was received.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first buffer's id (the CQE's).
+    pub fn first_bid(&self) -> u16 {
+        self.first
+    }
+}
+
+static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
+
+/// A registered provided buffer ring; see the [module documentation](self).
+pub struct BufRing {
+    group: u16,
+    entries: u32,
+    mask: u32,
+    buf_size: u32,
+    ring: *mut sys::io_uring_buf,
+    tail: *const AtomicU16,
+    data: *mut u8,
+    /// Our tail: entries up to here are published.
+    local_tail: u16,
+    /// One bit per buffer: set while the buffer is in the kernel's hands.
+    in_kernel: Vec<u64>,
+    /// Buffers (ranges, on incremental rings) the caller holds.
+    held: u32,
+    /// The buffer id written at each ring index.
+    ring_bids: Vec<u16>,
+    /// Our view of the kernel's head: entries consumed by the CQEs taken.
+    shadow_head: u16,
+    /// Whether a CQE was taken out of ring order, so bundles cannot be
+    /// located any more.
+    head_lost: bool,
+    /// Per buffer: the next buffer of the same bundle.
+    next: Vec<u16>,
+    incremental: bool,
+    /// Incremental rings, per buffer: bytes the kernel has used.
+    inc_used: Vec<u32>,
+    /// Incremental rings, per buffer: ranges handed out, not yet recycled.
+    inc_out: Vec<u16>,
+    owner: u32,
+    registered: bool,
+    /// Keeps the memory mapped as long as this handle lives (the ring
+    /// holds it too).
+    _mem: Arc<Memory>,
+}
+
+// SAFETY: the raw pointers point into `mem`, which the `BufRing` owns (with
+// the ring); nothing in it is tied to a thread.
+unsafe impl Send for BufRing {}
+
+impl fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufRing")
+            .field("group", &self.group)
+            .field("entries", &self.entries)
+            .field("buf_size", &self.buf_size)
+            .field("held", &self.held)
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufRing {
+    /// Allocates the buffers and the ring, registers the ring as group
+    /// `cfg.group()` of `ring` (`IORING_REGISTER_PBUF_RING`), and publishes
+    /// every buffer. Works before and after [`Ring::start`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a bad configuration (before any
+    /// syscall), [`Error::Alloc`], [`Error::Ring`] when the ring is stopped
+    /// or the kernel refuses (`EEXIST`: the group is taken).
+    pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
+        cfg.validate()?;
+        if ring.state() == State::Stopped {
+            return Err(uring_core::Error::Stopped.into());
+        }
+        let ring_bytes = cfg.entries as usize * size_of::<sys::io_uring_buf>();
+        let data = Region::anon(cfg.data_bytes(), cfg.huge_pages).map_err(|source| Error::Alloc {
+            what: "provided buffers",
+            bytes: cfg.data_bytes(),
+            huge: cfg.huge_pages,
+            source,
+        })?;
+        let user_ring = if cfg.kernel_mapped {
+            None
+        } else {
+            Some(Region::anon(ring_bytes, false).map_err(|source| Error::Alloc {
+                what: "a buffer ring",
+                bytes: ring_bytes,
+                huge: false,
+                source,
+            })?)
+        };
+        let reg = sys::io_uring_buf_reg {
+            ring_addr: user_ring.as_ref().map_or(0, |r| r.ptr() as u64),
+            ring_entries: cfg.entries,
+            bgid: cfg.group,
+            flags: (if cfg.kernel_mapped { sys::IOU_PBUF_RING_MMAP } else { 0 }
+                | if cfg.incremental { sys::IOU_PBUF_RING_INC } else { 0 }) as u16,
+            ..Default::default()
+        };
+        // SAFETY: PBUF_RING reads one io_uring_buf_reg. A user ring's
+        // memory is pinned by the kernel and is attached to `ring` below,
+        // so it outlives the registration.
+        unsafe {
+            ring.register().raw(
+                "IORING_REGISTER_PBUF_RING",
+                sys::IORING_REGISTER_PBUF_RING,
+                (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
+                1,
+            )
+        }?;
+        let ring_mem = match user_ring {
+            Some(r) => r,
+            None => {
+                let off = sys::IORING_OFF_PBUF_RING | (u64::from(cfg.group) << sys::IORING_OFF_PBUF_SHIFT);
+                match Region::shared(ring.as_raw_fd(), off, ring_bytes) {
+                    Ok(r) => r,
+                    Err(source) => {
+                        let _ = unregister(ring, cfg.group);
+                        return Err(Error::Alloc {
+                            what: "mapping the kernel's buffer ring",
+                            bytes: ring_bytes,
+                            huge: false,
+                            source,
+                        });
+                    }
+                }
+            }
+        };
+        let mem = Arc::new(Memory { ring: ring_mem, data });
+        if let Err(e) = ring.attach(Box::new(mem.clone())) {
+            let _ = unregister(ring, cfg.group);
+            return Err(e.into());
+        }
+        let base = mem.ring.ptr().cast::<sys::io_uring_buf_ring>();
+        let mut br = BufRing {
+            group: cfg.group,
+            entries: cfg.entries,
+            mask: cfg.entries - 1,
+            buf_size: cfg.buf_size,
+            ring: sys::io_uring_buf_ring::bufs_ptr(base),
+            tail: sys::io_uring_buf_ring::tail_ptr(base).cast::<AtomicU16>().cast_const(),
+            data: mem.data.ptr(),
+            local_tail: 0,
+            in_kernel: vec![0; (cfg.entries as usize).div_ceil(64)],
+            held: 0,
+            ring_bids: vec![0; cfg.entries as usize],
+            shadow_head: 0,
+            head_lost: false,
+            next: if cfg.incremental { Vec::new() } else { vec![0; cfg.entries as usize] },
+            incremental: cfg.incremental,
+            inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
+            inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            registered: true,
+            _mem: mem,
+        };
+        for bid in 0..cfg.entries {
+            br.put(bid as u16);
+        }
+        br.publish();
+        Ok(br)
+    }
+
+    /// The group id operations name (`sqe->buf_group`).
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// Entries (buffers).
+    pub fn entries(&self) -> u32 {
+        self.entries
+    }
+
+    /// Bytes per buffer.
+    pub fn buf_size(&self) -> u32 {
+        self.buf_size
+    }
+
+    /// Buffers the caller holds (taken and not recycled): a buffer that is
+    /// never recycled shows here.
+    pub fn held(&self) -> u32 {
+        self.held
+    }
+
+    /// Buffers in the kernel's hands (on incremental rings, partly used
+    /// ones included).
+    pub fn available(&self) -> u32 {
+        self.in_kernel.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
+    /// bytes the completion reported (`res`). `Ok(None)` when the CQE
+    /// names no buffer (errors, `-ENOBUFS`). The caller routes CQEs to the
+    /// right group: a CQE does not say which group its buffer came from.
+    /// For bundle receives use [`take_bundle`](Self::take_bundle).
+    ///
+    /// On an incremental ring the token is the range this CQE filled; the
+    /// buffer stays with the kernel while the CQE has
+    /// `IORING_CQE_F_BUF_MORE`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] when the id is out of range or the buffer is not
+    /// in the kernel's hands (this CQE was taken already).
+    pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
+        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        self.take_id(bid, cqe.res(), cqe.buf_more())
+    }
+
+    /// As [`take`](Self::take), from a CQE's buffer id, result and
+    /// `IORING_CQE_F_BUF_MORE` flag.
+    ///
+    /// # Errors
+    ///
+    /// As for [`take`](Self::take), and [`Error::InvalidArgument`] for a
+    /// result larger than what is left of the buffer.
+    pub fn take_id(&mut self, bid: u16, res: i32, buf_more: bool) -> Result<Option<Buf>> {
+        self.check_in_kernel(bid)?;
+        let len = u32::try_from(res).unwrap_or(0);
+        let b = usize::from(bid);
+        if self.incremental {
+            let offset = self.inc_used[b];
+            if len > self.buf_size - offset {
+                return Err(Error::invalid(format!(
+                    "a result of {len} bytes cannot fit the {} bytes left of buffer {bid}",
+                    self.buf_size - offset
+                )));
+            }
+            self.inc_used[b] += len;
+            if !buf_more {
+                // The kernel is done with this buffer and moved its head.
+                self.set_in_kernel(bid, false);
+                self.advance_head(bid);
+            }
+            self.inc_out[b] += 1;
+            self.held += 1;
+            return Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset, len }));
+        }
+        if len > self.buf_size {
+            return Err(Error::invalid(format!("a result of {len} bytes cannot fit buffers of {}", self.buf_size)));
+        }
+        self.set_in_kernel(bid, false);
+        self.advance_head(bid);
+        self.held += 1;
+        Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset: 0, len }))
+    }
+
+    /// Takes the buffers a bundle CQE consumed (`IORING_RECVSEND_BUNDLE`):
+    /// consecutive ring entries from the CQE's buffer id, as many as the
+    /// result fills. `Ok(None)` when the CQE names no buffer.
+    ///
+    /// Locating them needs every CQE of this group to be taken, in CQE
+    /// order, through `take` or `take_bundle` (one consumer per group, as
+    /// the kernel consumes entries in order).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] on an incremental ring, or when the
+    /// group's CQEs were taken out of order; [`Error::NotOwned`] when the
+    /// CQE does not start at the kernel's head (taken twice).
+    pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
+        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        self.take_bundle_id(bid, cqe.res()).map(Some)
+    }
+
+    /// As [`take_bundle`](Self::take_bundle), from a CQE's buffer id and
+    /// result.
+    ///
+    /// # Errors
+    ///
+    /// As for [`take_bundle`](Self::take_bundle).
+    pub fn take_bundle_id(&mut self, bid: u16, res: i32) -> Result<Bundle> {
+        if self.incremental {
+            return Err(Error::invalid("bundles over incremental buffer rings are not supported"));
+        }
+        if self.head_lost {
+            return Err(Error::invalid(format!(
+                "group {}: a CQE was taken out of ring order, so bundles can no longer be located",
+                self.group
+            )));
+        }
+        self.check_in_kernel(bid)?;
+        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] != bid {
+            return Err(Error::NotOwned { group: self.group, bid, why: "a bundle must start at the ring's head" });
+        }
+        let len = u32::try_from(res).unwrap_or(0);
+        let count = len.div_ceil(self.buf_size).max(1);
+        let in_kernel = self.available();
+        if count > in_kernel {
+            return Err(Error::invalid(format!(
+                "a bundle of {len} bytes spans {count} buffers, but the kernel held only {in_kernel}"
+            )));
+        }
+        let mut prev: Option<u16> = None;
+        for i in 0..count as u16 {
+            let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
+            self.check_in_kernel(b)?;
+            self.set_in_kernel(b, false);
+            if let Some(p) = prev {
+                self.next[usize::from(p)] = b;
+            }
+            prev = Some(b);
+        }
+        self.shadow_head = self.shadow_head.wrapping_add(count as u16);
+        self.held += count;
+        Ok(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len })
+    }
+
+    /// The received bytes of a bundle, buffer by buffer (every one full but
+    /// the last).
+    ///
+    /// # Panics
+    ///
+    /// If `bundle` came from another `BufRing`.
+    pub fn bundle<'a>(&'a self, bundle: &'a Bundle) -> impl ExactSizeIterator<Item = &'a [u8]> + 'a {
+        assert_eq!(bundle.owner, self.owner, "Bundle of group {} used with another BufRing", bundle.group);
+        let mut bid = bundle.first;
+        let mut left = bundle.len as usize;
+        (0..bundle.count).map(move |i| {
+            if i > 0 {
+                bid = self.next[usize::from(bid)];
+            }
+            let n = left.min(self.buf_size as usize);
+            left -= n;
+            // SAFETY: the bundle's buffers are held by the caller (the token
+            // exists), so the kernel does not write them; n ≤ buf_size.
+            unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.buf_size as usize), n) }
+        })
+    }
+
+    /// Returns a bundle's buffers to the kernel with one publication.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] when `bundle` belongs to another `BufRing`.
+    pub fn recycle_bundle(&mut self, bundle: Bundle) -> Result<()> {
+        if bundle.owner != self.owner {
+            return Err(Error::NotOwned { group: bundle.group, bid: bundle.first, why: "belongs to another BufRing" });
+        }
+        let mut bid = bundle.first;
+        for i in 0..bundle.count {
+            if i > 0 {
+                bid = self.next[usize::from(bid)];
+            }
+            self.put(bid);
+        }
+        self.held -= u32::from(bundle.count);
+        self.publish();
+        Ok(())
+    }
+
+    fn check_in_kernel(&self, bid: u16) -> Result<()> {
+        if u32::from(bid) >= self.entries {
+            return Err(Error::NotOwned { group: self.group, bid, why: "out of range for this ring" });
+        }
+        if !self.is_in_kernel(bid) {
+            return Err(Error::NotOwned { group: self.group, bid, why: "not in the kernel's hands (taken twice?)" });
+        }
+        Ok(())
+    }
+
+    fn set_in_kernel(&mut self, bid: u16, yes: bool) {
+        let (w, bit) = (usize::from(bid) / 64, 1u64 << (bid % 64));
+        if yes {
+            self.in_kernel[w] |= bit;
+        } else {
+            self.in_kernel[w] &= !bit;
+        }
+    }
+
+    /// The kernel consumed the entry at its head, which held `bid`.
+    fn advance_head(&mut self, bid: u16) {
+        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] == bid {
+            self.shadow_head = self.shadow_head.wrapping_add(1);
+        } else {
+            self.head_lost = true;
+        }
+    }
+
+    /// The received bytes of a held buffer.
+    ///
+    /// # Panics
+    ///
+    /// If `buf` came from another `BufRing` (a programming error, like
+    /// indexing out of bounds).
+    pub fn bytes(&self, buf: &Buf) -> &[u8] {
+        assert_eq!(buf.owner, self.owner, "Buf of group {} used with another BufRing", buf.group);
+        // SAFETY: the buffer is held by the caller (the token exists), so
+        // the kernel does not write it until it is recycled; `len` ≤
+        // buf_size was checked at take; the borrow of `self` keeps the
+        // memory mapped.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.data.add(usize::from(buf.bid) * self.buf_size as usize + buf.offset as usize),
+                buf.len(),
+            )
+        }
+    }
+
+    /// The received bytes, writable (to transform data in place, say).
+    ///
+    /// # Panics
+    ///
+    /// As for [`bytes`](Self::bytes).
+    pub fn bytes_mut(&mut self, buf: &mut Buf) -> &mut [u8] {
+        assert_eq!(buf.owner, self.owner, "Buf of group {} used with another BufRing", buf.group);
+        // SAFETY: as in `bytes`; `&mut self` and `&mut Buf` make the
+        // borrow unique, and the range is the caller's alone (on
+        // incremental rings the kernel writes only after it).
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.data.add(usize::from(buf.bid) * self.buf_size as usize + buf.offset as usize),
+                buf.len(),
+            )
+        }
+    }
+
+    /// Returns a buffer to the kernel (publishes it with one release store
+    /// of the ring tail).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotOwned`] when `buf` belongs to another `BufRing` (the
+    /// token is consumed either way; it was never this ring's to return).
+    pub fn recycle(&mut self, buf: Buf) -> Result<()> {
+        if buf.owner != self.owner {
+            return Err(Error::NotOwned { group: buf.group, bid: buf.bid, why: "belongs to another BufRing" });
+        }
+        if self.release(buf.bid) {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    /// Gives back one token of `bid`; returns whether the buffer went back
+    /// into the ring (to be published).
+    fn release(&mut self, bid: u16) -> bool {
+        self.held -= 1;
+        if self.incremental {
+            let b = usize::from(bid);
+            self.inc_out[b] -= 1;
+            if self.inc_out[b] > 0 || self.is_in_kernel(bid) {
+                // Other ranges are still out, or the kernel is still
+                // filling the rest of the buffer.
+                return false;
+            }
+            self.inc_used[b] = 0;
+        }
+        self.put(bid);
+        true
+    }
+
+    /// Returns several buffers with one publication.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recycle`](Self::recycle); buffers before the bad one are
+    /// recycled.
+    pub fn recycle_all(&mut self, bufs: impl IntoIterator<Item = Buf>) -> Result<()> {
+        let mut result = Ok(());
+        for buf in bufs {
+            if buf.owner != self.owner {
+                result = Err(Error::NotOwned { group: buf.group, bid: buf.bid, why: "belongs to another BufRing" });
+                break;
+            }
+            self.release(buf.bid);
+        }
+        self.publish();
+        result
+    }
+
+    /// The kernel's head: how many entries it has consumed, modulo 2^16
+    /// (`IORING_REGISTER_PBUF_STATUS`, since 6.8).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the call fails (the ring is stopped, or this
+    /// ring was unregistered: `EINVAL`).
+    pub fn head(&self, ring: &Ring) -> Result<u16> {
+        let mut st = sys::io_uring_buf_status { buf_group: u32::from(self.group), ..Default::default() };
+        // SAFETY: PBUF_STATUS reads and writes one io_uring_buf_status,
+        // valid for the call.
+        unsafe {
+            ring.register().raw(
+                "IORING_REGISTER_PBUF_STATUS",
+                sys::IORING_REGISTER_PBUF_STATUS,
+                (&mut st as *mut sys::io_uring_buf_status).cast::<c_void>().cast_const(),
+                1,
+            )
+        }?;
+        Ok(st.head as u16)
+    }
+
+    /// Unregisters the group (`IORING_UNREGISTER_PBUF_RING`). Operations
+    /// that select from it afterwards fail with `-ENOBUFS`. The memory
+    /// stays attached to `ring` until it closes.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the kernel refuses.
+    pub fn unregister(mut self, ring: &mut Ring) -> Result<()> {
+        self.registered = false;
+        unregister(ring, self.group)
+    }
+
+    fn is_in_kernel(&self, bid: u16) -> bool {
+        self.in_kernel[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
+    }
+
+    /// Writes buffer `bid` into the next ring entry (not yet published).
+    fn put(&mut self, bid: u16) {
+        let idx = u32::from(self.local_tail) & self.mask;
+        let entry = sys::io_uring_buf {
+            // SAFETY: bid < entries, so the address is inside the data region.
+            addr: unsafe { self.data.add(usize::from(bid) * self.buf_size as usize) } as u64,
+            len: self.buf_size,
+            bid,
+            resv: 0,
+        };
+        // SAFETY: idx < entries; the entry at our tail is not visible to
+        // the kernel until the tail is published. Entry 0's `resv` is the
+        // ring's tail, so entry 0 is written field by field, leaving it.
+        unsafe {
+            let e = self.ring.add(idx as usize);
+            if idx == 0 {
+                (&raw mut (*e).addr).write(entry.addr);
+                (&raw mut (*e).len).write(entry.len);
+                (&raw mut (*e).bid).write(entry.bid);
+            } else {
+                e.write(entry);
+            }
+        }
+        self.ring_bids[idx as usize] = bid;
+        self.set_in_kernel(bid, true);
+        self.local_tail = self.local_tail.wrapping_add(1);
+    }
+
+    /// Publishes the entries written so far.
+    fn publish(&self) {
+        // Release: the entries written above must be visible before the
+        // kernel can see the tail that covers them.
+        // SAFETY: the tail lies in the live ring mapping.
+        unsafe { &*self.tail }.store(self.local_tail, Ordering::Release);
+    }
+}
+
+fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
+    let reg = sys::io_uring_buf_reg { bgid: group, ..Default::default() };
+    // SAFETY: UNREGISTER_PBUF_RING reads one io_uring_buf_reg.
+    unsafe {
+        ring.register().raw(
+            "IORING_UNREGISTER_PBUF_RING",
+            sys::IORING_UNREGISTER_PBUF_RING,
+            (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
+            1,
+        )
+    }?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configurations_are_checked_before_anything_is_allocated() {
+        for (entries, size) in [(0, 64), (3, 64), (MAX_ENTRIES * 2, 64), (8, 0)] {
+            assert!(BufRingConfig::new(1, entries, size).validate().is_err(), "{entries} x {size}");
+        }
+        assert!(BufRingConfig::new(1, MAX_ENTRIES, 16).validate().is_ok());
+        assert_eq!(BufRingConfig::new(1, 8, 4096).data_bytes(), 32768);
+    }
+}

@@ -1,0 +1,27 @@
+//! Buffers the library owns, for io_uring operations: provided buffer
+//! rings ([`BufRing`]) and, as they land, registered buffers, multi-size
+//! groups, bundles and incremental rings.
+//!
+//! Memory here is allocated by the library and
+//! [attached](uring_core::Ring::attach) to the ring it is registered with,
+//! so the kernel can never write into memory Rust has freed, and the APIs
+//! over it are safe.
+
+#![cfg(target_os = "linux")]
+
+pub mod bufring;
+mod error;
+pub mod groups;
+mod mem;
+pub mod registered;
+
+pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
+pub use error::{Error, Result};
+pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
+pub use registered::RegisteredBuffers;
+
+/// The README's examples, compiled as doctests so they stay true (here, in
+/// the highest crate, where every crate they use is a dependency).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,314 @@
+//! Provided buffer rings against the kernel: receives with buffer
+//! selection land in the ring's buffers, recycled buffers come back, the
+//! ring wraps, exhaustion is `-ENOBUFS`, and misuse is refused.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use uring_buffers::{BufRing, BufRingConfig, Error};
+use uring_core::{CqeSlot, Options, Ring, SqeFlags, sys};
+
+fn ring() -> Ring {
+    let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new (see SETUP.md)");
+    ring.start().unwrap();
+    ring
+}
+
+/// Queues one `recv` on `fd` that selects a buffer from `group`.
+fn push_recv(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
+    // SAFETY: with buffer selection the SQE names no caller memory: the
+    // kernel writes into a buffer of the group, which the BufRing owns.
+    let sqe = unsafe { ring.next_sqe() }.unwrap();
+    sqe.opcode = sys::IORING_OP_RECV as u8;
+    sqe.fd = fd;
+    sqe.set_buf_group(group);
+    sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
+    sqe.user_data = user_data;
+}
+
+/// Submits and waits for one completion: `(res, buffer id)`.
+fn one(ring: &mut Ring) -> (i32, Option<u16>) {
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).expect("a completion within 5 s");
+    let c = done.get(0).unwrap();
+    (c.res(), c.buffer_id())
+}
+
+fn roundtrip(cfg: BufRingConfig, rounds: usize) {
+    let mut ring = ring();
+    let mut br = BufRing::register(&mut ring, cfg).unwrap();
+    assert_eq!((br.available(), br.held()), (cfg.entries(), 0));
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut seen = Vec::new();
+    for i in 0..rounds {
+        let msg = format!("message {i:04}");
+        tx.write_all(msg.as_bytes()).unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), cfg.group(), i as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        assert_eq!(cqe.res(), msg.len() as i32);
+        let buf = br.take(&cqe).unwrap().expect("the CQE names a buffer");
+        assert_eq!(br.bytes(&buf), msg.as_bytes(), "exactly the received bytes");
+        assert_eq!(br.held(), 1);
+        seen.push(buf.bid());
+        br.recycle(buf).unwrap();
+        assert_eq!(br.held(), 0);
+    }
+    // The ring wrapped: buffers were handed out in ring order, cycling.
+    let n = cfg.entries() as usize;
+    for (i, bid) in seen.iter().enumerate() {
+        assert_eq!(*bid as usize, i % n, "ring order after {} wraps", i / n);
+    }
+    assert_eq!(br.head(&ring).unwrap(), rounds as u16, "the kernel consumed one entry per receive");
+}
+
+#[test]
+fn user_mapped_ring_receives_and_wraps() {
+    roundtrip(BufRingConfig::new(3, 4, 64), 13);
+}
+
+#[test]
+fn kernel_mapped_ring_receives_and_wraps() {
+    roundtrip(BufRingConfig::new(4, 8, 128).kernel_mapped(), 20);
+}
+
+#[test]
+fn an_empty_group_is_enobufs_and_recycling_refills_it() {
+    let mut ring = ring();
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(1, 2, 16)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        tx.write_all(b"x").unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), 1, i);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        held.push(br.take(&done.get(0).unwrap()).unwrap().unwrap());
+    }
+    assert_eq!(br.available(), 0);
+    tx.write_all(b"y").unwrap();
+    push_recv(&mut ring, rx.as_raw_fd(), 1, 9);
+    assert_eq!(one(&mut ring), (-libc::ENOBUFS, None), "no buffer left: the data stays in the socket");
+    br.recycle(held.pop().unwrap()).unwrap();
+    push_recv(&mut ring, rx.as_raw_fd(), 1, 10);
+    let (res, bid) = one(&mut ring);
+    assert_eq!(res, 1);
+    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    assert_eq!(br.bytes(&buf), b"y", "the byte that found no buffer is received after the refill");
+    br.recycle_all([buf, held.pop().unwrap()]).unwrap();
+    assert_eq!(br.available(), 2);
+}
+
+#[test]
+fn a_completion_is_taken_once_and_tokens_stay_with_their_ring() {
+    let mut ring = ring();
+    let mut a = BufRing::register(&mut ring, BufRingConfig::new(1, 4, 16)).unwrap();
+    let mut b = BufRing::register(&mut ring, BufRingConfig::new(2, 4, 16)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"hello").unwrap();
+    push_recv(&mut ring, rx.as_raw_fd(), 1, 1);
+    let (res, bid) = one(&mut ring);
+    let buf = a.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    assert!(matches!(a.take_id(bid.unwrap(), res, false), Err(Error::NotOwned { .. })), "the same CQE twice");
+    assert!(matches!(a.take_id(9, 1, false), Err(Error::NotOwned { .. })), "an id beyond the ring");
+    assert!(matches!(a.take_id(1, 17, false), Err(Error::NotOwned { .. }) | Err(Error::InvalidArgument(_))));
+    assert!(matches!(b.recycle(buf), Err(Error::NotOwned { .. })), "a token of another ring");
+    assert_eq!(a.held(), 1, "the misrouted token did not return the buffer");
+}
+
+#[test]
+fn bad_configurations_and_taken_groups_are_refused() {
+    let mut ring = ring();
+    for cfg in [BufRingConfig::new(1, 3, 64), BufRingConfig::new(1, 65536, 64), BufRingConfig::new(1, 4, 0)] {
+        assert!(matches!(BufRing::register(&mut ring, cfg), Err(Error::InvalidArgument(_))), "{cfg:?}");
+    }
+    let _first = BufRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap();
+    let err = BufRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap_err();
+    assert!(err.to_string().contains("EEXIST") || err.to_string().contains("exists"), "{err}");
+    ring.stop();
+    assert!(matches!(
+        BufRing::register(&mut ring, BufRingConfig::new(8, 4, 64)),
+        Err(Error::Ring(uring_core::Error::Stopped))
+    ));
+}
+
+#[test]
+fn unregistered_groups_give_enobufs_and_the_largest_ring_registers() {
+    let mut ring = ring();
+    let br = BufRing::register(&mut ring, BufRingConfig::new(5, 4, 64)).unwrap();
+    br.unregister(&mut ring).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"z").unwrap();
+    push_recv(&mut ring, rx.as_raw_fd(), 5, 1);
+    assert_eq!(one(&mut ring).0, -libc::ENOBUFS);
+    let big = BufRing::register(&mut ring, BufRingConfig::new(6, uring_buffers::MAX_ENTRIES, 16)).unwrap();
+    assert_eq!(big.available(), uring_buffers::MAX_ENTRIES);
+}
+
+#[test]
+fn buffers_registered_before_start_work_after_it() {
+    let mut ring = Ring::new(Options::default().entries(8)).unwrap();
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(2, 4, 32).kernel_mapped()).unwrap();
+    ring.start().unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"early").unwrap();
+    push_recv(&mut ring, rx.as_raw_fd(), 2, 1);
+    let (res, bid) = one(&mut ring);
+    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    assert_eq!(br.bytes(&buf), b"early");
+    br.recycle(buf).unwrap();
+}
+
+#[test]
+fn multi_size_groups_route_receives_by_size() {
+    use uring_buffers::{BufferGroups, BufferLayout, SizeClass};
+    let layout = BufferLayout::for_budget(4 << 20, 20).unwrap();
+    println!("{layout}");
+    let mut ring = Ring::new(Options::default().entries(16)).unwrap();
+    let mut groups = BufferGroups::register(&mut ring, layout.clone()).unwrap();
+    ring.start().unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    for (size, class) in [(100usize, SizeClass::TINY), (3000, SizeClass::LARGE), (40000, SizeClass::HUGE)] {
+        let group = groups.group_for(size).unwrap();
+        assert_eq!(layout.tiers().iter().find(|t| t.group == group).unwrap().class, class);
+        let payload: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), group, size as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let buf = groups.take(group, &done.get(0).unwrap()).unwrap().unwrap();
+        assert_eq!(groups.bytes(&buf), &payload[..], "{size} bytes in one {class:?} buffer");
+        assert_eq!(groups.held(), 1);
+        groups.recycle(buf).unwrap();
+    }
+    assert_eq!(groups.held(), 0);
+}
+
+#[test]
+fn bundles_span_consecutive_buffers_and_recycle_exactly_those() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED bundles_span_consecutive_buffers_and_recycle_exactly_those: no IORING_FEAT_RECVSEND_BUNDLE");
+        return;
+    }
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(9, 8, 16)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut all_sent = Vec::new();
+    let mut all_got = Vec::new();
+    let mut widest = 0;
+    for round in 0..7u8 {
+        // 40 bytes: two full buffers and 8 bytes of a third. Round 3 is a
+        // plain receive in between, which the bundle bookkeeping follows.
+        let payload: Vec<u8> = (0..40u32).map(|i| (u32::from(round) * 40 + i) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        all_sent.extend_from_slice(&payload);
+        if round == 3 {
+            push_recv(&mut ring, rx.as_raw_fd(), 9, 100);
+            ring.submit().unwrap();
+            let mut slots = [CqeSlot::EMPTY; 1];
+            let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+            let buf = br.take(&done.get(0).unwrap()).unwrap().unwrap();
+            assert_eq!(buf.len(), 16);
+            all_got.extend_from_slice(br.bytes(&buf));
+            br.recycle(buf).unwrap();
+            // The other 24 bytes come with the next bundle.
+            continue;
+        }
+        bundle_sqe(&mut ring, rx.as_raw_fd(), 9, round as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        assert!(cqe.res() > 0, "bundle recv: {}", cqe.res());
+        let bundle = br.take_bundle(&cqe).unwrap().unwrap();
+        let parts: Vec<&[u8]> = br.bundle(&bundle).collect();
+        assert_eq!(parts.len(), bundle.count());
+        assert_eq!(bundle.count(), bundle.len().div_ceil(16));
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.len() == 16), "all full but the last");
+        for p in &parts {
+            all_got.extend_from_slice(p);
+        }
+        assert_eq!(br.held() as usize, bundle.count());
+        widest = widest.max(bundle.count());
+        br.recycle_bundle(bundle).unwrap();
+        assert_eq!(br.held(), 0);
+        assert_eq!(br.available(), 8);
+    }
+    assert_eq!(all_got, all_sent, "every byte once, in order, across ring wraps");
+    assert!(widest >= 3, "some bundle spanned several buffers (widest {widest})");
+}
+
+/// Queues a bundle recv on `fd` selecting from `group`.
+fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
+    // SAFETY: with buffer selection the SQE names no caller memory.
+    let sqe = unsafe { ring.next_sqe() }.unwrap();
+    sqe.opcode = sys::IORING_OP_RECV as u8;
+    sqe.fd = fd;
+    sqe.set_buf_group(group);
+    sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
+    sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
+    sqe.user_data = user_data;
+}
+
+#[test]
+fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
+    let mut ring = ring();
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(11, 2, 64).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED incremental_rings_hand_out_each_range_once_and_recycle_when_done: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut got = Vec::new();
+    let mut tokens = Vec::new();
+    let sends: [&[u8]; 3] = [b"abc", b"defgh", &[b'x'; 60]];
+    let mut expect_more = Vec::new();
+    for (i, s) in sends.iter().enumerate() {
+        tx.write_all(s).unwrap();
+        push_recv(&mut ring, rx.as_raw_fd(), 11, i as u64);
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        expect_more.push((cqe.buffer_id(), cqe.res(), cqe.buf_more()));
+        let buf = br.take(&cqe).unwrap().unwrap();
+        got.extend_from_slice(br.bytes(&buf));
+        tokens.push(buf);
+    }
+    // Buffer 0 took 3, then 5, then its last 56 bytes; the kernel said
+    // BUF_MORE until it was full.
+    assert_eq!(expect_more, [(Some(0), 3, true), (Some(0), 5, true), (Some(0), 56, false)]);
+    assert_eq!((tokens[1].offset(), tokens[2].offset()), (3, 8));
+    assert_eq!(br.available(), 1, "buffer 0 is out of the kernel's hands once full");
+    // The 4 bytes left of the 60 arrive in buffer 1.
+    push_recv(&mut ring, rx.as_raw_fd(), 11, 9);
+    let (res, bid) = one(&mut ring);
+    assert_eq!((res, bid), (4, Some(1)));
+    let last = br.take_id(1, 4, true).unwrap().unwrap();
+    got.extend_from_slice(br.bytes(&last));
+    let mut want = Vec::new();
+    for s in sends {
+        want.extend_from_slice(s);
+    }
+    assert_eq!(got, want, "each range once, nothing lost");
+    // Buffer 0 returns only after its three ranges all come back.
+    let t2 = tokens.pop().unwrap();
+    let t1 = tokens.pop().unwrap();
+    br.recycle(t1).unwrap();
+    br.recycle(t2).unwrap();
+    assert_eq!(br.available(), 1);
+    br.recycle(tokens.pop().unwrap()).unwrap();
+    assert_eq!(br.available(), 2, "buffer 0 is back in the ring");
+    br.recycle(last).unwrap();
+    assert_eq!(br.available(), 2, "buffer 1 stays with the kernel: it is not full yet");
+    assert_eq!(br.held(), 0);
+}
