@@ -39,7 +39,8 @@ tasks:
       uring-core and the io-uring crate with valgrind's callgrind (exact
       where wall-clock benchmarks are noisy). Needs valgrind.
   vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
-      Run the test binaries of uring-core and uring-ops on a matrix of
+      Run the test binaries of the workspace's library crates (every
+      member but xtask: unit, integration and example tests) on a matrix of
       kernels: `host` runs them on the running kernel; any other VERSION
       (7.3 = newest 7.3.x, 7.3.4, or 7.3.4+deb13-cloud-amd64) is Debian's
       cloud-amd64 kernel, fetched into target/xtask/vm/ with a private apt

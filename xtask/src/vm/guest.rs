@@ -14,8 +14,8 @@ use super::report::MARK;
 /// The only target a static build can use here: the host's own, with
 /// glibc's static libraries (no other toolchain can be fetched).
 pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
-/// The crates whose test binaries run in the VM.
-const CRATES: [&str; 2] = ["uring-core", "uring-ops"];
+/// The one workspace member whose tests do not run: its own.
+const NOT_TESTED: &str = "xtask";
 /// busybox-static's binary.
 const BUSYBOX: &str = "/bin/busybox";
 /// The source of `/bin/vm-exit` (see the file).
@@ -35,14 +35,19 @@ pub(crate) struct TestBinary {
     pub(crate) label: String,
     /// The built executable.
     pub(crate) path: PathBuf,
+    /// Its package's directory: the working directory `cargo test` gives
+    /// it, and `CARGO_MANIFEST_DIR`.
+    pub(crate) dir: PathBuf,
 }
 
-/// Builds every test binary of [`CRATES`] statically and lists them.
+/// Builds every test binary of the workspace's library crates (all members
+/// but xtask, so a new crate joins the matrix by existing) statically and
+/// lists them.
 pub(crate) fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root)
         .args(["test", "--no-run", "--tests", "--message-format=json-render-diagnostics", "--target", TARGET])
-        .args(CRATES.iter().flat_map(|c| ["-p", c]))
+        .args(["--workspace", "--exclude", NOT_TESTED])
         // The target-specific build directory keeps the host's artifacts
         // valid; these flags reach only the target's crates. Debug info is
         // stripped (panic messages keep file:line, backtraces keep function
@@ -50,7 +55,7 @@ pub(crate) fn build_tests(root: &Path) -> Result<Vec<TestBinary>> {
         .env("CARGO_ENCODED_RUSTFLAGS", "-Ctarget-feature=+crt-static\x1f-Cstrip=debuginfo")
         .env_remove("RUSTFLAGS")
         .stderr(Stdio::inherit());
-    println!("building the test binaries of {} statically (--target {TARGET}, +crt-static)", CRATES.join(", "));
+    println!("building the workspace's test binaries statically (--target {TARGET}, +crt-static)");
     let text = util::output(&mut cmd)?;
     let mut bins = Vec::new();
     for line in text.lines().filter(|l| l.contains("\"reason\":\"compiler-artifact\"")) {
@@ -81,7 +86,7 @@ fn artifact(line: &str) -> Option<TestBinary> {
     let exe = json_str(line, "executable")?;
     let manifest = json_str(line, "manifest_path")?;
     let krate = Path::new(&manifest).parent()?.file_name()?.to_str()?.to_owned();
-    if !CRATES.contains(&krate.as_str()) {
+    if krate == NOT_TESTED {
         return None;
     }
     let name = json_str(line, "name")?;
@@ -91,7 +96,8 @@ fn artifact(line: &str) -> Option<TestBinary> {
         "lib" => format!("{krate}/lib"),
         other => format!("{krate}/{other}:{name}"),
     };
-    Some(TestBinary { label, path: PathBuf::from(exe) })
+    let dir = Path::new(&manifest).parent()?.to_path_buf();
+    Some(TestBinary { label, path: PathBuf::from(exe), dir })
 }
 
 /// The first string value of `"key":"..."` in a JSON line (cargo escapes
@@ -156,7 +162,7 @@ fn sh_quote(arg: &str) -> String {
 
 /// The guest's `/init`: mounts, loopback, each test binary between
 /// markers, the end marker, then the status out through isa-debug-exit.
-fn init_script(bins: &[(String, String)], test_args: &[String]) -> String {
+fn init_script(bins: &[(String, String, String)], test_args: &[String]) -> String {
     let args: String = test_args.iter().map(|a| format!(" {}", sh_quote(a))).collect();
     let mut s = format!(
         r#"#!/bin/busybox sh
@@ -168,7 +174,7 @@ exec </dev/console >/dev/console 2>&1
 export PATH=/bin HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+chmod 1777 /tmp
 mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 ip link set lo up
 echo "{MARK} BEGIN $(uname -r)"
@@ -182,10 +188,10 @@ run() {{
   echo "{MARK} EXIT $label $rc"
   [ "$rc" -eq 0 ] || status=1
 }}
-cd /tmp
 "#
     );
-    for (label, file) in bins {
+    for (label, file, dir) in bins {
+        s.push_str(&format!("cd {0} && export CARGO_MANIFEST_DIR={0}\n", sh_quote(dir)));
         s.push_str(&format!("run {} /tests/{file} --show-output{args}\n", sh_quote(label)));
     }
     s.push_str(&format!(
@@ -227,8 +233,13 @@ pub(crate) fn initramfs(dir: &Path, bins: &[TestBinary], test_args: &[String]) -
         let file: String =
             bin.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
         place(&bin.path, &stage.join("tests").join(&file))?;
-        listed.push((bin.label.clone(), file));
+        listed.push((bin.label.clone(), file, bin.dir.to_string_lossy().into_owned()));
     }
+    // The source tree at its own absolute path: tests that read files of
+    // their package (a README, fixtures) through CARGO_MANIFEST_DIR find
+    // them as under `cargo test`.
+    let root = crate::workspace_root();
+    copy_tree(&root, &stage.join(root.strip_prefix("/").unwrap_or(&root)))?;
     let init = stage.join("init");
     util::write(&init, &init_script(&listed, test_args))?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -272,6 +283,28 @@ pub(crate) fn initramfs(dir: &Path, bins: &[TestBinary], test_args: &[String]) -
         return Err(Failure::new(format!("cpio failed: {}", String::from_utf8_lossy(&done.stderr))));
     }
     Ok(archive)
+}
+
+/// Copies the workspace's files (not `target/` and not hidden directories)
+/// into `dest`, hard-linking where it can.
+fn copy_tree(src: &Path, dest: &Path) -> Result<()> {
+    std::fs::create_dir_all(dest).map_err(|e| Failure::new(format!("cannot create {}: {e}", dest.display())))?;
+    let entries = std::fs::read_dir(src).map_err(|e| Failure::new(format!("cannot list {}: {e}", src.display())))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let (from, to) = (entry.path(), dest.join(&name));
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() {
+            if name != "target" && !name.to_string_lossy().starts_with('.') {
+                copy_tree(&from, &to)?;
+            }
+        } else if kind.is_file() {
+            std::fs::hard_link(&from, &to)
+                .or_else(|_| std::fs::copy(&from, &to).map(drop))
+                .map_err(|e| Failure::new(format!("cannot copy {}: {e}", from.display())))?;
+        }
+    }
+    Ok(())
 }
 
 /// How a boot ended.
@@ -387,6 +420,8 @@ pub(crate) fn run_on_host(bins: &[TestBinary], test_args: &[String], log: &Path,
     for bin in bins {
         text.push_str(&format!("{MARK} RUN {}\n", bin.label));
         let out = Command::new(&bin.path)
+            .current_dir(&bin.dir)
+            .env("CARGO_MANIFEST_DIR", &bin.dir)
             .arg("--show-output")
             .args(test_args)
             .stdin(Stdio::null())
@@ -424,13 +459,17 @@ mod tests {
         let not_test =
             line.replace("\"overflow_checks\":true,\"test\":true", "\"overflow_checks\":true,\"test\":false");
         assert!(artifact(&not_test).is_none());
-        let other_crate = line.replace("/w/uring-core/Cargo.toml", "/w/uring-sys/Cargo.toml");
+        let other_crate = line.replace("/w/uring-core/Cargo.toml", "/w/xtask/Cargo.toml");
         assert!(artifact(&other_crate).is_none());
     }
 
     #[test]
     fn init_quotes_filters() {
-        let s = init_script(&[("uring-core/ring".into(), "uring-core_ring".into())], &["it's".into()]);
+        let s = init_script(
+            &[("uring-core/ring".into(), "uring-core_ring".into(), "/w/uring-core".into())],
+            &["it's".into()],
+        );
+        assert!(s.contains("cd '/w/uring-core' && export CARGO_MANIFEST_DIR='/w/uring-core'\n"), "{s}");
         assert!(s.contains("run 'uring-core/ring' /tests/uring-core_ring --show-output 'it'\\''s'\n"), "{s}");
         assert!(s.contains("/bin/vm-exit $((16 + status))"));
     }

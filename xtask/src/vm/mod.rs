@@ -1,5 +1,6 @@
-//! `cargo xtask vm-test`: the test suites of uring-core and uring-ops on a
-//! matrix of kernels.
+//! `cargo xtask vm-test`: the test suites of the workspace's library crates
+//! (uring-sys, uring-core, uring-ops, uring-buffers, ...: every member but
+//! xtask) on a matrix of kernels.
 //!
 //! - `host` runs the test binaries directly on the running kernel.
 //! - Any other entry is one of Debian's `cloud-amd64` kernels
