@@ -26,6 +26,8 @@ const EXIT_BASE: u8 = 16;
 /// Seconds one test binary may run in the guest before it is killed (and
 /// reported), so that one hung test does not cost the whole boot.
 const BINARY_TIMEOUT: u32 = 300;
+/// Size of the guest's scratch disk (sparse on the host).
+const SCRATCH_BYTES: u64 = 512 << 20;
 
 /// One test binary.
 #[derive(Debug, Clone)]
@@ -162,7 +164,7 @@ fn sh_quote(arg: &str) -> String {
 
 /// The guest's `/init`: mounts, loopback, each test binary between
 /// markers, the end marker, then the status out through isa-debug-exit.
-fn init_script(bins: &[(String, String, String)], test_args: &[String]) -> String {
+fn init_script(bins: &[(String, String, String)], test_args: &[String], tmp: &str) -> String {
     let args: String = test_args.iter().map(|a| format!(" {}", sh_quote(a))).collect();
     let mut s = format!(
         r#"#!/bin/busybox sh
@@ -171,10 +173,23 @@ fn init_script(bins: &[(String, String, String)], test_args: &[String]) -> Strin
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 /bin/busybox --install -s /bin
-export PATH=/bin HOME=/root TMPDIR=/tmp RUST_BACKTRACE=1
+export PATH=/bin HOME=/root TMPDIR={tmp} RUST_BACKTRACE=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
-chmod 1777 /tmp
+# The temp dir on a real disk (ext4 on QEMU's NVMe scratch disk, formatted
+# by the host), so that files have a page cache and extents as on a host;
+# ext2 made here when the host could not format it; tmpfs otherwise.
+mkdir -p {tmp}
+i=0
+while [ ! -b /dev/nvme0n1 ] && [ $i -lt 50 ]; do usleep 100000; i=$((i + 1)); done
+if mount -t ext4 /dev/nvme0n1 {tmp} 2>/dev/null; then
+  echo "{MARK} NOTE temp dir {tmp}: ext4 on the NVMe scratch disk"
+elif mke2fs -q /dev/nvme0n1 >/dev/null 2>&1 && mount -t ext4 /dev/nvme0n1 {tmp}; then
+  echo "{MARK} NOTE temp dir {tmp}: ext2 on the NVMe scratch disk (no extents: fallocate fails)"
+else
+  echo "{MARK} NOTE temp dir {tmp}: tmpfs (no scratch disk)"
+fi
+chmod 1777 {tmp}
 mkdir -p /dev/shm && mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 ip link set lo up
 echo "{MARK} BEGIN $(uname -r)"
@@ -241,7 +256,9 @@ pub(crate) fn initramfs(dir: &Path, bins: &[TestBinary], test_args: &[String]) -
     let root = crate::workspace_root();
     copy_tree(&root, &stage.join(root.strip_prefix("/").unwrap_or(&root)))?;
     let init = stage.join("init");
-    util::write(&init, &init_script(&listed, test_args))?;
+    // The scratch disk goes on /tmp unless the source tree lives there.
+    let tmp = if root.starts_with("/tmp") { "/scratch" } else { "/tmp" };
+    util::write(&init, &init_script(&listed, test_args, tmp))?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| Failure::new(format!("cannot make {} executable: {e}", init.display())))?;
     // The file list, parents first, for cpio.
@@ -321,6 +338,24 @@ pub(crate) enum Ending {
 /// Boots `kernel` with `initrd` under TCG, writing the serial console to
 /// `log` and echoing progress lines prefixed by `tag`.
 pub(crate) fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration, tag: &str) -> Result<Ending> {
+    // A fresh, sparse scratch disk per boot, ext4 when e2fsprogs is here
+    // (otherwise the guest makes ext2 with busybox).
+    let scratch = initrd.with_file_name("scratch.img");
+    std::fs::File::create(&scratch)
+        .and_then(|f| f.set_len(SCRATCH_BYTES))
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", scratch.display())))?;
+    let formatted = ["mkfs.ext4", "/sbin/mkfs.ext4", "/usr/sbin/mkfs.ext4"].iter().any(|mkfs| {
+        Command::new(mkfs)
+            .args(["-q", "-F"])
+            .arg(&scratch)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !formatted {
+        println!("  [{tag}] no mkfs.ext4 (e2fsprogs): the guest's temp dir will be ext2, without fallocate");
+    }
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1G"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
@@ -329,6 +364,9 @@ pub(crate) fn boot(kernel: &Path, initrd: &Path, log: &Path, timeout: Duration, 
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=scratch,format=raw", scratch.display()))
+        .args(["-device", "nvme,drive=scratch,serial=uring-scratch"])
         .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -405,6 +443,7 @@ fn progress(tag: &str, line: &str) {
                 );
             }
             Some("BEGIN") => println!("  [{tag}] booted: {}", words.collect::<Vec<_>>().join(" ")),
+            Some("NOTE" | "KILLED") => println!("  [{tag}] {}", rest.trim()),
             _ => {}
         }
     } else if line.contains("Kernel panic") || line.contains(" ... FAILED") {
@@ -468,6 +507,7 @@ mod tests {
         let s = init_script(
             &[("uring-core/ring".into(), "uring-core_ring".into(), "/w/uring-core".into())],
             &["it's".into()],
+            "/tmp",
         );
         assert!(s.contains("cd '/w/uring-core' && export CARGO_MANIFEST_DIR='/w/uring-core'\n"), "{s}");
         assert!(s.contains("run 'uring-core/ring' /tests/uring-core_ring --show-output 'it'\\''s'\n"), "{s}");

@@ -5,10 +5,15 @@
 //! - `host` runs the test binaries directly on the running kernel.
 //! - Any other entry is one of Debian's `cloud-amd64` kernels
 //!   ([`kernel`]), booted under QEMU's TCG (no KVM) with an initramfs of
-//!   busybox, the statically linked test binaries and an exit helper
-//!   ([`guest`]). The init script runs every binary between marker lines
-//!   and carries the overall status out through QEMU's isa-debug-exit
-//!   device; the serial console is kept under `target/xtask/vm/logs/`.
+//!   busybox, the statically linked test binaries, the source tree (at its
+//!   own path, for tests that read their package's files) and an exit
+//!   helper ([`guest`]). The temp dir is ext4 on an NVMe scratch disk, as
+//!   on a host. The init script runs every binary (in its package
+//!   directory, under a 300 s limit) between marker lines and carries the
+//!   overall status out through QEMU's isa-debug-exit device; the serial
+//!   console is kept under `target/xtask/vm/logs/`. A kernel that dies
+//!   before init (TCG occasionally traps in boot-time code patching) is
+//!   booted again, up to three times.
 //! - [`report`] reads passed, failed and skipped tests (with each skip's
 //!   reason) out of the log.
 //!
