@@ -52,7 +52,8 @@ tasks:
       (uring-core/ring, uring-ops/example:poll, ...) contains LABEL; TEST
       ARGS go to every test binary (a test-name filter, --exact, ...).
       Exits 1 on a failed test or a boot that never reports (--timeout per
-      boot, default 600). Needs qemu-system-x86, busybox-static and cpio.
+      boot, default 600). Needs qemu-system-x86, busybox-static, cpio and
+      (for an ext4 temp dir in the guest) e2fsprogs.
 ";
 
 fn main() -> ExitCode {
