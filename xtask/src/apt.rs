@@ -93,6 +93,13 @@ impl PrivateApt {
         Ok(sorted)
     }
 
+    /// Names of the packages the configured suites offer that start with
+    /// `prefix` (from the local indexes: no network).
+    pub(crate) fn package_names(&self, prefix: &str) -> Result<Vec<String>> {
+        let text = util::output(self.apt("apt-cache").args(["pkgnames", prefix]))?;
+        Ok(text.lines().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect())
+    }
+
     /// Downloads `package=version` into `dir` and returns the `.deb` path.
     /// A version the suites no longer offer is an `unavailable` failure that
     /// lists what they do offer.

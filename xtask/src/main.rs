@@ -11,6 +11,7 @@ mod bindgen;
 mod callgrind;
 mod doctor;
 mod util;
+mod vm;
 
 const USAGE: &str = "\
 usage: cargo xtask <task> [options]
@@ -37,6 +38,22 @@ tasks:
       Count user-space instructions per io_uring_enter and per SQE for
       uring-core and the io-uring crate with valgrind's callgrind (exact
       where wall-clock benchmarks are noisy). Needs valgrind.
+  vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
+      Run the test binaries of the workspace's library crates (every
+      member but xtask: unit, integration and example tests) on a matrix of
+      kernels: `host` runs them on the running kernel; any other VERSION
+      (7.3 = newest 7.3.x, 7.3.4, or 7.3.4+deb13-cloud-amd64) is Debian's
+      cloud-amd64 kernel, fetched into target/xtask/vm/ with a private apt
+      configuration and booted under QEMU (TCG) with an initramfs of
+      busybox-static and the tests built with +crt-static. Default matrix:
+      host 7.0 7.2 7.3. Prints passed, failed and skipped (with reasons)
+      per kernel and a Markdown table; serial logs stay in
+      target/xtask/vm/logs/. --binary keeps the test binaries whose label
+      (uring-core/ring, uring-ops/example:poll, ...) contains LABEL; TEST
+      ARGS go to every test binary (a test-name filter, --exact, ...).
+      Exits 1 on a failed test or a boot that never reports (--timeout per
+      boot, default 600). Needs qemu-system-x86, busybox-static, cpio and
+      (for an ext4 temp dir in the guest) e2fsprogs.
 ";
 
 fn main() -> ExitCode {
@@ -49,6 +66,7 @@ fn main() -> ExitCode {
         "bindgen" => bindgen::run(rest),
         "doctor" => doctor::run(rest),
         "callgrind" => callgrind::run(rest),
+        "vm-test" => vm::run(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())
