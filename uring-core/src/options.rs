@@ -480,6 +480,8 @@ pub(crate) fn probe_params(flag: u32) -> Option<sys::io_uring_params> {
         sys::IORING_SETUP_TASKRUN_FLAG => p.flags |= sys::IORING_SETUP_COOP_TASKRUN,
         sys::IORING_SETUP_DEFER_TASKRUN => p.flags |= sys::IORING_SETUP_SINGLE_ISSUER,
         sys::IORING_SETUP_HYBRID_IOPOLL => p.flags |= sys::IORING_SETUP_IOPOLL,
+        // 7.x rewinds the SQ only for rings without the index array.
+        sys::IORING_SETUP_SQ_REWIND => p.flags |= sys::IORING_SETUP_NO_SQARRAY,
         // Need a second ring's fd or user memory: probed by the caller.
         sys::IORING_SETUP_ATTACH_WQ | sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_REGISTERED_FD_ONLY => return None,
         _ => {}

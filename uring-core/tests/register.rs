@@ -34,6 +34,16 @@ fn eventfd() -> OwnedFd {
 }
 
 /// The eventfd counter (resetting it), or 0 when it was not signalled.
+/// Waits up to `ms` for the eventfd to become readable (the kernel may
+/// signal it from an RCU callback, just after the CQE is visible), then
+/// reads its count.
+fn wait_count(efd: &OwnedFd, ms: i32) -> u64 {
+    let mut pfd = libc::pollfd { fd: efd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: polls one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+    take_count(efd)
+}
+
 fn take_count(efd: &OwnedFd) -> u64 {
     let mut v = 0u64;
     // SAFETY: reads 8 bytes into `v`.
@@ -52,10 +62,10 @@ fn eventfd_is_signalled_per_completion_until_unregistered() {
     ring.register().eventfd(efd.as_fd()).unwrap();
     assert_eq!(errno(ring.register().eventfd(efd.as_fd()).unwrap_err()), libc::EBUSY, "one eventfd per ring");
     assert_eq!(run(&mut ring, nop(1)), 0);
-    assert!(take_count(&efd) >= 1, "the completion signalled the eventfd");
+    assert!(wait_count(&efd, 5000) >= 1, "the completion signalled the eventfd");
     ring.register().unregister_eventfd().unwrap();
     assert_eq!(run(&mut ring, nop(2)), 0);
-    assert_eq!(take_count(&efd), 0, "no signal after unregistering");
+    assert_eq!(wait_count(&efd, 100), 0, "no signal after unregistering");
     assert_eq!(errno(ring.register().unregister_eventfd().unwrap_err()), libc::ENXIO);
 }
 
@@ -68,11 +78,11 @@ fn async_eventfd_is_signalled_only_from_io_wq() {
     let efd = eventfd();
     ring.register().eventfd_async(efd.as_fd()).unwrap();
     assert_eq!(run(&mut ring, nop(1)), 0);
-    assert_eq!(take_count(&efd), 0, "an inline completion does not signal an async eventfd");
+    assert_eq!(wait_count(&efd, 100), 0, "an inline completion does not signal an async eventfd");
     let mut punted = nop(2);
     punted.set_sqe_flags(SqeFlags::ASYNC);
     assert_eq!(run(&mut ring, punted), 0);
-    assert!(take_count(&efd) >= 1, "a completion from io-wq signals it");
+    assert!(wait_count(&efd, 5000) >= 1, "a completion from io-wq signals it");
 }
 
 #[test]
@@ -135,7 +145,6 @@ fn restrictions_limit_opcodes_before_start() {
     // kernel could look at its (null) buffer.
     unsafe { ring.push(&read) }.unwrap();
     assert_eq!(reap(&mut ring, 1)[0], (2, -libc::EACCES, 0), "READ is not in the allow list");
-    assert_eq!(errno(ring.register().personality().unwrap_err()), libc::EACCES, "register ops not allowed either");
     assert!(matches!(
         ring.register().restrictions(&[Restriction::sqe_op(0)]),
         Err(Error::AlreadyEnabled { what: "IORING_REGISTER_RESTRICTIONS" })
@@ -157,6 +166,10 @@ fn restrictions_limit_opcodes_before_start() {
     ok.set_sqe_flags(SqeFlags::ASYNC);
     assert_eq!(run(&mut ring, ok), 0);
     assert!(ring.register().probe().is_ok(), "an allowed register op");
+    // Register ops outside the list are refused. (Without any register
+    // restriction, 6.18 refuses every register op and 7.x none: the
+    // kernel matrix showed both, so that case is not asserted.)
+    assert_eq!(errno(ring.register().personality().unwrap_err()), libc::EACCES, "not in the register allow list");
 }
 
 #[test]
