@@ -14,7 +14,10 @@
 
 use std::fmt;
 
-use uring_core::{Cqe, Ring};
+use uring_core::{Cqe, Ring, SqeContext};
+use uring_ops::multishot::RecvMulti;
+use uring_ops::net::RecvSelect;
+use uring_ops::{RingOps, Target};
 
 use crate::bufring::{Buf, BufRing, BufRingConfig, MAX_ENTRIES};
 use crate::error::{Error, Result};
@@ -260,6 +263,48 @@ impl BufferGroups {
     /// The group to select from for a receive of up to `size` bytes.
     pub fn group_for(&self, size: usize) -> Option<u16> {
         self.layout.tier_for(size).map(|t| t.group)
+    }
+
+    /// Queues a receive of up to `size` bytes on `fd` that selects a buffer
+    /// from the smallest class holding `size` (`RecvSelect`). The returned
+    /// context is `ctx` as stamped, carrying the group in its buffer-group
+    /// field for direct contexts, so [`take`](Self::take) can be routed
+    /// from the CQE (`cqe.context().buf_group()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when no class holds `size`; otherwise as
+    /// for `RingOps::push_op`.
+    pub fn recv(&self, ring: &mut Ring, ctx: SqeContext, fd: impl Into<Target>, size: usize) -> Result<SqeContext> {
+        let group = self.group_for_or_err(size)?;
+        let len = u32::try_from(size).map_err(|_| Error::invalid(format!("a receive of {size} bytes")))?;
+        Ok(ring.push_op(ctx.with_buf_group(group), RecvSelect::new(fd, group).max_len(len))?)
+    }
+
+    /// As [`recv`](Self::recv), multishot (`RecvMulti`): every message up
+    /// to the class's buffer size gets a buffer of that class.
+    ///
+    /// # Errors
+    ///
+    /// As for [`recv`](Self::recv).
+    pub fn recv_multi(
+        &self,
+        ring: &mut Ring,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        size: usize,
+    ) -> Result<SqeContext> {
+        let group = self.group_for_or_err(size)?;
+        Ok(ring.push_op(ctx.with_buf_group(group), RecvMulti::new(fd, group))?)
+    }
+
+    fn group_for_or_err(&self, size: usize) -> Result<u16> {
+        self.group_for(size).ok_or_else(|| {
+            Error::invalid(format!(
+                "no buffer class holds {size} bytes (the largest is {})",
+                self.layout.tiers.last().map_or(0, |t| t.class.0)
+            ))
+        })
     }
 
     /// The ring of `group`.

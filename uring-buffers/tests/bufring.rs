@@ -312,3 +312,32 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     assert_eq!(br.available(), 2, "buffer 1 stays with the kernel: it is not full yet");
     assert_eq!(br.held(), 0);
 }
+
+#[test]
+fn receives_requested_by_size_land_in_the_matching_class() {
+    use uring_buffers::{BufferGroups, BufferLayout, SizeClass};
+    use uring_core::SqeContext;
+    let layout = BufferLayout::for_budget(4 << 20, 40).unwrap();
+    let mut ring = Ring::new(Options::default().entries(16)).unwrap();
+    let mut groups = BufferGroups::register(&mut ring, layout).unwrap();
+    ring.start().unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    for (size, class) in [(60usize, SizeClass::TINY), (1500, SizeClass::MEDIUM)] {
+        let payload = vec![size as u8; size];
+        tx.write_all(&payload).unwrap();
+        let stamped = groups.recv(&mut ring, SqeContext::for_fd(rx.as_raw_fd()), rx.as_raw_fd(), size).unwrap();
+        ring.submit().unwrap();
+        let mut slots = [CqeSlot::EMPTY; 1];
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        let cqe = done.get(0).unwrap();
+        let group = cqe.context().buf_group().unwrap();
+        assert_eq!(cqe.context(), stamped);
+        assert_eq!(groups.ring(group).unwrap().buf_size(), class.bytes(), "{size} bytes asked a {class:?} buffer");
+        let buf = groups.take(group, &cqe).unwrap().unwrap();
+        assert_eq!(groups.bytes(&buf), &payload[..]);
+        groups.recycle(buf).unwrap();
+    }
+    let err = groups.recv(&mut ring, SqeContext::default(), rx.as_raw_fd(), 10 << 20).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
+}
