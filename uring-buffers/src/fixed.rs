@@ -79,9 +79,11 @@
 //! that is not one of this table's live operations: other layers' CQEs,
 //! another table's, and a stale or forged `user_data` whose slot has moved
 //! on to a later generation (or is free), so a buffer still in flight is
-//! never released by a CQE that is not its own. (A CQE forged with the
-//! exact `user_data` of a live operation, by `MSG_RING` or a NOP stamped on
-//! purpose, cannot be told apart; the table trusts nothing does that.)
+//! never released by a CQE that is not its own. A CQE forged with the
+//! exact `user_data` of a live operation cannot be posted from safe code:
+//! `RingOps::push_op` and `MsgRing` refuse the layer tag
+//! ([`uring_core::FOREIGN_TAG_FIXED`]), and `push_op_unchecked`'s contract
+//! forbids it.
 //!
 //! # Vectored operations
 //!

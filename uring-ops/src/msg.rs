@@ -59,6 +59,29 @@ impl MsgRing {
 impl Prepare for MsgRing {
     const CODE: u8 = sys::IORING_OP_MSG_RING as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        // The posted CQE must not be mistaken for one that releases memory
+        // a layer owns: no reserved layer tag in its user_data, and no
+        // buffer or notification flags.
+        let posted = SqeContext::from_raw(self.user_data);
+        if let Some(tag) = posted.foreign_tag()
+            && crate::ring::is_reserved(tag)
+        {
+            return Err(crate::ring::reserved_error(posted, tag));
+        }
+        const MEMORY_FLAGS: u32 = sys::IORING_CQE_F_BUFFER | sys::IORING_CQE_F_BUF_MORE | sys::IORING_CQE_F_NOTIF;
+        if let Some(flags) = self.cqe_flags
+            && flags & MEMORY_FLAGS != 0
+        {
+            return Err(Error::InvalidArgument(format!(
+                "CQE flags {flags:#x} for MSG_RING: IORING_CQE_F_BUFFER, F_BUF_MORE and F_NOTIF say that the kernel \
+                 is done with a buffer, which a posted message cannot mean"
+            )));
+        }
+        Ok(())
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
         let MsgRing { ring, user_data, res, cqe_flags } = self;

@@ -34,7 +34,9 @@ pub trait RingOps {
     /// # Errors
     ///
     /// [`Error::Unsupported`], [`Error::InvalidArgument`] (from the
-    /// operation's check, or a pooled context that is not live),
+    /// operation's check, a pooled context that is not live, or a foreign
+    /// context with a layer tag the layers above reserve: see
+    /// [`uring_core::FOREIGN_TAG_SUBSCRIPTION`]),
     /// [`Error::QueueFull`], [`Error::NotStarted`], [`Error::Stopped`].
     fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
@@ -45,6 +47,14 @@ pub trait RingOps {
     /// As for [`push_op`](Self::push_op).
     ///
     /// # Safety
+    ///
+    /// `ctx` must not carry one of the layer tags of foreign `user_data`
+    /// ([`uring_core::FOREIGN_TAG_SUBSCRIPTION`] and its neighbours) unless
+    /// the caller is that layer: a CQE with such a `user_data` tells the
+    /// layer that the kernel is done with memory it owns. ([`push_op`]
+    /// refuses them.)
+    ///
+    /// [`push_op`]: Self::push_op
     ///
     /// Every address the operation names (the buffers, iovecs and output
     /// structures given to its constructor) must stay valid, and must not be
@@ -63,6 +73,11 @@ pub trait RingOps {
 impl RingOps for Ring {
     #[inline]
     fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        if let Some(tag) = ctx.foreign_tag()
+            && is_reserved(tag)
+        {
+            return Err(reserved_error(ctx, tag));
+        }
         // SAFETY: `O: SafeOp` names no memory the kernel reads after it
         // consumed the entry, other than the slot's Keep, which the ring
         // holds that long.
@@ -141,4 +156,20 @@ pub(crate) fn check_live(ring: &Ring, ctx: SqeContext) -> Result<()> {
             "{ctx:?} does not name a live slot of this ring's context pools (released already, or from another ring)"
         )))
     }
+}
+
+/// Whether `tag` is a layer tag of foreign `user_data` that a layer above
+/// relies on to release memory (subscriptions, fixed buffers, zero-copy
+/// sends): safe code must not be able to forge such a CQE.
+#[inline]
+pub(crate) const fn is_reserved(tag: u8) -> bool {
+    matches!(tag, uring_core::FOREIGN_TAG_SUBSCRIPTION | uring_core::FOREIGN_TAG_FIXED | uring_core::FOREIGN_TAG_ZC)
+}
+
+#[cold]
+pub(crate) fn reserved_error(ctx: SqeContext, tag: u8) -> Error {
+    Error::InvalidArgument(format!(
+        "{ctx:?} carries the layer tag {tag:#04x}, which a layer above reserves for its own operations (a CQE with it \
+         would tell that layer the kernel is done with its memory); use a direct or pooled context"
+    ))
 }

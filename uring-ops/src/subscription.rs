@@ -599,10 +599,13 @@ impl<H: MultishotHandler> Subscription<H> {
         self.check_ring(ring)?;
         let ctx = SqeContext::from_raw(cancel_token(self.id));
         let op = CancelOwn { target: op_token(self.id) };
-        let pushed = match ring.push_op(ctx, op) {
+        // SAFETY: the cancel names no memory, and its context carries this
+        // layer's own tag (which is why the checked `push_op` is not used).
+        let pushed = match unsafe { ring.push_op_unchecked(ctx, op) } {
             Err(Error::QueueFull { .. }) => {
                 ring.submit()?;
-                ring.push_op(ctx, op)
+                // SAFETY: as above.
+                unsafe { ring.push_op_unchecked(ctx, op) }
             }
             other => other,
         };

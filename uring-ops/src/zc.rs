@@ -302,10 +302,9 @@ const SEQ_MASK: u64 = (1 << (64 - SEQ_SHIFT)) - 1;
 /// `None` for CQEs that are not its own, and a [`ZcEvent`] for its own.
 ///
 /// Its sends carry `user_data` values of their own (foreign mode, the
-/// tracker's 16-bit tag, a sequence number). It trusts that nothing else
-/// posts a CQE with one of those values: a NOP or `MSG_RING` stamped with
-/// a [`ZcId`]'s `user_data` on purpose would make it release a payload
-/// early.
+/// tracker's 16-bit tag, a sequence number). Safe code cannot post a CQE
+/// with such a value: `RingOps::push_op` and `MsgRing` refuse the layer
+/// tag, and `push_op_unchecked`'s contract forbids it.
 ///
 /// Dropping a tracker with sends in flight leaks their payloads (see the
 /// module documentation); drain it first ([`in_flight`](Self::in_flight)

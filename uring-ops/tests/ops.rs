@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+
 use uring_core::{ContextMode, CqeSlot, Error, SqeContext, SqeFlags, sys};
 use uring_ops::cmd::Nop;
 use uring_ops::prelude::*;
@@ -81,4 +83,26 @@ fn a_stopped_or_unstarted_ring_refuses_operations() {
     ring.start().unwrap();
     ring.stop();
     assert!(matches!(ring.push_op(SqeContext::default(), Nop::new()), Err(Error::Stopped)));
+}
+
+#[test]
+fn safe_code_cannot_forge_a_layers_memory_releasing_cqe() {
+    use uring_core::{FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC};
+    use uring_ops::msg::MsgRing;
+    let mut ring = common::ring(8);
+    for tag in [FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_FIXED, FOREIGN_TAG_ZC] {
+        let forged = SqeContext::from_raw(0b11 | (u64::from(tag) << 3) | (1 << 11));
+        let err = ring.push_op(forged, Nop::new()).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        let err = ring.push_op(SqeContext::default(), MsgRing::new(ring.as_raw_fd(), forged.raw(), 0)).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "MSG_RING posting {forged:?}: {err}");
+    }
+    for flag in [sys::IORING_CQE_F_BUFFER, sys::IORING_CQE_F_NOTIF, sys::IORING_CQE_F_BUF_MORE] {
+        let op = MsgRing::new(ring.as_raw_fd(), 7 << 2, 0).cqe_flags(flag | (3 << sys::IORING_CQE_BUFFER_SHIFT));
+        assert!(matches!(ring.push_op(SqeContext::default(), op), Err(Error::InvalidArgument(_))), "flag {flag:#x}");
+    }
+    assert_eq!(ring.sq_pending(), 0, "nothing was queued");
+    // Foreign values outside the reserved tags are the caller's own.
+    ring.push_op(SqeContext::from_raw(0b11 | (0x42 << 3)), Nop::new()).unwrap();
+    assert_eq!(common::reap_one(&mut ring).user_data, 0b11 | (0x42 << 3));
 }
