@@ -233,7 +233,7 @@ fn errors_before_and_after_submission() {
     // A descriptor that is not open: the kernel answers EBADF. (Not a
     // just-closed one: another test thread may reopen that number and have
     // a read pending on it.)
-    let closed = 0x3fff_fff0;
+    let closed = common::NEVER_OPEN_FD;
     ring.cancel_fd(ctx(2), Target::Fd(closed)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
     // An empty fixed slot too.

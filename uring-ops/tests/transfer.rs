@@ -116,10 +116,7 @@ fn splice_errors() {
     // An offset on a pipe.
     assert_eq!(run(&mut ring, Splice::new(fd(&a), Some(0), fd(&w), Some(0), 3)), -libc::ESPIPE);
     // A closed input descriptor.
-    let closed = {
-        let (x, _) = pipe();
-        x.as_raw_fd()
-    };
+    let closed = common::NEVER_OPEN_FD;
     assert_eq!(run(&mut ring, Splice::new(Target::Fd(closed), None, fd(&w), None, 3)), -libc::EBADF);
     // An empty pipe with SPLICE_F_NONBLOCK: EAGAIN instead of blocking.
     let (_r2, w2) = pipe();
@@ -286,10 +283,7 @@ fn sync_and_advice_errors() {
     let dir = common::tmpdir("advise-err");
     let f = file_with(&dir, "f", b"x");
     assert_eq!(run(&mut ring, Fadvise::new(fd(&f), 0, 0, 99)), -libc::EINVAL);
-    let closed = {
-        let (x, _) = pipe();
-        x.as_raw_fd()
-    };
+    let closed = common::NEVER_OPEN_FD;
     assert_eq!(run(&mut ring, SyncFileRange::new(Target::Fd(closed), 0, 0)), -libc::EBADF);
     let err = ring.push_op(ctx(1), SyncFileRange::new(fd(&f), 0, 0).flags(0x80)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

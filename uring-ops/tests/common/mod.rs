@@ -111,6 +111,11 @@ pub fn tcp_pair() -> (TcpStream, TcpStream) {
     (c, s)
 }
 
+/// A descriptor number that is never open (far above any fd limit): the
+/// kernel answers `EBADF`. Tests must not use a just-closed descriptor
+/// instead: another test thread may reopen the number meanwhile.
+pub const NEVER_OPEN_FD: i32 = 0x3fff_fff0;
+
 /// Prints why a test skipped; call it and return.
 pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
