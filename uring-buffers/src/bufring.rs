@@ -394,8 +394,13 @@ impl BufRing {
 
     /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
     /// bytes the completion reported (`res`). `Ok(None)` when the CQE
-    /// names no buffer (errors, `-ENOBUFS`). The caller routes CQEs to the
-    /// right group: a CQE does not say which group its buffer came from.
+    /// names no buffer (errors, `-ENOBUFS`). A CQE does not say which group
+    /// its buffer came from. With a pooled context (indirect or extended,
+    /// whose slot holds the submitted SQE) it is checked, and a CQE of
+    /// another group is refused; with direct and foreign contexts, and for
+    /// [`take_id`](Self::take_id), the caller's routing is trusted: a CQE of
+    /// another group naming a buffer this ring has in the kernel's hands
+    /// would hand out memory the kernel may still fill.
     /// For bundle receives use [`take_bundle`](Self::take_bundle).
     ///
     /// On an incremental ring the token is the range this CQE filled; the
@@ -409,7 +414,30 @@ impl BufRing {
     #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        self.check_group(cqe, bid)?;
         self.take_id(bid, cqe.res(), cqe.buf_more())
+    }
+
+    /// Refuses a CQE whose pooled context's SQE copy selected from another
+    /// group. (Direct and foreign contexts carry the caller's own fields;
+    /// the caller's routing is trusted for them.)
+    fn check_group(&self, cqe: &Cqe<'_>, bid: u16) -> Result<()> {
+        let select = uring_core::SqeFlags::BUFFER_SELECT;
+        let group = match cqe.context().mode() {
+            uring_core::ContextMode::Indirect => {
+                cqe.indirect().filter(|i| i.sqe.sqe_flags().contains(select)).map(|i| i.sqe.buf_group())
+            }
+            uring_core::ContextMode::Extended => {
+                cqe.extended().filter(|e| e.sqe.sqe_flags().contains(select)).map(|e| e.sqe.buf_group())
+            }
+            _ => None,
+        };
+        match group {
+            Some(g) if g != self.group => {
+                Err(Error::NotOwned { group: self.group, bid, why: "the CQE selected from another group" })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// As [`take`](Self::take), from a CQE's buffer id, result and
@@ -466,6 +494,7 @@ impl BufRing {
     /// CQE does not start at the kernel's head (taken twice).
     pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        self.check_group(cqe, bid)?;
         self.take_bundle_id(bid, cqe.res()).map(Some)
     }
 

@@ -25,7 +25,9 @@ fn push_recv(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
     sqe.fd = fd;
     sqe.set_buf_group(group);
     sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
-    sqe.user_data = user_data;
+    // A foreign-mode value (mode bits 3): the test's own numbering, which
+    // no direct-context field (and so no group check) reads.
+    sqe.user_data = (user_data << 2) | 3;
 }
 
 /// Submits and waits for one completion: `(res, buffer id)`.
@@ -254,7 +256,9 @@ fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
     sqe.set_buf_group(group);
     sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
     sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
-    sqe.user_data = user_data;
+    // A foreign-mode value (mode bits 3): the test's own numbering, which
+    // no direct-context field (and so no group check) reads.
+    sqe.user_data = (user_data << 2) | 3;
 }
 
 #[test]
@@ -340,4 +344,27 @@ fn receives_requested_by_size_land_in_the_matching_class() {
     let err = groups.recv(&mut ring, SqeContext::default(), rx.as_raw_fd(), 10 << 20).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
+}
+
+#[test]
+fn a_cqe_of_another_group_is_refused_when_its_pooled_context_says_so() {
+    use uring_ops::RingOps;
+    use uring_ops::net::RecvSelect;
+    let mut ring = ring();
+    let mut a = BufRing::register(&mut ring, BufRingConfig::new(21, 4, 64)).unwrap();
+    let mut b = BufRing::register(&mut ring, BufRingConfig::new(22, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"to group 21").unwrap();
+    let ctx = ring.pools_mut().acquire_indirect().unwrap();
+    ring.push_op(ctx, RecvSelect::new(rx.as_raw_fd(), 21)).unwrap();
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let cqe = done.get(0).unwrap();
+    assert!(matches!(b.take(&cqe), Err(Error::NotOwned { .. })), "group 22 refuses group 21's CQE");
+    assert_eq!(b.held(), 0);
+    let buf = a.take(&cqe).unwrap().unwrap();
+    assert_eq!(a.bytes(&buf), b"to group 21");
+    a.recycle(buf).unwrap();
+    ring.pools_mut().release(ctx).unwrap();
 }
