@@ -60,6 +60,7 @@ const OP_RECVMSG: u8 = sys::IORING_OP_RECVMSG as u8;
 const OP_SEND: u8 = sys::IORING_OP_SEND as u8;
 const OP_SENDMSG: u8 = sys::IORING_OP_SENDMSG as u8;
 const OP_URING_CMD: u8 = sys::IORING_OP_URING_CMD as u8;
+const OP_SHUTDOWN: u8 = sys::IORING_OP_SHUTDOWN as u8;
 
 /// The value of `TCP_NODELAY` the server sets on each connection: static,
 /// so it is valid for as long as any request may read it.
@@ -224,6 +225,12 @@ struct Conn {
     generation: u16,
     recv_armed: bool,
     sending: bool,
+    /// `TCP_NODELAY` and shutdown requests in flight. They name the fd by
+    /// number (a shutdown is always run on an io-wq worker, which looks the
+    /// number up only then), so the fd stays open until their CQEs: closed
+    /// earlier, the number could be reused by another socket of this
+    /// process, and that socket would be the one shut down.
+    side_ops: u8,
     eof: bool,
     failed: bool,
     out: VecDeque<Out>,
@@ -326,9 +333,13 @@ fn serve_tcp(cfg: ServerConfig, stop: &AtomicBool, ready: mpsc::Sender<SocketAdd
                 }
                 Some(OP_RECV) => server.on_recv(ctx, &cqe)?,
                 Some(OP_SEND | OP_SENDMSG) => server.on_send(ctx, res)?,
-                Some(OP_URING_CMD) if res < 0 => {
-                    eprintln!("echo: TCP_NODELAY: {}", std::io::Error::from_raw_os_error(-res));
+                Some(OP_URING_CMD) => {
+                    if res < 0 {
+                        eprintln!("echo: TCP_NODELAY: {}", std::io::Error::from_raw_os_error(-res));
+                    }
+                    server.on_side_op(ctx);
                 }
+                Some(OP_SHUTDOWN) => server.on_side_op(ctx),
                 _ => {}
             }
         }
@@ -357,6 +368,7 @@ impl Tcp {
             generation,
             recv_armed: false,
             sending: false,
+            side_ops: 0,
             eof: false,
             failed: false,
             out: VecDeque::new(),
@@ -379,8 +391,25 @@ impl Tcp {
         );
         // SAFETY: the option value is a static, valid for the whole program
         // and never written.
-        if let Err(e) = unsafe { push_unchecked(&mut self.ring, ctx, op) } {
-            eprintln!("echo: TCP_NODELAY on fd {fd}: {e}");
+        match unsafe { push_unchecked(&mut self.ring, ctx, op) } {
+            Ok(()) => self.side_op_started(idx),
+            Err(e) => eprintln!("echo: TCP_NODELAY on fd {fd}: {e}"),
+        }
+    }
+
+    fn side_op_started(&mut self, idx: u32) {
+        if let Some(conn) = self.conns[idx as usize].as_mut() {
+            conn.side_ops += 1;
+        }
+    }
+
+    /// A `TCP_NODELAY` or shutdown CQE: the fd may be closed now if
+    /// nothing else of the connection is in flight.
+    fn on_side_op(&mut self, ctx: SqeContext) {
+        if let Some(idx) = self.conn_of(ctx) {
+            let conn = self.conns[idx as usize].as_mut().expect("conn_of checked it");
+            conn.side_ops = conn.side_ops.saturating_sub(1);
+            self.maybe_close(idx);
         }
     }
 
@@ -597,8 +626,8 @@ impl Tcp {
         for out in pending {
             let _ = self.recycle_out(out);
         }
-        if armed {
-            let _ = push_safe(&mut self.ring, ctx, Shutdown::new(fd, std::net::Shutdown::Both));
+        if armed && push_safe(&mut self.ring, ctx, Shutdown::new(fd, std::net::Shutdown::Both)).is_ok() {
+            self.side_op_started(idx);
         }
         self.maybe_close(idx);
     }
@@ -607,7 +636,7 @@ impl Tcp {
     fn maybe_close(&mut self, idx: u32) {
         let Some(conn) = self.conns[idx as usize].as_mut() else { return };
         let finished = conn.eof || conn.failed;
-        if !finished || conn.recv_armed || conn.sending || (!conn.failed && !conn.out.is_empty()) {
+        if !finished || conn.recv_armed || conn.sending || conn.side_ops > 0 || (!conn.failed && !conn.out.is_empty()) {
             return;
         }
         let conn = self.conns[idx as usize].take().expect("checked above");
