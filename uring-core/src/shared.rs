@@ -10,6 +10,7 @@ use crate::context::ContextPools;
 use crate::cqe::CqeSlot;
 use crate::error::{Error, Result};
 use crate::features::Features;
+use crate::keep::Keep;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
@@ -103,6 +104,38 @@ impl SharedRing {
         self.core.check()?;
         let mut sq = lock(&self.sq);
         if sq.push(sqe) { Ok(()) } else { Err(Error::QueueFull { entries: sq.entries }) }
+    }
+
+    /// Acquires the next SQE with its slot's [`Keep`] under the SQ lock and
+    /// lets `fill` write it (all 64 bytes: the entry is not zeroed), as
+    /// [`Ring::next_sqe_keep`](crate::Ring::next_sqe_keep) does for the
+    /// single-issuer ring. The entry is published by the next
+    /// [`submit`](Self::submit) from any thread.
+    ///
+    /// # Errors
+    ///
+    /// As for [`push`](Self::push); `fill` is not called then.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::next_sqe_keep`](crate::Ring::next_sqe_keep): the
+    /// memory the entry names must stay valid until the operation's last
+    /// CQE is reaped; addresses into the `Keep` only until the kernel has
+    /// consumed the entry. `fill` runs with the SQ lock held: it must not
+    /// call back into this ring's submission side.
+    pub unsafe fn push_with<R>(&self, fill: impl FnOnce(&mut Sqe, &mut Keep) -> R) -> Result<R> {
+        self.core.check()?;
+        let mut sq = lock(&self.sq);
+        match sq.next_keep() {
+            Some((slot, index)) => {
+                // SAFETY: the slot is a 64-byte SQE this lock holder owns
+                // until the tail is published (under the same lock); any
+                // bytes are a valid `Sqe`.
+                let sqe = unsafe { &mut *slot.cast::<Sqe>() };
+                Ok(fill(sqe, sq.keep(index)))
+            }
+            None => Err(Error::QueueFull { entries: sq.entries }),
+        }
     }
 
     /// Copies all of `sqes` into consecutive entries, or none.

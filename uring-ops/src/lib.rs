@@ -48,7 +48,7 @@ pub mod xattr;
 pub mod zc;
 
 pub use op::{FileDest, Fixed, OpExt, Prepare, SafeOp, Target, With};
-pub use ring::RingOps;
+pub use ring::{RingOps, SharedRingOps};
 pub use uring_core;
 
 /// Everything needed to submit operations: [`RingOps`], [`OpExt`], the
@@ -69,6 +69,6 @@ pub mod prelude {
     pub use crate::transfer::TransferOps;
     pub use crate::wait::WaitOps;
     pub use crate::xattr::XattrOps;
-    pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, Target};
+    pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
 }

@@ -1,7 +1,7 @@
 //! [`RingOps`]: acquire an SQE, prepare an operation into it, stamp the
 //! [`SqeContext`].
 
-use uring_core::{ContextMode, Error, Result, Ring, Sqe, SqeContext, SqeFlags};
+use uring_core::{ContextMode, Error, Result, Ring, SharedRing, Sqe, SqeContext, SqeFlags};
 
 use crate::op::{Prepare, SafeOp};
 
@@ -103,6 +103,88 @@ impl RingOps for Ring {
     #[inline]
     fn sq_room(&mut self) -> u32 {
         self.sq_space_left()
+    }
+}
+
+/// Submitting operations on a [`SharedRing`], from any thread: the same
+/// checks, `Keep` and context stamping as [`RingOps`], with the SQ lock
+/// held while the entry is written. (The families' named ring methods are
+/// for [`Ring`]; on a shared ring, push their builders.)
+pub trait SharedRingOps {
+    /// As [`RingOps::push_op`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn push_op<O: SafeOp>(&self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+
+    /// As [`RingOps::push_op_unchecked`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`RingOps::push_op_unchecked`]; the memory must stay valid
+    /// until the last CQE is reaped, by whichever thread reaps it.
+    unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+}
+
+impl SharedRingOps for SharedRing {
+    #[inline]
+    fn push_op<O: SafeOp>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        if let Some(tag) = ctx.foreign_tag()
+            && is_reserved(tag)
+        {
+            return Err(reserved_error(ctx, tag));
+        }
+        // SAFETY: as in `RingOps::push_op`.
+        unsafe { self.push_op_unchecked(ctx, op) }
+    }
+
+    unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        op.check(self.features())?;
+        let pooled = matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended);
+        if pooled {
+            let pools = self.pools();
+            let live = match ctx.mode() {
+                ContextMode::Indirect => pools.indirect(ctx).is_some(),
+                _ => pools.extended(ctx).is_some(),
+            };
+            if !live {
+                return Err(Error::InvalidArgument(format!(
+                    "{ctx:?} does not name a live slot of this ring's context pools"
+                )));
+            }
+        }
+        // SAFETY: forwarded to the caller; the Keep holds the rest until
+        // the kernel consumed the entry. The pooled copy is written before
+        // the entry can be published (the SQ lock is held), so a thread
+        // reaping its CQE sees it; the pools lock is only ever taken after
+        // the SQ lock here, never the other way round.
+        unsafe {
+            self.push_with(|sqe, keep| {
+                op.prepare(sqe, keep);
+                let stamped = stamp(sqe, ctx);
+                if pooled {
+                    let mut pools = self.pools();
+                    match ctx.mode() {
+                        ContextMode::Indirect => {
+                            if let Some(slot) = pools.indirect_mut(ctx) {
+                                slot.sqe = *sqe;
+                            }
+                        }
+                        _ => {
+                            if let Some(slot) = pools.extended_mut(ctx) {
+                                slot.sqe = *sqe;
+                            }
+                        }
+                    }
+                }
+                stamped
+            })
+        }
     }
 }
 
