@@ -84,8 +84,8 @@ impl Core {
             let mut probe = params;
             probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
             // SAFETY: `probe` is valid and hands the kernel no memory of ours.
-            let fd =
-                unsafe { sys::io_uring_setup(entries, &mut probe) }.map_err(|e| diagnose(e, entries, &requested))?;
+            let fd = unsafe { sys::io_uring_setup(entries, &mut probe) };
+            let fd = fd.map_err(|e| diagnose(e, entries, &requested))?;
             // SAFETY: the kernel just returned this fd; we own it.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
             let rings =
