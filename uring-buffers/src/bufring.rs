@@ -23,10 +23,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-use uring_core::{Cqe, Ring, State, sys};
+use uring_core::{Cqe, Mapping, Ring, State, sys};
 
 use crate::error::{Error, Result};
-use crate::mem::Region;
 
 /// The most entries a buffer ring may have (the kernel's limit).
 pub const MAX_ENTRIES: u32 = 32768;
@@ -124,11 +123,126 @@ impl BufRingConfig {
 /// The memory a buffer ring shares with the kernel, kept alive by the
 /// io_uring ring as well as by the [`BufRing`].
 #[derive(Debug)]
-struct Memory {
+pub(crate) struct Memory {
     /// The ring entries (`entries` × 16 bytes).
-    ring: Region,
+    ring: Mapping,
     /// The buffers.
-    data: Region,
+    data: Mapping,
+}
+
+/// A provided buffer ring registered with the kernel, as both directions
+/// use it ([`BufRing`] for receives, `SendRing` for bundle sends): the
+/// memory (attached to the io_uring ring) and where its entries, tail and
+/// buffers are.
+pub(crate) struct Registered {
+    pub(crate) mem: Arc<Memory>,
+    pub(crate) ring: *mut sys::io_uring_buf,
+    pub(crate) tail: *const AtomicU16,
+    pub(crate) data: *mut u8,
+}
+
+impl BufRingConfig {
+    /// Whether the configuration asks for an incremental ring.
+    pub(crate) const fn is_incremental(&self) -> bool {
+        self.incremental
+    }
+}
+
+/// Allocates the buffers and (unless kernel-mapped) the ring of `cfg`,
+/// registers the ring (`IORING_REGISTER_PBUF_RING`), maps it when the
+/// kernel allocated it, and attaches the memory to `ring`. `what` names the
+/// buffers in allocation errors. The configuration must be validated.
+pub(crate) fn register_ring(ring: &mut Ring, cfg: &BufRingConfig, what: &'static str) -> Result<Registered> {
+    if ring.state() == State::Stopped {
+        return Err(uring_core::Error::Stopped.into());
+    }
+    let ring_bytes = cfg.entries as usize * size_of::<sys::io_uring_buf>();
+    let alloc = |what, bytes, huge| {
+        Mapping::anonymous(bytes, huge).map_err(|source| Error::Alloc { what, bytes, huge, source })
+    };
+    let data = alloc(what, cfg.data_bytes(), cfg.huge_pages)?;
+    let user_ring = if cfg.kernel_mapped { None } else { Some(alloc("a buffer ring", ring_bytes, false)?) };
+    let reg = sys::io_uring_buf_reg {
+        ring_addr: user_ring.as_ref().map_or(0, |r| r.ptr() as u64),
+        ring_entries: cfg.entries,
+        bgid: cfg.group,
+        flags: (if cfg.kernel_mapped { sys::IOU_PBUF_RING_MMAP } else { 0 }
+            | if cfg.incremental { sys::IOU_PBUF_RING_INC } else { 0 }) as u16,
+        ..Default::default()
+    };
+    // SAFETY: PBUF_RING reads one io_uring_buf_reg. A user ring's memory is
+    // pinned by the kernel and is attached to `ring` below, so it outlives
+    // the registration.
+    unsafe {
+        ring.register().raw(
+            "IORING_REGISTER_PBUF_RING",
+            sys::IORING_REGISTER_PBUF_RING,
+            (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
+            1,
+        )
+    }?;
+    let ring_mem = match user_ring {
+        Some(r) => r,
+        None => {
+            let off = sys::IORING_OFF_PBUF_RING | (u64::from(cfg.group) << sys::IORING_OFF_PBUF_SHIFT);
+            match Mapping::map_ring(ring.as_raw_fd(), ring_bytes, off) {
+                Ok(r) => r,
+                Err(source) => {
+                    let _ = unregister(ring, cfg.group);
+                    return Err(Error::Alloc {
+                        what: "mapping the kernel's buffer ring",
+                        bytes: ring_bytes,
+                        huge: false,
+                        source,
+                    });
+                }
+            }
+        }
+    };
+    let mem = Arc::new(Memory { ring: ring_mem, data });
+    if let Err(e) = ring.attach(Box::new(mem.clone())) {
+        let _ = unregister(ring, cfg.group);
+        return Err(e.into());
+    }
+    let base = mem.ring.ptr().cast::<sys::io_uring_buf_ring>();
+    Ok(Registered {
+        ring: sys::io_uring_buf_ring::bufs_ptr(base),
+        tail: sys::io_uring_buf_ring::tail_ptr(base).cast::<AtomicU16>().cast_const(),
+        data: mem.data.ptr(),
+        mem,
+    })
+}
+
+/// Writes one ring entry. Entry 0's `resv` is the ring's tail, so the
+/// fields are written one by one, leaving it.
+///
+/// # Safety
+///
+/// `ring` must be the entries of a live buffer ring with more than `idx`
+/// entries, and the entry must not be visible to the kernel (beyond the
+/// published tail, and consumed if it was used before).
+#[inline]
+pub(crate) unsafe fn write_entry(ring: *mut sys::io_uring_buf, idx: u32, addr: u64, len: u32, bid: u16) {
+    // SAFETY: forwarded to the caller.
+    unsafe {
+        let e = ring.add(idx as usize);
+        (&raw mut (*e).addr).write(addr);
+        (&raw mut (*e).len).write(len);
+        (&raw mut (*e).bid).write(bid);
+    }
+}
+
+/// Publishes a ring's entries up to `tail`.
+///
+/// # Safety
+///
+/// `at` must point to the tail of a live buffer ring.
+#[inline]
+pub(crate) unsafe fn publish_tail(at: *const AtomicU16, tail: u16) {
+    // Release: the entries written before must be visible before the
+    // kernel can see the tail that covers them.
+    // SAFETY: forwarded to the caller.
+    unsafe { &*at }.store(tail, Ordering::Release);
 }
 
 /// A buffer the caller holds, taken from a [`BufRing`] by a CQE that
@@ -273,77 +387,15 @@ impl BufRing {
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
-        if ring.state() == State::Stopped {
-            return Err(uring_core::Error::Stopped.into());
-        }
-        let ring_bytes = cfg.entries as usize * size_of::<sys::io_uring_buf>();
-        let data = Region::anon(cfg.data_bytes(), cfg.huge_pages).map_err(|source| Error::Alloc {
-            what: "provided buffers",
-            bytes: cfg.data_bytes(),
-            huge: cfg.huge_pages,
-            source,
-        })?;
-        let user_ring = if cfg.kernel_mapped {
-            None
-        } else {
-            Some(Region::anon(ring_bytes, false).map_err(|source| Error::Alloc {
-                what: "a buffer ring",
-                bytes: ring_bytes,
-                huge: false,
-                source,
-            })?)
-        };
-        let reg = sys::io_uring_buf_reg {
-            ring_addr: user_ring.as_ref().map_or(0, |r| r.ptr() as u64),
-            ring_entries: cfg.entries,
-            bgid: cfg.group,
-            flags: (if cfg.kernel_mapped { sys::IOU_PBUF_RING_MMAP } else { 0 }
-                | if cfg.incremental { sys::IOU_PBUF_RING_INC } else { 0 }) as u16,
-            ..Default::default()
-        };
-        // SAFETY: PBUF_RING reads one io_uring_buf_reg. A user ring's
-        // memory is pinned by the kernel and is attached to `ring` below,
-        // so it outlives the registration.
-        unsafe {
-            ring.register().raw(
-                "IORING_REGISTER_PBUF_RING",
-                sys::IORING_REGISTER_PBUF_RING,
-                (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
-                1,
-            )
-        }?;
-        let ring_mem = match user_ring {
-            Some(r) => r,
-            None => {
-                let off = sys::IORING_OFF_PBUF_RING | (u64::from(cfg.group) << sys::IORING_OFF_PBUF_SHIFT);
-                match Region::shared(ring.as_raw_fd(), off, ring_bytes) {
-                    Ok(r) => r,
-                    Err(source) => {
-                        let _ = unregister(ring, cfg.group);
-                        return Err(Error::Alloc {
-                            what: "mapping the kernel's buffer ring",
-                            bytes: ring_bytes,
-                            huge: false,
-                            source,
-                        });
-                    }
-                }
-            }
-        };
-        let mem = Arc::new(Memory { ring: ring_mem, data });
-        if let Err(e) = ring.attach(Box::new(mem.clone())) {
-            let _ = unregister(ring, cfg.group);
-            return Err(e.into());
-        }
-        let base = mem.ring.ptr().cast::<sys::io_uring_buf_ring>();
+        let reg = register_ring(ring, &cfg, "provided buffers")?;
         let mut br = BufRing {
             group: cfg.group,
             entries: cfg.entries,
             mask: cfg.entries - 1,
             buf_size: cfg.buf_size,
-            ring: sys::io_uring_buf_ring::bufs_ptr(base),
-            tail: sys::io_uring_buf_ring::tail_ptr(base).cast::<AtomicU16>().cast_const(),
-            data: mem.data.ptr(),
+            ring: reg.ring,
+            tail: reg.tail,
+            data: reg.data,
             local_tail: 0,
             in_kernel: vec![0; (cfg.entries as usize).div_ceil(64)],
             held: 0,
@@ -356,7 +408,7 @@ impl BufRing {
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
-            _mem: mem,
+            _mem: reg.mem,
         };
         for bid in 0..cfg.entries {
             br.put(bid as u16);
@@ -753,26 +805,11 @@ impl BufRing {
     #[inline]
     fn put(&mut self, bid: u16) {
         let idx = u32::from(self.local_tail) & self.mask;
-        let entry = sys::io_uring_buf {
-            // SAFETY: bid < entries, so the address is inside the data region.
-            addr: unsafe { self.data.add(usize::from(bid) * self.buf_size as usize) } as u64,
-            len: self.buf_size,
-            bid,
-            resv: 0,
-        };
+        // SAFETY: bid < entries, so the address is inside the data region.
+        let addr = unsafe { self.data.add(usize::from(bid) * self.buf_size as usize) } as u64;
         // SAFETY: idx < entries; the entry at our tail is not visible to
-        // the kernel until the tail is published. Entry 0's `resv` is the
-        // ring's tail, so entry 0 is written field by field, leaving it.
-        unsafe {
-            let e = self.ring.add(idx as usize);
-            if idx == 0 {
-                (&raw mut (*e).addr).write(entry.addr);
-                (&raw mut (*e).len).write(entry.len);
-                (&raw mut (*e).bid).write(entry.bid);
-            } else {
-                e.write(entry);
-            }
-        }
+        // the kernel until the tail is published.
+        unsafe { write_entry(self.ring, idx, addr, self.buf_size, bid) };
         self.ring_bids[idx as usize] = bid;
         self.set_in_kernel(bid, true);
         self.local_tail = self.local_tail.wrapping_add(1);
@@ -781,14 +818,12 @@ impl BufRing {
     /// Publishes the entries written so far.
     #[inline]
     fn publish(&self) {
-        // Release: the entries written above must be visible before the
-        // kernel can see the tail that covers them.
         // SAFETY: the tail lies in the live ring mapping.
-        unsafe { &*self.tail }.store(self.local_tail, Ordering::Release);
+        unsafe { publish_tail(self.tail, self.local_tail) };
     }
 }
 
-fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
+pub(crate) fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
     let reg = sys::io_uring_buf_reg { bgid: group, ..Default::default() };
     // SAFETY: UNREGISTER_PBUF_RING reads one io_uring_buf_reg.
     unsafe {

@@ -13,7 +13,6 @@ pub mod bufring;
 mod error;
 pub mod fixed;
 pub mod groups;
-mod mem;
 pub mod registered;
 pub mod sendring;
 

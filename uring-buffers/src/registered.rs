@@ -22,10 +22,9 @@ use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use uring_core::{Ring, State, sys};
+use uring_core::{Mapping, Ring, State, sys};
 
 use crate::error::{Error, Result, memlock_limit};
-use crate::mem::Region;
 
 /// The kernel's limit on one registered buffer: 1 GiB.
 pub const MAX_BUFFER: usize = 1 << 30;
@@ -35,7 +34,7 @@ pub const MAX_BUFFERS: u32 = 1 << 14;
 
 #[derive(Debug, Clone)]
 struct Slot {
-    region: Arc<Region>,
+    region: Arc<Mapping>,
     offset: usize,
     len: usize,
 }
@@ -92,9 +91,9 @@ impl RegisteredBuffers {
         check_count(count)?;
         check_size(size)?;
         check_ring(ring)?;
-        let stride = size.next_multiple_of(crate::mem::page_size());
+        let stride = size.next_multiple_of(Mapping::page_size());
         let total = stride.checked_mul(count as usize).ok_or_else(|| Error::invalid("table too large"))?;
-        let region = Arc::new(Region::anon(total, huge).map_err(|source| Error::Alloc {
+        let region = Arc::new(Mapping::anonymous(total, huge).map_err(|source| Error::Alloc {
             what: "registered buffers",
             bytes: total,
             huge,
@@ -145,7 +144,7 @@ impl RegisteredBuffers {
         if index as usize >= self.slots.len() {
             return Err(Error::invalid(format!("slot {index} is outside the table of {}", self.slots.len())));
         }
-        let region = Arc::new(Region::anon(size, false).map_err(|source| Error::Alloc {
+        let region = Arc::new(Mapping::anonymous(size, false).map_err(|source| Error::Alloc {
             what: "a registered buffer",
             bytes: size,
             huge: false,
@@ -170,7 +169,7 @@ impl RegisteredBuffers {
                 size_of::<sys::io_uring_rsrc_update2>() as u32,
             )
         }
-        .map_err(|e| registration_error("a registered buffer", size.next_multiple_of(crate::mem::page_size()), e))?;
+        .map_err(|e| registration_error("a registered buffer", size.next_multiple_of(Mapping::page_size()), e))?;
         if n != 1 {
             return Err(Error::invalid(format!("the kernel updated {n} slots instead of 1")));
         }

@@ -74,29 +74,19 @@
 //! to the io_uring ring, like [`BufRing`](crate::BufRing)'s.
 
 use std::collections::VecDeque;
-use std::ffi::c_void;
 use std::fmt;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
-use uring_core::{Cqe, Ring, SqeContext, State, sys};
+use uring_core::{Cqe, Ring, SqeContext, sys};
 use uring_ops::net::SendBundle;
 use uring_ops::{RingOps, Target};
 
-use crate::bufring::{BufRingConfig, MAX_ENTRIES};
+use crate::bufring::{BufRingConfig, MAX_ENTRIES, Memory, publish_tail, register_ring, unregister, write_entry};
 use crate::error::{Error, Result};
-use crate::mem::Region;
 
 static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
-
-/// The memory a send ring shares with the kernel.
-#[derive(Debug)]
-struct Memory {
-    ring: Region,
-    data: Region,
-}
 
 /// A buffer of a [`SendRing`] in the caller's hands. Not `Clone`:
 /// [`SendRing::queue`] and [`SendRing::release`] consume it.
@@ -210,84 +200,22 @@ impl SendRing {
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
-        if is_incremental(&cfg) {
+        if cfg.is_incremental() {
             return Err(Error::invalid(format!(
                 "send ring of group {}: incremental rings are for receives",
                 cfg.group()
             )));
         }
-        if ring.state() == State::Stopped {
-            return Err(uring_core::Error::Stopped.into());
-        }
-        let (kernel_mapped, huge) = flags_of(&cfg);
-        let ring_bytes = cfg.entries() as usize * size_of::<sys::io_uring_buf>();
-        let data = Region::anon(cfg.data_bytes(), huge).map_err(|source| Error::Alloc {
-            what: "send buffers",
-            bytes: cfg.data_bytes(),
-            huge,
-            source,
-        })?;
-        let user_ring = if kernel_mapped {
-            None
-        } else {
-            Some(Region::anon(ring_bytes, false).map_err(|source| Error::Alloc {
-                what: "a send buffer ring",
-                bytes: ring_bytes,
-                huge: false,
-                source,
-            })?)
-        };
-        let reg = sys::io_uring_buf_reg {
-            ring_addr: user_ring.as_ref().map_or(0, |r| r.ptr() as u64),
-            ring_entries: cfg.entries(),
-            bgid: cfg.group(),
-            flags: if kernel_mapped { sys::IOU_PBUF_RING_MMAP as u16 } else { 0 },
-            ..Default::default()
-        };
-        // SAFETY: PBUF_RING reads one io_uring_buf_reg. A user ring's
-        // memory is pinned by the kernel and attached to `ring` below, so
-        // it outlives the registration.
-        unsafe {
-            ring.register().raw(
-                "IORING_REGISTER_PBUF_RING",
-                sys::IORING_REGISTER_PBUF_RING,
-                (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
-                1,
-            )
-        }?;
-        let ring_mem = match user_ring {
-            Some(r) => r,
-            None => {
-                let off = sys::IORING_OFF_PBUF_RING | (u64::from(cfg.group()) << sys::IORING_OFF_PBUF_SHIFT);
-                match Region::shared(ring.as_raw_fd(), off, ring_bytes) {
-                    Ok(r) => r,
-                    Err(source) => {
-                        let _ = unregister(ring, cfg.group());
-                        return Err(Error::Alloc {
-                            what: "mapping the kernel's send buffer ring",
-                            bytes: ring_bytes,
-                            huge: false,
-                            source,
-                        });
-                    }
-                }
-            }
-        };
-        let mem = Arc::new(Memory { ring: ring_mem, data });
-        if let Err(e) = ring.attach(Box::new(mem.clone())) {
-            let _ = unregister(ring, cfg.group());
-            return Err(e.into());
-        }
-        let base = mem.ring.ptr().cast::<sys::io_uring_buf_ring>();
+        let reg = register_ring(ring, &cfg, "send buffers")?;
         let n = cfg.entries();
         Ok(SendRing {
             group: cfg.group(),
             entries: n,
             mask: n - 1,
             buf_size: cfg.buf_size(),
-            ring: sys::io_uring_buf_ring::bufs_ptr(base),
-            tail: sys::io_uring_buf_ring::tail_ptr(base).cast::<AtomicU16>().cast_const(),
-            data: mem.data.ptr(),
+            ring: reg.ring,
+            tail: reg.tail,
+            data: reg.data,
             local_tail: 0,
             queued: VecDeque::with_capacity(n as usize),
             // Pop order 0, 1, 2, …: the first buffers acquired are the
@@ -295,7 +223,7 @@ impl SendRing {
             free: (0..n as u16).rev().collect(),
             in_flight: false,
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
-            _mem: mem,
+            _mem: reg.mem,
         })
     }
 
@@ -437,23 +365,15 @@ impl SendRing {
         // SAFETY: idx < entries; the entry at our tail is not visible to
         // the kernel until the tail is published (and the kernel has
         // consumed whatever was there before: at most `entries` are queued,
-        // one per buffer). Entry 0's `resv` is the ring's tail, so entry 0
-        // is written field by field, leaving it.
-        unsafe {
-            let p = self.ring.add(idx as usize);
-            (&raw mut (*p).addr).write(addr);
-            (&raw mut (*p).len).write(e.len);
-            (&raw mut (*p).bid).write(e.bid);
-        }
+        // one per buffer).
+        unsafe { write_entry(self.ring, idx, addr, e.len, e.bid) };
         self.queued.push_back(e);
         self.local_tail = self.local_tail.wrapping_add(1);
     }
 
     fn publish(&self) {
-        // Release: the entries written above must be visible before the
-        // kernel can see the tail that covers them.
         // SAFETY: the tail lies in the live ring mapping.
-        unsafe { &*self.tail }.store(self.local_tail, Ordering::Release);
+        unsafe { publish_tail(self.tail, self.local_tail) };
     }
 
     /// Queues one bundle send on socket `fd` (`IORING_OP_SEND`,
@@ -560,30 +480,6 @@ impl SendRing {
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
         unregister(ring, self.group)
     }
-}
-
-/// Whether `cfg` asks for an incremental ring.
-fn is_incremental(cfg: &BufRingConfig) -> bool {
-    *cfg == cfg.incremental()
-}
-
-/// (kernel_mapped, huge_pages) of `cfg`, read through its builders.
-fn flags_of(cfg: &BufRingConfig) -> (bool, bool) {
-    (*cfg == cfg.kernel_mapped(), *cfg == cfg.huge_pages())
-}
-
-fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
-    let reg = sys::io_uring_buf_reg { bgid: group, ..Default::default() };
-    // SAFETY: UNREGISTER_PBUF_RING reads one io_uring_buf_reg.
-    unsafe {
-        ring.register().raw(
-            "IORING_UNREGISTER_PBUF_RING",
-            sys::IORING_UNREGISTER_PBUF_RING,
-            (&reg as *const sys::io_uring_buf_reg).cast::<c_void>(),
-            1,
-        )
-    }?;
-    Ok(())
 }
 
 const _: () = assert!(MAX_ENTRIES <= 1 << 16, "buffer ids are 16 bits");

@@ -59,6 +59,7 @@ pub use keep::{KEEP_INLINE, Keep};
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
+pub use queue::Mapping;
 pub use register::{CancelTarget, Napi, Registrar, Restriction};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;

@@ -15,6 +15,7 @@
 //! `Sq::needs_wakeup`).
 
 use std::io;
+use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 
@@ -24,20 +25,40 @@ use crate::cqe::CqeSlot;
 use crate::keep::Keep;
 use crate::sqe::Sqe;
 
-/// One memory region holding rings or SQEs: a shared mapping of the ring
-/// fd, or (with `IORING_SETUP_NO_MMAP`) anonymous memory we allocated and
-/// the kernel pinned. Unmapped on drop.
+/// Page-aligned memory from `mmap`, owned and unmapped on drop: a ring
+/// fd's memory mapped at a kernel-defined offset (the rings, the SQEs, a
+/// kernel-allocated buffer ring), or anonymous zeroed memory the kernel is
+/// handed (`IORING_SETUP_NO_MMAP` rings, registered and provided buffers of
+/// the layers above).
+///
+/// Creating one touches no existing memory, so it is safe; what the kernel
+/// may do with it is the business of whoever registers it (see
+/// [`Ring::attach`](crate::Ring::attach)). It exposes only its address and
+/// length.
 #[derive(Debug)]
-pub(crate) struct RingMem {
+pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-impl RingMem {
-    /// Maps `len` bytes of ring fd `fd` at the kernel-defined `offset`.
-    pub(crate) fn map_ring(fd: i32, len: usize, offset: u64) -> io::Result<Self> {
-        // SAFETY: a fresh shared mapping of the ring fd at an offset the
-        // kernel defines; it affects no existing memory.
+impl Mapping {
+    /// The page size.
+    pub fn page_size() -> usize {
+        // SAFETY: sysconf has no memory arguments.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if n > 0 { n as usize } else { 4096 }
+    }
+
+    /// Maps `len` bytes (rounded up to whole pages) of ring fd `fd` at the
+    /// kernel-defined `offset`, shared and populated.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `mmap`.
+    pub fn map_ring(fd: RawFd, len: usize, offset: u64) -> io::Result<Self> {
+        let len = len.checked_next_multiple_of(Self::page_size()).ok_or(io::ErrorKind::InvalidInput)?;
+        // SAFETY: a fresh shared mapping of the fd at an offset the kernel
+        // defines; it affects no existing memory.
         let p = unsafe {
             libc::mmap(
                 ptr::null_mut(),
@@ -51,19 +72,23 @@ impl RingMem {
         Self::from_mmap(p, len)
     }
 
-    /// Allocates `len` zeroed, page-aligned bytes for `IORING_SETUP_NO_MMAP`.
-    pub(crate) fn anonymous(len: usize) -> io::Result<Self> {
+    /// `len` zeroed bytes (rounded up to whole pages, at least one), private
+    /// and anonymous; with `huge`, from 2 MiB huge pages (`MAP_HUGETLB`,
+    /// which needs `vm.nr_hugepages`).
+    ///
+    /// # Errors
+    ///
+    /// The errno of `mmap` (`ENOMEM` for huge pages when too few are
+    /// reserved).
+    pub fn anonymous(len: usize, huge: bool) -> io::Result<Self> {
+        let page = if huge { 2 << 20 } else { Self::page_size() };
+        let len = len.max(1).checked_next_multiple_of(page).ok_or(io::ErrorKind::InvalidInput)?;
+        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        if huge {
+            flags |= libc::MAP_HUGETLB | (21 << libc::MAP_HUGE_SHIFT);
+        }
         // SAFETY: a fresh private anonymous mapping; affects no existing memory.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
+        let p = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
         Self::from_mmap(p, len)
     }
 
@@ -71,29 +96,45 @@ impl RingMem {
         if p == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(RingMem { ptr: NonNull::new(p.cast()).expect("mmap never returns null on success"), len })
+        match NonNull::new(p.cast::<u8>()) {
+            Some(ptr) => Ok(Mapping { ptr, len }),
+            None => Err(io::ErrorKind::AddrNotAvailable.into()),
+        }
     }
 
-    pub(crate) fn ptr(&self) -> *mut u8 {
+    /// The first byte.
+    pub fn ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// The length in bytes (whole pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Never true (a mapping has at least one page); for the `len`/`is_empty` pair.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 
-impl Drop for RingMem {
+impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: `ptr`/`len` describe a mapping we created and that nothing
-        // references any more (the queues pointing into it are dropped or
-        // dead with their ring). The kernel keeps its own reference to ring
-        // pages (mapped or pinned), so it never sees this memory vanish.
+        // references any more: the queues pointing into ring memory are
+        // dropped or dead with their ring, and memory registered with the
+        // kernel is attached to its ring, which drops it only once the
+        // kernel has let go (the kernel also keeps its own reference to
+        // pages it pinned or mapped).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 
-// SAFETY: a RingMem is an owned mapping; moving the owner between threads
-// is fine (access rules are the queues' business).
-unsafe impl Send for RingMem {}
-// SAFETY: RingMem exposes only its address and length through `&self`.
-unsafe impl Sync for RingMem {}
+// SAFETY: a Mapping is an owned mapping; moving the owner between threads
+// is fine (access rules are its users' business).
+unsafe impl Send for Mapping {}
+// SAFETY: a Mapping exposes only its address and length through `&self`.
+unsafe impl Sync for Mapping {}
 
 /// # Safety
 ///

@@ -13,7 +13,7 @@ use crate::error::{Error, Result, setup_error};
 use crate::features::{FeatureFlags, Features, probe_setup_flag, read_probe};
 use crate::keep::Keep;
 use crate::options::{Issuer, Options, SetupFlags, setup_flag_name};
-use crate::queue::{Cq, RingMem, Sq};
+use crate::queue::{Cq, Mapping, Sq};
 use crate::register::Registrar;
 use crate::sqe::{Sqe, Sqe128};
 
@@ -51,8 +51,8 @@ pub(crate) struct Core {
     pub(crate) fd: Option<OwnedFd>,
     pub(crate) raw_fd: RawFd,
     pub(crate) params: sys::io_uring_params,
-    pub(crate) rings: RingMem,
-    pub(crate) sqes: Option<RingMem>,
+    pub(crate) rings: Mapping,
+    pub(crate) sqes: Option<Mapping>,
     pub(crate) features: Features,
     pub(crate) state: State,
     /// The fd or registered index `io_uring_enter` takes.
@@ -89,9 +89,8 @@ impl Core {
             // SAFETY: the kernel just returned this fd; we own it.
             drop(unsafe { OwnedFd::from_raw_fd(fd) });
             let rings =
-                RingMem::anonymous(round_page(rings_len(&probe))).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
-            let sqes =
-                RingMem::anonymous(round_page(sqes_len(&probe))).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
+                Mapping::anonymous(rings_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
+            let sqes = Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
             params.cq_off.user_addr = rings.ptr() as u64;
             params.sq_off.user_addr = sqes.ptr() as u64;
             Some((rings, sqes))
@@ -110,14 +109,14 @@ impl Core {
         let (rings, sqes) = match user_mem {
             Some((rings, sqes)) => (rings, Some(sqes)),
             None => {
-                let rings = RingMem::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
+                let rings = Mapping::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
-                let sqes = RingMem::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
+                let sqes = Mapping::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
                 (rings, Some(sqes))
             }
         };
-        let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), RingMem::ptr);
+        let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), Mapping::ptr);
         // SAFETY: both regions are the live memory `params` describes, and
         // they live in the returned Core next to the queues.
         let (sq, cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
@@ -398,12 +397,6 @@ fn rings_len(p: &sys::io_uring_params) -> usize {
 fn sqes_len(p: &sys::io_uring_params) -> usize {
     let sqe = if p.flags & sys::IORING_SETUP_SQE128 != 0 { 128 } else { 64 };
     p.sq_entries as usize * sqe
-}
-
-fn round_page(len: usize) -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as usize;
-    len.div_ceil(page) * page
 }
 
 #[cold]
@@ -965,9 +958,9 @@ impl Ring {
         .map_err(|e| Error::io("IORING_REGISTER_RESIZE_RINGS", e))?;
         p.flags = self.core.params.flags;
         p.features = self.core.params.features;
-        let rings = RingMem::map_ring(self.core.raw_fd, rings_len(&p), sys::IORING_OFF_SQ_RING)
+        let rings = Mapping::map_ring(self.core.raw_fd, rings_len(&p), sys::IORING_OFF_SQ_RING)
             .map_err(|e| Error::io("mmap (resized rings)", e))?;
-        let sqes = RingMem::map_ring(self.core.raw_fd, sqes_len(&p), sys::IORING_OFF_SQES)
+        let sqes = Mapping::map_ring(self.core.raw_fd, sqes_len(&p), sys::IORING_OFF_SQES)
             .map_err(|e| Error::io("mmap (resized sqes)", e))?;
         // SAFETY: the new mappings are what `p` describes; the old ones are
         // dropped right after, when nothing points into them any more.
