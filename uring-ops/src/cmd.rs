@@ -500,14 +500,14 @@ impl Ring128Ops for Ring {
 
     unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         op.check(self.features())?;
-        crate::ring::check_live(self, ctx)?;
+        crate::ring::check_live(self.pools(), ctx)?;
         // SAFETY: forwarded to the caller (the memory the operation names).
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
         let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
         if stamped.mode() != ContextMode::Direct {
             let copy = sqe.sqe;
-            crate::ring::record_pooled(self, ctx, copy);
+            crate::ring::record_pooled(self.pools_mut(), ctx, copy);
         }
         Ok(stamped)
     }

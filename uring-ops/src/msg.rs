@@ -64,12 +64,7 @@ impl Prepare for MsgRing {
         // The posted CQE must not be mistaken for one that releases memory
         // a layer owns: no reserved layer tag in its user_data, and no
         // buffer or notification flags.
-        let posted = SqeContext::from_raw(self.user_data);
-        if let Some(tag) = posted.foreign_tag()
-            && crate::ring::is_reserved(tag)
-        {
-            return Err(crate::ring::reserved_error(posted, tag));
-        }
+        crate::ring::refuse_reserved(SqeContext::from_raw(self.user_data))?;
         const MEMORY_FLAGS: u32 = sys::IORING_CQE_F_BUFFER | sys::IORING_CQE_F_BUF_MORE | sys::IORING_CQE_F_NOTIF;
         if let Some(flags) = self.cqe_flags
             && flags & MEMORY_FLAGS != 0

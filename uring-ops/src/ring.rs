@@ -1,7 +1,7 @@
 //! [`RingOps`]: acquire an SQE, prepare an operation into it, stamp the
 //! [`SqeContext`].
 
-use uring_core::{ContextMode, Error, Result, Ring, SharedRing, Sqe, SqeContext, SqeFlags};
+use uring_core::{ContextMode, ContextPools, Error, Result, Ring, SharedRing, Sqe, SqeContext, SqeFlags};
 
 use crate::op::{Prepare, SafeOp};
 
@@ -73,11 +73,7 @@ pub trait RingOps {
 impl RingOps for Ring {
     #[inline]
     fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        if let Some(tag) = ctx.foreign_tag()
-            && is_reserved(tag)
-        {
-            return Err(reserved_error(ctx, tag));
-        }
+        refuse_reserved(ctx)?;
         // SAFETY: `O: SafeOp` names no memory the kernel reads after it
         // consumed the entry, other than the slot's Keep, which the ring
         // holds that long.
@@ -87,7 +83,7 @@ impl RingOps for Ring {
     #[inline]
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         op.check(self.features())?;
-        check_live(self, ctx)?;
+        check_live(self.pools(), ctx)?;
         // SAFETY: forwarded to the caller (the memory the operation names);
         // the Keep holds the rest until the kernel consumed the entry.
         let (sqe, keep) = unsafe { self.next_sqe_keep() }?;
@@ -95,7 +91,7 @@ impl RingOps for Ring {
         let stamped = stamp(sqe, ctx);
         if stamped.mode() != ContextMode::Direct {
             let copy = *sqe;
-            record_pooled(self, ctx, copy);
+            record_pooled(self.pools_mut(), ctx, copy);
         }
         Ok(stamped)
     }
@@ -134,29 +130,15 @@ pub trait SharedRingOps {
 impl SharedRingOps for SharedRing {
     #[inline]
     fn push_op<O: SafeOp>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        if let Some(tag) = ctx.foreign_tag()
-            && is_reserved(tag)
-        {
-            return Err(reserved_error(ctx, tag));
-        }
+        refuse_reserved(ctx)?;
         // SAFETY: as in `RingOps::push_op`.
         unsafe { self.push_op_unchecked(ctx, op) }
     }
 
     unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         op.check(self.features())?;
-        let pooled = matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended);
-        if pooled {
-            let pools = self.pools();
-            let live = match ctx.mode() {
-                ContextMode::Indirect => pools.indirect(ctx).is_some(),
-                _ => pools.extended(ctx).is_some(),
-            };
-            if !live {
-                return Err(Error::InvalidArgument(format!(
-                    "{ctx:?} does not name a live slot of this ring's context pools"
-                )));
-            }
+        if matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended) {
+            check_live(&self.pools(), ctx)?;
         }
         // SAFETY: forwarded to the caller; the Keep holds the rest until
         // the kernel consumed the entry. The pooled copy is written before
@@ -167,20 +149,8 @@ impl SharedRingOps for SharedRing {
             self.push_with(|sqe, keep| {
                 op.prepare(sqe, keep);
                 let stamped = stamp(sqe, ctx);
-                if pooled {
-                    let mut pools = self.pools();
-                    match ctx.mode() {
-                        ContextMode::Indirect => {
-                            if let Some(slot) = pools.indirect_mut(ctx) {
-                                slot.sqe = *sqe;
-                            }
-                        }
-                        _ => {
-                            if let Some(slot) = pools.extended_mut(ctx) {
-                                slot.sqe = *sqe;
-                            }
-                        }
-                    }
+                if stamped.mode() != ContextMode::Direct {
+                    record_pooled(&mut self.pools(), ctx, *sqe);
                 }
                 stamped
             })
@@ -206,15 +176,15 @@ pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
 }
 
 /// Copies the final SQE into a pooled context's slot.
-pub(crate) fn record_pooled(ring: &mut Ring, ctx: SqeContext, sqe: Sqe) {
+pub(crate) fn record_pooled(pools: &mut ContextPools, ctx: SqeContext, sqe: Sqe) {
     match ctx.mode() {
         ContextMode::Indirect => {
-            if let Some(slot) = ring.pools_mut().indirect_mut(ctx) {
+            if let Some(slot) = pools.indirect_mut(ctx) {
                 slot.sqe = sqe;
             }
         }
         ContextMode::Extended => {
-            if let Some(slot) = ring.pools_mut().extended_mut(ctx) {
+            if let Some(slot) = pools.extended_mut(ctx) {
                 slot.sqe = sqe;
             }
         }
@@ -225,11 +195,11 @@ pub(crate) fn record_pooled(ring: &mut Ring, ctx: SqeContext, sqe: Sqe) {
 /// Refuses a pooled context that does not name a live slot of `ring`'s
 /// pools; direct and foreign contexts always pass.
 #[inline]
-pub(crate) fn check_live(ring: &Ring, ctx: SqeContext) -> Result<()> {
+pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
     let live = match ctx.mode() {
         ContextMode::Direct | ContextMode::Foreign => return Ok(()),
-        ContextMode::Indirect => ring.pools().indirect(ctx).is_some(),
-        ContextMode::Extended => ring.pools().extended(ctx).is_some(),
+        ContextMode::Indirect => pools.indirect(ctx).is_some(),
+        ContextMode::Extended => pools.extended(ctx).is_some(),
     };
     if live {
         Ok(())
@@ -248,8 +218,17 @@ pub(crate) const fn is_reserved(tag: u8) -> bool {
     matches!(tag, uring_core::FOREIGN_TAG_SUBSCRIPTION | uring_core::FOREIGN_TAG_FIXED | uring_core::FOREIGN_TAG_ZC)
 }
 
+/// Refuses a foreign context carrying a reserved layer tag.
+#[inline]
+pub(crate) fn refuse_reserved(ctx: SqeContext) -> Result<()> {
+    match ctx.foreign_tag() {
+        Some(tag) if is_reserved(tag) => Err(reserved_error(ctx, tag)),
+        _ => Ok(()),
+    }
+}
+
 #[cold]
-pub(crate) fn reserved_error(ctx: SqeContext, tag: u8) -> Error {
+fn reserved_error(ctx: SqeContext, tag: u8) -> Error {
     Error::InvalidArgument(format!(
         "{ctx:?} carries the layer tag {tag:#04x}, which a layer above reserves for its own operations (a CQE with it \
          would tell that layer the kernel is done with its memory); use a direct or pooled context"

@@ -635,8 +635,8 @@ impl TimeoutOps for Ring {
         // before the first: the operations, both contexts, and room.
         op.check(self.features())?;
         timeout.check(self.features())?;
-        crate::ring::check_live(self, op_ctx)?;
-        crate::ring::check_live(self, timeout_ctx)?;
+        crate::ring::check_live(self.pools(), op_ctx)?;
+        crate::ring::check_live(self.pools(), timeout_ctx)?;
         if self.sq_room() < 2 {
             return Err(Error::QueueFull { entries: self.features().sq_entries() });
         }
