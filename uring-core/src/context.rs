@@ -45,6 +45,8 @@ pub const FOREIGN_TAG_SUBSCRIPTION: u8 = 0xB5;
 pub const FOREIGN_TAG_FIXED: u8 = 0xF1;
 /// Zero-copy send tracking (`uring_ops::zc`).
 pub const FOREIGN_TAG_ZC: u8 = 0x2C;
+/// Zero-copy receive streams (`uring_zcrx`).
+pub const FOREIGN_TAG_ZCRX: u8 = 0x2E;
 
 /// Which of the three encodings an [`SqeContext`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

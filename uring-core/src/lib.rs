@@ -47,7 +47,7 @@ mod sqe;
 
 pub use context::{
     ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC,
-    IndirectSqe, PlainData, PoolStats, SqeContext,
+    FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
 };
 pub use cqe::{Cqe, CqeFlags, CqeSlot, Reaped};
 pub use error::{Error, Result};

@@ -517,6 +517,90 @@ impl<'a> RecvMsgOut<'a> {
     }
 }
 
+/// Zero-copy receive from a TCP socket into a registered zero-copy
+/// receive area (`IORING_OP_RECV_ZC`).
+///
+/// Since Linux 6.15. Always multishot (the kernel refuses it otherwise):
+/// each data CQE is a 32-byte CQE whose result is the byte count and
+/// whose second half (`struct io_uring_zcrx_cqe`) holds the offset into
+/// the area, tagged with the area token; `IORING_CQE_F_MORE` says more
+/// follow. The stream ends (a CQE without `F_MORE`) with result 0 at end
+/// of stream or after [`len`](Self::len) bytes, `-ENOMEM` when the area
+/// has no free buffer, `-ECANCELED` when cancelled, or another errno.
+///
+/// Needs a ring with 32-byte or mixed CQEs and `DEFER_TASKRUN`, and a
+/// zero-copy receive instance registered on it (`ifq` is its id). The
+/// `uring-zcrx` crate registers the instance, routes these CQEs to a
+/// handler and returns the buffers; pushing this builder by hand leaves
+/// reading the area and refilling it to the caller.
+///
+/// The SQE names no memory: the kernel writes only into the registered
+/// area.
+#[doc(alias = "IORING_OP_RECV_ZC")]
+#[doc(alias = "ReceiveZeroCopy")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct RecvZc {
+    fd: Target,
+    ifq: u32,
+    len: u32,
+    poll_first: bool,
+}
+
+impl RecvZc {
+    /// Zero-copy receive on the TCP socket `fd` through the zero-copy
+    /// receive instance `ifq`, with no byte limit.
+    #[inline]
+    pub fn new(fd: impl Into<Target>, ifq: u32) -> Self {
+        RecvZc { fd: fd.into(), ifq, len: 0, poll_first: false }
+    }
+
+    /// Ends the stream (result 0, no `F_MORE`) once `len` bytes arrived;
+    /// 0, the default, means no limit.
+    #[inline]
+    pub const fn limit(mut self, len: u32) -> Self {
+        self.len = len;
+        self
+    }
+
+    /// Waits for data before the first attempt
+    /// (`IORING_RECVSEND_POLL_FIRST`).
+    #[inline]
+    pub const fn poll_first(mut self) -> Self {
+        self.poll_first = true;
+        self
+    }
+}
+
+impl Prepare for RecvZc {
+    const CODE: u8 = sys::IORING_OP_RECV_ZC as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if features.cqe_size() == uring_core::CqeSize::Normal {
+            return Err(Error::InvalidArgument(
+                "RecvZc: the ring has 16-byte CQEs; zero-copy receive needs CqeSize::Big or CqeSize::Mixed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let RecvZc { fd, ifq, len, poll_first } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.len = len;
+        sqe.ioprio = (sys::IORING_RECV_MULTISHOT | if poll_first { sys::IORING_RECVSEND_POLL_FIRST } else { 0 }) as u16;
+        sqe.set_zcrx_ifq_idx(ifq);
+    }
+}
+
+// SAFETY: addr, addr2 and addr3 are zero; the kernel writes only into the
+// zero-copy receive area registered under `ifq`, whose registration made
+// the kernel's use of it the registrant's promise.
+unsafe impl SafeOp for RecvZc {}
+
 /// Ring methods for the multishot operations. Each queues one SQE (nothing
 /// is submitted) whose CQEs all carry `ctx`; route them by hand or use a
 /// [`Subscription`](crate::subscription::Subscription).

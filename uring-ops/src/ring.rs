@@ -215,7 +215,13 @@ pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
 /// sends): safe code must not be able to forge such a CQE.
 #[inline]
 pub(crate) const fn is_reserved(tag: u8) -> bool {
-    matches!(tag, uring_core::FOREIGN_TAG_SUBSCRIPTION | uring_core::FOREIGN_TAG_FIXED | uring_core::FOREIGN_TAG_ZC)
+    matches!(
+        tag,
+        uring_core::FOREIGN_TAG_SUBSCRIPTION
+            | uring_core::FOREIGN_TAG_FIXED
+            | uring_core::FOREIGN_TAG_ZC
+            | uring_core::FOREIGN_TAG_ZCRX
+    )
 }
 
 /// Refuses a foreign context carrying a reserved layer tag.

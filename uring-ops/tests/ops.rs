@@ -87,10 +87,10 @@ fn a_stopped_or_unstarted_ring_refuses_operations() {
 
 #[test]
 fn safe_code_cannot_forge_a_layers_memory_releasing_cqe() {
-    use uring_core::{FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC};
+    use uring_core::{FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX};
     use uring_ops::msg::MsgRing;
     let mut ring = common::ring(8);
-    for tag in [FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_FIXED, FOREIGN_TAG_ZC] {
+    for tag in [FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_FIXED, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX] {
         let forged = SqeContext::from_raw(0b11 | (u64::from(tag) << 3) | (1 << 11));
         let err = ring.push_op(forged, Nop::new()).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
