@@ -58,6 +58,11 @@ impl ZcrxSupport {
         ZcrxSupport { release: features.kernel_release().to_owned(), recv_zc, query, query_errno }
     }
 
+    /// Support as for an instance no kernel knows (benchmarks).
+    pub(crate) fn detached() -> Self {
+        ZcrxSupport { release: uring_core::kernel_release(), recv_zc: true, query: None, query_errno: None }
+    }
+
     /// `uname -r` of the kernel asked.
     pub fn release(&self) -> &str {
         &self.release

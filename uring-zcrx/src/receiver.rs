@@ -412,6 +412,19 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         self.maybe_flush(ring);
     }
 
+    #[inline]
+    fn route(&mut self, ring: &mut Ring, ud: u64, res: i32, flags: u32, big: Option<[u64; 2]>) -> bool {
+        if self.stream == 0 || ud >> ID_SHIFT != self.stream || !is_zcrx_token(ud) {
+            return false;
+        }
+        if ud & CANCEL_BIT == 0 {
+            self.on_stream_cqe(ring, res, flags, big);
+        } else {
+            self.on_cancel_cqe(ring, res);
+        }
+        true
+    }
+
     fn on_cancel_cqe(&mut self, ring: &mut Ring, res: i32) {
         self.cancel_due = false;
         if res == -libc::EALREADY && self.state == ReceiverState::Stopping {
@@ -452,22 +465,45 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
     }
 }
 
+/// Hooks for this crate's benchmarks; not part of the API.
+#[doc(hidden)]
+impl<H: ZcrxHandler> ZcrxReceiver<H> {
+    /// Marks the receiver Active on a fresh stream without submitting
+    /// anything (for an instance from `bench_support::detached`).
+    pub fn bench_activate(&mut self) {
+        self.stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        self.state = ReceiverState::Active;
+        self.end = None;
+    }
+
+    /// Routes a CQE given as its parts, as `handle_cqe` does.
+    ///
+    /// # Safety
+    ///
+    /// The parts must be those of a CQE the kernel posted for this
+    /// receiver's stream: a data CQE hands out the area range it names, so
+    /// a made-up one could hand out memory the kernel is writing. For an
+    /// instance from `bench_support::detached`, which no kernel writes,
+    /// any in-range offset is fine.
+    pub unsafe fn bench_dispatch(
+        &mut self,
+        ring: &mut Ring,
+        user_data: u64,
+        res: i32,
+        flags: u32,
+        big: [u64; 2],
+    ) -> bool {
+        self.route(ring, user_data, res, flags, Some(big))
+    }
+}
+
 impl<H: ZcrxHandler> HandleCqe for ZcrxReceiver<H> {
     /// Routes `cqe` if it is this receiver's: a data CQE to `on_data`, an
     /// error to `on_error`, the end to `on_stopped`; the cancel's CQE is
     /// claimed silently.
     #[inline]
     fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool {
-        let ud = cqe.user_data();
-        if self.stream == 0 || ud >> ID_SHIFT != self.stream || !is_zcrx_token(ud) {
-            return false;
-        }
-        if ud & CANCEL_BIT == 0 {
-            self.on_stream_cqe(ring, cqe.res(), cqe.raw_flags(), cqe.big());
-        } else {
-            self.on_cancel_cqe(ring, cqe.res());
-        }
-        true
+        self.route(ring, cqe.user_data(), cqe.res(), cqe.raw_flags(), cqe.big())
     }
 }
 

@@ -666,6 +666,62 @@ impl Zcrx {
     }
 }
 
+/// Hooks for this crate's benchmarks; not part of the API.
+#[doc(hidden)]
+pub mod bench_support {
+    use super::*;
+
+    /// An instance over library memory that no kernel knows: its refill
+    /// ring is consumed only by [`consume`], acting as the kernel.
+    pub fn detached(area_len: usize, refill_entries: u32) -> Zcrx {
+        let page = Mapping::page_size();
+        let offsets = RefillOffsets::V2;
+        let region =
+            Arc::new(Mapping::anonymous(offsets.region_len(refill_entries).next_multiple_of(page), false).unwrap());
+        let refill = RefillRing::new(region, offsets, refill_entries).unwrap();
+        let shared = Arc::new(Shared {
+            area: Mapping::anonymous(area_len, false).unwrap(),
+            area_token: 0,
+            rx_buf_len: page as u32,
+            nodev: false,
+            stats_off: None,
+            producer: Mutex::new(Producer { refill, overflow: Vec::new() }),
+            delivered: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+        });
+        let support = ZcrxSupport::detached();
+        Zcrx { shared: Some(shared), id: 0, ring_fd: -1, support: Arc::new(support), refill_entries }
+    }
+
+    /// Consumes every published entry, as the kernel does: acquire the
+    /// tail, read the entries, release-store the head. Returns how many.
+    pub fn consume(zcrx: &Zcrx) -> u32 {
+        let p = zcrx.shared.as_ref().unwrap().producer();
+        let (head, tail, rqes) = p.refill.raw_parts();
+        let mask = p.refill.entries() - 1;
+        // SAFETY: the pointers point into the live region, as the kernel's
+        // would; this function plays the kernel's (consumer's) part.
+        unsafe {
+            let t = (*tail).load(Ordering::Acquire);
+            let h = (*head).load(Ordering::Relaxed);
+            let mut sum = 0u64;
+            let mut i = h;
+            while i != t {
+                sum = sum.wrapping_add(rqes.add((i & mask) as usize).read_volatile().off);
+                i = i.wrapping_add(1);
+            }
+            std::hint::black_box(sum);
+            (*head).store(t, Ordering::Release);
+            t.wrapping_sub(h)
+        }
+    }
+
+    /// A buffer of a detached instance, as a data CQE would deliver it.
+    pub fn buffer(zcrx: &Zcrx, offset: u64, len: u32) -> ZcrxBuffer {
+        zcrx.shared.as_ref().unwrap().buffer(offset, len).unwrap()
+    }
+}
+
 fn ctrl(id: u32, op: u32) -> sys::zcrx_ctrl {
     // SAFETY: `zcrx_ctrl` is plain integers (and a union of them); all
     // zeroes is its "no arguments" value.
