@@ -655,6 +655,16 @@ pub trait MultishotOps {
     /// As for [`RingOps::push_op`].
     #[doc(alias = "io_uring_prep_recvmsg_multishot")]
     fn recvmsg_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext>;
+
+    /// Queues [`RecvZc`] on the TCP socket `fd` through the zero-copy
+    /// receive instance `ifq` (see `uring-zcrx` for the instance and the
+    /// routing of its 32-byte CQEs).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    #[doc(alias = "ReceiveZeroCopy")]
+    fn recv_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, ifq: u32) -> Result<SqeContext>;
 }
 
 impl MultishotOps for Ring {
@@ -686,6 +696,11 @@ impl MultishotOps for Ring {
     #[inline]
     fn recvmsg_multi(&mut self, ctx: SqeContext, fd: impl Into<Target>, group: u16) -> Result<SqeContext> {
         self.push_op(ctx, RecvMsgMulti::new(fd, group))
+    }
+
+    #[inline]
+    fn recv_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, ifq: u32) -> Result<SqeContext> {
+        self.push_op(ctx, RecvZc::new(fd, ifq))
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use uring_core::{FeatureFlags, SqeContext, sys};
-use uring_ops::multishot::{AcceptMulti, MultishotOps, ReadMulti, RecvBundleMulti, RecvMulti};
+use uring_ops::multishot::{AcceptMulti, MultishotOps, ReadMulti, RecvBundleMulti, RecvMulti, RecvZc};
 use uring_ops::prelude::*;
 
 use common::BufRing;
@@ -340,4 +340,34 @@ fn recvmsg_multishot_reports_each_datagram_with_its_sender() {
     assert!(out.payload().len() == out.payload_len() && out.payload_len() < 400, "{out:?}");
     assert!(out.payload().iter().all(|&b| b == 7));
     assert!(RecvMsgOut::parse(&bytes[..8], op.layout()).is_none(), "too short for the header");
+}
+
+#[test]
+fn recv_zc_needs_big_cqes_and_a_registered_instance() {
+    // 16-byte CQEs cannot carry the area offset: refused before the SQE.
+    let mut ring = common::ring(4);
+    let err = ring.recv_zc(SqeContext::from_raw(1 << 2), 0, 0).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_) | Error::Unsupported { .. }), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
+    // On a 32-byte CQE ring the kernel takes the SQE and refuses an
+    // instance id that was never registered.
+    let mut ring = common::ring_with(Options::default().entries(4).cqe_size(uring_core::CqeSize::Big));
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let ctx =
+        ring.push_op(SqeContext::from_raw(2 << 2), RecvZc::new(a.as_raw_fd(), 7).limit(4096).poll_first()).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.user_data, d.res, d.more()), (ctx.raw(), -libc::EINVAL, false), "{d:?}");
+}
+
+#[test]
+fn recv_zc_prepares_a_multishot_sqe_naming_the_instance() {
+    let mut sqe = uring_core::Sqe::new(0);
+    let mut keep = uring_core::Keep::default();
+    RecvZc::new(5, 3).limit(1 << 20).prepare(&mut sqe, &mut keep);
+    assert_eq!(u32::from(sqe.opcode), sys::IORING_OP_RECV_ZC);
+    assert_eq!(sqe.fd, 5);
+    assert_eq!(sqe.len, 1 << 20);
+    assert_eq!(sqe.zcrx_ifq_idx(), 3);
+    assert_eq!(u32::from(sqe.ioprio), sys::IORING_RECV_MULTISHOT);
+    assert_eq!((sqe.addr(), sqe.addr2(), sqe.addr3()), (0, 0, 0), "names no memory");
 }
