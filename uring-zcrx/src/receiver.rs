@@ -160,6 +160,7 @@ pub struct ZcrxReceiver<H> {
     buffers: u64,
     limit: u32,
     flush_at: u32,
+    auto_flush: bool,
 }
 
 impl<H> std::fmt::Debug for ZcrxReceiver<H> {
@@ -190,6 +191,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
             buffers: 0,
             limit: 0,
             flush_at: 0,
+            auto_flush: true,
         }
     }
 
@@ -200,6 +202,15 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
     /// receive pass may take the whole area.
     pub fn flush_threshold(mut self, entries: u32) -> Self {
         self.flush_at = entries;
+        self
+    }
+
+    /// Never flush on the caller's behalf (neither from `handle_cqe` nor
+    /// from `start`): the caller calls [`Zcrx::flush`] itself. Only matters
+    /// for an instance without a device; these flushes are the one
+    /// syscall this crate makes that the caller did not ask for by name.
+    pub fn manual_flush(mut self) -> Self {
+        self.auto_flush = false;
         self
     }
 
@@ -225,7 +236,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         }
         self.zcrx.check_ring(ring)?;
         let shared = self.zcrx.shared()?;
-        if shared.is_nodev() && self.zcrx.refill_pending().0 > 0 {
+        if self.auto_flush && shared.is_nodev() && self.zcrx.refill_pending().0 > 0 {
             self.zcrx.flush(ring)?;
         }
         let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
@@ -446,7 +457,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
     /// wait for room.
     fn maybe_flush(&mut self, ring: &mut Ring) {
         let Ok(shared) = self.zcrx.shared() else { return };
-        if !shared.is_nodev() {
+        if !self.auto_flush || !shared.is_nodev() {
             return;
         }
         let (pending, entries, overflow) = shared.refill_pending();

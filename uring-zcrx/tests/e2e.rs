@@ -333,4 +333,42 @@ fn state_and_ring_mistakes_are_errors() {
     drive(&mut ring, &mut rx3, LONG, |rx| rx.is_stopped());
     assert_eq!(rx3.end(), Some(ZcrxEnd::Failed(libc::EPROTONOSUPPORT)));
     assert_eq!(rx3.handler().errors.len(), 1);
+    // So is a descriptor that is not open.
+    let mut rx4 = ZcrxReceiver::new(&zcrx, Verify::default());
+    rx4.start(&mut ring, 1_000_000).unwrap();
+    drive(&mut ring, &mut rx4, LONG, |rx| rx.is_stopped());
+    assert_eq!(rx4.end(), Some(ZcrxEnd::Failed(libc::EBADF)));
+    assert_eq!(rx4.handler().stopped, vec![ZcrxEnd::Failed(libc::EBADF)]);
+}
+
+#[test]
+fn with_manual_flush_released_buffers_wait_for_the_callers_flush() {
+    let Some((mut ring, zcrx)) = nodev("manual_flush", CqeSize::Big, |c| c.area_len(64 << 10).refill_entries(32))
+    else {
+        return;
+    };
+    let (server, client) = tcp_pair();
+    let total = 256u64 << 10;
+    let sender = send_pattern(client, 0, total, 64 << 10, Duration::ZERO);
+    let mut rx = ZcrxReceiver::new(&zcrx, Verify::default()).manual_flush();
+    rx.start(&mut ring, fd(&server)).unwrap();
+    let mut flushes = 0;
+    loop {
+        drive(&mut ring, &mut rx, LONG, |rx| rx.is_stopped());
+        if rx.end() != Some(ZcrxEnd::NoBuffers) {
+            break;
+        }
+        // Every buffer was released, none was flushed: the kernel has
+        // none to copy into until the caller flushes.
+        assert_eq!(zcrx.refill_pending(), (16, false));
+        let (delivered, released) = zcrx.counts();
+        assert_eq!(delivered, released);
+        assert_eq!(zcrx.flush(&ring).unwrap(), 0);
+        flushes += 1;
+        rx.start(&mut ring, fd(&server)).unwrap();
+    }
+    assert_eq!(sender.join().unwrap(), total);
+    assert_eq!(rx.handler().pos, total);
+    assert_eq!(rx.handler().mismatch, None);
+    assert!(flushes >= 3, "{flushes} flushes for {total} bytes through a 64 KiB area");
 }
