@@ -22,9 +22,3 @@ pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
 pub use sendring::{Partial, SendBuf, SendRing, Sent};
-
-/// The README's examples, compiled as doctests so they stay true (here, in
-/// the highest crate, where every crate they use is a dependency).
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

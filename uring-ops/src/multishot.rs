@@ -525,7 +525,7 @@ impl<'a> RecvMsgOut<'a> {
 /// whose second half (`struct io_uring_zcrx_cqe`) holds the offset into
 /// the area, tagged with the area token; `IORING_CQE_F_MORE` says more
 /// follow. The stream ends (a CQE without `F_MORE`) with result 0 at end
-/// of stream or after [`len`](Self::len) bytes, `-ENOMEM` when the area
+/// of stream or after [`limit`](Self::limit) bytes, `-ENOMEM` when the area
 /// has no free buffer, `-ECANCELED` when cancelled, or another errno.
 ///
 /// Needs a ring with 32-byte or mixed CQEs and `DEFER_TASKRUN`, and a

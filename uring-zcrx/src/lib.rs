@@ -34,3 +34,10 @@ pub use query::{ZcrxQuery, ZcrxSupport};
 pub use receiver::{ReceiverState, ZcrxEnd, ZcrxHandler, ZcrxReceiver, is_zcrx_token};
 pub use refill::{MAX_REFILL_ENTRIES, RefillOffsets, RefillRing};
 pub use zcrx::{AreaMemory, ExportedZcrx, RefillFull, Zcrx, ZcrxBuffer, ZcrxConfig, ZcrxStats, ZcrxTarget};
+
+/// The README's examples, compiled as doctests so they stay true (here, in
+/// the highest crate: every crate they use is a dependency or, for
+/// uring-buffers, a dev-dependency).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
