@@ -67,6 +67,14 @@ pub enum Error {
         what: &'static str,
     },
 
+    /// The [`Zcrx`](crate::Zcrx) handle was closed; use another handle of
+    /// the instance.
+    #[error("zero-copy receive instance {id}: this handle was closed")]
+    Closed {
+        /// The instance id.
+        id: u32,
+    },
+
     /// The call named a ring other than the one the instance is
     /// registered with.
     #[error("zero-copy receive instance {id} is registered with ring fd {expected}, not fd {got}")]

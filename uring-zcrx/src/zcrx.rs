@@ -423,11 +423,7 @@ impl Zcrx {
     }
 
     pub(crate) fn shared(&self) -> Result<&Arc<Shared>> {
-        self.shared.as_ref().ok_or(Error::State {
-            id: u64::from(self.id),
-            state: crate::ReceiverState::Stopped,
-            what: "this handle was closed",
-        })
+        self.shared.as_ref().ok_or(Error::Closed { id: self.id })
     }
 
     pub(crate) fn check_ring(&self, ring: &Ring) -> Result<()> {

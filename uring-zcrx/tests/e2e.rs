@@ -320,7 +320,7 @@ fn state_and_ring_mistakes_are_errors() {
     let mut closed = zcrx.clone();
     closed.close();
     let mut rx2 = ZcrxReceiver::new(&closed, Verify::default());
-    assert!(rx2.start(&mut ring, fd(&server)).is_err());
+    assert!(matches!(rx2.start(&mut ring, fd(&server)).unwrap_err(), uring_zcrx::Error::Closed { .. }));
     // Stopping an idle receiver retires it at once.
     let mut idle = ZcrxReceiver::new(&zcrx, Verify::default());
     idle.stop(&mut ring).unwrap();
