@@ -143,7 +143,13 @@ unsafe impl SafeOp for CancelStream {}
 /// with its handler.
 ///
 /// Offer it every CQE the ring yields ([`HandleCqe::handle_cqe`]); it
-/// claims its own. For an instance without a device it also flushes the
+/// claims its own.
+///
+/// Stop it and wait for [`Stopped`](ReceiverState::Stopped) before
+/// dropping it: a receiver dropped while Active leaves its `RECV_ZC`
+/// running, and the buffers its CQEs carry then go back to the kernel only
+/// when the ring closes (the memory itself stays safe: it is attached to
+/// the ring). For an instance without a device it also flushes the
 /// refill ring as buffers come back ([`flush_threshold`](Self::flush_threshold)).
 #[doc(alias = "ZCRXReceiver")]
 pub struct ZcrxReceiver<H> {
