@@ -11,8 +11,8 @@
 //! written before the tail that covers it is stored with release
 //! ordering; it stores the head with release ordering after it read the
 //! entries, so a slot is reused only after an acquire load of the head
-//! shows it consumed. The header changed between kernels (6.15–6.18 put
-//! head and tail in one cache line, 7.x gives each its own), which is
+//! shows it consumed. The header changed between kernels (6.15–7.2 put
+//! head and tail in one cache line, 7.3 gives each its own), which is
 //! why only the kernel's offsets are used.
 
 use std::sync::Arc;
@@ -38,10 +38,10 @@ pub struct RefillOffsets {
 }
 
 impl RefillOffsets {
-    /// The layout of Linux 6.15–6.18 (`struct io_uring { u32 head, tail; }`,
+    /// The layout of Linux 6.15–7.2 (`struct io_uring { u32 head, tail; }`,
     /// entries at the next cache line).
     pub const V1: RefillOffsets = RefillOffsets { head: 0, tail: 4, rqes: 64 };
-    /// The layout of Linux 7.x (head and tail each on its own cache line).
+    /// The layout of Linux 7.3 (head and tail each on its own cache line).
     pub const V2: RefillOffsets = RefillOffsets { head: 0, tail: 64, rqes: 128 };
 
     pub(crate) fn from_sys(o: &sys::io_uring_zcrx_offsets) -> Self {
