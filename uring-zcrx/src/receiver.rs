@@ -22,10 +22,11 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{Cqe, Error as CoreError, Keep, Ring, Sqe, SqeContext, sys};
+use uring_core::{Cqe, Error as CoreError, Ring, SqeContext, sys};
+use uring_ops::cancel::AsyncCancel;
 use uring_ops::multishot::RecvZc;
 use uring_ops::prelude::HandleCqe;
-use uring_ops::{Prepare, RingOps, SafeOp};
+use uring_ops::{RingOps, SafeOp};
 
 use crate::error::{Error, Result};
 use crate::zcrx::{Zcrx, ZcrxBuffer};
@@ -119,25 +120,6 @@ pub trait ZcrxHandler {
         let _ = end;
     }
 }
-
-/// The receiver's cancel: `IORING_OP_ASYNC_CANCEL` by `user_data`.
-#[derive(Debug, Clone, Copy)]
-struct CancelStream {
-    target: u64,
-}
-
-impl Prepare for CancelStream {
-    const CODE: u8 = sys::IORING_OP_ASYNC_CANCEL as u8;
-
-    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        *sqe = Sqe::new(Self::CODE);
-        sqe.fd = -1;
-        sqe.set_addr(self.target);
-    }
-}
-
-// SAFETY: `addr` is a user_data value to match, never dereferenced.
-unsafe impl SafeOp for CancelStream {}
 
 /// One socket's zero-copy receive stream through a [`Zcrx`] instance,
 /// with its handler.
@@ -295,7 +277,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
 
     fn queue_cancel(&mut self, ring: &mut Ring) -> Result<()> {
         let ctx = op_token(self.stream) | CANCEL_BIT;
-        match push_retry(ring, ctx, CancelStream { target: op_token(self.stream) }) {
+        match push_retry(ring, ctx, AsyncCancel::new(SqeContext::from_raw(op_token(self.stream)))) {
             Ok(()) => {
                 self.cancel_due = true;
                 self.cancel_wanted = false;
