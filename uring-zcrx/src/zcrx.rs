@@ -186,6 +186,9 @@ pub(crate) struct Producer {
     /// Entries released while the ring was full (by `Drop`, or by a
     /// batch), written first when room appears.
     overflow: Vec<(u64, u32)>,
+    /// Buffers released (written or waiting in `overflow`), counted under
+    /// the lock every release takes anyway.
+    released: u64,
 }
 
 impl Producer {
@@ -216,6 +219,7 @@ impl Producer {
             return false;
         }
         self.refill.publish();
+        self.released += 1;
         true
     }
 }
@@ -230,7 +234,6 @@ pub(crate) struct Shared {
     stats_off: Option<usize>,
     producer: Mutex<Producer>,
     delivered: AtomicU64,
-    released: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -406,9 +409,8 @@ impl Zcrx {
             rx_buf_len: if reg.rx_buf_len != 0 { reg.rx_buf_len } else { page as u32 },
             nodev: flags & sys::ZCRX_REG_NODEV != 0,
             stats_off: stats.then_some(stats_off),
-            producer: Mutex::new(Producer { refill, overflow: Vec::new() }),
+            producer: Mutex::new(Producer { refill, overflow: Vec::new(), released: 0 }),
             delivered: AtomicU64::new(0),
-            released: AtomicU64::new(0),
         });
         // If attaching fails (the ring stopped meanwhile), the instance
         // went with the ring; our Arc keeps the memory for the handle.
@@ -475,7 +477,7 @@ impl Zcrx {
     pub fn counts(&self) -> (u64, u64) {
         self.shared
             .as_ref()
-            .map_or((0, 0), |s| (s.delivered.load(Ordering::Relaxed), s.released.load(Ordering::Relaxed)))
+            .map_or((0, 0), |s| (s.delivered.load(Ordering::Relaxed), s.producer().released))
     }
 
     /// Refill entries written and not yet consumed by the kernel, and
@@ -540,7 +542,7 @@ impl Zcrx {
             }
         }
         p.refill.publish();
-        shared.released.fetch_add(n, Ordering::Relaxed);
+        p.released += n;
         written
     }
 
@@ -681,9 +683,8 @@ pub mod bench_support {
             rx_buf_len: page as u32,
             nodev: false,
             stats_off: None,
-            producer: Mutex::new(Producer { refill, overflow: Vec::new() }),
+            producer: Mutex::new(Producer { refill, overflow: Vec::new(), released: 0 }),
             delivered: AtomicU64::new(0),
-            released: AtomicU64::new(0),
         });
         let support = ZcrxSupport::detached();
         Zcrx { shared: Some(shared), id: 0, ring_fd: -1, support: Arc::new(support), refill_entries }
@@ -869,7 +870,6 @@ impl ZcrxBuffer {
         if !ok {
             return Err(RefillFull(self));
         }
-        self.shared.released.fetch_add(1, Ordering::Relaxed);
         drop(self.into_shared());
         Ok(())
     }
@@ -891,9 +891,8 @@ impl Drop for ZcrxBuffer {
         let mut p = self.shared.producer();
         if !p.release(self.off, self.len) {
             p.overflow.push((self.off, self.len));
+            p.released += 1;
         }
-        drop(p);
-        self.shared.released.fetch_add(1, Ordering::Relaxed);
     }
 }
 
