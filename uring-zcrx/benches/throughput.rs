@@ -11,10 +11,19 @@
 //! - `uring-buffers RECV multishot (provided buffers)`: `RecvMulti` over a
 //!   [`BufRing`] of 256 × 4 KiB; each buffer checked and recycled; re-armed
 //!   when the ring runs dry (`ENOBUFS`).
-//! - `io-uring RECV multishot (provided buffers)`: the same on the
+//! - `io-uring RECV_ZC (copy fallback, hand-written)`: the same zero-copy
+//!   receive on the `io-uring` crate, as its users must write it: the
+//!   crate has `opcode::RecvZc`, `register_ifq` and the uapi structures
+//!   but no refill ring, flush or `ZCRX_REG_NODEV` (taken from uring-sys),
+//!   so the area, the refill ring (entries and tail by hand), the flush
+//!   (`IORING_REGISTER_ZCRX_CTRL`, a raw `io_uring_register`) and the
+//!   restart are written here, with the same sizes and flush threshold.
+//! - `io-uring RECV multishot (provided buffers)`: the plain receive on the
 //!   `io-uring` crate (`opcode::RecvMulti`, a buffer ring registered with
-//!   `register_buf_ring_with_flags` and managed by hand), with the same
-//!   setup flags (`SINGLE_ISSUER | DEFER_TASKRUN`).
+//!   `register_buf_ring_with_flags` and managed by hand).
+//!
+//! The `io-uring` rings have the same setup flags as ours
+//! (`SINGLE_ISSUER | DEFER_TASKRUN`).
 //!
 //! The copy fallback copies every byte, as the plain receive does, so this
 //! shows the overhead of its protocol (32-byte CQEs, the refill ring and
@@ -31,13 +40,15 @@
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use io_uring::types::{BufRingEntry, Fd};
-use io_uring::{IoUring, opcode};
+use io_uring::types::{
+    BufRingEntry, Fd, io_uring_region_desc, io_uring_zcrx_area_reg, io_uring_zcrx_ifq_reg, io_uring_zcrx_rqe,
+};
+use io_uring::{IoUring, cqueue, opcode, squeue};
 use uring_buffers::{BufRing, BufRingConfig};
 use uring_core::{CqeSize, CqeSlot, Error as CoreError, Options, Ring, SqeContext};
 use uring_ops::multishot::RecvMulti;
@@ -321,10 +332,180 @@ fn io_uring_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement
     sender.join().expect("sender");
 }
 
+/// An anonymous mapping, unmapped on drop.
+struct Anon {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Anon {
+    fn new(len: usize) -> Anon {
+        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+        Anon { ptr: p.cast(), len }
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping; its users (the ring) are gone first, as
+        // `io_uring_zcrx_variant` drops the ring before the mappings.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Zero-copy receive without a device, written by hand on the `io-uring`
+/// crate (skipped, saying why, when the kernel cannot).
+fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+    const NAME: &str = "io-uring RECV_ZC (copy fallback, hand-written)";
+    const ENTRIES: u32 = BUFS as u32;
+    const FLUSH_AT: u32 = ENTRIES / 4;
+    let uring: IoUring<squeue::Entry, cqueue::Entry32> =
+        IoUring::builder().setup_single_issuer().setup_defer_taskrun().build(64).expect("io-uring ring (CQE32)");
+    let area = Anon::new(usize::from(BUFS) * BUF_SIZE as usize);
+    // The header (head and tail on their own cache lines from 7.3) fits a
+    // page; the entries follow where the kernel says.
+    let region = Anon::new(4096 + ENTRIES as usize * size_of::<io_uring_zcrx_rqe>());
+    let mut area_reg = io_uring_zcrx_area_reg { addr: area.ptr as u64, len: area.len as u64, ..Default::default() };
+    let mut rd = io_uring_region_desc {
+        user_addr: region.ptr as u64,
+        size: region.len as u64,
+        flags: uring_sys::IORING_MEM_REGION_TYPE_USER,
+        ..Default::default()
+    };
+    let mut reg = io_uring_zcrx_ifq_reg {
+        rq_entries: ENTRIES,
+        flags: uring_sys::ZCRX_REG_NODEV,
+        area_ptr: (&raw mut area_reg) as u64,
+        region_ptr: (&raw mut rd) as u64,
+        ..Default::default()
+    };
+    // Not `Submitter::register_ifq`: it takes `&io_uring_zcrx_ifq_reg`, but
+    // the kernel writes the instance id and the refill ring's offsets back
+    // into it (and the token into the area descriptor), which a shared
+    // reference does not allow; the compiler may keep the zeroes.
+    // SAFETY: `reg` names the area and region descriptors, live for the
+    // call; the kernel pins the area and the region, which stay mapped
+    // until after the ring is dropped (the end of this function).
+    let res = unsafe {
+        uring_sys::io_uring_register(
+            uring.as_raw_fd(),
+            uring_sys::IORING_REGISTER_ZCRX_IFQ,
+            (&raw mut reg).cast::<libc::c_void>(),
+            1,
+        )
+    };
+    if let Err(e) = res {
+        println!("SKIPPED {NAME}: IORING_REGISTER_ZCRX_IFQ with ZCRX_REG_NODEV: {e} (needs Linux 7.2+)");
+        return;
+    }
+    let id = reg.zcrx_id;
+    let token = area_reg.rq_area_token;
+    // SAFETY: the offsets come from the kernel and lie inside the region,
+    // which stays mapped until after the ring is dropped.
+    let (head, tail, rqes) = unsafe {
+        (
+            AtomicU32::from_ptr(region.ptr.add(reg.offsets.head as usize).cast()),
+            AtomicU32::from_ptr(region.ptr.add(reg.offsets.tail as usize).cast()),
+            region.ptr.add(reg.offsets.rqes as usize).cast::<io_uring_zcrx_rqe>(),
+        )
+    };
+    let ring_fd = uring.as_raw_fd();
+    let flush = || {
+        // SAFETY: all zeroes is `zcrx_ctrl`'s "no arguments" value.
+        let mut ctrl: uring_sys::zcrx_ctrl = unsafe { std::mem::zeroed() };
+        ctrl.zcrx_id = id;
+        ctrl.op = uring_sys::ZCRX_CTRL_FLUSH_RQ;
+        // SAFETY: `ctrl` is valid for the call; the kernel keeps nothing.
+        unsafe {
+            uring_sys::io_uring_register(ring_fd, uring_sys::IORING_REGISTER_ZCRX_CTRL, (&raw const ctrl).cast(), 0)
+        }
+        .expect("ZCRX_CTRL_FLUSH_RQ");
+    };
+    let (server, sender) = stream();
+    let recv = opcode::RecvZc::new(Fd(server.as_raw_fd()), 0).ifq(id).build().user_data(9);
+    let mut uring = uring;
+    // SAFETY: the operation names the registered area, which outlives the
+    // ring.
+    unsafe { uring.submission().push(&recv) }.expect("push RecvZc");
+    let mut local_tail = 0u32;
+    let mut pos = 0u64;
+    let mut target = 0u64;
+    let mut restarts = 0u64;
+    c.bench_function(NAME, |b| {
+        b.iter(|| {
+            target += CHUNK;
+            while pos < target {
+                uring.submit_and_wait(1).expect("submit_and_wait");
+                let mut restart = false;
+                for cqe in uring.completion() {
+                    let res = cqe.result();
+                    if !cqueue::more(cqe.flags()) {
+                        assert_eq!(res, -libc::ENOMEM, "the stream ended");
+                        restart = true;
+                        continue;
+                    }
+                    assert!(res > 0, "RECV_ZC: {}", std::io::Error::from_raw_os_error(-res));
+                    let off = cqe.big_cqe()[0];
+                    assert_eq!(off & uring_sys::IORING_ZCRX_AREA_MASK, token, "another area's token");
+                    let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
+                    assert!(start + res as usize <= area.len, "a buffer outside the area");
+                    // SAFETY: inside the area (checked); the kernel does not
+                    // write it again before its refill entry is consumed.
+                    let data = unsafe { std::slice::from_raw_parts(area.ptr.add(start), res as usize) };
+                    check(pos, data);
+                    pos += res as u64;
+                    // The release: the entry, then the tail. The ring cannot
+                    // be full: at most ENTRIES buffers exist and every one
+                    // is released at once, consumed at each flush.
+                    assert!(local_tail.wrapping_sub(head.load(Ordering::Acquire)) < ENTRIES, "refill ring full");
+                    // SAFETY: the slot is inside the entry array and free
+                    // (the kernel's head is past its previous use).
+                    unsafe {
+                        rqes.add((local_tail & (ENTRIES - 1)) as usize).write(io_uring_zcrx_rqe {
+                            off,
+                            len: res as u32,
+                            __pad: 0,
+                        })
+                    };
+                    local_tail = local_tail.wrapping_add(1);
+                    tail.store(local_tail, Ordering::Release);
+                }
+                let pending = local_tail.wrapping_sub(head.load(Ordering::Acquire));
+                if pending >= FLUSH_AT || (restart && pending > 0) {
+                    flush();
+                }
+                if restart {
+                    restarts += 1;
+                    // SAFETY: as above.
+                    unsafe { uring.submission().push(&recv) }.expect("push RecvZc");
+                }
+            }
+        })
+    });
+    println!("{NAME}: {} MiB checked, {restarts} restarts after the area ran dry", pos >> 20);
+    drop(server);
+    drop(uring);
+    drop(region);
+    drop(area);
+    sender.join().expect("sender");
+}
+
 fn throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("recv");
     g.throughput(Throughput::Bytes(CHUNK));
     zcrx_variant(&mut g);
+    io_uring_zcrx_variant(&mut g);
     buffers_variant(&mut g);
     io_uring_variant(&mut g);
     g.finish();
