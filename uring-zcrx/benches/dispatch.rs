@@ -173,7 +173,7 @@ fn dispatch(c: &mut Criterion) {
     g.bench_function("io-uring (hand-written)", |b| {
         b.iter(|| {
             for _ in 0..BATCH {
-                let off = raw.token | (next % NIOVS) * u64::from(BUF);
+                let off = raw.token | ((next % NIOVS) * u64::from(BUF));
                 next += 1;
                 let cqe = entry32(black_box(ud), black_box(LEN), more, off);
                 let mine = raw.dispatch(&cqe, |bytes| {
