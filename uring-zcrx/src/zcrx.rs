@@ -475,9 +475,7 @@ impl Zcrx {
     /// Buffers delivered and buffers released so far, over every handle
     /// of this instance.
     pub fn counts(&self) -> (u64, u64) {
-        self.shared
-            .as_ref()
-            .map_or((0, 0), |s| (s.delivered.load(Ordering::Relaxed), s.producer().released))
+        self.shared.as_ref().map_or((0, 0), |s| (s.delivered.load(Ordering::Relaxed), s.producer().released))
     }
 
     /// Refill entries written and not yet consumed by the kernel, and
