@@ -54,6 +54,18 @@ tasks:
       Exits 1 on a failed test or a boot that never reports (--timeout per
       boot, default 600). Needs qemu-system-x86, busybox-static, cpio and
       (for an ext4 temp dir in the guest) e2fsprogs.
+  vm-bench --bench LABEL... [--kernel VERSION]... [--timeout SECS] [-- BENCH ARGS...]
+      Run criterion benches ([[bench]] targets of the library crates) on a
+      kernel of vm-test's kind, default 7.3 (`host`: directly). Built in
+      the bench profile with +crt-static; each selected binary runs with
+      `--bench BENCH ARGS...` (as `cargo bench` runs it: --test,
+      --warm-up-time 1, a benchmark filter, ...) in its package directory.
+      --bench (required, repeatable) keeps the benches whose label
+      (uring-zcrx/bench:throughput) or short form (uring-zcrx/throughput)
+      contains LABEL. criterion's results are echoed as they come, and each
+      binary's whole output after the boot. --timeout limits each bench
+      binary (default 1800; a boot gets the sum plus 300). Exits 1 when a
+      bench binary fails or a boot never reports.
 ";
 
 fn main() -> ExitCode {
@@ -67,6 +79,7 @@ fn main() -> ExitCode {
         "doctor" => doctor::run(rest),
         "callgrind" => callgrind::run(rest),
         "vm-test" => vm::run(rest),
+        "vm-bench" => vm::run_bench(rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

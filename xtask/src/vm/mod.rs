@@ -21,10 +21,16 @@
 //! The exit status is 1 when any test fails or any boot never reports
 //! (timeout, panic, no end marker), 2 for bad usage, 3 when a kernel or a
 //! tool cannot be obtained.
+//!
+//! `cargo xtask vm-bench` ([`bench`]) boots the same way to run criterion
+//! benches on kernels the host does not run.
 
+mod bench;
 mod guest;
 mod kernel;
 mod report;
+
+pub(crate) use bench::run as run_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,8 +39,8 @@ use std::time::{Duration, Instant};
 use crate::util::{Failure, Result};
 use crate::workspace_root;
 
-use guest::Ending;
-use kernel::{Fetcher, Spec};
+use guest::{Ending, Invocation, Kind};
+use kernel::{Fetcher, Kernel, Spec};
 use report::Outcome;
 
 /// The matrix when no `--kernel` is given.
@@ -151,8 +157,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         }
     }
     println!("{} test binaries: {}", bins.len(), bins.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", "));
-    let initrd =
-        if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&dir, &bins, &args.test_args)?) } else { None };
+    let inv = Invocation { kind: Kind::Tests, args: args.test_args.clone(), limit: guest::TEST_BINARY_TIMEOUT };
+    let initrd = if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&dir, &bins, &inv)?) } else { None };
 
     let mut rows = Vec::new();
     for (spec, k) in args.kernels.iter().zip(&kernels) {
@@ -161,7 +167,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             None => {
                 let log = logs.join("host.log");
                 println!("\n== host kernel {} (directly)", uring_core::kernel_release());
-                let text = guest::run_on_host(&bins, &args.test_args, &log, "host")?;
+                let text = guest::run_on_host(&bins, &inv, &log, "host")?;
                 let outcome = report::parse(&text);
                 Row { kernel: "host (directly)".into(), outcome, broken: None, log, took: t.elapsed() }
             }
@@ -169,50 +175,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
                 let log = logs.join(format!("{}.log", k.abi));
                 println!("\n== {} ({}) under QEMU/TCG, serial log {}", k.abi, k.source, rel(&root, &log));
                 let initrd = initrd.as_deref().expect("built when a VM kernel is listed");
-                let mut attempt = 1;
-                let (ending, outcome) = loop {
-                    let ending = guest::boot(&k.image, initrd, &log, args.timeout, &k.abi)?;
-                    let text =
-                        std::fs::read(&log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                    let outcome = report::parse(&text);
-                    // A kernel that dies before init prints its first marker
-                    // ran no test: under multi-threaded TCG, boot-time code
-                    // patching occasionally traps (an int3 oops in
-                    // sched_clock_cpu). Boot again; the failed log is kept.
-                    // The same trap can strike later, at a static-key site a
-                    // test's syscall runs through (seen: io_submit_sqes):
-                    // the kernel oopses on a stray int3 and the run never
-                    // reports. Only that signature is retried; any other
-                    // crash is reported as it is.
-                    let died_before_init = outcome.release.is_none();
-                    let patching_trap =
-                        outcome.end_status.is_none() && text.contains("Oops: int3") && text.contains("Kernel panic");
-                    if (died_before_init || patching_trap) && ending != Ending::TimedOut && attempt < BOOT_ATTEMPTS {
-                        let kept = logs.join(format!("{}.failed-boot-{attempt}.log", k.abi));
-                        let _ = std::fs::rename(&log, &kept);
-                        let why = if died_before_init {
-                            "the kernel died before init ran"
-                        } else {
-                            "the kernel oopsed on an int3 of live code patching (a TCG race, not a test failure)"
-                        };
-                        println!("  [{}] {why}; booting again ({})", k.abi, rel(&root, &kept));
-                        attempt += 1;
-                        continue;
-                    }
-                    break (ending, outcome);
-                };
-                let broken = match ending {
-                    Ending::Reported(s) if Some(i32::from(s)) == outcome.end_status => None,
-                    Ending::Reported(s) => Some(format!(
-                        "the guest reported status {s} but the log's end marker says {:?}",
-                        outcome.end_status
-                    )),
-                    Ending::NoReport(code) => Some(format!(
-                        "QEMU exited ({}) without a status from the guest (kernel panic or init died)",
-                        code.map_or("by a signal".to_owned(), |c| format!("status {c}"))
-                    )),
-                    Ending::TimedOut => Some(format!("no result within {} s; QEMU killed", args.timeout.as_secs())),
-                };
+                let (ending, text) = boot_until_init(&root, k, initrd, &log, args.timeout, Kind::Tests)?;
+                let outcome = report::parse(&text);
+                let broken = broken(&ending, outcome.end_status, args.timeout);
                 Row {
                     kernel: format!("{} (Debian)", spec.as_ref().map_or("?", |s| s.0.as_str())),
                     outcome,
@@ -235,6 +200,67 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     println!("total {:.0} s{filter}", started.elapsed().as_secs_f64());
     let bad: Vec<&str> = rows.iter().filter(|r| !r.ok()).map(|r| r.kernel.as_str()).collect();
     if bad.is_empty() { Ok(()) } else { Err(Failure::new(format!("failures on: {}", bad.join(", ")))) }
+}
+
+/// Boots `k` with `initrd`, again (up to [`BOOT_ATTEMPTS`] boots, each
+/// failed log kept beside `log`) when TCG kills the kernel before init or
+/// on an int3 of live code patching; returns how the last boot ended and
+/// its serial log.
+fn boot_until_init(
+    root: &Path,
+    k: &Kernel,
+    initrd: &Path,
+    log: &Path,
+    timeout: Duration,
+    kind: Kind,
+) -> Result<(Ending, String)> {
+    let mut attempt = 1;
+    loop {
+        let ending = guest::boot(&k.image, initrd, log, timeout, &k.abi, kind)?;
+        let text = std::fs::read(log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let outcome = report::parse(&text);
+        // A kernel that dies before init prints its first marker ran no
+        // binary: under multi-threaded TCG, boot-time code patching
+        // occasionally traps (an int3 oops in sched_clock_cpu). Boot again;
+        // the failed log is kept. The same trap can strike later, at a
+        // static-key site a binary's syscall runs through (seen:
+        // io_submit_sqes): the kernel oopses on a stray int3 and the run
+        // never reports. Only that signature is retried; any other crash is
+        // reported as it is.
+        let died_before_init = outcome.release.is_none();
+        let patching_trap =
+            outcome.end_status.is_none() && text.contains("Oops: int3") && text.contains("Kernel panic");
+        if (died_before_init || patching_trap) && ending != Ending::TimedOut && attempt < BOOT_ATTEMPTS {
+            let stem = log.file_stem().map_or_else(|| k.abi.clone(), |s| s.to_string_lossy().into_owned());
+            let kept = log.with_file_name(format!("{stem}.failed-boot-{attempt}.log"));
+            let _ = std::fs::rename(log, &kept);
+            let why = if died_before_init {
+                "the kernel died before init ran"
+            } else {
+                "the kernel oopsed on an int3 of live code patching (a TCG race, not a test failure)"
+            };
+            println!("  [{}] {why}; booting again ({})", k.abi, rel(root, &kept));
+            attempt += 1;
+            continue;
+        }
+        return Ok((ending, text));
+    }
+}
+
+/// Why a boot did not report, if it did not: `end_status` is the status
+/// the log's end marker gives.
+fn broken(ending: &Ending, end_status: Option<i32>, timeout: Duration) -> Option<String> {
+    match ending {
+        Ending::Reported(s) if Some(i32::from(*s)) == end_status => None,
+        Ending::Reported(s) => {
+            Some(format!("the guest reported status {s} but the log's end marker says {end_status:?}"))
+        }
+        Ending::NoReport(code) => Some(format!(
+            "QEMU exited ({}) without a status from the guest (kernel panic or init died)",
+            code.map_or("by a signal".to_owned(), |c| format!("status {c}"))
+        )),
+        Ending::TimedOut => Some(format!("no result within {} s; QEMU killed", timeout.as_secs())),
+    }
 }
 
 /// QEMU must be installed; say how when it is not.

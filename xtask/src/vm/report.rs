@@ -1,5 +1,6 @@
 //! Reading the results out of a run's output (the serial log of a VM, or
-//! the same protocol written by the host run).
+//! the same protocol written by the host run): libtest's counts for tests
+//! ([`parse`]), each binary's own output for benches ([`sections`]).
 //!
 //! The guest's init prints marker lines around each test binary:
 //!
@@ -254,6 +255,68 @@ fn close(out: &mut Outcome, sec: Section, status: Option<i32>) {
     }
 }
 
+/// One binary's section of a log, as it printed it: for benches, whose
+/// output is the result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BinaryOutput {
+    /// The binary's label.
+    pub(crate) binary: String,
+    /// Everything between its `RUN` and `EXIT` markers (lines end in `\n`).
+    pub(crate) output: String,
+    /// Its exit status (`None`: the run stopped before it exited).
+    pub(crate) status: Option<i32>,
+    /// Why the guest killed it, if it did.
+    pub(crate) killed: Option<String>,
+}
+
+/// Every binary's section of a log, in the order they ran.
+pub(crate) fn sections(log: &str) -> Vec<BinaryOutput> {
+    let mut out = Vec::new();
+    let mut open: Option<BinaryOutput> = None;
+    for raw in log.lines() {
+        let line = raw.trim_end_matches('\r');
+        let Some(at) = line.find(MARK) else {
+            if let Some(sec) = open.as_mut() {
+                sec.output.push_str(line);
+                sec.output.push('\n');
+            }
+            continue;
+        };
+        // Output without a final newline runs into the marker.
+        if let Some(sec) = open.as_mut()
+            && !line[..at].trim().is_empty()
+        {
+            sec.output.push_str(&line[..at]);
+            sec.output.push('\n');
+        }
+        let mut words = line[at + MARK.len()..].split_whitespace();
+        match words.next() {
+            Some("RUN") => {
+                out.extend(open.take());
+                let binary = words.next().unwrap_or("?").to_owned();
+                open = Some(BinaryOutput { binary, output: String::new(), status: None, killed: None });
+            }
+            Some("KILLED") => {
+                if let Some(sec) = open.as_mut() {
+                    let _name = words.next();
+                    sec.killed = Some(words.collect::<Vec<_>>().join(" "));
+                }
+            }
+            Some("EXIT") => {
+                if let Some(mut sec) = open.take() {
+                    let _name = words.next();
+                    sec.status = Some(words.next().and_then(|s| s.parse().ok()).unwrap_or(-1));
+                    out.push(sec);
+                }
+            }
+            Some("END") => out.extend(open.take()),
+            _ => {}
+        }
+    }
+    out.extend(open);
+    out
+}
+
 /// `N` from `... N <word>; ...`.
 fn count(summary: &str, word: &str) -> u32 {
     summary
@@ -377,6 +440,36 @@ running 1 test\r
         );
         assert!(o.ok());
         assert_eq!((o.passed(), o.failed(), o.skipped_tests()), (1, 0, 0));
+    }
+
+    #[test]
+    fn sections_keep_each_binary_output() {
+        let log = "\
+[    1.0] boot line\r
+@@URING-VM BEGIN 7.3.4+deb13-cloud-amd64\r
+@@URING-VM RUN uring-core/bench:nop\r
+Benchmarking nop/1: Analyzing\r
+nop/1                   time:   [101.12 ns 101.50 ns 101.93 ns]\r
+                        thrpt:  [9.8 Melem/s 9.85 Melem/s 9.88 Melem/s]\r
+no newline@@URING-VM EXIT uring-core/bench:nop 0\r
+@@URING-VM RUN uring-zcrx/bench:throughput\r
+Benchmarking zcrx/recv: Warming up for 3.0000 s\r
+@@URING-VM KILLED uring-zcrx/bench:throughput by SIGKILL: its 60 s limit, or out of memory\r
+@@URING-VM EXIT uring-zcrx/bench:throughput 137\r
+@@URING-VM RUN uring-zcrx/bench:refill\r
+Benchmarking refill/1\r
+";
+        let s = sections(log);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].binary, "uring-core/bench:nop");
+        let lines: Vec<&str> = log.lines().skip(3).take(4).map(|l| l.trim_end_matches('\r')).collect();
+        assert_eq!(s[0].output, format!("{}\nno newline\n", lines[..3].join("\n")));
+        assert_eq!((s[0].status, s[0].killed.as_deref()), (Some(0), None));
+        assert_eq!(s[1].status, Some(137));
+        assert_eq!(s[1].killed.as_deref(), Some("by SIGKILL: its 60 s limit, or out of memory"));
+        // The VM stopped while it ran.
+        assert_eq!((s[2].binary.as_str(), s[2].status), ("uring-zcrx/bench:refill", None));
+        assert_eq!(s[2].output, "Benchmarking refill/1\n");
     }
 
     #[test]
