@@ -96,9 +96,10 @@ fn receive(target: ZcrxTarget, listener: &TcpListener, expect: u64) -> Result<St
                 return Err(e.to_string());
             }
         }
-        // Flow control is the caller's: the area ran dry, so go on once
-        // the released buffers are back (start flushes them).
-        if rx.end() != Some(ZcrxEnd::NoBuffers) {
+        // Flow control is the caller's: the area (or the CQ) ran dry, so
+        // go on once the released buffers are back (start flushes them)
+        // and the CQ is reaped.
+        if !rx.end().is_some_and(ZcrxEnd::is_resumable) {
             break;
         }
         restarts += 1;

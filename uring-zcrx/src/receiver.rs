@@ -77,6 +77,13 @@ pub enum ZcrxEnd {
     /// an instance without a device, flush), then start again; the data
     /// waits in the socket.
     NoBuffers,
+    /// The completion queue had no room for a data CQE (`-ENOSPC`): one
+    /// receive pass produced more chunks than the CQ had free entries (the
+    /// kernel posts data CQEs only into free CQ entries, never into the
+    /// overflow list). Reap, then start again; the bytes not delivered
+    /// wait in the socket. A CQ with at least as many entries as the area
+    /// has buffers, reaped between passes, avoids it.
+    CqFull,
     /// Any other errno, already given to [`ZcrxHandler::on_error`].
     Failed(i32),
     /// Stopped before it was started.
@@ -84,11 +91,20 @@ pub enum ZcrxEnd {
 }
 
 impl ZcrxEnd {
+    /// Whether the stream ended for want of room ([`NoBuffers`](Self::NoBuffers),
+    /// [`CqFull`](Self::CqFull)) and starting it again, once there is room,
+    /// resumes where it stopped without losing a byte.
+    #[inline]
+    pub fn is_resumable(self) -> bool {
+        matches!(self, ZcrxEnd::NoBuffers | ZcrxEnd::CqFull)
+    }
+
     fn from_res(res: i32) -> Self {
         match res {
             r if r >= 0 => ZcrxEnd::Finished,
             r if r == -libc::ECANCELED => ZcrxEnd::Cancelled,
             r if r == -libc::ENOMEM => ZcrxEnd::NoBuffers,
+            r if r == -libc::ENOSPC => ZcrxEnd::CqFull,
             r => ZcrxEnd::Failed(-r),
         }
     }

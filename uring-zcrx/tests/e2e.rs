@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Verify, drive, drive_to_end, fd, nodev, pattern, send_pattern, tcp_pair};
-use uring_core::CqeSize;
+use common::{Verify, drive, drive_to_end, fd, nodev, nodev_on, pattern, send_pattern, tcp_pair};
+use uring_core::{CqeSize, Options, Ring};
 use uring_zcrx::{ReceiverState, Zcrx, ZcrxBuffer, ZcrxEnd, ZcrxReceiver};
 
 const LONG: Duration = Duration::from_secs(120);
@@ -45,7 +45,7 @@ fn receive_all(test: &str, cqe: CqeSize, total: u64, batch: usize, refill: u32) 
         assert!(stats.copy_count > 0 && stats.copy_count <= delivered, "{stats:?}");
     }
     println!(
-        "{test}: {total} bytes in {delivered} buffers, {wraps} refill wraps, {restarts} restarts after NoBuffers, \
+        "{test}: {total} bytes in {delivered} buffers, {wraps} refill wraps, {restarts} restarts (NoBuffers, CqFull), \
          stats {:?}",
         zcrx.stats()
     );
@@ -371,4 +371,56 @@ fn with_manual_flush_released_buffers_wait_for_the_callers_flush() {
     assert_eq!(rx.handler().pos, total);
     assert_eq!(rx.handler().mismatch, None);
     assert!(flushes >= 3, "{flushes} flushes for {total} bytes through a 64 KiB area");
+}
+
+#[test]
+fn a_full_completion_queue_ends_the_stream_resumably() {
+    // An 8-entry CQ and a 64-buffer area: with 256 KiB waiting in the
+    // socket, the first receive pass fills the CQ with data CQEs and the
+    // kernel ends the stream with -ENOSPC (data CQEs never overflow).
+    let mut ring = Ring::new(Options::default().entries(4).cq_entries(8).cqe_size(CqeSize::Big)).expect("Ring::new");
+    ring.start().expect("start");
+    let cq = u64::from(ring.features().cq_entries());
+    let Some((mut ring, zcrx)) = nodev_on("cq_full", ring, |c| c.area_len(256 << 10).refill_entries(64)) else {
+        return;
+    };
+    let (server, client) = tcp_pair();
+    let total = 1u64 << 20;
+    let sender = send_pattern(client, 0, total, 64 << 10, Duration::ZERO);
+    // Wait until a quarter of the stream waits in the socket.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int through the pointer, which is
+        // valid for the call.
+        assert_eq!(unsafe { libc::ioctl(fd(&server), libc::FIONREAD, &raw mut queued) }, 0);
+        if queued >= 256 << 10 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "only {queued} bytes queued");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut rx = ZcrxReceiver::new(&zcrx, Verify::default());
+    rx.start(&mut ring, fd(&server)).unwrap();
+    drive(&mut ring, &mut rx, LONG, |rx| rx.is_stopped());
+    assert_eq!(rx.end(), Some(ZcrxEnd::CqFull), "handler saw {:?}", rx.handler().stopped);
+    assert!(rx.end().unwrap().is_resumable());
+    // The end is not an error, and what was delivered is in order.
+    assert!(rx.handler().errors.is_empty(), "{:?}", rx.handler().errors);
+    let first = rx.handler().pos;
+    assert!(first > 0 && first <= cq * 4096, "{first} bytes before the {cq}-entry CQ filled");
+    assert_eq!(rx.handler().mismatch, None);
+    // Reaped, started again: every byte arrives, in order.
+    rx.start(&mut ring, fd(&server)).unwrap();
+    let restarts = drive_to_end(&mut ring, &mut rx, fd(&server), LONG);
+    assert_eq!(sender.join().unwrap(), total);
+    let h = rx.handler();
+    assert_eq!(h.mismatch, None);
+    assert_eq!(h.pos, total);
+    assert_eq!(h.stopped.last(), Some(&ZcrxEnd::Finished));
+    assert_eq!(h.stopped.len(), restarts as usize + 2);
+    let cq_full = h.stopped.iter().filter(|e| **e == ZcrxEnd::CqFull).count();
+    println!(
+        "cq_full: {first} bytes before the first CqFull; {cq_full} CqFull ends, {restarts} restarts after the first"
+    );
 }

@@ -22,7 +22,12 @@ pub fn ring(cqe: CqeSize) -> Ring {
 /// A ring and an instance without a device, or `None` after printing why
 /// this kernel cannot have one.
 pub fn nodev(test: &str, cqe: CqeSize, config: impl FnOnce(ZcrxConfig) -> ZcrxConfig) -> Option<(Ring, Zcrx)> {
-    let mut ring = ring(cqe);
+    nodev_on(test, ring(cqe), config)
+}
+
+/// [`nodev`] on a ring of the caller's (started, fit for zero-copy
+/// receive).
+pub fn nodev_on(test: &str, mut ring: Ring, config: impl FnOnce(ZcrxConfig) -> ZcrxConfig) -> Option<(Ring, Zcrx)> {
     let support = ZcrxSupport::probe(ring.features());
     if !support.nodev() {
         println!(
@@ -179,17 +184,18 @@ pub fn fd(s: &TcpStream) -> i32 {
 }
 
 /// Drives `rx` on socket `sock` to the end of the stream, starting it
-/// again whenever the area ran dry (`ZcrxEnd::NoBuffers`), as a caller
+/// again whenever it ended for want of room (the area ran dry,
+/// `ZcrxEnd::NoBuffers`, or the CQ did, `ZcrxEnd::CqFull`), as a caller
 /// must; returns how many restarts that took.
 pub fn drive_to_end<H: ZcrxHandler>(ring: &mut Ring, rx: &mut ZcrxReceiver<H>, sock: i32, limit: Duration) -> u32 {
     let deadline = Instant::now() + limit;
     let mut restarts = 0;
     loop {
         drive(ring, rx, deadline.saturating_duration_since(Instant::now()), |rx| rx.is_stopped());
-        if rx.end() != Some(ZcrxEnd::NoBuffers) {
+        if !rx.end().is_some_and(ZcrxEnd::is_resumable) {
             return restarts;
         }
         restarts += 1;
-        rx.start(ring, sock).expect("restart after NoBuffers");
+        rx.start(ring, sock).expect("restart after NoBuffers or CqFull");
     }
 }
