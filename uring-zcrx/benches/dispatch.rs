@@ -19,12 +19,13 @@
 //! Batches of 32 CQEs; criterion reports the cost per CQE.
 //! Run: `cargo bench -p uring-zcrx --bench dispatch`.
 
+mod raw;
+
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use io_uring::cqueue::Entry32;
-use io_uring::types::io_uring_zcrx_rqe;
+use raw::RawRefill;
 use uring_core::{Options, Ring};
 use uring_zcrx::zcrx::bench_support::{consume, detached};
 use uring_zcrx::{ZcrxBuffer, ZcrxHandler, ZcrxReceiver};
@@ -64,34 +65,12 @@ fn entry32(user_data: u64, res: i32, flags: u32, off: u64) -> Entry32 {
 
 /// The hand-written consumer side on the `io-uring` crate.
 struct Raw {
-    head: AtomicU32,
-    tail: AtomicU32,
-    rqes: Vec<io_uring_zcrx_rqe>,
-    area: Vec<u8>,
-    token: u64,
-    local_tail: u32,
-    cached_head: u32,
+    refill: RawRefill,
     user_data: u64,
     bytes: u64,
 }
 
 impl Raw {
-    fn new() -> Self {
-        // SAFETY: the entry is a plain C struct of integers; zero is valid.
-        let rqes = (0..ENTRIES).map(|_| unsafe { std::mem::zeroed::<io_uring_zcrx_rqe>() }).collect();
-        Raw {
-            head: AtomicU32::new(0),
-            tail: AtomicU32::new(0),
-            rqes,
-            area: vec![0; AREA],
-            token: 0,
-            local_tail: 0,
-            cached_head: 0,
-            user_data: 0x5a5a,
-            bytes: 0,
-        }
-    }
-
     /// Routes one CQE: true if it was ours.
     #[inline(never)]
     fn dispatch(&mut self, cqe: &Entry32, mut on_data: impl FnMut(&[u8]) -> bool) -> bool {
@@ -103,39 +82,11 @@ impl Raw {
             return true; // the end of the stream: not part of this bench
         }
         let off = cqe.big_cqe()[0];
-        if off & uring_sys::IORING_ZCRX_AREA_MASK != self.token {
-            return true;
-        }
-        let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
-        let Some(bytes) = self.area.get(start..start + res as usize) else { return true };
+        let Some(bytes) = self.refill.bytes(off, res as u32) else { return true };
         self.bytes += res as u64;
         on_data(bytes);
-        // The release: entry, then the tail.
-        if self.local_tail.wrapping_sub(self.cached_head) >= ENTRIES {
-            self.cached_head = self.head.load(Ordering::Acquire);
-            assert!(self.local_tail.wrapping_sub(self.cached_head) < ENTRIES, "refill ring full");
-        }
-        let e = &mut self.rqes[(self.local_tail & (ENTRIES - 1)) as usize];
-        e.off = off;
-        e.len = res as u32;
-        self.local_tail = self.local_tail.wrapping_add(1);
-        self.tail.store(self.local_tail, Ordering::Release);
+        assert!(self.refill.release(off, res as u32), "refill ring full");
         true
-    }
-
-    /// The kernel's part.
-    fn consume(&self) -> u32 {
-        let t = self.tail.load(Ordering::Acquire);
-        let h = self.head.load(Ordering::Relaxed);
-        let mut sum = 0u64;
-        let mut i = h;
-        while i != t {
-            sum = sum.wrapping_add(self.rqes[(i & (ENTRIES - 1)) as usize].off);
-            i = i.wrapping_add(1);
-        }
-        black_box(sum);
-        self.head.store(t, Ordering::Release);
-        t.wrapping_sub(h)
     }
 }
 
@@ -166,14 +117,14 @@ fn dispatch(c: &mut Criterion) {
     });
     assert_eq!(rx.received().0, next * LEN as u64, "every CQE reached the handler");
 
-    let mut raw = Raw::new();
+    let mut raw = Raw { refill: RawRefill::new(ENTRIES, AREA), user_data: 0x5a5a, bytes: 0 };
     let mut sum = 0u64;
     let mut next = 0u64;
     let ud = raw.user_data;
     g.bench_function("io-uring (hand-written)", |b| {
         b.iter(|| {
             for _ in 0..BATCH {
-                let off = raw.token | ((next % NIOVS) * u64::from(BUF));
+                let off = raw.refill.token | ((next % NIOVS) * u64::from(BUF));
                 next += 1;
                 let cqe = entry32(black_box(ud), black_box(LEN), more, off);
                 let mine = raw.dispatch(&cqe, |bytes| {
@@ -182,7 +133,7 @@ fn dispatch(c: &mut Criterion) {
                 });
                 assert!(mine);
             }
-            assert_eq!(raw.consume(), BATCH as u32);
+            assert_eq!(raw.refill.consume(), BATCH as u32);
         })
     });
     assert_eq!(raw.bytes, next * LEN as u64, "every CQE reached the handler");

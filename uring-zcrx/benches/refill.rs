@@ -23,11 +23,12 @@
 //! out as the kernel lays it out, consumed by the bench as the kernel
 //! would). Run: `cargo bench -p uring-zcrx --bench refill`.
 
+mod raw;
+
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use io_uring::types::io_uring_zcrx_rqe;
+use raw::RawRefill;
 use uring_zcrx::zcrx::bench_support::{buffer, consume, detached};
 use uring_zcrx::{Zcrx, ZcrxBuffer};
 
@@ -36,76 +37,6 @@ const BUF: u32 = 4096;
 const AREA: usize = 1 << 20;
 const NIOVS: u64 = (AREA / BUF as usize) as u64;
 const BATCH: usize = 32;
-
-/// The hand-written producer an `io-uring` crate user needs: the refill
-/// ring's head, tail and entries (here in memory of our own, laid out as
-/// the kernel lays them out), and the area.
-struct Raw {
-    head: AtomicU32,
-    tail: AtomicU32,
-    rqes: Vec<io_uring_zcrx_rqe>,
-    area: Vec<u8>,
-    token: u64,
-    local_tail: u32,
-    /// The head as last read: reloaded only when the ring looks full.
-    cached_head: u32,
-}
-
-impl Raw {
-    fn new() -> Self {
-        // SAFETY: the entry is a plain C struct of integers; zero is valid.
-        let rqes = (0..ENTRIES).map(|_| unsafe { std::mem::zeroed::<io_uring_zcrx_rqe>() }).collect();
-        Raw {
-            head: AtomicU32::new(0),
-            tail: AtomicU32::new(0),
-            rqes,
-            area: vec![0; AREA],
-            token: 0,
-            local_tail: 0,
-            cached_head: 0,
-        }
-    }
-
-    /// The bytes a data CQE names: its offset word (area token | offset)
-    /// and length, bounds-checked.
-    #[inline(never)]
-    fn bytes(&self, off: u64, len: u32) -> &[u8] {
-        let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
-        &self.area[start..start + len as usize]
-    }
-
-    /// One release: entry, then the tail with release ordering.
-    #[inline(never)]
-    fn release(&mut self, off: u64, len: u32) -> bool {
-        if self.local_tail.wrapping_sub(self.cached_head) >= ENTRIES {
-            self.cached_head = self.head.load(Ordering::Acquire);
-            if self.local_tail.wrapping_sub(self.cached_head) >= ENTRIES {
-                return false;
-            }
-        }
-        let e = &mut self.rqes[(self.local_tail & (ENTRIES - 1)) as usize];
-        e.off = off;
-        e.len = len;
-        self.local_tail = self.local_tail.wrapping_add(1);
-        self.tail.store(self.local_tail, Ordering::Release);
-        true
-    }
-
-    /// The kernel's part.
-    fn consume(&self) -> u32 {
-        let t = self.tail.load(Ordering::Acquire);
-        let h = self.head.load(Ordering::Relaxed);
-        let mut sum = 0u64;
-        let mut i = h;
-        while i != t {
-            sum = sum.wrapping_add(self.rqes[(i & (ENTRIES - 1)) as usize].off);
-            i = i.wrapping_add(1);
-        }
-        black_box(sum);
-        self.head.store(t, Ordering::Release);
-        t.wrapping_sub(h)
-    }
-}
 
 /// The offset word of the `k`-th buffer handed out.
 #[inline]
@@ -153,14 +84,14 @@ fn release(c: &mut Criterion) {
         })
     });
 
-    let mut raw = Raw::new();
+    let mut raw = RawRefill::new(ENTRIES, AREA);
     let mut pending = [(0u64, 0u32); BATCH];
     g.bench_function("io-uring (raw rqes)", |b| {
         b.iter(|| {
             for p in &mut pending {
                 let off = raw.token | offset(next);
                 let len = black_box(1500);
-                black_box(raw.bytes(off, len)[0]);
+                black_box(raw.bytes(off, len).expect("inside the area")[0]);
                 *p = (off, len);
                 next += 1;
             }

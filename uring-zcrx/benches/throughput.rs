@@ -50,7 +50,7 @@ use io_uring::types::{
 };
 use io_uring::{IoUring, cqueue, opcode, squeue};
 use uring_buffers::{BufRing, BufRingConfig};
-use uring_core::{CqeSize, CqeSlot, Error as CoreError, Options, Ring, SqeContext};
+use uring_core::{CqeSize, CqeSlot, Error as CoreError, Mapping, Options, Ring, SqeContext};
 use uring_ops::multishot::RecvMulti;
 use uring_ops::prelude::*;
 use uring_zcrx::{Zcrx, ZcrxBuffer, ZcrxConfig, ZcrxEnd, ZcrxHandler, ZcrxReceiver, ZcrxSupport, ZcrxTarget};
@@ -227,8 +227,8 @@ fn buffers_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement:
 
 /// A provided-buffer ring managed by hand, as `io-uring` crate users do.
 struct RawBufRing {
-    ring: *mut BufRingEntry,
-    len: usize,
+    /// The entries; dropped after the ring (see `io_uring_variant`).
+    mem: Mapping,
     data: Vec<u8>,
     tail: u16,
 }
@@ -237,23 +237,9 @@ impl RawBufRing {
     const GROUP: u16 = 1;
 
     fn register(uring: &IoUring) -> std::io::Result<Self> {
-        let len = usize::from(BUFS) * size_of::<BufRingEntry>();
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let ring = p.cast::<BufRingEntry>();
-        let mut br = RawBufRing { ring, len, data: vec![0; usize::from(BUFS) * BUF_SIZE as usize], tail: 0 };
+        let mem = anon(usize::from(BUFS) * size_of::<BufRingEntry>());
+        let ring = mem.ptr().cast::<BufRingEntry>();
+        let mut br = RawBufRing { mem, data: vec![0; usize::from(BUFS) * BUF_SIZE as usize], tail: 0 };
         // SAFETY: the mapping stays until `Drop`, which runs after the ring
         // (and so the registration) is gone: see `io_uring_variant`.
         unsafe { uring.submitter().register_buf_ring_with_flags(ring as u64, BUFS, Self::GROUP, 0) }?;
@@ -265,28 +251,22 @@ impl RawBufRing {
 
     fn add(&mut self, bid: u16) {
         let addr = self.data.as_ptr() as u64 + u64::from(bid) * u64::from(BUF_SIZE);
+        let ring = self.mem.ptr().cast::<BufRingEntry>();
         // SAFETY: the index is masked into the ring; the entry at our tail
         // is not the kernel's until the tail store below covers it.
-        let e = unsafe { &mut *self.ring.add(usize::from(self.tail & (BUFS - 1))) };
+        let e = unsafe { &mut *ring.add(usize::from(self.tail & (BUFS - 1))) };
         e.set_addr(addr);
         e.set_len(BUF_SIZE);
         e.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
         // SAFETY: the tail overlays entry 0's reserved field, an aligned u16
         // inside the mapping.
-        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.ring).cast_mut()) };
+        let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(ring).cast_mut()) };
         tail.store(self.tail, Ordering::Release);
     }
 
     fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         &self.data[usize::from(bid) * BUF_SIZE as usize..][..len]
-    }
-}
-
-impl Drop for RawBufRing {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `register`, no longer registered.
-        unsafe { libc::munmap(self.ring.cast(), self.len) };
     }
 }
 
@@ -341,36 +321,10 @@ fn io_uring_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement
     sender.join().expect("sender");
 }
 
-/// An anonymous mapping, unmapped on drop.
-struct Anon {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Anon {
-    fn new(len: usize) -> Anon {
-        // SAFETY: a fresh anonymous mapping; no existing memory is touched.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
-        Anon { ptr: p.cast(), len }
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; its users (the ring) are gone first, as
-        // `io_uring_zcrx_variant` drops the ring before the mappings.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
+/// An anonymous mapping (unmapped on drop, after the ring that used it:
+/// the variants drop their rings first).
+fn anon(len: usize) -> Mapping {
+    Mapping::anonymous(len, false).expect("mmap")
 }
 
 /// Zero-copy receive without a device, written by hand on the `io-uring`
@@ -385,14 +339,14 @@ fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measur
         .setup_cqsize(CQ)
         .build(SQ)
         .expect("io-uring ring (CQE32)");
-    let area = Anon::new(usize::from(BUFS) * BUF_SIZE as usize);
+    let area = anon(usize::from(BUFS) * BUF_SIZE as usize);
     // The header (head and tail on their own cache lines from 7.3) fits a
     // page; the entries follow where the kernel says.
-    let region = Anon::new(4096 + ENTRIES as usize * size_of::<io_uring_zcrx_rqe>());
-    let mut area_reg = io_uring_zcrx_area_reg { addr: area.ptr as u64, len: area.len as u64, ..Default::default() };
+    let region = anon(4096 + ENTRIES as usize * size_of::<io_uring_zcrx_rqe>());
+    let mut area_reg = io_uring_zcrx_area_reg { addr: area.ptr() as u64, len: area.len() as u64, ..Default::default() };
     let mut rd = io_uring_region_desc {
-        user_addr: region.ptr as u64,
-        size: region.len as u64,
+        user_addr: region.ptr() as u64,
+        size: region.len() as u64,
         flags: uring_sys::IORING_MEM_REGION_TYPE_USER,
         ..Default::default()
     };
@@ -428,9 +382,9 @@ fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measur
     // which stays mapped until after the ring is dropped.
     let (head, tail, rqes) = unsafe {
         (
-            AtomicU32::from_ptr(region.ptr.add(reg.offsets.head as usize).cast()),
-            AtomicU32::from_ptr(region.ptr.add(reg.offsets.tail as usize).cast()),
-            region.ptr.add(reg.offsets.rqes as usize).cast::<io_uring_zcrx_rqe>(),
+            AtomicU32::from_ptr(region.ptr().add(reg.offsets.head as usize).cast()),
+            AtomicU32::from_ptr(region.ptr().add(reg.offsets.tail as usize).cast()),
+            region.ptr().add(reg.offsets.rqes as usize).cast::<io_uring_zcrx_rqe>(),
         )
     };
     let ring_fd = uring.as_raw_fd();
@@ -473,10 +427,10 @@ fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measur
                     let off = cqe.big_cqe()[0];
                     assert_eq!(off & uring_sys::IORING_ZCRX_AREA_MASK, token, "another area's token");
                     let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
-                    assert!(start + res as usize <= area.len, "a buffer outside the area");
+                    assert!(start + res as usize <= area.len(), "a buffer outside the area");
                     // SAFETY: inside the area (checked); the kernel does not
                     // write it again before its refill entry is consumed.
-                    let data = unsafe { std::slice::from_raw_parts(area.ptr.add(start), res as usize) };
+                    let data = unsafe { std::slice::from_raw_parts(area.ptr().add(start), res as usize) };
                     check(pos, data);
                     pos += res as u64;
                     // The release: the entry, then the tail. The ring cannot

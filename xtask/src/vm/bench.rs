@@ -24,9 +24,9 @@ use crate::util::{Failure, Result};
 use crate::workspace_root;
 
 use super::guest::{self, Binary, Invocation, Kind};
-use super::kernel::{Fetcher, Spec};
+use super::kernel::Spec;
 use super::report::{self, BinaryOutput};
-use super::{boot_until_init, broken, check_qemu, rel};
+use super::{boot_until_init, broken, fetch_kernels, parse_common, rel};
 
 /// The kernel when no `--kernel` is given: the newest of the matrix.
 const DEFAULT_KERNEL: &str = "7.3";
@@ -48,58 +48,18 @@ struct Args {
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
-    let mut kernels = Vec::new();
-    let mut benches = Vec::new();
-    let mut timeout = DEFAULT_TIMEOUT;
-    let mut bench_args = Vec::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline.clone().or_else(|| it.next().cloned()).ok_or_else(|| Failure::usage(format!("{flag} needs a value")))
-        };
-        match flag {
-            "--kernel" => {
-                let v = value()?;
-                kernels.push(if v == "host" { None } else { Some(Spec::parse(&v)?) });
-            }
-            "--bench" => {
-                let v = value()?;
-                if v.is_empty() {
-                    return Err(Failure::usage("--bench needs a non-empty label"));
-                }
-                benches.push(v);
-            }
-            "--timeout" => {
-                let v = value()?;
-                let secs: u32 = v
-                    .parse()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| Failure::usage(format!("--timeout {v}: expected seconds")))?;
-                timeout = Duration::from_secs(secs.into());
-            }
-            "--" => bench_args.extend(it.by_ref().cloned()),
-            other => {
-                return Err(Failure::usage(format!(
-                    "vm-bench: unknown argument `{other}` (arguments for the bench binaries go after `--`)"
-                )));
-            }
-        }
-    }
-    if benches.is_empty() {
+    let c = parse_common(args, "vm-bench", "--bench", "arguments for the bench binaries")?;
+    if c.selected.is_empty() {
         return Err(Failure::usage(
             "vm-bench: name the benches to run with --bench LABEL (a part of `crate/bench:name`, e.g. \
              uring-zcrx/throughput); under TCG a run of every bench would take hours",
         ));
     }
+    let mut kernels = c.kernels;
     if kernels.is_empty() {
         kernels.push(Some(Spec::parse(DEFAULT_KERNEL)?));
     }
-    Ok(Args { kernels, benches, timeout, bench_args })
+    Ok(Args { kernels, benches: c.selected, timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT), bench_args: c.rest })
 }
 
 /// Whether `pattern` selects the bench labelled `label`
@@ -160,17 +120,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
 
     // Kernels first: a missing one fails before the long build.
-    let mut fetcher = Fetcher::new(&dir);
-    let mut kernels = Vec::new();
-    for spec in &args.kernels {
-        kernels.push(match spec {
-            None => None,
-            Some(spec) => Some(fetcher.get(spec)?),
-        });
-    }
-    if kernels.iter().any(Option::is_some) {
-        check_qemu()?;
-    }
+    let kernels = fetch_kernels(&dir, &args.kernels)?;
     let mut bins = guest::build_benches(&root)?;
     let all: Vec<String> = bins.iter().map(|b| b.label.clone()).collect();
     bins.retain(|b| args.benches.iter().any(|p| selects(p, &b.label)));

@@ -60,12 +60,23 @@ struct Args {
     test_args: Vec<String>,
 }
 
-fn parse_args(args: &[String]) -> Result<Args> {
-    let mut kernels = Vec::new();
-    let mut binaries = Vec::new();
-    let mut timeout = DEFAULT_TIMEOUT;
+/// The arguments `vm-test` and `vm-bench` share: `--kernel` (repeated;
+/// `host` or a series), the selecting flag (`--binary`, `--bench`:
+/// repeated, non-empty parts of labels), `--timeout` seconds, and what
+/// follows `--`. Kernels stay empty and the timeout unset when not given.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct CommonArgs {
+    pub(crate) kernels: Vec<Option<Spec>>,
+    pub(crate) selected: Vec<String>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) rest: Vec<String>,
+}
+
+/// Parses [`CommonArgs`] for `task`, whose selecting flag is `select` and
+/// whose arguments after `--` are `rest_what` (for the usage error).
+pub(crate) fn parse_common(args: &[String], task: &str, select: &str, rest_what: &str) -> Result<CommonArgs> {
+    let mut out = CommonArgs::default();
     let mut it = args.iter();
-    let mut test_args = Vec::new();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_owned())),
@@ -77,9 +88,15 @@ fn parse_args(args: &[String]) -> Result<Args> {
         match flag {
             "--kernel" => {
                 let v = value()?;
-                kernels.push(if v == "host" { None } else { Some(Spec::parse(&v)?) });
+                out.kernels.push(if v == "host" { None } else { Some(Spec::parse(&v)?) });
             }
-            "--binary" => binaries.push(value()?),
+            f if f == select => {
+                let v = value()?;
+                if v.is_empty() {
+                    return Err(Failure::usage(format!("{select} needs a non-empty label")));
+                }
+                out.selected.push(v);
+            }
             "--timeout" => {
                 let v = value()?;
                 let secs: u64 = v
@@ -87,24 +104,26 @@ fn parse_args(args: &[String]) -> Result<Args> {
                     .ok()
                     .filter(|s| *s > 0)
                     .ok_or_else(|| Failure::usage(format!("--timeout {v}: expected seconds")))?;
-                timeout = Duration::from_secs(secs);
+                out.timeout = Some(Duration::from_secs(secs));
             }
-            "--" => {
-                test_args.extend(it.by_ref().cloned());
-            }
+            "--" => out.rest.extend(it.by_ref().cloned()),
             other => {
-                return Err(Failure::usage(format!(
-                    "vm-test: unknown argument `{other}` (test filters go after `--`)"
-                )));
+                return Err(Failure::usage(format!("{task}: unknown argument `{other}` ({rest_what} go after `--`)")));
             }
         }
     }
+    Ok(out)
+}
+
+fn parse_args(args: &[String]) -> Result<Args> {
+    let c = parse_common(args, "vm-test", "--binary", "test filters")?;
+    let mut kernels = c.kernels;
     if kernels.is_empty() {
         for k in DEFAULT_KERNELS {
             kernels.push(if k == "host" { None } else { Some(Spec::parse(k)?) });
         }
     }
-    Ok(Args { kernels, binaries, timeout, test_args })
+    Ok(Args { kernels, binaries: c.selected, timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT), test_args: c.rest })
 }
 
 /// One row of the results.
@@ -138,17 +157,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let started = Instant::now();
 
     // Kernels first: a missing one fails before the long build.
-    let mut fetcher = Fetcher::new(&dir);
-    let mut kernels = Vec::new();
-    for spec in &args.kernels {
-        kernels.push(match spec {
-            None => None,
-            Some(spec) => Some(fetcher.get(spec)?),
-        });
-    }
-    if kernels.iter().any(Option::is_some) {
-        check_qemu()?;
-    }
+    let kernels = fetch_kernels(&dir, &args.kernels)?;
     let mut bins = guest::build_tests(&root)?;
     if !args.binaries.is_empty() {
         bins.retain(|b| args.binaries.iter().any(|p| b.label.contains(p.as_str())));
@@ -261,6 +270,24 @@ fn broken(ending: &Ending, end_status: Option<i32>, timeout: Duration) -> Option
         )),
         Ending::TimedOut => Some(format!("no result within {} s; QEMU killed", timeout.as_secs())),
     }
+}
+
+/// The kernels `specs` name (`None`: the host, nothing to fetch), fetched
+/// or taken from the cache under `dir`; QEMU is checked when any is to be
+/// booted.
+pub(crate) fn fetch_kernels(dir: &Path, specs: &[Option<Spec>]) -> Result<Vec<Option<Kernel>>> {
+    let mut fetcher = Fetcher::new(dir);
+    let mut kernels = Vec::new();
+    for spec in specs {
+        kernels.push(match spec {
+            None => None,
+            Some(spec) => Some(fetcher.get(spec)?),
+        });
+    }
+    if kernels.iter().any(Option::is_some) {
+        check_qemu()?;
+    }
+    Ok(kernels)
 }
 
 /// QEMU must be installed; say how when it is not.
