@@ -22,7 +22,7 @@
 //! (timeout, panic, no end marker), 2 for bad usage, 3 when a kernel or a
 //! tool cannot be obtained.
 //!
-//! `cargo xtask vm-bench` ([`bench`]) boots the same way to run criterion
+//! `cargo xtask vm-bench` ([`bench`](mod@bench)) boots the same way to run criterion
 //! benches on kernels the host does not run.
 
 mod bench;
