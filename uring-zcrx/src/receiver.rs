@@ -459,9 +459,13 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
     /// Flushes an instance without a device when enough entries are
     /// pending ([`flush_threshold`](Self::flush_threshold)), or releases
     /// wait for room.
+    #[inline]
     fn maybe_flush(&mut self, ring: &mut Ring) {
+        if !self.auto_flush {
+            return;
+        }
         let Ok(shared) = self.zcrx.shared() else { return };
-        if !self.auto_flush || !shared.is_nodev() {
+        if !shared.is_nodev() {
             return;
         }
         let (pending, entries, overflow) = shared.refill_pending();

@@ -425,7 +425,9 @@ impl Zcrx {
     }
 
     pub(crate) fn shared(&self) -> Result<&Arc<Shared>> {
-        self.shared.as_ref().ok_or(Error::Closed { id: self.id })
+        // Lazily: an `Error` is built (and dropped) only when closed; this
+        // runs for every CQE.
+        self.shared.as_ref().ok_or_else(|| Error::Closed { id: self.id })
     }
 
     pub(crate) fn check_ring(&self, ring: &Ring) -> Result<()> {
