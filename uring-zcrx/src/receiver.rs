@@ -66,7 +66,12 @@ pub enum ReceiverState {
 }
 
 /// Why a stream ended, as given to [`ZcrxHandler::on_stopped`].
+///
+/// Non-exhaustive: a newer kernel may end a stream for a reason worth its
+/// own variant (as `-ENOSPC` became [`CqFull`](Self::CqFull)); until then
+/// it is [`Failed`](Self::Failed) with its errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ZcrxEnd {
     /// The peer closed its side (result 0), or the byte limit was reached.
     Finished,

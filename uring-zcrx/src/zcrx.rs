@@ -425,9 +425,12 @@ impl Zcrx {
     }
 
     pub(crate) fn shared(&self) -> Result<&Arc<Shared>> {
-        // Lazily: an `Error` is built (and dropped) only when closed; this
-        // runs for every CQE.
-        self.shared.as_ref().ok_or_else(|| Error::Closed { id: self.id })
+        // A match, not `ok_or`: this runs for every CQE, and an `Error`
+        // built eagerly is dropped (a match on its variants) every time.
+        match &self.shared {
+            Some(shared) => Ok(shared),
+            None => Err(Error::Closed { id: self.id }),
+        }
     }
 
     pub(crate) fn check_ring(&self, ring: &Ring) -> Result<()> {
