@@ -103,6 +103,23 @@ fn stream() -> (TcpStream, JoinHandle<()>) {
     (server, sender)
 }
 
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// Benchmarks `name` in `g`: each iteration runs `pass` (reap once, check
+/// and hand back what arrived, re-arm if needed) until [`CHUNK`] more bytes
+/// have arrived than at the end of the previous iteration, so overshoot
+/// carries over instead of adding up. `pass` returns the stream position
+/// after it.
+fn measure(g: &mut Group<'_>, name: &str, mut pass: impl FnMut() -> u64) {
+    let mut target = 0u64;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            target += CHUNK;
+            while pass() < target {}
+        })
+    });
+}
+
 /// Reaps at least one CQE into `slots`, failing after [`STALL`].
 fn reap(ring: &mut Ring, slots: &mut [CqeSlot]) -> usize {
     match ring.wait_for(slots, 1, Some(STALL)) {
@@ -131,7 +148,7 @@ impl ZcrxHandler for Check {
     }
 }
 
-fn zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn zcrx_variant(c: &mut Group<'_>) {
     const NAME: &str = "uring-zcrx RECV_ZC (copy fallback)";
     let mut ring = Ring::new(Options::default().entries(SQ).cq_entries(CQ).cqe_size(CqeSize::Big)).expect("ring");
     ring.start().expect("start");
@@ -152,26 +169,21 @@ fn zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wa
     let mut rx = ZcrxReceiver::new(&zcrx, Check { pos: 0 });
     rx.start(&mut ring, server.as_raw_fd()).expect("start receiving");
     let mut slots = [CqeSlot::EMPTY; 128];
-    let mut target = 0u64;
     let mut restarts = 0u64;
-    c.bench_function(NAME, |b| {
-        b.iter(|| {
-            target += CHUNK;
-            while rx.handler().pos < target {
-                let n = reap(&mut ring, &mut slots);
-                for slot in &slots[..n] {
-                    assert!(rx.handle_cqe(&mut ring, &slot.cqe()), "a completion not of the receiver");
-                }
-                if let Some(e) = rx.take_error() {
-                    panic!("receiver: {e}");
-                }
-                if rx.is_stopped() {
-                    assert!(rx.end().is_some_and(ZcrxEnd::is_resumable), "the stream ended: {:?}", rx.end());
-                    restarts += 1;
-                    rx.start(&mut ring, server.as_raw_fd()).expect("start again after the area ran dry");
-                }
-            }
-        })
+    measure(c, NAME, || {
+        let n = reap(&mut ring, &mut slots);
+        for slot in &slots[..n] {
+            assert!(rx.handle_cqe(&mut ring, &slot.cqe()), "a completion not of the receiver");
+        }
+        if let Some(e) = rx.take_error() {
+            panic!("receiver: {e}");
+        }
+        if rx.is_stopped() {
+            assert!(rx.end().is_some_and(ZcrxEnd::is_resumable), "the stream ended: {:?}", rx.end());
+            restarts += 1;
+            rx.start(&mut ring, server.as_raw_fd()).expect("start again after the area ran dry");
+        }
+        rx.handler().pos
     });
     println!("{NAME}: {} MiB checked, {restarts} restarts after the area ran dry", rx.handler().pos >> 20);
     drop(server);
@@ -180,7 +192,7 @@ fn zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::Wa
     sender.join().expect("sender");
 }
 
-fn buffers_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn buffers_variant(c: &mut Group<'_>) {
     const NAME: &str = "uring-buffers RECV multishot (provided buffers)";
     let mut ring = Ring::new(Options::default().entries(SQ).cq_entries(CQ)).expect("ring");
     let mut br = BufRing::register(&mut ring, BufRingConfig::new(1, u32::from(BUFS), BUF_SIZE)).expect("BufRing");
@@ -191,33 +203,28 @@ fn buffers_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement:
     ring.push_op(ctx, recv).expect("push RecvMulti");
     let mut slots = [CqeSlot::EMPTY; 128];
     let mut pos = 0u64;
-    let mut target = 0u64;
     let mut rearms = 0u64;
-    c.bench_function(NAME, |b| {
-        b.iter(|| {
-            target += CHUNK;
-            while pos < target {
-                let n = reap(&mut ring, &mut slots);
-                let mut rearm = false;
-                for slot in &slots[..n] {
-                    let cqe = slot.cqe();
-                    if let Some(buf) = br.take(&cqe).expect("take") {
-                        let data = br.bytes(&buf);
-                        check(pos, data);
-                        pos += data.len() as u64;
-                        br.recycle(buf).expect("recycle");
-                    }
-                    if !cqe.more() {
-                        assert_eq!(cqe.res(), -libc::ENOBUFS, "the multishot receive ended");
-                        rearm = true;
-                    }
-                }
-                if rearm {
-                    rearms += 1;
-                    ring.push_op(ctx, recv).expect("push RecvMulti");
-                }
+    measure(c, NAME, || {
+        let n = reap(&mut ring, &mut slots);
+        let mut rearm = false;
+        for slot in &slots[..n] {
+            let cqe = slot.cqe();
+            if let Some(buf) = br.take(&cqe).expect("take") {
+                let data = br.bytes(&buf);
+                check(pos, data);
+                pos += data.len() as u64;
+                br.recycle(buf).expect("recycle");
             }
-        })
+            if !cqe.more() {
+                assert_eq!(cqe.res(), -libc::ENOBUFS, "the multishot receive ended");
+                rearm = true;
+            }
+        }
+        if rearm {
+            rearms += 1;
+            ring.push_op(ctx, recv).expect("push RecvMulti");
+        }
+        pos
     });
     println!("{NAME}: {} MiB checked, {rearms} re-arms after the buffers ran dry", pos >> 20);
     drop(server);
@@ -270,7 +277,7 @@ impl RawBufRing {
     }
 }
 
-fn io_uring_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn io_uring_variant(c: &mut Group<'_>) {
     const NAME: &str = "io-uring RECV multishot (provided buffers)";
     let mut uring: IoUring = IoUring::builder()
         .setup_single_issuer()
@@ -285,34 +292,29 @@ fn io_uring_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement
     // outlives the ring.
     unsafe { uring.submission().push(&recv) }.expect("push RecvMulti");
     let mut pos = 0u64;
-    let mut target = 0u64;
     let mut rearms = 0u64;
-    c.bench_function(NAME, |b| {
-        b.iter(|| {
-            target += CHUNK;
-            while pos < target {
-                uring.submit_and_wait(1).expect("submit_and_wait");
-                let mut rearm = false;
-                for cqe in uring.completion() {
-                    let res = cqe.result();
-                    if res > 0 {
-                        let bid = io_uring::cqueue::buffer_select(cqe.flags()).expect("a buffer id");
-                        check(pos, br.bytes(bid, res as usize));
-                        pos += res as u64;
-                        br.add(bid);
-                    }
-                    if !io_uring::cqueue::more(cqe.flags()) {
-                        assert_eq!(res, -libc::ENOBUFS, "the multishot receive ended");
-                        rearm = true;
-                    }
-                }
-                if rearm {
-                    rearms += 1;
-                    // SAFETY: as above.
-                    unsafe { uring.submission().push(&recv) }.expect("push RecvMulti");
-                }
+    measure(c, NAME, || {
+        uring.submit_and_wait(1).expect("submit_and_wait");
+        let mut rearm = false;
+        for cqe in uring.completion() {
+            let res = cqe.result();
+            if res > 0 {
+                let bid = io_uring::cqueue::buffer_select(cqe.flags()).expect("a buffer id");
+                check(pos, br.bytes(bid, res as usize));
+                pos += res as u64;
+                br.add(bid);
             }
-        })
+            if !io_uring::cqueue::more(cqe.flags()) {
+                assert_eq!(res, -libc::ENOBUFS, "the multishot receive ended");
+                rearm = true;
+            }
+        }
+        if rearm {
+            rearms += 1;
+            // SAFETY: as above.
+            unsafe { uring.submission().push(&recv) }.expect("push RecvMulti");
+        }
+        pos
     });
     println!("{NAME}: {} MiB checked, {rearms} re-arms after the buffers ran dry", pos >> 20);
     drop(server);
@@ -329,7 +331,7 @@ fn anon(len: usize) -> Mapping {
 
 /// Zero-copy receive without a device, written by hand on the `io-uring`
 /// crate (skipped, saying why, when the kernel cannot).
-fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>) {
+fn io_uring_zcrx_variant(c: &mut Group<'_>) {
     const NAME: &str = "io-uring RECV_ZC (copy fallback, hand-written)";
     const ENTRIES: u32 = BUFS as u32;
     const FLUSH_AT: u32 = ENTRIES / 4;
@@ -407,59 +409,54 @@ fn io_uring_zcrx_variant(c: &mut criterion::BenchmarkGroup<'_, criterion::measur
     unsafe { uring.submission().push(&recv) }.expect("push RecvZc");
     let mut local_tail = 0u32;
     let mut pos = 0u64;
-    let mut target = 0u64;
     let mut restarts = 0u64;
-    c.bench_function(NAME, |b| {
-        b.iter(|| {
-            target += CHUNK;
-            while pos < target {
-                uring.submit_and_wait(1).expect("submit_and_wait");
-                let mut restart = false;
-                for cqe in uring.completion() {
-                    let res = cqe.result();
-                    if !cqueue::more(cqe.flags()) {
-                        // Out of buffers or of CQ entries: restart.
-                        assert!(res == -libc::ENOMEM || res == -libc::ENOSPC, "the stream ended: {res}");
-                        restart = true;
-                        continue;
-                    }
-                    assert!(res > 0, "RECV_ZC: {}", std::io::Error::from_raw_os_error(-res));
-                    let off = cqe.big_cqe()[0];
-                    assert_eq!(off & uring_sys::IORING_ZCRX_AREA_MASK, token, "another area's token");
-                    let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
-                    assert!(start + res as usize <= area.len(), "a buffer outside the area");
-                    // SAFETY: inside the area (checked); the kernel does not
-                    // write it again before its refill entry is consumed.
-                    let data = unsafe { std::slice::from_raw_parts(area.ptr().add(start), res as usize) };
-                    check(pos, data);
-                    pos += res as u64;
-                    // The release: the entry, then the tail. The ring cannot
-                    // be full: at most ENTRIES buffers exist and every one
-                    // is released at once, consumed at each flush.
-                    assert!(local_tail.wrapping_sub(head.load(Ordering::Acquire)) < ENTRIES, "refill ring full");
-                    // SAFETY: the slot is inside the entry array and free
-                    // (the kernel's head is past its previous use).
-                    unsafe {
-                        rqes.add((local_tail & (ENTRIES - 1)) as usize).write(io_uring_zcrx_rqe {
-                            off,
-                            len: res as u32,
-                            __pad: 0,
-                        })
-                    };
-                    local_tail = local_tail.wrapping_add(1);
-                    tail.store(local_tail, Ordering::Release);
-                }
-                let pending = local_tail.wrapping_sub(head.load(Ordering::Acquire));
-                if pending >= FLUSH_AT || (restart && pending > 0) {
-                    flush();
-                }
-                if restart {
-                    restarts += 1;
-                    // SAFETY: as above.
-                    unsafe { uring.submission().push(&recv) }.expect("push RecvZc");
-                }
+    measure(c, NAME, || {
+        uring.submit_and_wait(1).expect("submit_and_wait");
+        let mut restart = false;
+        for cqe in uring.completion() {
+            let res = cqe.result();
+            if !cqueue::more(cqe.flags()) {
+                // Out of buffers or of CQ entries: restart.
+                assert!(res == -libc::ENOMEM || res == -libc::ENOSPC, "the stream ended: {res}");
+                restart = true;
+                continue;
             }
-        })
+            assert!(res > 0, "RECV_ZC: {}", std::io::Error::from_raw_os_error(-res));
+            let off = cqe.big_cqe()[0];
+            assert_eq!(off & uring_sys::IORING_ZCRX_AREA_MASK, token, "another area's token");
+            let start = (off & !uring_sys::IORING_ZCRX_AREA_MASK) as usize;
+            assert!(start + res as usize <= area.len(), "a buffer outside the area");
+            // SAFETY: inside the area (checked); the kernel does not
+            // write it again before its refill entry is consumed.
+            let data = unsafe { std::slice::from_raw_parts(area.ptr().add(start), res as usize) };
+            check(pos, data);
+            pos += res as u64;
+            // The release: the entry, then the tail. The ring cannot
+            // be full: at most ENTRIES buffers exist and every one
+            // is released at once, consumed at each flush.
+            assert!(local_tail.wrapping_sub(head.load(Ordering::Acquire)) < ENTRIES, "refill ring full");
+            // SAFETY: the slot is inside the entry array and free
+            // (the kernel's head is past its previous use).
+            unsafe {
+                rqes.add((local_tail & (ENTRIES - 1)) as usize).write(io_uring_zcrx_rqe {
+                    off,
+                    len: res as u32,
+                    __pad: 0,
+                })
+            };
+            local_tail = local_tail.wrapping_add(1);
+            tail.store(local_tail, Ordering::Release);
+        }
+        let pending = local_tail.wrapping_sub(head.load(Ordering::Acquire));
+        if pending >= FLUSH_AT || (restart && pending > 0) {
+            flush();
+        }
+        if restart {
+            restarts += 1;
+            // SAFETY: as above.
+            unsafe { uring.submission().push(&recv) }.expect("push RecvZc");
+        }
+        pos
     });
     println!("{NAME}: {} MiB checked, {restarts} restarts after the area ran dry", pos >> 20);
     drop(server);
