@@ -24,9 +24,9 @@ use crate::util::{Failure, Result};
 use crate::workspace_root;
 
 use super::guest::{self, Binary, Invocation, Kind};
-use super::kernel::Spec;
+
 use super::report::{self, BinaryOutput};
-use super::{boot_until_init, broken, fetch_kernels, parse_common, rel};
+use super::{RunArgs, boot_until_init, broken, fetch_kernels, parse_run_args, rel};
 
 /// The kernel when no `--kernel` is given: the newest of the matrix.
 const DEFAULT_KERNEL: &str = "7.3";
@@ -36,30 +36,22 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// init's setup, under TCG.
 const BOOT_ALLOWANCE: Duration = Duration::from_secs(300);
 
-/// What to run.
-#[derive(Debug, PartialEq, Eq)]
-struct Args {
-    kernels: Vec<Option<Spec>>,
-    /// Substrings of bench labels to keep (at least one).
-    benches: Vec<String>,
-    /// Per bench binary.
-    timeout: Duration,
-    bench_args: Vec<String>,
-}
-
-fn parse_args(args: &[String]) -> Result<Args> {
-    let c = parse_common(args, "vm-bench", "--bench", "arguments for the bench binaries")?;
-    if c.selected.is_empty() {
+fn parse_args(args: &[String]) -> Result<RunArgs> {
+    let a = parse_run_args(
+        args,
+        "vm-bench",
+        "--bench",
+        "arguments for the bench binaries",
+        &[DEFAULT_KERNEL],
+        DEFAULT_TIMEOUT,
+    )?;
+    if a.selected.is_empty() {
         return Err(Failure::usage(
             "vm-bench: name the benches to run with --bench LABEL (a part of `crate/bench:name`, e.g. \
              uring-zcrx/throughput); under TCG a run of every bench would take hours",
         ));
     }
-    let mut kernels = c.kernels;
-    if kernels.is_empty() {
-        kernels.push(Some(Spec::parse(DEFAULT_KERNEL)?));
-    }
-    Ok(Args { kernels, benches: c.selected, timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT), bench_args: c.rest })
+    Ok(a)
 }
 
 /// Whether `pattern` selects the bench labelled `label`
@@ -123,17 +115,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let kernels = fetch_kernels(&dir, &args.kernels)?;
     let mut bins = guest::build_benches(&root)?;
     let all: Vec<String> = bins.iter().map(|b| b.label.clone()).collect();
-    bins.retain(|b| args.benches.iter().any(|p| selects(p, &b.label)));
+    bins.retain(|b| args.selected.iter().any(|p| selects(p, &b.label)));
     if bins.is_empty() {
         return Err(Failure::usage(format!(
             "no bench matches --bench {}; the benches are: {}",
-            args.benches.join(", "),
+            args.selected.join(", "),
             all.join(", ")
         )));
     }
     println!("{} bench binaries: {}", bins.len(), bins.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", "));
-    let limit = u32::try_from(args.timeout.as_secs()).expect("parsed from a u32");
-    let inv = Invocation { kind: Kind::Benches, args: args.bench_args.clone(), limit };
+    let limit = u32::try_from(args.timeout.as_secs()).unwrap_or(u32::MAX);
+    let inv = Invocation { kind: Kind::Benches, args: args.rest.clone(), limit };
     let initrd = if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&work, &bins, &inv)?) } else { None };
     let boot_timeout = args.timeout * u32::try_from(bins.len()).unwrap_or(u32::MAX) + BOOT_ALLOWANCE;
 
@@ -201,10 +193,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             bad.push(row.kernel.as_str());
         }
     }
-    let passed = if args.bench_args.is_empty() {
+    let passed = if args.rest.is_empty() {
         String::new()
     } else {
-        format!(" (bench arguments: --bench {})", args.bench_args.join(" "))
+        format!(" (bench arguments: --bench {})", args.rest.join(" "))
     };
     println!("total {:.0} s{passed}", started.elapsed().as_secs_f64());
     if bad.is_empty() { Ok(()) } else { Err(Failure::new(format!("bench failures on: {}", bad.join(", ")))) }
@@ -213,6 +205,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vm::kernel::Spec;
 
     fn strings(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| (*s).to_owned()).collect()
@@ -222,9 +215,9 @@ mod tests {
     fn arguments() {
         let a = parse_args(&strings(&["--bench", "uring-zcrx/throughput"])).unwrap();
         assert_eq!(a.kernels, vec![Some(Spec(DEFAULT_KERNEL.into()))]);
-        assert_eq!(a.benches, strings(&["uring-zcrx/throughput"]));
+        assert_eq!(a.selected, strings(&["uring-zcrx/throughput"]));
         assert_eq!(a.timeout, DEFAULT_TIMEOUT);
-        assert!(a.bench_args.is_empty());
+        assert!(a.rest.is_empty());
         let a = parse_args(&strings(&[
             "--bench=nop",
             "--kernel",
@@ -242,11 +235,11 @@ mod tests {
             "--kernel",
         ]))
         .unwrap();
-        assert_eq!(a.benches, strings(&["nop", "uring-zcrx/bench:throughput"]));
+        assert_eq!(a.selected, strings(&["nop", "uring-zcrx/bench:throughput"]));
         assert_eq!(a.kernels, vec![Some(Spec("7.2".into())), None]);
         assert_eq!(a.timeout, Duration::from_secs(120));
         // Everything after `--` goes to the binaries, flags of ours too.
-        assert_eq!(a.bench_args, strings(&["--warm-up-time", "1", "--measurement-time", "3", "--kernel"]));
+        assert_eq!(a.rest, strings(&["--warm-up-time", "1", "--measurement-time", "3", "--kernel"]));
         // A selection is required.
         assert_eq!(parse_args(&[]).unwrap_err().code, 2);
         assert_eq!(parse_args(&strings(&["--kernel", "7.3", "--", "--test"])).unwrap_err().code, 2);

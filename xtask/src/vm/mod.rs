@@ -50,32 +50,31 @@ const BOOT_ATTEMPTS: u32 = 3;
 /// Per-boot timeout unless `--timeout` says otherwise.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// What to run.
+/// What `vm-test` and `vm-bench` run: `--kernel` (repeated; `host` or a
+/// series), the selecting flag (`--binary`, `--bench`: repeated, non-empty
+/// parts of labels), `--timeout` seconds, and what follows `--` (the
+/// binaries' own arguments).
 #[derive(Debug, PartialEq, Eq)]
-struct Args {
-    kernels: Vec<Option<Spec>>,
-    /// Substrings of binary labels to keep (all when empty).
-    binaries: Vec<String>,
-    timeout: Duration,
-    test_args: Vec<String>,
-}
-
-/// The arguments `vm-test` and `vm-bench` share: `--kernel` (repeated;
-/// `host` or a series), the selecting flag (`--binary`, `--bench`:
-/// repeated, non-empty parts of labels), `--timeout` seconds, and what
-/// follows `--`. Kernels stay empty and the timeout unset when not given.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct CommonArgs {
+pub(crate) struct RunArgs {
     pub(crate) kernels: Vec<Option<Spec>>,
+    /// Parts of labels to keep (all binaries when empty).
     pub(crate) selected: Vec<String>,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout: Duration,
     pub(crate) rest: Vec<String>,
 }
 
-/// Parses [`CommonArgs`] for `task`, whose selecting flag is `select` and
-/// whose arguments after `--` are `rest_what` (for the usage error).
-pub(crate) fn parse_common(args: &[String], task: &str, select: &str, rest_what: &str) -> Result<CommonArgs> {
-    let mut out = CommonArgs::default();
+/// Parses [`RunArgs`] for `task`, whose selecting flag is `select` and
+/// whose arguments after `--` are `rest_what` (for the usage error);
+/// `kernels` and `timeout` are the defaults.
+pub(crate) fn parse_run_args(
+    args: &[String],
+    task: &str,
+    select: &str,
+    rest_what: &str,
+    kernels: &[&str],
+    timeout: Duration,
+) -> Result<RunArgs> {
+    let mut out = RunArgs { kernels: Vec::new(), selected: Vec::new(), timeout, rest: Vec::new() };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -99,12 +98,14 @@ pub(crate) fn parse_common(args: &[String], task: &str, select: &str, rest_what:
             }
             "--timeout" => {
                 let v = value()?;
-                let secs: u64 = v
+                // u32: a limit the guest's `timeout` and the boot deadline
+                // arithmetic take without overflow.
+                let secs: u32 = v
                     .parse()
                     .ok()
                     .filter(|s| *s > 0)
                     .ok_or_else(|| Failure::usage(format!("--timeout {v}: expected seconds")))?;
-                out.timeout = Some(Duration::from_secs(secs));
+                out.timeout = Duration::from_secs(secs.into());
             }
             "--" => out.rest.extend(it.by_ref().cloned()),
             other => {
@@ -112,18 +113,16 @@ pub(crate) fn parse_common(args: &[String], task: &str, select: &str, rest_what:
             }
         }
     }
+    if out.kernels.is_empty() {
+        for k in kernels {
+            out.kernels.push(if *k == "host" { None } else { Some(Spec::parse(k)?) });
+        }
+    }
     Ok(out)
 }
 
-fn parse_args(args: &[String]) -> Result<Args> {
-    let c = parse_common(args, "vm-test", "--binary", "test filters")?;
-    let mut kernels = c.kernels;
-    if kernels.is_empty() {
-        for k in DEFAULT_KERNELS {
-            kernels.push(if k == "host" { None } else { Some(Spec::parse(k)?) });
-        }
-    }
-    Ok(Args { kernels, binaries: c.selected, timeout: c.timeout.unwrap_or(DEFAULT_TIMEOUT), test_args: c.rest })
+fn parse_args(args: &[String]) -> Result<RunArgs> {
+    parse_run_args(args, "vm-test", "--binary", "test filters", &DEFAULT_KERNELS, DEFAULT_TIMEOUT)
 }
 
 /// One row of the results.
@@ -159,14 +158,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // Kernels first: a missing one fails before the long build.
     let kernels = fetch_kernels(&dir, &args.kernels)?;
     let mut bins = guest::build_tests(&root)?;
-    if !args.binaries.is_empty() {
-        bins.retain(|b| args.binaries.iter().any(|p| b.label.contains(p.as_str())));
+    if !args.selected.is_empty() {
+        bins.retain(|b| args.selected.iter().any(|p| b.label.contains(p.as_str())));
         if bins.is_empty() {
-            return Err(Failure::usage(format!("no test binary matches --binary {}", args.binaries.join(", "))));
+            return Err(Failure::usage(format!("no test binary matches --binary {}", args.selected.join(", "))));
         }
     }
     println!("{} test binaries: {}", bins.len(), bins.iter().map(|b| b.label.as_str()).collect::<Vec<_>>().join(", "));
-    let inv = Invocation { kind: Kind::Tests, args: args.test_args.clone(), limit: guest::TEST_BINARY_TIMEOUT };
+    let inv = Invocation { kind: Kind::Tests, args: args.rest.clone(), limit: guest::TEST_BINARY_TIMEOUT };
     let initrd = if kernels.iter().any(Option::is_some) { Some(guest::initramfs(&dir, &bins, &inv)?) } else { None };
 
     let mut rows = Vec::new();
@@ -201,11 +200,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
 
     println!("\n{}", table(&rows));
-    let filter = if args.test_args.is_empty() {
-        String::new()
-    } else {
-        format!(" (test arguments: {})", args.test_args.join(" "))
-    };
+    let filter =
+        if args.rest.is_empty() { String::new() } else { format!(" (test arguments: {})", args.rest.join(" ")) };
     println!("total {:.0} s{filter}", started.elapsed().as_secs_f64());
     let bad: Vec<&str> = rows.iter().filter(|r| !r.ok()).map(|r| r.kernel.as_str()).collect();
     if bad.is_empty() { Ok(()) } else { Err(Failure::new(format!("failures on: {}", bad.join(", ")))) }
@@ -389,13 +385,15 @@ mod tests {
             "--exact",
         ]))
         .unwrap();
-        assert_eq!(a.binaries, strings(&["uring-core/"]));
+        assert_eq!(a.selected, strings(&["uring-core/"]));
         assert_eq!(a.kernels, vec![Some(Spec("7.3".into())), None]);
         assert_eq!(a.timeout, Duration::from_secs(60));
-        assert_eq!(a.test_args, strings(&["ring", "--exact"]));
+        assert_eq!(a.rest, strings(&["ring", "--exact"]));
         assert_eq!(parse_args(&strings(&["--kernel"])).unwrap_err().code, 2);
         assert_eq!(parse_args(&strings(&["--kernel", "seven"])).unwrap_err().code, 2);
         assert_eq!(parse_args(&strings(&["ring"])).unwrap_err().code, 2);
         assert_eq!(parse_args(&strings(&["--timeout", "0"])).unwrap_err().code, 2);
+        // Past u32 seconds: a usage error, not an overflow later.
+        assert_eq!(parse_args(&strings(&["--timeout", "99999999999"])).unwrap_err().code, 2);
     }
 }
