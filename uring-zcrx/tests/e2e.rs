@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Verify, drive, drive_to_end, fd, nodev, nodev_on, pattern, send_pattern, tcp_pair};
+use common::{Verify, drive, drive_to_end, fd, nodev, nodev_on, pattern, resume_to_end, send_pattern, tcp_pair};
 use uring_core::{CqeSize, Options, Ring};
 use uring_zcrx::{ReceiverState, Zcrx, ZcrxBuffer, ZcrxEnd, ZcrxReceiver};
 
@@ -89,14 +89,8 @@ fn stop_mid_stream_retires_once_and_a_restart_loses_no_byte() {
     assert_eq!(rx.handler().stopped.len(), 1, "on_stopped exactly once: {:?}", rx.handler().stopped);
     assert!(matches!(rx.handler().stopped[0], ZcrxEnd::Cancelled | ZcrxEnd::Finished), "{:?}", rx.handler().stopped);
     // The rest is still in the socket: start again and get every byte.
-    rx.start(&mut ring, fd(&server)).unwrap();
-    let restarts = drive_to_end(&mut ring, &mut rx, fd(&server), LONG);
-    assert_eq!(sender.join().unwrap(), total);
-    let h = rx.handler();
-    assert_eq!(h.mismatch, None);
-    assert_eq!(h.pos, total);
-    assert_eq!(h.stopped.last(), Some(&ZcrxEnd::Finished));
-    assert_eq!(h.stopped.len(), 2 + restarts as usize);
+    let restarts = resume_to_end(&mut ring, &mut rx, fd(&server), sender, total, LONG);
+    assert_eq!(rx.handler().stopped.len(), 2 + restarts as usize);
     println!("stop_mid_stream: stopped at {stopped_at} of {total}, resumed to the end");
 }
 
@@ -419,13 +413,8 @@ fn a_full_completion_queue_ends_the_stream_resumably() {
     assert!(first > 0 && first <= cq * 4096, "{first} bytes before the {cq}-entry CQ filled");
     assert_eq!(rx.handler().mismatch, None);
     // Reaped, started again: every byte arrives, in order.
-    rx.start(&mut ring, fd(&server)).unwrap();
-    let restarts = drive_to_end(&mut ring, &mut rx, fd(&server), LONG);
-    assert_eq!(sender.join().unwrap(), total);
+    let restarts = resume_to_end(&mut ring, &mut rx, fd(&server), sender, total, LONG);
     let h = rx.handler();
-    assert_eq!(h.mismatch, None);
-    assert_eq!(h.pos, total);
-    assert_eq!(h.stopped.last(), Some(&ZcrxEnd::Finished));
     assert_eq!(h.stopped.len(), restarts as usize + 2);
     let cq_full = h.stopped.iter().filter(|e| **e == ZcrxEnd::CqFull).count();
     println!(

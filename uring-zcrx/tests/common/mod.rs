@@ -183,6 +183,28 @@ pub fn fd(s: &TcpStream) -> i32 {
     s.as_raw_fd()
 }
 
+/// Starts `rx` again on `sock` after a stop, drives it to the end of the
+/// stream, joins `sender`, and checks that all `total` bytes arrived, in
+/// order, and that the last stream finished; returns the restarts
+/// [`drive_to_end`] took.
+pub fn resume_to_end(
+    ring: &mut Ring,
+    rx: &mut ZcrxReceiver<Verify>,
+    sock: i32,
+    sender: JoinHandle<u64>,
+    total: u64,
+    limit: Duration,
+) -> u32 {
+    rx.start(ring, sock).expect("start again");
+    let restarts = drive_to_end(ring, rx, sock, limit);
+    assert_eq!(sender.join().unwrap(), total);
+    let h = rx.handler();
+    assert_eq!(h.mismatch, None);
+    assert_eq!(h.pos, total);
+    assert_eq!(h.stopped.last(), Some(&ZcrxEnd::Finished));
+    restarts
+}
+
 /// Drives `rx` on socket `sock` to the end of the stream, starting it
 /// again whenever it ended for want of room (the area ran dry,
 /// `ZcrxEnd::NoBuffers`, or the CQ did, `ZcrxEnd::CqFull`), as a caller
