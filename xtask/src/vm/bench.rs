@@ -206,10 +206,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::vm::kernel::Spec;
-
-    fn strings(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| (*s).to_owned()).collect()
-    }
+    use crate::vm::tests::strings;
 
     #[test]
     fn arguments() {

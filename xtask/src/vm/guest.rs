@@ -626,10 +626,7 @@ pub(crate) fn run_on_host(bins: &[Binary], inv: &Invocation, log: &Path, tag: &s
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(a: &[&str]) -> Vec<String> {
-        a.iter().map(|s| (*s).to_owned()).collect()
-    }
+    use crate::vm::tests::strings;
 
     #[test]
     fn artifacts_are_read_from_cargo_json() {

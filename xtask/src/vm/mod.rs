@@ -362,7 +362,9 @@ fn table(rows: &[Row]) -> String {
 mod tests {
     use super::*;
 
-    fn strings(a: &[&str]) -> Vec<String> {
+    /// Owned strings, as the argument parsers take them (shared by the
+    /// vm modules' tests).
+    pub(crate) fn strings(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| (*s).to_owned()).collect()
     }
 
