@@ -357,9 +357,15 @@ impl Tcp {
         self.stats.accepted += 1;
         let idx = match self.free.pop() {
             Some(i) => i,
-            None => {
+            None if self.conns.len() < 1 << 20 => {
                 self.conns.push(None);
                 (self.conns.len() - 1) as u32
+            }
+            None => {
+                // The context numbers 2^20 connection slots: refuse more.
+                eprintln!("echo: {} connections open, the most this server numbers; closing the new one", 1 << 20);
+                self.stats.conn_errors += 1;
+                return Ok(());
             }
         };
         let generation = self.stats.accepted as u16;
@@ -413,15 +419,21 @@ impl Tcp {
         }
     }
 
+    /// A connection's identity in a direct context's 31-bit fd field:
+    /// slot index (20 bits) and generation (11 bits). (Submission stamps
+    /// the opcode, flags and the selected buffer group over the other
+    /// fields.)
     fn ctx(idx: u32, generation: u16) -> SqeContext {
-        SqeContext::direct(0, SqeFlags::empty(), generation, idx as i32)
+        let number = (u32::from(generation & 0x7ff) << 20) | (idx & 0xf_ffff);
+        SqeContext::for_fd(number as i32)
     }
 
     /// The connection a CQE's context names, if it is still the same one.
     fn conn_of(&self, ctx: SqeContext) -> Option<u32> {
-        let idx = u32::try_from(ctx.fd()?).ok()?;
+        let number = u32::try_from(ctx.fd()?).ok()?;
+        let (idx, generation) = (number & 0xf_ffff, (number >> 20) as u16);
         let conn = self.conns.get(idx as usize)?.as_ref()?;
-        (Some(conn.generation) == ctx.buf_group()).then_some(idx)
+        (conn.generation & 0x7ff == generation).then_some(idx)
     }
 
     fn arm_recv(&mut self, idx: u32) -> Result<()> {

@@ -21,9 +21,9 @@ use std::ffi::c_void;
 use std::fmt;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
-use uring_core::{Cqe, Mapping, Ring, State, sys};
+use uring_core::{BufferSelection, Cqe, Mapping, Ring, State, sys};
 
 use crate::error::{Error, Result};
 
@@ -250,7 +250,7 @@ pub(crate) unsafe fn publish_tail(at: *const AtomicU16, tail: u16) {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a buffer not recycled is lost to the ring until it is"]
 pub struct Buf {
-    owner: u32,
+    owner: u64,
     group: u16,
     bid: u16,
     offset: u32,
@@ -292,7 +292,7 @@ impl Buf {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "buffers not recycled are lost to the ring until they are"]
 pub struct Bundle {
-    owner: u32,
+    owner: u64,
     group: u16,
     first: u16,
     count: u16,
@@ -321,7 +321,8 @@ impl Bundle {
     }
 }
 
-static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
+/// Owner ids of `BufRing`s: 64 bits, so no two rings ever share one.
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// A registered provided buffer ring; see the [module documentation](self).
 pub struct BufRing {
@@ -352,7 +353,12 @@ pub struct BufRing {
     inc_used: Vec<u32>,
     /// Incremental rings, per buffer: ranges handed out, not yet recycled.
     inc_out: Vec<u16>,
-    owner: u32,
+    /// Per buffer: one past the [`Cqe::seq`] of the CQE that last handed
+    /// it out; a CQE naming it must be at least this (not a replay).
+    seen: Vec<u64>,
+    /// The io_uring ring the group is registered with ([`Ring::id`]).
+    ring_id: u64,
+    owner: u64,
     registered: bool,
     /// Keeps the memory mapped as long as this handle lives (the ring
     /// holds it too).
@@ -406,6 +412,8 @@ impl BufRing {
             incremental: cfg.incremental,
             inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
+            seen: vec![0; cfg.entries as usize],
+            ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
             _mem: reg.mem,
@@ -446,13 +454,18 @@ impl BufRing {
 
     /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
     /// bytes the completion reported (`res`). `Ok(None)` when the CQE
-    /// names no buffer (errors, `-ENOBUFS`). A CQE does not say which group
-    /// its buffer came from. With a pooled context (indirect or extended,
-    /// whose slot holds the submitted SQE) it is checked, and a CQE of
-    /// another group is refused; with direct and foreign contexts, and for
-    /// [`take_id`](Self::take_id), the caller's routing is trusted: a CQE of
-    /// another group naming a buffer this ring has in the kernel's hands
-    /// would hand out memory the kernel may still fill.
+    /// names no buffer (errors, `-ENOBUFS`).
+    ///
+    /// A CQE does not say which group its buffer came from, so the CQE
+    /// must prove it ([`Cqe::buffer_selection`]): a direct context queued
+    /// through `uring-ops` carries the entry's real group and
+    /// `IOSQE_BUFFER_SELECT`, a pooled one has them recorded in the ring's
+    /// pools. The CQE must also come from the ring this group is
+    /// registered with, and be later than the CQE that last handed out the
+    /// same buffer: a CQE of another group or ring, or one presented again
+    /// (a copied [`CqeSlot`](uring_core::CqeSlot)), is refused and hands
+    /// out nothing. A foreign context proves nothing: the layer that queued
+    /// it vouches ([`take_selection`](Self::take_selection)).
     /// For bundle receives use [`take_bundle`](Self::take_bundle).
     ///
     /// On an incremental ring the token is the range this CQE filled; the
@@ -461,46 +474,75 @@ impl BufRing {
     ///
     /// # Errors
     ///
-    /// [`Error::NotOwned`] when the id is out of range or the buffer is not
-    /// in the kernel's hands (this CQE was taken already).
+    /// [`Error::NotOwned`] when the CQE cannot prove that it selected from
+    /// this group of this ring, is not newer than the last CQE that named
+    /// its buffer (presented twice), or names a buffer out of range or not
+    /// in the kernel's hands.
     #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
-        self.check_group(cqe, bid)?;
-        self.take_id(bid, cqe.res(), cqe.buf_more())
+        match cqe.buffer_selection() {
+            Some(sel) => self.take_selection(&sel).map(Some),
+            None => Err(unproven(self.group, bid)),
+        }
     }
 
-    /// Refuses a CQE whose pooled context's SQE copy selected from another
-    /// group. (Direct and foreign contexts carry the caller's own fields;
-    /// the caller's routing is trusted for them.)
-    fn check_group(&self, cqe: &Cqe<'_>, bid: u16) -> Result<()> {
-        let select = uring_core::SqeFlags::BUFFER_SELECT;
-        let group = match cqe.context().mode() {
-            uring_core::ContextMode::Indirect => {
-                cqe.indirect().filter(|i| i.sqe.sqe_flags().contains(select)).map(|i| i.sqe.buf_group())
-            }
-            uring_core::ContextMode::Extended => {
-                cqe.extended().filter(|e| e.sqe.sqe_flags().contains(select)).map(|e| e.sqe.buf_group())
-            }
-            _ => None,
-        };
-        match group {
-            Some(g) if g != self.group => {
-                Err(Error::NotOwned { group: self.group, bid, why: "the CQE selected from another group" })
-            }
-            _ => Ok(()),
+    /// Takes the buffer a proven selection names; see [`take`](Self::take).
+    ///
+    /// # Errors
+    ///
+    /// As for [`take`](Self::take).
+    #[inline]
+    pub fn take_selection(&mut self, sel: &BufferSelection) -> Result<Buf> {
+        self.check_selection(sel)?;
+        // SAFETY: the selection proves that the kernel handed over `bid` of
+        // this group of this ring in a CQE newer than the last one that
+        // named it.
+        let buf = unsafe { self.take_id(sel.bid(), sel.res(), sel.buf_more()) }?;
+        self.seen[usize::from(sel.bid())] = sel.seq() + 1;
+        Ok(buf.expect("take_id always hands out a token"))
+    }
+
+    /// Refuses a selection of another ring or group, or one not newer than
+    /// the CQE that last handed out its buffer.
+    #[inline]
+    fn check_selection(&self, sel: &BufferSelection) -> Result<()> {
+        let bid = sel.bid();
+        if sel.ring_id() != self.ring_id {
+            return Err(Error::NotOwned { group: self.group, bid, why: "the CQE comes from another ring" });
+        }
+        if sel.group() != self.group {
+            return Err(Error::NotOwned { group: self.group, bid, why: "the CQE selected from another group" });
+        }
+        match self.seen.get(usize::from(bid)) {
+            None => Err(Error::NotOwned { group: self.group, bid, why: "out of range for this ring" }),
+            Some(&after) if sel.seq() < after => Err(Error::NotOwned {
+                group: self.group,
+                bid,
+                why: "the CQE is not newer than the one that last handed out this buffer (presented twice?)",
+            }),
+            Some(_) => Ok(()),
         }
     }
 
     /// As [`take`](Self::take), from a CQE's buffer id, result and
-    /// `IORING_CQE_F_BUF_MORE` flag.
+    /// `IORING_CQE_F_BUF_MORE` flag, without any proof: for code that
+    /// routes CQEs itself (and for measuring the bookkeeping alone).
     ///
     /// # Errors
     ///
     /// As for [`take`](Self::take), and [`Error::InvalidArgument`] for a
     /// result larger than what is left of the buffer.
+    ///
+    /// # Safety
+    ///
+    /// `bid`, `res` and `buf_more` must come from one CQE reaped from the
+    /// ring this group is registered with, for an entry that selected from
+    /// this group (`IOSQE_BUFFER_SELECT`, this `buf_group`), presented here
+    /// once. Anything else can hand out a buffer the kernel may still
+    /// write while the caller reads it.
     #[inline]
-    pub fn take_id(&mut self, bid: u16, res: i32, buf_more: bool) -> Result<Option<Buf>> {
+    pub unsafe fn take_id(&mut self, bid: u16, res: i32, buf_more: bool) -> Result<Option<Buf>> {
         self.check_in_kernel(bid)?;
         let len = u32::try_from(res).unwrap_or(0);
         let b = usize::from(bid);
@@ -546,17 +588,40 @@ impl BufRing {
     /// CQE does not start at the kernel's head (taken twice).
     pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
-        self.check_group(cqe, bid)?;
-        self.take_bundle_id(bid, cqe.res()).map(Some)
+        match cqe.buffer_selection() {
+            Some(sel) => self.take_bundle_selection(&sel).map(Some),
+            None => Err(unproven(self.group, bid)),
+        }
+    }
+
+    /// Takes the buffers of a proven bundle selection; see
+    /// [`take_bundle`](Self::take_bundle) and [`take`](Self::take).
+    ///
+    /// # Errors
+    ///
+    /// As for [`take_bundle`](Self::take_bundle), and the proof's errors
+    /// as for [`take`](Self::take) (for every buffer of the bundle).
+    pub fn take_bundle_selection(&mut self, sel: &BufferSelection) -> Result<Bundle> {
+        self.check_selection(sel)?;
+        self.bundle_inner(sel.bid(), sel.res(), Some(sel.seq()))
     }
 
     /// As [`take_bundle`](Self::take_bundle), from a CQE's buffer id and
-    /// result.
+    /// result, without any proof.
     ///
     /// # Errors
     ///
     /// As for [`take_bundle`](Self::take_bundle).
-    pub fn take_bundle_id(&mut self, bid: u16, res: i32) -> Result<Bundle> {
+    ///
+    /// # Safety
+    ///
+    /// As for [`take_id`](Self::take_id): one CQE of this ring's entry that
+    /// selected from this group, presented once.
+    pub unsafe fn take_bundle_id(&mut self, bid: u16, res: i32) -> Result<Bundle> {
+        self.bundle_inner(bid, res, None)
+    }
+
+    fn bundle_inner(&mut self, bid: u16, res: i32, seq: Option<u64>) -> Result<Bundle> {
         if self.incremental {
             return Err(Error::invalid("bundles over incremental buffer rings are not supported"));
         }
@@ -582,6 +647,21 @@ impl BufRing {
         for i in 0..count as u16 {
             let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
             self.check_in_kernel(b)?;
+            if let Some(seq) = seq
+                && seq < self.seen[usize::from(b)]
+            {
+                return Err(Error::NotOwned {
+                    group: self.group,
+                    bid: b,
+                    why: "the CQE is not newer than the one that last handed out this buffer (presented twice?)",
+                });
+            }
+        }
+        for i in 0..count as u16 {
+            let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
+            if let Some(seq) = seq {
+                self.seen[usize::from(b)] = seq + 1;
+            }
             self.set_in_kernel(b, false);
             if let Some(p) = prev {
                 self.next[usize::from(p)] = b;
@@ -820,6 +900,17 @@ impl BufRing {
     fn publish(&self) {
         // SAFETY: the tail lies in the live ring mapping.
         unsafe { publish_tail(self.tail, self.local_tail) };
+    }
+}
+
+/// The error for a CQE that names a buffer but cannot prove its group.
+#[cold]
+fn unproven(group: u16, bid: u16) -> Error {
+    Error::NotOwned {
+        group,
+        bid,
+        why: "the CQE's context does not prove which group it selected from (a foreign context, or a pooled one \
+              resolved without its ring's pools): its layer must vouch for it (take_selection)",
     }
 }
 

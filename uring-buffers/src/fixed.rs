@@ -72,18 +72,19 @@
 //! | 2 | `0` |
 //! | 3–10 | the tag `0xF1` (subscriptions use `0xB5`) |
 //! | 11–24 | the operation slot (14 bits: at most one operation per buffer, and a table has at most 16384) |
-//! | 25–40 | the table's id (16 bits, from a process-wide counter) |
-//! | 41–63 | the slot's generation (23 bits, bumped every time the slot is reused) |
+//! | 25–63 | the table's id (39 bits, from a process-wide counter that never wraps) |
 //!
 //! [`handle_cqe`](FixedBuffers::handle_cqe) answers `None` for every CQE
 //! that is not one of this table's live operations: other layers' CQEs,
-//! another table's, and a stale or forged `user_data` whose slot has moved
-//! on to a later generation (or is free), so a buffer still in flight is
-//! never released by a CQE that is not its own. A CQE forged with the
-//! exact `user_data` of a live operation cannot be posted from safe code:
-//! `RingOps::push_op` and `MsgRing` refuse the layer tag
-//! ([`uring_core::FOREIGN_TAG_FIXED`]), and `push_op_unchecked`'s contract
-//! forbids it.
+//! another table's, another ring's ([`Cqe::ring_id`]), and a stale or
+//! replayed one: a CQE reaped before the operation was queued
+//! ([`Cqe::seq`] below the ring's [`cq_position`](Ring::cq_position) at
+//! submission), or a second result or notification of one operation. So a
+//! buffer still in flight is never released by a CQE that is not its own.
+//! A CQE forged with the exact `user_data` of a live operation cannot be
+//! posted from safe code: `RingOps::push_op`, `MsgRing`, `MsgRingFd` and
+//! `PollUpdate` refuse the layer tag ([`uring_core::FOREIGN_TAG_FIXED`]),
+//! and `push_op_unchecked`'s contract forbids it.
 //!
 //! # Vectored operations
 //!
@@ -123,7 +124,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use uring_core::{Cqe, Ring, SqeContext};
-use uring_ops::RingOps;
 use uring_ops::Target;
 use uring_ops::file::{ReadFixed, ReadvFixed, WriteFixed, WritevFixed};
 use uring_ops::net::SendZc;
@@ -141,9 +141,7 @@ const SLOT_SHIFT: u32 = 11;
 const SLOT_BITS: u32 = 14;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const TABLE_SHIFT: u32 = 25;
-const TABLE_MASK: u64 = 0xffff;
-const GEN_SHIFT: u32 = 41;
-const GEN_MASK: u64 = (1 << 23) - 1;
+const TABLE_MASK: u64 = (1 << 39) - 1;
 
 /// The most ranges one vectored operation takes (`UIO_MAXIOV`).
 pub const MAX_RANGES: usize = 1024;
@@ -261,7 +259,9 @@ struct Live {
 
 #[derive(Debug)]
 struct OpSlot {
-    generation: u64,
+    /// The ring's [`Ring::cq_position`] when the operation was queued:
+    /// its CQEs have a `seq` at least this.
+    queued_at: u64,
     live: Option<Live>,
 }
 
@@ -273,6 +273,8 @@ pub struct FixedBuffers {
     ops: Vec<OpSlot>,
     free_ops: Vec<u32>,
     table: u64,
+    /// The ring the table is registered with ([`Ring::id`]).
+    ring_id: u64,
     ring_fd: RawFd,
     in_flight: usize,
 }
@@ -370,7 +372,10 @@ impl FixedBuffers {
             state: vec![Buf::Idle; n],
             ops: Vec::new(),
             free_ops: Vec::new(),
+            // 2^39 tables (one registration syscall each) is beyond any
+            // process's life; the id never wraps onto a live one.
             table: NEXT_TABLE.fetch_add(1, Ordering::Relaxed) & TABLE_MASK,
+            ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
             in_flight: 0,
         }
@@ -381,6 +386,7 @@ impl FixedBuffers {
     /// # Errors
     ///
     /// `self`, unchanged, while operations are in flight.
+    #[allow(clippy::result_large_err)] // The table itself comes back, unchanged: nothing is lost.
     pub fn into_inner(self) -> std::result::Result<RegisteredBuffers, Self> {
         if self.in_flight > 0 {
             return Err(self);
@@ -472,10 +478,14 @@ impl FixedBuffers {
     /// Checks that buffer `index` is idle and installed and that `ranges`
     /// lie inside it; returns its address.
     fn check_ring(&self, ring: &Ring) -> Result<()> {
-        if ring.as_raw_fd() != self.ring_fd {
+        // The ring's identity, not its fd: a closed ring's fd number is
+        // reused by the next ring, whose table index `i` is other memory.
+        if ring.id() != self.ring_id {
             return Err(Error::invalid(format!(
-                "these registered buffers belong to the ring with fd {}, not to the ring with fd {}",
+                "these registered buffers belong to ring {} (fd {}), not to ring {} (fd {})",
+                self.ring_id,
                 self.ring_fd,
+                ring.id(),
                 ring.as_raw_fd()
             )));
         }
@@ -506,22 +516,21 @@ impl FixedBuffers {
     }
 
     fn id_of(&self, op: u32) -> FixedId {
-        let generation = self.ops[op as usize].generation & GEN_MASK;
-        FixedId(LOW | (u64::from(op) << SLOT_SHIFT) | (self.table << TABLE_SHIFT) | (generation << GEN_SHIFT))
+        FixedId(LOW | (u64::from(op) << SLOT_SHIFT) | (self.table << TABLE_SHIFT))
     }
 
-    /// Takes a free operation slot (with a fresh generation) for buffer
-    /// `index` and marks the buffer busy.
-    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>) -> u32 {
+    /// Takes a free operation slot for buffer `index`, queued when the
+    /// ring's CQ position is `queued_at`, and marks the buffer busy.
+    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> u32 {
         let op = match self.free_ops.pop() {
             Some(op) => op,
             None => {
-                self.ops.push(OpSlot { generation: 0, live: None });
+                self.ops.push(OpSlot { queued_at: 0, live: None });
                 (self.ops.len() - 1) as u32
             }
         };
         let slot = &mut self.ops[op as usize];
-        slot.generation = slot.generation.wrapping_add(1) & GEN_MASK;
+        slot.queued_at = queued_at;
         slot.live = Some(Live { kind, index, iovecs, result: None, notified: false });
         self.state[index as usize] = Buf::Busy(op);
         self.in_flight += 1;
@@ -555,7 +564,7 @@ impl FixedBuffers {
         iovecs: Option<IoVecs>,
         operation: O,
     ) -> Result<FixedId> {
-        let op = self.begin(kind, index, iovecs);
+        let op = self.begin(kind, index, iovecs, ring.cq_position());
         let id = self.id_of(op);
         // SAFETY: the operation names registered buffer `index` of this
         // table (the caller's obligation), whose memory is attached to the
@@ -564,7 +573,7 @@ impl FixedBuffers {
         // table lends no `&mut` to it (and no `&` either when the kernel
         // writes it); the iovec array lives in the operation's slot until
         // then, and is leaked if the table is dropped first.
-        match unsafe { ring.push_op_unchecked(id.context(), operation) } {
+        match unsafe { uring_ops::push_layer_op(ring, id.context(), operation) } {
             Ok(_) => Ok(id),
             Err(e) => {
                 self.finish(op);
@@ -731,7 +740,7 @@ impl FixedBuffers {
         }
         let op = ((user_data >> SLOT_SHIFT) & SLOT_MASK) as u32;
         let slot = self.ops.get(op as usize)?;
-        (slot.live.is_some() && slot.generation & GEN_MASK == user_data >> GEN_SHIFT).then_some(op)
+        slot.live.is_some().then_some(op)
     }
 
     /// Whether `user_data` names one of this table's operations in flight.
@@ -743,12 +752,33 @@ impl FixedBuffers {
     /// operations in flight (see the [module documentation](self)), else
     /// what happened, and whether the buffer is free again.
     pub fn handle_cqe(&mut self, cqe: &Cqe<'_>) -> Option<FixedDone> {
-        self.handle_raw(cqe.user_data(), cqe.res(), cqe.more(), cqe.notif())
+        if cqe.ring_id() != self.ring_id {
+            return None;
+        }
+        let op = self.decode(cqe.user_data())?;
+        if cqe.seq() < self.ops[op as usize].queued_at {
+            // Reaped before the operation was queued: a copy of an
+            // earlier operation's CQE.
+            return None;
+        }
+        // SAFETY: reaped by this table's ring after the operation was
+        // queued, with its user_data, which safe code cannot make the
+        // kernel post; repeats within one operation are refused below.
+        unsafe { self.handle_raw(cqe.user_data(), cqe.res(), cqe.more(), cqe.notif()) }
     }
 
     /// As [`handle_cqe`](Self::handle_cqe), from a CQE's `user_data`,
-    /// result, and `IORING_CQE_F_MORE` / `IORING_CQE_F_NOTIF` flags.
-    pub fn handle_raw(&mut self, user_data: u64, res: i32, more: bool, notif: bool) -> Option<FixedDone> {
+    /// result, and `IORING_CQE_F_MORE` / `IORING_CQE_F_NOTIF` flags,
+    /// without checking where the CQE came from.
+    ///
+    /// # Safety
+    ///
+    /// The values must come from a CQE reaped from this table's ring after
+    /// the operation they name was queued, presented once: given the
+    /// `user_data` of an operation in flight, this marks its buffer idle,
+    /// and [`buffer_mut`](Self::buffer_mut) then lends memory the kernel
+    /// may still write.
+    pub unsafe fn handle_raw(&mut self, user_data: u64, res: i32, more: bool, notif: bool) -> Option<FixedDone> {
         let op = self.decode(user_data)?;
         let id = FixedId(user_data);
         let live = self.ops[op as usize].live.as_mut()?;
@@ -810,15 +840,15 @@ mod tests {
 
     #[test]
     fn user_data_layout() {
-        let id = FixedId(LOW | (5 << SLOT_SHIFT) | (7 << TABLE_SHIFT) | (GEN_MASK << GEN_SHIFT));
+        let id = FixedId(LOW | (5 << SLOT_SHIFT) | (TABLE_MASK << TABLE_SHIFT));
         assert_eq!(id.context().mode(), uring_core::ContextMode::Foreign);
         assert_eq!(id.user_data() & 0b11, 0b11);
         assert_eq!((id.user_data() >> TAG_SHIFT) & 0xff, 0xF1);
-        assert_eq!(id.user_data() >> GEN_SHIFT, GEN_MASK);
+        assert_eq!(id.user_data() >> TABLE_SHIFT, TABLE_MASK);
         // The subscription tag's bits stay distinct.
         assert_ne!((id.user_data() >> 3) & 0xff, 0xB5);
         assert_eq!(SLOT_SHIFT + SLOT_BITS, TABLE_SHIFT);
-        assert_eq!(TABLE_SHIFT + 16, GEN_SHIFT);
+        assert_eq!(TABLE_SHIFT + 39, 64);
         assert!(crate::registered::MAX_BUFFERS as u64 <= SLOT_MASK + 1);
     }
 }

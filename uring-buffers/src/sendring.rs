@@ -77,7 +77,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use uring_core::{Cqe, Ring, SqeContext, sys};
 use uring_ops::net::SendBundle;
@@ -86,14 +86,14 @@ use uring_ops::{RingOps, Target};
 use crate::bufring::{BufRingConfig, MAX_ENTRIES, Memory, publish_tail, register_ring, unregister, write_entry};
 use crate::error::{Error, Result};
 
-static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
+static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// A buffer of a [`SendRing`] in the caller's hands. Not `Clone`:
 /// [`SendRing::queue`] and [`SendRing::release`] consume it.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a buffer neither queued nor released is lost to the ring"]
 pub struct SendBuf {
-    owner: u32,
+    owner: u64,
     bid: u16,
 }
 
@@ -164,7 +164,13 @@ pub struct SendRing {
     queued: VecDeque<Entry>,
     free: Vec<u16>,
     in_flight: bool,
-    owner: u32,
+    /// The bundle send in flight: its `user_data` as stamped, and the
+    /// lowest [`Cqe::seq`] a CQE of it may have (one past the last
+    /// accepted, so none is accounted twice).
+    send: (u64, u64),
+    /// The io_uring ring the group is registered with.
+    ring_id: u64,
+    owner: u64,
     _mem: Arc<Memory>,
 }
 
@@ -222,6 +228,8 @@ impl SendRing {
             // lowest ids.
             free: (0..n as u16).rev().collect(),
             in_flight: false,
+            send: (0, 0),
+            ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             _mem: reg.mem,
         })
@@ -395,8 +403,13 @@ impl SendRing {
         if self.queued.is_empty() {
             return Err(Error::invalid(format!("group {}: nothing queued to send", self.group)));
         }
+        if ring.id() != self.ring_id {
+            return Err(Error::invalid(format!("group {}: this SendRing is registered with another ring", self.group)));
+        }
+        let pos = ring.cq_position();
         let stamped = ring.push_op(ctx, SendBundle::new(fd, self.group))?;
         self.in_flight = true;
+        self.send = (stamped.raw(), pos);
         Ok(stamped)
     }
 
@@ -411,7 +424,19 @@ impl SendRing {
     /// queued, or the byte count exceeds what was queued. The send counts
     /// as finished after an error unless the CQE has `IORING_CQE_F_MORE`.
     pub fn complete(&mut self, cqe: &Cqe<'_>) -> Result<Sent> {
-        self.complete_raw(cqe.res(), cqe.buffer_id(), cqe.more())
+        let (user_data, after) = self.send;
+        if !self.in_flight || cqe.ring_id() != self.ring_id || cqe.user_data() != user_data || cqe.seq() < after {
+            return Err(Error::invalid(format!(
+                "group {}: this CQE is not one of the bundle send in flight (another ring's, another request's, or \
+                 one presented twice)",
+                self.group
+            )));
+        }
+        self.send.1 = cqe.seq() + 1;
+        // SAFETY: the CQE was reaped by this group's ring, carries the
+        // user_data the send in flight was stamped with, and is newer than
+        // the send's submission and every CQE of it accounted before.
+        unsafe { self.complete_raw(cqe.res(), cqe.buffer_id(), cqe.more()) }
     }
 
     /// As [`complete`](Self::complete), from a CQE's result, buffer id and
@@ -420,7 +445,15 @@ impl SendRing {
     /// # Errors
     ///
     /// As for [`complete`](Self::complete).
-    pub fn complete_raw(&mut self, res: i32, bid: Option<u16>, more: bool) -> Result<Sent> {
+    ///
+    /// # Safety
+    ///
+    /// `res`, `bid` and `more` must come from one CQE of the bundle send
+    /// in flight ([`send_bundle`](Self::send_bundle)), reaped from this
+    /// group's ring and presented once: anything else returns buffers the
+    /// kernel may still be sending to the free pool, where
+    /// [`buf_mut`](Self::buf_mut) lets the caller write them.
+    pub unsafe fn complete_raw(&mut self, res: i32, bid: Option<u16>, more: bool) -> Result<Sent> {
         if !self.in_flight {
             return Err(Error::invalid(format!("group {}: no bundle send is in flight", self.group)));
         }

@@ -8,7 +8,9 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use uring_buffers::{BufRing, BufRingConfig, Error};
-use uring_core::{CqeSlot, Options, Ring, SqeFlags, sys};
+use uring_core::{CqeSlot, Options, Ring, SqeContext};
+use uring_ops::RingOps;
+use uring_ops::net::RecvSelect;
 
 fn ring() -> Ring {
     let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new (see SETUP.md)");
@@ -16,27 +18,26 @@ fn ring() -> Ring {
     ring
 }
 
-/// Queues one `recv` on `fd` that selects a buffer from `group`.
-fn push_recv(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
-    // SAFETY: with buffer selection the SQE names no caller memory: the
-    // kernel writes into a buffer of the group, which the BufRing owns.
-    let sqe = unsafe { ring.next_sqe() }.unwrap();
-    sqe.opcode = sys::IORING_OP_RECV as u8;
-    sqe.fd = fd;
-    sqe.set_buf_group(group);
-    sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
-    // A foreign-mode value (mode bits 3): the test's own numbering, which
-    // no direct-context field (and so no group check) reads.
-    sqe.user_data = (user_data << 2) | 3;
+/// Queues one `recv` on `fd` that selects a buffer from `group`, under a
+/// direct context numbered `n` (its fd field): submission stamps the
+/// entry's real group into it, which is what lets a `BufRing` accept the
+/// CQE.
+fn push_recv(ring: &mut Ring, fd: i32, group: u16, n: u64) {
+    ring.push_op(SqeContext::for_fd(n as i32), RecvSelect::new(fd, group)).unwrap();
+}
+
+/// Submits and waits for one completion, kept with its provenance.
+fn one_cqe(ring: &mut Ring) -> CqeSlot {
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).expect("a completion within 5 s");
+    slots[0]
 }
 
 /// Submits and waits for one completion: `(res, buffer id)`.
 fn one(ring: &mut Ring) -> (i32, Option<u16>) {
-    ring.submit().unwrap();
-    let mut slots = [CqeSlot::EMPTY; 1];
-    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).expect("a completion within 5 s");
-    let c = done.get(0).unwrap();
-    (c.res(), c.buffer_id())
+    let c = one_cqe(ring);
+    (c.cqe().res(), c.cqe().buffer_id())
 }
 
 fn roundtrip(cfg: BufRingConfig, rounds: usize) {
@@ -99,9 +100,9 @@ fn an_empty_group_is_enobufs_and_recycling_refills_it() {
     assert_eq!(one(&mut ring), (-libc::ENOBUFS, None), "no buffer left: the data stays in the socket");
     br.recycle(held.pop().unwrap()).unwrap();
     push_recv(&mut ring, rx.as_raw_fd(), 1, 10);
-    let (res, bid) = one(&mut ring);
-    assert_eq!(res, 1);
-    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    let c = one_cqe(&mut ring);
+    assert_eq!(c.cqe().res(), 1);
+    let buf = br.take(&c.cqe()).unwrap().unwrap();
     assert_eq!(br.bytes(&buf), b"y", "the byte that found no buffer is received after the refill");
     br.recycle_all([buf, held.pop().unwrap()]).unwrap();
     assert_eq!(br.available(), 2);
@@ -115,11 +116,10 @@ fn a_completion_is_taken_once_and_tokens_stay_with_their_ring() {
     let (mut tx, rx) = UnixStream::pair().unwrap();
     tx.write_all(b"hello").unwrap();
     push_recv(&mut ring, rx.as_raw_fd(), 1, 1);
-    let (res, bid) = one(&mut ring);
-    let buf = a.take_id(bid.unwrap(), res, false).unwrap().unwrap();
-    assert!(matches!(a.take_id(bid.unwrap(), res, false), Err(Error::NotOwned { .. })), "the same CQE twice");
-    assert!(matches!(a.take_id(9, 1, false), Err(Error::NotOwned { .. })), "an id beyond the ring");
-    assert!(matches!(a.take_id(1, 17, false), Err(Error::NotOwned { .. }) | Err(Error::InvalidArgument(_))));
+    let c = one_cqe(&mut ring);
+    assert!(matches!(b.take(&c.cqe()), Err(Error::NotOwned { .. })), "group 2 refuses group 1's CQE");
+    let buf = a.take(&c.cqe()).unwrap().unwrap();
+    assert!(matches!(a.take(&c.cqe()), Err(Error::NotOwned { .. })), "the same CQE twice");
     assert!(matches!(b.recycle(buf), Err(Error::NotOwned { .. })), "a token of another ring");
     assert_eq!(a.held(), 1, "the misrouted token did not return the buffer");
 }
@@ -161,8 +161,7 @@ fn buffers_registered_before_start_work_after_it() {
     let (mut tx, rx) = UnixStream::pair().unwrap();
     tx.write_all(b"early").unwrap();
     push_recv(&mut ring, rx.as_raw_fd(), 2, 1);
-    let (res, bid) = one(&mut ring);
-    let buf = br.take_id(bid.unwrap(), res, false).unwrap().unwrap();
+    let buf = br.take(&one_cqe(&mut ring).cqe()).unwrap().unwrap();
     assert_eq!(br.bytes(&buf), b"early");
     br.recycle(buf).unwrap();
 }
@@ -247,18 +246,10 @@ fn bundles_span_consecutive_buffers_and_recycle_exactly_those() {
     assert!(widest >= 3, "some bundle spanned several buffers (widest {widest})");
 }
 
-/// Queues a bundle recv on `fd` selecting from `group`.
-fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, user_data: u64) {
-    // SAFETY: with buffer selection the SQE names no caller memory.
-    let sqe = unsafe { ring.next_sqe() }.unwrap();
-    sqe.opcode = sys::IORING_OP_RECV as u8;
-    sqe.fd = fd;
-    sqe.set_buf_group(group);
-    sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
-    sqe.ioprio = sys::IORING_RECVSEND_BUNDLE as u16;
-    // A foreign-mode value (mode bits 3): the test's own numbering, which
-    // no direct-context field (and so no group check) reads.
-    sqe.user_data = (user_data << 2) | 3;
+/// Queues a bundle recv on `fd` selecting from `group`, under a direct
+/// context numbered `n`.
+fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, n: u64) {
+    ring.push_op(SqeContext::for_fd(n as i32), uring_ops::net::RecvBundle::new(fd, group)).unwrap();
 }
 
 #[test]
@@ -295,9 +286,9 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     assert_eq!(br.available(), 1, "buffer 0 is out of the kernel's hands once full");
     // The 4 bytes left of the 60 arrive in buffer 1.
     push_recv(&mut ring, rx.as_raw_fd(), 11, 9);
-    let (res, bid) = one(&mut ring);
-    assert_eq!((res, bid), (4, Some(1)));
-    let last = br.take_id(1, 4, true).unwrap().unwrap();
+    let c = one_cqe(&mut ring);
+    assert_eq!((c.cqe().res(), c.cqe().buffer_id(), c.cqe().buf_more()), (4, Some(1), true));
+    let last = br.take(&c.cqe()).unwrap().unwrap();
     got.extend_from_slice(br.bytes(&last));
     let mut want = Vec::new();
     for s in sends {

@@ -144,7 +144,7 @@ fn bad_arguments_are_errors() {
     }
     let mut other = self::ring();
     let e = fixed.write_fixed(&mut other, fd, 0, 0..1, 0).unwrap_err();
-    assert!(e.to_string().contains("belong to the ring"), "{e}");
+    assert!(e.to_string().contains("belong to ring"), "{e}");
     assert_eq!(fixed.in_flight(), 0);
     // A full SQ leaves the buffer idle.
     for _ in 0..16 {
@@ -313,48 +313,70 @@ fn fixed_send_delivers_the_bytes_and_frees_the_buffer_at_the_notification() {
     fixed.buffer_mut(1).unwrap()[0] = 0;
 }
 
+/// Reaps one CQE and keeps a copy of it (with its provenance).
+fn reap_one(ring: &mut Ring) -> CqeSlot {
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let n = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap().len();
+    assert_eq!(n, 1);
+    slots[0]
+}
+
 #[test]
-fn a_stale_user_data_does_not_free_a_buffer() {
+fn a_replayed_or_foreign_cqe_does_not_free_a_buffer() {
     let mut ring = ring();
     let mut fixed = FixedBuffers::register(&mut ring, 1, 4096).unwrap();
     let f = temp("stale");
-    // One completed operation: its id is stale from now on.
+    // One completed operation; keep a copy of its real CQE.
     let old = fixed.write_fixed(&mut ring, f.as_raw_fd(), 0, 0..10, 0).unwrap();
-    complete(&mut ring, &mut fixed, 1);
-    // A new one on the same buffer, reusing the same operation slot.
+    let old_cqe = reap_one(&mut ring);
+    assert_eq!(fixed.handle_cqe(&old_cqe.cqe()).expect("its own CQE").id, old);
+    // A new one on the same buffer, reusing the same operation slot: the
+    // same user_data (slot and table), so only the CQE's provenance tells
+    // the two apart.
     let (rx, mut tx) = pipe();
     let new = fixed.read_fixed(&mut ring, rx.as_raw_fd(), 0, 0..4096, u64::MAX).unwrap();
     ring.submit().unwrap();
-    assert_ne!(old, new);
-    assert_eq!(old.user_data() & 0x01ff_ffff, new.user_data() & 0x01ff_ffff, "same slot, same table");
-    // The stale value, as a raw CQE and as a real one (a NOP stamped with
-    // it), releases nothing.
-    assert!(fixed.handle_raw(old.user_data(), 4096, false, false).is_none());
-    assert!(fixed.handle_raw(old.user_data(), 0, false, true).is_none());
-    // SAFETY: a NOP names no memory.
-    let sqe = unsafe { ring.next_sqe() }.unwrap();
-    sqe.opcode = sys::IORING_OP_NOP as u8;
-    sqe.user_data = old.user_data();
-    let mut slots = [CqeSlot::EMPTY; 4];
-    let n = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap().len();
-    assert_eq!(n, 1);
-    assert!(fixed.handle_cqe(&slots[0].cqe()).is_none(), "a stale user_data is not the table's");
-    // Other foreign values: another table's, other tags, garbage.
+    assert_eq!(old.user_data(), new.user_data(), "same slot, same table");
+    // The old CQE presented again (a copy: same ring, older position)
+    // releases nothing: the kernel is still to write the buffer.
+    assert!(fixed.handle_cqe(&old_cqe.cqe()).is_none(), "a replayed CQE is not the operation's");
+    assert!(fixed.handle_cqe(&CqeSlot::EMPTY.cqe()).is_none(), "an empty slot belongs to no ring");
+    // Another table's CQEs, on another ring, with the same slot numbers.
     let mut ring2 = self::ring();
     let mut other = FixedBuffers::register(&mut ring2, 1, 4096).unwrap();
     let theirs = other.write_fixed(&mut ring2, f.as_raw_fd(), 0, 0..1, 0).unwrap();
-    for forged in [theirs.user_data(), new.user_data() ^ (1 << 3), new.user_data() ^ (1 << 12), u64::MAX, 0] {
-        assert!(fixed.handle_raw(forged, 0, false, false).is_none(), "{forged:#x}");
-    }
+    let theirs_cqe = reap_one(&mut ring2);
+    assert_eq!(theirs_cqe.cqe().user_data(), theirs.user_data());
+    assert!(fixed.handle_cqe(&theirs_cqe.cqe()).is_none(), "another table's CQE");
     assert!(is_busy(&fixed.buffer(0).unwrap_err()), "still in flight");
+    assert!(is_busy(&fixed.buffer_mut(0).unwrap_err()), "still in flight");
     assert_eq!(fixed.in_flight(), 1);
     tx.write_all(b"own cqe").unwrap();
-    let done = complete(&mut ring, &mut fixed, 1);
-    assert_eq!((done[0].id, done[0].res), (new, 7));
+    let own = reap_one(&mut ring);
+    let done = fixed.handle_cqe(&own.cqe()).expect("its own CQE");
+    assert_eq!((done.id, done.res, done.free), (new, 7, true));
     assert_eq!(&fixed.buffer(0).unwrap()[..7], b"own cqe");
     // Handled once: the same CQE again is not the table's any more.
-    assert!(fixed.handle_raw(new.user_data(), 7, false, false).is_none());
-    complete(&mut ring2, &mut other, 1);
+    assert!(fixed.handle_cqe(&own.cqe()).is_none());
+    assert!(other.handle_cqe(&theirs_cqe.cqe()).is_some(), "the other table takes its own CQE");
+}
+
+#[test]
+fn a_ring_with_a_reused_fd_is_not_the_tables_ring() {
+    // The table names its ring by identity: after the ring closes, the
+    // next ring may get the same fd number, and its buffer table is other
+    // memory.
+    let mut first = ring();
+    let mut fixed = FixedBuffers::register(&mut first, 1, 4096).unwrap();
+    let fd = first.as_raw_fd();
+    drop(first);
+    // Tests run in parallel and open fds too: try until the number comes
+    // back (it is the lowest free one, so it does quickly).
+    let mut second = (0..1000).map(|_| ring()).find(|r| r.as_raw_fd() == fd).expect("the fd number is reused");
+    let _theirs = FixedBuffers::register(&mut second, 1, 4096).unwrap();
+    let f = temp("reused");
+    let err = fixed.write_fixed(&mut second, f.as_raw_fd(), 0, 0..10, 0).unwrap_err();
+    assert!(err.to_string().contains("belong to ring"), "{err}");
 }
 
 #[test]

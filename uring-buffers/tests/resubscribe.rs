@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use uring_buffers::{Buf, BufRing, BufRingConfig};
-use uring_core::{CqeSlot, Options, Ring, sys};
+use uring_core::{BufferSelection, CqeSlot, Options, Ring};
 use uring_ops::multishot::RecvMulti;
 use uring_ops::prelude::*;
 use uring_ops::subscription::{MultishotEnd, MultishotStep};
@@ -18,15 +18,15 @@ use uring_ops::subscription::{MultishotEnd, MultishotStep};
 /// Records each step's buffer and the stream's end.
 #[derive(Default)]
 struct Collect {
-    steps: Vec<(u16, i32, bool)>,
+    steps: Vec<BufferSelection>,
     ends: Vec<MultishotEnd>,
 }
 
 impl MultishotHandler for Collect {
     fn on_step(&mut self, step: &MultishotStep) -> MultishotAction {
-        if let Some(bid) = step.buffer_id() {
-            let buf_more = step.flags().bits() & sys::IORING_CQE_F_BUF_MORE != 0;
-            self.steps.push((bid, step.res(), buf_more));
+        if let Some(sel) = step.buffer_selection() {
+            assert_eq!(Some(sel.bid()), step.buffer_id());
+            self.steps.push(sel);
         }
         MultishotAction::Continue
     }
@@ -72,8 +72,8 @@ fn a_stream_that_runs_dry_ends_with_nobuffers_and_resubscribes_without_loss() {
         }
         // Take what the steps named, holding the buffers (the caller is
         // slow), which is what drains the group.
-        for (bid, res, more) in sub.handler_mut().steps.drain(..) {
-            let buf = br.take_id(bid, res, more).unwrap().expect("a buffer");
+        for sel in sub.handler_mut().steps.drain(..) {
+            let buf = br.take_selection(&sel).unwrap();
             got.extend_from_slice(br.bytes(&buf));
             held.push(buf);
         }

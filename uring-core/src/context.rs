@@ -408,10 +408,17 @@ pub struct PoolStats {
     pub stale_returns: u64,
 }
 
+/// No buffer selection recorded for a slot.
+const NO_GROUP: u32 = u32::MAX;
+
 struct Pool<T> {
     slots: Box<[T]>,
     /// Odd: borrowed; even: free. Bumped on every acquire and release.
     generations: Box<[u32]>,
+    /// Per slot: the buffer group the queued entry selects from
+    /// (`IOSQE_BUFFER_SELECT`), recorded at submission, or [`NO_GROUP`].
+    /// Private, unlike the SQE copy the caller may edit.
+    groups: Box<[u32]>,
     free: Vec<u32>,
     stats: PoolStats,
     mode: u64,
@@ -424,6 +431,7 @@ impl<T: Default + Copy> Pool<T> {
         Pool {
             slots: vec![T::default(); capacity as usize].into_boxed_slice(),
             generations: vec![0; capacity as usize].into_boxed_slice(),
+            groups: vec![NO_GROUP; capacity as usize].into_boxed_slice(),
             free: (0..capacity).rev().collect(),
             stats: PoolStats { capacity, ..Default::default() },
             mode,
@@ -439,6 +447,7 @@ impl<T: Default + Copy> Pool<T> {
         let i = index as usize;
         self.generations[i] = self.generations[i].wrapping_add(1);
         self.slots[i] = T::default();
+        self.groups[i] = NO_GROUP;
         self.stats.in_use += 1;
         self.stats.peak = self.stats.peak.max(self.stats.in_use);
         self.stats.acquired += 1;
@@ -460,6 +469,11 @@ impl<T: Default + Copy> Pool<T> {
 
     fn get_mut(&mut self, ctx: SqeContext) -> Option<&mut T> {
         self.live(ctx).map(|i| &mut self.slots[i])
+    }
+
+    fn group(&self, ctx: SqeContext) -> Option<u16> {
+        let g = self.groups[self.live(ctx)?];
+        (g != NO_GROUP).then_some(g as u16)
     }
 
     fn release(&mut self, ctx: SqeContext) -> Result<T> {
@@ -497,6 +511,9 @@ impl<T: Default + Copy> Pool<T> {
 pub struct ContextPools {
     indirect: Pool<IndirectSqe>,
     extended: Pool<ExtSqe>,
+    /// The ring these pools belong to ([`Ring::id`](crate::Ring::id)), or
+    /// 0 for pools made with [`new`](Self::new), which vouch for no CQE.
+    ring: u64,
 }
 
 impl fmt::Debug for ContextPools {
@@ -511,7 +528,84 @@ impl fmt::Debug for ContextPools {
 impl ContextPools {
     /// Pools with `indirect` and `extended` slots.
     pub fn new(indirect: u32, extended: u32) -> Self {
-        ContextPools { indirect: Pool::new(indirect, 1, "indirect"), extended: Pool::new(extended, 2, "extended") }
+        Self::for_ring(0, indirect, extended)
+    }
+
+    pub(crate) fn for_ring(ring: u64, indirect: u32, extended: u32) -> Self {
+        ContextPools {
+            indirect: Pool::new(indirect, 1, "indirect"),
+            extended: Pool::new(extended, 2, "extended"),
+            ring,
+        }
+    }
+
+    /// The ring these pools belong to (0 for standalone pools).
+    pub fn ring_id(&self) -> u64 {
+        self.ring
+    }
+
+    /// Records the entry queued under the pooled context `ctx`: copies it
+    /// into the slot (the copy [`indirect`](Self::indirect) and
+    /// [`extended`](Self::extended) show) and notes, where the caller
+    /// cannot edit it, the buffer group it selects from. Does nothing for
+    /// a context that is not live here. The typed push paths of
+    /// `uring-ops` call it.
+    ///
+    /// # Safety
+    ///
+    /// `sqe` must be exactly the entry queued on this pools' ring with
+    /// `user_data` `ctx`, recorded before the entry can be submitted: the
+    /// recorded group is what [`Cqe::buffer_selection`](crate::Cqe::buffer_selection)
+    /// trusts to let a buffer ring hand out the buffer a CQE names.
+    pub unsafe fn record_submission(&mut self, ctx: SqeContext, sqe: &Sqe) {
+        let group = if SqeFlags::from_bits_retain(sqe.flags).contains(SqeFlags::BUFFER_SELECT) {
+            u32::from(sqe.buf_group())
+        } else {
+            NO_GROUP
+        };
+        match ctx.mode() {
+            ContextMode::Indirect => {
+                if let Some(i) = self.indirect.live(ctx) {
+                    self.indirect.slots[i].sqe = *sqe;
+                    self.indirect.groups[i] = group;
+                }
+            }
+            ContextMode::Extended => {
+                if let Some(i) = self.extended.live(ctx) {
+                    self.extended.slots[i].sqe = *sqe;
+                    self.extended.groups[i] = group;
+                }
+            }
+            ContextMode::Direct | ContextMode::Foreign => {}
+        }
+    }
+
+    /// The buffer group recorded for the live pooled context `ctx` of a
+    /// CQE reaped by ring `ring`, if these pools are that ring's.
+    pub(crate) fn selected_group(&self, ring: u64, ctx: SqeContext) -> Option<u16> {
+        if ring == 0 || ring != self.ring {
+            return None;
+        }
+        match ctx.mode() {
+            ContextMode::Indirect => self.indirect.group(ctx),
+            ContextMode::Extended => self.extended.group(ctx),
+            ContextMode::Direct | ContextMode::Foreign => None,
+        }
+    }
+
+    /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection) resolved
+    /// against these pools: for a view without pools (a
+    /// [`CqeSlot`](crate::CqeSlot)'s, or a shared ring's) whose context is
+    /// pooled. Direct contexts resolve as there.
+    pub fn buffer_selection(&self, cqe: &crate::Cqe<'_>) -> Option<crate::BufferSelection> {
+        if let Some(sel) = cqe.buffer_selection() {
+            return Some(sel);
+        }
+        cqe.buffer_id()?;
+        let group = self.selected_group(cqe.ring_id(), cqe.context())?;
+        // SAFETY: the group was recorded by `record_submission` for the
+        // live slot this CQE's context names, on the ring that reaped it.
+        unsafe { crate::BufferSelection::vouch(cqe, group) }
     }
 
     /// Borrows a zeroed indirect slot.

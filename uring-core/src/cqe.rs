@@ -10,6 +10,7 @@ use std::ptr::NonNull;
 use uring_sys as sys;
 
 use crate::context::{ContextMode, ContextPools, ExtSqe, IndirectSqe, SqeContext};
+use crate::sqe::SqeFlags;
 
 bitflags::bitflags! {
     /// `IORING_CQE_F_*` flags. Unknown bits are kept; the upper 16 bits of
@@ -43,12 +44,16 @@ pub struct CqeSlot {
     /// The CQE's bytes as the kernel laid them out: `user_data`,
     /// `res | flags << 32`, and the two extra words of a 32-byte CQE.
     words: [u64; 4],
+    /// Where it came from: see [`Cqe::ring_id`] and [`Cqe::seq`].
+    ring: u64,
+    seq: u64,
     is_big: bool,
 }
 
 impl CqeSlot {
-    /// An empty slot, for building arrays: `[CqeSlot::EMPTY; 64]`.
-    pub const EMPTY: CqeSlot = CqeSlot { words: [0; 4], is_big: false };
+    /// An empty slot, for building arrays: `[CqeSlot::EMPTY; 64]`. It
+    /// belongs to no ring ([`Cqe::ring_id`] 0).
+    pub const EMPTY: CqeSlot = CqeSlot { words: [0; 4], ring: 0, seq: 0, is_big: false };
 
     #[inline]
     fn head(&self) -> NonNull<sys::io_uring_cqe> {
@@ -59,7 +64,14 @@ impl CqeSlot {
     /// and extended contexts are not resolved (use
     /// [`ContextPools::indirect`] with [`Cqe::context`]).
     pub fn cqe(&self) -> Cqe<'_> {
-        Cqe::new(self.head(), self.is_big, None)
+        Cqe::new(self.head(), self.is_big, None, self.ring, self.seq)
+    }
+
+    /// Records which ring reaped the CQE and at which position.
+    #[inline]
+    pub(crate) fn set_origin(&mut self, ring: u64, seq: u64) {
+        self.ring = ring;
+        self.seq = seq;
     }
 
     /// Copies the CQE at `src` (and its second half when `big`).
@@ -103,13 +115,73 @@ pub struct Cqe<'a> {
     raw: NonNull<sys::io_uring_cqe>,
     big: bool,
     pools: Option<&'a ContextPools>,
+    ring: u64,
+    seq: u64,
     _borrow: PhantomData<&'a sys::io_uring_cqe>,
 }
 
 impl<'a> Cqe<'a> {
     #[inline]
-    pub(crate) fn new(raw: NonNull<sys::io_uring_cqe>, big: bool, pools: Option<&'a ContextPools>) -> Self {
-        Cqe { raw, big, pools, _borrow: PhantomData }
+    pub(crate) fn new(
+        raw: NonNull<sys::io_uring_cqe>,
+        big: bool,
+        pools: Option<&'a ContextPools>,
+        ring: u64,
+        seq: u64,
+    ) -> Self {
+        Cqe { raw, big, pools, ring, seq, _borrow: PhantomData }
+    }
+
+    /// The identity of the ring that reaped this CQE
+    /// ([`Ring::id`](crate::Ring::id)): process-unique, never reused, never
+    /// 0 (0 is an empty [`CqeSlot`]).
+    ///
+    /// Together with [`seq`](Self::seq) it is the CQE's provenance, which
+    /// safe code cannot forge: only reaping sets it, and copies keep it.
+    /// The layers that release memory on a CQE check it, so a CQE of
+    /// another ring, or an old one presented again, releases nothing.
+    #[inline]
+    pub fn ring_id(&self) -> u64 {
+        self.ring
+    }
+
+    /// The CQE's position in its ring's completion queue: CQ slots
+    /// consumed before it, counted in 64 bits from the ring's creation
+    /// (it never wraps). A CQE reaped later has a larger `seq`; a copy
+    /// presented again has the same one.
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The provided buffer this CQE hands over, with the group it was
+    /// provably selected from: `Some` only when the CQE names a buffer
+    /// (`IORING_CQE_F_BUFFER`) **and** its context proves the group.
+    ///
+    /// - A direct context proves it when it carries `IOSQE_BUFFER_SELECT`
+    ///   in its flags: submission stamps the entry's real flags and buffer
+    ///   group into it.
+    /// - A pooled context proves it through the ring's pools, which record
+    ///   the group when the entry is queued (the SQE copy a caller can edit
+    ///   is not trusted); views without the ring's pools (a [`CqeSlot`]'s)
+    ///   resolve nothing: use [`ContextPools::buffer_selection`].
+    /// - A foreign context proves nothing: the layer that queued it vouches
+    ///   with [`BufferSelection::vouch`].
+    pub fn buffer_selection(&self) -> Option<BufferSelection> {
+        self.buffer_id()?;
+        let ctx = self.context();
+        let group = match ctx.mode() {
+            ContextMode::Direct => {
+                if ctx.flags()?.contains(SqeFlags::BUFFER_SELECT) {
+                    ctx.buf_group()?
+                } else {
+                    return None;
+                }
+            }
+            ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx)?,
+            ContextMode::Foreign => return None,
+        };
+        Some(BufferSelection::from_cqe(self, group))
     }
 
     #[inline]
@@ -227,12 +299,99 @@ impl<'a> Cqe<'a> {
             ContextMode::Foreign => None,
         }
     }
-    /// An owned copy of this completion.
+    /// An owned copy of this completion (with its provenance: a copy
+    /// presented again is recognised as the same CQE).
     pub fn to_slot(&self) -> CqeSlot {
         let mut s = CqeSlot::default();
         // SAFETY: `raw` is a readable CQE with its second half when `big`.
         unsafe { s.fill(self.raw.as_ptr(), self.big) };
+        s.set_origin(self.ring, self.seq);
         s
+    }
+}
+
+/// Proof that the kernel handed over provided buffer `bid` of buffer group
+/// `group` of ring [`ring_id`](Self::ring_id) in the CQE at position
+/// [`seq`](Self::seq): what a buffer ring needs before it lets the caller
+/// read a buffer. Safe code gets one only from a reaped [`Cqe`]
+/// ([`Cqe::buffer_selection`], [`ContextPools::buffer_selection`]); a layer
+/// that queued the operation under its own identity vouches for it
+/// ([`vouch`](Self::vouch), `unsafe`).
+///
+/// A buffer ring accepts a selection only for its own ring and group, and
+/// only with a `seq` later than the one that last handed out the same
+/// buffer, so a misrouted, foreign or replayed CQE releases nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferSelection {
+    ring: u64,
+    seq: u64,
+    res: i32,
+    flags: u32,
+    group: u16,
+}
+
+impl BufferSelection {
+    #[inline]
+    fn from_cqe(cqe: &Cqe<'_>, group: u16) -> Self {
+        BufferSelection { ring: cqe.ring, seq: cqe.seq, res: cqe.res(), flags: cqe.raw_flags(), group }
+    }
+
+    /// The selection `cqe` makes from `group`, vouched for by the caller.
+    /// `None` when the CQE names no buffer.
+    ///
+    /// # Safety
+    ///
+    /// `cqe` must answer an entry that the caller queued (with a
+    /// `user_data` no safe code can make the kernel post, such as a
+    /// reserved layer tag) with `IOSQE_BUFFER_SELECT` and buffer group
+    /// `group`, on the ring that reaped `cqe`. A wrong `group` lets a
+    /// buffer ring hand out a buffer the kernel may still write.
+    #[inline]
+    pub unsafe fn vouch(cqe: &Cqe<'_>, group: u16) -> Option<Self> {
+        cqe.buffer_id()?;
+        Some(BufferSelection::from_cqe(cqe, group))
+    }
+
+    /// The ring that reaped the CQE ([`Cqe::ring_id`]).
+    #[inline]
+    pub fn ring_id(&self) -> u64 {
+        self.ring
+    }
+
+    /// The CQE's position ([`Cqe::seq`]).
+    #[inline]
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The buffer group the entry selected from.
+    #[inline]
+    pub fn group(&self) -> u16 {
+        self.group
+    }
+
+    /// The buffer id the kernel chose (for a bundle, the first).
+    #[inline]
+    pub fn bid(&self) -> u16 {
+        (self.flags >> sys::IORING_CQE_BUFFER_SHIFT) as u16
+    }
+
+    /// The CQE's raw result (bytes received, or `-errno`).
+    #[inline]
+    pub fn res(&self) -> i32 {
+        self.res
+    }
+
+    /// The CQE's raw flags.
+    #[inline]
+    pub fn flags(&self) -> CqeFlags {
+        CqeFlags::from_bits_retain(self.flags)
+    }
+
+    /// `IORING_CQE_F_BUF_MORE`: an incremental buffer is not used up.
+    #[inline]
+    pub fn buf_more(&self) -> bool {
+        self.flags & sys::IORING_CQE_F_BUF_MORE != 0
     }
 }
 
@@ -274,12 +433,12 @@ impl<'a> Reaped<'a> {
     }
     /// Completion `i`.
     pub fn get(&self, i: usize) -> Option<Cqe<'a>> {
-        self.slots.get(i).map(|s| Cqe::new(s.head(), s.is_big, self.pools))
+        self.slots.get(i).map(|s| Cqe::new(s.head(), s.is_big, self.pools, s.ring, s.seq))
     }
     /// All completions, in ring order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = Cqe<'a>> + '_ {
         let pools = self.pools;
-        self.slots.iter().map(move |s| Cqe::new(s.head(), s.is_big, pools))
+        self.slots.iter().map(move |s| Cqe::new(s.head(), s.is_big, pools, s.ring, s.seq))
     }
     /// The pools contexts resolve against.
     pub fn pools(&self) -> Option<&'a ContextPools> {

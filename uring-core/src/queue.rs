@@ -388,6 +388,11 @@ pub(crate) struct Cq {
     big: bool,
     /// `IORING_SETUP_CQE_MIXED`: 16-byte slots, 32-byte entries take two.
     mixed: bool,
+    /// The process-unique identity of the ring (see [`Cqe::ring_id`](crate::Cqe::ring_id)).
+    pub(crate) ring_id: u64,
+    /// Slots consumed since the ring was created: the 64-bit position of
+    /// `head`, which never wraps (see [`Cqe::seq`](crate::Cqe::seq)).
+    pos: u64,
 }
 
 // SAFETY: as for `Sq`.
@@ -423,6 +428,8 @@ impl Cq {
             head,
             big: p.flags & sys::IORING_SETUP_CQE32 != 0,
             mixed: p.flags & sys::IORING_SETUP_CQE_MIXED != 0,
+            ring_id: 0,
+            pos: 0,
         }
     }
 
@@ -430,8 +437,27 @@ impl Cq {
     ///
     /// As for [`Cq::new`].
     pub(crate) unsafe fn rebind(&mut self, p: &sys::io_uring_params, rings: *mut u8) {
+        let (ring_id, pos) = (self.ring_id, self.pos);
         // SAFETY: forwarded.
         *self = unsafe { Cq::new(p, rings) };
+        // The identity and the consumed count carry over: positions handed
+        // out before the resize stay below every later one.
+        self.ring_id = ring_id;
+        self.pos = pos;
+    }
+
+    /// The 64-bit position of the slot at ring index `index` (at or after
+    /// our head): what [`Cqe::seq`](crate::Cqe::seq) reports.
+    #[inline]
+    pub(crate) fn seq_of(&self, index: u32) -> u64 {
+        self.pos.wrapping_add(u64::from(index.wrapping_sub(self.head)))
+    }
+
+    /// Slots consumed so far: every CQE reaped from now on has a
+    /// [`seq`](crate::Cqe::seq) at least this.
+    #[inline]
+    pub(crate) fn position(&self) -> u64 {
+        self.pos
     }
 
     /// The SQ ring's flags word.
@@ -493,6 +519,7 @@ impl Cq {
             // 32 bytes long when `big` (CQE32, or two slots in a mixed CQ,
             // which the kernel never wraps).
             unsafe { out[n].fill(cqe, big) };
+            out[n].set_origin(self.ring_id, self.seq_of(head));
             head = head.wrapping_add(used);
             n += 1;
         }
@@ -501,11 +528,12 @@ impl Cq {
     }
 
     /// The next completion in ring memory, without releasing it:
-    /// `(pointer, is_big, slots used)`. Skip entries are passed over.
+    /// `(pointer, is_big, seq)`. Skip entries are passed over.
     #[inline]
-    pub(crate) fn peek_at(&self, head: &mut u32, tail: u32) -> Option<(NonNull<sys::io_uring_cqe>, bool)> {
+    pub(crate) fn peek_at(&self, head: &mut u32, tail: u32) -> Option<(NonNull<sys::io_uring_cqe>, bool, u64)> {
         while *head != tail {
             let cqe = self.slot(*head);
+            let seq = self.seq_of(*head);
             if self.mixed {
                 // SAFETY: the slot is below the acquired tail.
                 let flags = unsafe { (*cqe).flags };
@@ -516,11 +544,11 @@ impl Cq {
                 let big = flags & sys::IORING_CQE_F_32 != 0;
                 *head = head.wrapping_add(if big { 2 } else { 1 });
                 // SAFETY: a slot of a live mapping is never null.
-                return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, big));
+                return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, big, seq));
             }
             *head = head.wrapping_add(1);
             // SAFETY: as above.
-            return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, self.big));
+            return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, self.big, seq));
         }
         None
     }
@@ -535,6 +563,7 @@ impl Cq {
     #[inline]
     pub(crate) fn release_to(&mut self, head: u32) {
         if head != self.head {
+            self.pos = self.pos.wrapping_add(u64::from(head.wrapping_sub(self.head)));
             self.head = head;
             // Release: our reads of the entries happen before the kernel
             // may overwrite them.

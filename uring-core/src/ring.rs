@@ -43,9 +43,14 @@ pub enum State {
     Stopped,
 }
 
+/// The next ring identity: 64 bits, so it never wraps; 0 is no ring.
+static NEXT_RING_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The parts both ring types share: the fd, the mappings, the features.
 #[derive(Debug)]
 pub(crate) struct Core {
+    /// Process-unique identity (see [`Ring::id`]).
+    pub(crate) id: u64,
     /// `None` once stopped. Declared before the mappings so the fd closes
     /// first.
     pub(crate) fd: Option<OwnedFd>,
@@ -119,7 +124,9 @@ impl Core {
         let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), Mapping::ptr);
         // SAFETY: both regions are the live memory `params` describes, and
         // they live in the returned Core next to the queues.
-        let (sq, cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
+        let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
+        let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cq.ring_id = id;
 
         let (last_op, probe) = read_probe(fd.as_raw_fd())?;
         let features = Features::new(&params, &probe, last_op);
@@ -127,6 +134,7 @@ impl Core {
         let flags = params.flags;
         Ok((
             Core {
+                id,
                 fd: Some(fd),
                 raw_fd,
                 params,
@@ -484,7 +492,8 @@ impl Ring {
     pub fn new(opts: Options) -> Result<Self> {
         let (core, sq, cq) = Core::setup(&opts, Issuer::Single)?;
         let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
-        Ok(Ring { sq, cq, core, pools: ContextPools::new(indirect, extended), _not_sync: PhantomData })
+        let pools = ContextPools::for_ring(core.id, indirect, extended);
+        Ok(Ring { sq, cq, core, pools, _not_sync: PhantomData })
     }
 
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
@@ -520,6 +529,23 @@ impl Ring {
     /// Where the ring is in its life.
     pub fn state(&self) -> State {
         self.core.state
+    }
+
+    /// This ring's identity: process-unique, never reused, never 0. Every
+    /// [`Cqe`] it reaps carries it ([`Cqe::ring_id`]), so memory registered
+    /// with this ring is released only by this ring's CQEs.
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// CQ slots consumed so far: every CQE reaped from now on has a
+    /// [`Cqe::seq`] at least this, and every CQE reaped before has a
+    /// smaller one. A layer that queues an operation notes it, so that no
+    /// CQE reaped before the operation existed can complete it.
+    #[inline]
+    pub fn cq_position(&self) -> u64 {
+        self.cq.position()
     }
 
     /// What the kernel and this ring support.
@@ -1026,8 +1052,8 @@ impl Completions<'_> {
     #[inline]
     #[allow(clippy::should_implement_trait)] // A lending iterator cannot be an Iterator.
     pub fn next(&mut self) -> Option<Cqe<'_>> {
-        let (ptr, big) = self.ring.cq.peek_at(&mut self.head, self.tail)?;
-        Some(Cqe::new(ptr, big, Some(&self.ring.pools)))
+        let (ptr, big, seq) = self.ring.cq.peek_at(&mut self.head, self.tail)?;
+        Some(Cqe::new(ptr, big, Some(&self.ring.pools), self.ring.core.id, seq))
     }
 
     /// Calls `f` for every ready completion; returns how many there were.

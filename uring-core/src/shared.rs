@@ -51,7 +51,7 @@ impl SharedRing {
         Ok(SharedRing {
             sq: Mutex::new(sq),
             cq: Mutex::new(cq),
-            pools: Mutex::new(ContextPools::new(indirect, extended)),
+            pools: Mutex::new(ContextPools::for_ring(core.id, indirect, extended)),
             core,
         })
     }
@@ -72,6 +72,20 @@ impl SharedRing {
     /// Where the ring is in its life.
     pub fn state(&self) -> State {
         self.core.state
+    }
+
+    /// This ring's identity; see [`Ring::id`](crate::Ring::id).
+    #[inline]
+    pub fn id(&self) -> u64 {
+        self.core.id
+    }
+
+    /// CQ slots consumed so far; see
+    /// [`Ring::cq_position`](crate::Ring::cq_position). Another thread may
+    /// reap meanwhile, so it is a lower bound of every later CQE's
+    /// [`seq`](crate::Cqe::seq).
+    pub fn cq_position(&self) -> u64 {
+        lock(&self.cq).position()
     }
 
     /// What the kernel and this ring support.

@@ -494,6 +494,7 @@ pub trait Ring128Ops {
 impl Ring128Ops for Ring {
     #[inline]
     fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        crate::ring::refuse_reserved(ctx)?;
         // SAFETY: `O: SafeOp128` names no memory.
         unsafe { self.push_op128_unchecked(ctx, op) }
     }
@@ -507,7 +508,9 @@ impl Ring128Ops for Ring {
         let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
         if stamped.mode() != ContextMode::Direct {
             let copy = sqe.sqe;
-            crate::ring::record_pooled(self.pools_mut(), ctx, copy);
+            // SAFETY: `copy` is the entry just queued under `ctx` on this
+            // ring, not yet submitted.
+            unsafe { crate::ring::record_pooled(self.pools_mut(), ctx, copy) };
         }
         Ok(stamped)
     }

@@ -146,6 +146,8 @@ impl Prepare for MsgRingFd {
                 "MSG_RING fd passing installs into the target's file table: use FileDest::Slot or AnySlot".into(),
             ));
         }
+        // The target's CQE carries this user_data: as for `MsgRing`.
+        crate::ring::refuse_reserved(SqeContext::from_raw(self.user_data))?;
         Ok(())
     }
 

@@ -263,6 +263,11 @@ impl Prepare for PollUpdate {
                 "PollUpdate changes nothing: set events and/or user_data (use PollRemove to remove a poll)".into(),
             ));
         }
+        // The poll's later CQEs carry the new user_data: it must not be one
+        // a layer reads as "the kernel is done with my memory".
+        if let Some(ud) = self.user_data {
+            crate::ring::refuse_reserved(SqeContext::from_raw(ud))?;
+        }
         Ok(())
     }
 

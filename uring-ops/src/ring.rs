@@ -82,24 +82,70 @@ impl RingOps for Ring {
 
     #[inline]
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        op.check(self.features())?;
-        check_live(self.pools(), ctx)?;
-        // SAFETY: forwarded to the caller (the memory the operation names);
-        // the Keep holds the rest until the kernel consumed the entry.
-        let (sqe, keep) = unsafe { self.next_sqe_keep() }?;
-        op.prepare(sqe, keep);
-        let stamped = stamp(sqe, ctx);
-        if stamped.mode() != ContextMode::Direct {
-            let copy = *sqe;
-            record_pooled(self.pools_mut(), ctx, copy);
-        }
-        Ok(stamped)
+        // Every path refuses the layers' tags, the unsafe one too: named
+        // ring methods, deadlines and helpers all come through here.
+        refuse_reserved(ctx)?;
+        // SAFETY: forwarded to the caller.
+        unsafe { push_selecting(self, ctx, op) }.map(|(stamped, _)| stamped)
     }
 
     #[inline]
     fn sq_room(&mut self) -> u32 {
         self.sq_space_left()
     }
+}
+
+/// Queues `op` under a `user_data` carrying a layer's reserved tag
+/// ([`uring_core::FOREIGN_TAG_SUBSCRIPTION`] and its neighbours), which
+/// every other push refuses: for the layers themselves (fixed buffers,
+/// zero-copy receive, zero-copy sends, subscriptions).
+///
+/// # Errors
+///
+/// As for [`RingOps::push_op`].
+///
+/// # Safety
+///
+/// As for [`RingOps::push_op_unchecked`], and: the caller is the layer the
+/// tag names, `ctx` is an identity it issued for this operation only, and
+/// it releases memory on a CQE with `ctx` only after checking the CQE's
+/// ring ([`Cqe::ring_id`](uring_core::Cqe::ring_id)) and position
+/// ([`Cqe::seq`](uring_core::Cqe::seq)).
+#[doc(hidden)]
+#[inline]
+pub unsafe fn push_layer_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O) -> Result<(SqeContext, Option<u16>)> {
+    // SAFETY: forwarded to the caller.
+    unsafe { push_selecting(ring, ctx, op) }
+}
+
+/// `push_op_unchecked` on a [`Ring`], also returning the buffer group the
+/// queued entry selects from (`IOSQE_BUFFER_SELECT`), if any: what a layer
+/// that queues under its own identity vouches for at completion.
+///
+/// # Safety
+///
+/// As for [`RingOps::push_op_unchecked`].
+#[inline]
+pub(crate) unsafe fn push_selecting<O: Prepare>(
+    ring: &mut Ring,
+    ctx: SqeContext,
+    op: O,
+) -> Result<(SqeContext, Option<u16>)> {
+    op.check(ring.features())?;
+    check_live(ring.pools(), ctx)?;
+    // SAFETY: forwarded to the caller (the memory the operation names);
+    // the Keep holds the rest until the kernel consumed the entry.
+    let (sqe, keep) = unsafe { ring.next_sqe_keep() }?;
+    op.prepare(sqe, keep);
+    let stamped = stamp(sqe, ctx);
+    let group = sqe.sqe_flags().contains(SqeFlags::BUFFER_SELECT).then(|| sqe.buf_group());
+    if stamped.mode() != ContextMode::Direct {
+        let copy = *sqe;
+        // SAFETY: `copy` is the entry just queued under `ctx` on this
+        // ring, not yet submitted.
+        unsafe { record_pooled(ring.pools_mut(), ctx, copy) };
+    }
+    Ok((stamped, group))
 }
 
 /// Submitting operations on a [`SharedRing`], from any thread: the same
@@ -136,6 +182,7 @@ impl SharedRingOps for SharedRing {
     }
 
     unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        refuse_reserved(ctx)?;
         op.check(self.features())?;
         if matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended) {
             check_live(&self.pools(), ctx)?;
@@ -150,6 +197,9 @@ impl SharedRingOps for SharedRing {
                 op.prepare(sqe, keep);
                 let stamped = stamp(sqe, ctx);
                 if stamped.mode() != ContextMode::Direct {
+                    // (Inside the unsafe block above: `*sqe` is the entry
+                    // being queued under `ctx` on this ring, unpublished
+                    // while the SQ lock is held, as `record_pooled` needs.)
                     record_pooled(&mut self.pools(), ctx, *sqe);
                 }
                 stamped
@@ -167,7 +217,11 @@ pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
         ContextMode::Direct => {
             let flags = sqe.flags | ctx.flags().map_or(0, |f| f.bits());
             sqe.flags = flags;
-            ctx.with_op(sqe.opcode).with_flags(SqeFlags::from_bits_retain(flags))
+            let flags = SqeFlags::from_bits_retain(flags);
+            let stamped = ctx.with_op(sqe.opcode).with_flags(flags);
+            // The group a CQE's buffer comes from is the entry's, never
+            // the caller's claim: `Cqe::buffer_selection` trusts it.
+            if flags.contains(SqeFlags::BUFFER_SELECT) { stamped.with_buf_group(sqe.buf_group()) } else { stamped }
         }
         _ => ctx,
     };
@@ -175,21 +229,16 @@ pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
     stamped
 }
 
-/// Copies the final SQE into a pooled context's slot.
-pub(crate) fn record_pooled(pools: &mut ContextPools, ctx: SqeContext, sqe: Sqe) {
-    match ctx.mode() {
-        ContextMode::Indirect => {
-            if let Some(slot) = pools.indirect_mut(ctx) {
-                slot.sqe = sqe;
-            }
-        }
-        ContextMode::Extended => {
-            if let Some(slot) = pools.extended_mut(ctx) {
-                slot.sqe = sqe;
-            }
-        }
-        ContextMode::Direct | ContextMode::Foreign => {}
-    }
+/// Copies the final SQE into a pooled context's slot (and the buffer
+/// group it selects from, where the caller cannot edit it).
+///
+/// # Safety
+///
+/// `sqe` is the entry queued with `user_data` `ctx` on the pools' ring,
+/// not yet submitted.
+pub(crate) unsafe fn record_pooled(pools: &mut ContextPools, ctx: SqeContext, sqe: Sqe) {
+    // SAFETY: forwarded to the caller.
+    unsafe { pools.record_submission(ctx, &sqe) };
 }
 
 /// Refuses a pooled context that does not name a live slot of `ring`'s

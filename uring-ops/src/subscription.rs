@@ -100,9 +100,8 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{Cqe, CqeFlags, Error, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{BufferSelection, Cqe, CqeFlags, Error, Keep, Result, Ring, Sqe, SqeContext, sys};
 
-use crate::RingOps;
 use crate::multishot::{AcceptMulti, ReadMulti, RecvMulti};
 use crate::op::{Prepare, SafeOp, Target};
 
@@ -163,9 +162,20 @@ pub struct MultishotStep {
     res: i32,
     flags: u32,
     stopping: bool,
+    selection: Option<BufferSelection>,
 }
 
 impl MultishotStep {
+    /// The provided buffer this step hands over, proven: the subscription
+    /// queued the operation under its own reserved identity and knows the
+    /// group it selects from, and the CQE came from its ring, newer than
+    /// every earlier one of the stream. Hand it to the buffer ring
+    /// (`uring_buffers::BufRing::take_selection`) to read the buffer.
+    #[inline]
+    pub const fn buffer_selection(&self) -> Option<BufferSelection> {
+        self.selection
+    }
+
     /// The raw result: a descriptor, slot or byte count when `>= 0`,
     /// `-errno` when negative.
     #[inline]
@@ -461,7 +471,15 @@ enum CancelState {
 pub struct Subscription<H> {
     handler: H,
     id: u64,
+    /// The ring the subscription belongs to ([`Ring::id`]).
+    ring_id: u64,
     ring_fd: RawFd,
+    /// The buffer group the stream's entry selects from, if any.
+    group: Option<u16>,
+    /// The lowest [`Cqe::seq`] the stream's next CQE may have: the ring's
+    /// CQ position when it was queued, then one past the last CQE taken,
+    /// so a copy of an earlier CQE is not taken again.
+    after: u64,
     muted: bool,
     cancel: CancelState,
     end: Option<MultishotEnd>,
@@ -494,12 +512,16 @@ impl<H: MultishotHandler> Subscription<H> {
     /// As for [`RingOps::push_op_unchecked`] with `op`.
     unsafe fn start<O: Prepare>(ring: &mut Ring, op: O, handler: H) -> Result<Self> {
         let id = next_id();
+        let after = ring.cq_position();
         // SAFETY: forwarded to the caller.
-        unsafe { ring.push_op_unchecked(SqeContext::from_raw(op_token(id)), op) }?;
+        let (_, group) = unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(op_token(id)), op) }?;
         Ok(Subscription {
             handler,
             id,
+            ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
+            group,
+            after,
             muted: false,
             cancel: CancelState::None,
             end: None,
@@ -582,13 +604,16 @@ impl<H: MultishotHandler> Subscription<H> {
     }
 
     fn check_ring(&self, ring: &Ring) -> Result<()> {
-        if ring.as_raw_fd() == self.ring_fd {
+        // By identity, not fd: a closed ring's fd number is reused.
+        if ring.id() == self.ring_id {
             Ok(())
         } else {
             Err(Error::InvalidArgument(format!(
-                "subscription {} belongs to the ring with fd {}, not {}",
+                "subscription {} belongs to ring {} (fd {}), not to ring {} (fd {})",
                 self.id,
+                self.ring_id,
                 self.ring_fd,
+                ring.id(),
                 ring.as_raw_fd()
             )))
         }
@@ -601,11 +626,11 @@ impl<H: MultishotHandler> Subscription<H> {
         let op = CancelOwn { target: op_token(self.id) };
         // SAFETY: the cancel names no memory, and its context carries this
         // layer's own tag (which is why the checked `push_op` is not used).
-        let pushed = match unsafe { ring.push_op_unchecked(ctx, op) } {
+        let pushed = match unsafe { crate::ring::push_layer_op(ring, ctx, op) } {
             Err(Error::QueueFull { .. }) => {
                 ring.submit()?;
                 // SAFETY: as above.
-                unsafe { ring.push_op_unchecked(ctx, op) }
+                unsafe { crate::ring::push_layer_op(ring, ctx, op) }
             }
             other => other,
         };
@@ -692,8 +717,11 @@ impl<H: MultishotHandler> Subscription<H> {
             )));
         }
         let id = next_id();
+        let after = ring.cq_position();
         // SAFETY: forwarded to the caller.
-        unsafe { ring.push_op_unchecked(SqeContext::from_raw(op_token(id)), op) }?;
+        let (_, group) = unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(op_token(id)), op) }?;
+        self.group = group;
+        self.after = after;
         if self.cancel == CancelState::InFlight {
             self.stale.push(cancel_token(self.id));
         }
@@ -705,13 +733,19 @@ impl<H: MultishotHandler> Subscription<H> {
         Ok(())
     }
 
-    fn on_own_cqe(&mut self, ring: &mut Ring, res: i32, flags: u32) {
+    fn on_own_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) {
         if self.end.is_some() {
             // Nothing follows a final CQE; claim a stray one silently.
             return;
         }
+        let (res, flags) = (cqe.res(), cqe.raw_flags());
         self.steps += 1;
-        let step = MultishotStep { res, flags, stopping: self.cancel != CancelState::None };
+        // SAFETY: the CQE carries this subscription's reserved token (no
+        // safe code makes the kernel post it), was reaped by its ring after
+        // the stream was queued and after every CQE taken before, and the
+        // group is the one the queued entry selects from.
+        let selection = self.group.and_then(|g| unsafe { BufferSelection::vouch(cqe, g) });
+        let step = MultishotStep { res, flags, stopping: self.cancel != CancelState::None, selection };
         let last = step.is_final();
         if !self.muted {
             let action = self.handler.on_step(&step);
@@ -742,9 +776,18 @@ impl<H: MultishotHandler> HandleCqe for Subscription<H> {
     /// operation's (to the handler), its cancel's, or a stale cancel's of
     /// an earlier stream (claimed silently).
     fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool {
+        if cqe.ring_id() != self.ring_id {
+            return false;
+        }
         let ud = cqe.user_data();
         if ud == op_token(self.id) {
-            self.on_own_cqe(ring, cqe.res(), cqe.raw_flags());
+            if cqe.seq() < self.after {
+                // A copy of a CQE taken already (or reaped before the
+                // stream was queued): not the stream's next step.
+                return false;
+            }
+            self.after = cqe.seq() + 1;
+            self.on_own_cqe(ring, cqe);
             return true;
         }
         if ud == cancel_token(self.id) {

@@ -425,7 +425,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         // contract) and unmodified (the tracker never lends it out). The
         // tracker holds it until the notification, or a result without
         // `F_MORE`, or forever if dropped first.
-        match unsafe { ring.push_op_unchecked(SqeContext::from_raw(id.0), op) } {
+        match unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) } {
             Ok(_) => {
                 self.track(id, Some(payload), op.reports_usage());
                 Ok(id)
@@ -499,7 +499,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         let op = if self.report_usage { op.report_usage() } else { op };
         let id = self.next_id();
         // SAFETY: forwarded to the caller.
-        unsafe { ring.push_op_unchecked(SqeContext::from_raw(id.0), op) }?;
+        unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) }?;
         self.track(id, None, op.reports_usage());
         Ok(id)
     }

@@ -23,10 +23,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use uring_core::{Cqe, Error as CoreError, Ring, SqeContext, sys};
+use uring_ops::SafeOp;
 use uring_ops::cancel::AsyncCancel;
 use uring_ops::multishot::RecvZc;
 use uring_ops::prelude::HandleCqe;
-use uring_ops::{RingOps, SafeOp};
 
 use crate::error::{Error, Result};
 use crate::zcrx::{Zcrx, ZcrxBuffer};
@@ -537,12 +537,12 @@ fn push_retry<O: SafeOp + Copy>(ring: &mut Ring, ud: u64, op: O) -> Result<()> {
     let ctx = SqeContext::from_raw(ud);
     // SAFETY: `O: SafeOp` names no caller memory; the context carries this
     // layer's reserved tag, which is why the checked push is not used.
-    match unsafe { ring.push_op_unchecked(ctx, op) } {
+    match unsafe { uring_ops::push_layer_op(ring, ctx, op) } {
         Ok(_) => Ok(()),
         Err(CoreError::QueueFull { .. }) => {
             ring.submit()?;
             // SAFETY: as above.
-            unsafe { ring.push_op_unchecked(ctx, op) }.map(drop).map_err(Error::from)
+            unsafe { uring_ops::push_layer_op(ring, ctx, op) }.map(drop).map_err(Error::from)
         }
         Err(e) => Err(e.into()),
     }
