@@ -11,7 +11,37 @@
 //! token (not `Clone`): its bytes are readable through
 //! [`bytes`](BufRing::bytes) and it goes back with
 //! [`recycle`](BufRing::recycle), which consumes the token, so a buffer
-//! cannot be returned twice. A CQE presented twice is refused.
+//! cannot be returned twice. A CQE presented twice is refused, and so is
+//! a CQE that cannot prove it selected from this group of this ring (see
+//! [`take`](BufRing::take)).
+//!
+//! The borrows that would let the kernel write under a live slice do not
+//! compile. A buffer's bytes cannot be held across its recycling:
+//!
+//! ```compile_fail
+//! # fn f(br: &mut uring_buffers::BufRing, buf: uring_buffers::Buf) {
+//! let bytes = br.bytes(&buf);
+//! br.recycle(buf).unwrap(); // `br` is borrowed by `bytes`
+//! println!("{bytes:?}");
+//! # }
+//! ```
+//!
+//! a token cannot be used after it went back:
+//!
+//! ```compile_fail
+//! # fn f(br: &mut uring_buffers::BufRing, buf: uring_buffers::Buf) {
+//! br.recycle(buf).unwrap();
+//! let _ = br.bytes(&buf); // `buf` was moved into `recycle`
+//! # }
+//! ```
+//!
+//! and taking a buffer without a proven CQE is `unsafe`:
+//!
+//! ```compile_fail
+//! # fn f(br: &mut uring_buffers::BufRing) {
+//! let _ = br.take_id(0, 16, false); // call to unsafe function
+//! # }
+//! ```
 //!
 //! The memory (the ring and the buffers) is [attached](uring_core::Ring::attach)
 //! to the io_uring ring: it is freed only once the ring is closed with

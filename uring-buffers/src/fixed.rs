@@ -14,6 +14,26 @@
 //! | the kernel reads it (write, writev, send) | reads | [`buffer`](FixedBuffers::buffer) only |
 //! | the kernel writes it (read, readv) | writes | nothing |
 //!
+//! A slice lent out cannot outlive the state that allowed it: starting an
+//! operation needs `&mut self`, so this does not compile:
+//!
+//! ```compile_fail
+//! # fn f(ring: &mut uring_core::Ring, bufs: &mut uring_buffers::FixedBuffers, fd: i32) {
+//! let bytes = bufs.buffer(0).unwrap();
+//! bufs.read_fixed(ring, fd, 0, 0..16, 0).unwrap(); // `bufs` is borrowed by `bytes`
+//! println!("{bytes:?}");
+//! # }
+//! ```
+//!
+//! and completing one from raw values, which cannot prove where they came
+//! from, is `unsafe`:
+//!
+//! ```compile_fail
+//! # fn f(bufs: &mut uring_buffers::FixedBuffers, user_data: u64) {
+//! let _ = bufs.handle_raw(user_data, 0, false, false); // call to unsafe function
+//! # }
+//! ```
+//!
 //! Starting an operation moves its buffer out of *idle* (a buffer serves
 //! one operation at a time; a second one is refused), and handing the
 //! operation's completion to [`handle_cqe`](FixedBuffers::handle_cqe) moves

@@ -1,0 +1,295 @@
+//! Regression tests for the soundness inventory (SOUNDNESS.md): safe call
+//! sequences that once made the kernel write into a buffer this crate had
+//! lent out as `&[u8]`/`&mut [u8]`, or free a buffer the kernel still
+//! read. Each now ends in a clear error, and the test checks the real
+//! effect: the kernel's bytes land where they belong and nothing lent out
+//! changes under its borrow.
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use uring_buffers::{BufRing, BufRingConfig, Error, FixedBuffers, SendRing};
+use uring_core::{CqeSlot, Error as CoreError, Options, Ring, SqeContext};
+use uring_ops::RingOps;
+use uring_ops::cmd::Nop;
+use uring_ops::net::RecvSelect;
+use uring_ops::prelude::*;
+
+fn ring() -> Ring {
+    let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new (see SETUP.md)");
+    ring.start().unwrap();
+    ring
+}
+
+/// Reaps CQEs (copied, with their provenance) until `n` arrived.
+fn reap(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
+    let mut out = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 8];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "timed out after {} of {n}", out.len());
+        match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(100))) {
+            Ok(r) => out.extend(r.iter().map(|c| c.to_slot())),
+            Err(CoreError::WouldBlock) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out
+}
+
+fn not_owned<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
+    matches!(r, Err(Error::NotOwned { .. }))
+}
+
+/// Inventory: `BufRing::take`, pooled contexts. A CQE copied out of the
+/// ring (`CqeSlot::cqe`, no pools) cannot prove its group through a pooled
+/// context: once group 22 accepted group 21's CQE and lent out its own
+/// buffer 0, which the kernel then filled under the borrow.
+#[test]
+fn a_pooled_cqe_without_its_pools_proves_no_group() {
+    let mut ring = ring();
+    let mut a = BufRing::register(&mut ring, BufRingConfig::new(21, 4, 64)).unwrap();
+    let mut b = BufRing::register(&mut ring, BufRingConfig::new(22, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"to group 21").unwrap();
+    let ctx = ring.pools_mut().acquire_indirect().unwrap();
+    ring.push_op(ctx, RecvSelect::new(rx.as_raw_fd(), 21)).unwrap();
+    ring.submit().unwrap();
+    let slot = reap(&mut ring, 1)[0];
+    assert!(not_owned(b.take(&slot.cqe())), "group 22 refuses a CQE it cannot prove is its own");
+    assert!(not_owned(a.take(&slot.cqe())), "without the pools, group 21 cannot prove it either");
+    assert_eq!((a.held(), b.held()), (0, 0));
+    // Resolved through the ring's pools, the proof names group 21 only.
+    let sel = ring.pools().buffer_selection(&slot.cqe()).expect("recorded at submission");
+    assert_eq!((sel.group(), sel.bid(), sel.ring_id()), (21, 0, ring.id()));
+    assert!(not_owned(b.take_selection(&sel)));
+    let mine = a.take_selection(&sel).unwrap();
+    assert_eq!(a.bytes(&mine), b"to group 21");
+    ring.pools_mut().release(ctx).unwrap();
+    // Group 22's buffer 0 is still the kernel's: its next receive fills it
+    // and the CQE hands it over, once.
+    tx.write_all(b"to group 22").unwrap();
+    ring.push_op(SqeContext::for_fd(1), RecvSelect::new(rx.as_raw_fd(), 22)).unwrap();
+    ring.submit().unwrap();
+    let done = reap(&mut ring, 1)[0];
+    let theirs = b.take(&done.cqe()).unwrap().expect("group 22's own CQE");
+    assert_eq!((theirs.bid(), b.bytes(&theirs)), (0, &b"to group 22"[..]));
+    assert_eq!(a.bytes(&mine), b"to group 21", "the other group's buffer was not touched");
+}
+
+/// Inventory: `BufRing::take`, pooled contexts. The SQE copy in a pooled
+/// slot is the caller's to edit; the group is recorded where it cannot.
+#[test]
+fn editing_a_pooled_sqe_copy_does_not_change_the_proven_group() {
+    let mut ring = ring();
+    let mut a = BufRing::register(&mut ring, BufRingConfig::new(31, 4, 64)).unwrap();
+    let mut b = BufRing::register(&mut ring, BufRingConfig::new(32, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"to group 31").unwrap();
+    let ctx = ring.pools_mut().acquire_indirect().unwrap();
+    ring.push_op(ctx, RecvSelect::new(rx.as_raw_fd(), 31)).unwrap();
+    ring.pools_mut().indirect_mut(ctx).unwrap().sqe.set_buf_group(32);
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let cqe = done.get(0).unwrap();
+    assert_eq!(cqe.indirect().unwrap().sqe.buf_group(), 32, "the copy says 32");
+    assert!(not_owned(b.take(&cqe)), "group 32 refuses it all the same");
+    let buf = a.take(&cqe).unwrap().unwrap();
+    assert_eq!(a.bytes(&buf), b"to group 31");
+}
+
+/// Inventory: `BufRing::take`, replay. A copy of a CQE presented again,
+/// after its buffer was recycled, once handed the buffer out a second time
+/// while it was back in the kernel's ring.
+#[test]
+fn a_replayed_cqe_takes_nothing() {
+    let mut ring = ring();
+    let mut b = BufRing::register(&mut ring, BufRingConfig::new(41, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut recv = |ring: &mut Ring, msg: &[u8]| {
+        tx.write_all(msg).unwrap();
+        ring.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 41)).unwrap();
+        ring.submit().unwrap();
+        reap(ring, 1)[0]
+    };
+    let first = recv(&mut ring, b"first");
+    let buf = b.take(&first.cqe()).unwrap().unwrap();
+    assert_eq!((buf.bid(), b.bytes(&buf)), (0, &b"first"[..]));
+    assert!(not_owned(b.take(&first.cqe())), "presented twice while held");
+    b.recycle(buf).unwrap();
+    assert!(not_owned(b.take(&first.cqe())), "presented again after the buffer went back to the kernel");
+    assert_eq!(b.held(), 0);
+    // The kernel cycles through the ring and fills buffer 0 again: the new
+    // CQE hands it over with the new bytes.
+    let mut held = Vec::new();
+    for m in [&b"one"[..], b"two", b"six"] {
+        let s = recv(&mut ring, m);
+        held.push(b.take(&s.cqe()).unwrap().unwrap());
+    }
+    let s = recv(&mut ring, b"KERNEL");
+    let again = b.take(&s.cqe()).unwrap().unwrap();
+    assert_eq!((again.bid(), b.bytes(&again)), (0, &b"KERNEL"[..]));
+    assert_eq!(held.iter().map(|h| b.bytes(h).to_vec()).collect::<Vec<_>>(), [&b"one"[..], b"two", b"six"]);
+}
+
+/// Inventory: `BufRing::take`, ring identity. Two io_uring rings with the
+/// same group id: one ring's CQE names a buffer id of the other's group.
+#[test]
+fn another_rings_cqe_takes_nothing() {
+    let mut r1 = ring();
+    let mut r2 = ring();
+    let mut b1 = BufRing::register(&mut r1, BufRingConfig::new(5, 4, 64)).unwrap();
+    let mut b2 = BufRing::register(&mut r2, BufRingConfig::new(5, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"ring one").unwrap();
+    r1.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 5)).unwrap();
+    r1.submit().unwrap();
+    let s = reap(&mut r1, 1)[0];
+    assert!(not_owned(b2.take(&s.cqe())), "ring 2's group 5 refuses ring 1's CQE");
+    assert_eq!(b2.held(), 0);
+    let buf = b1.take(&s.cqe()).unwrap().unwrap();
+    assert_eq!(b1.bytes(&buf), b"ring one");
+}
+
+/// Inventory: reserved tags. `push_with_deadline` once queued its
+/// operation with any context: a NOP carrying a live `read_fixed`'s
+/// `user_data` made the table free a buffer the kernel was still to write.
+#[test]
+fn a_deadline_cannot_carry_a_layer_tag() {
+    let mut ring = ring();
+    let mut bufs = FixedBuffers::register(&mut ring, 1, 4096).unwrap();
+    let (rd, mut wr) = std::io::pipe().unwrap();
+    let id = bufs.read_fixed(&mut ring, rd.as_raw_fd(), 0, 0..16, u64::MAX).unwrap();
+    ring.submit().unwrap();
+    let err = ring
+        .push_with_deadline(id.context(), Nop::new(), SqeContext::for_fd(-1), Duration::from_secs(5))
+        .unwrap_err();
+    assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+    // SAFETY: a NOP names no memory.
+    let err = unsafe { ring.push_op_unchecked(id.context(), Nop::new()) }.unwrap_err();
+    assert!(matches!(err, CoreError::InvalidArgument(_)), "the unsafe push refuses it too: {err}");
+    assert_eq!(ring.sq_pending(), 0, "nothing was queued");
+    assert!(bufs.buffer(0).is_err(), "still the kernel's");
+    wr.write_all(b"KERNEL-WROTE-IT!").unwrap();
+    let s = reap(&mut ring, 1)[0];
+    let done = bufs.handle_cqe(&s.cqe()).expect("the read's own CQE");
+    assert_eq!((done.id, done.res, done.free), (id, 16, true));
+    assert_eq!(&bufs.buffer(0).unwrap()[..16], b"KERNEL-WROTE-IT!");
+}
+
+fn table_of(b: &FixedBuffers) -> u64 {
+    let s = format!("{b:?}");
+    let at = s.find("table: ").unwrap() + 7;
+    s[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// Inventory: `FixedBuffers::handle_cqe`, identities. Table ids were 16
+/// bits of a process-wide counter: 65,536 tables later, another table on
+/// another ring issued the very `user_data` of a live operation, and its
+/// CQE freed that operation's buffer. Ids now never repeat, and a CQE of
+/// another ring is refused whatever its `user_data`.
+#[test]
+fn table_ids_do_not_wrap() {
+    let mut ring1 = ring();
+    let mut ring2 = ring();
+    let a = FixedBuffers::register(&mut ring1, 1, 4096).unwrap();
+    let want = table_of(&a);
+    for _ in 0..(1 << 16) + 8 {
+        let t = FixedBuffers::sparse(&mut ring2, 1).unwrap();
+        assert_ne!(table_of(&t), want, "a table id came round again");
+        t.into_inner().unwrap().unregister(&mut ring2).unwrap();
+    }
+}
+
+/// A loopback pair whose client side cannot take one more byte (filled
+/// until `EAGAIN`), and how many bytes were queued.
+fn blocked_pair() -> (std::net::TcpStream, std::net::TcpStream, usize) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    let mut c = &client;
+    loop {
+        match c.write(&[b'.'; 1024]) {
+            Ok(n) => queued += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    (client, server, queued)
+}
+
+/// Runs the ring while a thread drains `server` until `want` bytes
+/// arrived (5 s); returns the bytes and the CQEs reaped meanwhile.
+fn pump_and_drain(ring: &mut Ring, server: std::net::TcpStream, want: usize) -> (Vec<u8>, Vec<CqeSlot>) {
+    let h = std::thread::spawn(move || {
+        let mut server = server;
+        server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        while all.len() < want && Instant::now() < deadline {
+            if let Ok(n) = server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+        all
+    });
+    let mut cqes = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 16];
+    while !h.is_finished() {
+        if let Ok(r) = ring.wait_for(&mut slots, 1, Some(Duration::from_millis(20))) {
+            cqes.extend(r.iter().map(|c| c.to_slot()));
+        }
+    }
+    (h.join().unwrap(), cqes)
+}
+
+/// Inventory: `SendRing::complete`. A copy of an earlier send's CQE once
+/// returned the buffer queued for the send in flight to the free pool,
+/// and `buf_mut` lent it as `&mut` while the kernel was to send it.
+#[test]
+fn a_replayed_send_cqe_frees_nothing() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED a_replayed_send_cqe_frees_nothing: no IORING_FEAT_RECVSEND_BUNDLE (Linux 6.10+)");
+        return;
+    }
+    let mut sr = SendRing::register(&mut ring, BufRingConfig::new(51, 4, 4096)).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_tx = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (_free_rx, _) = l.accept().unwrap();
+    // Send 1 on a socket with room: its CQE names buffer 0.
+    let mut b = sr.acquire().unwrap();
+    sr.buf_mut(&mut b)[..100].fill(b'1');
+    sr.queue(b, 100).unwrap();
+    sr.send_bundle(&mut ring, SqeContext::for_fd(-1), free_tx.as_raw_fd()).unwrap();
+    ring.submit().unwrap();
+    let c1 = reap(&mut ring, 1)[0];
+    assert_eq!(sr.complete(&c1.cqe()).unwrap().freed, 1);
+    // Send 2, of buffer 0 again, on a socket that is full.
+    let (client, server, queued) = blocked_pair();
+    let mut b = sr.acquire().unwrap();
+    assert_eq!(b.bid(), 0);
+    sr.buf_mut(&mut b)[..100].fill(b'A');
+    sr.queue(b, 100).unwrap();
+    sr.send_bundle(&mut ring, SqeContext::for_fd(-1), client.as_raw_fd()).unwrap();
+    ring.submit().unwrap();
+    // Send 1's CQE again: refused; buffer 0 stays queued.
+    assert!(matches!(sr.complete(&c1.cqe()), Err(Error::InvalidArgument(_))));
+    assert_eq!((sr.free(), sr.queued()), (3, 1));
+    let (got, cqes) = pump_and_drain(&mut ring, server, queued + 100);
+    assert_eq!(&got[queued..], &[b'A'; 100][..], "the kernel sent the bytes queued, untouched");
+    for c in &cqes {
+        sr.complete(&c.cqe()).unwrap();
+    }
+    assert_eq!((sr.free(), sr.queued(), sr.in_flight()), (4, 0, false));
+}
