@@ -161,18 +161,17 @@ fn registered_ring_fd_at_start() {
 fn flags_newer_than_the_kernel_are_unsupported_by_name() {
     // SQE_MIXED arrived after 6.18; on a kernel that knows it this test
     // checks it is accepted instead.
-    for (flag, name) in [(SetupFlags::SQE_MIXED, "IORING_SETUP_SQE_MIXED")] {
-        let supported = uring_core::probe_setup_flag(flag.bits()) == Some(true);
-        match Ring::new(Options::small().extra_flags(flag)) {
-            Ok(_) => assert!(supported, "{name} accepted although the probe says no"),
-            Err(Error::Unsupported { what, release, .. }) => {
-                assert!(!supported);
-                assert_eq!(what, name);
-                assert_eq!(release, uring_core::kernel_release());
-                println!("{name}: unsupported on {release}, reported by name");
-            }
-            Err(e) => panic!("{name}: expected Unsupported, got {e}"),
+    let (flag, name) = (SetupFlags::SQE_MIXED, "IORING_SETUP_SQE_MIXED");
+    let supported = uring_core::probe_setup_flag(flag.bits()) == Some(true);
+    match Ring::new(Options::small().extra_flags(flag)) {
+        Ok(_) => assert!(supported, "{name} accepted although the probe says no"),
+        Err(Error::Unsupported { what, release, .. }) => {
+            assert!(!supported);
+            assert_eq!(what, name);
+            assert_eq!(release, uring_core::kernel_release());
+            println!("{name}: unsupported on {release}, reported by name");
         }
+        Err(e) => panic!("{name}: expected Unsupported, got {e}"),
     }
     // Flags the options own are refused in extra_flags.
     assert!(matches!(Ring::new(Options::small().extra_flags(SetupFlags::SQPOLL)), Err(Error::InvalidArgument(_))));
