@@ -52,7 +52,11 @@ bitflags::bitflags! {
         const CQE_MIXED = sys::IORING_SETUP_CQE_MIXED;
         /// `IORING_SETUP_SQE_MIXED`: 64- and 128-byte SQEs in one SQ (6.19+).
         const SQE_MIXED = sys::IORING_SETUP_SQE_MIXED;
-        /// `IORING_SETUP_SQ_REWIND` (6.19+).
+        /// `IORING_SETUP_SQ_REWIND` (7.x, with `NO_SQARRAY`): the kernel
+        /// reads the SQ from index 0 on every submit. The SQ code here
+        /// does not rewind, so [`Options::extra_flags`] refuses it
+        /// ([`Error::InvalidArgument`](crate::Error::InvalidArgument)
+        /// naming it, before any syscall); it is listed for probing and decoding.
         const SQ_REWIND = sys::IORING_SETUP_SQ_REWIND;
         const _ = !0;
     }
@@ -316,11 +320,15 @@ impl Options {
     }
 
     /// Setup flags to pass on top of what the options above produce: for
-    /// flags newer than this library's options (`SQE_MIXED`, `SQ_REWIND`,
-    /// …). A flag the kernel rejects fails `new` with
-    /// [`Error::Unsupported`] naming it. Flags the options above control
-    /// (entries, issuer, polling, sizes, memory) are refused here: use
-    /// their builder methods.
+    /// flags newer than this library's options (`SQE_MIXED`, …). A flag
+    /// the kernel rejects fails `new` with [`Error::Unsupported`] naming
+    /// it. Flags the options above control (entries, issuer, polling,
+    /// sizes, memory) are refused here with [`Error::InvalidArgument`]:
+    /// use their builder methods. [`SetupFlags::SQ_REWIND`] is refused
+    /// with [`Error::InvalidArgument`] naming it, before any syscall: with it
+    /// the kernel reads the SQ from index 0 on every submit, and this
+    /// library's SQ (a running tail, each slot's [`Keep`](crate::Keep)
+    /// cleared when the slot comes round again) does not rewind.
     pub fn extra_flags(mut self, flags: SetupFlags) -> Self {
         self.extra_flags = flags;
         self
@@ -464,6 +472,13 @@ impl Options {
                 self.extra_flags & owned
             ));
         }
+        if self.extra_flags.contains(SetupFlags::SQ_REWIND) {
+            // The kernel would read entry 0 onwards on every submit while
+            // the SQ code keeps filling slots after its running tail.
+            return bad("extra_flags: IORING_SETUP_SQ_REWIND is not supported by this library (its SQ does not \
+                 rewind to index 0 on every submit, as the kernel then reads it)"
+                .into());
+        }
         flags |= self.extra_flags;
         p.flags = flags.bits();
         Ok((self.entries, p))
@@ -519,6 +534,18 @@ mod tests {
         assert!(err(Options::default().attach_wq(-1)).contains("attach_wq"));
         assert!(err(Options::default().extended_contexts(u32::MAX)).contains("extended_contexts"));
         assert!(err(Options::default().entries(u32::MAX)).contains("power of two"));
+    }
+
+    #[test]
+    fn sq_rewind_is_refused_by_name_before_any_syscall() {
+        for issuer in [Issuer::Single, Issuer::Multi] {
+            match Options::default().extra_flags(SetupFlags::SQ_REWIND | SetupFlags::SUBMIT_ALL).to_params(issuer) {
+                Err(Error::InvalidArgument(m)) => {
+                    assert!(m.contains("IORING_SETUP_SQ_REWIND") && m.contains("not supported by this library"), "{m}");
+                }
+                other => panic!("expected InvalidArgument naming SQ_REWIND, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -342,6 +342,21 @@ impl Sq {
         self.tail.wrapping_sub(self.khead().load(Ordering::Acquire))
     }
 
+    /// Published entries the kernel has not consumed yet (its head has not
+    /// passed them): on an SQPOLL ring, the poller may still read them and
+    /// the memory their slots' [`Keep`]s hold.
+    #[inline]
+    pub(crate) fn unconsumed(&self) -> u32 {
+        self.published.wrapping_sub(self.khead().load(Ordering::Acquire))
+    }
+
+    /// Leaks every slot's [`Keep`] (and what it holds): for a ring stopped
+    /// while the kernel might still consume published entries, so that it
+    /// never reads memory Rust has freed.
+    pub(crate) fn leak_keeps(&mut self) {
+        std::mem::forget(std::mem::take(&mut self.keeps));
+    }
+
     /// After a flush on an SQPOLL ring: whether the poller thread sleeps
     /// and must be woken with `IORING_ENTER_SQ_WAKEUP`.
     #[inline]
@@ -557,6 +572,14 @@ impl Cq {
     #[inline]
     pub(crate) fn window(&self) -> (u32, u32) {
         (self.head, self.ktail().load(Ordering::Acquire))
+    }
+
+    /// Gives every published entry back to the kernel unread (`stop`:
+    /// completions not reaped before it are lost), so that completions
+    /// posted while stopping find room instead of overflowing.
+    pub(crate) fn discard(&mut self) {
+        let tail = self.ktail().load(Ordering::Acquire);
+        self.release_to(tail);
     }
 
     /// Gives entries below `head` back to the kernel.

@@ -297,9 +297,22 @@ impl Core {
         Ok(upd.offset)
     }
 
-    pub(crate) fn stop(&mut self) {
+    /// Ends the ring: closes `sq` to new entries, on SQPOLL waits until the
+    /// poller has consumed every published entry, cancels everything in
+    /// flight (driving the task work that completes the cancellations),
+    /// closes the fd, and drops the attached memory, or leaks it (and,
+    /// when the poller did not drain the SQ, every slot's `Keep`) when
+    /// the kernel might still use it.
+    ///
+    /// `queues` is `None` only from `Core`'s own `Drop`, which runs after
+    /// the ring type's `Drop` has stopped the ring (or for a ring that was
+    /// never wrapped, so never started).
+    pub(crate) fn stop(&mut self, mut queues: Option<(&mut Sq, &mut Cq)>) {
         if self.state == State::Stopped {
             return;
+        }
+        if let Some((sq, _)) = queues.as_mut() {
+            sq.close();
         }
         if self.enter_flags != 0 {
             let upd = sys::io_uring_rsrc_update { offset: self.enter_fd as u32, ..Default::default() };
@@ -314,12 +327,31 @@ impl Core {
                     1,
                 )
             };
+            self.enter_fd = self.raw_fd;
             self.enter_flags = 0;
         }
-        let quiet = self.state != State::Started || self.cancel_everything();
-        // Closing the fd tears the ring down. The mappings stay until the
-        // ring object drops; the kernel holds its own references to the ring
-        // pages, so nothing it still touches is freed.
+        let quiet = match (self.state, queues) {
+            // Never enabled (`R_DISABLED`): nothing was ever submitted.
+            (State::Created, _) => true,
+            (_, Some((sq, cq))) => {
+                let drained = !self.sqpoll || self.drain_sq(sq);
+                if !drained {
+                    // The poller may still read entries the kernel has not
+                    // consumed, and the memory their `Keep`s hold.
+                    sq.leak_keeps();
+                }
+                // Cancel even when not drained: what can be cancelled is.
+                self.cancel_everything(cq) && drained
+            }
+            (_, None) => false,
+        };
+        // Closing our fd is not the end of the ring: the mappings hold
+        // file references too (the kernel tears the ring down when the
+        // ring object unmaps them on drop), and so would a registration of
+        // the fd that another thread still holds. Nothing is in flight
+        // when `quiet`, and no entry can be submitted any more (the SQ is
+        // closed and, on SQPOLL, drained), so the kernel no longer touches
+        // the attached memory either way.
         self.fd = None;
         self.enter_fd = -1;
         self.state = State::Stopped;
@@ -327,26 +359,67 @@ impl Core {
         if quiet {
             drop(attached);
         } else {
-            // A request could not be cancelled within the rounds: it may
-            // still write into attached memory. Leaking it is the only
-            // safe choice.
+            // A request could not be cancelled (or the SQ not drained):
+            // the kernel may still write into attached memory. Leaking it
+            // is the only safe choice.
             std::mem::forget(attached);
+        }
+    }
+
+    /// SQPOLL: waits until the poller thread has consumed every published
+    /// entry (its SQ head reaches our published tail), waking it when it
+    /// sleeps, for up to [`STOP_TIMEOUT`]. Entries written but never
+    /// published are never seen by the kernel. Must run before the ring
+    /// is closed: once the ring is dying the poller submits nothing more,
+    /// and the head stops. Returns whether the SQ is drained.
+    fn drain_sq(&self, sq: &Sq) -> bool {
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        loop {
+            if sq.unconsumed() == 0 {
+                return true;
+            }
+            // Not through `enter`'s error mapping: a dead poller
+            // (`EOWNERDEAD`) or any other failure means "not drained".
+            if sq.needs_wakeup() && self.enter(0, 0, sys::IORING_ENTER_SQ_WAKEUP).is_err() {
+                return false;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(100));
         }
     }
 }
 
 impl Core {
     /// Cancels every request in flight and waits for the cancellations
-    /// (`IORING_REGISTER_SYNC_CANCEL` with `IORING_ASYNC_CANCEL_ANY`), so
-    /// that once `stop` returns no operation of this ring is still about to
-    /// read or write memory: closing the fd alone lets the kernel finish
-    /// tearing down asynchronously, after `close` has returned. A request
-    /// that cannot be interrupted (a blocking read already running on an
-    /// io-wq worker) is waited for, up to [`STOP_TIMEOUT`] per round.
+    /// (`IORING_REGISTER_SYNC_CANCEL` with `IORING_ASYNC_CANCEL_ANY`,
+    /// repeated until nothing matches), so that once `stop` returns no
+    /// operation of this ring is still about to read or write memory.
     ///
-    /// Returns whether nothing is left in flight.
-    fn cancel_everything(&mut self) -> bool {
-        for _ in 0..64 {
+    /// With `ANY`, the kernel returns how many requests it found, and
+    /// finds again every request whose cancellation has not completed
+    /// yet: a poll (or a request waiting in poll, such as an accept) is
+    /// only marked cancelled, and completes in task work of the task that
+    /// submitted it. On a `DEFER_TASKRUN` ring that task work runs only in
+    /// an `io_uring_enter` with `IORING_ENTER_GETEVENTS` of the issuer, so
+    /// every round is followed by one (non-blocking; the kernel runs up to
+    /// 20 items per call). On `COOP_TASKRUN` and default rings it runs when
+    /// the submitting task returns from a syscall (this thread: right
+    /// after the register call; on SQPOLL: the poller). Completions are
+    /// discarded as they come, so the CQ never overflows meanwhile.
+    ///
+    /// When a round finds no fewer requests than the last (a request
+    /// running on an io-wq worker that cancellation cannot interrupt, or
+    /// task work queued to another thread of a `SharedRing`), it waits up
+    /// to [`STOP_TIMEOUT`] for a completion, and gives up when none comes.
+    ///
+    /// Returns whether nothing is left in flight. From a thread other than
+    /// the issuer of a `SINGLE_ISSUER` ring the kernel refuses the cancel
+    /// (`EEXIST`): false.
+    fn cancel_everything(&mut self, cq: &mut Cq) -> bool {
+        let mut last = u64::MAX;
+        for _ in 0..MAX_CANCEL_ROUNDS {
             let reg = sys::io_uring_sync_cancel_reg {
                 fd: -1,
                 flags: sys::IORING_ASYNC_CANCEL_ANY,
@@ -366,30 +439,55 @@ impl Core {
                     1,
                 )
             };
-            match r {
-                // With ANY the kernel returns how many it cancelled: 0 means
+            let found = match r {
+                // With ANY the kernel returns how many it found: 0 means
                 // nothing is left.
                 Ok(0) => return true,
-                // Something was cancelled: go again until nothing matches.
-                Ok(_) => continue,
+                Ok(n) => u64::from(n),
                 // ENOENT: nothing left.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return true,
-                // Anything else (ETIME, EINTR): stop trying; closing the fd
-                // still cancels, but not synchronously.
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                // Anything else (EEXIST from a foreign thread, ETIME):
+                // stop trying; closing the fd still cancels, but not
+                // synchronously.
                 Err(_) => return false,
+            };
+            cq.discard();
+            // Run the deferred task work that completes what was just
+            // cancelled (and flush an overflow backlog), without blocking.
+            if self.enter(0, 0, sys::IORING_ENTER_GETEVENTS).is_err() {
+                return false;
+            }
+            if found < last {
+                last = found;
+                continue;
+            }
+            // No progress since the last round: wait for a completion.
+            cq.discard();
+            let wait = WaitArgs { min: 1, timeout: Some(STOP_TIMEOUT), ..WaitArgs::default() };
+            match self.enter_wait(0, &wait) {
+                Ok(_) if cq.ready() > 0 => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                // Nothing completed for STOP_TIMEOUT, or the wait failed.
+                _ => return false,
             }
         }
         false
     }
 }
 
-/// How long `stop` waits, per round, for requests that cannot be
-/// interrupted to finish.
+/// How long `stop` waits for a request that cancellation cannot interrupt
+/// (or for the SQPOLL thread to consume the SQ) before giving up and
+/// leaking what the kernel might still use.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A bound on the cancel rounds of `stop`; each round either makes
+/// progress or waits up to [`STOP_TIMEOUT`] for it.
+const MAX_CANCEL_ROUNDS: u32 = 1 << 16;
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.stop();
+        self.stop(None);
     }
 }
 
@@ -470,9 +568,12 @@ fn diagnose(e: std::io::Error, entries: u32, requested: &sys::io_uring_params) -
 /// ```
 #[derive(Debug)]
 pub struct Ring {
+    /// Declared first so that it drops first: after [`Drop`] has stopped
+    /// the ring, unmapping the ring memory drops our last reference to it,
+    /// and only then do the SQ slots' `Keep`s go.
+    pub(crate) core: Core,
     pub(crate) sq: Sq,
     pub(crate) cq: Cq,
-    pub(crate) core: Core,
     pools: ContextPools,
     /// `Sq`/`Cq` are `Send` but not `Sync`; this marker states it for the
     /// whole type regardless of how their fields change.
@@ -508,22 +609,40 @@ impl Ring {
     /// Ends the ring for good. Idempotent; every later call returns
     /// [`Error::Stopped`]. Dropping the ring does the same.
     ///
-    /// Every request still in flight is cancelled synchronously
-    /// (`IORING_REGISTER_SYNC_CANCEL`, any request), waiting for requests
-    /// that cannot be interrupted to finish (up to [`STOP_TIMEOUT`] per
-    /// round), and then the fd is closed. So once `stop` returns, the
-    /// kernel no longer touches memory that in-flight operations named.
+    /// Entries not yet submitted are dropped (on SQPOLL rings, `stop`
+    /// first waits, up to [`STOP_TIMEOUT`], until the poller thread has
+    /// consumed every entry already published). Every request still in
+    /// flight is then cancelled synchronously
+    /// (`IORING_REGISTER_SYNC_CANCEL`, any request), running the task work
+    /// that completes the cancellations (on deferred-task-work rings, in
+    /// non-blocking `io_uring_enter(GETEVENTS)` calls between rounds) and
+    /// waiting up to [`STOP_TIMEOUT`] for a request that cannot be
+    /// interrupted at once; then the fd is closed. So once `stop` returns,
+    /// the kernel no longer touches memory that in-flight operations
+    /// named.
     ///
-    /// Completions not reaped before `stop` are lost, and so are pooled
-    /// contexts they would have returned (visible in the pool counters):
-    /// drain first when they matter.
+    /// Completions not reaped before `stop` are lost (`stop` discards the
+    /// CQ as the cancellations complete, so an overflowing CQ does not
+    /// hold it up), and so are pooled contexts they would have returned
+    /// (visible in the pool counters): drain first when they matter.
     ///
     /// Memory [`attach`](Self::attach)ed to the ring is dropped after the
     /// fd is closed, or leaked if some request could not be cancelled
-    /// (never freed while the kernel might still write to it).
+    /// (never freed while the kernel might still write to it); the same
+    /// for each SQ slot's [`Keep`] when an SQPOLL ring's poller did not
+    /// drain the SQ.
+    ///
+    /// From a thread other than the one that called
+    /// [`start`](Self::start), the kernel refuses both the cancellation
+    /// and the task work of a `SINGLE_ISSUER` ring (`EEXIST`): `stop` (and
+    /// `Drop`) there can only close the fd. The kernel cancels the
+    /// requests asynchronously once its last reference to the ring is
+    /// gone (the mappings, unmapped when the ring drops; a ring fd
+    /// registered by the issuer thread, until that thread exits), and the
+    /// attached memory is leaked: safe, but permanent. Stop a ring on the
+    /// thread that started it.
     pub fn stop(&mut self) {
-        self.sq.close();
-        self.core.stop();
+        self.core.stop(Some((&mut self.sq, &mut self.cq)));
     }
 
     /// Where the ring is in its life.
@@ -1002,6 +1121,16 @@ impl Ring {
         self.core.params.cq_off = p.cq_off;
         self.core.features.set_entries(p.sq_entries, p.cq_entries);
         Ok(())
+    }
+}
+
+impl Drop for Ring {
+    /// Stops the ring (see [`stop`](Self::stop)) before any field drops:
+    /// the SQ slots' `Keep`s hold memory the kernel reads while it consumes
+    /// entries (on SQPOLL rings, on the poller thread), so they must
+    /// outlive every entry the kernel may still consume.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -30,10 +30,12 @@ use crate::sqe::Sqe;
 /// resolve through [`pools`](Self::pools).
 #[derive(Debug)]
 pub struct SharedRing {
+    /// First, so that it drops first (see [`Ring`](crate::Ring)'s fields):
+    /// the SQ slots' `Keep`s go only after the ring memory is unmapped.
+    core: Core,
     sq: Mutex<Sq>,
     cq: Mutex<Cq>,
     pools: Mutex<ContextPools>,
-    core: Core,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,8 +67,9 @@ impl SharedRing {
 
     /// Ends the ring for good (see [`Ring::stop`](crate::Ring::stop)).
     pub fn stop(&mut self) {
-        lock(&self.sq).close();
-        self.core.stop();
+        let sq = self.sq.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let cq = self.cq.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.core.stop(Some((sq, cq)));
     }
 
     /// Where the ring is in its life.
@@ -233,6 +236,14 @@ impl SharedRing {
             0 => Err(Error::WouldBlock),
             n => Ok(n),
         }
+    }
+}
+
+impl Drop for SharedRing {
+    /// Stops the ring before any field drops, as [`Ring`](crate::Ring)'s
+    /// `Drop` does.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

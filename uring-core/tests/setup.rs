@@ -159,25 +159,40 @@ fn registered_ring_fd_at_start() {
 
 #[test]
 fn flags_newer_than_the_kernel_are_unsupported_by_name() {
-    // SQE_MIXED and SQ_REWIND arrived after 6.18; on a kernel that knows
-    // them this test checks they are accepted instead.
-    for (flag, name) in
-        [(SetupFlags::SQE_MIXED, "IORING_SETUP_SQE_MIXED"), (SetupFlags::SQ_REWIND, "IORING_SETUP_SQ_REWIND")]
-    {
-        let supported = uring_core::probe_setup_flag(flag.bits()) == Some(true);
-        match Ring::new(Options::small().extra_flags(flag)) {
-            Ok(_) => assert!(supported, "{name} accepted although the probe says no"),
-            Err(Error::Unsupported { what, release, .. }) => {
-                assert!(!supported);
-                assert_eq!(what, name);
-                assert_eq!(release, uring_core::kernel_release());
-                println!("{name}: unsupported on {release}, reported by name");
-            }
-            Err(e) => panic!("{name}: expected Unsupported, got {e}"),
+    // SQE_MIXED arrived after 6.18; on a kernel that knows it this test
+    // checks it is accepted instead.
+    let (flag, name) = (SetupFlags::SQE_MIXED, "IORING_SETUP_SQE_MIXED");
+    let supported = uring_core::probe_setup_flag(flag.bits()) == Some(true);
+    match Ring::new(Options::small().extra_flags(flag)) {
+        Ok(_) => assert!(supported, "{name} accepted although the probe says no"),
+        Err(Error::Unsupported { what, release, .. }) => {
+            assert!(!supported);
+            assert_eq!(what, name);
+            assert_eq!(release, uring_core::kernel_release());
+            println!("{name}: unsupported on {release}, reported by name");
         }
+        Err(e) => panic!("{name}: expected Unsupported, got {e}"),
     }
     // Flags the options own are refused in extra_flags.
     assert!(matches!(Ring::new(Options::small().extra_flags(SetupFlags::SQPOLL)), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn sq_rewind_is_refused_by_name_whatever_the_kernel() {
+    // 7.x accepts SQ_REWIND, but the SQ code does not rewind: refused on
+    // every kernel, before the setup call, for both ring types.
+    let ring = Ring::new(Options::small().extra_flags(SetupFlags::SQ_REWIND));
+    assert!(
+        matches!(&ring, Err(Error::InvalidArgument(m)) if m.contains("IORING_SETUP_SQ_REWIND")),
+        "{:?}",
+        ring.map(|_| ())
+    );
+    let shared = uring_core::SharedRing::new(Options::small().extra_flags(SetupFlags::SQ_REWIND));
+    assert!(
+        matches!(&shared, Err(Error::InvalidArgument(m)) if m.contains("IORING_SETUP_SQ_REWIND")),
+        "{:?}",
+        shared.map(|_| ())
+    );
 }
 
 #[test]

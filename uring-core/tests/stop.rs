@@ -98,3 +98,110 @@ fn attached_memory_outlives_the_ring_and_no_longer() {
     assert!(matches!(ring.attach(Box::new(marker.clone())), Err(uring_core::Error::Stopped)));
     assert_eq!(std::sync::Arc::strong_count(&marker), 1);
 }
+
+/// A TCP listener on 127.0.0.1 with a kernel-chosen port, and its address.
+fn listener() -> (OwnedFd, libc::sockaddr_in) {
+    // SAFETY: plain socket syscalls on a fresh descriptor and local structs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len), 0);
+        assert_eq!(libc::listen(fd.as_raw_fd(), 4096), 0);
+        let mut len = len;
+        assert_eq!(libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len), 0);
+        (fd, addr)
+    }
+}
+
+/// A poll for `POLLIN` on `fd`.
+fn poll_in(fd: &OwnedFd, user_data: u64) -> Sqe {
+    let mut sqe = Sqe::new(sys::IORING_OP_POLL_ADD as u8);
+    sqe.fd = fd.as_raw_fd();
+    sqe.set_op_flags(libc::POLLIN as u32);
+    sqe.user_data = user_data;
+    sqe
+}
+
+/// An accept on `fd` (multishot or not) that does not return the peer's
+/// address.
+fn accept(fd: &OwnedFd, multishot: bool, user_data: u64) -> Sqe {
+    let mut sqe = Sqe::new(sys::IORING_OP_ACCEPT as u8);
+    sqe.fd = fd.as_raw_fd();
+    if multishot {
+        sqe.ioprio = sys::IORING_ACCEPT_MULTISHOT as u16;
+    }
+    sqe.user_data = user_data;
+    sqe
+}
+
+/// A value whose drop is observable.
+struct Region(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn region() -> (Box<Region>, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (Box::new(Region(dropped.clone())), dropped)
+}
+
+/// Polls, an accept and a multishot accept that can never complete, then
+/// `stop`: on a deferred-task-work ring their cancellations complete only
+/// when task work runs, which `stop` must drive, or the attached memory
+/// is leaked instead of dropped.
+#[test]
+fn stop_frees_attached_memory_with_polls_and_accepts_in_flight() {
+    let cases = [
+        ("default (DEFER_TASKRUN)", Options::small()),
+        ("COOP_TASKRUN", Options::small().defer_taskrun(false)),
+        ("registered ring fd", Options::small().register_ring_fd(true)),
+        ("NO_MMAP", Options::small().no_mmap(true)),
+    ];
+    for (name, opts) in cases {
+        let (rx, _tx) = pipe();
+        let (lfd, _) = listener();
+        let mut ring = Ring::new(opts).unwrap();
+        ring.start().unwrap();
+        let (memory, dropped) = region();
+        ring.attach(memory).unwrap();
+        let sqes = [poll_in(&rx, 1), accept(&lfd, false, 2), accept(&lfd, true, 3)];
+        // SAFETY: polls and accepts without an address name no memory.
+        unsafe { ring.push_all(&sqes) }.unwrap();
+        assert_eq!(ring.submit().unwrap(), 3, "{name}");
+        ring.stop();
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "{name}: attached memory leaked by stop");
+    }
+}
+
+/// The same through `Drop`, with more requests than one pass of deferred
+/// task work runs (the kernel runs at most 20 items per wait) and more
+/// cancellation CQEs than the CQ holds (they overflow).
+#[test]
+fn drop_frees_attached_memory_with_many_polls_and_an_overflowing_cq() {
+    let (rx, _tx) = pipe();
+    let (lfd, _) = listener();
+    let (memory, dropped) = region();
+    {
+        let mut ring = Ring::new(Options::default().entries(16).cq_entries(16)).unwrap();
+        ring.start().unwrap();
+        ring.attach(memory).unwrap();
+        for batch in 0..20u64 {
+            let sqes: Vec<Sqe> = (0..16).map(|i| poll_in(&rx, batch * 16 + i)).collect();
+            // SAFETY: polls name no memory.
+            unsafe { ring.push_all(&sqes) }.unwrap();
+            assert_eq!(ring.submit().unwrap(), 16);
+        }
+        // SAFETY: as above.
+        unsafe { ring.push_all(&[accept(&lfd, true, 1000), accept(&lfd, false, 1001)]) }.unwrap();
+        ring.submit().unwrap();
+    }
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "attached memory leaked by Drop");
+}
