@@ -135,7 +135,8 @@
 //! is closed. Their CQEs are lost with the ring, so the table keeps those
 //! buffers in flight for good (it cannot tell a cancelled request from one
 //! the kernel could not cancel). Dropping the table with operations in
-//! flight leaks their iovec arrays (the kernel might still read them); the
+//! flight hands their iovec arrays to the ring (the kernel might still read
+//! them), which frees them once it has closed with nothing in flight; the
 //! buffers are fine.
 
 use std::fmt;
@@ -260,6 +261,18 @@ enum Buf {
 /// The iovec array of a vectored operation, kept until its CQE.
 struct IoVecs(Box<[libc::iovec]>);
 
+// SAFETY: the array is plain data (addresses into the table's registered
+// memory, never dereferenced by Rust); moving it between threads changes
+// nothing.
+unsafe impl Send for IoVecs {}
+
+/// Where a dropped table leaves the iovec arrays of operations still in
+/// flight: attached to the ring, so they are freed once the ring has
+/// closed with nothing in flight (or leaked with the rest of its attached
+/// memory if it could not make sure), never while the kernel may read one.
+#[derive(Default)]
+struct Graveyard(std::sync::Mutex<Vec<IoVecs>>);
+
 impl fmt::Debug for IoVecs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} iovecs", self.0.len())
@@ -297,6 +310,7 @@ pub struct FixedBuffers {
     ring_id: u64,
     ring_fd: RawFd,
     in_flight: usize,
+    graveyard: std::sync::Arc<Graveyard>,
 }
 
 // SAFETY: the iovec arrays point into the table's own registered memory;
@@ -324,7 +338,7 @@ impl FixedBuffers {
         let bufs = RegisteredBuffers::register(ring, count, size)?;
         // SAFETY: the table was just made; no other handle to its memory
         // exists.
-        Ok(unsafe { Self::from_registered(ring, bufs) })
+        unsafe { Self::from_registered(ring, bufs) }
     }
 
     /// As [`register`](Self::register), from 2 MiB huge pages
@@ -336,7 +350,7 @@ impl FixedBuffers {
     pub fn register_huge(ring: &mut Ring, count: u32, size: usize) -> Result<Self> {
         let bufs = RegisteredBuffers::register_huge(ring, count, size)?;
         // SAFETY: as in `register`.
-        Ok(unsafe { Self::from_registered(ring, bufs) })
+        unsafe { Self::from_registered(ring, bufs) }
     }
 
     /// Registers a sparse table of `count` empty slots
@@ -349,7 +363,7 @@ impl FixedBuffers {
     pub fn sparse(ring: &mut Ring, count: u32) -> Result<Self> {
         let bufs = RegisteredBuffers::sparse(ring, count)?;
         // SAFETY: as in `register`.
-        Ok(unsafe { Self::from_registered(ring, bufs) })
+        unsafe { Self::from_registered(ring, bufs) }
     }
 
     /// Installs a fresh buffer of `size` bytes in slot `index`
@@ -385,9 +399,15 @@ impl FixedBuffers {
     /// has operations in flight: until each operation's last CQE has been
     /// handed to [`handle_cqe`](Self::handle_cqe), or the ring has been
     /// stopped.
-    pub unsafe fn from_registered(ring: &Ring, bufs: RegisteredBuffers) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`] when the ring is stopped.
+    pub unsafe fn from_registered(ring: &mut Ring, bufs: RegisteredBuffers) -> Result<Self> {
         let n = bufs.len();
-        FixedBuffers {
+        let graveyard = std::sync::Arc::new(Graveyard::default());
+        ring.attach(Box::new(graveyard.clone()))?;
+        Ok(FixedBuffers {
             bufs,
             state: vec![Buf::Idle; n],
             ops: Vec::new(),
@@ -398,7 +418,8 @@ impl FixedBuffers {
             ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
             in_flight: 0,
-        }
+            graveyard,
+        })
     }
 
     /// Gives the table back when no operation is in flight.
@@ -418,6 +439,7 @@ impl FixedBuffers {
             drop(std::ptr::read(&me.state));
             drop(std::ptr::read(&me.ops));
             drop(std::ptr::read(&me.free_ops));
+            drop(std::ptr::read(&me.graveyard));
             Ok(std::ptr::read(&me.bufs))
         }
     }
@@ -841,10 +863,12 @@ impl Drop for FixedBuffers {
     fn drop(&mut self) {
         // The kernel may still read the iovec arrays of operations in
         // flight (not in 6.18, which copies them at prep; older or later
-        // kernels may differ): leak them rather than free memory under it.
+        // kernels may differ): they go to the graveyard attached to the
+        // ring, freed once the ring has closed with nothing in flight.
+        let mut dead = self.graveyard.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for slot in &mut self.ops {
-            if let Some(live) = slot.live.take() {
-                std::mem::forget(live.iovecs);
+            if let Some(iov) = slot.live.take().and_then(|live| live.iovecs) {
+                dead.push(iov);
             }
         }
     }

@@ -164,9 +164,8 @@ fn a_deadline_cannot_carry_a_layer_tag() {
     let (rd, mut wr) = std::io::pipe().unwrap();
     let id = bufs.read_fixed(&mut ring, rd.as_raw_fd(), 0, 0..16, u64::MAX).unwrap();
     ring.submit().unwrap();
-    let err = ring
-        .push_with_deadline(id.context(), Nop::new(), SqeContext::for_fd(-1), Duration::from_secs(5))
-        .unwrap_err();
+    let err =
+        ring.push_with_deadline(id.context(), Nop::new(), SqeContext::for_fd(-1), Duration::from_secs(5)).unwrap_err();
     assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
     // SAFETY: a NOP names no memory.
     let err = unsafe { ring.push_op_unchecked(id.context(), Nop::new()) }.unwrap_err();
