@@ -49,6 +49,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct RegisteredBuffers {
     slots: Vec<Option<Slot>>,
+    /// The ring whose table this is ([`Ring::id`]): `install`,
+    /// `clone_into` and `unregister` act on that ring's table only.
+    ring_id: u64,
 }
 
 /// Turns a registration errno into the error that explains it.
@@ -110,7 +113,7 @@ impl RegisteredBuffers {
         if let Err(e) = ring.attach(Box::new(region)) {
             return Err(e.into());
         }
-        Ok(RegisteredBuffers { slots })
+        Ok(RegisteredBuffers { slots, ring_id: ring.id() })
     }
 
     /// Registers a table of `count` empty slots
@@ -127,7 +130,7 @@ impl RegisteredBuffers {
             sys::io_uring_rsrc_register { nr: count, flags: sys::IORING_RSRC_REGISTER_SPARSE, ..Default::default() };
         // SAFETY: a sparse table names no memory.
         unsafe { buffers2(ring, &reg) }.map_err(|e| registration_error("a sparse buffer table", 0, e))?;
-        Ok(RegisteredBuffers { slots: vec![None; count as usize] })
+        Ok(RegisteredBuffers { slots: vec![None; count as usize], ring_id: ring.id() })
     }
 
     /// Allocates a buffer of `size` bytes and installs it in slot `index`
@@ -139,6 +142,7 @@ impl RegisteredBuffers {
     /// [`Error::InvalidArgument`] for an index outside the table or a bad
     /// size; [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Ring`].
     pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
+        self.check_owner(ring)?;
         check_size(size)?;
         check_ring(ring)?;
         if index as usize >= self.slots.len() {
@@ -187,6 +191,7 @@ impl RegisteredBuffers {
     /// [`Error::Ring`]: `EBUSY` when `dst` has a table, `Unsupported` on
     /// kernels without the call.
     pub fn clone_into(&self, src: &Ring, dst: &mut Ring) -> Result<RegisteredBuffers> {
+        self.check_owner(src)?;
         check_ring(dst)?;
         let arg = sys::io_uring_clone_buffers {
             src_fd: src.as_raw_fd() as u32,
@@ -206,7 +211,23 @@ impl RegisteredBuffers {
         for slot in self.slots.iter().flatten() {
             dst.attach(Box::new(slot.region.clone()))?;
         }
-        Ok(RegisteredBuffers { slots: self.slots.clone() })
+        Ok(RegisteredBuffers { slots: self.slots.clone(), ring_id: dst.id() })
+    }
+
+    /// Refuses a ring other than the one whose table this is: its table
+    /// slot `i` is other memory, which this value would describe wrongly
+    /// (and lend out while that ring's fixed operations use it).
+    fn check_owner(&self, ring: &Ring) -> Result<()> {
+        if ring.id() == self.ring_id {
+            Ok(())
+        } else {
+            Err(Error::invalid(format!(
+                "this table is registered with ring {}, not with ring {} (fd {})",
+                self.ring_id,
+                ring.id(),
+                ring.as_raw_fd()
+            )))
+        }
     }
 
     /// Slots in the table.
@@ -261,6 +282,7 @@ impl RegisteredBuffers {
     ///
     /// [`Error::Ring`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
+        self.check_owner(ring)?;
         // SAFETY: UNREGISTER_BUFFERS takes no argument.
         unsafe {
             ring.register().raw("IORING_UNREGISTER_BUFFERS", sys::IORING_UNREGISTER_BUFFERS, std::ptr::null(), 0)

@@ -292,3 +292,26 @@ fn a_replayed_send_cqe_frees_nothing() {
     }
     assert_eq!((sr.free(), sr.queued(), sr.in_flight()), (4, 0, false));
 }
+
+/// Inventory: `RegisteredBuffers::install`. Installing through a table of
+/// one ring into another ring's table once put memory this value lends
+/// out (`buffer_mut`) under the other ring's fixed operations: a
+/// `FixedBuffers` read there then wrote into a live `&mut [u8]`.
+#[test]
+fn a_table_acts_on_its_own_ring_only() {
+    use uring_buffers::RegisteredBuffers;
+    let mut ring1 = ring();
+    let mut ring3 = ring();
+    let mut rogue = RegisteredBuffers::sparse(&mut ring1, 2).unwrap();
+    let fixed = FixedBuffers::sparse(&mut ring3, 2).unwrap();
+    for e in [
+        rogue.install(&mut ring3, 0, 4096).unwrap_err(),
+        rogue.clone_into(&ring3, &mut self::ring()).unwrap_err(),
+        RegisteredBuffers::sparse(&mut self::ring(), 1).unwrap().unregister(&mut ring3).unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("registered with ring"), "{e}");
+    }
+    assert!(fixed.buffer(0).is_err(), "ring 3's slot 0 is still empty");
+    rogue.install(&mut ring1, 0, 4096).unwrap();
+    assert_eq!(rogue.buffer_mut(0).unwrap().len(), 4096, "its own ring's table works");
+}
