@@ -315,3 +315,38 @@ fn a_table_acts_on_its_own_ring_only() {
     rogue.install(&mut ring1, 0, 4096).unwrap();
     assert_eq!(rogue.buffer_mut(0).unwrap().len(), 4096, "its own ring's table works");
 }
+
+/// Inventory: reserved tags, `PollUpdate`. A poll armed with safe calls
+/// was once relabelled with the reserved `user_data` of an in-flight fixed
+/// read; its CQE then freed the read's buffer, and the read landed in a
+/// live `&mut [u8]`. Likewise `MsgRingFd` posted any `user_data`.
+#[test]
+fn a_poll_cannot_be_relabelled_with_a_layer_tag() {
+    use uring_ops::msg::MsgRingFd;
+    use uring_ops::poll::{PollAdd, PollEvents, PollUpdate};
+    use uring_ops::{FileDest, Fixed};
+    let mut ring = ring();
+    let mut bufs = FixedBuffers::register(&mut ring, 1, 4096).unwrap();
+    let (rd, mut wr) = std::io::pipe().unwrap();
+    let id = bufs.read_fixed(&mut ring, rd.as_raw_fd(), 0, 0..8, u64::MAX).unwrap();
+    let (prd, mut pwr) = std::io::pipe().unwrap();
+    let poll = ring.push_op(SqeContext::for_fd(7), PollAdd::new(prd.as_raw_fd(), PollEvents::IN)).unwrap();
+    ring.submit().unwrap();
+    let err = ring.push_op(SqeContext::for_fd(8), PollUpdate::new(poll.raw()).user_data(id.user_data())).unwrap_err();
+    assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+    let err = ring
+        .push_op(SqeContext::for_fd(9), MsgRingFd::new(ring.as_raw_fd(), Fixed(0), FileDest::Slot(1), id.user_data()))
+        .unwrap_err();
+    assert!(matches!(err, CoreError::InvalidArgument(_)), "{err}");
+    assert_eq!(ring.sq_pending(), 0, "nothing was queued");
+    // The poll fires under its own identity and frees nothing.
+    pwr.write_all(b"!").unwrap();
+    let s = reap(&mut ring, 1)[0];
+    assert_eq!(s.cqe().user_data(), poll.raw());
+    assert!(bufs.handle_cqe(&s.cqe()).is_none());
+    assert!(bufs.buffer_mut(0).is_err(), "the read still owns the buffer");
+    wr.write_all(b"the read").unwrap();
+    let s = reap(&mut ring, 1)[0];
+    assert_eq!(bufs.handle_cqe(&s.cqe()).unwrap().id, id);
+    assert_eq!(&bufs.buffer(0).unwrap()[..8], b"the read");
+}
