@@ -350,3 +350,75 @@ fn a_poll_cannot_be_relabelled_with_a_layer_tag() {
     assert_eq!(bufs.handle_cqe(&s.cqe()).unwrap().id, id);
     assert_eq!(&bufs.buffer(0).unwrap()[..8], b"the read");
 }
+
+/// `mem::forget` of a zero-copy pass: its CQEs are never given back to the
+/// kernel, so the next pass shows them again, with the same positions.
+/// A buffer taken in the forgotten pass is not taken twice.
+#[test]
+fn a_forgotten_pass_shows_its_cqes_again_and_they_take_nothing() {
+    let mut ring = ring();
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(61, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"once").unwrap();
+    ring.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 61)).unwrap();
+    ring.submit_and_wait(1).unwrap();
+    let buf = {
+        let mut pass = ring.completions().unwrap();
+        let buf = br.take(&pass.next().expect("the receive")).unwrap().unwrap();
+        std::mem::forget(pass);
+        buf
+    };
+    let mut pass = ring.completions().unwrap();
+    let again = pass.next().expect("the same CQE, never released");
+    assert!(not_owned(br.take(&again)), "taken once only");
+    drop(pass);
+    assert_eq!((br.bytes(&buf), br.held()), (&b"once"[..], 1));
+    br.recycle(buf).unwrap();
+}
+
+/// A panic inside a multishot handler leaves the subscription and the
+/// buffer ring consistent: the step's buffer is not lost to a double
+/// take, the stream continues, and a copy of the CQE is not a new step.
+#[test]
+fn a_panicking_handler_leaves_the_bookkeeping_consistent() {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use uring_ops::multishot::RecvMulti;
+    use uring_ops::subscription::{MultishotEnd, MultishotStep};
+
+    struct Flaky {
+        calls: u32,
+        got: Vec<uring_core::BufferSelection>,
+    }
+    impl MultishotHandler for Flaky {
+        fn on_step(&mut self, step: &MultishotStep) -> MultishotAction {
+            self.calls += 1;
+            if self.calls == 1 {
+                panic!("the handler fails on its first step");
+            }
+            self.got.extend(step.buffer_selection());
+            MultishotAction::Continue
+        }
+        fn on_stop(&mut self, _end: MultishotEnd) {}
+    }
+    let mut ring = ring();
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(62, 4, 64)).unwrap();
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let mut sub = ring.subscribe(RecvMulti::new(rx.as_raw_fd(), 62), Flaky { calls: 0, got: Vec::new() }).unwrap();
+    ring.submit().unwrap();
+    tx.write_all(b"first").unwrap();
+    let first = reap(&mut ring, 1)[0];
+    // (The panic's message is printed; the test expects it.)
+    let r = catch_unwind(AssertUnwindSafe(|| sub.handle_cqe(&mut ring, &first.cqe())));
+    assert!(r.is_err(), "the handler panicked");
+    // The same CQE again is not a new step of the stream.
+    assert!(!sub.handle_cqe(&mut ring, &first.cqe()), "a copy is not the stream's next step");
+    assert!(sub.handler().got.is_empty());
+    tx.write_all(b"second").unwrap();
+    let second = reap(&mut ring, 1)[0];
+    assert!(sub.handle_cqe(&mut ring, &second.cqe()));
+    let sel = sub.handler_mut().got.pop().expect("the second step's buffer");
+    let buf = br.take_selection(&sel).unwrap();
+    assert_eq!(br.bytes(&buf), b"second");
+    assert_eq!(br.held(), 1, "the first buffer was never handed out");
+    sub.cancel(&mut ring).unwrap();
+}
