@@ -80,8 +80,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
 use uring_core::{Cqe, Ring, SqeContext, sys};
+use uring_ops::Target;
 use uring_ops::net::SendBundle;
-use uring_ops::{RingOps, Target};
 
 use crate::bufring::{BufRingConfig, MAX_ENTRIES, Memory, publish_tail, register_ring, unregister, write_entry};
 use crate::error::{Error, Result};
@@ -212,7 +212,19 @@ impl SendRing {
                 cfg.group()
             )));
         }
-        let reg = register_ring(ring, &cfg, "send buffers")?;
+        // The accounting holds only if this ring's sends are the only
+        // requests selecting from the group: reserve it, so the typed push
+        // paths refuse any other.
+        ring.reserve_buffer_group(cfg.group())?;
+        let reg = match register_ring(ring, &cfg, "send buffers") {
+            Ok(reg) => reg,
+            Err(e) => {
+                // SAFETY: reserved just above by this call, and nothing was
+                // registered, so nothing depends on it.
+                unsafe { ring.unreserve_buffer_group(cfg.group()) };
+                return Err(e);
+            }
+        };
         let n = cfg.entries();
         Ok(SendRing {
             group: cfg.group(),
@@ -407,7 +419,10 @@ impl SendRing {
             return Err(Error::invalid(format!("group {}: this SendRing is registered with another ring", self.group)));
         }
         let pos = ring.cq_position();
-        let stamped = ring.push_op(ctx, SendBundle::new(fd, self.group))?;
+        // SAFETY: `SendBundle` names no caller memory (the kernel reads the
+        // queued buffers of this group, which this ring owns), and this
+        // SendRing reserved the group it selects from.
+        let stamped = unsafe { uring_ops::push_group_owner_op(ring, ctx, SendBundle::new(fd, self.group)) }?;
         self.in_flight = true;
         self.send = (stamped.raw(), pos);
         Ok(stamped)
@@ -511,7 +526,14 @@ impl SendRing {
     ///
     /// [`Error::Ring`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
-        unregister(ring, self.group)
+        if ring.id() != self.ring_id {
+            return Err(Error::invalid(format!("group {}: this SendRing is registered with another ring", self.group)));
+        }
+        unregister(ring, self.group)?;
+        // SAFETY: this SendRing reserved the group; it is unregistered now,
+        // so no request can select from it any more.
+        unsafe { ring.unreserve_buffer_group(self.group) };
+        Ok(())
     }
 }
 

@@ -422,3 +422,45 @@ fn a_panicking_handler_leaves_the_bookkeeping_consistent() {
     assert_eq!(br.held(), 1, "the first buffer was never handed out");
     sub.cancel(&mut ring).unwrap();
 }
+
+/// Inventory: `SendRing`, its group. The send accounting holds only if
+/// its own sends are the only requests selecting from its group: a
+/// receive (or a send of the caller's own) selecting from it once consumed
+/// queued buffers behind the send ring's back, which then returned them to
+/// the free pool while the kernel still used them. Such pushes are refused
+/// now, and nothing is queued.
+#[test]
+fn a_send_rings_group_is_its_own() {
+    use uring_ops::net::SendBundle;
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED a_send_rings_group_is_its_own: no IORING_FEAT_RECVSEND_BUNDLE (Linux 6.10+)");
+        return;
+    }
+    let mut sr = SendRing::register(&mut ring, BufRingConfig::new(71, 4, 64)).unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let pending = ring.sq_pending();
+    for e in [
+        ring.push_op(SqeContext::for_fd(1), RecvSelect::new(b.as_raw_fd(), 71)).unwrap_err(),
+        ring.push_op(SqeContext::for_fd(2), SendBundle::new(a.as_raw_fd(), 71)).unwrap_err(),
+        ring.push_op(SqeContext::for_fd(3), uring_ops::multishot::RecvMulti::new(b.as_raw_fd(), 71)).unwrap_err(),
+    ] {
+        assert!(e.to_string().contains("reserved"), "{e}");
+    }
+    assert_eq!(ring.sq_pending(), pending, "nothing was queued");
+    assert!(matches!(SendRing::register(&mut ring, BufRingConfig::new(71, 4, 64)), Err(Error::Ring(_))));
+    // The send ring's own send goes through.
+    let mut buf = sr.acquire().unwrap();
+    sr.buf_mut(&mut buf)[..5].copy_from_slice(b"owned");
+    sr.queue(buf, 5).unwrap();
+    sr.send_bundle(&mut ring, SqeContext::for_fd(5), a.as_raw_fd()).unwrap();
+    ring.submit().unwrap();
+    let s = reap(&mut ring, 1)[0];
+    assert_eq!(sr.complete(&s.cqe()).unwrap().freed, 1);
+    let mut got = [0u8; 5];
+    (&b).read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"owned");
+    // Unregistered, the group is free again.
+    sr.unregister(&mut ring).unwrap();
+    assert!(!ring.is_buffer_group_reserved(71));
+}

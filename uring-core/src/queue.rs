@@ -284,6 +284,14 @@ impl Sq {
         Some(slot)
     }
 
+    /// Gives back the slot acquired last (not yet published).
+    #[inline]
+    pub(crate) fn retract(&mut self) {
+        if self.tail != self.published {
+            self.tail = self.tail.wrapping_sub(1);
+        }
+    }
+
     /// The next free slot and its [`Keep`], cleared of what an earlier
     /// submission through the same slot held (the kernel consumed that
     /// entry before the slot could come round again).

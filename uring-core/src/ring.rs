@@ -575,6 +575,9 @@ pub struct Ring {
     pub(crate) sq: Sq,
     pub(crate) cq: Cq,
     pools: ContextPools,
+    /// Buffer groups a layer owns exclusively (see
+    /// [`Ring::reserve_buffer_group`]); usually empty.
+    reserved_groups: Vec<u16>,
     /// `Sq`/`Cq` are `Send` but not `Sync`; this marker states it for the
     /// whole type regardless of how their fields change.
     _not_sync: PhantomData<std::cell::Cell<()>>,
@@ -594,7 +597,7 @@ impl Ring {
         let (core, sq, cq) = Core::setup(&opts, Issuer::Single)?;
         let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
         let pools = ContextPools::for_ring(core.id, indirect, extended);
-        Ok(Ring { sq, cq, core, pools, _not_sync: PhantomData })
+        Ok(Ring { sq, cq, core, pools, reserved_groups: Vec::new(), _not_sync: PhantomData })
     }
 
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
@@ -862,6 +865,54 @@ impl Ring {
             Err(e) => e,
             Ok(()) => Error::QueueFull { entries: self.sq.entries },
         }
+    }
+
+    /// Reserves provided-buffer group `group` for the layer that owns it
+    /// (a send ring, whose accounting holds only if its own requests are
+    /// the only ones selecting from the group): from now on the typed push
+    /// paths of `uring-ops` refuse any other entry that selects from it.
+    /// Reserving only restricts; it cannot be undone from safe code.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the group is reserved already.
+    pub fn reserve_buffer_group(&mut self, group: u16) -> Result<()> {
+        if self.reserved_groups.contains(&group) {
+            return Err(Error::InvalidArgument(format!("buffer group {group} is reserved already")));
+        }
+        self.reserved_groups.push(group);
+        Ok(())
+    }
+
+    /// Ends the reservation of `group`.
+    ///
+    /// # Safety
+    ///
+    /// Only the layer that reserved the group may call it, once no request
+    /// it depends on is left that selects from the group (for example after
+    /// unregistering it).
+    #[doc(hidden)]
+    pub unsafe fn unreserve_buffer_group(&mut self, group: u16) {
+        self.reserved_groups.retain(|&g| g != group);
+    }
+
+    /// Whether `group` is reserved by a layer ([`reserve_buffer_group`](Self::reserve_buffer_group)).
+    #[inline]
+    pub fn is_buffer_group_reserved(&self, group: u16) -> bool {
+        !self.reserved_groups.is_empty() && self.reserved_groups.contains(&group)
+    }
+
+    /// Takes back the entry acquired last, not yet flushed, so that it is
+    /// never submitted (the push paths use it when a prepared entry turns
+    /// out to be refused).
+    ///
+    /// # Safety
+    ///
+    /// The caller acquired an entry since the last flush and has not
+    /// handed out anything that depends on its being submitted.
+    #[doc(hidden)]
+    pub unsafe fn retract_last_sqe(&mut self) {
+        self.sq.retract();
     }
 
     /// Free SQ entries.

@@ -494,20 +494,30 @@ pub trait Ring128Ops {
 impl Ring128Ops for Ring {
     #[inline]
     fn push_op128<O: SafeOp128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        crate::ring::refuse_reserved(ctx)?;
         // SAFETY: `O: SafeOp128` names no memory.
         unsafe { self.push_op128_unchecked(ctx, op) }
     }
 
     unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        crate::ring::refuse_reserved(ctx)?;
         op.check(self.features())?;
         crate::ring::check_live(self.pools(), ctx)?;
         // SAFETY: forwarded to the caller (the memory the operation names).
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
         let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
+        let copy = sqe.sqe;
+        if copy.sqe_flags().contains(uring_core::SqeFlags::BUFFER_SELECT)
+            && self.is_buffer_group_reserved(copy.buf_group())
+        {
+            let group = copy.buf_group();
+            // SAFETY: acquired just above; taken back, never submitted.
+            unsafe { self.retract_last_sqe() };
+            return Err(uring_core::Error::InvalidArgument(format!(
+                "buffer group {group} is reserved by the layer that owns it: no other request may select from it"
+            )));
+        }
         if stamped.mode() != ContextMode::Direct {
-            let copy = sqe.sqe;
             // SAFETY: `copy` is the entry just queued under `ctx` on this
             // ring, not yet submitted.
             unsafe { crate::ring::record_pooled(self.pools_mut(), ctx, copy) };

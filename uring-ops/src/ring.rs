@@ -86,7 +86,7 @@ impl RingOps for Ring {
         // ring methods, deadlines and helpers all come through here.
         refuse_reserved(ctx)?;
         // SAFETY: forwarded to the caller.
-        unsafe { push_selecting(self, ctx, op) }.map(|(stamped, _)| stamped)
+        unsafe { push_selecting(self, ctx, op, false) }.map(|(stamped, _)| stamped)
     }
 
     #[inline]
@@ -115,7 +115,28 @@ impl RingOps for Ring {
 #[inline]
 pub unsafe fn push_layer_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O) -> Result<(SqeContext, Option<u16>)> {
     // SAFETY: forwarded to the caller.
-    unsafe { push_selecting(ring, ctx, op) }
+    unsafe { push_selecting(ring, ctx, op, false) }
+}
+
+/// Queues `op`, which may select from a buffer group reserved with
+/// [`Ring::reserve_buffer_group`] (every other push refuses such an
+/// entry): for the layer that owns the group. Reserved layer tags are
+/// refused as by [`RingOps::push_op_unchecked`].
+///
+/// # Errors
+///
+/// As for [`RingOps::push_op`].
+///
+/// # Safety
+///
+/// As for [`RingOps::push_op_unchecked`], and: the caller is the layer
+/// that reserved the group the entry selects from.
+#[doc(hidden)]
+#[inline]
+pub unsafe fn push_group_owner_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O) -> Result<SqeContext> {
+    refuse_reserved(ctx)?;
+    // SAFETY: forwarded to the caller.
+    unsafe { push_selecting(ring, ctx, op, true) }.map(|(stamped, _)| stamped)
 }
 
 /// `push_op_unchecked` on a [`Ring`], also returning the buffer group the
@@ -130,6 +151,7 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     ring: &mut Ring,
     ctx: SqeContext,
     op: O,
+    group_owner: bool,
 ) -> Result<(SqeContext, Option<u16>)> {
     op.check(ring.features())?;
     check_live(ring.pools(), ctx)?;
@@ -139,8 +161,17 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     op.prepare(sqe, keep);
     let stamped = stamp(sqe, ctx);
     let group = sqe.sqe_flags().contains(SqeFlags::BUFFER_SELECT).then(|| sqe.buf_group());
-    if stamped.mode() != ContextMode::Direct {
-        let copy = *sqe;
+    let pooled = if stamped.mode() == ContextMode::Direct { None } else { Some(*sqe) };
+    if let Some(g) = group
+        && !group_owner
+        && ring.is_buffer_group_reserved(g)
+    {
+        // SAFETY: the entry was acquired just above and nothing depends on
+        // it: it is taken back, never submitted.
+        unsafe { ring.retract_last_sqe() };
+        return Err(reserved_group_error(g));
+    }
+    if let Some(copy) = pooled {
         // SAFETY: `copy` is the entry just queued under `ctx` on this
         // ring, not yet submitted.
         unsafe { record_pooled(ring.pools_mut(), ctx, copy) };
@@ -280,6 +311,14 @@ pub(crate) fn refuse_reserved(ctx: SqeContext) -> Result<()> {
         Some(tag) if is_reserved(tag) => Err(reserved_error(ctx, tag)),
         _ => Ok(()),
     }
+}
+
+#[cold]
+fn reserved_group_error(group: u16) -> Error {
+    Error::InvalidArgument(format!(
+        "buffer group {group} is reserved by the layer that owns it (a send ring): no other request may select from \
+         it"
+    ))
 }
 
 #[cold]
