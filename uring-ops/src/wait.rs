@@ -7,17 +7,25 @@
 //!   caller memory, so it is pushed with `push_op_unchecked`.
 //! - [`Waitid`] writes the child's `siginfo_t` when it completes: caller
 //!   memory as well.
-//! - [`FutexWait`] and [`FutexWake`] name a futex word. The kernel uses its
-//!   address as the futex key and, for a wait, *reads* the 32-bit value once
-//!   to compare it with the expected one; it never writes it. A stale
-//!   address cannot corrupt memory (at worst the read faults and the CQE is
-//!   `-EFAULT`, or the wait never matches a wake), so both are [`SafeOp`],
-//!   as the [`SafeOp`] contract allows for futex keys.
+//! - [`FutexWake`] names a futex word only as a key: `futex_wake` hashes
+//!   the address (`get_futex_key`) and never reads or writes the word, so
+//!   any `&AtomicU32` will do and the operation is [`SafeOp`].
+//! - [`FutexWait`] *reads* the word: `io_futex_wait` → `futex_wait_setup`
+//!   loads it to compare with the expected value **when the request is
+//!   issued**, which is not when [`push_op`](RingOps::push_op) returns: at
+//!   the next submit, or later still (after a linked predecessor completes,
+//!   or on an io-wq worker with `IOSQE_ASYNC`). A borrow cannot last that
+//!   long, and neither can the SQ slot's [`Keep`] (cleared once the entry
+//!   is consumed, which may be before the issue). So the safe constructors
+//!   take a `&'static AtomicU32` (a `static`, or `Box::leak`), and
+//!   [`FutexWait::from_ptr`] (`unsafe`) takes any address whose word stays
+//!   readable until the operation's CQE.
 //! - [`FutexWaitV`]'s `futex_waitv` array is copied by the kernel while it
 //!   prepares the request (`io_futexv_prep` → `futex_parse_waitv`, a
 //!   `copy_from_user` into a kernel allocation); it lives in the SQ slot's
-//!   [`Keep`] until then. The futex words it names are used as above (keys,
-//!   values read once), so it is [`SafeOp`] too.
+//!   [`Keep`] until then. The words it names are read at issue
+//!   (`futex_wait_multiple_setup`), as for [`FutexWait`]: `&'static` in the
+//!   safe constructors, [`FutexWaitV::push_ptr`] (`unsafe`) otherwise.
 
 use std::sync::atomic::AtomicU32;
 
@@ -104,8 +112,8 @@ pub const FUTEX_BITSET_MATCH_ANY: u32 = u32::MAX;
 
 /// The address of a futex word: its key (kept as a number, so the
 /// builders are `Send` and never dereference it).
-fn futex_addr(futex: &AtomicU32) -> u64 {
-    futex.as_ptr() as u64
+fn futex_addr(futex: *const AtomicU32) -> u64 {
+    futex as u64
 }
 
 /// The `futex2` flags of a 32-bit futex, private to this process or shared.
@@ -120,8 +128,12 @@ const fn futex2_flags(shared: bool) -> u32 {
 /// did not hold `expected` at issue, `-ECANCELED` when cancelled. Private
 /// to this process by default (`FUTEX2_PRIVATE`, matching
 /// `FUTEX_WAKE_PRIVATE`); [`shared`](Self::shared) for futexes in shared
-/// memory. The futex word is only read (see the [module](self)), so this is
-/// [`SafeOp`].
+/// memory.
+///
+/// The kernel reads the word when it issues the request, which may be long
+/// after the push (see the [module](self)): [`new`](Self::new) takes a
+/// `&'static AtomicU32`, which makes the operation [`SafeOp`];
+/// [`from_ptr`](Self::from_ptr) is the `unsafe` way for any other word.
 #[doc(alias = "IORING_OP_FUTEX_WAIT")]
 #[doc(alias = "io_uring_prep_futex_wait")]
 #[derive(Debug, Clone, Copy)]
@@ -134,9 +146,45 @@ pub struct FutexWait {
 }
 
 impl FutexWait {
-    /// Waits on `futex` while it holds `expected`.
+    /// Waits on `futex` while it holds `expected`. The word must live for
+    /// the rest of the process (a `static`, or `Box::leak`), since the
+    /// kernel reads it at issue, after the push.
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicU32;
+    /// static WORD: AtomicU32 = AtomicU32::new(0);
+    /// let _ = uring_ops::wait::FutexWait::new(&WORD, 0);
+    /// let leaked: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
+    /// let _ = uring_ops::wait::FutexWait::new(leaked, 0);
+    /// ```
+    ///
+    /// A word that could be freed before the kernel reads it is refused at
+    /// compile time (the operation outlives the borrow once pushed):
+    ///
+    /// ```compile_fail,E0597
+    /// use std::sync::atomic::AtomicU32;
+    /// let op = {
+    ///     let word = AtomicU32::new(0);
+    ///     uring_ops::wait::FutexWait::new(&word, 0)
+    /// };
+    /// drop(op);
+    /// ```
     #[inline]
-    pub fn new(futex: &AtomicU32, expected: u32) -> Self {
+    pub fn new(futex: &'static AtomicU32, expected: u32) -> Self {
+        FutexWait { futex: futex_addr(futex), expected, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
+    }
+
+    /// Waits on the word at `futex` while it holds `expected`.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `futex` must point to a 4-byte-aligned `AtomicU32` that stays
+    /// allocated (readable) until that operation's CQE has been reaped:
+    /// the kernel reads the word when it issues the request, which may be
+    /// after the push returns and after the entry was consumed.
+    #[inline]
+    pub unsafe fn from_ptr(futex: *const AtomicU32, expected: u32) -> Self {
         FutexWait { futex: futex_addr(futex), expected, mask: FUTEX_BITSET_MATCH_ANY, shared: false }
     }
 
@@ -178,8 +226,9 @@ impl Prepare for FutexWait {
     }
 }
 
-// SAFETY: the futex word is a key and is only read (module docs); no other
-// address is named.
+// SAFETY: the word the kernel reads at issue is `'static` (`new`) or kept
+// readable until the CQE by the caller of `from_ptr`; no other address is
+// named.
 unsafe impl SafeOp for FutexWait {}
 
 /// Wakes up to `count` waiters of a 32-bit futex:
@@ -187,7 +236,8 @@ unsafe impl SafeOp for FutexWait {}
 ///
 /// Since Linux 6.7. The result is the number of waiters woken (waiters of
 /// `FUTEX_WAIT`, `futex_waitv` and io_uring futex waits alike). The futex
-/// word is not touched, only its address used as the key: [`SafeOp`].
+/// word is not touched, only its address used as the key (`futex_wake`
+/// never loads it): [`SafeOp`] with any borrow.
 #[doc(alias = "IORING_OP_FUTEX_WAKE")]
 #[doc(alias = "io_uring_prep_futex_wake")]
 #[derive(Debug, Clone, Copy)]
@@ -252,8 +302,10 @@ unsafe impl SafeOp for FutexWake {}
 /// Since Linux 6.7. The result is the index of the futex that was woken,
 /// or `-EAGAIN` when one of them did not hold its expected value at issue.
 /// The `futex_waitv` array is copied by the kernel at prep, from the SQ
-/// slot's [`Keep`]; the futex words are keys read once (see the
-/// [module](self)): [`SafeOp`]. At most 128 futexes (`FUTEX_WAITV_MAX`).
+/// slot's [`Keep`]; the futex words are read at issue (see the
+/// [module](self)), so the safe constructors take `&'static AtomicU32`
+/// words and the operation is [`SafeOp`]; [`push_ptr`](Self::push_ptr)
+/// (`unsafe`) adds any other. At most 128 futexes (`FUTEX_WAITV_MAX`).
 #[doc(alias = "IORING_OP_FUTEX_WAITV")]
 #[doc(alias = "io_uring_prep_futex_waitv")]
 #[derive(Debug, Clone)]
@@ -264,7 +316,18 @@ pub struct FutexWaitV {
 
 impl FutexWaitV {
     /// Waits on each `(futex, expected)` pair, private to this process.
-    pub fn new(futexes: &[(&AtomicU32, u32)]) -> Self {
+    /// The words must live for the rest of the process (they are read at
+    /// issue, after the push).
+    ///
+    /// ```compile_fail,E0597
+    /// use std::sync::atomic::AtomicU32;
+    /// let op = {
+    ///     let word = AtomicU32::new(0);
+    ///     uring_ops::wait::FutexWaitV::new(&[(&word, 0)])
+    /// };
+    /// drop(op);
+    /// ```
+    pub fn new(futexes: &[(&'static AtomicU32, u32)]) -> Self {
         let waiters = futexes
             .iter()
             .map(|&(f, expected)| sys::futex_waitv {
@@ -278,11 +341,26 @@ impl FutexWaitV {
     }
 
     /// Adds a futex shared between processes (no `FUTEX2_PRIVATE`).
-    pub fn shared(mut self, futex: &AtomicU32, expected: u32) -> Self {
+    pub fn shared(self, futex: &'static AtomicU32, expected: u32) -> Self {
+        // SAFETY: a `'static` word stays readable for ever.
+        unsafe { self.push_ptr(futex, expected, true) }
+    }
+
+    /// Adds the word at `futex` with its expected value, shared between
+    /// processes when `shared` (no `FUTEX2_PRIVATE`).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the operation (or of a clone of it), `futex` must
+    /// point to a 4-byte-aligned `AtomicU32` that stays allocated
+    /// (readable) until that operation's CQE has been reaped: the kernel
+    /// reads the words when it issues the request, which may be after the
+    /// push returns and after the entry was consumed.
+    pub unsafe fn push_ptr(mut self, futex: *const AtomicU32, expected: u32, shared: bool) -> Self {
         self.waiters.push(sys::futex_waitv {
             val: u64::from(expected),
             uaddr: futex_addr(futex),
-            flags: futex2_flags(true),
+            flags: futex2_flags(shared),
             ..Default::default()
         });
         self
@@ -314,8 +392,9 @@ impl Prepare for FutexWaitV {
     }
 }
 
-// SAFETY: the array is in the Keep and copied at prep; the futex words are
-// keys whose value is only read (module docs).
+// SAFETY: the array is in the Keep and copied at prep; the words the kernel
+// reads at issue are `'static` (`new`, `shared`) or kept readable until the
+// CQE by the caller of `push_ptr`.
 unsafe impl SafeOp for FutexWaitV {}
 
 /// Waits for a child process to change state: `io_uring_prep_waitid`.
@@ -465,11 +544,22 @@ unsafe impl SafeOp for EpollCtl {}
 /// Asynchronous waits as [`Ring`] methods.
 pub trait WaitOps {
     /// Queues a wait on `futex` while it holds `expected` ([`FutexWait`]).
+    /// The kernel reads the word at issue, after the push: hence
+    /// `'static` (or [`FutexWait::from_ptr`], `unsafe`).
+    ///
+    /// ```compile_fail,E0597
+    /// use std::sync::atomic::AtomicU32;
+    /// use uring_ops::wait::WaitOps;
+    /// fn queue(ring: &mut uring_core::Ring) {
+    ///     let word = AtomicU32::new(0);
+    ///     ring.futex_wait(uring_core::SqeContext::from_raw(3), &word, 0).unwrap();
+    /// } // `word` is freed here; the kernel reads it at the next submit
+    /// ```
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`].
-    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<SqeContext>;
+    fn futex_wait(&mut self, ctx: SqeContext, futex: &'static AtomicU32, expected: u32) -> Result<SqeContext>;
 
     /// Queues a wake of up to `count` waiters of `futex` ([`FutexWake`]).
     ///
@@ -478,13 +568,14 @@ pub trait WaitOps {
     /// As for [`RingOps::push_op`].
     fn futex_wake(&mut self, ctx: SqeContext, futex: &AtomicU32, count: u32) -> Result<SqeContext>;
 
-    /// Queues a wait on several futexes ([`FutexWaitV`]).
+    /// Queues a wait on several futexes ([`FutexWaitV`]); the words are
+    /// read at issue, hence `'static`.
     ///
     /// # Errors
     ///
     /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`] for 0 or more
     /// than 128 futexes.
-    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<SqeContext>;
+    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&'static AtomicU32, u32)]) -> Result<SqeContext>;
 
     /// Queues an `epoll_ctl` ([`EpollCtl`]).
     ///
@@ -534,7 +625,7 @@ pub trait WaitOps {
 
 impl WaitOps for Ring {
     #[inline]
-    fn futex_wait(&mut self, ctx: SqeContext, futex: &AtomicU32, expected: u32) -> Result<SqeContext> {
+    fn futex_wait(&mut self, ctx: SqeContext, futex: &'static AtomicU32, expected: u32) -> Result<SqeContext> {
         self.push_op(ctx, FutexWait::new(futex, expected))
     }
 
@@ -544,7 +635,7 @@ impl WaitOps for Ring {
     }
 
     #[inline]
-    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&AtomicU32, u32)]) -> Result<SqeContext> {
+    fn futex_waitv(&mut self, ctx: SqeContext, futexes: &[(&'static AtomicU32, u32)]) -> Result<SqeContext> {
         self.push_op(ctx, FutexWaitV::new(futexes))
     }
 

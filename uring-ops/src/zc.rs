@@ -24,6 +24,22 @@
 //! A tracker dropped while sends are in flight **leaks** their payloads on
 //! purpose: the kernel may still read them, and nothing will say when it
 //! stops.
+//!
+//! # Which CQEs release a payload
+//!
+//! Only the send's own, proven by provenance rather than by `user_data`
+//! alone:
+//!
+//! - every send gets a `user_data` no other send of the process ever had
+//!   (the layer tag [`uring_core::FOREIGN_TAG_ZC`], which safe code cannot
+//!   make the kernel post, and a 53-bit process-wide send number that is
+//!   never reused: the tracker refuses to send once it would wrap);
+//! - the CQE must come from the ring the send was queued on
+//!   ([`Cqe::ring_id`]) and must have been reaped after the send was queued
+//!   ([`Cqe::seq`] at least [`Ring::cq_position`] at that moment), so a
+//!   saved [`CqeSlot`](uring_core::CqeSlot) of an earlier send, or a CQE of
+//!   another ring, releases nothing;
+//! - each send accepts one result and one notification, at most once.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,8 +106,9 @@ unsafe impl ZcPayload for &'static [u8] {
 }
 
 /// The identity of one tracked send: the `user_data` both of its CQEs
-/// carry (a foreign-mode [`SqeContext`], mode bits `3`, with the tracker's
-/// tag and a sequence number; see [`uring_core::FOREIGN_TAG_ZC`]).
+/// carry (a foreign-mode [`SqeContext`], mode bits `3`, with the layer tag
+/// [`uring_core::FOREIGN_TAG_ZC`] and a process-wide send number that is
+/// never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ZcId(u64);
 
@@ -280,6 +297,11 @@ struct Slot<P> {
     usage: bool,
     result_seen: bool,
     released: bool,
+    /// The ring the send was queued on ([`Ring::id`]).
+    ring: u64,
+    /// [`Ring::cq_position`] when the send was queued: its CQEs have a
+    /// [`Cqe::seq`] at least this.
+    queued_at: u64,
 }
 
 const MODE_FOREIGN: u64 = 0b11;
@@ -287,13 +309,21 @@ const MODE_FOREIGN: u64 = 0b11;
 /// ([`uring_core::FOREIGN_TAG_ZC`]); bit 2 stays clear.
 const LOW: u64 = MODE_FOREIGN | ((uring_core::FOREIGN_TAG_ZC as u64) << 3);
 const LOW_MASK: u64 = (1 << 11) - 1;
-/// Bits 11–26: this tracker's own tag, so trackers never claim each
-/// other's CQEs.
-const TAG_SHIFT: u32 = 11;
-const TAG_MASK: u64 = 0xffff;
-/// Bits 27–63: the sequence number.
-const SEQ_SHIFT: u32 = 27;
-const SEQ_MASK: u64 = (1 << (64 - SEQ_SHIFT)) - 1;
+/// Bits 11–63: the send number, process-wide, so no two sends (of one
+/// tracker or of two) ever share a `user_data`.
+const SEND_SHIFT: u32 = 11;
+/// The last send number: 2^53 − 1 (at ten million sends a second, 28
+/// years). Past it the tracker refuses to send rather than wrap.
+const SEND_MAX: u64 = (1 << (64 - SEND_SHIFT)) - 1;
+
+/// The next process-wide send number, or `None` once all are used. The
+/// counter only grows (a `fetch_add` past [`SEND_MAX`] keeps it above), so
+/// no number is handed out twice.
+fn next_send_number() -> Option<u64> {
+    static SENDS: AtomicU64 = AtomicU64::new(0);
+    let n = SENDS.fetch_add(1, Ordering::Relaxed);
+    (n <= SEND_MAX).then_some(n)
+}
 
 /// Tracks zero-copy sends through their two CQEs, owning their payloads
 /// until the kernel lets go. See the [module documentation](self).
@@ -302,16 +332,16 @@ const SEQ_MASK: u64 = (1 << (64 - SEQ_SHIFT)) - 1;
 /// `None` for CQEs that are not its own, and a [`ZcEvent`] for its own.
 ///
 /// Its sends carry `user_data` values of their own (foreign mode, the
-/// tracker's 16-bit tag, a sequence number). Safe code cannot post a CQE
-/// with such a value: `RingOps::push_op` and `MsgRing` refuse the layer
-/// tag, and `push_op_unchecked`'s contract forbids it.
+/// layer tag, a process-wide send number never reused). Safe code cannot
+/// post a CQE with such a value: every push path but the layers' own
+/// refuses the tag, and so do `MsgRing` and `MsgRingFd`. A CQE releases a
+/// payload only if it also comes from the send's ring and was reaped after
+/// the send was queued (see the [module documentation](self)).
 ///
 /// Dropping a tracker with sends in flight leaks their payloads (see the
 /// module documentation); drain it first ([`in_flight`](Self::in_flight)
 /// reaching 0).
 pub struct ZcTracker<P: ZcPayload = Vec<u8>> {
-    tag: u64,
-    next: u64,
     report_usage: bool,
     inflight: HashMap<u64, Slot<P>>,
     stats: ZcStats,
@@ -320,7 +350,6 @@ pub struct ZcTracker<P: ZcPayload = Vec<u8>> {
 impl<P: ZcPayload> fmt::Debug for ZcTracker<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ZcTracker")
-            .field("tag", &self.tag)
             .field("in_flight", &self.inflight.len())
             .field("report_usage", &self.report_usage)
             .field("stats", &self.stats)
@@ -337,14 +366,7 @@ impl<P: ZcPayload> Default for ZcTracker<P> {
 impl<P: ZcPayload> ZcTracker<P> {
     /// An empty tracker that asks for usage reports.
     pub fn new() -> Self {
-        static TAGS: AtomicU64 = AtomicU64::new(0);
-        ZcTracker {
-            tag: TAGS.fetch_add(1, Ordering::Relaxed) & TAG_MASK,
-            next: 0,
-            report_usage: true,
-            inflight: HashMap::new(),
-            stats: ZcStats::default(),
-        }
+        ZcTracker { report_usage: true, inflight: HashMap::new(), stats: ZcStats::default() }
     }
 
     /// Whether later sends ask for `IORING_SEND_ZC_REPORT_USAGE` (default
@@ -367,17 +389,17 @@ impl<P: ZcPayload> ZcTracker<P> {
 
     /// Whether `user_data` names one of this tracker's sends in flight.
     pub fn is_ours(&self, user_data: u64) -> bool {
-        self.owns_tag(user_data) && self.inflight.contains_key(&user_data)
+        user_data & LOW_MASK == LOW && self.inflight.contains_key(&user_data)
     }
 
-    fn owns_tag(&self, user_data: u64) -> bool {
-        user_data & LOW_MASK == LOW && (user_data >> TAG_SHIFT) & TAG_MASK == self.tag
-    }
-
-    fn next_id(&mut self) -> ZcId {
-        let seq = self.next;
-        self.next = self.next.wrapping_add(1);
-        ZcId(LOW | (self.tag << TAG_SHIFT) | ((seq & SEQ_MASK) << SEQ_SHIFT))
+    /// A `user_data` no send of this process had before.
+    fn next_id() -> Result<ZcId> {
+        match next_send_number() {
+            Some(n) => Ok(ZcId(LOW | (n << SEND_SHIFT))),
+            None => Err(Error::InvalidArgument(
+                "zero-copy send numbers exhausted (2^53 sends in this process); a number is never reused".into(),
+            )),
+        }
     }
 
     /// Queues a zero-copy send of all of `payload` on `fd`, taking the
@@ -419,15 +441,21 @@ impl<P: ZcPayload> ZcTracker<P> {
         opts: ZcOptions,
     ) -> Result<ZcId, Rejected<P>> {
         let op = self.op_for(fd.into(), &payload, opts);
-        let id = self.next_id();
+        let id = match Self::next_id() {
+            Ok(id) => id,
+            Err(error) => return Err(Rejected { error, payload }),
+        };
+        let (ring_id, queued_at) = (ring.id(), ring.cq_position());
         // SAFETY: the op names the payload's bytes, which stay at the same
         // address while the tracker holds the payload (the `ZcPayload`
         // contract) and unmodified (the tracker never lends it out). The
         // tracker holds it until the notification, or a result without
-        // `F_MORE`, or forever if dropped first.
+        // `F_MORE`, or forever if dropped first. `id` is this send's alone
+        // (never issued before), and `handle_cqe` checks the CQE's ring and
+        // position against the ones recorded here.
         match unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) } {
             Ok(_) => {
-                self.track(id, Some(payload), op.reports_usage());
+                self.track(id, Some(payload), op.reports_usage(), ring_id, queued_at);
                 Ok(id)
             }
             Err(error) => Err(Rejected { error, payload }),
@@ -497,10 +525,12 @@ impl<P: ZcPayload> ZcTracker<P> {
     /// send (in practice: forever).
     pub unsafe fn send_raw(&mut self, ring: &mut Ring, op: SendZc) -> Result<ZcId> {
         let op = if self.report_usage { op.report_usage() } else { op };
-        let id = self.next_id();
-        // SAFETY: forwarded to the caller.
+        let id = Self::next_id()?;
+        let (ring_id, queued_at) = (ring.id(), ring.cq_position());
+        // SAFETY: the memory is forwarded to the caller; `id` is this
+        // send's alone and `handle_cqe` checks ring and position.
         unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) }?;
-        self.track(id, None, op.reports_usage());
+        self.track(id, None, op.reports_usage(), ring_id, queued_at);
         Ok(id)
     }
 
@@ -519,19 +549,33 @@ impl<P: ZcPayload> ZcTracker<P> {
         op
     }
 
-    fn track(&mut self, id: ZcId, payload: Option<P>, usage: bool) {
-        self.inflight.insert(id.0, Slot { payload, usage, result_seen: false, released: false });
+    fn track(&mut self, id: ZcId, payload: Option<P>, usage: bool, ring: u64, queued_at: u64) {
+        let slot = Slot { payload, usage, result_seen: false, released: false, ring, queued_at };
+        self.inflight.insert(id.0, slot);
         self.stats.submitted += 1;
     }
 
     /// Interprets one CQE: `None` if it is not one of this tracker's, else
     /// what happened to which send. A payload comes back exactly once.
+    ///
+    /// A CQE is this tracker's only if it carries the `user_data` of one
+    /// of its sends in flight, comes from the ring that send was queued on
+    /// ([`Cqe::ring_id`]), and was reaped after it was queued ([`Cqe::seq`]);
+    /// each send takes one result and one notification. Anything else (a
+    /// CQE of another ring, a copy of an earlier CQE presented again) is
+    /// `None` and changes nothing.
     pub fn handle_cqe(&mut self, cqe: &Cqe<'_>) -> Option<ZcEvent<P>> {
         let key = cqe.user_data();
-        if !self.owns_tag(key) {
+        if key & LOW_MASK != LOW {
             return None;
         }
         let id = ZcId(key);
+        {
+            let slot = self.inflight.get(&key)?;
+            if cqe.ring_id() != slot.ring || cqe.seq() < slot.queued_at {
+                return None;
+            }
+        }
         match classify(cqe) {
             ZcCqe::Notification { copied } => {
                 let slot = self.inflight.get_mut(&key)?;

@@ -3,13 +3,18 @@
 mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use uring_core::SqeContext;
+use uring_core::{SqeContext, SqeFlags};
 use uring_ops::prelude::*;
 use uring_ops::wait::{EpollWait, FutexWait, FutexWaitV, FutexWake, WaitOps};
+
+/// A futex word that lives for the rest of the process, as the safe futex
+/// waits require (the kernel reads it at issue, after the push).
+fn word(v: u32) -> &'static AtomicU32 {
+    Box::leak(Box::new(AtomicU32::new(v)))
+}
 
 fn ud(n: u64) -> SqeContext {
     SqeContext::from_raw((n << 2) | 3)
@@ -101,12 +106,12 @@ fn epoll_wait_on_a_non_epoll_fd_fails_in_the_cqe() {
 #[test]
 fn futex_wait_is_woken_by_a_ring_wake() {
     let mut ring = common::ring(8);
-    let futex = AtomicU32::new(0);
-    ring.futex_wait(ud(10), &futex, 0).unwrap();
+    let futex = word(0);
+    ring.futex_wait(ud(10), futex, 0).unwrap();
     ring.submit().unwrap();
     common::expect_none(&mut ring, Duration::from_millis(20));
     futex.store(1, Ordering::Release);
-    ring.futex_wake(ud(11), &futex, 8).unwrap();
+    ring.futex_wake(ud(11), futex, 8).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!((done[0].user_data, done[0].res), (ud(10).raw(), 0), "the waiter was woken");
@@ -116,11 +121,11 @@ fn futex_wait_is_woken_by_a_ring_wake() {
 #[test]
 fn futex_wait_is_woken_by_a_plain_futex_syscall_from_another_thread() {
     let mut ring = common::ring(8);
-    let futex = Arc::new(AtomicU32::new(0));
-    ring.futex_wait(ud(12), &futex, 0).unwrap();
+    let futex = word(0);
+    ring.futex_wait(ud(12), futex, 0).unwrap();
     // The wait is armed once submit returns (it is issued inline).
     ring.submit().unwrap();
-    let f = Arc::clone(&futex);
+    let f = futex;
     let waker = std::thread::spawn(move || {
         f.store(1, Ordering::Release);
         // The wait is armed already; retrying only guards against a
@@ -155,18 +160,18 @@ fn futex_wait_is_woken_by_a_plain_futex_syscall_from_another_thread() {
 #[test]
 fn a_futex_wake_wakes_no_more_than_asked() {
     let mut ring = common::ring(8);
-    let futex = AtomicU32::new(0);
-    ring.futex_wait(ud(16), &futex, 0).unwrap();
-    ring.futex_wait(ud(17), &futex, 0).unwrap();
+    let futex = word(0);
+    ring.futex_wait(ud(16), futex, 0).unwrap();
+    ring.futex_wait(ud(17), futex, 0).unwrap();
     ring.submit().unwrap();
-    ring.futex_wake(ud(18), &futex, 1).unwrap();
+    ring.futex_wake(ud(18), futex, 1).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     let woken_waiter = done[0];
     assert!([ud(16).raw(), ud(17).raw()].contains(&woken_waiter.user_data) && woken_waiter.res == 0);
     assert_eq!((done[1].user_data, done[1].res), (ud(18).raw(), 1), "one woken");
     common::expect_none(&mut ring, Duration::from_millis(20));
-    ring.futex_wake(ud(19), &futex, 5).unwrap();
+    ring.futex_wake(ud(19), futex, 5).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!(done[0].res, 0, "the second waiter");
@@ -177,27 +182,72 @@ fn a_futex_wake_wakes_no_more_than_asked() {
 #[test]
 fn futex_value_mismatch_is_eagain_and_a_zero_mask_is_refused() {
     let mut ring = common::ring(8);
-    let futex = AtomicU32::new(5);
-    ring.futex_wait(ud(13), &futex, 0).unwrap();
+    let futex = word(5);
+    ring.futex_wait(ud(13), futex, 0).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EAGAIN);
-    let err = ring.push_op(ud(14), FutexWait::new(&futex, 5).mask(0)).unwrap_err();
+    let err = ring.push_op(ud(14), FutexWait::new(futex, 5).mask(0)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = ring.push_op(ud(14), FutexWake::new(&futex, 1).mask(0)).unwrap_err();
+    let err = ring.push_op(ud(14), FutexWake::new(futex, 1).mask(0)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     // Nobody waits: a wake reports 0 woken.
-    ring.futex_wake(ud(15), &futex, 1).unwrap();
+    ring.futex_wake(ud(15), futex, 1).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
+}
+
+/// Why the safe waits take `&'static`: the kernel loads the word when it
+/// issues the request, not when it consumes the entry. A wait linked behind
+/// a 100 ms timeout is consumed (its slot free, its `Keep` reusable) at
+/// submit, and still reads the word 100 ms later: a value stored after
+/// submit decides the result. With a borrow the word could have been freed
+/// in between (the hole of `FutexWait::new(&AtomicU32)`, closed by the
+/// `compile_fail` examples in `uring_ops::wait`).
+#[test]
+fn futex_wait_reads_the_word_at_issue_long_after_the_entry_was_consumed() {
+    let mut ring = common::ring(8);
+    let futex = word(0);
+    let delay = uring_ops::timeout::Timeout::new(Duration::from_millis(100)).etime_success();
+    ring.push_op(ud(40), delay.with_sqe_flags(SqeFlags::IO_LINK)).unwrap();
+    ring.futex_wait(ud(41), futex, 0).unwrap();
+    ring.submit().unwrap();
+    assert_eq!(ring.sq_pending(), 0, "both entries consumed");
+    // After the entry was consumed, before the wait is issued.
+    futex.store(5, Ordering::Release);
+    let mut done = common::reap(&mut ring, 2);
+    done.sort_by_key(|d| d.user_data);
+    assert_eq!((done[0].user_data, done[0].res), (ud(40).raw(), -libc::ETIME));
+    assert_eq!(
+        (done[1].user_data, done[1].res),
+        (ud(41).raw(), -libc::EAGAIN),
+        "the kernel read the word at issue, after submit returned"
+    );
+}
+
+/// As above for `futex_waitv`: its array is copied at prep, but the words
+/// it names are read at issue.
+#[test]
+fn futex_waitv_reads_the_words_at_issue_long_after_the_entry_was_consumed() {
+    let mut ring = common::ring(8);
+    let (a, b) = (word(0), word(0));
+    let delay = uring_ops::timeout::Timeout::new(Duration::from_millis(100)).etime_success();
+    ring.push_op(ud(42), delay.with_sqe_flags(SqeFlags::IO_LINK)).unwrap();
+    ring.futex_waitv(ud(43), &[(a, 0), (b, 0)]).unwrap();
+    ring.submit().unwrap();
+    assert_eq!(ring.sq_pending(), 0, "both entries consumed");
+    b.store(9, Ordering::Release);
+    let mut done = common::reap(&mut ring, 2);
+    done.sort_by_key(|d| d.user_data);
+    assert_eq!((done[1].user_data, done[1].res), (ud(43).raw(), -libc::EAGAIN), "read at issue");
 }
 
 #[test]
 fn futex_waitv_reports_the_index_of_the_woken_futex() {
     let mut ring = common::ring(8);
-    let a = AtomicU32::new(0);
-    let b = AtomicU32::new(7);
-    ring.futex_waitv(ud(20), &[(&a, 0), (&b, 7)]).unwrap();
+    let a = word(0);
+    let b = word(7);
+    ring.futex_waitv(ud(20), &[(a, 0), (b, 7)]).unwrap();
     ring.submit().unwrap();
     common::expect_none(&mut ring, Duration::from_millis(20));
-    ring.futex_wake(ud(21), &b, 1).unwrap();
+    ring.futex_wake(ud(21), b, 1).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!((done[0].user_data, done[0].res), (ud(20).raw(), 1), "woken on the second futex");
@@ -209,12 +259,12 @@ fn futex_waitv_bounds_are_checked_and_mismatch_is_eagain() {
     let mut ring = common::ring(8);
     let err = ring.push_op(ud(22), FutexWaitV::new(&[])).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let a = AtomicU32::new(0);
-    let many: Vec<(&AtomicU32, u32)> = (0..129).map(|_| (&a, 0)).collect();
+    let a = word(0);
+    let many: Vec<(&'static AtomicU32, u32)> = (0..129).map(|_| (a, 0)).collect();
     let err = ring.push_op(ud(22), FutexWaitV::new(&many)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
-    ring.futex_waitv(ud(23), &[(&a, 0), (&a, 3)]).unwrap();
+    ring.futex_waitv(ud(23), &[(a, 0), (a, 3)]).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EAGAIN);
 }
 
