@@ -38,7 +38,7 @@ fn rw_file(tag: &str) -> (std::path::PathBuf, File) {
 fn register_buffers(ring: &Ring, bufs: &[libc::iovec]) {
     let reg = sys::io_uring_rsrc_register { nr: bufs.len() as u32, data: bufs.as_ptr() as u64, ..Default::default() };
     // SAFETY: `reg` and the iovec array are valid for the call; the buffers
-    // outlive the ring in every test (they are declared before it or leaked).
+    // outlive the ring in every test (they are declared before it).
     let r = unsafe {
         sys::io_uring_register(
             ring.as_raw_fd(),
@@ -179,8 +179,9 @@ fn too_many_iovecs_are_refused_before_anything_is_queued() {
 #[test]
 fn fixed_buffers_write_and_read() {
     let (path, f) = rw_file("fixed");
-    // Two registered buffers, leaked so they outlive the ring's registration.
-    let bufs: &'static mut [u8] = Box::leak(vec![0u8; 8192].into_boxed_slice());
+    // Two registered buffers, declared before the ring so they outlive it
+    // (its drop cancels everything in flight and closes it first).
+    let mut bufs = vec![0u8; 8192];
     let (b0, b1) = bufs.split_at_mut(4096);
     let table = [iov_mut(b0), iov_mut(b1)];
     let mut ring = common::ring(8);
@@ -207,14 +208,15 @@ fn fixed_buffers_write_and_read() {
 
 #[test]
 fn vectored_fixed_buffers_write_and_read() {
+    // Declared before the ring, so it outlives the ring's registration.
+    let mut buf = vec![0u8; 4096];
     let mut ring = common::ring(8);
     if !ring.features().supports(sys::IORING_OP_READV_FIXED as u8) {
         common::skip("vectored_fixed_buffers_write_and_read", "IORING_OP_READV_FIXED needs Linux 6.15");
         return;
     }
     let (path, f) = rw_file("vfixed");
-    let buf: &'static mut [u8] = Box::leak(vec![0u8; 4096].into_boxed_slice());
-    register_buffers(&ring, &[iov_mut(buf)]);
+    register_buffers(&ring, &[iov_mut(&mut buf)]);
     buf[..3].copy_from_slice(b"abc");
     buf[1000..1003].copy_from_slice(b"def");
     buf[2000..2003].copy_from_slice(b"ghi");
@@ -243,6 +245,8 @@ fn vectored_fixed_buffers_write_and_read() {
 
 #[test]
 fn errors_come_back_from_the_kernel() {
+    // Registered below; declared before the ring, so it outlives it.
+    let mut reg = vec![0u8; 64];
     let mut ring = common::ring(8);
     let mut buf = [0u8; 8];
 
@@ -265,8 +269,7 @@ fn errors_come_back_from_the_kernel() {
     assert_eq!(common::reap_one(&mut ring).res, -libc::EFAULT);
 
     // An index past the registered table.
-    let reg: &'static mut [u8] = Box::leak(vec![0u8; 64].into_boxed_slice());
-    register_buffers(&ring, &[iov_mut(reg)]);
+    register_buffers(&ring, &[iov_mut(&mut reg)]);
     let op = WriteFixed::new(wo.as_raw_fd(), reg.as_ptr(), 8, 1);
     // SAFETY: index 1 does not exist; the kernel refuses it.
     unsafe { ring.push_op_unchecked(ctx(4), op) }.unwrap();
@@ -284,13 +287,14 @@ fn errors_come_back_from_the_kernel() {
 fn read_from_a_provided_buffer_group() {
     let (path, f) = rw_file("provided");
     std::fs::write(&path, b"provided-buffer-read").unwrap();
-    let mut ring = common::ring(8);
     // Provide 2 buffers of 16 bytes to group 7 (IORING_OP_PROVIDE_BUFFERS),
-    // leaked so they outlive the ring.
-    let pool: &'static mut [u8] = Box::leak(vec![0u8; 32].into_boxed_slice());
+    // declared before the ring so they outlive it.
+    let mut pool = vec![0u8; 32];
+    let mut ring = common::ring(8);
     {
         // SAFETY: the entry is fully written before submission; `pool` is
-        // leaked, so it outlives every use the kernel makes of it.
+        // declared before the ring, so it outlives every use the kernel
+        // makes of it (the ring's drop cancels and closes first).
         let sqe = unsafe { ring.next_sqe() }.unwrap();
         *sqe = uring_core::Sqe::new(sys::IORING_OP_PROVIDE_BUFFERS as u8);
         sqe.fd = 2;
