@@ -500,7 +500,13 @@ impl BufRing {
     ///
     /// On an incremental ring the token is the range this CQE filled; the
     /// buffer stays with the kernel while the CQE has
-    /// `IORING_CQE_F_BUF_MORE`.
+    /// `IORING_CQE_F_BUF_MORE`. A CQE does not say where in the buffer its
+    /// bytes start, so the range is the one after the ranges already taken
+    /// from the buffer: take one buffer's CQEs in the order they were
+    /// reaped (different buffers in any order). Taken out of order, a CQE
+    /// gets an earlier CQE's bytes (bytes the kernel has finished with,
+    /// so nothing unsound) and the earlier CQE is then refused as not
+    /// newer than the last one that named the buffer.
     ///
     /// # Errors
     ///

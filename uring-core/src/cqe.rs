@@ -487,3 +487,165 @@ mod tests {
         assert_eq!(copy.cqe().user_data(), 8);
     }
 }
+
+/// Property tests: CQE decoding from arbitrary words. A CQE's words are
+/// whatever the kernel (or a `MSG_RING` sender) put there; no input may
+/// make a view panic, and no input may make [`Cqe::buffer_selection`]
+/// claim a group the submission did not prove.
+#[cfg(test)]
+mod prop {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::Sqe;
+
+    const BUF: u32 = sys::IORING_CQE_F_BUFFER;
+
+    /// `PROPTEST_CASES` when set (for a longer run), else `default`.
+    fn cases(default: u32) -> u32 {
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+
+    /// A CQE with arbitrary words and origin.
+    fn slot_of(words: [u64; 4], big: bool, ring: u64, seq: u64) -> CqeSlot {
+        let mut s = CqeSlot::EMPTY;
+        // SAFETY: `words` is an 8-byte aligned, 32-byte CQE image.
+        unsafe { s.fill(words.as_ptr().cast(), big) };
+        s.set_origin(ring, seq);
+        s
+    }
+
+    fn words(user_data: u64, res: i32, flags: u32, extra: [u64; 2]) -> [u64; 4] {
+        [user_data, u64::from(res as u32) | (u64::from(flags) << 32), extra[0], extra[1]]
+    }
+
+    /// Flags biased towards the interesting bits (BUFFER, BUF_MORE, …)
+    /// with an arbitrary buffer id, or entirely arbitrary.
+    fn flags() -> impl Strategy<Value = u32> {
+        prop_oneof![any::<u32>(), (any::<u16>(), 0u32..64).prop_map(|(bid, low)| (u32::from(bid) << 16) | low),]
+    }
+
+    /// User data biased towards each context mode.
+    fn user_data() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            any::<u64>().prop_map(|u| u & !0b11),       // direct
+            any::<u64>().prop_map(|u| (u & !0b11) | 1), // indirect
+            any::<u64>().prop_map(|u| (u & !0b11) | 2), // extended
+            any::<u64>().prop_map(|u| u | 0b11),        // foreign
+        ]
+    }
+
+    /// Calls every accessor; none may panic.
+    fn touch_everything(c: &Cqe<'_>) {
+        let _ = (c.user_data(), c.context(), c.res(), c.raw_flags(), c.flags());
+        let _ = (c.more(), c.notif(), c.sock_nonempty(), c.buf_more(), c.buffer_id(), c.is_big(), c.big());
+        let _ = (c.error(), c.result(), c.indirect(), c.extended(), c.op(), c.fd());
+        let _ = (c.ring_id(), c.seq(), c.buffer_selection(), format!("{c:?}"), format!("{:?}", c.context()));
+        let copy = c.to_slot();
+        let d = copy.cqe();
+        assert_eq!(
+            (d.user_data(), d.res(), d.raw_flags(), d.big(), d.ring_id(), d.seq()),
+            (c.user_data(), c.res(), c.raw_flags(), c.big(), c.ring_id(), c.seq()),
+            "a copy keeps the CQE and its provenance"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
+
+        /// Without pools, only a direct context with BUFFER_SELECT and a
+        /// CQE with IORING_CQE_F_BUFFER yields a selection, and it is the
+        /// one the words say.
+        #[test]
+        fn a_selection_needs_a_buffer_and_a_proving_context(
+            ud in user_data(), res in any::<i32>(), fl in flags(), extra in any::<[u64; 2]>(),
+            big in any::<bool>(), ring in any::<u64>(), seq in any::<u64>(),
+        ) {
+            let s = slot_of(words(ud, res, fl, extra), big, ring, seq);
+            let c = s.cqe();
+            touch_everything(&c);
+            let ctx = SqeContext::from_raw(ud);
+            let proving = fl & BUF != 0
+                && ctx.mode() == ContextMode::Direct
+                && ctx.flags().is_some_and(|f| f.contains(SqeFlags::BUFFER_SELECT));
+            match c.buffer_selection() {
+                None => prop_assert!(!proving, "{c:?} proves its group but gave no selection"),
+                Some(sel) => {
+                    prop_assert!(proving, "{c:?} claimed {sel:?}");
+                    prop_assert_eq!(sel.group(), ctx.buf_group().unwrap());
+                    prop_assert_eq!(sel.bid(), (fl >> 16) as u16);
+                    prop_assert_eq!(Some(sel.bid()), c.buffer_id());
+                    prop_assert_eq!((sel.ring_id(), sel.seq(), sel.res(), sel.flags().bits()), (ring, seq, res, fl));
+                    prop_assert_eq!(sel.buf_more(), fl & sys::IORING_CQE_F_BUF_MORE != 0);
+                }
+            }
+            // Pools of no ring (ring id 0) vouch for nothing beyond the
+            // direct proof.
+            let pools = ContextPools::new(4, 4);
+            prop_assert_eq!(pools.buffer_selection(&c), c.buffer_selection());
+            if ctx.mode() == ContextMode::Foreign {
+                prop_assert!(c.buffer_selection().is_none());
+                prop_assert!(c.op().is_none() && c.fd().is_none());
+            }
+        }
+
+        /// Pooled contexts: the group comes only from what
+        /// `record_submission` noted for a live slot, on the pools' own
+        /// ring, and never from the SQE copy the caller may edit.
+        #[test]
+        fn pooled_selections_resolve_only_through_their_rings_pools(
+            pool_ring in 0u64..4, cqe_ring in 0u64..4, extended in any::<bool>(),
+            sqe_flags in any::<u8>(), group in any::<u16>(), edited_group in any::<u16>(),
+            edited_flags in any::<u8>(), record in any::<bool>(), release in any::<bool>(),
+            res in any::<i32>(), fl in flags(), seq in any::<u64>(), stale_gen in any::<bool>(),
+        ) {
+            let mut pools = ContextPools::for_ring(pool_ring, 2, 2);
+            let ctx = if extended { pools.acquire_extended() } else { pools.acquire_indirect() }.unwrap();
+            let mut sqe = Sqe::new(sys::IORING_OP_RECV as u8);
+            sqe.0.flags = sqe_flags;
+            sqe.set_buf_group(group);
+            sqe.set_context(ctx);
+            if record {
+                // SAFETY: a test: no ring submits anything here.
+                unsafe { pools.record_submission(ctx, &sqe) };
+            }
+            // The caller edits the copy afterwards.
+            if let Some(ext) = pools.extended_mut(ctx) {
+                ext.sqe.0.flags = edited_flags;
+                ext.sqe.set_buf_group(edited_group);
+            }
+            if let Some(ind) = pools.indirect_mut(ctx) {
+                ind.sqe.0.flags = edited_flags;
+                ind.sqe.set_buf_group(edited_group);
+            }
+            if release {
+                pools.release(ctx).unwrap();
+            }
+            // A context naming the slot under another generation.
+            let named = if stale_gen { SqeContext::from_raw(ctx.raw().wrapping_add(1 << 33)) } else { ctx };
+            let s = slot_of(words(named.raw(), res, fl, [0, 0]), false, cqe_ring, seq);
+            let without = s.cqe();
+            prop_assert!(without.buffer_selection().is_none(), "a view without pools proves no pooled group");
+            let with = Cqe::new(s.head(), false, Some(&pools), cqe_ring, seq);
+            touch_everything(&with);
+            let proving = fl & BUF != 0
+                && record
+                && !release
+                && !stale_gen
+                && pool_ring != 0
+                && cqe_ring == pool_ring
+                && SqeFlags::from_bits_retain(sqe_flags).contains(SqeFlags::BUFFER_SELECT);
+            for got in [with.buffer_selection(), pools.buffer_selection(&without)] {
+                match got {
+                    None => prop_assert!(!proving, "a proven pooled selection was not resolved"),
+                    Some(sel) => {
+                        prop_assert!(proving, "claimed {sel:?}");
+                        prop_assert_eq!(sel.group(), group, "the recorded group, not the edited copy's");
+                        prop_assert_eq!((sel.ring_id(), sel.seq(), sel.bid()), (cqe_ring, seq, (fl >> 16) as u16));
+                    }
+                }
+            }
+        }
+    }
+}
