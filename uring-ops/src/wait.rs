@@ -154,8 +154,6 @@ impl FutexWait {
     /// use std::sync::atomic::AtomicU32;
     /// static WORD: AtomicU32 = AtomicU32::new(0);
     /// let _ = uring_ops::wait::FutexWait::new(&WORD, 0);
-    /// let leaked: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
-    /// let _ = uring_ops::wait::FutexWait::new(leaked, 0);
     /// ```
     ///
     /// A word that could be freed before the kernel reads it is refused at
