@@ -53,7 +53,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
-use uring_core::{BufferSelection, Cqe, Mapping, Ring, State, sys};
+use uring_core::{BufferSelection, Cqe, Mapping, Ring, SqeContext, State, sys};
 
 use crate::error::{Error, Result};
 
@@ -386,6 +386,10 @@ pub struct BufRing {
     /// Per buffer: one past the [`Cqe::seq`] of the CQE that last handed
     /// it out; a CQE naming it must be at least this (not a replay).
     seen: Vec<u64>,
+    /// Incremental rings: the one request selecting from the group
+    /// ([`push_op`](BufRing::push_op)): its `user_data` and the lowest
+    /// [`Cqe::seq`] its next CQE may have.
+    request: Option<(u64, u64)>,
     /// The io_uring ring the group is registered with ([`Ring::id`]).
     ring_id: u64,
     owner: u64,
@@ -423,7 +427,23 @@ impl BufRing {
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
-        let reg = register_ring(ring, &cfg, "provided buffers")?;
+        if cfg.incremental {
+            // Ranges are located from the order of one request's CQEs;
+            // two requests could commit ranges of one buffer in one order
+            // and post them in another (io-wq commits at selection): so
+            // only this ring's own request may select from the group.
+            ring.reserve_buffer_group(cfg.group)?;
+        }
+        let reg = match register_ring(ring, &cfg, "provided buffers") {
+            Ok(reg) => reg,
+            Err(e) => {
+                if cfg.incremental {
+                    // SAFETY: reserved just above; nothing was registered.
+                    unsafe { ring.unreserve_buffer_group(cfg.group) };
+                }
+                return Err(e);
+            }
+        };
         let mut br = BufRing {
             group: cfg.group,
             entries: cfg.entries,
@@ -443,6 +463,7 @@ impl BufRing {
             inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             seen: vec![0; cfg.entries as usize],
+            request: None,
             ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
@@ -482,6 +503,77 @@ impl BufRing {
         self.in_kernel.iter().map(|w| w.count_ones()).sum()
     }
 
+    /// Queues `op`, a request that selects from this group, and returns
+    /// its context as stamped. On an **incremental** ring this is the only
+    /// way to queue one (the group is reserved: every other push refuses
+    /// an entry that selects from it), and one request at a time. Ranges
+    /// of a buffer are located from the bytes its CQEs report, which is
+    /// sound only if every range handed out lies in bytes whose CQEs were
+    /// posted: one request commits and posts its ranges in order, but two
+    /// could commit in one order and post in another (io-wq commits a
+    /// range when it selects it), and a range located from the later post
+    /// would cover bytes the kernel is still writing. The request ends with
+    /// its CQE without `IORING_CQE_F_MORE`, seen by [`take`](Self::take)
+    /// (which also sees an end without a buffer) or
+    /// [`end_request`](Self::end_request).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when `op` does not select from this
+    /// group (nothing is queued) or, on an incremental ring, a request is
+    /// in flight; the push's errors ([`Error::Ring`]).
+    pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        if ring.id() != self.ring_id {
+            return Err(Error::invalid(format!("group {}: this BufRing is registered with another ring", self.group)));
+        }
+        if self.incremental && self.request.is_some() {
+            return Err(Error::invalid(format!(
+                "group {}: a request selecting from this incremental ring is in flight (one at a time)",
+                self.group
+            )));
+        }
+        let pos = ring.cq_position();
+        // SAFETY: `O: SafeOp` names no caller memory; this ring reserved
+        // its group (incremental) or owns it, and the entry is checked to
+        // select from it below.
+        let (stamped, group) = unsafe { uring_ops::push_group_owner_op(ring, ctx, op) }?;
+        if group != Some(self.group) {
+            // SAFETY: queued just above, not flushed, nothing depends on it.
+            unsafe { ring.retract_last_sqe() };
+            return Err(Error::invalid(format!(
+                "group {}: the operation does not select from this group ({group:?})",
+                self.group
+            )));
+        }
+        if self.incremental {
+            self.request = Some((stamped.raw(), pos));
+        }
+        Ok(stamped)
+    }
+
+    /// Notes that `cqe` ended the request queued with
+    /// [`push_op`](Self::push_op) (its CQE without `IORING_CQE_F_MORE`),
+    /// without taking its buffer, so that the next request can be queued
+    /// while that buffer is taken later. [`take`](Self::take) does the
+    /// same. Returns whether it was that request's end.
+    pub fn end_request(&mut self, cqe: &Cqe<'_>) -> bool {
+        match self.request {
+            Some((ud, after))
+                if cqe.ring_id() == self.ring_id && cqe.user_data() == ud && cqe.seq() >= after && !cqe.more() =>
+            {
+                self.request = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a request queued with [`push_op`](Self::push_op) on this
+    /// incremental ring has not ended yet.
+    pub fn request_in_flight(&self) -> bool {
+        self.request.is_some()
+    }
+
     /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
     /// bytes the completion reported (`res`). `Ok(None)` when the CQE
     /// names no buffer (errors, `-ENOBUFS`).
@@ -516,7 +608,14 @@ impl BufRing {
     /// in the kernel's hands.
     #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
-        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        let Some(bid) = cqe.buffer_id() else {
+            // The request may have ended without a buffer (an error,
+            // -ENOBUFS, a cancel): another may be queued.
+            if self.incremental {
+                self.end_request(cqe);
+            }
+            return Ok(None);
+        };
         match cqe.buffer_selection() {
             Some(sel) => self.take_selection(&sel).map(Some),
             None => Err(unproven(self.group, bid)),
@@ -531,6 +630,16 @@ impl BufRing {
     #[inline]
     pub fn take_selection(&mut self, sel: &BufferSelection) -> Result<Buf> {
         self.check_selection(sel)?;
+        if self.incremental
+            && let Some((ud, after)) = self.request
+            && sel.user_data() == ud
+            && sel.seq() >= after
+            && !sel.more()
+        {
+            // The request's last CQE: it commits nothing more, so the next
+            // may be queued.
+            self.request = None;
+        }
         // SAFETY: the selection proves that the kernel handed over `bid` of
         // this group of this ring in a CQE newer than the last one that
         // named it.
@@ -908,8 +1017,17 @@ impl BufRing {
     ///
     /// [`Error::Ring`] when the kernel refuses.
     pub fn unregister(mut self, ring: &mut Ring) -> Result<()> {
+        if ring.id() != self.ring_id {
+            return Err(Error::invalid(format!("group {}: this BufRing is registered with another ring", self.group)));
+        }
         self.registered = false;
-        unregister(ring, self.group)
+        unregister(ring, self.group)?;
+        if self.incremental {
+            // SAFETY: this ring reserved the group; it is unregistered, so
+            // no request selects from it any more.
+            unsafe { ring.unreserve_buffer_group(self.group) };
+        }
+        Ok(())
     }
 
     #[inline]

@@ -422,7 +422,7 @@ impl SendRing {
         // SAFETY: `SendBundle` names no caller memory (the kernel reads the
         // queued buffers of this group, which this ring owns), and this
         // SendRing reserved the group it selects from.
-        let stamped = unsafe { uring_ops::push_group_owner_op(ring, ctx, SendBundle::new(fd, self.group)) }?;
+        let (stamped, _) = unsafe { uring_ops::push_group_owner_op(ring, ctx, SendBundle::new(fd, self.group)) }?;
         self.in_flight = true;
         self.send = (stamped.raw(), pos);
         Ok(stamped)

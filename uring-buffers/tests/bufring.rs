@@ -267,9 +267,16 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     let mut tokens = Vec::new();
     let sends: [&[u8]; 3] = [b"abc", b"defgh", &[b'x'; 60]];
     let mut expect_more = Vec::new();
+    // The group is the ring's own: only its one request may select from it.
+    let e = ring.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap_err();
+    assert!(e.to_string().contains("reserved"), "{e}");
     for (i, s) in sends.iter().enumerate() {
         tx.write_all(s).unwrap();
-        push_recv(&mut ring, rx.as_raw_fd(), 11, i as u64);
+        br.push_op(&mut ring, SqeContext::for_fd(i as i32), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
+        assert!(
+            br.push_op(&mut ring, SqeContext::for_fd(99), RecvSelect::new(rx.as_raw_fd(), 11)).is_err(),
+            "one at a time"
+        );
         ring.submit().unwrap();
         let mut slots = [CqeSlot::EMPTY; 1];
         let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
@@ -285,7 +292,7 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     assert_eq!((tokens[1].offset(), tokens[2].offset()), (3, 8));
     assert_eq!(br.available(), 1, "buffer 0 is out of the kernel's hands once full");
     // The 4 bytes left of the 60 arrive in buffer 1.
-    push_recv(&mut ring, rx.as_raw_fd(), 11, 9);
+    br.push_op(&mut ring, SqeContext::for_fd(9), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
     let c = one_cqe(&mut ring);
     assert_eq!((c.cqe().res(), c.cqe().buffer_id(), c.cqe().buf_more()), (4, Some(1), true));
     let last = br.take(&c.cqe()).unwrap().unwrap();
@@ -361,10 +368,11 @@ fn a_cqe_of_another_group_is_refused_when_its_pooled_context_says_so() {
 }
 
 /// Found by `prop_bufring`: a CQE of an incremental ring does not say
-/// where in the buffer its bytes start, so one buffer's CQEs must be taken
-/// in CQE order. Taken out of order, the later CQE gets the earlier one's
-/// bytes and the earlier one is refused; the tokens stay inside bytes the
-/// kernel has finished writing, and the buffer goes back only when the
+/// where in the buffer its bytes start, so the CQEs of its (one) request
+/// must be taken in CQE order. Taken out of order, the later CQE gets the
+/// earlier one's bytes and the earlier one is refused; the tokens stay
+/// inside bytes the kernel has finished writing (one request commits and
+/// posts its ranges in order), and the buffer goes back only when the
 /// kernel is done with it.
 #[test]
 fn incremental_cqes_of_one_buffer_taken_out_of_order_get_the_leading_bytes() {
@@ -377,11 +385,14 @@ fn incremental_cqes_of_one_buffer_taken_out_of_order_get_the_leading_bytes() {
         }
     };
     let (mut tx, rx) = UnixStream::pair().unwrap();
+    br.push_op(&mut ring, SqeContext::for_fd(1), uring_ops::multishot::RecvMulti::new(rx.as_raw_fd(), 13)).unwrap();
+    ring.submit().unwrap();
     let mut cqes = Vec::new();
-    for (i, msg) in [&b"abc"[..], b"def"].into_iter().enumerate() {
+    for msg in [&b"abc"[..], b"def"] {
         tx.write_all(msg).unwrap();
-        push_recv(&mut ring, rx.as_raw_fd(), 13, i as u64);
-        cqes.push(one_cqe(&mut ring));
+        let mut slots = [CqeSlot::EMPTY; 1];
+        ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        cqes.push(slots[0]);
     }
     let c: Vec<_> = cqes.iter().map(|s| (s.cqe().buffer_id(), s.cqe().res(), s.cqe().buf_more())).collect();
     assert_eq!(c, [(Some(0), 3, true), (Some(0), 3, true)]);
@@ -391,11 +402,13 @@ fn incremental_cqes_of_one_buffer_taken_out_of_order_get_the_leading_bytes() {
     br.recycle(second).unwrap();
     assert_eq!((br.held(), br.available()), (0, 2), "buffer 0 stays with the kernel, which is still filling it");
     tx.write_all(b"gh").unwrap();
-    push_recv(&mut ring, rx.as_raw_fd(), 13, 9);
-    let s = one_cqe(&mut ring);
+    let mut slots = [CqeSlot::EMPTY; 1];
+    ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let s = slots[0];
     assert_eq!((s.cqe().buffer_id(), s.cqe().res(), s.cqe().buf_more()), (Some(0), 2, false));
     let last = br.take(&s.cqe()).unwrap().unwrap();
     assert_eq!((last.offset(), br.bytes(&last)), (3, &b"def"[..2]), "ranges follow the ones taken");
     br.recycle(last).unwrap();
     assert_eq!(br.available(), 2);
+    assert!(br.request_in_flight(), "the multishot receive is still armed");
 }

@@ -204,7 +204,13 @@ impl Harness {
         let mut other_ring_br = BufRing::register(&mut other_ring, cfg(group)).unwrap();
         let (mut otx, orx) = UnixStream::pair().unwrap();
         otx.write_all(b"another ring").unwrap();
-        push_recv(&mut other_ring, orx.as_raw_fd(), group);
+        if flavor == Flavor::Incremental {
+            let op = RecvSelect::new(orx.as_raw_fd(), group);
+            other_ring_br.push_op(&mut other_ring, SqeContext::for_fd(SINGLE), op).unwrap();
+            other_ring.submit().unwrap();
+        } else {
+            push_recv(&mut other_ring, orx.as_raw_fd(), group);
+        }
         let other_ring_cqe = reap_one(&mut other_ring);
         assert_eq!(other_ring_cqe.cqe().buffer_id(), Some(0));
         // It is that ring's own, untaken: proven, and refused only by us.
@@ -265,6 +271,11 @@ impl Harness {
     fn on_cqe(&mut self, slot: CqeSlot) {
         let c = slot.cqe();
         let kind = c.context().fd().expect("a direct context");
+        if self.flavor == Flavor::Incremental {
+            // The ring's one request ends with its last CQE (taken later):
+            // note it, so the next request may be queued.
+            assert_eq!(self.br.end_request(&c), !c.more(), "{c:?}: the request's end, and only that");
+        }
         match kind {
             SINGLE => self.single_done += 1,
             BUNDLE => self.single_done += 1,
@@ -327,6 +338,12 @@ impl Harness {
                 if bundle {
                     self.ring.push_op(SqeContext::for_fd(BUNDLE), RecvBundle::new(fd, group)).unwrap();
                     self.ring.submit().unwrap();
+                } else if self.flavor == Flavor::Incremental {
+                    // The group is the ring's own: other pushes are refused.
+                    let e = self.ring.push_op(SqeContext::for_fd(SINGLE), RecvSelect::new(fd, group)).unwrap_err();
+                    assert!(e.to_string().contains("reserved"), "{e}");
+                    self.br.push_op(&mut self.ring, SqeContext::for_fd(SINGLE), RecvSelect::new(fd, group)).unwrap();
+                    self.ring.submit().unwrap();
                 } else {
                     push_recv(&mut self.ring, fd, group);
                 }
@@ -335,7 +352,11 @@ impl Harness {
             }
             Step::Arm if !self.armed && self.flavor != Flavor::Bundle => {
                 let (fd, group) = (self.rx.as_raw_fd(), self.br.group());
-                self.ring.push_op(SqeContext::for_fd(MULTI), RecvMulti::new(fd, group)).unwrap();
+                if self.flavor == Flavor::Incremental {
+                    self.br.push_op(&mut self.ring, SqeContext::for_fd(MULTI), RecvMulti::new(fd, group)).unwrap();
+                } else {
+                    self.ring.push_op(SqeContext::for_fd(MULTI), RecvMulti::new(fd, group)).unwrap();
+                }
                 self.ring.submit().unwrap();
                 self.armed = true;
                 if self.fifo.is_empty() {

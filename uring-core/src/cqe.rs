@@ -325,6 +325,7 @@ impl<'a> Cqe<'a> {
 pub struct BufferSelection {
     ring: u64,
     seq: u64,
+    user_data: u64,
     res: i32,
     flags: u32,
     group: u16,
@@ -333,7 +334,14 @@ pub struct BufferSelection {
 impl BufferSelection {
     #[inline]
     fn from_cqe(cqe: &Cqe<'_>, group: u16) -> Self {
-        BufferSelection { ring: cqe.ring, seq: cqe.seq, res: cqe.res(), flags: cqe.raw_flags(), group }
+        BufferSelection {
+            ring: cqe.ring,
+            seq: cqe.seq,
+            user_data: cqe.user_data(),
+            res: cqe.res(),
+            flags: cqe.raw_flags(),
+            group,
+        }
     }
 
     /// The selection `cqe` makes from `group`, vouched for by the caller.
@@ -362,6 +370,18 @@ impl BufferSelection {
     #[inline]
     pub fn seq(&self) -> u64 {
         self.seq
+    }
+
+    /// The CQE's `user_data`: the request that selected.
+    #[inline]
+    pub fn user_data(&self) -> u64 {
+        self.user_data
+    }
+
+    /// `IORING_CQE_F_MORE`: the request posts more CQEs.
+    #[inline]
+    pub fn more(&self) -> bool {
+        self.flags & sys::IORING_CQE_F_MORE != 0
     }
 
     /// The buffer group the entry selected from.

@@ -133,10 +133,14 @@ pub unsafe fn push_layer_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O)
 /// that reserved the group the entry selects from.
 #[doc(hidden)]
 #[inline]
-pub unsafe fn push_group_owner_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O) -> Result<SqeContext> {
+pub unsafe fn push_group_owner_op<O: Prepare>(
+    ring: &mut Ring,
+    ctx: SqeContext,
+    op: O,
+) -> Result<(SqeContext, Option<u16>)> {
     refuse_reserved(ctx)?;
     // SAFETY: forwarded to the caller.
-    unsafe { push_selecting(ring, ctx, op, true) }.map(|(stamped, _)| stamped)
+    unsafe { push_selecting(ring, ctx, op, true) }
 }
 
 /// `push_op_unchecked` on a [`Ring`], also returning the buffer group the
