@@ -76,8 +76,12 @@ pub enum Error {
     },
 
     /// The call named a ring other than the one the instance is
-    /// registered with.
-    #[error("zero-copy receive instance {id} is registered with ring fd {expected}, not fd {got}")]
+    /// registered with (compared by [`Ring::id`](uring_core::Ring::id), not
+    /// by fd: a closed ring's fd number is reused, so the two fds may be
+    /// equal).
+    #[error(
+        "zero-copy receive instance {id} is registered with another ring (fd {expected}), not the ring with fd {got}"
+    )]
     WrongRing {
         /// The instance id.
         id: u32,

@@ -14,9 +14,20 @@
 //! Identity: every CQE of a stream carries a foreign `user_data` with this
 //! layer's tag ([`uring_core::FOREIGN_TAG_ZCRX`]): bit 2 set for the
 //! receiver's own cancel, bits 11–63 a stream number unique in the
-//! process. Safe code cannot post a CQE with that tag (the checked push
+//! process (53 bits, never reused: a start that would need a larger one
+//! fails). Safe code cannot post a CQE with that tag (the checked push
 //! and `MSG_RING` refuse it), so a data CQE that names area memory comes
 //! from the kernel.
+//!
+//! Provenance: a stream's CQE is taken only from the instance's ring
+//! ([`Cqe::ring_id`]) and only if it is newer ([`Cqe::seq`]) than the
+//! ring's CQ position when the stream was queued and than every CQE of the
+//! stream taken before. A copy presented again (a saved [`CqeSlot`](uring_core::CqeSlot))
+//! is not taken: neither a data CQE (whose buffer the kernel may have got
+//! back and be refilling) nor a final one (which would report a stream
+//! stopped that the kernel still runs). The instance also refuses to hand
+//! out a niov for a CQE not newer than the one that last handed it out on
+//! that ring.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -37,7 +48,21 @@ const TAG: u64 = (uring_core::FOREIGN_TAG_ZCRX as u64) << 3;
 const TAG_MASK: u64 = 0xff << 3;
 const ID_SHIFT: u32 = 11;
 
+/// Stream numbers fill bits 11–63: 53 bits.
+const MAX_STREAM: u64 = (1 << (64 - ID_SHIFT)) - 1;
+
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh stream number, never one used before in the process; `None`
+/// once the 53 bits are used up (the counter itself, 64 bits, does not
+/// wrap in practice).
+fn next_stream() -> Option<u64> {
+    next_from(&NEXT_STREAM)
+}
+
+fn next_from(counter: &AtomicU64) -> Option<u64> {
+    counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n <= MAX_STREAM).then_some(n + 1)).ok()
+}
 
 const fn op_token(stream: u64) -> u64 {
     (stream << ID_SHIFT) | TAG | MODE_FOREIGN
@@ -160,6 +185,10 @@ pub struct ZcrxReceiver<H> {
     handler: H,
     state: ReceiverState,
     stream: u64,
+    /// The lowest [`Cqe::seq`] the stream's next CQE may have: the ring's
+    /// CQ position when the stream was queued, then one past the last CQE
+    /// of the stream taken.
+    after: u64,
     fd: RawFd,
     cancel_due: bool,
     cancel_wanted: bool,
@@ -191,6 +220,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
             handler,
             state: ReceiverState::Idle,
             stream: 0,
+            after: 0,
             fd: -1,
             cancel_due: false,
             cancel_wanted: false,
@@ -248,11 +278,16 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         if self.auto_flush && shared.is_nodev() && self.zcrx.refill_pending().0 > 0 {
             self.zcrx.flush(ring)?;
         }
-        let stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        let Some(stream) = next_stream() else {
+            return Err(self.state_error("the process has used up its 2^53 stream numbers"));
+        };
         let fd = fd.as_raw_fd();
         let op = RecvZc::new(fd, self.zcrx.id()).limit(self.limit);
+        // Every CQE of the new stream is reaped from here on.
+        let after = ring.cq_position();
         push_retry(ring, op_token(stream), op)?;
         self.stream = stream;
+        self.after = after;
         self.fd = fd;
         self.state = ReceiverState::Active;
         self.cancel_due = false;
@@ -384,14 +419,15 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         self.state = ReceiverState::Stopped;
     }
 
-    fn on_stream_cqe(&mut self, ring: &mut Ring, res: i32, flags: u32, big: Option<[u64; 2]>) {
+    fn on_stream_cqe(&mut self, ring: &mut Ring, seq: u64, res: i32, flags: u32, big: Option<[u64; 2]>) {
         if !matches!(self.state, ReceiverState::Active | ReceiverState::Stopping) {
             // Nothing follows a final CQE; a stray one is claimed silently.
             return;
         }
         if flags & sys::IORING_CQE_F_MORE != 0 {
             let keep = if res > 0 {
-                let buf = big.and_then(|[off, _]| self.zcrx.shared().ok()?.buffer(off, res as u32));
+                let buf =
+                    big.and_then(|[off, _]| self.zcrx.shared().ok()?.buffer(self.zcrx.seen(), seq, off, res as u32));
                 match buf {
                     Some(buf) => {
                         self.bytes += res as u64;
@@ -432,13 +468,29 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         self.maybe_flush(ring);
     }
 
+    /// `origin`: the CQE's ring identity and position.
     #[inline]
-    fn route(&mut self, ring: &mut Ring, ud: u64, res: i32, flags: u32, big: Option<[u64; 2]>) -> bool {
+    fn route(
+        &mut self,
+        ring: &mut Ring,
+        origin: (u64, u64),
+        ud: u64,
+        res: i32,
+        flags: u32,
+        big: Option<[u64; 2]>,
+    ) -> bool {
         if self.stream == 0 || ud >> ID_SHIFT != self.stream || !is_zcrx_token(ud) {
             return false;
         }
+        let (ring_id, seq) = origin;
+        if ring_id != self.zcrx.ring_id() || seq < self.after {
+            // Another ring's CQE, one reaped before the stream was queued,
+            // or a copy of one taken already: not the stream's next CQE.
+            return false;
+        }
+        self.after = seq + 1;
         if ud & CANCEL_BIT == 0 {
-            self.on_stream_cqe(ring, res, flags, big);
+            self.on_stream_cqe(ring, seq, res, flags, big);
         } else {
             self.on_cancel_cqe(ring, res);
         }
@@ -493,10 +545,19 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
 #[doc(hidden)]
 impl<H: ZcrxHandler> ZcrxReceiver<H> {
     /// Marks the receiver Active on a fresh stream without submitting
-    /// anything (for an instance from `bench_support::detached`).
+    /// anything.
+    ///
+    /// # Panics
+    ///
+    /// Unless the instance is from `bench_support::detached` and the
+    /// receiver is Idle or Stopped.
     pub fn bench_activate(&mut self) {
-        self.stream = NEXT_STREAM.fetch_add(1, Ordering::Relaxed);
+        assert!(self.zcrx.shared().is_ok_and(|s| s.is_detached()), "bench_activate works only on a detached instance");
+        assert!(matches!(self.state, ReceiverState::Idle | ReceiverState::Stopped), "the receiver is running");
+        self.stream = next_stream().expect("stream numbers used up");
         self.state = ReceiverState::Active;
+        self.cancel_due = false;
+        self.cancel_wanted = false;
         self.end = None;
     }
 
@@ -517,7 +578,29 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         flags: u32,
         big: [u64; 2],
     ) -> bool {
-        self.route(ring, user_data, res, flags, Some(big))
+        let origin = (self.zcrx.ring_id(), self.after);
+        self.route(ring, origin, user_data, res, flags, Some(big))
+    }
+
+    /// Routes a CQE given as its parts and its provenance (`ring_id`,
+    /// `seq`), as `handle_cqe` does.
+    ///
+    /// # Safety
+    ///
+    /// As for [`bench_dispatch`](Self::bench_dispatch), with a made-up
+    /// provenance too.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn bench_dispatch_at(
+        &mut self,
+        ring: &mut Ring,
+        ring_id: u64,
+        seq: u64,
+        user_data: u64,
+        res: i32,
+        flags: u32,
+        big: [u64; 2],
+    ) -> bool {
+        self.route(ring, (ring_id, seq), user_data, res, flags, Some(big))
     }
 }
 
@@ -527,7 +610,7 @@ impl<H: ZcrxHandler> HandleCqe for ZcrxReceiver<H> {
     /// claimed silently.
     #[inline]
     fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool {
-        self.route(ring, cqe.user_data(), cqe.res(), cqe.raw_flags(), cqe.big())
+        self.route(ring, (cqe.ring_id(), cqe.seq()), cqe.user_data(), cqe.res(), cqe.raw_flags(), cqe.big())
     }
 }
 
@@ -545,5 +628,24 @@ fn push_retry<O: SafeOp + Copy>(ring: &mut Ring, ud: u64, op: O) -> Result<()> {
             unsafe { uring_ops::push_layer_op(ring, ctx, op) }.map(drop).map_err(Error::from)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_numbers_never_wrap_into_the_token() {
+        let counter = AtomicU64::new(MAX_STREAM - 1);
+        assert_eq!(next_from(&counter), Some(MAX_STREAM - 1));
+        assert_eq!(next_from(&counter), Some(MAX_STREAM));
+        // Used up: refused, not wrapped to a number an earlier stream had.
+        assert_eq!(next_from(&counter), None);
+        assert_eq!(next_from(&counter), None);
+        let top = op_token(MAX_STREAM);
+        assert_eq!(top >> ID_SHIFT, MAX_STREAM, "the largest stream number fits its bits");
+        assert!(is_zcrx_token(top) && top & CANCEL_BIT == 0);
+        assert!(is_zcrx_token(top | CANCEL_BIT));
     }
 }

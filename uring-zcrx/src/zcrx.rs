@@ -224,6 +224,30 @@ impl Producer {
     }
 }
 
+/// Per ring that receives into an area: for every niov (area buffer of
+/// `rx_buf_len` bytes), the [`Cqe::seq`](uring_core::Cqe::seq) plus one of
+/// the last CQE of that ring that handed it out (0: none yet).
+///
+/// A data CQE hands out a niov only when its position is newer, so a copy
+/// of a CQE presented again (whose niov the kernel may have got back
+/// through the refill ring and be refilling) hands out nothing. Positions
+/// of different rings are not comparable, so an imported instance keeps
+/// one table per ring. Not a "held" bit: the kernel counts user
+/// references per niov and may hand out one niov several times at once
+/// (several fragments), so only the CQE's position tells a new delivery
+/// from a replay.
+pub(crate) struct SeenTable {
+    ring_id: u64,
+    shift: u32,
+    seqs: Box<[AtomicU64]>,
+}
+
+impl fmt::Debug for SeenTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeenTable").field("ring_id", &self.ring_id).field("niovs", &self.seqs.len()).finish()
+    }
+}
+
 /// What every handle, buffer and the ring share: the memory and the
 /// producer.
 pub(crate) struct Shared {
@@ -231,9 +255,13 @@ pub(crate) struct Shared {
     area_token: u64,
     rx_buf_len: u32,
     nodev: bool,
+    /// Made by `bench_support::detached`: no kernel knows the area.
+    detached: bool,
     stats_off: Option<usize>,
     producer: Mutex<Producer>,
     delivered: AtomicU64,
+    /// One [`SeenTable`] per ring the instance is registered with.
+    tables: Mutex<Vec<Arc<SeenTable>>>,
 }
 
 impl fmt::Debug for Shared {
@@ -255,15 +283,69 @@ impl Shared {
         self.producer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A buffer for a data CQE's `(offset word, length)`, if it lies inside
-    /// the area and carries this area's token.
-    pub(crate) fn buffer(self: &Arc<Self>, off: u64, len: u32) -> Option<ZcrxBuffer> {
-        if off & sys::IORING_ZCRX_AREA_MASK != self.area_token {
+    fn new(
+        area: Mapping,
+        area_token: u64,
+        rx_buf_len: u32,
+        nodev: bool,
+        detached: bool,
+        stats_off: Option<usize>,
+        refill: RefillRing,
+    ) -> Self {
+        Shared {
+            area,
+            area_token,
+            rx_buf_len,
+            nodev,
+            detached,
+            stats_off,
+            producer: Mutex::new(Producer { refill, overflow: Vec::new(), released: 0 }),
+            delivered: AtomicU64::new(0),
+            tables: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The [`SeenTable`] of ring `ring_id` (made on first use, then shared
+    /// by every handle of the instance on that ring).
+    pub(crate) fn table_for(&self, ring_id: u64) -> Arc<SeenTable> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tables.iter().find(|t| t.ring_id == ring_id) {
+            return Arc::clone(t);
+        }
+        let shift = self.rx_buf_len.trailing_zeros();
+        let niovs = self.area.len() >> shift;
+        let table = Arc::new(SeenTable { ring_id, shift, seqs: (0..niovs).map(|_| AtomicU64::new(0)).collect() });
+        tables.push(Arc::clone(&table));
+        table
+    }
+
+    /// A buffer for a data CQE's `(offset word, length)` reaped by ring
+    /// `seen.ring_id` at position `seq`: only if it lies inside one niov
+    /// of the area, carries this area's token, and `seq` is newer than the
+    /// CQE of that ring that last handed out the niov.
+    ///
+    /// The caller has checked that the CQE is the kernel's answer to a
+    /// `RECV_ZC` into this instance on that ring (its stream's reserved
+    /// `user_data`, its ring identity).
+    pub(crate) fn buffer(self: &Arc<Self>, seen: &SeenTable, seq: u64, off: u64, len: u32) -> Option<ZcrxBuffer> {
+        if off & sys::IORING_ZCRX_AREA_MASK != self.area_token || len == 0 {
             return None;
         }
         let start = off & !sys::IORING_ZCRX_AREA_MASK;
         let end = start.checked_add(u64::from(len))?;
-        if end > self.area.len() as u64 || len == 0 {
+        if end > self.area.len() as u64 {
+            return None;
+        }
+        let niov = start >> seen.shift;
+        if (end - 1) >> seen.shift != niov {
+            // The kernel never hands out a range across a niov boundary.
+            return None;
+        }
+        let stamp = seq.checked_add(1)?;
+        let slot = seen.seqs.get(niov as usize)?;
+        if slot.fetch_max(stamp, Ordering::Relaxed) >= stamp {
+            // A copy of this CQE, or of one older than the niov's last
+            // delivery: the kernel may have got it back already.
             return None;
         }
         self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -277,6 +359,10 @@ impl Shared {
 
     pub(crate) fn is_nodev(&self) -> bool {
         self.nodev
+    }
+
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached
     }
 }
 
@@ -294,7 +380,11 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Zcrx {
     shared: Option<Arc<Shared>>,
+    /// This ring's delivery positions per niov (kept after `close`: a
+    /// receiver's CQEs still arriving are checked against it).
+    seen: Arc<SeenTable>,
     id: u32,
+    ring_id: u64,
     ring_fd: RawFd,
     support: Arc<ZcrxSupport>,
     refill_entries: u32,
@@ -403,21 +493,23 @@ impl Zcrx {
         }
         let offsets = RefillOffsets::from_sys(&reg.offsets);
         let refill = RefillRing::new(region, offsets, reg.rq_entries)?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             area,
-            area_token: area_reg.rq_area_token,
-            rx_buf_len: if reg.rx_buf_len != 0 { reg.rx_buf_len } else { page as u32 },
-            nodev: flags & sys::ZCRX_REG_NODEV != 0,
-            stats_off: stats.then_some(stats_off),
-            producer: Mutex::new(Producer { refill, overflow: Vec::new(), released: 0 }),
-            delivered: AtomicU64::new(0),
-        });
+            area_reg.rq_area_token,
+            if reg.rx_buf_len != 0 { reg.rx_buf_len } else { page as u32 },
+            flags & sys::ZCRX_REG_NODEV != 0,
+            false,
+            stats.then_some(stats_off),
+            refill,
+        ));
         // If attaching fails (the ring stopped meanwhile), the instance
         // went with the ring; our Arc keeps the memory for the handle.
         ring.attach(Box::new(Arc::clone(&shared)))?;
         Ok(Zcrx {
+            seen: shared.table_for(ring.id()),
             shared: Some(shared),
             id: reg.zcrx_id,
+            ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
             support: Arc::new(support),
             refill_entries: reg.rq_entries,
@@ -433,8 +525,15 @@ impl Zcrx {
         }
     }
 
+    /// The instance's [`SeenTable`] on its ring.
+    #[inline]
+    pub(crate) fn seen(&self) -> &SeenTable {
+        &self.seen
+    }
+
     pub(crate) fn check_ring(&self, ring: &Ring) -> Result<()> {
-        if ring.as_raw_fd() != self.ring_fd {
+        // By identity, not fd: a closed ring's fd number is reused.
+        if ring.id() != self.ring_id {
             return Err(Error::WrongRing { id: self.id, expected: self.ring_fd, got: ring.as_raw_fd() });
         }
         Ok(())
@@ -443,6 +542,13 @@ impl Zcrx {
     /// The instance id on its ring (`zcrx_ifq_idx` of `RECV_ZC`).
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The identity ([`Ring::id`]) of the ring this handle is registered
+    /// with; 0 for a detached (benchmark) instance. Only CQEs of that ring
+    /// ([`Cqe::ring_id`](uring_core::Cqe::ring_id)) deliver buffers.
+    pub fn ring_id(&self) -> u64 {
+        self.ring_id
     }
 
     /// The fd of the ring the instance is registered with.
@@ -645,7 +751,9 @@ impl Zcrx {
         ring.attach(Box::new(Arc::clone(&exported.shared)))?;
         Ok(Zcrx {
             shared: Some(Arc::clone(&exported.shared)),
+            seen: exported.shared.table_for(ring.id()),
             id: reg.zcrx_id,
+            ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
             support: Arc::clone(&exported.support),
             refill_entries: entries,
@@ -667,40 +775,58 @@ impl Zcrx {
     }
 }
 
-/// Hooks for this crate's benchmarks; not part of the API.
+/// Hooks for this crate's benchmarks and host tests; not part of the API.
+/// Every hook but [`detached`] panics on an instance a kernel knows.
 #[doc(hidden)]
 pub mod bench_support {
     use super::*;
 
     /// An instance over library memory that no kernel knows: its refill
-    /// ring is consumed only by [`consume`], acting as the kernel.
+    /// ring is consumed only by [`consume`], acting as the kernel. Its
+    /// handle's ring identity is 0 (no ring).
     pub fn detached(area_len: usize, refill_entries: u32) -> Zcrx {
         let page = Mapping::page_size();
         let offsets = RefillOffsets::V2;
         let region =
             Arc::new(Mapping::anonymous(offsets.region_len(refill_entries).next_multiple_of(page), false).unwrap());
         let refill = RefillRing::new(region, offsets, refill_entries).unwrap();
-        let shared = Arc::new(Shared {
-            area: Mapping::anonymous(area_len, false).unwrap(),
-            area_token: 0,
-            rx_buf_len: page as u32,
-            nodev: false,
-            stats_off: None,
-            producer: Mutex::new(Producer { refill, overflow: Vec::new(), released: 0 }),
-            delivered: AtomicU64::new(0),
-        });
+        let area = Mapping::anonymous(area_len, false).unwrap();
+        let shared = Arc::new(Shared::new(area, 0, page as u32, false, true, None, refill));
         let support = ZcrxSupport::detached();
-        Zcrx { shared: Some(shared), id: 0, ring_fd: -1, support: Arc::new(support), refill_entries }
+        Zcrx {
+            seen: shared.table_for(0),
+            shared: Some(shared),
+            id: 0,
+            ring_id: 0,
+            ring_fd: -1,
+            support: Arc::new(support),
+            refill_entries,
+        }
+    }
+
+    fn detached_shared(zcrx: &Zcrx) -> &Arc<Shared> {
+        let shared = zcrx.shared.as_ref().expect("an open handle");
+        assert!(shared.detached, "bench_support works only on a detached instance");
+        shared
+    }
+
+    /// Another handle of the detached instance of `zcrx`, as if imported
+    /// by the ring with identity `ring_id` (with that ring's own delivery
+    /// positions).
+    pub fn detached_on(zcrx: &Zcrx, ring_id: u64) -> Zcrx {
+        let shared = detached_shared(zcrx);
+        Zcrx { seen: shared.table_for(ring_id), ring_id, ..zcrx.clone() }
     }
 
     /// Consumes every published entry, as the kernel does: acquire the
     /// tail, read the entries, release-store the head. Returns how many.
     pub fn consume(zcrx: &Zcrx) -> u32 {
-        let p = zcrx.shared.as_ref().unwrap().producer();
+        let p = detached_shared(zcrx).producer();
         let (head, tail, rqes) = p.refill.raw_parts();
         let mask = p.refill.entries() - 1;
         // SAFETY: the pointers point into the live region, as the kernel's
-        // would; this function plays the kernel's (consumer's) part.
+        // would; this function plays the kernel's (consumer's) part, on an
+        // instance no kernel consumes.
         unsafe {
             let t = (*tail).load(Ordering::Acquire);
             let h = (*head).load(Ordering::Relaxed);
@@ -716,9 +842,24 @@ pub mod bench_support {
         }
     }
 
-    /// A buffer of a detached instance, as a data CQE would deliver it.
+    /// A buffer of a detached instance, as a data CQE would deliver it,
+    /// without the delivery-position check (no kernel writes the area).
     pub fn buffer(zcrx: &Zcrx, offset: u64, len: u32) -> ZcrxBuffer {
-        zcrx.shared.as_ref().unwrap().buffer(offset, len).unwrap()
+        let shared = detached_shared(zcrx);
+        assert!(
+            len > 0 && offset.checked_add(u64::from(len)).is_some_and(|end| end <= shared.area.len() as u64),
+            "range outside the area"
+        );
+        shared.delivered.fetch_add(1, Ordering::Relaxed);
+        ZcrxBuffer { shared: Arc::clone(shared), off: offset, len }
+    }
+
+    /// What a data CQE at position `seq` of the handle's ring, naming
+    /// `(offset word, len)`, delivers: the receiver's own checks (range,
+    /// token, one niov, a position newer than the niov's last delivery on
+    /// that ring).
+    pub fn deliver(zcrx: &Zcrx, seq: u64, offset: u64, len: u32) -> Option<ZcrxBuffer> {
+        detached_shared(zcrx).buffer(zcrx.seen(), seq, offset, len)
     }
 }
 
