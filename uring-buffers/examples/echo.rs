@@ -66,8 +66,6 @@ const OP_SHUTDOWN: u8 = sys::IORING_OP_SHUTDOWN as u8;
 /// so it is valid for as long as any request may read it.
 static ONE: libc::c_int = 1;
 
-/// The listener chain's tag (its contexts' buffer-group field).
-const LISTENER_TAG: u16 = 0x4c;
 /// How long the server blocks before looking at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -272,7 +270,7 @@ fn serve_tcp(cfg: ServerConfig, stop: &AtomicBool, ready: mpsc::Sender<SocketAdd
     let mut slots = [CqeSlot::EMPTY; 256];
 
     // The listener chain: socket, bind, listen, each a CQE of its own.
-    let mut chain = ListenerManager::new(LISTENER_TAG, ChainErrors::default());
+    let mut chain = ListenerManager::new(ChainErrors::default());
     let id = chain
         .listen(&mut ring, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), 1024)
         .map_err(|e| format!("listening: {e}"))?;

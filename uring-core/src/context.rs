@@ -47,6 +47,9 @@ pub const FOREIGN_TAG_FIXED: u8 = 0xF1;
 pub const FOREIGN_TAG_ZC: u8 = 0x2C;
 /// Zero-copy receive streams (`uring_zcrx`).
 pub const FOREIGN_TAG_ZCRX: u8 = 0x2E;
+/// Listener setup chains (`uring_ops::listener`): a socket phase's CQE
+/// hands the chain a descriptor it then owns and closes.
+pub const FOREIGN_TAG_LISTENER: u8 = 0x4C;
 
 /// Which of the three encodings an [`SqeContext`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

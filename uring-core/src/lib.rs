@@ -46,8 +46,8 @@ mod shared;
 mod sqe;
 
 pub use context::{
-    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC,
-    FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
+    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
+    FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
 };
 pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, Reaped};
 pub use error::{Error, Result};

@@ -28,16 +28,16 @@
 //!
 //! # Identifying the chain's CQEs
 //!
-//! Each phase is submitted with a **direct** [`SqeContext`]: the opcode
-//! field holds the phase's opcode (stamped by [`RingOps::push_op`]), the
-//! buffer-group field holds the manager's `tag` (chosen by the caller at
-//! [`ListenerManager::new`]), and the fd field holds the listener's slot
-//! in the manager. A CQE is the chain's when all three match a setup that
-//! is waiting for exactly that phase. Direct contexts cost no pool slot
-//! and no allocation; the price is that the tag is reserved: do not submit
-//! `SOCKET`, `BIND` or `LISTEN` operations of your own with a direct
-//! context whose buffer group is the tag. Two managers on one ring need
-//! two tags.
+//! Each phase is submitted with a foreign `user_data` of the chain's
+//! own: the layer tag [`uring_core::FOREIGN_TAG_LISTENER`] and a 53-bit
+//! number from a process-wide counter, new for every phase, which no
+//! other push (safe or not) and no `MSG_RING` or poll update may carry. A
+//! CQE is the chain's when its `user_data` is the one a setup waits for,
+//! it was reaped by the ring the phase was queued on
+//! ([`Cqe::ring_id`](uring_core::Cqe::ring_id)), and after the phase was
+//! queued ([`Cqe::seq`](uring_core::Cqe::seq)). The socket phase's result
+//! is a descriptor the chain then owns and closes, so a CQE that could be
+//! forged or replayed would make it close a descriptor someone else owns.
 //!
 //! # Closing
 //!
@@ -60,7 +60,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use uring_core::{ContextMode, Cqe, Error, Result, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{Cqe, Error, Result, Ring, SqeContext, sys};
 
 use crate::multishot::AcceptMulti;
 use crate::op::SafeOp;
@@ -270,7 +270,16 @@ enum State {
 struct Entry {
     generation: u32,
     state: State,
+    /// The pending phase: its `user_data`, the ring it was queued on and
+    /// the CQ position then.
+    pending: (u64, u64, u64),
 }
+
+const TAG_LOW: u64 = 0b11 | ((uring_core::FOREIGN_TAG_LISTENER as u64) << 3);
+const NUMBER_SHIFT: u32 = 11;
+const NUMBER_MAX: u64 = (1 << (64 - NUMBER_SHIFT)) - 1;
+
+static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Drives socket → bind → listen chains on a [`Ring`]; see the
 /// [module documentation](self).
@@ -282,7 +291,7 @@ struct Entry {
 ///
 /// let mut ring = Ring::new(Options::default())?;
 /// ring.start()?;
-/// let mut manager = ListenerManager::new(0x4c, ());
+/// let mut manager = ListenerManager::new(());
 /// let id = manager.listen(&mut ring, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), 128)?;
 /// let mut slots = [CqeSlot::EMPTY; 16];
 /// while manager.listener(id).is_none() {
@@ -299,7 +308,6 @@ struct Entry {
 /// # Ok::<(), uring_core::Error>(())
 /// ```
 pub struct ListenerManager<H> {
-    tag: u16,
     handler: H,
     entries: Vec<Entry>,
     free: Vec<u32>,
@@ -308,7 +316,6 @@ pub struct ListenerManager<H> {
 impl<H: fmt::Debug> fmt::Debug for ListenerManager<H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ListenerManager")
-            .field("tag", &self.tag)
             .field("handler", &self.handler)
             .field("listeners", &self.entries.iter().filter(|e| !matches!(e.state, State::Free)).count())
             .field("pending", &self.pending())
@@ -317,15 +324,10 @@ impl<H: fmt::Debug> fmt::Debug for ListenerManager<H> {
 }
 
 impl<H> ListenerManager<H> {
-    /// A manager whose chain contexts carry `tag` in their buffer-group
-    /// field (see [Identifying the chain's CQEs](self#identifying-the-chains-cqes)).
-    pub fn new(tag: u16, handler: H) -> Self {
-        ListenerManager { tag, handler, entries: Vec::new(), free: Vec::new() }
-    }
-
-    /// The tag of this manager's contexts.
-    pub fn tag(&self) -> u16 {
-        self.tag
+    /// A manager calling `handler` at each phase (see
+    /// [Identifying the chain's CQEs](self#identifying-the-chains-cqes)).
+    pub fn new(handler: H) -> Self {
+        ListenerManager { handler, entries: Vec::new(), free: Vec::new() }
     }
 
     /// The handler.
@@ -415,17 +417,15 @@ impl<H> ListenerManager<H> {
     /// one of this manager's pending phases.
     #[doc(alias = "DecodeListenerCQE")]
     pub fn decode(&self, user_data: u64) -> Option<(ListenerId, ListenerPhase)> {
-        let ctx = SqeContext::from_raw(user_data);
-        if ctx.mode() != ContextMode::Direct || ctx.buf_group() != Some(self.tag) {
+        if user_data & ((1 << NUMBER_SHIFT) - 1) != TAG_LOW {
             return None;
         }
-        let phase = ListenerPhase::from_opcode(ctx.op()?)?;
-        let index = u32::try_from(ctx.fd()?).ok()?;
-        let entry = self.entries.get(index as usize)?;
-        match &entry.state {
-            State::Setup(s) if s.phase == phase => Some((ListenerId { index, generation: entry.generation }, phase)),
+        self.entries.iter().enumerate().find_map(|(index, entry)| match &entry.state {
+            State::Setup(s) if entry.pending.0 == user_data => {
+                Some((ListenerId { index: index as u32, generation: entry.generation }, s.phase))
+            }
             _ => None,
-        }
+        })
     }
 
     /// Handles a reaped CQE: `true` if it was one of this chain's (and is
@@ -438,11 +438,32 @@ impl<H> ListenerManager<H> {
     where
         H: ListenerHandler,
     {
-        self.handle_completion(ring, cqe.user_data(), cqe.res())
+        let Some((id, _)) = self.decode(cqe.user_data()) else {
+            return false;
+        };
+        let (_, ring_id, queued_at) = self.entries[id.index as usize].pending;
+        if cqe.ring_id() != ring_id || cqe.seq() < queued_at {
+            // Another ring's CQE, or one reaped before the phase was
+            // queued (a copy): not the phase's.
+            return false;
+        }
+        // SAFETY: the CQE carries the phase's reserved user_data (which no
+        // safe code can make the kernel post), was reaped by the ring the
+        // phase was queued on after it was queued; the phase is then no
+        // longer pending, so a copy is not claimed again.
+        unsafe { self.handle_completion(ring, cqe.user_data(), cqe.res()) }
     }
 
-    /// [`handle_cqe`](Self::handle_cqe) from a CQE's `user_data` and result.
-    pub fn handle_completion(&mut self, ring: &mut Ring, user_data: u64, res: i32) -> bool
+    /// [`handle_cqe`](Self::handle_cqe) from a CQE's `user_data` and
+    /// result, without checking where they came from.
+    ///
+    /// # Safety
+    ///
+    /// `user_data` and `res` must be those of a CQE reaped from the ring
+    /// the phase was queued on, after it was queued, presented once: for a
+    /// socket phase, `res` becomes a descriptor the manager owns (and
+    /// closes), which must be the one the kernel created for it.
+    pub unsafe fn handle_completion(&mut self, ring: &mut Ring, user_data: u64, res: i32) -> bool
     where
         H: ListenerHandler,
     {
@@ -455,7 +476,8 @@ impl<H> ListenerManager<H> {
         let Setup { addr, backlog, mut fd, closing, .. } = setup;
         if phase == ListenerPhase::Socket && res >= 0 {
             // SAFETY: the socket CQE's result is a descriptor the kernel
-            // just installed for this request, owned by nobody else.
+            // just installed for this request, owned by nobody else (the
+            // caller's obligation: the CQE is the phase's own).
             fd = Some(unsafe { OwnedFd::from_raw_fd(res) });
         }
         if closing {
@@ -588,7 +610,7 @@ impl<H> ListenerManager<H> {
             .ok()
             .filter(|&i| i < i32::MAX as u32)
             .ok_or_else(|| Error::InvalidArgument("too many listeners in one manager".into()))?;
-        self.entries.push(Entry { generation: 0, state: State::Free });
+        self.entries.push(Entry { generation: 0, state: State::Free, pending: (0, 0, 0) });
         Ok(ListenerId { index, generation: 0 })
     }
 
@@ -599,9 +621,19 @@ impl<H> ListenerManager<H> {
         self.free.push(index);
     }
 
-    fn push<O: SafeOp>(&self, ring: &mut Ring, id: ListenerId, op: O) -> Result<()> {
-        let ctx = SqeContext::direct(0, SqeFlags::empty(), self.tag, id.index as i32);
-        ring.push_op(ctx, op).map(drop)
+    fn push<O: SafeOp>(&mut self, ring: &mut Ring, id: ListenerId, op: O) -> Result<()> {
+        let number = NEXT_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if number > NUMBER_MAX {
+            return Err(Error::InvalidArgument("listener phase numbers are exhausted (2^53 phases)".into()));
+        }
+        let user_data = TAG_LOW | (number << NUMBER_SHIFT);
+        let queued_at = ring.cq_position();
+        // SAFETY: `O: SafeOp` names no caller memory; the user_data carries
+        // this layer's tag and a number used for this phase only, and
+        // `handle_cqe` checks the ring and the position of every CQE.
+        unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(user_data), op) }?;
+        self.entries[id.index as usize].pending = (user_data, ring.id(), queued_at);
+        Ok(())
     }
 }
 

@@ -305,6 +305,7 @@ pub(crate) const fn is_reserved(tag: u8) -> bool {
             | uring_core::FOREIGN_TAG_FIXED
             | uring_core::FOREIGN_TAG_ZC
             | uring_core::FOREIGN_TAG_ZCRX
+            | uring_core::FOREIGN_TAG_LISTENER
     )
 }
 

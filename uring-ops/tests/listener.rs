@@ -19,8 +19,6 @@ use uring_ops::listener::{
 use uring_ops::prelude::*;
 use uring_ops::socket::{SockAddr, UnixName};
 
-const TAG: u16 = 0x4c;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Event {
     Socket,
@@ -91,8 +89,8 @@ impl Recorder {
 
 /// Reaps one CQE and hands it to the manager, which must claim it.
 fn step(ring: &mut Ring, mgr: &mut ListenerManager<Recorder>) {
-    let d = common::reap_one(ring);
-    assert!(mgr.handle_completion(ring, d.user_data, d.res), "a chain CQE: {d:?}");
+    let d = common::reap_slots(ring, 1)[0];
+    assert!(mgr.handle_cqe(ring, &d.cqe()), "a chain CQE: {d:?}");
 }
 
 /// Drives the chain until no setup CQE is pending.
@@ -109,7 +107,7 @@ impl<T: Read + Write> Conn for T {}
 /// clients with `connect`, and exchanges data both ways with each.
 fn serve(addr: SockAddr, connect: impl Fn(&SockAddr) -> Box<dyn Conn>) -> SockAddr {
     let mut ring = common::ring(16);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, addr, 16).unwrap();
     assert_eq!(mgr.status(id), Some(ListenerStatus::Pending(ListenerPhase::Socket)));
     drive(&mut ring, &mut mgr);
@@ -126,12 +124,13 @@ fn serve(addr: SockAddr, connect: impl Fn(&SockAddr) -> Box<dyn Conn>) -> SockAd
         c.write_all(&[b'a' + i]).unwrap();
         clients.push(c);
     }
-    let accepted = common::reap(&mut ring, 2);
+    let accepted = common::reap_slots(&mut ring, 2);
     for (i, d) in accepted.iter().enumerate() {
-        assert!(!mgr.handle_completion(&mut ring, d.user_data, d.res), "accept CQEs are not the chain's");
-        assert!(d.res >= 0 && d.more(), "accepted and still armed: {d:?}");
+        let d = d.cqe();
+        assert!(!mgr.handle_cqe(&mut ring, &d), "accept CQEs are not the chain's");
+        assert!(d.res() >= 0 && d.more(), "accepted and still armed: {d:?}");
         // SAFETY: the kernel created this descriptor for us.
-        let mut conn = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(d.res) });
+        let mut conn = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(d.res()) });
         let mut b = [0u8; 1];
         conn.read_exact(&mut b).unwrap();
         assert_eq!(b[0], b'a' + i as u8, "connections arrive in order");
@@ -180,7 +179,7 @@ fn unix_listener_accepts_connections() {
 #[test]
 fn abort_after_bind_leaves_no_listening_socket() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder { abort_at: Some(ListenerPhase::Bind), ..Default::default() });
+    let mut mgr = ListenerManager::new(Recorder { abort_at: Some(ListenerPhase::Bind), ..Default::default() });
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     drive(&mut ring, &mut mgr);
     assert_eq!(mgr.handler().events, [Event::Socket, Event::Bound], "no listen phase after the abort");
@@ -197,7 +196,7 @@ fn abort_after_bind_leaves_no_listening_socket() {
 fn abort_at_each_phase_closes_the_socket() {
     for phase in [ListenerPhase::Socket, ListenerPhase::Listen] {
         let mut ring = common::ring(8);
-        let mut mgr = ListenerManager::new(TAG, Recorder { abort_at: Some(phase), ..Default::default() });
+        let mut mgr = ListenerManager::new(Recorder { abort_at: Some(phase), ..Default::default() });
         let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
         drive(&mut ring, &mut mgr);
         assert_eq!(mgr.status(id), None, "{phase:?}");
@@ -215,7 +214,7 @@ fn abort_at_each_phase_closes_the_socket() {
 #[test]
 fn close_while_the_listen_cqe_is_pending() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     step(&mut ring, &mut mgr); // socket
     step(&mut ring, &mut mgr); // bind; the listen SQE is now queued
@@ -236,7 +235,7 @@ fn close_while_the_listen_cqe_is_pending() {
 #[test]
 fn close_while_the_socket_cqe_is_pending() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     assert_eq!(mgr.close(id), CloseOutcome::Deferred);
     step(&mut ring, &mut mgr);
@@ -249,7 +248,7 @@ fn close_while_the_socket_cqe_is_pending() {
 fn bind_to_an_address_in_use_fails_in_the_bind_phase() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, taken.local_addr().unwrap(), 8).unwrap();
     drive(&mut ring, &mut mgr);
     assert_eq!(mgr.handler().events, [Event::Socket, Event::Error(ListenerPhase::Bind, Some(libc::EADDRINUSE))]);
@@ -260,47 +259,80 @@ fn bind_to_an_address_in_use_fails_in_the_bind_phase() {
 #[test]
 fn a_full_queue_between_phases_is_reported_through_on_error() {
     let mut ring = common::ring(2);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
-    let socket = common::reap_one(&mut ring);
+    let socket = common::reap_slots(&mut ring, 1)[0];
     while ring.sq_room() > 0 {
         ring.push_op(SqeContext::for_fd(1), Nop::new()).unwrap();
     }
-    assert!(mgr.handle_completion(&mut ring, socket.user_data, socket.res));
+    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()));
     assert_eq!(mgr.handler().events, [Event::Socket, Event::Error(ListenerPhase::Bind, None)]);
     assert_eq!(mgr.status(id), None);
     assert!(mgr.handler().socket_closed());
-    for d in common::reap(&mut ring, 2) {
-        assert!(!mgr.handle_completion(&mut ring, d.user_data, d.res));
+    for d in common::reap_slots(&mut ring, 2) {
+        assert!(!mgr.handle_cqe(&mut ring, &d.cqe()));
     }
 }
 
 #[test]
 fn foreign_completions_are_not_claimed() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
-    // Same tag, wrong opcode; right opcode, wrong tag; right everything but
-    // a phase that is not the pending one.
-    let same_tag_nop = SqeContext::direct(sys::IORING_OP_NOP as u8, SqeFlags::empty(), TAG, id.index() as i32);
-    let other_tag = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), TAG + 1, id.index() as i32);
-    let wrong_phase = SqeContext::direct(sys::IORING_OP_LISTEN as u8, SqeFlags::empty(), TAG, id.index() as i32);
-    for ctx in [same_tag_nop, other_tag, wrong_phase, SqeContext::from_raw(u64::MAX)] {
+    // What the chain's contexts used to be (a direct context naming the
+    // phase's opcode and the listener's slot) names nothing now.
+    let old_style = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
+    for ctx in [old_style, SqeContext::from_raw(u64::MAX)] {
         assert_eq!(mgr.decode(ctx.raw()), None, "{ctx:?}");
-        assert!(!mgr.handle_completion(&mut ring, ctx.raw(), 3));
     }
-    let d = common::reap_one(&mut ring);
-    assert_eq!(mgr.decode(d.user_data), Some((id, ListenerPhase::Socket)));
-    assert!(mgr.handle_completion(&mut ring, d.user_data, d.res));
-    assert!(!mgr.handle_completion(&mut ring, d.user_data, d.res), "a CQE is claimed once");
+    // Another ring's CQE is not the chain's, whatever it says.
+    let mut other = common::ring(8);
+    other.push_op(old_style, Nop::new()).unwrap();
+    assert!(!mgr.handle_cqe(&mut ring, &common::reap_slots(&mut other, 1)[0].cqe()));
+    let d = common::reap_slots(&mut ring, 1)[0];
+    assert_eq!(mgr.decode(d.cqe().user_data()), Some((id, ListenerPhase::Socket)));
+    assert!(mgr.handle_cqe(&mut ring, &d.cqe()));
+    assert!(!mgr.handle_cqe(&mut ring, &d.cqe()), "a CQE is claimed once");
     drive(&mut ring, &mut mgr);
     assert_eq!(mgr.status(id), Some(ListenerStatus::Ready));
+}
+
+/// The socket phase's result becomes a descriptor the chain owns and
+/// closes: a forged one (`MSG_RING` posting the phase's `user_data` with
+/// the number of a descriptor someone else owns) once made the chain adopt
+/// and close it. The phase's identity is reserved now, so the forgery is
+/// refused before it is queued, and the victim stays open.
+#[test]
+fn a_forged_socket_completion_cannot_hand_the_chain_a_descriptor() {
+    use uring_ops::msg::MsgRing;
+    let mut ring = common::ring(8);
+    let mut mgr = ListenerManager::new(Recorder::default());
+    let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
+    ring.submit().unwrap();
+    let (victim, mut peer) = UnixStream::pair().unwrap();
+    // The phase's user_data is what its CQE will carry; the CQE is read
+    // here only to learn it (a caller could guess it: numbers grow by one).
+    let socket = common::reap_slots(&mut ring, 1)[0];
+    let ud = socket.cqe().user_data();
+    let err = ring.push_op(SqeContext::for_fd(1), MsgRing::new(ring.as_raw_fd(), ud, victim.as_raw_fd())).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let err = ring.push_op(SqeContext::from_raw(ud), Nop::new()).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()));
+    drive(&mut ring, &mut mgr);
+    assert_eq!(mgr.status(id), Some(ListenerStatus::Ready));
+    drop(mgr);
+    // The victim is still open and still ours.
+    (&victim).write_all(b"alive").unwrap();
+    let mut b = [0u8; 5];
+    peer.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"alive");
 }
 
 #[test]
 fn a_listener_can_be_taken_and_outlives_the_manager() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, Recorder::default());
+    let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen_tcp4(&mut ring, "127.0.0.1:0".parse().unwrap(), 8).unwrap();
     drive(&mut ring, &mut mgr);
     let listener = mgr.take(id).expect("ready");
@@ -315,7 +347,7 @@ fn a_listener_can_be_taken_and_outlives_the_manager() {
 #[test]
 fn invalid_listener_requests_are_refused() {
     let mut ring = common::ring(8);
-    let mut mgr = ListenerManager::new(TAG, ());
+    let mut mgr = ListenerManager::new(());
     let err = mgr.listen(&mut ring, SockAddr::default(), 8).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     let err = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), u32::MAX).unwrap_err();

@@ -69,6 +69,24 @@ pub fn reap_within(ring: &mut Ring, n: usize, limit: Duration) -> Vec<Done> {
     out
 }
 
+/// Submits and reaps `n` completions as copies with their provenance.
+pub fn reap_slots(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
+    let mut out = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 64];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        assert!(!left.is_zero(), "timed out after {} of {n} completions", out.len());
+        let k = (n - out.len()).min(64);
+        match ring.wait_for(&mut slots[..k], 1, Some(left)) {
+            Ok(r) => out.extend(r.iter().map(|c| c.to_slot())),
+            Err(Error::WouldBlock) => {}
+            Err(e) => panic!("wait_for: {e}"),
+        }
+    }
+    out
+}
+
 /// Submits and reaps exactly one completion.
 pub fn reap_one(ring: &mut Ring) -> Done {
     let v = reap(ring, 1);
