@@ -739,6 +739,16 @@ impl Ring {
     /// multishot operations: the CQE without `IORING_CQE_F_MORE`); memory
     /// the kernel only reads at submission must stay valid until the next
     /// submit returns. A half-written entry is submitted as it is.
+    ///
+    /// The `user_data` must not lie about the entry: a direct context whose
+    /// flags carry `IOSQE_BUFFER_SELECT` must name the entry's real buffer
+    /// group (a buffer ring trusts it, see
+    /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection)), a pooled
+    /// context's slot must not be recorded for another entry, and no
+    /// foreign value may carry a layer's reserved tag
+    /// ([`FOREIGN_TAG_SUBSCRIPTION`](crate::FOREIGN_TAG_SUBSCRIPTION) and
+    /// its neighbours) unless the caller is that layer. The typed pushes of
+    /// `uring-ops` stamp and check all of this.
     #[inline]
     pub unsafe fn next_sqe(&mut self) -> Result<&mut Sqe> {
         // No state check here: the SQ is closed unless the ring is started,
