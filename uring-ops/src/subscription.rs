@@ -509,7 +509,7 @@ impl<H: MultishotHandler> Subscription<H> {
     ///
     /// # Safety
     ///
-    /// As for [`RingOps::push_op_unchecked`] with `op`.
+    /// As for [`RingOps::push_op_unchecked`](crate::RingOps::push_op_unchecked) with `op`.
     unsafe fn start<O: Prepare>(ring: &mut Ring, op: O, handler: H) -> Result<Self> {
         let id = next_id();
         let after = ring.cq_position();
@@ -706,7 +706,7 @@ impl<H: MultishotHandler> Subscription<H> {
     ///
     /// # Safety
     ///
-    /// As for [`RingOps::push_op_unchecked`]: the memory `op` names must
+    /// As for [`RingOps::push_op_unchecked`](crate::RingOps::push_op_unchecked): the memory `op` names must
     /// stay valid until the new stream's final CQE was handled.
     pub unsafe fn resubscribe_unchecked<O: Prepare>(&mut self, ring: &mut Ring, op: O) -> Result<()> {
         self.check_ring(ring)?;
@@ -818,7 +818,7 @@ pub trait Subscribe {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     fn subscribe<O: SafeOp, H: MultishotHandler>(&mut self, op: O, handler: H) -> Result<Subscription<H>>;
 
     /// [`subscribe`](Self::subscribe) for an operation that names caller
@@ -826,11 +826,11 @@ pub trait Subscribe {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     ///
     /// # Safety
     ///
-    /// As for [`RingOps::push_op_unchecked`]: the memory `op` names must
+    /// As for [`RingOps::push_op_unchecked`](crate::RingOps::push_op_unchecked): the memory `op` names must
     /// stay valid until the stream's final CQE was handled
     /// ([`Subscription::is_ended`]).
     unsafe fn subscribe_unchecked<O: Prepare, H: MultishotHandler>(
@@ -844,7 +844,7 @@ pub trait Subscribe {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     #[doc(alias = "AcceptMultishot")]
     fn subscribe_accept<H: MultishotHandler>(
         &mut self,
@@ -857,7 +857,7 @@ pub trait Subscribe {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     #[doc(alias = "ReceiveMultishot")]
     fn subscribe_recv<H: MultishotHandler>(
         &mut self,
@@ -871,7 +871,7 @@ pub trait Subscribe {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     fn subscribe_read<H: MultishotHandler>(
         &mut self,
         fd: impl Into<Target>,

@@ -776,7 +776,7 @@ impl Zcrx {
 }
 
 /// Hooks for this crate's benchmarks and host tests; not part of the API.
-/// Every hook but [`detached`] panics on an instance a kernel knows.
+/// Every hook but [`detached`](bench_support::detached) panics on an instance a kernel knows.
 #[doc(hidden)]
 pub mod bench_support {
     use super::*;
