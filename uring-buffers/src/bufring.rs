@@ -186,6 +186,19 @@ pub(crate) fn register_ring(ring: &mut Ring, cfg: &BufRingConfig, what: &'static
     if ring.state() == State::Stopped {
         return Err(uring_core::Error::Stopped.into());
     }
+    ring.claim_buffer_group(cfg.group)?;
+    let r = register_claimed(ring, cfg, what);
+    if r.is_err() {
+        // SAFETY: nothing was published under the id (a failed
+        // registration is unregistered before it returns, and buffers are
+        // published only after success), so no CQE can name one of its
+        // buffers.
+        unsafe { ring.unclaim_buffer_group(cfg.group) };
+    }
+    r
+}
+
+fn register_claimed(ring: &mut Ring, cfg: &BufRingConfig, what: &'static str) -> Result<Registered> {
     let ring_bytes = cfg.entries as usize * size_of::<sys::io_uring_buf>();
     let alloc = |what, bytes, huge| {
         Mapping::anonymous(bytes, huge).map_err(|source| Error::Alloc { what, bytes, huge, source })
@@ -351,6 +364,17 @@ impl Bundle {
     }
 }
 
+/// Incremental rings' requests: `user_data` low bits (foreign mode, the
+/// layer tag) and a 53-bit number from a process-wide counter.
+const REQUEST_LOW: u64 = 0b11 | ((uring_core::FOREIGN_TAG_BUFRING as u64) << 3);
+const REQUEST_SHIFT: u32 = 11;
+const REQUEST_MAX: u64 = (1 << (64 - REQUEST_SHIFT)) - 1;
+static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
+/// How many of its latest requests an incremental ring still takes CQEs
+/// of (older ones' CQEs, not taken by then, are refused: buffers lost to
+/// the caller, never handed out wrongly).
+const MAX_REQUESTS: usize = 64;
+
 /// Owner ids of `BufRing`s: 64 bits, so no two rings ever share one.
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
@@ -390,6 +414,9 @@ pub struct BufRing {
     /// ([`push_op`](BufRing::push_op)): its `user_data` and the lowest
     /// [`Cqe::seq`] its next CQE may have.
     request: Option<(u64, u64)>,
+    /// Incremental rings: the latest requests (`user_data`, CQ position
+    /// when queued), whose CQEs `take` accepts.
+    requests: std::collections::VecDeque<(u64, u64)>,
     /// The io_uring ring the group is registered with ([`Ring::id`]).
     ring_id: u64,
     owner: u64,
@@ -464,6 +491,7 @@ impl BufRing {
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             seen: vec![0; cfg.entries as usize],
             request: None,
+            requests: std::collections::VecDeque::new(),
             ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
@@ -503,40 +531,58 @@ impl BufRing {
         self.in_kernel.iter().map(|w| w.count_ones()).sum()
     }
 
-    /// Queues `op`, a request that selects from this group, and returns
-    /// its context as stamped. On an **incremental** ring this is the only
-    /// way to queue one (the group is reserved: every other push refuses
-    /// an entry that selects from it), and one request at a time. Ranges
+    /// Queues `op`, a request that selects from this **incremental** ring's
+    /// group, and returns the `user_data` its CQEs carry: an identity of
+    /// this ring's own (the layer tag [`uring_core::FOREIGN_TAG_BUFRING`]
+    /// and a number never reused), which no other push, `MSG_RING` or
+    /// poll update may carry. On an incremental ring this is the only way
+    /// to queue such a request (the group is reserved: every other push
+    /// refuses an entry that selects from it), and one at a time. Ranges
     /// of a buffer are located from the bytes its CQEs report, which is
     /// sound only if every range handed out lies in bytes whose CQEs were
     /// posted: one request commits and posts its ranges in order, but two
     /// could commit in one order and post in another (io-wq commits a
     /// range when it selects it), and a range located from the later post
-    /// would cover bytes the kernel is still writing. The request ends with
-    /// its CQE without `IORING_CQE_F_MORE`, seen by [`take`](Self::take)
-    /// (which also sees an end without a buffer) or
-    /// [`end_request`](Self::end_request).
+    /// would cover bytes the kernel is still writing. The request ends
+    /// with its CQE without `IORING_CQE_F_MORE`, seen by
+    /// [`take`](Self::take) (which also sees an end without a buffer) or
+    /// [`end_request`](Self::end_request). Hand its CQEs to
+    /// [`take`](Self::take); [`is_own`](Self::is_own) tells them apart.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when `op` does not select from this
-    /// group (nothing is queued) or, on an incremental ring, a request is
-    /// in flight; the push's errors ([`Error::Ring`]).
-    pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, ctx: SqeContext, op: O) -> Result<SqeContext> {
+    /// [`Error::InvalidArgument`] on a ring that is not incremental (push
+    /// with `RingOps::push_op`), when `op` does not select from this group
+    /// (nothing is queued), or a request is in flight; the push's errors
+    /// ([`Error::Ring`]).
+    pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, op: O) -> Result<SqeContext> {
+        if !self.incremental {
+            return Err(Error::invalid(format!(
+                "group {}: push_op is for incremental rings; queue receives with RingOps::push_op",
+                self.group
+            )));
+        }
         if ring.id() != self.ring_id {
             return Err(Error::invalid(format!("group {}: this BufRing is registered with another ring", self.group)));
         }
-        if self.incremental && self.request.is_some() {
+        if self.request.is_some() {
             return Err(Error::invalid(format!(
                 "group {}: a request selecting from this incremental ring is in flight (one at a time)",
                 self.group
             )));
         }
+        let number = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        if number > REQUEST_MAX {
+            return Err(Error::invalid("incremental ring request numbers are exhausted (2^53)"));
+        }
+        let user_data = REQUEST_LOW | (number << REQUEST_SHIFT);
         let pos = ring.cq_position();
-        // SAFETY: `O: SafeOp` names no caller memory; this ring reserved
-        // its group (incremental) or owns it, and the entry is checked to
-        // select from it below.
-        let (stamped, group) = unsafe { uring_ops::push_group_owner_op(ring, ctx, op) }?;
+        // SAFETY: `O: SafeOp` names no caller memory; the user_data is this
+        // layer's, used for this request only, and `take` checks the ring
+        // and position of each CQE; this ring reserved the group, and the
+        // entry is checked to select from it below.
+        let (stamped, group) =
+            unsafe { uring_ops::push_group_owner_layer_op(ring, SqeContext::from_raw(user_data), op) }?;
         if group != Some(self.group) {
             // SAFETY: queued just above, not flushed, nothing depends on it.
             unsafe { ring.retract_last_sqe() };
@@ -545,10 +591,25 @@ impl BufRing {
                 self.group
             )));
         }
-        if self.incremental {
-            self.request = Some((stamped.raw(), pos));
+        self.request = Some((user_data, pos));
+        if self.requests.len() == MAX_REQUESTS {
+            self.requests.pop_front();
         }
+        self.requests.push_back((user_data, pos));
         Ok(stamped)
+    }
+
+    /// Whether `cqe` answers a request of this incremental ring
+    /// ([`push_op`](Self::push_op)): its identity, from this ring, reaped
+    /// after the request was queued.
+    pub fn is_own(&self, cqe: &Cqe<'_>) -> bool {
+        cqe.ring_id() == self.ring_id && self.requests.iter().any(|&(ud, at)| ud == cqe.user_data() && cqe.seq() >= at)
+    }
+
+    /// Whether a request queued with [`push_op`](Self::push_op) on this
+    /// incremental ring has not ended yet.
+    pub fn request_in_flight(&self) -> bool {
+        self.request.is_some()
     }
 
     /// Notes that `cqe` ended the request queued with
@@ -568,12 +629,6 @@ impl BufRing {
         }
     }
 
-    /// Whether a request queued with [`push_op`](Self::push_op) on this
-    /// incremental ring has not ended yet.
-    pub fn request_in_flight(&self) -> bool {
-        self.request.is_some()
-    }
-
     /// Takes the buffer a CQE names (`IORING_CQE_F_BUFFER`), holding the
     /// bytes the completion reported (`res`). `Ok(None)` when the CQE
     /// names no buffer (errors, `-ENOBUFS`).
@@ -587,18 +642,18 @@ impl BufRing {
     /// same buffer: a CQE of another group or ring, or one presented again
     /// (a copied [`CqeSlot`](uring_core::CqeSlot)), is refused and hands
     /// out nothing. A foreign context proves nothing: the layer that queued
-    /// it vouches ([`take_selection`](Self::take_selection)).
+    /// it vouches ([`take_selection`](Self::take_selection)). On an
+    /// incremental ring, only the CQEs of its own requests
+    /// ([`push_op`](Self::push_op)) are taken.
     /// For bundle receives use [`take_bundle`](Self::take_bundle).
     ///
     /// On an incremental ring the token is the range this CQE filled; the
     /// buffer stays with the kernel while the CQE has
     /// `IORING_CQE_F_BUF_MORE`. A CQE does not say where in the buffer its
-    /// bytes start, so the range is the one after the ranges already taken
-    /// from the buffer: take one buffer's CQEs in the order they were
-    /// reaped (different buffers in any order). Taken out of order, a CQE
-    /// gets an earlier CQE's bytes (bytes the kernel has finished with,
-    /// so nothing unsound) and the earlier CQE is then refused as not
-    /// newer than the last one that named the buffer.
+    /// bytes start: ranges follow the order in which one buffer's CQEs are
+    /// taken, so take them in CQE order (taken out of order, a later CQE
+    /// gets the earlier one's bytes and the earlier one is refused; every
+    /// range still lies in bytes the kernel has finished writing).
     ///
     /// # Errors
     ///
@@ -608,14 +663,23 @@ impl BufRing {
     /// in the kernel's hands.
     #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
-        let Some(bid) = cqe.buffer_id() else {
-            // The request may have ended without a buffer (an error,
-            // -ENOBUFS, a cancel): another may be queued.
-            if self.incremental {
-                self.end_request(cqe);
+        if self.incremental {
+            if !self.is_own(cqe) {
+                return match cqe.buffer_id() {
+                    None => Ok(None),
+                    Some(bid) => Err(unproven(self.group, bid)),
+                };
             }
-            return Ok(None);
-        };
+            self.end_request(cqe);
+            // SAFETY: the CQE answers a request this ring queued under its
+            // reserved identity with the group it checked, from this ring,
+            // reaped after the request was queued.
+            return match unsafe { BufferSelection::vouch(cqe, self.group) } {
+                Some(sel) => self.take_checked(&sel).map(Some),
+                None => Ok(None),
+            };
+        }
+        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
         match cqe.buffer_selection() {
             Some(sel) => self.take_selection(&sel).map(Some),
             None => Err(unproven(self.group, bid)),
@@ -629,17 +693,29 @@ impl BufRing {
     /// As for [`take`](Self::take).
     #[inline]
     pub fn take_selection(&mut self, sel: &BufferSelection) -> Result<Buf> {
-        self.check_selection(sel)?;
-        if self.incremental
-            && let Some((ud, after)) = self.request
-            && sel.user_data() == ud
-            && sel.seq() >= after
-            && !sel.more()
-        {
-            // The request's last CQE: it commits nothing more, so the next
-            // may be queued.
-            self.request = None;
+        if self.incremental {
+            let own = self.requests.iter().any(|&(ud, at)| ud == sel.user_data() && sel.seq() >= at);
+            if !own {
+                return Err(Error::NotOwned {
+                    group: self.group,
+                    bid: sel.bid(),
+                    why: "on an incremental ring only the CQEs of its own requests (BufRing::push_op) are taken",
+                });
+            }
+            if let Some((ud, after)) = self.request
+                && sel.user_data() == ud
+                && sel.seq() >= after
+                && !sel.more()
+            {
+                self.request = None;
+            }
         }
+        self.take_checked(sel)
+    }
+
+    #[inline]
+    fn take_checked(&mut self, sel: &BufferSelection) -> Result<Buf> {
+        self.check_selection(sel)?;
         // SAFETY: the selection proves that the kernel handed over `bid` of
         // this group of this ring in a CQE newer than the last one that
         // named it.

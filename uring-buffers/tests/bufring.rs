@@ -132,7 +132,14 @@ fn bad_configurations_and_taken_groups_are_refused() {
     }
     let _first = BufRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap();
     let err = BufRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap_err();
-    assert!(err.to_string().contains("EEXIST") || err.to_string().contains("exists"), "{err}");
+    assert!(err.to_string().contains("registered on this ring before"), "{err}");
+    // A registration that fails (huge pages, where none are reserved)
+    // leaves its id free for another try.
+    assert!(
+        BufRing::register(&mut ring, BufRingConfig::new(9, 4, 64).huge_pages()).is_ok() || {
+            BufRing::register(&mut ring, BufRingConfig::new(9, 4, 64)).is_ok()
+        }
+    );
     ring.stop();
     assert!(matches!(
         BufRing::register(&mut ring, BufRingConfig::new(8, 4, 64)),
@@ -270,13 +277,10 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     // The group is the ring's own: only its one request may select from it.
     let e = ring.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap_err();
     assert!(e.to_string().contains("reserved"), "{e}");
-    for (i, s) in sends.iter().enumerate() {
+    for s in &sends {
         tx.write_all(s).unwrap();
-        br.push_op(&mut ring, SqeContext::for_fd(i as i32), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
-        assert!(
-            br.push_op(&mut ring, SqeContext::for_fd(99), RecvSelect::new(rx.as_raw_fd(), 11)).is_err(),
-            "one at a time"
-        );
+        br.push_op(&mut ring, RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
+        assert!(br.push_op(&mut ring, RecvSelect::new(rx.as_raw_fd(), 11)).is_err(), "one at a time");
         ring.submit().unwrap();
         let mut slots = [CqeSlot::EMPTY; 1];
         let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
@@ -292,7 +296,7 @@ fn incremental_rings_hand_out_each_range_once_and_recycle_when_done() {
     assert_eq!((tokens[1].offset(), tokens[2].offset()), (3, 8));
     assert_eq!(br.available(), 1, "buffer 0 is out of the kernel's hands once full");
     // The 4 bytes left of the 60 arrive in buffer 1.
-    br.push_op(&mut ring, SqeContext::for_fd(9), RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
+    br.push_op(&mut ring, RecvSelect::new(rx.as_raw_fd(), 11)).unwrap();
     let c = one_cqe(&mut ring);
     assert_eq!((c.cqe().res(), c.cqe().buffer_id(), c.cqe().buf_more()), (4, Some(1), true));
     let last = br.take(&c.cqe()).unwrap().unwrap();
@@ -385,7 +389,7 @@ fn incremental_cqes_of_one_buffer_taken_out_of_order_get_the_leading_bytes() {
         }
     };
     let (mut tx, rx) = UnixStream::pair().unwrap();
-    br.push_op(&mut ring, SqeContext::for_fd(1), uring_ops::multishot::RecvMulti::new(rx.as_raw_fd(), 13)).unwrap();
+    br.push_op(&mut ring, uring_ops::multishot::RecvMulti::new(rx.as_raw_fd(), 13)).unwrap();
     ring.submit().unwrap();
     let mut cqes = Vec::new();
     for msg in [&b"abc"[..], b"def"] {

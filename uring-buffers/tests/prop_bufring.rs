@@ -157,6 +157,8 @@ struct Harness {
     held: Vec<Held>,
     armed: bool,
     single_done: usize,
+    /// The incremental ring's own requests: their `user_data` and kind.
+    own: Vec<(u64, i32)>,
 }
 
 fn not_owned<T: std::fmt::Debug>(what: &str, r: Result<T, Error>) {
@@ -206,15 +208,16 @@ impl Harness {
         otx.write_all(b"another ring").unwrap();
         if flavor == Flavor::Incremental {
             let op = RecvSelect::new(orx.as_raw_fd(), group);
-            other_ring_br.push_op(&mut other_ring, SqeContext::for_fd(SINGLE), op).unwrap();
+            other_ring_br.push_op(&mut other_ring, op).unwrap();
             other_ring.submit().unwrap();
         } else {
             push_recv(&mut other_ring, orx.as_raw_fd(), group);
         }
         let other_ring_cqe = reap_one(&mut other_ring);
         assert_eq!(other_ring_cqe.cqe().buffer_id(), Some(0));
-        // It is that ring's own, untaken: proven, and refused only by us.
-        assert!(other_ring_cqe.cqe().buffer_selection().is_some());
+        // It is that ring's own, untaken: proven (by its context, or as the
+        // incremental ring's own request), and refused only by us.
+        assert!(other_ring_cqe.cqe().buffer_selection().is_some() || other_ring_br.is_own(&other_ring_cqe.cqe()));
         let _ = &mut other_ring_br;
         let (tx, rx) = UnixStream::pair().unwrap();
         Some(Harness {
@@ -241,6 +244,7 @@ impl Harness {
             held: Vec::new(),
             armed: false,
             single_done: 0,
+            own: Vec::new(),
         })
     }
 
@@ -270,7 +274,10 @@ impl Harness {
     /// bytes come from.
     fn on_cqe(&mut self, slot: CqeSlot) {
         let c = slot.cqe();
-        let kind = c.context().fd().expect("a direct context");
+        let kind = match self.own.iter().find(|o| o.0 == c.user_data()) {
+            Some(&(_, kind)) => kind,
+            None => c.context().fd().expect("a direct context"),
+        };
         if self.flavor == Flavor::Incremental {
             // The ring's one request ends with its last CQE (taken later):
             // note it, so the next request may be queued.
@@ -342,7 +349,8 @@ impl Harness {
                     // The group is the ring's own: other pushes are refused.
                     let e = self.ring.push_op(SqeContext::for_fd(SINGLE), RecvSelect::new(fd, group)).unwrap_err();
                     assert!(e.to_string().contains("reserved"), "{e}");
-                    self.br.push_op(&mut self.ring, SqeContext::for_fd(SINGLE), RecvSelect::new(fd, group)).unwrap();
+                    let ud = self.br.push_op(&mut self.ring, RecvSelect::new(fd, group)).unwrap();
+                    self.own.push((ud.raw(), SINGLE));
                     self.ring.submit().unwrap();
                 } else {
                     push_recv(&mut self.ring, fd, group);
@@ -353,7 +361,8 @@ impl Harness {
             Step::Arm if !self.armed && self.flavor != Flavor::Bundle => {
                 let (fd, group) = (self.rx.as_raw_fd(), self.br.group());
                 if self.flavor == Flavor::Incremental {
-                    self.br.push_op(&mut self.ring, SqeContext::for_fd(MULTI), RecvMulti::new(fd, group)).unwrap();
+                    let ud = self.br.push_op(&mut self.ring, RecvMulti::new(fd, group)).unwrap();
+                    self.own.push((ud.raw(), MULTI));
                 } else {
                     self.ring.push_op(SqeContext::for_fd(MULTI), RecvMulti::new(fd, group)).unwrap();
                 }

@@ -50,6 +50,10 @@ pub const FOREIGN_TAG_ZCRX: u8 = 0x2E;
 /// Listener setup chains (`uring_ops::listener`): a socket phase's CQE
 /// hands the chain a descriptor it then owns and closes.
 pub const FOREIGN_TAG_LISTENER: u8 = 0x4C;
+/// Requests of incremental provided-buffer rings
+/// (`uring_buffers::BufRing::push_op`): the request's last CQE lets the
+/// ring queue the next one.
+pub const FOREIGN_TAG_BUFRING: u8 = 0xB7;
 
 /// Which of the three encodings an [`SqeContext`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -422,6 +426,11 @@ struct Pool<T> {
     /// (`IOSQE_BUFFER_SELECT`), recorded at submission, or [`NO_GROUP`].
     /// Private, unlike the SQE copy the caller may edit.
     groups: Box<[u32]>,
+    /// Per slot: the ring's CQ position when its entry was queued (every
+    /// CQE of that entry has a `seq` at least this), or `u64::MAX` while
+    /// no entry was queued under the slot's current generation: a slot
+    /// names one submission.
+    queued_at: Box<[u64]>,
     free: Vec<u32>,
     stats: PoolStats,
     mode: u64,
@@ -435,6 +444,7 @@ impl<T: Default + Copy> Pool<T> {
             slots: vec![T::default(); capacity as usize].into_boxed_slice(),
             generations: vec![0; capacity as usize].into_boxed_slice(),
             groups: vec![NO_GROUP; capacity as usize].into_boxed_slice(),
+            queued_at: vec![u64::MAX; capacity as usize].into_boxed_slice(),
             free: (0..capacity).rev().collect(),
             stats: PoolStats { capacity, ..Default::default() },
             mode,
@@ -451,6 +461,7 @@ impl<T: Default + Copy> Pool<T> {
         self.generations[i] = self.generations[i].wrapping_add(1);
         self.slots[i] = T::default();
         self.groups[i] = NO_GROUP;
+        self.queued_at[i] = u64::MAX;
         self.stats.in_use += 1;
         self.stats.peak = self.stats.peak.max(self.stats.in_use);
         self.stats.acquired += 1;
@@ -474,9 +485,27 @@ impl<T: Default + Copy> Pool<T> {
         self.live(ctx).map(|i| &mut self.slots[i])
     }
 
-    fn group(&self, ctx: SqeContext) -> Option<u16> {
-        let g = self.groups[self.live(ctx)?];
-        (g != NO_GROUP).then_some(g as u16)
+    /// The group recorded for the live slot, if a CQE at position `seq`
+    /// can be its entry's (reaped after the entry was queued).
+    fn group(&self, ctx: SqeContext, seq: u64) -> Option<u16> {
+        let i = self.live(ctx)?;
+        let g = self.groups[i];
+        (g != NO_GROUP && self.queued_at[i] != u64::MAX && seq >= self.queued_at[i]).then_some(g as u16)
+    }
+
+    fn submitted(&self, ctx: SqeContext) -> bool {
+        self.live(ctx).is_some_and(|i| self.queued_at[i] != u64::MAX)
+    }
+
+    /// Records the slot's one submission; false if it has one already.
+    fn record(&mut self, ctx: SqeContext, group: u32, queued_at: u64) -> Option<usize> {
+        let i = self.live(ctx)?;
+        if self.queued_at[i] != u64::MAX {
+            return None;
+        }
+        self.groups[i] = group;
+        self.queued_at[i] = queued_at;
+        Some(i)
     }
 
     fn release(&mut self, ctx: SqeContext) -> Result<T> {
@@ -547,51 +576,70 @@ impl ContextPools {
         self.ring
     }
 
-    /// Records the entry queued under the pooled context `ctx`: copies it
-    /// into the slot (the copy [`indirect`](Self::indirect) and
-    /// [`extended`](Self::extended) show) and notes, where the caller
-    /// cannot edit it, the buffer group it selects from. Does nothing for
-    /// a context that is not live here. The typed push paths of
-    /// `uring-ops` call it.
+    /// Records the entry queued under the pooled context `ctx` when the
+    /// ring's CQ position was `queued_at`: copies it into the slot (the
+    /// copy [`indirect`](Self::indirect) and [`extended`](Self::extended)
+    /// show) and notes, where the caller cannot edit them, the buffer group
+    /// it selects from and the position. A slot names **one** submission:
+    /// returns `false` (recording nothing) when `ctx` is not live here or
+    /// already names one. The typed push paths of `uring-ops` call it
+    /// after checking [`submitted`](Self::submitted).
     ///
     /// # Safety
     ///
     /// `sqe` must be exactly the entry queued on this pools' ring with
-    /// `user_data` `ctx`, recorded before the entry can be submitted: the
-    /// recorded group is what [`Cqe::buffer_selection`](crate::Cqe::buffer_selection)
-    /// trusts to let a buffer ring hand out the buffer a CQE names.
-    pub unsafe fn record_submission(&mut self, ctx: SqeContext, sqe: &Sqe) {
+    /// `user_data` `ctx`, recorded before the entry can be submitted, and
+    /// `queued_at` the ring's [`cq_position`](crate::Ring::cq_position)
+    /// before it was queued: the recorded group is what
+    /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection) trusts to
+    /// let a buffer ring hand out the buffer a CQE names.
+    pub unsafe fn record_submission(&mut self, ctx: SqeContext, sqe: &Sqe, queued_at: u64) -> bool {
         let group = if SqeFlags::from_bits_retain(sqe.flags).contains(SqeFlags::BUFFER_SELECT) {
             u32::from(sqe.buf_group())
         } else {
             NO_GROUP
         };
         match ctx.mode() {
-            ContextMode::Indirect => {
-                if let Some(i) = self.indirect.live(ctx) {
+            ContextMode::Indirect => match self.indirect.record(ctx, group, queued_at) {
+                Some(i) => {
                     self.indirect.slots[i].sqe = *sqe;
-                    self.indirect.groups[i] = group;
+                    true
                 }
-            }
-            ContextMode::Extended => {
-                if let Some(i) = self.extended.live(ctx) {
+                None => false,
+            },
+            ContextMode::Extended => match self.extended.record(ctx, group, queued_at) {
+                Some(i) => {
                     self.extended.slots[i].sqe = *sqe;
-                    self.extended.groups[i] = group;
+                    true
                 }
-            }
-            ContextMode::Direct | ContextMode::Foreign => {}
+                None => false,
+            },
+            ContextMode::Direct | ContextMode::Foreign => false,
+        }
+    }
+
+    /// Whether the live pooled context `ctx` already names a queued entry
+    /// (a slot names one submission: acquire another for the next).
+    pub fn submitted(&self, ctx: SqeContext) -> bool {
+        match ctx.mode() {
+            ContextMode::Indirect => self.indirect.submitted(ctx),
+            ContextMode::Extended => self.extended.submitted(ctx),
+            ContextMode::Direct | ContextMode::Foreign => false,
         }
     }
 
     /// The buffer group recorded for the live pooled context `ctx` of a
-    /// CQE reaped by ring `ring`, if these pools are that ring's.
-    pub(crate) fn selected_group(&self, ring: u64, ctx: SqeContext) -> Option<u16> {
+    /// CQE reaped by ring `ring` at position `seq`, if these pools are
+    /// that ring's and the CQE was reaped after the entry was queued (a
+    /// CQE of an earlier use of the slot, even one its 32-bit generation
+    /// has come round to again, proves nothing).
+    pub(crate) fn selected_group(&self, ring: u64, ctx: SqeContext, seq: u64) -> Option<u16> {
         if ring == 0 || ring != self.ring {
             return None;
         }
         match ctx.mode() {
-            ContextMode::Indirect => self.indirect.group(ctx),
-            ContextMode::Extended => self.extended.group(ctx),
+            ContextMode::Indirect => self.indirect.group(ctx, seq),
+            ContextMode::Extended => self.extended.group(ctx, seq),
             ContextMode::Direct | ContextMode::Foreign => None,
         }
     }
@@ -605,7 +653,7 @@ impl ContextPools {
             return Some(sel);
         }
         cqe.buffer_id()?;
-        let group = self.selected_group(cqe.ring_id(), cqe.context())?;
+        let group = self.selected_group(cqe.ring_id(), cqe.context(), cqe.seq())?;
         // SAFETY: the group was recorded by `record_submission` for the
         // live slot this CQE's context names, on the ring that reaped it.
         unsafe { crate::BufferSelection::vouch(cqe, group) }

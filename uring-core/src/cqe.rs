@@ -178,7 +178,7 @@ impl<'a> Cqe<'a> {
                     return None;
                 }
             }
-            ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx)?,
+            ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx, self.seq)?,
             ContextMode::Foreign => return None,
         };
         Some(BufferSelection::from_cqe(self, group))
@@ -619,6 +619,7 @@ mod prop {
             sqe_flags in any::<u8>(), group in any::<u16>(), edited_group in any::<u16>(),
             edited_flags in any::<u8>(), record in any::<bool>(), release in any::<bool>(),
             res in any::<i32>(), fl in flags(), seq in any::<u64>(), stale_gen in any::<bool>(),
+            queued_at in any::<u64>(), twice in any::<bool>(),
         ) {
             let mut pools = ContextPools::for_ring(pool_ring, 2, 2);
             let ctx = if extended { pools.acquire_extended() } else { pools.acquire_indirect() }.unwrap();
@@ -626,9 +627,21 @@ mod prop {
             sqe.0.flags = sqe_flags;
             sqe.set_buf_group(group);
             sqe.set_context(ctx);
+            let queued_at = queued_at.min(u64::MAX - 1);
             if record {
                 // SAFETY: a test: no ring submits anything here.
-                unsafe { pools.record_submission(ctx, &sqe) };
+                let recorded = unsafe { pools.record_submission(ctx, &sqe, queued_at) };
+                prop_assert!(recorded, "the first submission is recorded");
+                prop_assert!(pools.submitted(ctx));
+                if twice {
+                    // A slot names one submission: a second one (another
+                    // group, a later position) is refused and changes nothing.
+                    let mut other = sqe;
+                    other.set_buf_group(group.wrapping_add(1));
+                    // SAFETY: as above.
+                    let again = unsafe { pools.record_submission(ctx, &other, queued_at / 2) };
+                    prop_assert!(!again, "a second submission is refused");
+                }
             }
             // The caller edits the copy afterwards.
             if let Some(ext) = pools.extended_mut(ctx) {
@@ -655,6 +668,7 @@ mod prop {
                 && !stale_gen
                 && pool_ring != 0
                 && cqe_ring == pool_ring
+                && seq >= queued_at
                 && SqeFlags::from_bits_retain(sqe_flags).contains(SqeFlags::BUFFER_SELECT);
             for got in [with.buffer_selection(), pools.buffer_selection(&without)] {
                 match got {

@@ -46,7 +46,7 @@ mod shared;
 mod sqe;
 
 pub use context::{
-    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
+    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_BUFRING, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
     FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
 };
 pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, Reaped};

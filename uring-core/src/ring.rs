@@ -578,6 +578,9 @@ pub struct Ring {
     /// Buffer groups a layer owns exclusively (see
     /// [`Ring::reserve_buffer_group`]); usually empty.
     reserved_groups: Vec<u16>,
+    /// Buffer group ids a provided-buffer ring was ever registered under
+    /// on this ring ([`Ring::claim_buffer_group`]).
+    claimed_groups: Vec<u16>,
     /// `Sq`/`Cq` are `Send` but not `Sync`; this marker states it for the
     /// whole type regardless of how their fields change.
     _not_sync: PhantomData<std::cell::Cell<()>>,
@@ -597,7 +600,15 @@ impl Ring {
         let (core, sq, cq) = Core::setup(&opts, Issuer::Single)?;
         let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
         let pools = ContextPools::for_ring(core.id, indirect, extended);
-        Ok(Ring { sq, cq, core, pools, reserved_groups: Vec::new(), _not_sync: PhantomData })
+        Ok(Ring {
+            sq,
+            cq,
+            core,
+            pools,
+            reserved_groups: Vec::new(),
+            claimed_groups: Vec::new(),
+            _not_sync: PhantomData,
+        })
     }
 
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
@@ -904,6 +915,40 @@ impl Ring {
     #[doc(hidden)]
     pub unsafe fn unreserve_buffer_group(&mut self, group: u16) {
         self.reserved_groups.retain(|&g| g != group);
+    }
+
+    /// Claims buffer group id `group` for a provided-buffer ring about to
+    /// be registered: each id serves one registration in the ring's life.
+    /// A CQE names a buffer only by its id; a request that selected a
+    /// buffer of an earlier registration under the same id (committed, its
+    /// CQE still to come) would otherwise name, to the new registration,
+    /// a buffer of the new one that the kernel owns. Claiming only
+    /// restricts.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the id was claimed before.
+    pub fn claim_buffer_group(&mut self, group: u16) -> Result<()> {
+        if self.claimed_groups.contains(&group) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer group {group} was registered on this ring before: a group id serves one provided-buffer \
+                 ring per io_uring ring (a late CQE of the old one would name a buffer of the new one); use another id"
+            )));
+        }
+        self.claimed_groups.push(group);
+        Ok(())
+    }
+
+    /// Gives back a claim that served no registration.
+    ///
+    /// # Safety
+    ///
+    /// Nothing was published to the kernel under the id since it was
+    /// claimed (the registration failed), so no CQE can name one of its
+    /// buffers.
+    #[doc(hidden)]
+    pub unsafe fn unclaim_buffer_group(&mut self, group: u16) {
+        self.claimed_groups.retain(|&g| g != group);
     }
 
     /// Whether `group` is reserved by a layer ([`reserve_buffer_group`](Self::reserve_buffer_group)).

@@ -502,6 +502,7 @@ impl Ring128Ops for Ring {
         crate::ring::refuse_reserved(ctx)?;
         op.check(self.features())?;
         crate::ring::check_live(self.pools(), ctx)?;
+        let queued_at = self.cq_position();
         // SAFETY: forwarded to the caller (the memory the operation names).
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
@@ -517,10 +518,16 @@ impl Ring128Ops for Ring {
                 "buffer group {group} is reserved by the layer that owns it: no other request may select from it"
             )));
         }
-        if stamped.mode() != ContextMode::Direct {
+        if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) {
             // SAFETY: `copy` is the entry just queued under `ctx` on this
-            // ring, not yet submitted.
-            unsafe { crate::ring::record_pooled(self.pools_mut(), ctx, copy) };
+            // ring, not yet submitted; `queued_at` was read before.
+            if !unsafe { crate::ring::record_pooled(self.pools_mut(), ctx, copy, queued_at) } {
+                // SAFETY: acquired above; taken back, never submitted.
+                unsafe { self.retract_last_sqe() };
+                return Err(uring_core::Error::InvalidArgument(format!(
+                    "{ctx:?} already names a queued entry: a pooled context names one submission"
+                )));
+            }
         }
         Ok(stamped)
     }

@@ -143,6 +143,27 @@ pub unsafe fn push_group_owner_op<O: Prepare>(
     unsafe { push_selecting(ring, ctx, op, true) }
 }
 
+/// [`push_layer_op`] for an entry that selects from a buffer group the
+/// layer reserved ([`Ring::reserve_buffer_group`]).
+///
+/// # Errors
+///
+/// As for [`RingOps::push_op`].
+///
+/// # Safety
+///
+/// As for [`push_layer_op`] and [`push_group_owner_op`] together.
+#[doc(hidden)]
+#[inline]
+pub unsafe fn push_group_owner_layer_op<O: Prepare>(
+    ring: &mut Ring,
+    ctx: SqeContext,
+    op: O,
+) -> Result<(SqeContext, Option<u16>)> {
+    // SAFETY: forwarded to the caller.
+    unsafe { push_selecting(ring, ctx, op, true) }
+}
+
 /// `push_op_unchecked` on a [`Ring`], also returning the buffer group the
 /// queued entry selects from (`IOSQE_BUFFER_SELECT`), if any: what a layer
 /// that queues under its own identity vouches for at completion.
@@ -159,13 +180,15 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
 ) -> Result<(SqeContext, Option<u16>)> {
     op.check(ring.features())?;
     check_live(ring.pools(), ctx)?;
+    let queued_at = ring.cq_position();
     // SAFETY: forwarded to the caller (the memory the operation names);
     // the Keep holds the rest until the kernel consumed the entry.
     let (sqe, keep) = unsafe { ring.next_sqe_keep() }?;
     op.prepare(sqe, keep);
     let stamped = stamp(sqe, ctx);
     let group = sqe.sqe_flags().contains(SqeFlags::BUFFER_SELECT).then(|| sqe.buf_group());
-    let pooled = if stamped.mode() == ContextMode::Direct { None } else { Some(*sqe) };
+    let pooled =
+        if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) { Some(*sqe) } else { None };
     if let Some(g) = group
         && !group_owner
         && ring.is_buffer_group_reserved(g)
@@ -177,8 +200,13 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     }
     if let Some(copy) = pooled {
         // SAFETY: `copy` is the entry just queued under `ctx` on this
-        // ring, not yet submitted.
-        unsafe { record_pooled(ring.pools_mut(), ctx, copy) };
+        // ring, not yet submitted; `queued_at` was read before it was.
+        if !unsafe { record_pooled(ring.pools_mut(), ctx, copy, queued_at) } {
+            // (`check_live` refused a slot with a submission already.)
+            // SAFETY: acquired above, not flushed, nothing depends on it.
+            unsafe { ring.retract_last_sqe() };
+            return Err(submitted_error(ctx));
+        }
     }
     Ok((stamped, group))
 }
@@ -219,9 +247,12 @@ impl SharedRingOps for SharedRing {
     unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
         refuse_reserved(ctx)?;
         op.check(self.features())?;
-        if matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended) {
+        let pooled = matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended);
+        if pooled {
             check_live(&self.pools(), ctx)?;
         }
+        // Read before the entry exists: a lower bound of its CQEs' `seq`.
+        let queued_at = if pooled { self.cq_position() } else { 0 };
         // SAFETY: forwarded to the caller; the Keep holds the rest until
         // the kernel consumed the entry. The pooled copy is written before
         // the entry can be published (the SQ lock is held), so a thread
@@ -231,15 +262,19 @@ impl SharedRingOps for SharedRing {
             self.push_with(|sqe, keep| {
                 op.prepare(sqe, keep);
                 let stamped = stamp(sqe, ctx);
-                if stamped.mode() != ContextMode::Direct {
-                    // (Inside the unsafe block above: `*sqe` is the entry
-                    // being queued under `ctx` on this ring, unpublished
-                    // while the SQ lock is held, as `record_pooled` needs.)
-                    record_pooled(&mut self.pools(), ctx, *sqe);
+                // (Inside the unsafe block above: `*sqe` is the entry being
+                // queued under `ctx` on this ring, unpublished while the SQ
+                // lock is held, as `record_pooled` needs.)
+                if pooled && !record_pooled(&mut self.pools(), ctx, *sqe, queued_at) {
+                    // Another thread queued an entry under this slot
+                    // meanwhile: this one becomes a NOP that posts nothing.
+                    *sqe = Sqe::new(uring_core::sys::IORING_OP_NOP as u8);
+                    sqe.set_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+                    return Err(submitted_error(ctx));
                 }
-                stamped
+                Ok(stamped)
             })
-        }
+        }?
     }
 }
 
@@ -271,9 +306,16 @@ pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
 ///
 /// `sqe` is the entry queued with `user_data` `ctx` on the pools' ring,
 /// not yet submitted.
-pub(crate) unsafe fn record_pooled(pools: &mut ContextPools, ctx: SqeContext, sqe: Sqe) {
+pub(crate) unsafe fn record_pooled(pools: &mut ContextPools, ctx: SqeContext, sqe: Sqe, queued_at: u64) -> bool {
     // SAFETY: forwarded to the caller.
-    unsafe { pools.record_submission(ctx, &sqe) };
+    unsafe { pools.record_submission(ctx, &sqe, queued_at) }
+}
+
+#[cold]
+fn submitted_error(ctx: SqeContext) -> Error {
+    Error::InvalidArgument(format!(
+        "{ctx:?} already names a queued entry: a pooled context names one submission (acquire another)"
+    ))
 }
 
 /// Refuses a pooled context that does not name a live slot of `ring`'s
@@ -285,7 +327,9 @@ pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
         ContextMode::Indirect => pools.indirect(ctx).is_some(),
         ContextMode::Extended => pools.extended(ctx).is_some(),
     };
-    if live {
+    if live && pools.submitted(ctx) {
+        Err(submitted_error(ctx))
+    } else if live {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
@@ -306,6 +350,7 @@ pub(crate) const fn is_reserved(tag: u8) -> bool {
             | uring_core::FOREIGN_TAG_ZC
             | uring_core::FOREIGN_TAG_ZCRX
             | uring_core::FOREIGN_TAG_LISTENER
+            | uring_core::FOREIGN_TAG_BUFRING
     )
 }
 
