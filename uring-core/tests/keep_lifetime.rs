@@ -123,6 +123,27 @@ fn unmap_large_frees() {
 
 const CONNECTS: usize = 1024;
 
+/// Raises the soft descriptor limit to the hard one: the two SQPOLL tests
+/// open 1024 sockets each, in parallel, beyond a default soft limit of
+/// 1024 (the VM guests' init keeps it).
+fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit read and write one local struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut r), 0);
+        if r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+        assert!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur as usize > 2 * CONNECTS + 64,
+            "these tests need more than {} descriptors (RLIMIT_NOFILE is {})",
+            2 * CONNECTS + 64,
+            r.rlim_cur
+        );
+    }
+}
+
 /// SQPOLL: a batch of connects whose sockaddrs live in the slots' `Keep`s,
 /// and the ring dropped right after `submit`. Every connect must have been
 /// issued with its address: the poller thread consumed every published
@@ -130,6 +151,7 @@ const CONNECTS: usize = 1024;
 #[test]
 fn dropping_an_sqpoll_ring_right_after_submit_frees_no_keep_the_poller_reads() {
     unmap_large_frees();
+    raise_nofile();
     let (_lfd, addr) = listener();
     let clients: Vec<OwnedFd> = (0..CONNECTS).map(|_| client()).collect();
     {
@@ -152,6 +174,7 @@ fn dropping_an_sqpoll_ring_right_after_submit_frees_no_keep_the_poller_reads() {
 #[test]
 fn dropping_an_sqpoll_shared_ring_right_after_submit_frees_no_keep_the_poller_reads() {
     unmap_large_frees();
+    raise_nofile();
     let (_lfd, addr) = listener();
     let clients: Vec<OwnedFd> = (0..CONNECTS).map(|_| client()).collect();
     {
