@@ -84,7 +84,10 @@ fn a_group_id_serves_one_registration_per_ring() {
     let e = BufRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap_err();
     assert!(e.to_string().contains("registered on this ring before"), "{e}");
     let e = uring_buffers::SendRing::register(&mut ring, BufRingConfig::new(7, 4, 64)).unwrap_err();
-    assert!(e.to_string().contains("registered on this ring before") || e.to_string().contains("reserved"), "{e}");
+    assert!(
+        e.to_string().contains("registered on this ring before") || e.to_string().contains("named by a request"),
+        "{e}"
+    );
     // Another id is fine, and so is the same id on another ring.
     BufRing::register(&mut ring, BufRingConfig::new(8, 4, 64)).unwrap();
     BufRing::register(&mut self::ring(), BufRingConfig::new(7, 4, 64)).unwrap();
@@ -182,4 +185,23 @@ fn a_pooled_generation_that_came_round_proves_nothing_for_an_old_cqe() {
     let after = view.to_vec();
     let _ = mine;
     assert_eq!(before, after, "HOLE: the kernel wrote group 22's buffer 0 while it was lent out");
+}
+
+/// A request queued on a group id before a send ring or an incremental
+/// ring reserves it could still select from the group once it exists (a
+/// receive waits for data, then selects): such an id cannot be reserved.
+#[test]
+fn a_group_a_request_named_cannot_be_reserved() {
+    let mut ring = ring();
+    let (_tx, rx) = UnixStream::pair().unwrap();
+    ring.push_op(SqeContext::for_fd(0), RecvSelect::new(rx.as_raw_fd(), 90)).unwrap();
+    ring.submit().unwrap();
+    let e = uring_buffers::SendRing::register(&mut ring, BufRingConfig::new(90, 4, 64)).unwrap_err();
+    assert!(e.to_string().contains("named by a request"), "{e}");
+    let e = BufRing::register(&mut ring, BufRingConfig::new(90, 4, 64).incremental()).unwrap_err();
+    assert!(e.to_string().contains("named by a request"), "{e}");
+    // A plain ring may take it (its bookkeeping takes any proven CQE), and
+    // another id may be reserved.
+    BufRing::register(&mut ring, BufRingConfig::new(90, 4, 64)).unwrap();
+    uring_buffers::SendRing::register(&mut ring, BufRingConfig::new(91, 4, 64)).unwrap();
 }

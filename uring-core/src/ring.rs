@@ -581,6 +581,9 @@ pub struct Ring {
     /// Buffer group ids a provided-buffer ring was ever registered under
     /// on this ring ([`Ring::claim_buffer_group`]).
     claimed_groups: Vec<u16>,
+    /// One bit per buffer group id a typed push queued an entry selecting
+    /// from ([`Ring::note_selected_group`]); allocated on first use.
+    named_groups: Option<Box<[u64; 1024]>>,
     /// `Sq`/`Cq` are `Send` but not `Sync`; this marker states it for the
     /// whole type regardless of how their fields change.
     _not_sync: PhantomData<std::cell::Cell<()>>,
@@ -607,6 +610,7 @@ impl Ring {
             pools,
             reserved_groups: Vec::new(),
             claimed_groups: Vec::new(),
+            named_groups: None,
             _not_sync: PhantomData,
         })
     }
@@ -901,6 +905,12 @@ impl Ring {
         if self.reserved_groups.contains(&group) {
             return Err(Error::InvalidArgument(format!("buffer group {group} is reserved already")));
         }
+        if self.named_groups.as_ref().is_some_and(|n| n[usize::from(group) / 64] & (1 << (group % 64)) != 0) {
+            return Err(Error::InvalidArgument(format!(
+                "buffer group {group} was named by a request queued on this ring before (it could still select from \
+                 the group once it exists): reserve a group id no request named"
+            )));
+        }
         self.reserved_groups.push(group);
         Ok(())
     }
@@ -949,6 +959,15 @@ impl Ring {
     #[doc(hidden)]
     pub unsafe fn unclaim_buffer_group(&mut self, group: u16) {
         self.claimed_groups.retain(|&g| g != group);
+    }
+
+    /// Notes that an entry selecting from `group` was queued (the typed
+    /// push paths call it), so that the group can no longer be reserved:
+    /// that request could still select from it once it exists.
+    #[inline]
+    pub fn note_selected_group(&mut self, group: u16) {
+        let n = self.named_groups.get_or_insert_with(|| Box::new([0; 1024]));
+        n[usize::from(group) / 64] |= 1 << (group % 64);
     }
 
     /// Whether `group` is reserved by a layer ([`reserve_buffer_group`](Self::reserve_buffer_group)).

@@ -518,6 +518,9 @@ impl Ring128Ops for Ring {
                 "buffer group {group} is reserved by the layer that owns it: no other request may select from it"
             )));
         }
+        if copy.sqe_flags().contains(uring_core::SqeFlags::BUFFER_SELECT) {
+            self.note_selected_group(copy.buf_group());
+        }
         if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) {
             // SAFETY: `copy` is the entry just queued under `ctx` on this
             // ring, not yet submitted; `queued_at` was read before.

@@ -189,14 +189,14 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     let group = sqe.sqe_flags().contains(SqeFlags::BUFFER_SELECT).then(|| sqe.buf_group());
     let pooled =
         if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) { Some(*sqe) } else { None };
-    if let Some(g) = group
-        && !group_owner
-        && ring.is_buffer_group_reserved(g)
-    {
-        // SAFETY: the entry was acquired just above and nothing depends on
-        // it: it is taken back, never submitted.
-        unsafe { ring.retract_last_sqe() };
-        return Err(reserved_group_error(g));
+    if let Some(g) = group {
+        if !group_owner && ring.is_buffer_group_reserved(g) {
+            // SAFETY: the entry was acquired just above and nothing
+            // depends on it: it is taken back, never submitted.
+            unsafe { ring.retract_last_sqe() };
+            return Err(reserved_group_error(g));
+        }
+        ring.note_selected_group(g);
     }
     if let Some(copy) = pooled {
         // SAFETY: `copy` is the entry just queued under `ctx` on this
