@@ -362,24 +362,6 @@ fn a_replayed_or_foreign_cqe_does_not_free_a_buffer() {
 }
 
 #[test]
-fn a_ring_with_a_reused_fd_is_not_the_tables_ring() {
-    // The table names its ring by identity: after the ring closes, the
-    // next ring may get the same fd number, and its buffer table is other
-    // memory.
-    let mut first = ring();
-    let mut fixed = FixedBuffers::register(&mut first, 1, 4096).unwrap();
-    let fd = first.as_raw_fd();
-    drop(first);
-    // Tests run in parallel and open fds too: try until the number comes
-    // back (it is the lowest free one, so it does quickly).
-    let mut second = (0..1000).map(|_| ring()).find(|r| r.as_raw_fd() == fd).expect("the fd number is reused");
-    let _theirs = FixedBuffers::register(&mut second, 1, 4096).unwrap();
-    let f = temp("reused");
-    let err = fixed.write_fixed(&mut second, f.as_raw_fd(), 0, 0..10, 0).unwrap_err();
-    assert!(err.to_string().contains("belong to ring"), "{err}");
-}
-
-#[test]
 fn stopping_the_ring_with_buffers_in_flight_is_safe() {
     let mut ring = ring();
     let mut fixed = FixedBuffers::register(&mut ring, 2, 4096).unwrap();
