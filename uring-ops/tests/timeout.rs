@@ -183,14 +183,18 @@ fn an_endless_multishot_timeout_runs_until_removed() {
     // it may fire a few more times first.
     let mut seen_remove = false;
     let mut ended = false;
+    let mut retried = false;
     while !(seen_remove && ended) {
         for d in common::reap(&mut ring, 1) {
             if d.user_data == ctx(2).raw() && d.res == -libc::EALREADY {
                 // The timer was firing at that instant and stays armed:
                 // ask again, as a caller must.
                 ring.timeout_remove(ctx(2), ctx(1)).unwrap();
+                retried = true;
             } else if d.user_data == ctx(2).raw() {
-                assert_eq!(d.res, 0);
+                // A retry may find the timer gone already (the first
+                // removal won after all: seen on 7.0 under TCG).
+                assert!(d.res == 0 || (retried && d.res == -libc::ENOENT), "{d:?}");
                 seen_remove = true;
             } else if d.more() {
                 assert_eq!(d.res, ETIME);
