@@ -40,14 +40,20 @@ fn threads_queue_safe_operations_and_every_one_completes() {
                         }
                     }
                 }
-                // A path and a timespec, held by the slots' Keeps.
-                ring.push_op(
-                    SqeContext::from_raw((t << 2) | 3 | 1 << 60),
-                    MkdirAt::new(libc::AT_FDCWD, dir.join(format!("t{t}")), 0o755),
-                )
-                .unwrap();
-                ring.push_op(SqeContext::from_raw((t << 2) | 3 | 2 << 60), Timeout::new(Duration::from_millis(1)))
-                    .unwrap();
+                // A path and a timespec, held by the slots' Keeps. (The
+                // other thread may have filled the SQ meanwhile: submit and
+                // retry, as for the NOPs.)
+                let mkdir = || MkdirAt::new(libc::AT_FDCWD, dir.join(format!("t{t}")), 0o755);
+                while let Err(e) = ring.push_op(SqeContext::from_raw((t << 2) | 3 | 1 << 60), mkdir()) {
+                    assert!(matches!(e, Error::QueueFull { .. }), "{e}");
+                    ring.submit().unwrap();
+                }
+                while let Err(e) =
+                    ring.push_op(SqeContext::from_raw((t << 2) | 3 | 2 << 60), Timeout::new(Duration::from_millis(1)))
+                {
+                    assert!(matches!(e, Error::QueueFull { .. }), "{e}");
+                    ring.submit().unwrap();
+                }
                 ring.submit().unwrap();
             })
         })

@@ -170,7 +170,20 @@ pub fn drive<H: ZcrxHandler>(
         };
         for slot in &slots[..n] {
             let cqe = slot.cqe();
-            assert!(rx.handle_cqe(ring, &cqe), "unclaimed completion {cqe:?}");
+            if rx.handle_cqe(ring, &cqe) {
+                continue;
+            }
+            // Seen once on 7.2 under TCG, with the CQ filling: a second
+            // final error CQE (-ENOMEM) of a stream that had already ended,
+            // reaped after the restart. It carries no buffer; the receiver
+            // rightly does not claim it for the new stream. Anything else
+            // unclaimed is a routing failure.
+            let earlier_stream = cqe.user_data() & 0x7ff == rx.token() & 0x7ff
+                && cqe.user_data() >> 11 < rx.token() >> 11
+                && !cqe.more()
+                && cqe.res() < 0;
+            assert!(earlier_stream, "unclaimed completion {cqe:?} (receiver {rx:?}, token {:#x})", rx.token());
+            println!("a late final CQE of an earlier stream, not claimed by the new one: {cqe:?}");
         }
         if let Some(e) = rx.take_error() {
             panic!("receiver error: {e}");
