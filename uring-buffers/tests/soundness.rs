@@ -11,33 +11,15 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use uring_buffers::{BufRing, BufRingConfig, Error, FixedBuffers, SendRing};
-use uring_core::{CqeSlot, Error as CoreError, Options, Ring, SqeContext};
+use uring_core::{CqeSlot, Error as CoreError, Ring, SqeContext};
 use uring_ops::RingOps;
 use uring_ops::cmd::Nop;
 use uring_ops::net::RecvSelect;
 use uring_ops::prelude::*;
 
-fn ring() -> Ring {
-    let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new (see SETUP.md)");
-    ring.start().unwrap();
-    ring
-}
+mod common;
 
-/// Reaps CQEs (copied, with their provenance) until `n` arrived.
-fn reap(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
-    let mut out = Vec::new();
-    let mut slots = [CqeSlot::EMPTY; 8];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while out.len() < n {
-        assert!(Instant::now() < deadline, "timed out after {} of {n}", out.len());
-        match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(100))) {
-            Ok(r) => out.extend(r.iter().map(|c| c.to_slot())),
-            Err(CoreError::WouldBlock) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-    out
-}
+use common::{reap, ring};
 
 fn not_owned<T: std::fmt::Debug>(r: Result<T, Error>) -> bool {
     matches!(r, Err(Error::NotOwned { .. }))

@@ -5,33 +5,15 @@
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
 
 use uring_buffers::{BufRing, BufRingConfig};
-use uring_core::{CqeSlot, Error as CoreError, Options, Ring, SqeContext};
+use uring_core::{Error as CoreError, Options, Ring, SqeContext};
 use uring_ops::RingOps;
 use uring_ops::net::RecvSelect;
 
-fn ring() -> Ring {
-    let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new");
-    ring.start().unwrap();
-    ring
-}
+mod common;
 
-fn reap(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
-    let mut out = Vec::new();
-    let mut slots = [CqeSlot::EMPTY; 8];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while out.len() < n {
-        assert!(Instant::now() < deadline, "timed out after {} of {n}", out.len());
-        match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(100))) {
-            Ok(r) => out.extend(r.iter().map(|c| c.to_slot())),
-            Err(CoreError::WouldBlock) => {}
-            Err(e) => panic!("{e}"),
-        }
-    }
-    out
-}
+use common::{reap, ring};
 
 /// HOLE A: one pooled context pushed twice. `record_submission` kept
 /// only the last entry's group, so the first entry's CQE (a buffer of

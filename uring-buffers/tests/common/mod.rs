@@ -1,0 +1,30 @@
+//! Helpers the soundness tests of uring-buffers share.
+#![allow(dead_code)] // Each test binary uses a different subset.
+#![allow(unreachable_pub)]
+
+use std::time::{Duration, Instant};
+
+use uring_core::{CqeSlot, Error as CoreError, Options, Ring};
+
+/// A started ring with 16 SQ entries.
+pub fn ring() -> Ring {
+    let mut ring = Ring::new(Options::default().entries(16)).expect("Ring::new (see SETUP.md)");
+    ring.start().unwrap();
+    ring
+}
+
+/// Reaps CQEs (copied, with their provenance) until `n` arrived (5 s).
+pub fn reap(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
+    let mut out = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 8];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while out.len() < n {
+        assert!(Instant::now() < deadline, "timed out after {} of {n}", out.len());
+        match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(100))) {
+            Ok(r) => out.extend(r.iter().map(|c| c.to_slot())),
+            Err(CoreError::WouldBlock) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    out
+}
