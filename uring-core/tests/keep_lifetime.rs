@@ -7,6 +7,8 @@
 //! (the kernel is not instrumented), so these tests observe it instead:
 //! the order of drops, and connects whose sockaddr lives in a `Keep`.
 
+mod common;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -57,25 +59,6 @@ fn keeps_are_dropped_only_after_the_ring_has_stopped() {
             ring.submit().unwrap();
         }
         assert_eq!(seen.load(Ordering::SeqCst), AFTER_STOP, "{name}: a Keep was dropped before the ring stopped");
-    }
-}
-
-/// A TCP listener on 127.0.0.1 with a kernel-chosen port, and its address.
-fn listener() -> (OwnedFd, libc::sockaddr_in) {
-    // SAFETY: plain socket syscalls on a fresh descriptor and local structs.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
-        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len), 0);
-        assert_eq!(libc::listen(fd.as_raw_fd(), 4096), 0);
-        let mut len = len;
-        assert_eq!(libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len), 0);
-        (fd, addr)
     }
 }
 
@@ -152,7 +135,7 @@ fn raise_nofile() {
 fn dropping_an_sqpoll_ring_right_after_submit_frees_no_keep_the_poller_reads() {
     unmap_large_frees();
     raise_nofile();
-    let (_lfd, addr) = listener();
+    let (_lfd, addr) = common::listener();
     let clients: Vec<OwnedFd> = (0..CONNECTS).map(|_| client()).collect();
     {
         let opts = Options::default().entries(CONNECTS as u32).sqpoll(SqPoll::default());
@@ -175,7 +158,7 @@ fn dropping_an_sqpoll_ring_right_after_submit_frees_no_keep_the_poller_reads() {
 fn dropping_an_sqpoll_shared_ring_right_after_submit_frees_no_keep_the_poller_reads() {
     unmap_large_frees();
     raise_nofile();
-    let (_lfd, addr) = listener();
+    let (_lfd, addr) = common::listener();
     let clients: Vec<OwnedFd> = (0..CONNECTS).map(|_| client()).collect();
     {
         let opts = Options::default().entries(CONNECTS as u32).sqpoll(SqPoll::default());

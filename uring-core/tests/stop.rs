@@ -99,25 +99,6 @@ fn attached_memory_outlives_the_ring_and_no_longer() {
     assert_eq!(std::sync::Arc::strong_count(&marker), 1);
 }
 
-/// A TCP listener on 127.0.0.1 with a kernel-chosen port, and its address.
-fn listener() -> (OwnedFd, libc::sockaddr_in) {
-    // SAFETY: plain socket syscalls on a fresh descriptor and local structs.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0);
-        let fd = OwnedFd::from_raw_fd(fd);
-        let mut addr: libc::sockaddr_in = std::mem::zeroed();
-        addr.sin_family = libc::AF_INET as libc::sa_family_t;
-        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
-        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len), 0);
-        assert_eq!(libc::listen(fd.as_raw_fd(), 4096), 0);
-        let mut len = len;
-        assert_eq!(libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len), 0);
-        (fd, addr)
-    }
-}
-
 /// A poll for `POLLIN` on `fd`.
 fn poll_in(fd: &OwnedFd, user_data: u64) -> Sqe {
     let mut sqe = Sqe::new(sys::IORING_OP_POLL_ADD as u8);
@@ -167,7 +148,7 @@ fn stop_frees_attached_memory_with_polls_and_accepts_in_flight() {
     ];
     for (name, opts) in cases {
         let (rx, _tx) = pipe();
-        let (lfd, _) = listener();
+        let (lfd, _) = common::listener();
         let mut ring = Ring::new(opts).unwrap();
         ring.start().unwrap();
         let (memory, dropped) = region();
@@ -187,7 +168,7 @@ fn stop_frees_attached_memory_with_polls_and_accepts_in_flight() {
 #[test]
 fn drop_frees_attached_memory_with_many_polls_and_an_overflowing_cq() {
     let (rx, _tx) = pipe();
-    let (lfd, _) = listener();
+    let (lfd, _) = common::listener();
     let (memory, dropped) = region();
     {
         let mut ring = Ring::new(Options::default().entries(16).cq_entries(16)).unwrap();

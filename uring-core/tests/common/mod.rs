@@ -2,6 +2,8 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 #![allow(unreachable_pub)]
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use uring_core::{CqeSlot, Error, Options, Ring, Sqe, SqeContext, sys};
 
 /// A started single-issuer ring with `entries` SQ entries.
@@ -54,4 +56,23 @@ pub fn reap(ring: &mut Ring, n: usize) -> Vec<(u64, i32, u32)> {
         }
     }
     out
+}
+
+/// A TCP listener on 127.0.0.1 with a kernel-chosen port, and its address.
+pub fn listener() -> (OwnedFd, libc::sockaddr_in) {
+    // SAFETY: plain socket syscalls on a fresh descriptor and local structs.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from_be_bytes([127, 0, 0, 1]).to_be();
+        let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        assert_eq!(libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len), 0);
+        assert_eq!(libc::listen(fd.as_raw_fd(), 4096), 0);
+        let mut len = len;
+        assert_eq!(libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len), 0);
+        (fd, addr)
+    }
 }
