@@ -859,6 +859,59 @@ impl FixedBuffers {
     }
 }
 
+/// The caller's memory in a fixed-buffer table ([`crate::caller`]).
+impl FixedBuffers {
+    /// Moves the caller's memory into a new table
+    /// ([`RegisteredBuffers::register_memory`]) and takes it over.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RegisteredBuffers::register_memory`].
+    pub fn register_memory(ring: &mut Ring, regions: Vec<crate::CallerRegion>) -> Result<Self> {
+        let bufs = RegisteredBuffers::register_memory(ring, regions)?;
+        // SAFETY: the table was just made; no other handle to its memory
+        // exists (a table with caller memory cannot be cloned).
+        unsafe { Self::from_registered(ring, bufs) }
+    }
+
+    /// Moves the caller's memory into slots from `index`
+    /// ([`RegisteredBuffers::replace`]); returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while an operation uses one of the slots, and as for
+    /// [`RegisteredBuffers::replace`].
+    pub fn replace(&mut self, ring: &mut Ring, index: u32, region: crate::CallerRegion) -> Result<u32> {
+        self.check_ring(ring)?;
+        for i in index..index.saturating_add(region.buffers() as u32).min(self.len() as u32) {
+            if let Buf::Busy(op) = self.slot_state(i)? {
+                return Err(self.busy_error(i, op, "replaced"));
+            }
+        }
+        self.bufs.replace(ring, index, region)
+    }
+
+    /// Empties slot `index` ([`RegisteredBuffers::remove`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while an operation uses the slot, and as for
+    /// [`RegisteredBuffers::remove`].
+    pub fn remove(&mut self, ring: &mut Ring, index: u32) -> Result<()> {
+        self.check_ring(ring)?;
+        if let Buf::Busy(op) = self.slot_state(index)? {
+            return Err(self.busy_error(index, op, "removed"));
+        }
+        self.bufs.remove(ring, index)
+    }
+
+    /// A resource-tag CQE ([`RegisteredBuffers::handle_tag`]): the memory
+    /// of a replaced or removed buffer, back once the kernel let go of it.
+    pub fn handle_tag(&mut self, cqe: &Cqe<'_>) -> Option<crate::TagEvent> {
+        self.bufs.handle_tag(cqe)
+    }
+}
+
 impl Drop for FixedBuffers {
     fn drop(&mut self) {
         // The kernel may still read the iovec arrays of operations in

@@ -10,6 +10,7 @@
 #![cfg(target_os = "linux")]
 
 pub mod bufring;
+pub mod caller;
 mod error;
 pub mod fixed;
 pub mod groups;
@@ -17,6 +18,7 @@ pub mod registered;
 pub mod sendring;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
+pub use caller::{CallerRegion, FixedMemory, RawMemory, Released, TagEvent};
 pub use error::{Error, Result};
 pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};

@@ -17,13 +17,21 @@
 //!
 //! The memory is [attached](uring_core::Ring::attach) to every ring that
 //! registered it, so the kernel never writes into freed memory.
+//!
+//! The caller's own memory (a `Vec`, a `Box<[u8]>`, a huge-page
+//! [`Mapping`], an arena split into buffers) moves into a table with
+//! [`register_memory`](RegisteredBuffers::register_memory) and
+//! [`replace`](RegisteredBuffers::replace), and comes back after the
+//! kernel's resource-tag CQE ([`handle_tag`](RegisteredBuffers::handle_tag));
+//! see [`caller`](crate::caller).
 
 use std::ffi::c_void;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use uring_core::{Mapping, Ring, State, sys};
+use uring_core::{Cqe, Mapping, Ring, State, sys};
 
+use crate::caller::{CallerRegion, CallerSlot, CallerState, TagEvent};
 use crate::error::{Error, Result, memlock_limit};
 
 /// The kernel's limit on one registered buffer: 1 GiB.
@@ -34,9 +42,24 @@ pub const MAX_BUFFERS: u32 = 1 << 14;
 
 #[derive(Debug, Clone)]
 struct Slot {
-    region: Arc<Mapping>,
-    offset: usize,
+    addr: usize,
     len: usize,
+    mem: SlotMem,
+}
+
+/// Whose memory a slot holds.
+#[derive(Debug, Clone)]
+enum SlotMem {
+    /// The library's, attached to the ring.
+    Library(#[allow(dead_code)] Arc<Mapping>),
+    /// The caller's, parked in the vault until its tag comes back.
+    Caller(CallerSlot),
+}
+
+impl Slot {
+    fn library(region: &Arc<Mapping>, offset: usize, len: usize) -> Self {
+        Slot { addr: region.ptr() as usize + offset, len, mem: SlotMem::Library(region.clone()) }
+    }
 }
 
 /// A table of registered buffers; see the [module documentation](self).
@@ -52,6 +75,8 @@ pub struct RegisteredBuffers {
     /// The ring whose table this is ([`Ring::id`]): `install`,
     /// `clone_into` and `unregister` act on that ring's table only.
     ring_id: u64,
+    /// Caller memory: the vault, the tags awaited.
+    caller: Option<CallerState>,
 }
 
 /// Turns a registration errno into the error that explains it.
@@ -103,7 +128,7 @@ impl RegisteredBuffers {
             source,
         })?);
         let slots: Vec<Option<Slot>> =
-            (0..count as usize).map(|i| Some(Slot { region: region.clone(), offset: i * stride, len: size })).collect();
+            (0..count as usize).map(|i| Some(Slot::library(&region, i * stride, size))).collect();
         let iovecs: Vec<libc::iovec> = slots.iter().map(|s| iovec(s.as_ref())).collect();
         let reg = sys::io_uring_rsrc_register { nr: count, data: iovecs.as_ptr() as u64, ..Default::default() };
         // SAFETY: BUFFERS2 reads one io_uring_rsrc_register and `count`
@@ -113,7 +138,7 @@ impl RegisteredBuffers {
         if let Err(e) = ring.attach(Box::new(region)) {
             return Err(e.into());
         }
-        Ok(RegisteredBuffers { slots, ring_id: ring.id() })
+        Ok(RegisteredBuffers { slots, ring_id: ring.id(), caller: None })
     }
 
     /// Registers a table of `count` empty slots
@@ -130,7 +155,7 @@ impl RegisteredBuffers {
             sys::io_uring_rsrc_register { nr: count, flags: sys::IORING_RSRC_REGISTER_SPARSE, ..Default::default() };
         // SAFETY: a sparse table names no memory.
         unsafe { buffers2(ring, &reg) }.map_err(|e| registration_error("a sparse buffer table", 0, e))?;
-        Ok(RegisteredBuffers { slots: vec![None; count as usize], ring_id: ring.id() })
+        Ok(RegisteredBuffers { slots: vec![None; count as usize], ring_id: ring.id(), caller: None })
     }
 
     /// Allocates a buffer of `size` bytes and installs it in slot `index`
@@ -154,7 +179,7 @@ impl RegisteredBuffers {
             huge: false,
             source,
         })?);
-        let slot = Slot { region: region.clone(), offset: 0, len: size };
+        let slot = Slot::library(&region, 0, size);
         let iov = iovec(Some(&slot));
         let upd = sys::io_uring_rsrc_update2 {
             offset: index,
@@ -178,8 +203,199 @@ impl RegisteredBuffers {
             return Err(Error::invalid(format!("the kernel updated {n} slots instead of 1")));
         }
         ring.attach(Box::new(region))?;
+        self.retire(index, ring.cq_position());
         self.slots[index as usize] = Some(slot);
         Ok(())
+    }
+
+    /// Moves the caller's memory into a new table: each region's buffers
+    /// become the next slots, in order (`IORING_REGISTER_BUFFERS2` with a
+    /// resource tag per buffer). The memory comes back through
+    /// [`handle_tag`](Self::handle_tag) once it has left the table
+    /// ([`replace`](Self::replace), [`remove`](Self::remove)) and the
+    /// kernel has let go of it; until then (and, if it never leaves, until
+    /// the ring has closed) it is parked in a vault attached to the ring.
+    /// See [`caller`](crate::caller).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] before any syscall (no regions, an empty
+    /// one, more than [`MAX_BUFFERS`] buffers, a buffer above
+    /// [`MAX_BUFFER`]); [`Error::LockedMemory`]; [`Error::Ring`] (`EBUSY`:
+    /// the ring has a table already; `EFAULT`: memory the kernel cannot
+    /// pin, such as a file mapping). The regions are dropped on error.
+    pub fn register_memory(ring: &mut Ring, regions: Vec<CallerRegion>) -> Result<Self> {
+        check_ring(ring)?;
+        if regions.is_empty() {
+            return Err(Error::invalid("no regions to register"));
+        }
+        let mut count = 0usize;
+        for r in &regions {
+            r.check()?;
+            count += r.buffers();
+        }
+        check_count(u32::try_from(count).unwrap_or(u32::MAX))?;
+        let mut caller = CallerState::new(ring)?;
+        let mut iovecs = Vec::with_capacity(count);
+        let mut tags = Vec::with_capacity(count);
+        for r in &regions {
+            iovecs.extend(r.pieces().map(|(addr, len)| libc::iovec { iov_base: addr as *mut c_void, iov_len: len }));
+            tags.extend(CallerState::tags(r)?);
+        }
+        let total = regions.iter().map(CallerRegion::len).sum();
+        let reg = sys::io_uring_rsrc_register {
+            nr: count as u32,
+            data: iovecs.as_ptr() as u64,
+            tags: tags.as_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: BUFFERS2 reads one io_uring_rsrc_register, `count`
+        // iovecs and `count` tags, valid for the call; the memory is owned
+        // by the regions (a `FixedMemory` promises it stays put and
+        // unreached while parked), which move into the vault attached to
+        // the ring below and leave it only through a tag CQE.
+        unsafe { buffers2(ring, &reg) }.map_err(|e| registration_error("caller memory", total, e))?;
+        let mut slots = Vec::with_capacity(count);
+        let mut tag = tags.into_iter();
+        for r in regions {
+            let pieces: Vec<(usize, usize)> = r.pieces().collect();
+            let region = caller.admit(r, pieces.len() as u32);
+            for (addr, len) in pieces {
+                let tag = tag.next().expect("one tag per buffer");
+                slots.push(Some(Slot { addr, len, mem: SlotMem::Caller(CallerSlot { region, tag }) }));
+            }
+        }
+        Ok(RegisteredBuffers { slots, ring_id: ring.id(), caller: Some(caller) })
+    }
+
+    /// Moves the caller's memory into slots `index..index + n` of the
+    /// table, `n` being the region's buffer count
+    /// (`IORING_REGISTER_BUFFERS_UPDATE` with tags), replacing what was
+    /// there; returns `n`. Replaced caller memory comes back through
+    /// [`handle_tag`](Self::handle_tag) after the requests still using it
+    /// have completed; replaced library memory stays attached to the ring.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for slots outside the table or a bad
+    /// region; [`Error::LockedMemory`]; [`Error::Ring`]. The region is
+    /// dropped on error. Should the kernel install only some of the
+    /// buffers (it stops at the first it cannot pin), those stay in the
+    /// table and the error says how many.
+    pub fn replace(&mut self, ring: &mut Ring, index: u32, region: CallerRegion) -> Result<u32> {
+        self.check_owner(ring)?;
+        check_ring(ring)?;
+        region.check()?;
+        let n = region.buffers();
+        if index as usize + n > self.slots.len() {
+            return Err(Error::invalid(format!(
+                "{n} buffers from slot {index} do not fit the table of {}",
+                self.slots.len()
+            )));
+        }
+        if self.caller.is_none() {
+            self.caller = Some(CallerState::new(ring)?);
+        }
+        let iovecs: Vec<libc::iovec> =
+            region.pieces().map(|(addr, len)| libc::iovec { iov_base: addr as *mut c_void, iov_len: len }).collect();
+        let tags = CallerState::tags(&region)?;
+        // SAFETY: the iovecs name memory the region owns, which moves into
+        // the vault attached to the ring right after the call.
+        let done = unsafe { self.update(ring, index, &iovecs, &tags) }
+            .map_err(|e| registration_error("caller memory", region.len(), e))?;
+        let since = ring.cq_position();
+        for i in 0..done {
+            self.retire(index + i, since);
+        }
+        let caller = self.caller.as_mut().expect("made above");
+        let pieces: Vec<(usize, usize)> = region.pieces().take(done as usize).collect();
+        let id = caller.admit(region, done);
+        for (i, (addr, len)) in pieces.into_iter().enumerate() {
+            let mem = SlotMem::Caller(CallerSlot { region: id, tag: tags[i] });
+            self.slots[index as usize + i] = Some(Slot { addr, len, mem });
+        }
+        if done as usize != n {
+            return Err(Error::invalid(format!("the kernel installed {done} of {n} buffers from slot {index}")));
+        }
+        Ok(done)
+    }
+
+    /// Empties slot `index` (`IORING_REGISTER_BUFFERS_UPDATE` with no
+    /// buffer). Caller memory that was there comes back through
+    /// [`handle_tag`](Self::handle_tag).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a slot outside the table;
+    /// [`Error::Ring`].
+    pub fn remove(&mut self, ring: &mut Ring, index: u32) -> Result<()> {
+        self.check_owner(ring)?;
+        check_ring(ring)?;
+        if index as usize >= self.slots.len() {
+            return Err(Error::invalid(format!("slot {index} is outside the table of {}", self.slots.len())));
+        }
+        let empty = libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 };
+        // SAFETY: an empty iovec names no memory.
+        unsafe { self.update(ring, index, std::slice::from_ref(&empty), &[0]) }?;
+        self.retire(index, ring.cq_position());
+        Ok(())
+    }
+
+    /// Interprets a resource-tag CQE: `None` unless it is the tag of a
+    /// buffer of caller memory that left this table (reaped from the
+    /// table's ring, at or after the CQ position when it left, presented
+    /// for the first time), else which slot it was in and, when it was
+    /// the last of its region's buffers the kernel held, the region's
+    /// memory. See [`caller`](crate::caller).
+    pub fn handle_tag(&mut self, cqe: &Cqe<'_>) -> Option<TagEvent> {
+        self.caller.as_mut()?.handle(self.ring_id, cqe)
+    }
+
+    /// Buffers of caller memory that have left the table and whose tag
+    /// CQE has not been handed to [`handle_tag`](Self::handle_tag).
+    pub fn pending_tags(&self) -> usize {
+        self.caller.as_ref().map_or(0, CallerState::pending)
+    }
+
+    /// Whether slot `index` holds the caller's memory.
+    pub fn is_caller_memory(&self, index: u32) -> bool {
+        matches!(self.slots.get(index as usize), Some(Some(Slot { mem: SlotMem::Caller(_), .. })))
+    }
+
+    /// Slot `index`'s buffer has left the table when the CQ position was
+    /// `since`: caller memory waits for its tag.
+    fn retire(&mut self, index: u32, since: u64) {
+        if let Some(Some(Slot { mem: SlotMem::Caller(c), .. })) = self.slots.get_mut(index as usize).map(Option::take) {
+            self.caller.as_mut().expect("caller memory has its state").retire(c, index, since);
+        }
+    }
+
+    /// `IORING_REGISTER_BUFFERS_UPDATE` of `iovecs.len()` slots from
+    /// `index` with `tags`; returns how many the kernel updated.
+    ///
+    /// # Safety
+    ///
+    /// Each iovec names memory that outlives its registration.
+    unsafe fn update(&self, ring: &Ring, index: u32, iovecs: &[libc::iovec], tags: &[u64]) -> uring_core::Result<u32> {
+        debug_assert_eq!(iovecs.len(), tags.len());
+        let upd = sys::io_uring_rsrc_update2 {
+            offset: index,
+            data: iovecs.as_ptr() as u64,
+            tags: tags.as_ptr() as u64,
+            nr: iovecs.len() as u32,
+            ..Default::default()
+        };
+        // SAFETY: BUFFERS_UPDATE reads one io_uring_rsrc_update2, and
+        // `nr` iovecs and tags, valid for the call; the memory's lifetime
+        // is the caller's obligation.
+        unsafe {
+            ring.register().raw(
+                "IORING_REGISTER_BUFFERS_UPDATE",
+                sys::IORING_REGISTER_BUFFERS_UPDATE,
+                (&upd as *const sys::io_uring_rsrc_update2).cast::<c_void>(),
+                size_of::<sys::io_uring_rsrc_update2>() as u32,
+            )
+        }
     }
 
     /// Registers the same buffers as `dst`'s table
@@ -193,6 +409,11 @@ impl RegisteredBuffers {
     pub fn clone_into(&self, src: &Ring, dst: &mut Ring) -> Result<RegisteredBuffers> {
         self.check_owner(src)?;
         check_ring(dst)?;
+        if self.slots.iter().flatten().any(|s| matches!(s.mem, SlotMem::Caller(_))) {
+            // The clone would keep using the memory after this ring's tag
+            // CQE handed it back.
+            return Err(Error::invalid("a table holding caller memory cannot be cloned into another ring"));
+        }
         let arg = sys::io_uring_clone_buffers {
             src_fd: src.as_raw_fd() as u32,
             nr: self.slots.len() as u32,
@@ -209,9 +430,11 @@ impl RegisteredBuffers {
             )
         }?;
         for slot in self.slots.iter().flatten() {
-            dst.attach(Box::new(slot.region.clone()))?;
+            if let SlotMem::Library(region) = &slot.mem {
+                dst.attach(Box::new(region.clone()))?;
+            }
         }
-        Ok(RegisteredBuffers { slots: self.slots.clone(), ring_id: dst.id() })
+        Ok(RegisteredBuffers { slots: self.slots.clone(), ring_id: dst.id(), caller: None })
     }
 
     /// Refuses a ring other than the one whose table this is: its table
@@ -249,8 +472,7 @@ impl RegisteredBuffers {
     /// operations (`sqe->addr` must lie inside the buffer).
     pub fn raw_parts(&self, index: u32) -> Option<(*mut u8, usize)> {
         let s = self.slots.get(index as usize)?.as_ref()?;
-        // SAFETY: offset + len lies inside the region (built that way).
-        Some((unsafe { s.region.ptr().add(s.offset) }, s.len))
+        Some((s.addr as *mut u8, s.len))
     }
 
     /// The bytes of buffer `index`.
@@ -261,8 +483,11 @@ impl RegisteredBuffers {
     /// happen through them.
     pub fn buffer(&self, index: u32) -> Option<&[u8]> {
         let (p, len) = self.raw_parts(index)?;
-        // SAFETY: the region is mapped as long as `self` holds its Arc; the
-        // bytes are initialized (zeroed by mmap).
+        // SAFETY: library memory is mapped as long as `self` holds its
+        // Arc, and zeroed by mmap; caller memory is parked in the vault
+        // (attached to the ring and held by `self`) while it is in the
+        // table, initialized when it was handed in (a `Vec`, a `Box`, a
+        // mapping; `RawMemory::new`'s contract), and reached by nothing else.
         Some(unsafe { std::slice::from_raw_parts(p, len) })
     }
 
@@ -293,8 +518,7 @@ impl RegisteredBuffers {
 
 fn iovec(slot: Option<&Slot>) -> libc::iovec {
     match slot {
-        // SAFETY: offset lies inside the region.
-        Some(s) => libc::iovec { iov_base: unsafe { s.region.ptr().add(s.offset) }.cast(), iov_len: s.len },
+        Some(s) => libc::iovec { iov_base: s.addr as *mut c_void, iov_len: s.len },
         None => libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 },
     }
 }

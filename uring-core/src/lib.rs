@@ -60,7 +60,7 @@ pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
 pub use queue::Mapping;
-pub use register::{CancelTarget, Napi, Registrar, Restriction};
+pub use register::{CancelTarget, Napi, Registrar, ResourceTag, Restriction, is_layer_tag};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;
 pub use sqe::{Sqe, Sqe128, SqeFlags};

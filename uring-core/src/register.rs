@@ -62,6 +62,40 @@ impl Restriction {
     }
 }
 
+/// Whether `tag` is a layer tag (bits 3–10 of foreign `user_data`) that a
+/// layer above relies on to release memory or hand over a descriptor
+/// ([`FOREIGN_TAG_SUBSCRIPTION`](crate::FOREIGN_TAG_SUBSCRIPTION) and its
+/// neighbours): no safe call may make the kernel post a `user_data` in
+/// foreign mode carrying one. The push paths of `uring-ops` and the
+/// resource tags of [`Registrar::files_tagged`] refuse them.
+pub const fn is_layer_tag(tag: u8) -> bool {
+    matches!(
+        tag,
+        crate::FOREIGN_TAG_SUBSCRIPTION
+            | crate::FOREIGN_TAG_FIXED
+            | crate::FOREIGN_TAG_ZC
+            | crate::FOREIGN_TAG_ZCRX
+            | crate::FOREIGN_TAG_LISTENER
+            | crate::FOREIGN_TAG_BUFRING
+    )
+}
+
+/// Refuses resource tags the kernel would post as a layer's `user_data`.
+fn check_tags(fds: &[RawFd], tags: &[u64]) -> Result<()> {
+    if fds.len() != tags.len() {
+        return Err(Error::InvalidArgument(format!("{} fds but {} tags", fds.len(), tags.len())));
+    }
+    for &t in tags {
+        if t & 0b11 == 0b11 && is_layer_tag((t >> 3) as u8) {
+            return Err(Error::InvalidArgument(format!(
+                "resource tag {t:#x} carries the layer tag {:#04x}: the kernel posts a tag as a CQE's user_data,                  which that layer would take for its own",
+                (t >> 3) as u8
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What [`Registrar::sync_cancel`] cancels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelTarget {
@@ -75,6 +109,21 @@ pub enum CancelTarget {
     Op(u8),
     /// Every request.
     Any,
+}
+
+/// A resource-tag CQE ([`Registrar::files_tagged`]): the kernel has let go
+/// of the file or buffer registered with this tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResourceTag(pub u64);
+
+impl ResourceTag {
+    /// The tag `cqe` posts, if it has a tag CQE's shape: a non-zero
+    /// `user_data`, `res` 0, no flags. A request's CQE can have the same
+    /// shape (a NOP's, say): keep tags apart from the `user_data` of
+    /// requests, as with any routing.
+    pub fn of(cqe: &crate::Cqe<'_>) -> Option<Self> {
+        (cqe.user_data() != 0 && cqe.res() == 0 && cqe.raw_flags() == 0).then_some(ResourceTag(cqe.user_data()))
+    }
 }
 
 /// NAPI busy-poll settings (`IORING_REGISTER_NAPI`).
@@ -184,6 +233,58 @@ impl<'r> Registrar<'r> {
             size_of::<sys::io_uring_rsrc_register>() as u32,
         )
         .map(drop)
+    }
+
+    /// As [`files`](Self::files), with a resource tag per slot
+    /// (`IORING_REGISTER_FILES2` with `tags`; 0 for none, and 0 for an
+    /// empty slot). When a tagged file leaves the table (replaced by
+    /// [`files_update`](Self::files_update), emptied, or the table
+    /// unregistered) and the last request using it has completed, the
+    /// kernel posts one CQE with `user_data` = the tag, `res` 0 and no
+    /// flags; [`ResourceTag::of`] recognizes it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] when the lengths differ or a tag is
+    /// foreign `user_data` with a reserved layer tag ([`is_layer_tag`]);
+    /// `EINVAL` from the kernel for a tag on an empty slot.
+    pub fn files_tagged(&self, fds: &[RawFd], tags: &[u64]) -> Result<()> {
+        check_tags(fds, tags)?;
+        let nr = u32::try_from(fds.len()).map_err(|_| Error::InvalidArgument("too many files".into()))?;
+        if nr == 0 {
+            return Err(Error::InvalidArgument("an empty file table; use files_sparse for empty slots".into()));
+        }
+        self.files2(sys::io_uring_rsrc_register {
+            nr,
+            data: fds.as_ptr() as u64,
+            tags: tags.as_ptr() as u64,
+            ..Default::default()
+        })
+    }
+
+    /// As [`files_update`](Self::files_update), tagging each new file
+    /// (`IORING_REGISTER_FILES_UPDATE2` with `tags`). The files replaced
+    /// post their own tags (if any) once released.
+    ///
+    /// # Errors
+    ///
+    /// As for [`files_tagged`](Self::files_tagged).
+    pub fn files_update_tagged(&self, offset: u32, fds: &[RawFd], tags: &[u64]) -> Result<u32> {
+        check_tags(fds, tags)?;
+        let nr = u32::try_from(fds.len()).map_err(|_| Error::InvalidArgument("too many files".into()))?;
+        let upd = sys::io_uring_rsrc_update2 {
+            offset,
+            data: fds.as_ptr() as u64,
+            tags: tags.as_ptr() as u64,
+            nr,
+            ..Default::default()
+        };
+        self.call(
+            "IORING_REGISTER_FILES_UPDATE2",
+            sys::IORING_REGISTER_FILES_UPDATE2,
+            (&upd as *const sys::io_uring_rsrc_update2).cast(),
+            size_of::<sys::io_uring_rsrc_update2>() as u32,
+        )
     }
 
     /// Registers a table of `n` empty slots (`IORING_RSRC_REGISTER_SPARSE`),
