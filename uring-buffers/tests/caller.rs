@@ -327,3 +327,20 @@ fn raw_memory_is_registered_under_its_contract() {
     drop(ring);
     assert_eq!(&pool[2 * 4096..], &pattern(4096, 9)[..]);
 }
+
+#[test]
+fn the_push_paths_refuse_exactly_the_layer_tags_file_tags_refuse() {
+    // Tags this layer posts carry FOREIGN_TAG_FIXED; a file tag is refused
+    // by `uring_core::is_layer_tag`, a push by uring-ops' own list: they
+    // must agree, or one of them lets safe code forge a tag CQE.
+    let mut ring = ring();
+    for tag in 0..=255u8 {
+        let ud = 0b111 | (u64::from(tag) << 3) | (9 << 11);
+        let pushed = ring.push_op(SqeContext::from_raw(ud), Nop::new());
+        assert_eq!(pushed.is_err(), uring_core::is_layer_tag(tag), "layer tag {tag:#x}: {pushed:?}");
+        if pushed.is_ok() {
+            ring.submit().unwrap();
+            reap(&mut ring, 1);
+        }
+    }
+}
