@@ -67,6 +67,11 @@ const WRAPPER: &str = "\
 #include <linux/xattr.h>
 /* P_* id types for IORING_OP_WAITID */
 #include <linux/wait.h>
+/* nvme_uring_cmd and NVME_URING_CMD_* for IORING_OP_URING_CMD on NVMe
+ * generic char devices (/dev/ngXnY) */
+#include <linux/nvme_ioctl.h>
+/* BLOCK_URING_CMD_* for IORING_OP_URING_CMD on block devices */
+#include <linux/blkdev.h>
 ";
 
 /// Items kept from the headers. Types they depend on follow automatically.
@@ -112,6 +117,10 @@ const ALLOWLIST: &[&str] = &[
     "WCONTINUED",
     "WNOWAIT",
     "WNOHANG",
+    // IORING_OP_URING_CMD payloads.
+    "nvme_uring_cmd",
+    "NVME_URING_CMD_.*",
+    "BLOCK_URING_CMD_.*",
 ];
 
 /// Integer types for macros whose C type bindgen cannot infer from the
