@@ -37,6 +37,7 @@ pub mod listener;
 pub mod msg;
 pub mod multishot;
 pub mod net;
+pub mod nvme;
 pub mod poll;
 pub mod provide;
 pub mod socket;

@@ -29,6 +29,10 @@ pub(crate) const TEST_BINARY_TIMEOUT: u32 = 300;
 /// Size of the guest's scratch disk (sparse on the host).
 const SCRATCH_BYTES: u64 = 512 << 20;
 
+/// Size of the guest's raw NVMe disk for passthrough tests (serial
+/// `uring-passthru`, no filesystem; sparse on the host).
+const PASSTHRU_BYTES: u64 = 64 << 20;
+
 /// What the binaries are: how they are built and how each one runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -259,12 +263,23 @@ mount -t sysfs sysfs /sys
 # The temp dir on a real disk (ext4 on QEMU's NVMe scratch disk, formatted
 # by the host), so that files have a page cache and extents as on a host;
 # ext2 made here when the host could not format it; tmpfs otherwise.
+# Two NVMe controllers probe in either order: the scratch disk is the one
+# with serial uring-scratch (the other, uring-passthru, is a raw disk for
+# the NVMe passthrough tests, which find it by its serial too).
 mkdir -p {tmp}
 i=0
-while [ ! -b /dev/nvme0n1 ] && [ $i -lt 50 ]; do usleep 100000; i=$((i + 1)); done
-if mount -t ext4 /dev/nvme0n1 {tmp} 2>/dev/null; then
+disk=
+while [ -z "$disk" ] && [ $i -lt 50 ]; do
+  for c in /sys/class/nvme/nvme*; do
+    n=${{c##*/}}
+    [ "$(cat $c/serial 2>/dev/null)" = uring-scratch ] && [ -b /dev/${{n}}n1 ] && disk=/dev/${{n}}n1
+  done
+  [ -n "$disk" ] || usleep 100000
+  i=$((i + 1))
+done
+if [ -n "$disk" ] && mount -t ext4 $disk {tmp} 2>/dev/null; then
   echo "{MARK} NOTE temp dir {tmp}: ext4 on the NVMe scratch disk"
-elif mke2fs -q /dev/nvme0n1 >/dev/null 2>&1 && mount -t ext4 /dev/nvme0n1 {tmp}; then
+elif [ -n "$disk" ] && mke2fs -q $disk >/dev/null 2>&1 && mount -t ext4 $disk {tmp}; then
   echo "{MARK} NOTE temp dir {tmp}: ext2 on the NVMe scratch disk (no extents: fallocate fails)"
 else
   echo "{MARK} NOTE temp dir {tmp}: tmpfs (no scratch disk)"
@@ -443,6 +458,11 @@ pub(crate) fn boot(
     if !formatted {
         println!("  [{tag}] no mkfs.ext4 (e2fsprogs): the guest's temp dir will be ext2, without fallocate");
     }
+    // A second, raw disk for NVMe passthrough (written through /dev/ngXnY).
+    let passthru = initrd.with_file_name("passthru.img");
+    std::fs::File::create(&passthru)
+        .and_then(|f| f.set_len(PASSTHRU_BYTES))
+        .map_err(|e| Failure::new(format!("cannot create {}: {e}", passthru.display())))?;
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "1G"])
         .args(["-nographic", "-no-reboot", "-nic", "none"])
@@ -454,6 +474,9 @@ pub(crate) fn boot(
         .arg("-drive")
         .arg(format!("file={},if=none,id=scratch,format=raw", scratch.display()))
         .args(["-device", "nvme,drive=scratch,serial=uring-scratch"])
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=passthru,format=raw", passthru.display()))
+        .args(["-device", "nvme,drive=passthru,serial=uring-passthru"])
         .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
