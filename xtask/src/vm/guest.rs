@@ -272,7 +272,9 @@ disk=
 while [ -z "$disk" ] && [ $i -lt 50 ]; do
   for c in /sys/class/nvme/nvme*; do
     n=${{c##*/}}
-    [ "$(cat $c/serial 2>/dev/null)" = uring-scratch ] && [ -b /dev/${{n}}n1 ] && disk=/dev/${{n}}n1
+    # The controller's serial is padded with spaces to 20 bytes.
+    s=$(cat $c/serial 2>/dev/null)
+    [ "${{s%% *}}" = uring-scratch ] && [ -b /dev/${{n}}n1 ] && disk=/dev/${{n}}n1
   done
   [ -n "$disk" ] || usleep 100000
   i=$((i + 1))
