@@ -21,7 +21,10 @@ use uring_ops::file::ReadFixed;
 use common::{reap, ring};
 
 fn temp(tag: &str) -> File {
-    let p = std::env::temp_dir().join(format!("uring-caller-{tag}-{}", std::process::id()));
+    // Tests run in parallel: each file gets its own name.
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("uring-caller-{tag}-{}-{n}", std::process::id()));
     let f = File::options().read(true).write(true).create(true).truncate(true).open(&p).unwrap();
     std::fs::remove_file(&p).unwrap();
     f
