@@ -29,6 +29,7 @@
 mod op;
 mod ring;
 
+pub mod block;
 pub mod cancel;
 pub mod cmd;
 pub mod file;

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use uring_core::{CqeSize, CqeSlot, Error, Mapping, Options, Ring, SqeContext, sys};
+use uring_ops::RingOps;
+use uring_ops::block::BlockDiscard;
 use uring_ops::cmd::Ring128Ops;
 use uring_ops::nvme::{NVME_ID_CNS_CTRL, NVME_ID_CNS_NS, NVME_IDENTIFY_LEN, NvmeCmd, NvmeCompletion};
 
@@ -250,4 +252,42 @@ fn identify_describes_the_disk_and_a_read_past_its_end_reports_the_nvme_status()
     // Generic status 0x80: LBA Out of Range.
     assert_eq!((done.status_code_type(), done.status_code()), (Some(0), Some(0x80)), "{done:?}");
     assert_eq!(done.errno(), None);
+}
+
+#[test]
+fn a_block_discard_drops_the_range() {
+    let d = disk_or_skip!();
+    let name = d.block.file_name().unwrap().to_string_lossy().into_owned();
+    let max: u64 =
+        read_trim(format!("/sys/block/{name}/queue/discard_max_bytes")).and_then(|s| s.parse().ok()).unwrap_or(0);
+    if max == 0 {
+        println!("SKIPPED: {name} does not support discard (discard_max_bytes 0)");
+        return;
+    }
+    let len = 8192;
+    let at = 4096 * d.lba as u64;
+    let data = Mapping::anonymous(len, false).unwrap();
+    bytes(&data).fill(0xA5);
+    let dev = block_dev(&d);
+    assert_eq!(dev.write_at(bytes(&data), at).unwrap(), len);
+    dev.sync_all().unwrap();
+    let mut ring = Ring::new(Options::default().entries(4)).unwrap();
+    ring.start().unwrap();
+    let ctx =
+        ring.push_op(SqeContext::from_raw(0xd15_0003), BlockDiscard::new(dev.as_raw_fd(), at, len as u64)).unwrap();
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap();
+    let cqe = slots[0].cqe();
+    assert_eq!((cqe.user_data(), cqe.res()), (ctx.raw(), 0));
+    let back = Mapping::anonymous(len, false).unwrap();
+    bytes(&back).fill(0xFF);
+    dev.read_at(bytes(&back), at).unwrap();
+    assert!(bytes(&back).iter().all(|&b| b == 0), "the discarded range reads back as zeroes (QEMU's NVMe)");
+    // A read-only descriptor may not discard.
+    let ro = File::options().read(true).open(&d.block).unwrap();
+    ring.push_op(SqeContext::from_raw(0xd16_0003), BlockDiscard::new(ro.as_raw_fd(), at, len as u64)).unwrap();
+    ring.submit().unwrap();
+    ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(slots[0].cqe().res(), -libc::EBADF);
 }

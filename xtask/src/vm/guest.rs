@@ -460,7 +460,8 @@ pub(crate) fn boot(
     if !formatted {
         println!("  [{tag}] no mkfs.ext4 (e2fsprogs): the guest's temp dir will be ext2, without fallocate");
     }
-    // A second, raw disk for NVMe passthrough (written through /dev/ngXnY).
+    // A second, raw disk for NVMe passthrough (written through /dev/ngXnY);
+    // discards punch holes in the file, so discarded blocks read as zeroes.
     let passthru = initrd.with_file_name("passthru.img");
     std::fs::File::create(&passthru)
         .and_then(|f| f.set_len(PASSTHRU_BYTES))
@@ -477,7 +478,7 @@ pub(crate) fn boot(
         .arg(format!("file={},if=none,id=scratch,format=raw", scratch.display()))
         .args(["-device", "nvme,drive=scratch,serial=uring-scratch"])
         .arg("-drive")
-        .arg(format!("file={},if=none,id=passthru,format=raw", passthru.display()))
+        .arg(format!("file={},if=none,id=passthru,format=raw,discard=unmap", passthru.display()))
         .args(["-device", "nvme,drive=passthru,serial=uring-passthru"])
         .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"])
         .stdin(Stdio::null())

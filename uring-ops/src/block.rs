@@ -1,0 +1,59 @@
+//! Block-device commands through `IORING_OP_URING_CMD`
+//! (`BLOCK_URING_CMD_*`, generated from `linux/blkdev.h`).
+
+use uring_core::{Error, Features, Keep, Result, Sqe, sys};
+
+use crate::Target;
+use crate::op::{Prepare, SafeOp};
+
+/// Discards bytes `offset..offset + len` of a block device
+/// (`BLOCK_URING_CMD_DISCARD`, since Linux 6.12): the asynchronous
+/// `ioctl(BLKDISCARD)`. Both must be multiples of the logical block size;
+/// the device must be open for writing (`-EBADF` otherwise). The kernel
+/// drops the range from the page cache first; what reading it returns
+/// afterwards is the device's choice (zeroes on most NVMe drives, see
+/// `/sys/block/*/queue/discard_zeroes_data` and the namespace's DLFEAT).
+/// A kernel without the command fails it with `-EINVAL` or `-ENOTTY`.
+#[doc(alias = "BLOCK_URING_CMD_DISCARD")]
+#[doc(alias = "BLKDISCARD")]
+#[derive(Debug, Clone, Copy)]
+#[must_use = "an operation does nothing until it is pushed to a ring"]
+pub struct BlockDiscard {
+    fd: Target,
+    offset: u64,
+    len: u64,
+}
+
+impl BlockDiscard {
+    /// Discards `len` bytes at `offset` of block device `fd`.
+    pub fn new(fd: impl Into<Target>, offset: u64, len: u64) -> Self {
+        BlockDiscard { fd: fd.into(), offset, len }
+    }
+}
+
+impl Prepare for BlockDiscard {
+    const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if self.len == 0 {
+            return Err(Error::InvalidArgument("a discard of 0 bytes".into()));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        let BlockDiscard { fd, offset, len } = self;
+        *sqe = Sqe::new(Self::CODE);
+        fd.apply(sqe);
+        sqe.set_cmd_op(sys::BLOCK_URING_CMD_DISCARD);
+        // The start in `addr`, the length in `addr3` (`blkdev_uring_cmd`).
+        sqe.set_addr(offset);
+        sqe.set_addr3(len);
+    }
+}
+
+// SAFETY: the command names no memory: `addr` and `addr3` are a byte range
+// of the device.
+unsafe impl SafeOp for BlockDiscard {}
