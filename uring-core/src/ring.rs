@@ -70,6 +70,9 @@ pub(crate) struct Core {
     pub(crate) issuer: Option<std::thread::ThreadId>,
     pub(crate) sqpoll: bool,
     pub(crate) defer: bool,
+    /// `IORING_SETUP_IOPOLL`: completions are found only by polling, in
+    /// `io_uring_enter` with `IORING_ENTER_GETEVENTS`.
+    pub(crate) iopoll: bool,
     /// Memory the kernel may use as long as the ring lives (buffer rings,
     /// registered buffers of the layers above): dropped only after the
     /// ring is closed with nothing in flight.
@@ -148,6 +151,7 @@ impl Core {
                 issuer: None,
                 sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
                 defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+                iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
                 attached: Vec::new(),
             },
             sq,
@@ -250,12 +254,16 @@ impl Core {
 
     /// Whether reaping needs a trip into the kernel even with nothing to
     /// submit: deferred task work only runs when we ask, an overflow
-    /// backlog only flushes when we ask, and `IORING_SQ_TASKRUN` says task
-    /// work is pending.
+    /// backlog only flushes when we ask, polled completions are posted
+    /// only when we poll, and `IORING_SQ_TASKRUN` says task work is
+    /// pending.
     #[inline]
     pub(crate) fn needs_getevents(&self, cq: &Cq, cq_empty: bool) -> bool {
         let kflags = cq.sq_flags();
-        kflags & sys::IORING_SQ_CQ_OVERFLOW != 0 || (cq_empty && (self.defer || kflags & sys::IORING_SQ_TASKRUN != 0))
+        // An IOPOLL ring posts a completion only when polled: an empty CQ
+        // is polled once (GETEVENTS with no minimum does not spin).
+        kflags & sys::IORING_SQ_CQ_OVERFLOW != 0
+            || (cq_empty && (self.defer || self.iopoll || kflags & sys::IORING_SQ_TASKRUN != 0))
     }
 
     pub(crate) fn start(&mut self) -> Result<()> {
@@ -1076,7 +1084,9 @@ impl Ring {
     ///
     /// Makes no syscall when nothing is pending and completions are already
     /// visible. On deferred-task-work rings, an empty CQ costs one
-    /// non-blocking `io_uring_enter` so the kernel can post what it owes;
+    /// non-blocking `io_uring_enter` so the kernel can post what it owes
+    /// (on `IOPOLL` rings too: it polls the device queues once, the only
+    /// way their completions are posted);
     /// likewise when the kernel flags a CQ overflow backlog.
     ///
     /// The returned batch borrows the ring (its views resolve pooled

@@ -14,10 +14,11 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use uring_core::{CqeSize, CqeSlot, Error, Mapping, Options, Ring, SqeContext, sys};
+use uring_core::{CqeSize, CqeSlot, Error, IoPoll, Mapping, Options, Ring, SqeContext, sys};
 use uring_ops::RingOps;
 use uring_ops::block::BlockDiscard;
 use uring_ops::cmd::Ring128Ops;
+use uring_ops::file::{Read, Write};
 use uring_ops::nvme::{NVME_ID_CNS_CTRL, NVME_ID_CNS_NS, NVME_IDENTIFY_LEN, NvmeCmd, NvmeCompletion};
 
 const SERIAL: &str = "uring-passthru";
@@ -290,4 +291,86 @@ fn a_block_discard_drops_the_range() {
     ring.submit().unwrap();
     ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap();
     assert_eq!(slots[0].cqe().res(), -libc::EBADF);
+}
+
+/// Reaps one CQE with the non-blocking [`Ring::wait`] only, as an event
+/// loop that never blocks does: on an `IOPOLL` ring each call polls the
+/// device queues once (nothing else posts a polled completion).
+fn poll_one(ring: &mut Ring) -> CqeSlot {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let mut calls = 0u64;
+    loop {
+        calls += 1;
+        match ring.wait(&mut slots) {
+            Ok(r) if r.len() == 1 => return slots[0],
+            Ok(_) | Err(Error::WouldBlock) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "no polled completion after {calls} non-blocking reaps");
+    }
+}
+
+#[test]
+fn polled_direct_reads_and_writes_on_iopoll_and_hybrid_rings_move_the_bytes() {
+    let d = disk_or_skip!();
+    let name = d.block.file_name().unwrap().to_string_lossy().into_owned();
+    let io_poll = read_trim(format!("/sys/block/{name}/queue/io_poll")).unwrap_or_default();
+    assert_eq!(io_poll, "1", "{name} has no poll queues: the VM boots with nvme.poll_queues=1");
+    let dev = block_dev(&d);
+    // Deferred task work or not: without it, only the IOPOLL rule makes
+    // a non-blocking reap enter the kernel on an empty CQ.
+    let modes = [(IoPoll::On, true), (IoPoll::Hybrid, true), (IoPoll::On, false), (IoPoll::Hybrid, false)];
+    for (i, (mode, defer)) in modes.into_iter().enumerate() {
+        let mut ring = Ring::new(Options::default().entries(8).iopoll(mode).defer_taskrun(defer)).unwrap();
+        ring.start().unwrap();
+        let len = 8192;
+        let at = (8192 + 64 * i as u64) * d.lba as u64;
+        let src = Mapping::anonymous(len, false).unwrap();
+        let data = pattern(len, 10 + i as u8);
+        bytes(&src).copy_from_slice(&data);
+        let w = Write::new(dev.as_raw_fd(), src.ptr(), len as u32).offset(at);
+        // SAFETY: `src` outlives the write, whose CQE is reaped below.
+        unsafe { ring.push_op_unchecked(SqeContext::from_raw(0x1003), w) }.unwrap();
+        let c = poll_one(&mut ring);
+        assert_eq!(c.cqe().res(), len as i32, "{mode:?} (defer {defer}) write");
+        let dst = Mapping::anonymous(len, false).unwrap();
+        let r = Read::new(dev.as_raw_fd(), dst.ptr(), len as u32).offset(at);
+        // SAFETY: `dst` outlives the read, whose CQE is reaped below.
+        unsafe { ring.push_op_unchecked(SqeContext::from_raw(0x2003), r) }.unwrap();
+        let c = poll_one(&mut ring);
+        assert_eq!(c.cqe().res(), len as i32, "{mode:?} (defer {defer}) read");
+        assert_eq!(bytes(&dst), &data[..], "{mode:?}: the polled read returns the polled write's bytes");
+        // And through the page-cache-free path of another descriptor.
+        let check = Mapping::anonymous(len, false).unwrap();
+        block_dev(&d).read_at(bytes(&check), at).unwrap();
+        assert_eq!(bytes(&check), &data[..]);
+    }
+}
+
+#[test]
+fn polled_passthrough_on_an_iopoll_ring() {
+    let d = disk_or_skip!();
+    let ng = File::options().read(true).write(true).open(&d.ng).unwrap();
+    let mut ring =
+        Ring::new(Options::default().entries(8).sqe128(true).cqe_size(CqeSize::Big).iopoll(IoPoll::On)).unwrap();
+    ring.start().unwrap();
+    let len = 4096;
+    let blocks = (len / d.lba) as u32;
+    let slba = 12288;
+    let src = Mapping::anonymous(len, false).unwrap();
+    let data = pattern(len, 20);
+    bytes(&src).copy_from_slice(&data);
+    let cmd = NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, src.ptr(), len as u32).unwrap();
+    // SAFETY: `src` outlives the command, whose CQE is reaped below.
+    unsafe { ring.push_op128_unchecked(SqeContext::from_raw(0x3003), cmd) }.unwrap();
+    let c = poll_one(&mut ring);
+    assert_eq!(NvmeCompletion::of(&c.cqe()).map(|n| n.res), Some(0));
+    let dst = Mapping::anonymous(len, false).unwrap();
+    let cmd = NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba, blocks, dst.ptr(), len as u32).unwrap();
+    // SAFETY: as above.
+    unsafe { ring.push_op128_unchecked(SqeContext::from_raw(0x4003), cmd) }.unwrap();
+    let c = poll_one(&mut ring);
+    assert_eq!(NvmeCompletion::of(&c.cqe()).map(|n| n.res), Some(0));
+    assert_eq!(bytes(&dst), &data[..]);
 }

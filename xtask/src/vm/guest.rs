@@ -480,7 +480,7 @@ pub(crate) fn boot(
         .arg("-drive")
         .arg(format!("file={},if=none,id=passthru,format=raw,discard=unmap", passthru.display()))
         .args(["-device", "nvme,drive=passthru,serial=uring-passthru"])
-        .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init"])
+        .args(["-append", "console=ttyS0 panic=-1 oops=panic quiet rdinit=/init nvme.poll_queues=1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
