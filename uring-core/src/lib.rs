@@ -43,6 +43,7 @@ mod queue;
 mod register;
 mod ring;
 mod shared;
+mod sigmask;
 mod sqe;
 
 pub use context::{
@@ -63,6 +64,7 @@ pub use queue::Mapping;
 pub use register::{CancelTarget, Napi, Registrar, ResourceTag, Restriction, is_layer_tag};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;
+pub use sigmask::SigMask;
 pub use sqe::{Sqe, Sqe128, SqeFlags};
 pub use uring_sys as sys;
 

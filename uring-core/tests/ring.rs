@@ -257,6 +257,7 @@ fn min_wait_returns_a_partial_batch_after_the_minimum_wait() {
         timeout: Some(Duration::from_secs(2)),
         min_wait: Some(Duration::from_millis(30)),
         no_iowait: false,
+        ..WaitArgs::default()
     };
     let t = Instant::now();
     let r = ring.wait_with(&mut slots, &args).unwrap();
