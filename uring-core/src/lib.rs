@@ -45,6 +45,7 @@ mod ring;
 mod shared;
 mod sigmask;
 mod sqe;
+mod wait_region;
 
 pub use context::{
     ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_BUFRING, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
@@ -67,6 +68,7 @@ pub use shared::SharedRing;
 pub use sigmask::SigMask;
 pub use sqe::{Sqe, Sqe128, SqeFlags};
 pub use uring_sys as sys;
+pub use wait_region::{RegWait, WaitRegion};
 
 /// Compile-time proof of the threading contract: `Ring` is `Send` and not
 /// `Sync`; `SharedRing` is both. (If `Ring` became `Sync`, the call through

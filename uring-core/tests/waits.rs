@@ -146,3 +146,80 @@ fn absolute_deadlines_on_the_monotonic_and_boottime_clocks() {
     };
     assert!(matches!(ring.wait_with(&mut slots, &both), Err(Error::InvalidArgument(_))));
 }
+
+static WINCH: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_winch(_: libc::c_int) {
+    WINCH.store(true, Ordering::SeqCst);
+}
+
+#[test]
+fn registered_wait_slots_carry_timeouts_deadlines_and_signal_masks() {
+    use uring_core::{Options, RegWait, Ring, WaitRegion};
+    let mut ring = Ring::new(Options::default().entries(4)).unwrap();
+    let mut region = match WaitRegion::register(&mut ring, 3) {
+        Ok(r) => r,
+        Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EINVAL) => {
+            println!("SKIPPED: IORING_REGISTER_MEM_REGION for wait arguments needs Linux 6.13");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    ring.start().unwrap();
+    assert!(matches!(WaitRegion::register(&mut ring, 1), Err(Error::AlreadyEnabled { .. })), "only before start");
+    region.set(0, RegWait { timeout: Some(Duration::from_millis(100)), ..RegWait::default() }).unwrap();
+    region.set(1, RegWait { timeout: Some(Duration::from_millis(300)), ..RegWait::default() }).unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    for (slot, ms) in [(0, 100), (1, 300)] {
+        let t = Instant::now();
+        let r = ring.wait_registered(&mut slots, 1, &region, slot, false);
+        assert!(matches!(r, Err(Error::WouldBlock)), "slot {slot}");
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(ms - 20) && waited < Duration::from_secs(3), "slot {slot}: {waited:?}");
+    }
+    // A completion ends the wait at once.
+    push_nop(&mut ring, 5).unwrap();
+    assert_eq!(ring.wait_registered(&mut slots, 1, &region, 1, false).unwrap().len(), 1);
+    // An absolute deadline on the ring's clock.
+    region
+        .set(
+            2,
+            RegWait { timeout: Some(now(libc::CLOCK_MONOTONIC) + Duration::from_millis(150)), ..RegWait::default() },
+        )
+        .unwrap();
+    let t = Instant::now();
+    assert!(matches!(ring.wait_registered(&mut slots, 1, &region, 2, true), Err(Error::WouldBlock)));
+    assert!(t.elapsed() >= Duration::from_millis(130), "{:?}", t.elapsed());
+    // A signal mask kept in the region: SIGWINCH, blocked otherwise,
+    // interrupts the wait.
+    handle(libc::SIGWINCH, on_winch);
+    let normal = SigMask::current().unwrap().with(libc::SIGWINCH);
+    set_thread_mask(&normal);
+    region
+        .set(
+            0,
+            RegWait {
+                timeout: Some(Duration::from_secs(5)),
+                sigmask: Some(normal.without(libc::SIGWINCH)),
+                ..RegWait::default()
+            },
+        )
+        .unwrap();
+    let sender = signal_me_later(libc::SIGWINCH, Duration::from_millis(100));
+    let t = Instant::now();
+    let r = ring.wait_registered(&mut slots, 1, &region, 0, false).map(|r| r.len());
+    sender.join().unwrap();
+    match r {
+        Err(Error::Io { source, .. }) => assert_eq!(source.raw_os_error(), Some(libc::EINTR)),
+        other => panic!("expected EINTR, got {other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(WINCH.load(Ordering::SeqCst));
+    set_thread_mask(&normal.without(libc::SIGWINCH));
+    // Slots outside the region, and another ring's region, are refused.
+    assert!(region.set(3, RegWait::default()).is_err());
+    assert!(matches!(ring.wait_registered(&mut slots, 1, &region, 3, false), Err(Error::InvalidArgument(_))));
+    let mut other = Ring::new(Options::default().entries(4)).unwrap();
+    other.start().unwrap();
+    assert!(matches!(other.wait_registered(&mut slots, 1, &region, 0, false), Err(Error::InvalidArgument(_))));
+}
