@@ -1,18 +1,4 @@
-//! Registered wait arguments (`IORING_REGISTER_MEM_REGION` with
-//! `IORING_MEM_REGION_REG_WAIT_ARG`, since 6.13): [`WaitRegion`].
-//!
-//! A wait normally hands the kernel an `io_uring_getevents_arg` (and a
-//! timespec, a signal set) that it copies in on every call. With a wait
-//! region the arguments live in memory registered once; a wait names a
-//! slot by its offset (`IORING_ENTER_EXT_ARG_REG`) and the kernel reads
-//! the slot through its own mapping of the pinned pages: nothing is
-//! copied from user space but the signal set, which the library keeps in
-//! the same region. [`Ring::wait_registered`] waits with a slot.
-//!
-//! The region must be registered while the ring is still disabled
-//! (between [`Ring::new`] and [`Ring::start`]; the kernel refuses
-//! otherwise, as it cannot synchronize with waiters). Its memory is
-//! [attached](Ring::attach) to the ring: it outlives every wait.
+//! Registered wait arguments: [`WaitRegion`].
 
 use std::ffi::c_void;
 use std::sync::Arc;
@@ -42,8 +28,21 @@ pub struct RegWait {
     pub sigmask: Option<SigMask>,
 }
 
-/// Registered wait arguments of one ring; see the
-/// [module documentation](self).
+/// Registered wait arguments (`IORING_REGISTER_MEM_REGION` with
+/// `IORING_MEM_REGION_REG_WAIT_ARG`, since 6.13): [`WaitRegion`].
+///
+/// A wait normally hands the kernel an `io_uring_getevents_arg` (and a
+/// timespec, a signal set) that it copies in on every call. With a wait
+/// region the arguments live in memory registered once; a wait names a
+/// slot by its offset (`IORING_ENTER_EXT_ARG_REG`) and the kernel reads
+/// the slot through its own mapping of the pinned pages: nothing is
+/// copied from user space but the signal set, which the library keeps in
+/// the same region. [`Ring::wait_registered`] waits with a slot.
+///
+/// The region must be registered while the ring is still disabled
+/// (between [`Ring::new`] and [`Ring::start`]; the kernel refuses
+/// otherwise, as it cannot synchronize with waiters). Its memory is
+/// [attached](Ring::attach) to the ring: it outlives every wait.
 #[derive(Debug)]
 pub struct WaitRegion {
     mem: Arc<Mapping>,
