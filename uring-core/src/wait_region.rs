@@ -28,8 +28,8 @@ pub struct RegWait {
     pub sigmask: Option<SigMask>,
 }
 
-/// Registered wait arguments (`IORING_REGISTER_MEM_REGION` with
-/// `IORING_MEM_REGION_REG_WAIT_ARG`, since 6.13): [`WaitRegion`].
+/// Registered wait arguments of one ring (`IORING_REGISTER_MEM_REGION`
+/// with `IORING_MEM_REGION_REG_WAIT_ARG`, since 6.13).
 ///
 /// A wait normally hands the kernel an `io_uring_getevents_arg` (and a
 /// timespec, a signal set) that it copies in on every call. With a wait
