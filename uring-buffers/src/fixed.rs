@@ -905,6 +905,24 @@ impl FixedBuffers {
         self.bufs.remove(ring, index)
     }
 
+    /// Empties every slot ([`RegisteredBuffers::clear`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Busy`] while any operation is in flight, and as for
+    /// [`RegisteredBuffers::clear`].
+    pub fn clear(&mut self, ring: &mut Ring) -> Result<()> {
+        self.check_ring(ring)?;
+        let busy = self.state.iter().enumerate().find_map(|(i, b)| match b {
+            Buf::Busy(op) => Some((i as u32, *op)),
+            Buf::Idle => None,
+        });
+        if let Some((i, op)) = busy {
+            return Err(self.busy_error(i, op, "removed"));
+        }
+        self.bufs.clear(ring)
+    }
+
     /// A resource-tag CQE ([`RegisteredBuffers::handle_tag`]): the memory
     /// of a replaced or removed buffer, back once the kernel let go of it.
     pub fn handle_tag(&mut self, cqe: &Cqe<'_>) -> Option<crate::TagEvent> {

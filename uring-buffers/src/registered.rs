@@ -341,6 +341,33 @@ impl RegisteredBuffers {
         Ok(())
     }
 
+    /// Empties every slot (one `IORING_REGISTER_BUFFERS_UPDATE`): the
+    /// caller memory in the table comes back through
+    /// [`handle_tag`](Self::handle_tag), each region once the kernel has
+    /// let go of all its buffers. Then [`unregister`](Self::unregister)
+    /// loses nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Ring`].
+    pub fn clear(&mut self, ring: &mut Ring) -> Result<()> {
+        self.check_owner(ring)?;
+        check_ring(ring)?;
+        let n = self.slots.len();
+        let empty = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; n];
+        let tags = vec![0u64; n];
+        // SAFETY: empty iovecs name no memory.
+        let done = unsafe { self.update(ring, 0, &empty, &tags) }?;
+        let since = ring.cq_position();
+        for i in 0..done {
+            self.retire(i, since);
+        }
+        if done as usize != n {
+            return Err(Error::invalid(format!("the kernel emptied {done} of {n} slots")));
+        }
+        Ok(())
+    }
+
     /// Interprets a resource-tag CQE: `None` unless it is the tag of a
     /// buffer of caller memory that left this table (reaped from the
     /// table's ring, at or after the CQ position when it left, presented

@@ -347,3 +347,36 @@ fn the_push_paths_refuse_exactly_the_layer_tags_file_tags_refuse() {
         }
     }
 }
+
+#[test]
+fn clearing_the_table_gives_every_region_back_before_unregistering() {
+    let mut ring = ring();
+    let mut bufs = FixedBuffers::register_memory(
+        &mut ring,
+        vec![CallerRegion::new(vec![1u8; 4096]).split(1024).unwrap(), CallerRegion::new(vec![2u8; 100])],
+    )
+    .unwrap();
+    assert_eq!(bufs.len(), 5);
+    round_trip(&mut ring, &mut bufs, 1, 1024, 8);
+    let mut f = temp("clear");
+    bufs.write_fixed(&mut ring, f.as_raw_fd(), 4, 0..100, 0).unwrap();
+    assert!(matches!(bufs.clear(&mut ring), Err(uring_buffers::Error::Busy { .. })), "a write is in flight");
+    let c = reap(&mut ring, 1)[0];
+    bufs.handle_cqe(&c.cqe()).unwrap();
+    bufs.clear(&mut ring).unwrap();
+    let mut back = Vec::new();
+    for c in reap(&mut ring, 5) {
+        if let Some(r) = bufs.handle_tag(&c.cqe()).expect("a tag").released {
+            back.push(r.downcast::<Vec<u8>>().unwrap());
+        }
+    }
+    back.sort_by_key(Vec::len);
+    assert_eq!(back.len(), 2, "two regions");
+    assert_eq!(back[0], vec![2u8; 100]);
+    assert_eq!(&back[1][1024..2048], &pattern(1024, 8)[..]);
+    let mut on_disk = Vec::new();
+    f.rewind().unwrap();
+    f.read_to_end(&mut on_disk).unwrap();
+    assert_eq!(on_disk, vec![2u8; 100]);
+    bufs.into_inner().unwrap().unregister(&mut ring).unwrap();
+}
