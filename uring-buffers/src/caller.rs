@@ -108,6 +108,13 @@ pub unsafe trait FixedMemory: Send + Sized + 'static {
     ///
     /// `parked` must come from [`park`](Self::park) of this type.
     unsafe fn unpark(parked: Self::Parked) -> Self;
+
+    /// Whether this value may be registered: the trait's promise holds
+    /// for it. A type whose values differ says no for those it cannot
+    /// vouch for (a shared [`Mapping`]); the table refuses them.
+    fn exclusive(&self) -> bool {
+        true
+    }
 }
 
 /// A `Vec<u8>`'s raw parts.
@@ -185,9 +192,16 @@ unsafe impl FixedMemory for Box<[u8]> {
 }
 
 // SAFETY: a Mapping hands out only its address (reaching the bytes needs
-// `unsafe`); moving it moves no page.
+// `unsafe`); moving it moves no page. Only a private anonymous one is
+// exclusive: a shared mapping (`Mapping::map_ring`, of a memfd say) may
+// have twins reaching the same pages, which a second table could lend out
+// while the kernel writes them through the first.
 unsafe impl FixedMemory for Mapping {
     type Parked = Mapping;
+
+    fn exclusive(&self) -> bool {
+        self.is_private_anonymous()
+    }
 
     fn park(self) -> (Mapping, *mut u8, usize) {
         let (p, l) = (self.ptr(), self.len());
@@ -284,6 +298,7 @@ pub struct CallerRegion {
     addr: usize,
     len: usize,
     chunk: usize,
+    exclusive: bool,
 }
 
 impl fmt::Debug for CallerRegion {
@@ -293,10 +308,13 @@ impl fmt::Debug for CallerRegion {
 }
 
 impl CallerRegion {
-    /// Takes `memory` over, as one buffer.
+    /// Takes `memory` over, as one buffer. Memory that is not
+    /// [exclusive](FixedMemory::exclusive) (a shared [`Mapping`]) is
+    /// refused when the region is registered.
     pub fn new<M: FixedMemory>(memory: M) -> Self {
+        let exclusive = memory.exclusive();
         let (parked, ptr, len) = memory.park();
-        CallerRegion { parked: Box::new(ParkedOf::<M>(parked)), addr: ptr as usize, len, chunk: len }
+        CallerRegion { parked: Box::new(ParkedOf::<M>(parked)), addr: ptr as usize, len, chunk: len, exclusive }
     }
 
     /// Splits the region into buffers of `chunk` bytes (the last one
@@ -343,6 +361,11 @@ impl CallerRegion {
     }
 
     pub(crate) fn check(&self) -> Result<()> {
+        if !self.exclusive {
+            return Err(Error::invalid(
+                "a shared mapping cannot be registered as the caller's memory: another mapping may reach its pages",
+            ));
+        }
         if self.len == 0 {
             return Err(Error::invalid("an empty region cannot be registered"));
         }

@@ -380,3 +380,24 @@ fn clearing_the_table_gives_every_region_back_before_unregistering() {
     assert_eq!(on_disk, vec![2u8; 100]);
     bufs.into_inner().unwrap().unregister(&mut ring).unwrap();
 }
+
+#[test]
+fn a_shared_mapping_is_refused_it_may_have_twins() {
+    // Two mappings of one memfd reach the same pages: registering one
+    // would let a second table lend out bytes the kernel writes.
+    // SAFETY: memfd_create with a valid name.
+    let fd = unsafe { libc::memfd_create(c"uring-twins".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: a fresh fd we own.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(4096).unwrap();
+    let a = Mapping::map_ring(file.as_raw_fd(), 4096, 0).unwrap();
+    let b = Mapping::map_ring(file.as_raw_fd(), 4096, 0).unwrap();
+    assert!(!a.is_private_anonymous());
+    let mut ring = ring();
+    let r = RegisteredBuffers::register_memory(&mut ring, vec![CallerRegion::new(a)]);
+    assert!(matches!(r, Err(uring_buffers::Error::InvalidArgument(_))), "{r:?}");
+    let mut bufs = RegisteredBuffers::sparse(&mut ring, 1).unwrap();
+    assert!(bufs.replace(&mut ring, 0, CallerRegion::new(b)).is_err());
+    assert!(Mapping::anonymous(4096, false).unwrap().is_private_anonymous());
+}

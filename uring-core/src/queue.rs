@@ -39,6 +39,9 @@ use crate::sqe::Sqe;
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Made by [`anonymous`](Self::anonymous): private, so no other
+    /// mapping reaches its pages.
+    private: bool,
 }
 
 impl Mapping {
@@ -89,7 +92,9 @@ impl Mapping {
         }
         // SAFETY: a fresh private anonymous mapping; affects no existing memory.
         let p = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0) };
-        Self::from_mmap(p, len)
+        let mut m = Self::from_mmap(p, len)?;
+        m.private = true;
+        Ok(m)
     }
 
     fn from_mmap(p: *mut libc::c_void, len: usize) -> io::Result<Self> {
@@ -97,9 +102,17 @@ impl Mapping {
             return Err(io::Error::last_os_error());
         }
         match NonNull::new(p.cast::<u8>()) {
-            Some(ptr) => Ok(Mapping { ptr, len }),
+            Some(ptr) => Ok(Mapping { ptr, len, private: false }),
             None => Err(io::ErrorKind::AddrNotAvailable.into()),
         }
+    }
+
+    /// Whether this is a private anonymous mapping
+    /// ([`anonymous`](Self::anonymous)), whose pages no other mapping
+    /// reaches; a [`map_ring`](Self::map_ring) mapping is shared: the same
+    /// pages may be mapped again, anywhere.
+    pub fn is_private_anonymous(&self) -> bool {
+        self.private
     }
 
     /// The first byte.
