@@ -227,44 +227,45 @@ impl Core {
             }
             flags |= sys::IORING_ENTER_ABS_TIMER;
         }
-        let r =
-            if args.timeout.is_none() && args.min_wait.is_none() && args.sigmask.is_none() && args.deadline.is_none() {
-                // SAFETY: as in `enter`.
-                unsafe { sys::io_uring_enter(self.enter_fd, to_submit, args.min, flags, ptr::null()) }
-            } else {
-                let ts = args.timeout.or(args.deadline).map(|t| sys::__kernel_timespec {
-                    tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
-                    tv_nsec: i64::from(t.subsec_nanos()),
-                });
-                let min_wait_usec = match args.min_wait {
-                    None => 0,
-                    Some(_) if !self.features.has(FeatureFlags::MIN_TIMEOUT) => {
-                        return Err(Error::unsupported("IORING_FEAT_MIN_TIMEOUT", Some("needs Linux 6.12")));
-                    }
-                    Some(d) => u32::try_from(d.as_micros())
-                        .map_err(|_| Error::InvalidArgument(format!("min_wait {d:?} exceeds u32 microseconds")))?,
-                };
-                let arg = sys::io_uring_getevents_arg {
-                    ts: ts.as_ref().map_or(0, |ts| ts as *const sys::__kernel_timespec as u64),
-                    min_wait_usec,
-                    sigmask: args.sigmask.as_ref().map_or(0, |m| m.as_raw() as *const libc::sigset_t as u64),
-                    sigmask_sz: if args.sigmask.is_some() { crate::sigmask::KERNEL_SIGSET_BYTES } else { 0 },
-                };
-                // SAFETY: as in `enter`; `arg` and the timespec and signal set
-                // it may point to live on this stack frame (in `args`) for the
-                // duration of the call, and EXT_ARG tells the kernel to read
-                // exactly that structure.
-                unsafe {
-                    sys::io_uring_enter2(
-                        self.enter_fd,
-                        to_submit,
-                        args.min,
-                        flags | sys::IORING_ENTER_EXT_ARG,
-                        (&arg as *const sys::io_uring_getevents_arg).cast(),
-                        size_of::<sys::io_uring_getevents_arg>(),
-                    )
+        let plain =
+            args.timeout.is_none() && args.min_wait.is_none() && args.sigmask.is_none() && args.deadline.is_none();
+        let r = if plain {
+            // SAFETY: as in `enter`.
+            unsafe { sys::io_uring_enter(self.enter_fd, to_submit, args.min, flags, ptr::null()) }
+        } else {
+            let ts = args.timeout.or(args.deadline).map(|t| sys::__kernel_timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
+                tv_nsec: i64::from(t.subsec_nanos()),
+            });
+            let min_wait_usec = match args.min_wait {
+                None => 0,
+                Some(_) if !self.features.has(FeatureFlags::MIN_TIMEOUT) => {
+                    return Err(Error::unsupported("IORING_FEAT_MIN_TIMEOUT", Some("needs Linux 6.12")));
                 }
+                Some(d) => u32::try_from(d.as_micros())
+                    .map_err(|_| Error::InvalidArgument(format!("min_wait {d:?} exceeds u32 microseconds")))?,
             };
+            let arg = sys::io_uring_getevents_arg {
+                ts: ts.as_ref().map_or(0, |ts| ts as *const sys::__kernel_timespec as u64),
+                min_wait_usec,
+                sigmask: args.sigmask.as_ref().map_or(0, |m| m.as_raw() as *const libc::sigset_t as u64),
+                sigmask_sz: if args.sigmask.is_some() { crate::sigmask::KERNEL_SIGSET_BYTES } else { 0 },
+            };
+            // SAFETY: as in `enter`; `arg` and the timespec and signal set
+            // it may point to live on this stack frame (in `args`) for the
+            // duration of the call, and EXT_ARG tells the kernel to read
+            // exactly that structure.
+            unsafe {
+                sys::io_uring_enter2(
+                    self.enter_fd,
+                    to_submit,
+                    args.min,
+                    flags | sys::IORING_ENTER_EXT_ARG,
+                    (&arg as *const sys::io_uring_getevents_arg).cast(),
+                    size_of::<sys::io_uring_getevents_arg>(),
+                )
+            }
+        };
         match r {
             Ok(n) => Ok(n),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => Ok(0),
