@@ -364,11 +364,8 @@ impl Bundle {
     }
 }
 
-/// Incremental rings' requests: `user_data` low bits (foreign mode, the
-/// layer tag) and a 53-bit number from a process-wide counter.
-const REQUEST_LOW: u64 = 0b11 | ((uring_core::FOREIGN_TAG_BUFRING as u64) << 3);
-const REQUEST_SHIFT: u32 = 11;
-const REQUEST_MAX: u64 = (1 << (64 - REQUEST_SHIFT)) - 1;
+/// Incremental rings' requests: a [`uring_core::Layer::BufRing`] value
+/// whose payload is a 53-bit number from a process-wide counter.
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 /// How many of its latest requests an incremental ring still takes CQEs
 /// of (older ones' CQEs, not taken by then, are refused: buffers lost to
@@ -533,7 +530,7 @@ impl BufRing {
 
     /// Queues `op`, a request that selects from this **incremental** ring's
     /// group, and returns the `user_data` its CQEs carry: an identity of
-    /// this ring's own (the layer tag [`uring_core::FOREIGN_TAG_BUFRING`]
+    /// this ring's own (a [`uring_core::Layer::BufRing`] value
     /// and a number never reused), which no other push, `MSG_RING` or
     /// poll update may carry. On an incremental ring this is the only way
     /// to queue such a request (the group is reserved: every other push
@@ -572,17 +569,16 @@ impl BufRing {
             )));
         }
         let number = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        if number > REQUEST_MAX {
+        let Some(value) = uring_core::LayerData::new(uring_core::Layer::BufRing, false, number) else {
             return Err(Error::invalid("incremental ring request numbers are exhausted (2^53)"));
-        }
-        let user_data = REQUEST_LOW | (number << REQUEST_SHIFT);
+        };
+        let user_data = value.raw();
         let pos = ring.cq_position();
         // SAFETY: `O: SafeOp` names no caller memory; the user_data is this
         // layer's, used for this request only, and `take` checks the ring
         // and position of each CQE; this ring reserved the group, and the
         // entry is checked to select from it below.
-        let (stamped, group) =
-            unsafe { uring_ops::push_group_owner_layer_op(ring, SqeContext::from_raw(user_data), op) }?;
+        let (stamped, group) = unsafe { uring_ops::push_group_owner_layer_op(ring, value.context(), op) }?;
         if group != Some(self.group) {
             // SAFETY: queued just above, not flushed, nothing depends on it.
             unsafe { ring.retract_last_sqe() };
@@ -641,7 +637,7 @@ impl BufRing {
     /// registered with, and be later than the CQE that last handed out the
     /// same buffer: a CQE of another group or ring, or one presented again
     /// (a copied [`CqeSlot`](uring_core::CqeSlot)), is refused and hands
-    /// out nothing. A foreign context proves nothing: the layer that queued
+    /// out nothing. A layer value proves nothing: the layer that queued
     /// it vouches ([`take_selection`](Self::take_selection)). On an
     /// incremental ring, only the CQEs of its own requests
     /// ([`push_op`](Self::push_op)) are taken.
@@ -1139,7 +1135,7 @@ fn unproven(group: u16, bid: u16) -> Error {
     Error::NotOwned {
         group,
         bid,
-        why: "the CQE's context does not prove which group it selected from (a foreign context, or a pooled one \
+        why: "the CQE's context does not prove which group it selected from (a layer value, or a pooled one \
               resolved without its ring's pools): its layer must vouch for it (take_selection)",
     }
 }

@@ -35,7 +35,7 @@ fn complete_one(ring: &mut Ring, what: &str) -> Result<i32, Box<dyn Error>> {
 /// A caller-chosen `user_data` (mode bits `3`, "foreign"): the ring stamps
 /// it unchanged, so each completion of the batch names its read.
 fn tag(i: u64) -> SqeContext {
-    SqeContext::from_raw((i << 2) | 0b11)
+    SqeContext::token(i as u64).unwrap()
 }
 
 fn run() -> Result<(), Box<dyn Error>> {

@@ -12,7 +12,7 @@ use uring_ops::poll::{PollEvents, PollOps};
 /// A `user_data` of our own (mode bits `3`: "foreign"), stamped unchanged,
 /// so we can name the poll later to remove it.
 fn tag(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n as u64).unwrap()
 }
 
 /// Waits (up to 5 s) for one completion: `(user_data, result, more)`.

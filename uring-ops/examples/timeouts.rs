@@ -27,7 +27,7 @@ type Result<T> = std::result::Result<T, Box<dyn Error>>;
 /// A caller-chosen `user_data` (mode bits `3`, "foreign": the ring stamps
 /// it as it is), to tell the completions apart.
 fn tag(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n as u64).unwrap()
 }
 
 /// Submits what is queued and waits for `n` completions: their results by

@@ -18,7 +18,7 @@ const ENOENT: i32 = -libc::ENOENT;
 const READ: u8 = sys::IORING_OP_READ as u8;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n as u64).unwrap() // foreign: stamped as it is
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):

@@ -15,7 +15,7 @@ use uring_ops::file::{
 use uring_ops::prelude::*;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(n << 2)
+    SqeContext::token(n as u64).unwrap()
 }
 
 fn iov(buf: &[u8]) -> libc::iovec {
@@ -70,7 +70,7 @@ fn write_reaches_the_disk_and_reads_honour_offsets() {
     unsafe { ring.write(ctx(1), f.as_raw_fd(), data, 0) }.unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, data.len() as i32);
-    assert_eq!(SqeContext::from_raw(d.user_data).op(), Some(sys::IORING_OP_WRITE as u8));
+    assert_eq!(SqeContext::of_user_data(d.user_data).op(), Some(sys::IORING_OP_WRITE as u8));
     assert_eq!(std::fs::read(&path).unwrap(), data);
 
     // A write at an offset past the data leaves a hole of zeros.

@@ -282,7 +282,7 @@ fn foreign_completions_are_not_claimed() {
     // What the chain's contexts used to be (a direct context naming the
     // phase's opcode and the listener's slot) names nothing now.
     let old_style = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
-    for ctx in [old_style, SqeContext::from_raw(u64::MAX)] {
+    for ctx in [old_style, SqeContext::of_user_data(u64::MAX)] {
         assert_eq!(mgr.decode(ctx.raw()), None, "{ctx:?}");
     }
     // Another ring's CQE is not the chain's, whatever it says.
@@ -316,7 +316,7 @@ fn a_forged_socket_completion_cannot_hand_the_chain_a_descriptor() {
     let ud = socket.cqe().user_data();
     let err = ring.push_op(SqeContext::for_fd(1), MsgRing::new(ring.as_raw_fd(), ud, victim.as_raw_fd())).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = ring.push_op(SqeContext::from_raw(ud), Nop::new()).unwrap_err();
+    let err = ring.push_op(SqeContext::of_user_data(ud), Nop::new()).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert!(mgr.handle_cqe(&mut ring, &socket.cqe()));
     drive(&mut ring, &mut mgr);

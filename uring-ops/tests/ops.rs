@@ -31,7 +31,7 @@ fn direct_context_carries_the_real_opcode_and_flags() {
 #[test]
 fn injected_results_come_back() {
     let mut ring = common::ring(8);
-    ring.push_op(SqeContext::from_raw(7 << 2), Nop::new().result(-libc::EBADF)).unwrap();
+    ring.push_op(SqeContext::token(7).unwrap(), Nop::new().result(-libc::EBADF)).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, -libc::EBADF);
 }
@@ -67,7 +67,7 @@ fn a_released_pooled_context_is_refused_before_anything_is_queued() {
 fn a_full_queue_is_an_error_not_a_flush() {
     let mut ring = common::ring(4);
     for i in 0..4 {
-        ring.push_op(SqeContext::from_raw(i << 2), Nop::new()).unwrap();
+        ring.push_op(SqeContext::token(i as u64).unwrap(), Nop::new()).unwrap();
     }
     assert_eq!(ring.sq_room(), 0);
     assert!(matches!(ring.push_op(SqeContext::default(), Nop::new()), Err(Error::QueueFull { entries: 4 })));
@@ -87,11 +87,10 @@ fn a_stopped_or_unstarted_ring_refuses_operations() {
 
 #[test]
 fn safe_code_cannot_forge_a_layers_memory_releasing_cqe() {
-    use uring_core::{FOREIGN_TAG_FIXED, FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX};
     use uring_ops::msg::MsgRing;
     let mut ring = common::ring(8);
-    for tag in [FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_FIXED, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX] {
-        let forged = SqeContext::from_raw(0b11 | (u64::from(tag) << 3) | (1 << 11));
+    for layer in uring_core::Layer::ALL {
+        let forged = uring_core::LayerData::new(layer, false, 1).unwrap().context();
         let err = ring.push_op(forged, Nop::new()).unwrap_err();
         assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
         let err = ring.push_op(SqeContext::default(), MsgRing::new(ring.as_raw_fd(), forged.raw(), 0)).unwrap_err();
@@ -102,7 +101,16 @@ fn safe_code_cannot_forge_a_layers_memory_releasing_cqe() {
         assert!(matches!(ring.push_op(SqeContext::default(), op), Err(Error::InvalidArgument(_))), "flag {flag:#x}");
     }
     assert_eq!(ring.sq_pending(), 0, "nothing was queued");
-    // Foreign values outside the reserved tags are the caller's own.
-    ring.push_op(SqeContext::from_raw(0b11 | (0x42 << 3)), Nop::new()).unwrap();
-    assert_eq!(common::reap_one(&mut ring).user_data, 0b11 | (0x42 << 3));
+    // Any layer-mode value is refused, a known layer's or not (safe code
+    // cannot even build one with `from_raw`); the caller's own numbers are
+    // tokens.
+    assert_eq!(SqeContext::from_raw(0b11 | (0x42 << 3)), None);
+    let unknown = SqeContext::of_user_data(0b11 | (0x42 << 3));
+    assert!(matches!(ring.push_op(unknown, Nop::new()), Err(Error::InvalidArgument(_))));
+    // The small numbers that once collided with a layer's id in the old
+    // foreign idiom (`(n << 2) | 3`) are plain tokens.
+    for n in [88u64, 89, 92, 93, 362, 363, 482, 483] {
+        ring.push_op(SqeContext::token(n).unwrap(), Nop::new()).unwrap();
+        assert_eq!(SqeContext::of_user_data(common::reap_one(&mut ring).user_data).as_token(), Some(n));
+    }
 }

@@ -12,7 +12,7 @@ use uring_ops::prelude::*;
 /// A foreign `user_data` (mode bits 3): stamped unchanged, so removes and
 /// updates can name it.
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n as u64).unwrap()
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -18,7 +18,7 @@ const ETIME: i32 = -libc::ETIME;
 const ECANCELED: i32 = -libc::ECANCELED;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n as u64).unwrap() // foreign: stamped as it is
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):
