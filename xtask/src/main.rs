@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod apt;
 mod bindgen;
 mod callgrind;
+mod deps;
 mod doctor;
 mod util;
 mod vm;
@@ -29,6 +30,16 @@ tasks:
                        of the pinned package.
         --repin        move the pin to the newest linux-libc-dev that the
                        pinned suites offer, then regenerate.
+  deps [--list]
+      Install (apt-get, as root or through sudo) every Debian package the
+      tasks below and .ci/run need: the pinned libclang, apt and the archive
+      keyring, QEMU, busybox-static, cpio, e2fsprogs, valgrind, ... Installs
+      only what is missing and prints it; without root or sudo it prints
+      the exact apt-get command instead (exit 3).
+        --list         list each package, whether it is installed and what
+                       needs it; install nothing.
+      Every task checks its tools before it starts and, when some are
+      missing, names them all in one line (exit 3).
   doctor
       Diagnose this machine for io_uring: kernel release against the 6.18
       baseline, kernel.io_uring_disabled, RLIMIT_MEMLOCK, seccomp, every
@@ -76,6 +87,7 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "bindgen" => bindgen::run(rest),
+        "deps" => deps::run(rest),
         "doctor" => doctor::run(rest),
         "callgrind" => callgrind::run(rest),
         "vm-test" => vm::run(rest),

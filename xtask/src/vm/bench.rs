@@ -100,6 +100,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "vm-bench builds x86_64 Linux binaries and boots x86_64 kernels: run it on one",
         ));
     }
+    super::preflight("vm-bench", &args.kernels)?;
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
     let logs = dir.join("logs");

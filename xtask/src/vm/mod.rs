@@ -31,11 +31,12 @@ mod kernel;
 mod report;
 
 pub(crate) use bench::run as run_bench;
+pub(crate) use guest::is_static;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::deps::{self, Need};
 use crate::util::{Failure, Result};
 use crate::workspace_root;
 
@@ -149,6 +150,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "vm-test builds x86_64 Linux binaries and boots x86_64 kernels: run it on one",
         ));
     }
+    preflight("vm-test", &args.kernels)?;
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
     let logs = dir.join("logs");
@@ -268,9 +270,25 @@ fn broken(ending: &Ending, end_status: Option<i32>, timeout: Duration) -> Option
     }
 }
 
+/// Checks, before anything is fetched or built, every tool `task` needs
+/// for the kernels `specs` name (`None`: the host): all missing ones in
+/// one line. A missing mkfs.ext4 is only a note (the guest falls back to
+/// ext2).
+pub(crate) fn preflight(task: &str, specs: &[Option<Spec>]) -> Result<()> {
+    let mut needs = vec![Need::StaticBuild];
+    let boots = specs.iter().any(Option::is_some);
+    if boots {
+        needs.extend([Need::Apt, Need::Boot]);
+    }
+    deps::require(task, &needs)?;
+    if boots && let Some(note) = deps::note_optional(task, &[Need::Ext4]) {
+        println!("{note}");
+    }
+    Ok(())
+}
+
 /// The kernels `specs` name (`None`: the host, nothing to fetch), fetched
-/// or taken from the cache under `dir`; QEMU is checked when any is to be
-/// booted.
+/// or taken from the cache under `dir`.
 pub(crate) fn fetch_kernels(dir: &Path, specs: &[Option<Spec>]) -> Result<Vec<Option<Kernel>>> {
     let mut fetcher = Fetcher::new(dir);
     let mut kernels = Vec::new();
@@ -280,25 +298,7 @@ pub(crate) fn fetch_kernels(dir: &Path, specs: &[Option<Spec>]) -> Result<Vec<Op
             Some(spec) => Some(fetcher.get(spec)?),
         });
     }
-    if kernels.iter().any(Option::is_some) {
-        check_qemu()?;
-    }
     Ok(kernels)
-}
-
-/// QEMU must be installed; say how when it is not.
-fn check_qemu() -> Result<()> {
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::unavailable("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86"))
-    }
 }
 
 /// `path` relative to the workspace root, for display.
