@@ -11,6 +11,8 @@ mod bindgen;
 mod callgrind;
 mod deps;
 mod doctor;
+#[cfg(test)]
+mod tidy;
 mod util;
 mod vm;
 
