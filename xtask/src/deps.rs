@@ -315,6 +315,9 @@ pub(crate) fn require_in(task: &str, needs: &[Need], env: &Env) -> Result<()> {
 /// For optional tools: the one-line note `task` prints when they are
 /// missing, if they are.
 pub(crate) fn note_optional(task: &str, needs: &[Need]) -> Option<String> {
+    if needs.is_empty() {
+        return None;
+    }
     let pin = pin().ok()?;
     let env = Env::current();
     let missing = missing(needs, &env, &pin);

@@ -48,11 +48,14 @@ fn vm_test_lists_every_missing_tool_at_once() {
     let empty = empty_dir("vm-test");
     let out = xtask(&["vm-test"], Some(&empty), &empty);
     let line = one_clean_line(&out, "vm-test", 3);
-    for tool in ["qemu-system-x86_64", "cpio", "apt-get", "dpkg-deb"] {
+    // (apt's tools too, unless every kernel is cached under target/: the
+    // unit tests in deps.rs check that part.)
+    for tool in ["qemu-system-x86_64", "cpio"] {
         assert!(line.contains(tool), "{tool} is not named: {line}");
     }
-    // Nothing was fetched or built.
-    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    // Nothing was fetched or built (at most a note on optional tools).
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.lines().all(|l| l.starts_with("note: ")), "{stdout}");
 }
 
 #[test]

@@ -100,9 +100,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "vm-bench builds x86_64 Linux binaries and boots x86_64 kernels: run it on one",
         ));
     }
-    super::preflight("vm-bench", &args.kernels)?;
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
+    super::preflight("vm-bench", &dir, &args.kernels)?;
     let logs = dir.join("logs");
     // Its own initramfs, scratch disk and exit helper: a vm-test may run
     // beside it.

@@ -150,9 +150,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             "vm-test builds x86_64 Linux binaries and boots x86_64 kernels: run it on one",
         ));
     }
-    preflight("vm-test", &args.kernels)?;
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
+    preflight("vm-test", &dir, &args.kernels)?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| Failure::new(format!("cannot create {}: {e}", logs.display())))?;
     let started = Instant::now();
@@ -271,17 +271,30 @@ fn broken(ending: &Ending, end_status: Option<i32>, timeout: Duration) -> Option
 }
 
 /// Checks, before anything is fetched or built, every tool `task` needs
-/// for the kernels `specs` name (`None`: the host): all missing ones in
-/// one line. A missing mkfs.ext4 is only a note (the guest falls back to
-/// ext2).
-pub(crate) fn preflight(task: &str, specs: &[Option<Spec>]) -> Result<()> {
+/// for the kernels `specs` name (`None`: the host), all missing ones in
+/// one line. The private apt's tools are needed only when some kernel is
+/// not in the cache under `dir` (offline, a cached kernel will do); a
+/// missing mkfs.ext4 is only a note (the guest falls back to ext2).
+pub(crate) fn preflight(task: &str, dir: &Path, specs: &[Option<Spec>]) -> Result<()> {
     let mut needs = vec![Need::StaticBuild];
-    let boots = specs.iter().any(Option::is_some);
-    if boots {
-        needs.extend([Need::Apt, Need::Boot]);
+    let vms: Vec<&Spec> = specs.iter().flatten().collect();
+    if !vms.is_empty() {
+        needs.push(Need::Boot);
+    }
+    let fetcher = Fetcher::new(dir);
+    let all_cached = vms.iter().all(|s| fetcher.newest_cached(s).is_some());
+    if !all_cached {
+        needs.push(Need::Apt);
     }
     deps::require(task, &needs)?;
-    if boots && let Some(note) = deps::note_optional(task, &[Need::Ext4]) {
+    let mut optional = Vec::new();
+    if !vms.is_empty() {
+        optional.push(Need::Ext4);
+    }
+    if all_cached && !vms.is_empty() {
+        optional.push(Need::Apt);
+    }
+    if let Some(note) = deps::note_optional(task, &optional) {
         println!("{note}");
     }
     Ok(())
