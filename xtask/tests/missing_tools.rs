@@ -131,3 +131,41 @@ fn deps_list_names_every_package_and_installs_nothing() {
         assert!(stdout.contains(pkg), "{pkg} is not listed:\n{stdout}");
     }
 }
+
+#[test]
+fn deps_without_root_or_sudo_prints_the_exact_command() {
+    // As nobody, with a PATH holding only a dpkg-query that reports cpio
+    // and valgrind as not installed (and no sudo). Needs root and setpriv
+    // to become nobody, and a workspace nobody can read.
+    let setpriv = "/usr/bin/setpriv";
+    let exe = env!("CARGO_BIN_EXE_xtask");
+    let pin = concat!(env!("CARGO_MANIFEST_DIR"), "/../uring-sys/headers.pin");
+    let as_nobody = |args: &[&str], path: &std::path::Path| {
+        Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "env"])
+            .arg(format!("PATH={}", path.display()))
+            .args(args)
+            .output()
+    };
+    let bin = empty_dir("deps-nobody");
+    let usable = std::path::Path::new(setpriv).exists()
+        && std::path::Path::new("/usr/bin/dpkg-query").exists()
+        && as_nobody(&["/usr/bin/test", "-x", exe, "-a", "-r", pin], &bin).is_ok_and(|o| o.status.success());
+    if !usable {
+        eprintln!("skipped: needs root, setpriv, dpkg-query and a workspace readable by nobody");
+        return;
+    }
+    let fake = bin.join("dpkg-query");
+    std::fs::write(&fake, "#!/bin/sh\ncase \"$3\" in cpio|valgrind) exit 1;; esac\nexec /usr/bin/dpkg-query \"$@\"\n")
+        .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = as_nobody(&[exe, "deps"], &bin).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: cargo xtask deps: not root and no sudo; as root, run: apt-get update -qq && \
+         apt-get install -y -qq --no-install-recommends cpio valgrind"
+    );
+}
