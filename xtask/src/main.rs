@@ -50,7 +50,8 @@ tasks:
   callgrind
       Count user-space instructions per io_uring_enter and per SQE for
       uring-core and the io-uring crate with valgrind's callgrind (exact
-      where wall-clock benchmarks are noisy). Needs valgrind.
+      where wall-clock benchmarks are noisy). Needs valgrind (`cargo xtask
+      deps`).
   vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
       Run the test binaries of the workspace's library crates (every
       member but xtask: unit, integration and example tests) on a matrix of
@@ -66,7 +67,7 @@ tasks:
       ARGS go to every test binary (a test-name filter, --exact, ...).
       Exits 1 on a failed test or a boot that never reports (--timeout per
       boot, default 600). Needs qemu-system-x86, busybox-static, cpio and
-      (for an ext4 temp dir in the guest) e2fsprogs.
+      (for an ext4 temp dir in the guest) e2fsprogs: `cargo xtask deps`.
   vm-bench --bench LABEL... [--kernel VERSION]... [--timeout SECS] [-- BENCH ARGS...]
       Run criterion benches ([[bench]] targets of the library crates) on a
       kernel of vm-test's kind, default 7.3 (`host`: directly). Built in

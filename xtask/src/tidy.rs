@@ -87,6 +87,7 @@ const ALLOWED: &[&str] = &[
     // Syscalls, tools, files and instructions outside the workspace.
     "mmap",
     "rustc",
+    "cargo",
     "setpriv",
     "addr2line",
     "vmlinuz",
