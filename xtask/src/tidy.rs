@@ -147,8 +147,12 @@ impl Index {
     fn build(root: &Path) -> Self {
         let mut index = Index { root: root.to_path_buf(), ..Index::default() };
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("workspace Cargo.toml");
-        let members = manifest.lines().find(|l| l.trim_start().starts_with("members")).expect("members");
-        index.members = members.split('"').skip(1).step_by(2).map(str::to_owned).collect();
+        // `members = [...]`, on one line or several.
+        let start = manifest.find("members").expect("the workspace lists its members");
+        let list = &manifest[start..];
+        let list = &list[..list.find(']').expect("members = [...]")];
+        index.members = list.split('"').skip(1).step_by(2).map(str::to_owned).collect();
+        assert!(index.members.iter().any(|m| m == "uring-core"), "cannot read the members: {:?}", index.members);
         let main = std::fs::read_to_string(root.join("xtask/src/main.rs")).expect("xtask/src/main.rs");
         for line in main.lines() {
             if let Some((arms, _)) = line.trim().split_once("=>") {
