@@ -1154,6 +1154,33 @@ pub(crate) fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
     Ok(())
 }
 
+impl uring_core::HandleCqe for BufRing {
+    /// The buffer (or range) the CQE hands over, or why it cannot.
+    type Event = Result<Buf>;
+
+    /// `None` unless `cqe` is this ring's to take: one of its own requests'
+    /// (incremental rings), or one that proves it selected from this group
+    /// of this ring ([`Cqe::buffer_selection`]) and is newer than the CQE
+    /// that last handed out its buffer; then [`BufRing::take`] (a CQE of
+    /// its own that names no buffer is `None` too).
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Buf>> {
+        let mine = if self.incremental {
+            self.is_own(cqe)
+        } else {
+            // A copy of a CQE taken already is not this ring's any more.
+            cqe.buffer_selection().is_some_and(|s| {
+                s.ring_id() == self.ring_id
+                    && s.group() == self.group
+                    && self.seen.get(usize::from(s.bid())).is_some_and(|&after| s.seq() >= after)
+            })
+        };
+        if !mine {
+            return None;
+        }
+        self.take(cqe).transpose()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

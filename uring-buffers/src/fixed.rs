@@ -876,6 +876,19 @@ fn empty_slot(index: u32) -> Error {
     Error::invalid(format!("registered buffer slot {index} is empty (sparse table: install a buffer first)"))
 }
 
+impl uring_core::HandleCqe for FixedBuffers {
+    /// What the operation's CQE meant, and whether its buffer is free.
+    type Event = FixedDone;
+
+    /// [`FixedBuffers::handle_cqe`], for routers that offer each CQE with
+    /// its ring (the ring is not needed: the inherent method also works
+    /// while the CQE still borrows it).
+    #[inline]
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<FixedDone> {
+        FixedBuffers::handle_cqe(self, cqe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -538,3 +538,15 @@ impl SendRing {
 }
 
 const _: () = assert!(MAX_ENTRIES <= 1 << 16, "buffer ids are 16 bits");
+
+impl uring_core::HandleCqe for SendRing {
+    /// What [`SendRing::complete`] says of the bundle send's CQE.
+    type Event = Result<Sent>;
+
+    /// `None` unless `cqe` carries the `user_data` of the bundle send in
+    /// flight and comes from this ring; then [`SendRing::complete`].
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Sent>> {
+        let (user_data, _) = self.send;
+        (self.in_flight && cqe.ring_id() == self.ring_id && cqe.user_data() == user_data).then(|| self.complete(cqe))
+    }
+}

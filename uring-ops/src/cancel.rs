@@ -284,8 +284,9 @@ mod tests {
 
     #[test]
     fn criteria_become_flags_and_fields() {
-        let sqe = prepared(AsyncCancel::new(SqeContext::token(99).unwrap()));
-        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.fd), (99, 0, -1));
+        let target = SqeContext::token(99).unwrap().with_op(22);
+        let sqe = prepared(AsyncCancel::new(target));
+        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.fd), (target.raw(), 0, -1));
         let sqe = prepared(AsyncCancel::fd(Target::Fixed(4)).all());
         assert_eq!(sqe.fd, 4);
         assert_eq!(sqe.flags, 0, "no IOSQE_FIXED_FILE: the cancel flags say it");

@@ -60,7 +60,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use uring_core::{Cqe, Error, Result, Ring, SqeContext, sys};
+use uring_core::{Cqe, Error, HandleCqe, Result, Ring, SqeContext, sys};
 
 use crate::multishot::AcceptMulti;
 use crate::op::SafeOp;
@@ -281,7 +281,7 @@ static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// [module documentation](self).
 ///
 /// ```no_run
-/// use uring_core::{CqeSlot, Options, Ring, SqeContext};
+/// use uring_core::{CqeSlot, HandleCqe, Options, Ring, SqeContext};
 /// use std::os::fd::AsRawFd;
 /// use uring_ops::listener::ListenerManager;
 ///
@@ -293,7 +293,7 @@ static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// while manager.listener(id).is_none() {
 ///     let n = ring.wait(&mut slots)?.len();
 ///     for slot in &slots[..n] {
-///         if !manager.handle_cqe(&mut ring, &slot.cqe()) {
+///         if manager.handle_cqe(&mut ring, &slot.cqe()).is_none() {
 ///             // not the chain's: route it elsewhere
 ///         }
 ///     }
@@ -422,13 +422,7 @@ impl<H> ListenerManager<H> {
         })
     }
 
-    /// Handles a reaped CQE: `true` if it was one of this chain's (and is
-    /// now dealt with), `false` if it belongs to someone else.
-    ///
-    /// Take the CQE from a [`CqeSlot`](uring_core::CqeSlot) (whose view
-    /// does not borrow the ring), or pass its parts to
-    /// [`handle_completion`](Self::handle_completion).
-    pub fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool
+    fn handle(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool
     where
         H: ListenerHandler,
     {
@@ -448,7 +442,7 @@ impl<H> ListenerManager<H> {
         unsafe { self.handle_completion(ring, cqe.user_data(), cqe.res()) }
     }
 
-    /// [`handle_cqe`](Self::handle_cqe) from a CQE's `user_data` and
+    /// [`handle_cqe`](HandleCqe::handle_cqe) from a CQE's `user_data` and
     /// result, without checking where they came from.
     ///
     /// # Safety
@@ -628,6 +622,22 @@ impl<H> ListenerManager<H> {
         unsafe { crate::ring::push_layer_op(ring, value.context(), op) }?;
         self.entries[id.index as usize].pending = (user_data, ring.id(), queued_at);
         Ok(())
+    }
+}
+
+impl<H: ListenerHandler> HandleCqe for ListenerManager<H> {
+    /// Chains report to their [`ListenerHandler`].
+    type Event = ();
+
+    /// Handles a reaped CQE: `Some` if it was one of this manager's chains'
+    /// (and is now dealt with: the next phase queued, or the handler told),
+    /// `None` if it belongs to someone else.
+    ///
+    /// Take the CQE from a [`CqeSlot`](uring_core::CqeSlot) (whose view
+    /// does not borrow the ring), or pass its parts to
+    /// [`handle_completion`](ListenerManager::handle_completion).
+    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> Option<()> {
+        self.handle(ring, cqe).then_some(())
     }
 }
 

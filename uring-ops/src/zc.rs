@@ -636,3 +636,16 @@ impl<P: ZcPayload> Drop for ZcTracker<P> {
         }
     }
 }
+
+impl<P: ZcPayload> uring_core::HandleCqe for ZcTracker<P> {
+    /// A send's result or its notification.
+    type Event = ZcEvent<P>;
+
+    /// [`ZcTracker::handle_cqe`], for routers that offer each CQE with its
+    /// ring (the inherent method also works while the CQE still borrows
+    /// the ring).
+    #[inline]
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<ZcEvent<P>> {
+        ZcTracker::handle_cqe(self, cqe)
+    }
+}

@@ -9,7 +9,7 @@
 //!   and `tests/stop.rs` relative to the crate whose section it appears
 //!   in; a bare `guest.rs` anywhere in the workspace) must exist;
 //! - a Rust item (`Ring::cq_position`, `BufferSelection::vouch`,
-//!   `FOREIGN_TAG_ZC`, a test `socket::connect_reaches_...`) must be
+//!   `LayerData::PAYLOAD_MAX`, a test `socket::connect_reaches_...`) must be
 //!   defined in the workspace's `.rs` files: every segment as `fn`,
 //!   `struct`, `enum`, `trait`, `type`, `const`, `static`, `mod`, `union`,
 //!   `macro_rules!`, an enum variant or a field (or a module's file), a
@@ -626,8 +626,8 @@ mod tests {
         for span in [
             "Ring::cq_position",
             "BufferSelection::vouch",
-            "FOREIGN_TAG_ZC",
-            "uring_core::FOREIGN_TAG_*",
+            "LayerData::PAYLOAD_MAX",
+            "uring_core::Layer::*",
             "IORING_SETUP_R_DISABLED",
             "NO_MMAP",
             "buf.release()",
