@@ -447,7 +447,7 @@ impl BufRing {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a bad configuration (before any
-    /// syscall), [`Error::Alloc`], [`Error::Ring`] when the ring is stopped
+    /// syscall), [`Error::Alloc`], [`Error::Core`] when the ring is stopped
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
@@ -551,7 +551,7 @@ impl BufRing {
     /// [`Error::InvalidArgument`] on a ring that is not incremental (push
     /// with `RingOps::push_op`), when `op` does not select from this group
     /// (nothing is queued), or a request is in flight; the push's errors
-    /// ([`Error::Ring`]).
+    /// ([`Error::Core`]).
     pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, op: O) -> Result<SqeContext> {
         if !self.incremental {
             return Err(Error::invalid(format!(
@@ -1064,7 +1064,7 @@ impl BufRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the call fails (the ring is stopped, or this
+    /// [`Error::Core`] when the call fails (the ring is stopped, or this
     /// ring was unregistered: `EINVAL`).
     pub fn head(&self, ring: &Ring) -> Result<u16> {
         let mut st = sys::io_uring_buf_status { buf_group: u32::from(self.group), ..Default::default() };
@@ -1087,7 +1087,7 @@ impl BufRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(mut self, ring: &mut Ring) -> Result<()> {
         if ring.id() != self.ring_id {
             return Err(Error::invalid(format!("group {}: this BufRing is registered with another ring", self.group)));

@@ -394,7 +394,7 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the ring is stopped.
+    /// [`Error::Core`] when the ring is stopped.
     pub unsafe fn from_registered(ring: &mut Ring, bufs: RegisteredBuffers) -> Result<Self> {
         let n = bufs.len();
         let graveyard = std::sync::Arc::new(Graveyard::default());
@@ -629,7 +629,7 @@ impl FixedBuffers {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] (bad index or range, the buffer in
-    /// flight, another ring); [`Error::Ring`] when the ring refuses (full
+    /// flight, another ring); [`Error::Core`] when the ring refuses (full
     /// queue, stopped): the buffer stays idle.
     pub fn read_fixed(
         &mut self,
@@ -697,7 +697,7 @@ impl FixedBuffers {
     ///
     /// As for [`read_fixed`](Self::read_fixed), and
     /// [`Error::InvalidArgument`] for no ranges or more than
-    /// [`MAX_RANGES`]; [`Error::Ring`] with
+    /// [`MAX_RANGES`]; [`Error::Core`] with
     /// [`Unsupported`](uring_core::Error::Unsupported) before 6.15.
     pub fn readv_fixed(
         &mut self,

@@ -142,7 +142,7 @@ fn bad_configurations_and_taken_groups_are_refused() {
     ring.stop();
     assert!(matches!(
         BufRing::register(&mut ring, BufRingConfig::new(8, 4, 64)),
-        Err(Error::Ring(uring_core::Error::Stopped))
+        Err(Error::Core(uring_core::Error::Stopped))
     ));
 }
 

@@ -187,7 +187,7 @@ fn bad_input_is_refused() {
     let s = finish(&mut ring, &mut sr);
     assert_eq!((s[0].res, s[0].freed), (3, 1));
     // A taken group id.
-    assert!(matches!(SendRing::register(&mut ring, BufRingConfig::new(1, 2, 64)), Err(Error::Ring(_))));
+    assert!(matches!(SendRing::register(&mut ring, BufRingConfig::new(1, 2, 64)), Err(Error::Core(_))));
     sr.unregister(&mut ring).unwrap();
 }
 

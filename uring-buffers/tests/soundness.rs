@@ -430,7 +430,7 @@ fn a_send_rings_group_is_its_own() {
         assert!(e.to_string().contains("reserved"), "{e}");
     }
     assert_eq!(ring.sq_pending(), pending, "nothing was queued");
-    assert!(matches!(SendRing::register(&mut ring, BufRingConfig::new(71, 4, 64)), Err(Error::Ring(_))));
+    assert!(matches!(SendRing::register(&mut ring, BufRingConfig::new(71, 4, 64)), Err(Error::Core(_))));
     // The send ring's own send goes through.
     let mut buf = sr.acquire().unwrap();
     sr.buf_mut(&mut buf)[..5].copy_from_slice(b"owned");

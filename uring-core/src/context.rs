@@ -487,10 +487,7 @@ impl SqeContext {
                 if flags.contains(SqeFlags::BUFFER_SELECT) { stamped.with_buf_group(sqe.buf_group()) } else { stamped }
             }
             MODE_TOKEN => {
-                let n = match self.as_token() {
-                    Some(n) => n,
-                    None => 0,
-                };
+                let n = self.as_token().unwrap_or_default();
                 let op = (sqe.opcode as u64) << OP_SHIFT;
                 if SqeFlags::from_bits_retain(sqe.flags).contains(SqeFlags::BUFFER_SELECT) {
                     if n > Self::TOKEN_MAX_SELECTING {

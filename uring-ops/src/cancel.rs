@@ -294,8 +294,8 @@ mod tests {
             sqe.op_flags(),
             sys::IORING_ASYNC_CANCEL_FD | sys::IORING_ASYNC_CANCEL_FD_FIXED | sys::IORING_ASYNC_CANCEL_ALL
         );
-        let sqe = prepared(AsyncCancel::opcode(22).and_user_data(SqeContext::token(7).unwrap()));
-        assert_eq!((sqe.len, sqe.addr()), (22, 7));
+        let sqe = prepared(AsyncCancel::opcode(22).and_user_data(SqeContext::token(7).unwrap().with_op(22)));
+        assert_eq!((sqe.len, sqe.addr()), (22, SqeContext::token(7).unwrap().with_op(22).raw()));
         assert_eq!(sqe.op_flags(), sys::IORING_ASYNC_CANCEL_OP | sys::IORING_ASYNC_CANCEL_USERDATA);
         assert_eq!(prepared(AsyncCancel::any()).op_flags(), sys::IORING_ASYNC_CANCEL_ANY);
     }

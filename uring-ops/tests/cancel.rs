@@ -21,7 +21,7 @@ const READ: u8 = sys::IORING_OP_READ as u8;
 /// opcode stamped in (`ctx(n).with_op(READ)`): the kernel matches all 64
 /// bits.
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap() // a token: the push stamps the opcode in
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):

@@ -10,7 +10,7 @@ use uring_ops::cmd::{CmdOps, Nop128, Ring128Ops, SiocInq, UringCmd, UringCmd128}
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap()
+    SqeContext::token(n).unwrap()
 }
 
 /// Blocks (5 s at most) until `fd` is readable.

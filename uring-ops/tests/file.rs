@@ -15,7 +15,7 @@ use uring_ops::file::{
 use uring_ops::prelude::*;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap()
+    SqeContext::token(n).unwrap()
 }
 
 fn iov(buf: &[u8]) -> libc::iovec {

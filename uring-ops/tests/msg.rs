@@ -9,7 +9,7 @@ use uring_ops::msg::{FilesUpdate, FixedFdInstall, MsgOps, MsgRing, MsgRingFd};
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap()
+    SqeContext::token(n).unwrap()
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {

@@ -15,7 +15,7 @@ use uring_ops::prelude::*;
 use uring_ops::socket::{Accept, Listen, SockAddr, Socket, SocketSetupOps, UnixName};
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap()
+    SqeContext::token(n).unwrap()
 }
 
 /// Takes ownership of a descriptor the kernel returned in a CQE.

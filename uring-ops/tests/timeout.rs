@@ -18,7 +18,7 @@ const ETIME: i32 = -libc::ETIME;
 const ECANCELED: i32 = -libc::ECANCELED;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap() // a token: the push stamps the opcode in
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
 }
 
 /// Timeout `n` as the kernel saw it: the token with the timeout's opcode

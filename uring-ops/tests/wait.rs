@@ -23,7 +23,7 @@ fn word(v: u32) -> &'static AtomicU32 {
 }
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::token(n as u64).unwrap()
+    SqeContext::token(n).unwrap()
 }
 
 fn eventfd() -> OwnedFd {
