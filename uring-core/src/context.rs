@@ -223,7 +223,7 @@ pub enum ContextMode {
 /// The 64-bit identity of a submission, stored in `user_data` and handed
 /// back, unchanged, by every CQE the submission produces.
 ///
-/// Four encodings (see the [module docs](self) for the bits):
+/// Four encodings (the bit layout is in `uring-core/src/context.rs`):
 ///
 /// - a **token** ([`SqeContext::token`]) carries the application's own
 ///   number, up to 53 bits, and the opcode, stamped at submission: the
