@@ -493,6 +493,29 @@ impl Ring {
         self.cq.ready()
     }
 
+    /// Whether the kernel has task work queued for this ring
+    /// (`IORING_SQ_TASKRUN`): completions it will post at the next enter
+    /// (a [`reap`](Self::reap) or wait makes one). `None` when the ring was
+    /// not set up with `IORING_SETUP_TASKRUN_FLAG` (the kernel sets the flag
+    /// only then; a `Ring` with deferred task work, the default, always
+    /// enters to reap an empty CQ instead).
+    ///
+    /// Since Linux 5.19.
+    #[doc(alias = "IORING_SQ_TASKRUN")]
+    #[inline]
+    pub fn task_work_pending(&self) -> Option<bool> {
+        (self.core.params.flags & sys::IORING_SETUP_TASKRUN_FLAG != 0)
+            .then(|| self.cq.sq_flags() & sys::IORING_SQ_TASKRUN != 0)
+    }
+
+    /// Whether completions overflowed the CQ and wait in the kernel's
+    /// backlog (`IORING_SQ_CQ_OVERFLOW`); the next reap flushes them.
+    #[doc(alias = "io_uring_cq_has_overflow")]
+    #[inline]
+    pub fn cq_overflow_pending(&self) -> bool {
+        self.cq.sq_flags() & sys::IORING_SQ_CQ_OVERFLOW != 0
+    }
+
     /// CQEs the kernel dropped for lack of room (`cq_off.overflow`). Stays
     /// 0 on kernels with `IORING_FEAT_NODROP`, which buffer overflow
     /// instead; the library flushes that backlog when it reaps.

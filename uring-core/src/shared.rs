@@ -91,6 +91,21 @@ impl SharedRing {
         lock(&self.cq).position()
     }
 
+    /// As [`Ring::task_work_pending`](crate::Ring::task_work_pending): a
+    /// shared ring always has `IORING_SETUP_TASKRUN_FLAG` unless it polls
+    /// with SQPOLL.
+    #[doc(alias = "IORING_SQ_TASKRUN")]
+    pub fn task_work_pending(&self) -> Option<bool> {
+        (self.core.params.flags & sys::IORING_SETUP_TASKRUN_FLAG != 0)
+            .then(|| lock(&self.cq).sq_flags() & sys::IORING_SQ_TASKRUN != 0)
+    }
+
+    /// As [`Ring::cq_overflow_pending`](crate::Ring::cq_overflow_pending).
+    #[doc(alias = "io_uring_cq_has_overflow")]
+    pub fn cq_overflow_pending(&self) -> bool {
+        lock(&self.cq).sq_flags() & sys::IORING_SQ_CQ_OVERFLOW != 0
+    }
+
     /// What the kernel and this ring support.
     pub fn features(&self) -> &Features {
         &self.core.features

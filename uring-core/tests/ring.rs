@@ -285,3 +285,66 @@ fn no_iowait_waits_or_says_unsupported() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// `IORING_SQ_CQ_OVERFLOW`: more completions than the CQ holds wait in the
+/// kernel's backlog; the flag says so, reaping flushes them all and clears
+/// it, and none is lost. A default `Ring` (deferred task work, no
+/// `TASKRUN_FLAG`) cannot tell pending task work: `None`, not `false`.
+#[test]
+fn cq_overflow_pending_reports_the_backlog_until_it_is_reaped() {
+    let mut ring = Ring::new(Options::default().entries(2).cq_entries(4)).unwrap();
+    ring.start().unwrap();
+    assert_eq!(ring.task_work_pending(), None);
+    for round in 0..3u64 {
+        for i in 0..2 {
+            // SAFETY: a NOP names no memory.
+            unsafe { ring.push(&nop(round * 2 + i)) }.unwrap();
+        }
+        ring.submit().unwrap();
+    }
+    assert!(ring.cq_overflow_pending(), "6 completions, a CQ of 4");
+    let mut seen = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 8];
+    while seen.len() < 6 {
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        seen.extend(done.iter().map(|c| c.user_data()));
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    assert!(!ring.cq_overflow_pending(), "the backlog was flushed");
+}
+
+/// `IORING_SQ_TASKRUN`: on a ring with deferred task work and
+/// `TASKRUN_FLAG`, a poll that fires when its pipe is written leaves its
+/// completion as task work, which runs only when the ring is entered: the
+/// flag says so while the CQ is empty, and the reap runs it and clears it.
+#[test]
+fn task_work_pending_reports_a_completion_the_kernel_still_owes() {
+    let mut ring = Ring::new(Options::small().taskrun_flag(true)).unwrap();
+    ring.start().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a writable array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let mut poll = uring_core::Sqe::new(sys::IORING_OP_POLL_ADD as u8);
+    poll.fd = fds[0];
+    poll.set_op_flags(libc::POLLIN as u32);
+    uring_core::SqeContext::token(5).unwrap().stamp(&mut poll).unwrap();
+    // SAFETY: a poll names no memory.
+    unsafe { ring.push(&poll) }.unwrap();
+    ring.submit().unwrap();
+    assert_eq!(ring.task_work_pending(), Some(false), "nothing owed yet");
+    // SAFETY: one byte from a valid buffer to the pipe's write end.
+    assert_eq!(unsafe { libc::write(fds[1], b"!".as_ptr().cast(), 1) }, 1);
+    assert_eq!(ring.task_work_pending(), Some(true), "the poll fired; its completion waits for us");
+    assert_eq!(ring.cq_ready(), 0, "owed, not posted");
+    let mut slots = [CqeSlot::EMPTY; 2];
+    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let cqe = done.get(0).unwrap();
+    assert_eq!(cqe.context().as_token(), Some(5));
+    assert!(cqe.res() & libc::POLLIN as i32 != 0);
+    assert_eq!(ring.task_work_pending(), Some(false), "the reap ran it");
+    // SAFETY: both ends are ours and closed once.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: as above.
+    unsafe { libc::close(fds[1]) };
+}
