@@ -2,6 +2,7 @@
 
 use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -619,7 +620,7 @@ pub trait CmdOps {
     ) -> Result<SqeContext>;
 }
 
-impl CmdOps for Ring {
+impl<R: RingOps + OnRing> CmdOps for R {
     #[inline]
     fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, Nop::new())

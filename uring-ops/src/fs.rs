@@ -21,8 +21,9 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -951,7 +952,7 @@ pub trait FsOps {
     ) -> Result<SqeContext>;
 }
 
-impl FsOps for Ring {
+impl<R: RingOps + OnRing> FsOps for R {
     fn openat(
         &mut self,
         ctx: SqeContext,

@@ -26,6 +26,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod flags;
 mod op;
 mod ring;
 
@@ -47,6 +48,7 @@ pub mod wait;
 pub mod xattr;
 pub mod zc;
 
+pub use flags::{FlagOps, WithFlags};
 pub use op::{FileDest, Fixed, OpExt, Prepare, SafeOp, Target, With};
 pub use ring::{RingOps, SharedRingOps, push_group_owner_layer_op, push_group_owner_op, push_layer_op};
 pub use uring_core;
@@ -69,6 +71,6 @@ pub mod prelude {
     pub use crate::transfer::TransferOps;
     pub use crate::wait::WaitOps;
     pub use crate::xattr::XattrOps;
-    pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
+    pub use crate::{FileDest, Fixed, FlagOps, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
 }

@@ -10,8 +10,9 @@
 
 use std::os::fd::RawFd;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Fixed, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -277,7 +278,7 @@ impl Prepare for FilesUpdate {
     }
 }
 
-/// Ring messages and file-table operations as [`Ring`] methods.
+/// Ring messages and file-table operations as [`Ring`](uring_core::Ring) methods.
 pub trait MsgOps {
     /// Posts `{ user_data, res }` to the ring `target` ([`MsgRing`]).
     ///
@@ -324,7 +325,7 @@ pub trait MsgOps {
     unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<SqeContext>;
 }
 
-impl MsgOps for Ring {
+impl<R: RingOps + OnRing> MsgOps for R {
     #[inline]
     fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<SqeContext> {
         self.push_op(ctx, MsgRing::new(target, user_data, res))

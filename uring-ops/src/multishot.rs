@@ -4,9 +4,10 @@
 //! ends the operation (routing them is
 //! [`subscription`](crate::subscription)'s job).
 
-use uring_core::{Error, FeatureFlags, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, FeatureFlags, Features, Keep, Result, Sqe, SqeContext, sys};
 
 use crate::RingOps;
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 
 /// Accepts connections on a listening socket, one CQE per connection,
@@ -667,7 +668,7 @@ pub trait MultishotOps {
     fn recv_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, ifq: u32) -> Result<SqeContext>;
 }
 
-impl MultishotOps for Ring {
+impl<R: RingOps + OnRing> MultishotOps for R {
     #[inline]
     fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, AcceptMulti::new(listener))

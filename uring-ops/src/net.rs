@@ -32,8 +32,9 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 
-use uring_core::{Error, FeatureFlags, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, FeatureFlags, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -189,8 +190,9 @@ fn prepare_msg(
 /// With `MSG_WAITALL` on a stream socket the kernel retries short receives
 /// until the buffer is full.
 ///
-/// Not [`SafeOp`]: the kernel writes the buffer when data arrives, until
-/// the CQE.
+/// The kernel writes the buffer when data arrives, until the CQE: the
+/// `unsafe` constructor takes that obligation, so the operation is a
+/// [`SafeOp`] ([`NetOps::recv`] takes the same arguments).
 #[doc(alias = "IORING_OP_RECV")]
 #[doc(alias = "io_uring_prep_recv")]
 #[derive(Debug, Clone, Copy)]
@@ -204,11 +206,17 @@ pub struct Recv {
 }
 
 impl Recv {
-    /// Receives from `fd` into `buf`. The borrow ends here; the buffer must
-    /// stay valid, and unread by anyone else, until the CQE (see
-    /// [`RingOps::push_op_unchecked`]).
+    /// Receives from `fd` into `buf`. A buffer over `u32::MAX` bytes is
+    /// refused when the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped (the borrow
+    /// ends here; the obligation does not).
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: &mut [u8]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &mut [u8]) -> Self {
         Recv { fd: fd.into(), buf: buf.as_mut_ptr(), len: buf.len(), flags: 0, poll_first: false }
     }
 
@@ -250,6 +258,10 @@ impl Prepare for Recv {
         sqe.ioprio = poll_first_bit(poll_first) as u16;
     }
 }
+
+// SAFETY: the buffer is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for Recv {}
 
 /// Receives into a buffer the kernel picks from a provided-buffer group:
 /// `io_uring_prep_recv` with `IOSQE_BUFFER_SELECT` and `sqe->buf_group`.
@@ -552,8 +564,11 @@ impl Prepare for RecvMsg {
 /// set (then the kernel retries; set it when linking).
 ///
 /// The destination is copied at submission: it lives in the SQ slot's
-/// [`Keep`]. Not [`SafeOp`]: the buffer is read when the send runs, until
-/// the CQE.
+/// [`Keep`]. The buffer is read when the send runs, until the CQE: the
+/// `unsafe` constructor [`new`](Self::new) takes that obligation (none for
+/// `'static` bytes: [`from_static`](Self::from_static)), so the operation
+/// is a [`SafeOp`] ([`NetOps::send`], [`NetOps::send_static`] take the same
+/// arguments).
 #[doc(alias = "IORING_OP_SEND")]
 #[doc(alias = "io_uring_prep_send")]
 #[doc(alias = "io_uring_prep_sendto")]
@@ -569,11 +584,34 @@ pub struct Send {
 }
 
 impl Send {
-    /// Sends `buf` on `fd`. The buffer must stay valid and unmodified until
-    /// the CQE (see [`RingOps::push_op_unchecked`]).
+    /// Sends `buf` on `fd`. A buffer over `u32::MAX` bytes is refused when
+    /// the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid and unmodified until that operation's CQE has
+    /// been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: &[u8]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &[u8]) -> Self {
         Send { fd: fd.into(), buf: buf.as_ptr(), len: buf.len(), dest: None, flags: 0, poll_first: false }
+    }
+
+    /// Sends `'static` bytes on `fd`: safe, since they are never freed and
+    /// (behind a shared reference) never modified.
+    ///
+    /// ```compile_fail,E0597
+    /// let op = {
+    ///     let local = *b"ping";
+    ///     uring_ops::net::Send::from_static(1, &local)
+    /// };
+    /// drop(op);
+    /// ```
+    #[inline]
+    pub fn from_static(fd: impl Into<Target>, buf: &'static [u8]) -> Self {
+        // SAFETY: `'static` bytes behind a shared reference stay valid and
+        // unmodified for ever.
+        unsafe { Send::new(fd, buf) }
     }
 
     /// Sends to `dest` (`sendto`; datagram sockets, or `MSG_FASTOPEN`).
@@ -627,6 +665,11 @@ impl Prepare for Send {
         }
     }
 }
+
+// SAFETY: the buffer is the only caller memory named (`'static`, or kept
+// valid by the caller of `new` until every push's CQE); the destination is
+// in the Keep, copied by the kernel at prep.
+unsafe impl SafeOp for Send {}
 
 /// Sends a message gathered from several buffers, optionally to a
 /// destination and with ancillary data: `io_uring_prep_sendmsg`.
@@ -956,8 +999,8 @@ impl Prepare for SendMsgZc {
 /// # Safety
 ///
 /// As for [`RingOps::push_op_unchecked`] with each operation `at` builds.
-unsafe fn push_each<O: Prepare + Copy>(
-    ring: &mut Ring,
+unsafe fn push_each<O: Prepare + Copy, R: RingOps + OnRing>(
+    ring: &mut R,
     ctx: SqeContext,
     dests: &[SocketAddr],
     at: impl Fn(SocketAddr) -> O,
@@ -965,8 +1008,8 @@ unsafe fn push_each<O: Prepare + Copy>(
     let Some(&first) = dests.first() else {
         return Err(Error::InvalidArgument("multicast to no destination".into()));
     };
-    at(first).check(ring.features())?;
-    let room = ring.sq_room() as usize;
+    at(first).check(ring.ring_and_flags().0.features())?;
+    let room = ring.sq_space_left() as usize;
     if room < dests.len() {
         return Err(Error::InvalidArgument(format!(
             "multicast to {} destinations needs as many free SQ entries, {room} are free: submit first, or use a \
@@ -984,7 +1027,7 @@ unsafe fn push_each<O: Prepare + Copy>(
 // ---------------------------------------------------------------------------
 // Ring methods
 
-/// Socket I/O methods on [`Ring`]: the common case of each operation of
+/// Socket I/O methods on [`Ring`](uring_core::Ring): the common case of each operation of
 /// this module. Options are reached through the builders and
 /// [`RingOps::push_op`] / [`RingOps::push_op_unchecked`].
 pub trait NetOps {
@@ -996,8 +1039,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid, and must not be read or written by anyone
-    /// else, until the CQE is reaped.
+    /// As for [`Recv::new`].
     unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext>;
 
     /// Queues a [`RecvSelect`]: a receive into a buffer of group `group`.
@@ -1036,8 +1078,15 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid and unmodified until the CQE is reaped.
+    /// As for [`Send::new`].
     unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext>;
+
+    /// Queues a [`Send`] of `'static` bytes ([`Send::from_static`]): safe.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn send_static(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &'static [u8]) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf` to `dest` (`sendto`).
     ///
@@ -1047,7 +1096,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid and unmodified until the CQE is reaped.
+    /// As for [`Send::new`].
     unsafe fn send_to(
         &mut self,
         ctx: SqeContext,
@@ -1111,11 +1160,9 @@ pub trait NetOps {
     /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`] for no
     /// destination, or fewer free SQ entries than destinations.
     ///
-    /// # Safety
-    ///
-    /// `op`'s buffer must stay valid and unmodified until every one of the
-    /// CQEs is reaped.
-    unsafe fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()>;
+    /// Safe: `op`'s buffer was vouched for when it was made ([`Send::new`]
+    /// covers every push of a copy; [`Send::from_static`] needs nothing).
+    fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()>;
 
     /// As [`multicast`](Self::multicast) with zero-copy sends: each
     /// destination produces a result CQE and a notification CQE.
@@ -1131,11 +1178,12 @@ pub trait NetOps {
     unsafe fn multicast_zc(&mut self, ctx: SqeContext, op: SendZc, dests: &[SocketAddr]) -> Result<()>;
 }
 
-impl NetOps for Ring {
+impl<R: RingOps + OnRing> NetOps for R {
     #[inline]
     unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE).
-        unsafe { self.push_op_unchecked(ctx, Recv::new(fd, buf)) }
+        // SAFETY: forwarded to the caller (`Recv::new`'s contract).
+        let op = unsafe { Recv::new(fd, buf) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -1156,8 +1204,14 @@ impl NetOps for Ring {
 
     #[inline]
     unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE).
-        unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf)) }
+        // SAFETY: forwarded to the caller (`Send::new`'s contract).
+        let op = unsafe { Send::new(fd, buf) };
+        self.push_op(ctx, op)
+    }
+
+    #[inline]
+    fn send_static(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &'static [u8]) -> Result<SqeContext> {
+        self.push_op(ctx, Send::from_static(fd, buf))
     }
 
     #[inline]
@@ -1168,9 +1222,10 @@ impl NetOps for Ring {
         buf: &[u8],
         dest: SocketAddr,
     ) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE); the
+        // SAFETY: forwarded to the caller (`Send::new`'s contract); the
         // destination is in the Keep.
-        unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf).to(dest)) }
+        let op = unsafe { Send::new(fd, buf) };
+        self.push_op(ctx, op.to(dest))
     }
 
     #[inline]
@@ -1198,9 +1253,10 @@ impl NetOps for Ring {
         unsafe { self.push_op_unchecked(ctx, SendMsgZc::new(fd, bufs)) }
     }
 
-    unsafe fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()> {
-        // SAFETY: forwarded to the caller (the shared buffer until every
-        // CQE); each destination goes to its slot's Keep.
+    fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()> {
+        // SAFETY: `Send` is a `SafeOp` (its buffer was vouched for when it
+        // was made, for every push of a copy); each destination goes to its
+        // slot's Keep.
         unsafe { push_each(self, ctx, dests, |d| op.to(d)) }
     }
 

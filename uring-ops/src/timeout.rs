@@ -18,9 +18,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use uring_core::{Error, Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{Error, Features, Keep, Result, SqeContext, SqeFlags, sys};
 use uring_core::{Sqe, sys::__kernel_timespec};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{OpExt, Prepare, SafeOp};
 use crate::ring::RingOps;
 
@@ -513,7 +514,7 @@ impl Prepare for LinkTimeout {
 // at submission; the SQE names no other memory.
 unsafe impl SafeOp for LinkTimeout {}
 
-/// Timeout operations on a [`Ring`]. Every method only queues; submit (or
+/// Timeout operations on a [`Ring`](uring_core::Ring). Every method only queues; submit (or
 /// wait) to start them.
 pub trait TimeoutOps {
     /// Queues a [`Timeout`] that expires `d` after submission (`-ETIME`).
@@ -589,7 +590,7 @@ pub trait TimeoutOps {
     ) -> Result<SqeContext>;
 }
 
-impl TimeoutOps for Ring {
+impl<R: RingOps + OnRing> TimeoutOps for R {
     #[inline]
     fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<SqeContext> {
         self.push_op(ctx, Timeout::new(d))
@@ -631,18 +632,21 @@ impl TimeoutOps for Ring {
         d: Duration,
     ) -> Result<SqeContext> {
         let timeout = LinkTimeout::new(d);
+        // The flags of a `WithFlags` go on both entries: the pair joins a
+        // chain as one link (the timeout carries `IO_LINK` on).
+        let (ring, flags) = self.ring_and_flags();
         // Everything that could make the second push fail is checked
         // before the first: the operations, both contexts, and room.
-        op.check(self.features())?;
-        timeout.check(self.features())?;
-        crate::ring::check_live(self.pools(), op_ctx)?;
-        crate::ring::check_live(self.pools(), timeout_ctx)?;
-        if self.sq_room() < 2 {
-            return Err(Error::QueueFull { entries: self.features().sq_entries() });
+        op.check(ring.features())?;
+        timeout.check(ring.features())?;
+        crate::ring::check_live(ring.pools(), op_ctx)?;
+        crate::ring::check_live(ring.pools(), timeout_ctx)?;
+        if ring.sq_space_left() < 2 {
+            return Err(Error::QueueFull { entries: ring.features().sq_entries() });
         }
         // SAFETY: forwarded to the caller.
-        unsafe { self.push_op_unchecked(op_ctx, op.with_sqe_flags(SqeFlags::IO_LINK)) }?;
-        self.push_op(timeout_ctx, timeout)
+        unsafe { ring.push_op_unchecked(op_ctx, op.with_sqe_flags(flags | SqeFlags::IO_LINK)) }?;
+        ring.push_op(timeout_ctx, timeout.with_sqe_flags(flags))
     }
 }
 

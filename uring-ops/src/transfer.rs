@@ -8,8 +8,9 @@
 
 use std::os::fd::RawFd;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 use crate::timeout::require_version;
@@ -463,7 +464,7 @@ impl Prepare for Madvise {
     }
 }
 
-/// Transfer operations on a [`Ring`]. Every method only queues; submit (or
+/// Transfer operations on a [`Ring`](uring_core::Ring). Every method only queues; submit (or
 /// wait) to run them. Flags and fixed files go through the builders and
 /// [`RingOps::push_op`].
 pub trait TransferOps {
@@ -539,7 +540,7 @@ pub trait TransferOps {
     -> Result<SqeContext>;
 }
 
-impl TransferOps for Ring {
+impl<R: RingOps + OnRing> TransferOps for R {
     #[inline]
     fn splice(
         &mut self,

@@ -29,8 +29,9 @@
 
 use std::sync::atomic::AtomicU32;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -539,7 +540,7 @@ impl Prepare for EpollCtl {
 // the kernel at prep.
 unsafe impl SafeOp for EpollCtl {}
 
-/// Asynchronous waits as [`Ring`] methods.
+/// Asynchronous waits as [`Ring`](uring_core::Ring) methods.
 pub trait WaitOps {
     /// Queues a wait on `futex` while it holds `expected` ([`FutexWait`]).
     /// The kernel reads the word at issue, after the push: hence
@@ -621,7 +622,7 @@ pub trait WaitOps {
     ) -> Result<SqeContext>;
 }
 
-impl WaitOps for Ring {
+impl<R: RingOps + OnRing> WaitOps for R {
     #[inline]
     fn futex_wait(&mut self, ctx: SqeContext, futex: &'static AtomicU32, expected: u32) -> Result<SqeContext> {
         self.push_op(ctx, FutexWait::new(futex, expected))

@@ -16,8 +16,9 @@
 use std::os::fd::RawFd;
 use std::path::Path;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::fs::CPath;
 use crate::op::{Prepare, SafeOp, len_u32};
 use crate::ring::RingOps;
@@ -335,7 +336,7 @@ pub trait XattrOps {
     ) -> Result<SqeContext>;
 }
 
-impl XattrOps for Ring {
+impl<R: RingOps + OnRing> XattrOps for R {
     unsafe fn fgetxattr(
         &mut self,
         ctx: SqeContext,

@@ -51,7 +51,6 @@ use uring_core::{Cqe, Error, Result, Ring, SqeContext, sys};
 
 use crate::net::SendZc;
 use crate::op::Target;
-use crate::ring::RingOps;
 
 /// A payload a [`ZcTracker`] can own while the kernel reads it.
 ///
@@ -489,7 +488,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         if let Err(error) = crate::op::Prepare::check(&probe, ring.features()) {
             return Err(Rejected { error, payload });
         }
-        let room = ring.sq_room() as usize;
+        let room = ring.sq_space_left() as usize;
         if room < dests.len() {
             let error = Error::InvalidArgument(format!(
                 "zero-copy multicast to {} destinations needs as many free SQ entries, {room} are free",

@@ -124,9 +124,8 @@ fn rwf_append_writes_at_the_end_whatever_the_offset() {
     let (path, f) = rw_file("append");
     std::fs::write(&path, b"start").unwrap();
     let mut ring = common::ring(8);
-    let op = Write::new(f.as_raw_fd(), b"+end".as_ptr(), 4).offset(0).rw_flags(RwFlags::APPEND);
-    // SAFETY: the literal is static.
-    unsafe { ring.push_op_unchecked(ctx(1), op) }.unwrap();
+    let op = Write::from_static(f.as_raw_fd(), b"+end").offset(0).rw_flags(RwFlags::APPEND);
+    ring.push_op(ctx(1), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 4);
     assert_eq!(std::fs::read(&path).unwrap(), b"start+end");
 }
@@ -135,9 +134,8 @@ fn rwf_append_writes_at_the_end_whatever_the_offset() {
 fn unknown_rwf_bits_are_passed_to_the_kernel_which_refuses_them() {
     let (_path, f) = rw_file("rwf");
     let mut ring = common::ring(8);
-    let op = Write::new(f.as_raw_fd(), b"x".as_ptr(), 1).rw_flags(RwFlags::from_bits_retain(1 << 30));
-    // SAFETY: static literal.
-    unsafe { ring.push_op_unchecked(ctx(1), op) }.unwrap();
+    let op = Write::from_static(f.as_raw_fd(), b"x").rw_flags(RwFlags::from_bits_retain(1 << 30));
+    ring.push_op(ctx(1), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EOPNOTSUPP);
 }
 
@@ -169,9 +167,9 @@ fn too_many_iovecs_are_refused_before_anything_is_queued() {
     // SAFETY: nothing is queued (the check fails first).
     let err = unsafe { ring.writev(ctx(1), f.as_raw_fd(), &iovs, 0) }.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let op = Readv::new(f.as_raw_fd(), iovs.as_ptr(), iovs.len() as u32);
     // SAFETY: as above.
-    let err = unsafe { ring.push_op_unchecked(ctx(2), op) }.unwrap_err();
+    let op = unsafe { Readv::new(f.as_raw_fd(), &iovs) };
+    let err = ring.push_op(ctx(2), op).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -327,7 +325,8 @@ fn builders_write_the_fields_the_kernel_reads() {
     let mut sqe = uring_core::Sqe::default();
     let mut keep = uring_core::Keep::new();
     let mut buf = [0u8; 4];
-    Read::new(Fixed(3), buf.as_mut_ptr(), 4)
+    // SAFETY: only prepared, never pushed.
+    unsafe { Read::new(Fixed(3), &mut buf) }
         .offset(77)
         .rw_flags(RwFlags::NOWAIT | RwFlags::HIPRI)
         .ioprio(5)

@@ -89,9 +89,9 @@ fn openat_direct_fills_a_registered_slot_and_close_empties_it() {
 
     // The slot reads the file.
     let mut buf = [0u8; 9];
-    let op = uring_ops::file::Read::new(Fixed(2), buf.as_mut_ptr(), 9);
     // SAFETY: `buf` is untouched until the reap.
-    unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
+    let op = unsafe { uring_ops::file::Read::new(Fixed(2), &mut buf) };
+    ring.push_op(ctx(3), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 9);
     assert_eq!(&buf, b"slot data");
 
