@@ -17,13 +17,14 @@ use crate::ring::RingOps;
 #[must_use = "an operation does nothing until it is pushed to a ring"]
 pub struct Nop {
     result: Option<i32>,
+    cqe32: Option<[u64; 2]>,
 }
 
 impl Nop {
     /// A NOP that completes with result 0.
     #[inline]
     pub const fn new() -> Self {
-        Nop { result: None }
+        Nop { result: None, cqe32: None }
     }
 
     /// Completes with `res` instead (`IORING_NOP_INJECT_RESULT`).
@@ -32,20 +33,63 @@ impl Nop {
         self.result = Some(res);
         self
     }
+
+    /// Posts a 32-byte CQE whose second half ([`Cqe::big`]) is
+    /// `[extra1, extra2]` (`IORING_NOP_CQE32`; the kernel takes them from
+    /// `sqe->off` and `sqe->addr`): on a mixed ring
+    /// ([`CqeSize::Mixed`](uring_core::CqeSize::Mixed)) the one way to make
+    /// a 32-byte CQE on demand, on a 32-byte ring a way to fill its extra
+    /// words.
+    ///
+    /// Since Linux 6.18 (it came with `IORING_SETUP_CQE_MIXED`; older
+    /// kernels answer `-EINVAL`, so [`check`](Prepare::check) refuses it
+    /// there as [`Error::Unsupported`]). On a ring with 16-byte CQEs the
+    /// kernel answers `-EINVAL`; `check` refuses it first, as
+    /// [`Error::InvalidArgument`].
+    ///
+    /// [`Cqe::big`]: uring_core::Cqe::big
+    #[doc(alias = "IORING_NOP_CQE32")]
+    #[inline]
+    pub const fn cqe32(mut self, extra1: u64, extra2: u64) -> Self {
+        self.cqe32 = Some([extra1, extra2]);
+        self
+    }
 }
 
 impl Prepare for Nop {
     const CODE: u8 = sys::IORING_OP_NOP as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if self.cqe32.is_some() {
+            crate::timeout::require_version(features, (6, 18), "IORING_NOP_CQE32")?;
+            if features.cqe_size() == uring_core::CqeSize::Normal {
+                return Err(Error::InvalidArgument(
+                    "Nop::cqe32 needs a ring with 32-byte or mixed CQEs (Options::cqe_size); the kernel answers \
+                     -EINVAL on a 16-byte ring"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        let Nop { result } = self;
+        let Nop { result, cqe32 } = self;
         *sqe = Sqe::new(Self::CODE);
         sqe.fd = -1;
+        let mut flags = 0;
         if let Some(res) = result {
-            sqe.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+            flags |= sys::IORING_NOP_INJECT_RESULT;
             sqe.len = res as u32;
         }
+        if let Some([extra1, extra2]) = cqe32 {
+            flags |= sys::IORING_NOP_CQE32;
+            sqe.set_off(extra1);
+            sqe.set_addr(extra2);
+        }
+        sqe.set_op_flags(flags);
     }
 }
 
