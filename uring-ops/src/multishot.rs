@@ -53,6 +53,14 @@ impl AcceptMulti {
     /// means nothing for a slot and which the kernel refuses with a direct
     /// accept (`EINVAL`); setting it again afterwards is refused by
     /// [`check`](Prepare::check).
+    ///
+    /// The kernel picks the slot; there is deliberately no way to name
+    /// one. `io_accept_prep` (`io_uring/net.c`) answers a multishot accept
+    /// whose `file_index` is anything but `IORING_FILE_INDEX_ALLOC` with
+    /// `-EINVAL` (every connection would replace the previous one in the
+    /// same slot). To put one connection into a chosen slot, use the
+    /// single-shot [`Accept`](crate::socket::Accept) with
+    /// [`FileDest::Slot`](crate::FileDest::Slot), re-armed per connection.
     #[inline]
     pub const fn direct(mut self) -> Self {
         self.direct = true;
