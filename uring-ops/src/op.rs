@@ -199,7 +199,26 @@ unsafe impl<O: SafeOp> SafeOp for With<O> {}
 /// skipping the CQE on success) and the personality to run as.
 pub trait OpExt: Prepare + Sized {
     /// Adds `IOSQE_*` flags (`IO_LINK`, `IO_HARDLINK`, `IO_DRAIN`, `ASYNC`,
-    /// `CQE_SKIP_SUCCESS`, …) to the ones the operation sets itself.
+    /// `CQE_SKIP_SUCCESS`, …) to the ones the operation sets itself. The
+    /// named ring methods take flags the same way through
+    /// [`FlagOps::with_flags`](crate::FlagOps::with_flags) and
+    /// [`FlagOps::linked`](crate::FlagOps::linked): both write the same
+    /// entry.
+    ///
+    /// # What breaks a link
+    ///
+    /// Under `IO_LINK` the next entry runs only if this one *succeeds*;
+    /// otherwise it and the rest of the chain complete with `-ECANCELED`.
+    /// For the kernel a read or write that transferred fewer bytes than
+    /// asked has failed, although its result is the (non-negative) byte
+    /// count: `__io_complete_rw_common` in `io_uring/rw.c` marks any
+    /// result other than the requested length as a failure. So a read that
+    /// reaches end of file, or a short write, cancels the rest of an
+    /// `IO_LINK` chain (a read-then-write copy loop sees its write
+    /// `-ECANCELED` on the last, short block). `IO_HARDLINK` does not: the
+    /// next entry runs whatever this one's result. (Sends and receives are
+    /// short without failing unless `MSG_WAITALL` is set.) Kernel test:
+    /// `uring-ops/tests/file.rs::a_short_read_fails_the_rest_of_an_io_link_chain_but_not_of_a_hardlink_chain`.
     #[inline]
     fn with_sqe_flags(self, flags: SqeFlags) -> With<Self> {
         With { op: self, flags, personality: 0 }
