@@ -603,8 +603,9 @@ impl Prepare for WritevFixed {
 }
 
 /// Named ring methods for file I/O, the common case of each operation
-/// (offset given, no flags). Options are reached through the builders and
-/// [`RingOps::push_op_unchecked`].
+/// (offset given, no `RWF_*` flags), with the builders' arguments. SQE
+/// flags through [`FlagOps`](crate::FlagOps) (`ring.linked().read(..)`);
+/// other options through the builders and [`RingOps::push_op`].
 ///
 /// Slices longer than `u32::MAX` bytes (or iovec counts above
 /// `UIO_MAXIOV`) are [`Error::InvalidArgument`](uring_core::Error::InvalidArgument)

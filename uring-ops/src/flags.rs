@@ -68,7 +68,9 @@ impl sealed::OnRing for WithFlags<'_> {
 ///
 /// It adds flags only: the checks, the `Keep`, the context stamping and
 /// the errors are the ring's. (On a `SharedRing`, use
-/// [`OpExt::with_sqe_flags`] on the builder.)
+/// [`OpExt::with_sqe_flags`] on the builder. The 128-byte pushes of
+/// [`Ring128Ops`](crate::cmd::Ring128Ops) and the subscriptions of
+/// [`Subscribe`](crate::subscription::Subscribe) are on the `Ring` itself.)
 #[derive(Debug)]
 pub struct WithFlags<'r> {
     ring: &'r mut Ring,

@@ -467,7 +467,7 @@ const STATX_FLAGS: i32 =
 /// stats `dir` itself), `mask` the `STATX_*` fields wanted. The CQE's
 /// result is 0 or `-errno`.
 ///
-/// The output is a [`libc::statx`], the type `statx(2)` callers already
+/// The output is a [`libc::statx`](struct@libc::statx), the type `statx(2)` callers already
 /// use (the kernel's `struct statx`: same size, asserted at compile time).
 /// The path is copied at submission (held in the [`Keep`]); the output is
 /// caller memory the kernel writes when the operation runs, which the

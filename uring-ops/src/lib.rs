@@ -8,7 +8,13 @@
 //! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked) for
 //! operations that name caller memory until they complete. Each family
 //! also has an extension trait of named ring methods for the common
-//! cases; [`prelude`] imports them all.
+//! cases, taking the same arguments as the builders; [`prelude`] imports
+//! them all.
+//!
+//! SQE flags go on a named method the way they go on a builder:
+//! `ring.linked().fsync(ctx, fd)` queues what
+//! `ring.push_op(ctx, Fsync::new(fd).with_sqe_flags(SqeFlags::IO_LINK))`
+//! does ([`FlagOps`], [`OpExt`]), so a chain reads like single calls.
 //!
 //! # Safety model
 //!
@@ -17,10 +23,20 @@
 //! [`Keep`](uring_core::Keep), which the ring holds until the kernel has
 //! consumed the entry: those operations are safe. Memory the kernel uses
 //! while the operation runs (data buffers, iovec targets, output
-//! structures) is the caller's, and the methods that take it are `unsafe`
-//! with a `# Safety` section naming it and the CQE until which it must
-//! stay valid. Registered and provided buffers, which the library owns,
-//! get safe APIs in `uring-buffers`.
+//! structures) is the caller's. For the common operations
+//! ([`file::Read`], [`file::Write`], [`file::Readv`], [`file::Writev`],
+//! [`net::Send`], [`net::Recv`], [`fs::Statx`]) the
+//! builder's constructor takes it as a slice or reference and is `unsafe`,
+//! with the one `# Safety` section that names it and the CQE until which it
+//! must stay valid; the operation is then a [`SafeOp`], and the named ring
+//! method taking the same arguments is `unsafe` for the same reason
+//! ("as for `Read::new`"). `'static` bytes need no `unsafe` at all
+//! ([`file::Write::from_static`], [`net::Send::from_static`]). The other
+//! builders that name caller memory (`SendZc`, `SendMsg`, `RecvMsg`, the
+//! fixed-buffer reads and writes, …) are built safely and pushed with the
+//! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked). Registered
+//! and provided buffers, which the library owns, get safe APIs in
+//! `uring-buffers`.
 //!
 //! This crate makes no syscall of its own: it writes SQEs and reads CQEs.
 

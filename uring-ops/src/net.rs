@@ -1027,9 +1027,10 @@ unsafe fn push_each<O: Prepare + Copy, R: RingOps + OnRing>(
 // ---------------------------------------------------------------------------
 // Ring methods
 
-/// Socket I/O methods on [`Ring`](uring_core::Ring): the common case of each operation of
-/// this module. Options are reached through the builders and
-/// [`RingOps::push_op`] / [`RingOps::push_op_unchecked`].
+/// Socket I/O methods on [`Ring`](uring_core::Ring) (and on a
+/// [`WithFlags`](crate::WithFlags), which adds SQE flags): the common case
+/// of each operation of this module. Options are reached through the
+/// builders and [`RingOps::push_op`] / [`RingOps::push_op_unchecked`].
 pub trait NetOps {
     /// Queues a [`Recv`] into `buf`.
     ///

@@ -407,7 +407,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     /// # Errors
     ///
     /// [`Rejected`] with the payload: as for
-    /// [`RingOps::push_op`] (unsupported opcode, bad flags, full queue, …).
+    /// [`RingOps::push_op`](crate::RingOps::push_op) (unsupported opcode, bad flags, full queue, …).
     pub fn send(&mut self, ring: &mut Ring, fd: impl Into<Target>, payload: P) -> Result<ZcId, Rejected<P>> {
         self.send_with(ring, fd, payload, ZcOptions::new())
     }
@@ -514,7 +514,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     ///
     /// # Safety
     ///
