@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! use uring_ops::prelude::*;
-//! # fn main() -> Result<()> {
+//! # fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
 //! # let mut ring = Ring::new(Options::small())?;
 //! # ring.start()?;
 //! let file = std::fs::File::create("/tmp/uring-flags-doc")?;
