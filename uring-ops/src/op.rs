@@ -45,15 +45,22 @@ pub trait Prepare {
 
 /// An operation whose SQE names no memory but what its
 /// [`prepare`](Prepare::prepare) moved into the [`Keep`], and the kernel
-/// reads that memory only while it consumes the entry. Submitting it is
-/// safe: [`RingOps::push_op`](crate::RingOps::push_op).
+/// reads that memory only while it consumes the entry; or whose other
+/// memory was vouched for when it was built, by an `unsafe` constructor
+/// (`file::Read::new`, `net::Send::new`, `wait::FutexWait::from_ptr`, …)
+/// whose contract covers every push of the operation and of its copies,
+/// or by a `'static` borrow (`Write::from_static`). Submitting it is safe:
+/// [`RingOps::push_op`](crate::RingOps::push_op).
 ///
 /// # Safety
 ///
 /// Implement it only for operations whose prepared SQE names no address
 /// the kernel dereferences after it has consumed the entry, and none that
 /// it dereferences at all other than the `Keep` (or addresses it treats as
-/// plain values, such as a futex key, that cannot corrupt memory).
+/// plain values, such as a futex key, that cannot corrupt memory), except
+/// memory that every way of building the operation proves valid for as
+/// long as the kernel may use it: a `'static` borrow, or the contract of
+/// an `unsafe` constructor.
 pub unsafe trait SafeOp: Prepare {}
 
 /// The file an operation acts on: a plain descriptor, or a slot of the
