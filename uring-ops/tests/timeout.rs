@@ -343,9 +343,9 @@ fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime()
     // SAFETY: `siginfo_t` is plain data; all-zero is a value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     let d = Duration::from_millis(30);
-    let waitid = uring_ops::wait::Waitid::new(libc::P_PID, child.id(), &mut info, libc::WEXITED);
     // SAFETY: `info` outlives both CQEs, reaped below.
-    unsafe { ring.push_with_deadline_unchecked(ctx(1), waitid, ctx(2), d) }.unwrap();
+    let waitid = unsafe { uring_ops::wait::Waitid::new(libc::P_PID, child.id(), &mut info, libc::WEXITED) };
+    ring.push_with_deadline(ctx(1), waitid, ctx(2), d).unwrap();
     let done = common::reap(&mut ring, 2);
     child.kill().unwrap();
     child.wait().unwrap();
