@@ -358,3 +358,23 @@ fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime()
     assert_eq!(by_user_data(&done, ctx(3)).res, ECANCELED, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(4)).res, 1, "{done:?}");
 }
+
+#[test]
+fn a_deadline_pair_queued_through_linked_joins_the_chain_as_one_link() {
+    // `ring.linked().push_with_deadline(..)` puts IO_LINK on both entries:
+    // the operation's failure cancels its timeout and the rest of the
+    // chain; without `linked()` the entry after the pair is independent.
+    let mut ring = common::ring(8);
+    let d = Duration::from_secs(5);
+    ring.linked().push_with_deadline(ctx(1), Nop::new().result(-libc::EIO), ctx(2), d).unwrap();
+    ring.push_op(ctx(3), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [1, 2, 3].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, ECANCELED], "{done:?}");
+
+    ring.push_with_deadline(ctx(4), Nop::new().result(-libc::EIO), ctx(5), d).unwrap();
+    ring.push_op(ctx(6), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [4, 5, 6].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, 0], "{done:?}");
+}
