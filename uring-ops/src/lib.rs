@@ -27,7 +27,8 @@
 //! ([`file::Read`], [`file::Write`], [`file::Readv`], [`file::Writev`],
 //! [`net::Send`], [`net::Recv`], [`fs::Statx`], [`xattr::FGetXattr`],
 //! [`xattr::GetXattr`], [`cmd::GetSockOpt`], [`cmd::SetSockOpt`],
-//! [`wait::EpollWait`], [`wait::Waitid`], [`transfer::Pipe`]) the
+//! [`wait::EpollWait`], [`wait::Waitid`], [`transfer::Pipe`],
+//! [`msg::FilesUpdate`]) the
 //! builder's constructor takes it as a slice or reference and is `unsafe`,
 //! with the one `# Safety` section that names it and the CQE until which it
 //! must stay valid; the operation is then a [`SafeOp`], and the named ring
@@ -36,7 +37,7 @@
 //! ([`file::Write::from_static`], [`net::Send::from_static`],
 //! [`cmd::SetSockOpt::from_static`], [`wait::Waitid::without_info`]). The
 //! other builders that name caller memory (`SendZc`, `SendMsg`, `RecvMsg`,
-//! `FilesUpdate`, `ProvideBuffers`, `Madvise`, the fixed-buffer reads and
+//! `ProvideBuffers`, `Madvise`, the fixed-buffer reads and
 //! writes, …) are built safely and pushed with the
 //! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked). Registered
 //! and provided buffers, which the library owns, get safe APIs in
