@@ -46,10 +46,10 @@ mod shared;
 mod sqe;
 
 pub use context::{
-    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_BUFRING, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
-    FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
+    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, IndirectSqe, Layer, LayerData, PlainData, PoolStats,
+    SqeContext,
 };
-pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, Reaped};
+pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, HandleCqe, Reaped};
 pub use error::{Error, Result};
 pub use features::{
     BASELINE, FeatureFlags, Features, OPCODES, SetupFlagSupport, kernel_release, opcode_name, parse_release,

@@ -757,13 +757,14 @@ impl Ring {
     ///
     /// The `user_data` must not lie about the entry: a direct context whose
     /// flags carry `IOSQE_BUFFER_SELECT` must name the entry's real buffer
-    /// group (a buffer ring trusts it, see
-    /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection)), a pooled
-    /// context's slot must not be recorded for another entry, and no
-    /// foreign value may carry a layer's reserved tag
-    /// ([`FOREIGN_TAG_SUBSCRIPTION`](crate::FOREIGN_TAG_SUBSCRIPTION) and
-    /// its neighbours) unless the caller is that layer. The typed pushes of
-    /// `uring-ops` stamp and check all of this.
+    /// group, and a token carrying a group must name the entry's (a buffer
+    /// ring trusts them, see
+    /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection); write the
+    /// context with [`SqeContext::stamp`](crate::SqeContext::stamp)), a
+    /// pooled context's slot must not be recorded for another entry, and no
+    /// [`LayerData`](crate::LayerData) value may be used unless the caller
+    /// is that layer. The typed pushes of `uring-ops` stamp and check all of
+    /// this.
     #[inline]
     pub unsafe fn next_sqe(&mut self) -> Result<&mut Sqe> {
         // No state check here: the SQ is closed unless the ring is started,

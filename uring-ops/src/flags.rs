@@ -11,7 +11,7 @@
 //! # ring.start()?;
 //! let file = std::fs::File::create("/tmp/uring-flags-doc")?;
 //! let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-//! let ctx = SqeContext::from_raw(0);
+//! let ctx = SqeContext::token(1)?;
 //! // write, then fsync once the write has completed, then a NOP
 //! ring.linked().write_static(ctx, fd, b"hello\n", 0)?;
 //! ring.linked().fsync(ctx, fd)?;
