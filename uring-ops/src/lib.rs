@@ -25,20 +25,20 @@
 //! while the operation runs (data buffers, iovec targets, output
 //! structures) is the caller's. For the common operations
 //! ([`file::Read`], [`file::Write`], [`file::Readv`], [`file::Writev`],
-//! [`net::Send`], [`net::Recv`], [`fs::Statx`], [`xattr::FGetXattr`],
+//! [`net::Send`], [`net::Recv`], [`net::SendMsg`], [`net::SendMsgZc`],
+//! [`net::RecvMsg`], [`fs::Statx`], [`xattr::FGetXattr`],
 //! [`xattr::GetXattr`], [`cmd::GetSockOpt`], [`cmd::SetSockOpt`],
 //! [`wait::EpollWait`], [`wait::Waitid`], [`transfer::Pipe`],
-//! [`msg::FilesUpdate`]) the
-//! builder's constructor takes it as a slice or reference and is `unsafe`,
-//! with the one `# Safety` section that names it and the CQE until which it
-//! must stay valid; the operation is then a [`SafeOp`], and the named ring
-//! method taking the same arguments is `unsafe` for the same reason
-//! ("as for `Read::new`"). `'static` bytes need no `unsafe` at all
-//! ([`file::Write::from_static`], [`net::Send::from_static`],
-//! [`cmd::SetSockOpt::from_static`], [`wait::Waitid::without_info`]). The
-//! other builders that name caller memory (`SendZc`, `SendMsg`, `RecvMsg`,
-//! `ProvideBuffers`, `Madvise`, the fixed-buffer reads and
-//! writes, …) are built safely and pushed with the
+//! [`msg::FilesUpdate`]) the builder's constructor takes it as a slice or
+//! reference and is `unsafe`, with the one `# Safety` section that names
+//! it and the CQE until which it must stay valid; the operation is then a
+//! [`SafeOp`], and the named ring method taking the same arguments is
+//! `unsafe` for the same reason ("as for `Read::new`"). `'static` bytes
+//! need no `unsafe` at all ([`file::Write::from_static`],
+//! [`net::Send::from_static`], [`cmd::SetSockOpt::from_static`],
+//! [`wait::Waitid::without_info`]). The other builders that name caller
+//! memory (`SendZc`, `ProvideBuffers`, `Madvise`, `UringCmd`, the
+//! fixed-buffer reads and writes) are built safely and pushed with the
 //! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked). Registered
 //! and provided buffers, which the library owns, get safe APIs in
 //! `uring-buffers`.

@@ -496,8 +496,10 @@ unsafe impl SafeOp for SendBundle {}
 /// the header's `msg_namelen` (the sender's address length, the address in
 /// `msg_name`), `msg_controllen` and `msg_flags` (`MSG_TRUNC`, …).
 ///
-/// Not [`SafeOp`]: the header, the iovec targets, the name and the control
-/// buffer are written when the message arrives, until the CQE.
+/// The header, the iovec targets, the name and the control buffer are
+/// written when the message arrives, until the CQE: the `unsafe`
+/// constructor takes that obligation, and the operation is a [`SafeOp`]
+/// ([`NetOps::recvmsg`] takes the same arguments).
 #[doc(alias = "IORING_OP_RECVMSG")]
 #[doc(alias = "io_uring_prep_recvmsg")]
 #[derive(Debug, Clone, Copy)]
@@ -511,8 +513,16 @@ pub struct RecvMsg {
 
 impl RecvMsg {
     /// Receives from `fd` as `msg` describes.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `msg`, the iovec array it names and every buffer those point to, the
+    /// name and the control buffer must stay valid, and must be neither
+    /// read nor written by the program, until that operation's CQE has been
+    /// reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, msg: &mut libc::msghdr) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, msg: &mut libc::msghdr) -> Self {
         RecvMsg { fd: fd.into(), msg, flags: 0, poll_first: false }
     }
 
@@ -550,6 +560,11 @@ impl Prepare for RecvMsg {
         sqe.ioprio = poll_first_bit(poll_first) as u16;
     }
 }
+
+// SAFETY: the header and what it names are the only caller memory; the caller of
+// the unsafe constructor keeps them valid and unaccessed until every
+// push's CQE.
+unsafe impl SafeOp for RecvMsg {}
 
 // ---------------------------------------------------------------------------
 // Send
@@ -677,8 +692,10 @@ unsafe impl SafeOp for Send {}
 /// Since Linux 5.3. The result is the number of bytes sent. The library
 /// builds the `msghdr` and the destination address in the SQ slot's
 /// [`Keep`] (the kernel copies both, and the iovec array, at submission).
-/// Not [`SafeOp`]: the buffers the iovecs point to and the control data
-/// are read when the send runs, until the CQE.
+/// The buffers the iovecs point to and the control data are read when the
+/// send runs, until the CQE: the `unsafe` constructor and
+/// [`control`](Self::control) take that obligation, and the operation is
+/// a [`SafeOp`] ([`NetOps::sendmsg`] takes the same arguments).
 #[doc(alias = "IORING_OP_SENDMSG")]
 #[doc(alias = "io_uring_prep_sendmsg")]
 #[derive(Debug, Clone, Copy)]
@@ -695,10 +712,17 @@ pub struct SendMsg {
 
 impl SendMsg {
     /// Sends the concatenation of `bufs` on `fd` (`IoSlice` has the layout
-    /// of `struct iovec`). The slices and the array must stay valid and
-    /// unmodified until the CQE.
+    /// of `struct iovec`).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), the
+    /// buffers `bufs` names must stay valid and unmodified until that
+    /// operation's CQE has been reaped (the array itself is copied at
+    /// submission, but keep it too: a linked or `ASYNC` entry is prepared
+    /// later).
     #[inline]
-    pub fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
         SendMsg {
             fd: fd.into(),
             iov: bufs.as_ptr().cast(),
@@ -718,9 +742,13 @@ impl SendMsg {
     }
 
     /// Ancillary data (`msg_control`: `cmsghdr`s, `SCM_RIGHTS`, …), read when
-    /// the send runs: valid until the CQE.
+    /// the send runs.
+    ///
+    /// # Safety
+    ///
+    /// As for [`new`](Self::new), for `control`.
     #[inline]
-    pub fn control(mut self, control: &[u8]) -> Self {
+    pub unsafe fn control(mut self, control: &[u8]) -> Self {
         self.control = (control.as_ptr(), control.len());
         self
     }
@@ -757,6 +785,11 @@ impl Prepare for SendMsg {
         sqe.ioprio = poll_first_bit(poll_first) as u16;
     }
 }
+
+// SAFETY: the buffers (and control data) are the only caller memory, kept valid
+// and unmodified until every push's CQE by the callers of the unsafe `new`
+// and `control`; header and destination are in the Keep.
+unsafe impl SafeOp for SendMsg {}
 
 /// Sends a caller buffer without copying it into the kernel, where the
 /// device allows: `io_uring_prep_send_zc` (`io_uring_prep_send_zc_fixed`
@@ -899,8 +932,11 @@ impl Prepare for SendZc {
 /// notification), the header handling of [`SendMsg`] (header and
 /// destination in the [`Keep`]).
 ///
-/// Not [`SafeOp`]: the buffers the iovecs point to and the control data
-/// must stay valid and unmodified until the **notification** CQE.
+/// The buffers the iovecs point to and the control data must stay valid
+/// and unmodified until the **notification** CQE: the `unsafe`
+/// constructor and [`control`](Self::control) take that obligation, and
+/// the operation is a [`SafeOp`] ([`NetOps::sendmsg_zc`] takes the same
+/// arguments).
 #[doc(alias = "IORING_OP_SENDMSG_ZC")]
 #[doc(alias = "io_uring_prep_sendmsg_zc")]
 #[derive(Debug, Clone, Copy)]
@@ -918,8 +954,15 @@ pub struct SendMsgZc {
 
 impl SendMsgZc {
     /// Sends the concatenation of `bufs` on `fd` with zero copy.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), the
+    /// buffers `bufs` names (and the array, as for [`SendMsg::new`]) must
+    /// stay valid and unmodified until that operation's **notification**
+    /// CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
         SendMsgZc {
             fd: fd.into(),
             iov: bufs.as_ptr().cast(),
@@ -940,8 +983,12 @@ impl SendMsgZc {
     }
 
     /// Ancillary data, as for [`SendMsg::control`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`new`](Self::new), for `control`.
     #[inline]
-    pub fn control(mut self, control: &[u8]) -> Self {
+    pub unsafe fn control(mut self, control: &[u8]) -> Self {
         self.control = (control.as_ptr(), control.len());
         self
     }
@@ -989,6 +1036,9 @@ impl Prepare for SendMsgZc {
         sqe.ioprio = ioprio as u16;
     }
 }
+
+// SAFETY: as for `SendMsg`, until every push's notification CQE.
+unsafe impl SafeOp for SendMsgZc {}
 
 // ---------------------------------------------------------------------------
 // Multicast
@@ -1066,9 +1116,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `msg`, the iovec array it names and every buffer those point to,
-    /// the name and the control buffer must stay valid, and must not be
-    /// accessed by anyone else, until the CQE is reaped.
+    /// As for [`RecvMsg::new`].
     unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf`.
@@ -1115,8 +1163,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `bufs` and every buffer in it must stay valid and unmodified until
-    /// the CQE is reaped.
+    /// As for [`SendMsg::new`].
     unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext>;
 
     /// Queues a [`SendZc`] of `buf`: two CQEs, the result and the
@@ -1142,8 +1189,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `bufs` and every buffer in it must stay valid and unmodified until
-    /// the notification CQE, as for [`send_zc`](Self::send_zc).
+    /// As for [`SendMsgZc::new`].
     unsafe fn sendmsg_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>])
     -> Result<SqeContext>;
 
@@ -1199,8 +1245,9 @@ impl<R: RingOps + OnRing> NetOps for R {
 
     #[inline]
     unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the header and what it names).
-        unsafe { self.push_op_unchecked(ctx, RecvMsg::new(fd, msg)) }
+        // SAFETY: forwarded to the caller (`RecvMsg::new`'s contract).
+        let op = unsafe { RecvMsg::new(fd, msg) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -1231,8 +1278,9 @@ impl<R: RingOps + OnRing> NetOps for R {
 
     #[inline]
     unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffers until the CQE).
-        unsafe { self.push_op_unchecked(ctx, SendMsg::new(fd, bufs)) }
+        // SAFETY: forwarded to the caller (`SendMsg::new`'s contract).
+        let op = unsafe { SendMsg::new(fd, bufs) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -1249,9 +1297,9 @@ impl<R: RingOps + OnRing> NetOps for R {
         fd: impl Into<Target>,
         bufs: &[IoSlice<'_>],
     ) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffers until the
-        // notification).
-        unsafe { self.push_op_unchecked(ctx, SendMsgZc::new(fd, bufs)) }
+        // SAFETY: forwarded to the caller (`SendMsgZc::new`'s contract).
+        let op = unsafe { SendMsgZc::new(fd, bufs) };
+        self.push_op(ctx, op)
     }
 
     fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()> {
