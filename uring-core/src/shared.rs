@@ -7,6 +7,7 @@ use std::time::Duration;
 use uring_sys as sys;
 
 use crate::context::ContextPools;
+use crate::core::{Core, State, WaitArgs};
 use crate::cqe::CqeSlot;
 use crate::error::{Error, Result};
 use crate::features::Features;
@@ -14,7 +15,6 @@ use crate::keep::Keep;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
-use crate::ring::{Core, State, WaitArgs};
 use crate::sqe::Sqe;
 
 /// A ring that several threads submit to and reap from
@@ -205,7 +205,7 @@ impl SharedRing {
     /// # Errors
     ///
     /// [`Error::WouldBlock`] when nothing is observable.
-    pub fn wait(&self, out: &mut [CqeSlot]) -> Result<usize> {
+    pub fn reap(&self, out: &mut [CqeSlot]) -> Result<usize> {
         if out.is_empty() {
             return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
         }

@@ -60,7 +60,7 @@ impl sealed::OnRing for WithFlags<'_> {
 }
 
 /// A [`Ring`] borrowed with SQE flags that every entry queued through it
-/// gets, ORed into the flags the operation sets itself (and a direct
+/// gets, ORed into the flags the operation sets itself (and a packed
 /// context's own flags). Made by [`FlagOps::with_flags`] or
 /// [`FlagOps::linked`]; it implements [`RingOps`] and so every family's
 /// named methods: `ring.linked().fsync(ctx, fd)` is

@@ -404,7 +404,7 @@ fn ring_methods_and_builders_queue_the_same_linked_entry() {
     ring.push_op(tag(1), Write::from_static(-1, b"x").with_sqe_flags(SqeFlags::IO_LINK)).unwrap();
     ring.push_op(tag(2), Nop::new()).unwrap();
     assert_eq!(results_by_ctx(&mut ring, 2), [-libc::EBADF, -libc::ECANCELED]);
-    // Flags add up, and a direct context's stamped flags are the entry's.
+    // Flags add up, and a packed context's stamped flags are the entry's.
     let stamped = ring.linked().with_flags(SqeFlags::IO_DRAIN).nop(SqeContext::default()).unwrap();
     assert_eq!(stamped.flags(), Some(SqeFlags::IO_LINK | SqeFlags::IO_DRAIN));
     ring.push_op(tag(2), Nop::new()).unwrap();
