@@ -62,9 +62,10 @@ const OP_SENDMSG: u8 = sys::IORING_OP_SENDMSG as u8;
 const OP_URING_CMD: u8 = sys::IORING_OP_URING_CMD as u8;
 const OP_SHUTDOWN: u8 = sys::IORING_OP_SHUTDOWN as u8;
 
-/// The value of `TCP_NODELAY` the server sets on each connection: static,
-/// so it is valid for as long as any request may read it.
-static ONE: libc::c_int = 1;
+/// The value of `TCP_NODELAY` the server sets on each connection (a
+/// `c_int` 1): static, so it is valid for as long as any request may read
+/// it, and `SetSockOpt::from_static` takes it without `unsafe`.
+static ONE: [u8; size_of::<libc::c_int>()] = (1 as libc::c_int).to_ne_bytes();
 
 /// How long the server blocks before looking at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
@@ -386,15 +387,10 @@ impl Tcp {
     fn set_nodelay(&mut self, idx: u32) {
         let Some(conn) = self.conns[idx as usize].as_ref() else { return };
         let (fd, ctx) = (conn.fd.as_raw_fd(), Self::ctx(idx, conn.generation));
-        let op = SetSockOpt::new(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const ONE).cast(),
-            size_of::<libc::c_int>() as u32,
-        );
-        // SAFETY: the option value is a static, valid for the whole program
-        // and never written.
+        let op = SetSockOpt::from_static(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &ONE);
+        // SAFETY: the option value is `'static` (the operation is a
+        // `SafeOp`); the helper is `unsafe` for the other operations it
+        // pushes.
         match unsafe { push_unchecked(&mut self.ring, ctx, op) } {
             Ok(()) => self.side_op_started(idx),
             Err(e) => eprintln!("echo: TCP_NODELAY on fd {fd}: {e}"),

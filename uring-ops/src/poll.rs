@@ -13,8 +13,9 @@
 //! report ([`Cqe::user_data`](uring_core::Cqe::user_data)), or use
 //! [`PollAdd::stamped`] to compute it before submitting.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -293,7 +294,7 @@ impl Prepare for PollUpdate {
 // SAFETY: `addr` and `off` are user_data values, not addresses.
 unsafe impl SafeOp for PollUpdate {}
 
-/// Poll operations as [`Ring`] methods.
+/// Poll operations as [`Ring`](uring_core::Ring) methods.
 pub trait PollOps {
     /// Queues a one-shot poll of `fd` for `events` ([`PollAdd`]).
     ///
@@ -325,7 +326,7 @@ pub trait PollOps {
     fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<SqeContext>;
 }
 
-impl PollOps for Ring {
+impl<R: RingOps + OnRing> PollOps for R {
     #[inline]
     fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollAdd::new(fd, events))

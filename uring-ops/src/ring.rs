@@ -62,8 +62,10 @@ pub trait RingOps {
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Free SQ entries: how many `push_op` calls will succeed before a
-    /// submit. Use it to queue a linked chain all or nothing.
-    fn sq_room(&mut self) -> u32;
+    /// submit. Use it to queue a linked chain all or nothing. The same
+    /// number as [`Ring::sq_space_left`], under the same name, so generic
+    /// code over `RingOps` (and [`WithFlags`](crate::WithFlags)) can ask.
+    fn sq_space_left(&mut self) -> u32;
 }
 
 impl RingOps for Ring {
@@ -86,8 +88,8 @@ impl RingOps for Ring {
     }
 
     #[inline]
-    fn sq_room(&mut self) -> u32 {
-        self.sq_space_left()
+    fn sq_space_left(&mut self) -> u32 {
+        Ring::sq_space_left(self)
     }
 }
 

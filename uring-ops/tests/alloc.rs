@@ -88,8 +88,8 @@ fn push_op_and_reap_allocate_nothing() {
             ring.push_op(ctx, Timeout::new(Duration::from_nanos(1))).unwrap();
             // SAFETY: `buf` outlives the read: it is reaped below before
             // the next round reuses it.
-            unsafe { ring.push_op_unchecked(ctx, Read::new(fd, buf.as_mut_ptr(), buf.len() as u32).offset(0)) }
-                .unwrap();
+            let read = unsafe { Read::new(fd, &mut buf) };
+            ring.push_op(ctx, read.offset(0)).unwrap();
             ring.submit_and_wait(3).unwrap();
             let mut got = 0;
             while got < 3 {

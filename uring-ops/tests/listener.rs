@@ -262,7 +262,7 @@ fn a_full_queue_between_phases_is_reported_through_on_error() {
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     let socket = common::reap_slots(&mut ring, 1)[0];
-    while ring.sq_room() > 0 {
+    while ring.sq_space_left() > 0 {
         ring.push_op(SqeContext::for_fd(1), Nop::new()).unwrap();
     }
     assert!(mgr.handle_cqe(&mut ring, &socket.cqe()).is_some());

@@ -69,7 +69,7 @@ fn a_full_queue_is_an_error_not_a_flush() {
     for i in 0..4 {
         ring.push_op(SqeContext::token(i as u64).unwrap(), Nop::new()).unwrap();
     }
-    assert_eq!(ring.sq_room(), 0);
+    assert_eq!(ring.sq_space_left(), 0);
     assert!(matches!(ring.push_op(SqeContext::default(), Nop::new()), Err(Error::QueueFull { entries: 4 })));
     let got = common::reap(&mut ring, 4);
     assert_eq!(got.len(), 4);
