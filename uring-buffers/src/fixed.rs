@@ -371,8 +371,9 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] while an operation uses the slot, and as
-    /// for [`RegisteredBuffers::install`].
+    /// [`Error::Busy`] while an operation uses the slot;
+    /// [`Error::InvalidArgument`] for another ring or an index outside the
+    /// table; and as for [`RegisteredBuffers::install`].
     pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
         self.check_ring(ring)?;
         if let Buf::Busy(op) = self.slot_state(index)? {
@@ -492,9 +493,10 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when the index is outside the table, the
-    /// slot is empty, or an operation writes into the buffer (a read that
-    /// has not completed).
+    /// [`Error::Busy`] while an operation writes into the buffer (a read,
+    /// or a chain with a read, that has not completed);
+    /// [`Error::InvalidArgument`] when the index is outside the table or
+    /// the slot is empty.
     pub fn buffer(&self, index: u32) -> Result<&[u8]> {
         if let Buf::Busy(op) = self.slot_state(index)?
             && self.ops[op as usize].live.as_ref().is_some_and(|l| l.kind.kernel_writes())
@@ -508,8 +510,9 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when the index is outside the table, the
-    /// slot is empty, or any operation uses the buffer.
+    /// [`Error::Busy`] while any operation uses the buffer;
+    /// [`Error::InvalidArgument`] when the index is outside the table or
+    /// the slot is empty.
     pub fn buffer_mut(&mut self, index: u32) -> Result<&mut [u8]> {
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "written"));
@@ -631,9 +634,12 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] (bad index or range, the buffer in
-    /// flight, another ring); [`Error::Ring`] when the ring refuses (full
-    /// queue, stopped): the buffer stays idle.
+    /// [`Error::Busy`] while another operation uses the buffer;
+    /// [`Error::InvalidArgument`] for an index outside the table or above
+    /// 65535, an empty slot, a range outside the buffer or above
+    /// `i32::MAX` bytes, or another ring; [`Error::Ring`] when the ring
+    /// refuses (full queue, not started, stopped, opcode unsupported). In
+    /// every case nothing is queued and the buffer keeps its state.
     pub fn read_fixed(
         &mut self,
         ring: &mut Ring,
