@@ -20,7 +20,9 @@ pub mod sendring;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
-pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
+pub use fixed::{
+    BufferState, ChainOutcome, ChainStatus, ChainStep, FixedBuffers, FixedChain, FixedDone, FixedId, FixedKind,
+};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
 pub use sendring::{Partial, SendBuf, SendRing, Sent};
