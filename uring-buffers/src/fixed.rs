@@ -136,7 +136,8 @@
 //! Known limit (data, not memory): the kernel links the entries it
 //! consumes in one batch. An `SQPOLL` poller shared by several rings
 //! (`IORING_SETUP_ATTACH_WQ`) takes at most 8 entries per ring per pass,
-//! so it may split a longer chain, and the steps after the cut then run
+//! and a submission that runs out of memory for requests stops early, so
+//! either may split a chain, and the steps after the cut then run
 //! unlinked. Every step still posts its CQE and the buffer still waits for
 //! all of them, so no memory is lent early; but a write may then send
 //! bytes its read had not yet filled.
@@ -178,7 +179,6 @@ use std::fmt;
 use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use uring_core::{Cqe, Ring, SqeContext, SqeFlags};
 use uring_ops::file::{ReadFixed, ReadvFixed, WriteFixed, WritevFixed};
@@ -1226,15 +1226,14 @@ impl<'a> FixedChain<'a> {
         if len == 0 {
             return Err(Error::invalid(format!("fixed chain on buffer {index}: no step")));
         }
-        let steps: [StepOp; MAX_CHAIN_STEPS] =
-            std::array::from_fn(|i| steps[i].unwrap_or(StepOp::Timeout(LinkTimeout::new(Duration::ZERO))));
+        // The first `len` are all set (`add` fills them in order).
         let steps = &steps[..len];
         // Everything that could refuse a step is checked before the first
         // is queued: ranges and the buffer's state, each operation against
         // the ring's features, slots for the user_data, room in the SQ.
         let mut base = std::ptr::null_mut();
         let mut writes = false;
-        for step in steps {
+        for step in steps.iter().flatten() {
             match *step {
                 StepOp::Read { range, .. } | StepOp::Write { range, .. } => {
                     base = bufs.check_op(ring, index, std::slice::from_ref(&(range.0..range.1)))?;
@@ -1260,7 +1259,7 @@ impl<'a> FixedChain<'a> {
             pending: len as u8,
             writes,
         };
-        for (i, step) in steps.iter().enumerate() {
+        for (i, step) in steps.iter().flatten().enumerate() {
             let (kind, wanted) = match *step {
                 StepOp::Read { range, .. } => (FixedKind::Read, (range.1 - range.0) as u32),
                 StepOp::Write { range, .. } => (FixedKind::Write, (range.1 - range.0) as u32),
@@ -1281,7 +1280,7 @@ impl<'a> FixedChain<'a> {
         bufs.ops[head as usize].chain = Some(rec);
         bufs.state[index as usize] = Buf::Busy(head);
 
-        for (i, step) in steps.iter().enumerate() {
+        for (i, step) in steps.iter().flatten().enumerate() {
             let id = bufs.id_of(rec.slots[i]);
             let flags = if i + 1 < len { SqeFlags::IO_LINK } else { SqeFlags::empty() };
             // SAFETY: every read and write names a range of buffer `index`

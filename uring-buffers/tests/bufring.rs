@@ -515,3 +515,50 @@ fn an_incremental_buffer_is_finished_by_its_bytes_not_by_a_missing_buf_more() {
     assert_eq!((buf.offset(), br.bytes(&buf)), (4, &b"-more"[..]));
     br.recycle(buf).unwrap();
 }
+
+/// A multishot bundle receive on an incremental ring: each CQE (with
+/// `F_MORE`) continues where the last stopped; the end of the stream (a
+/// CQE without a buffer or `F_MORE`) ends the ring's request, so the next
+/// one may be queued.
+#[test]
+fn a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends: no RECVSEND_BUNDLE");
+        return;
+    }
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(33, 4, 16).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    br.push_op(&mut ring, uring_ops::multishot::RecvBundleMulti::new(rx.as_raw_fd(), 33)).unwrap();
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    for (round, n) in [20usize, 7, 45, 1, 33].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..n).map(|i| (round * 59 + i) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        sent.extend_from_slice(&payload);
+        let mut taken = 0;
+        while taken < n {
+            let c = one_cqe(&mut ring);
+            assert!(c.cqe().more(), "round {round}: the multishot receive stays armed ({})", c.cqe().res());
+            let bundle = br.take_bundle(&c.cqe()).unwrap().expect("a buffer");
+            taken += bundle.len();
+            for p in br.bundle(&bundle) {
+                got.extend_from_slice(p);
+            }
+            br.recycle_bundle(bundle).unwrap();
+        }
+        assert!(br.request_in_flight());
+    }
+    drop(tx);
+    let c = one_cqe(&mut ring);
+    assert_eq!((c.cqe().res(), c.cqe().more(), c.cqe().buffer_id()), (0, false, None));
+    assert!(br.take_bundle(&c.cqe()).unwrap().is_none());
+    assert!(!br.request_in_flight(), "the end of the stream ends the request");
+    assert_eq!(got, sent);
+    assert_eq!((br.held(), br.available()), (0, 4));
+}
