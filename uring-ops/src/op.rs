@@ -200,6 +200,16 @@ unsafe impl<O: SafeOp> SafeOp for With<O> {}
 pub trait OpExt: Prepare + Sized {
     /// Adds `IOSQE_*` flags (`IO_LINK`, `IO_HARDLINK`, `IO_DRAIN`, `ASYNC`,
     /// `CQE_SKIP_SUCCESS`, …) to the ones the operation sets itself.
+    ///
+    /// With `IO_LINK` the next entry starts only after this one completed
+    /// with its *full* result: an error, or a read or write that moved
+    /// fewer bytes than asked (a short read at the end of a file, a socket
+    /// with less data), breaks the link, and every later entry of the
+    /// chain completes with `-ECANCELED` without running (`IO_HARDLINK`
+    /// runs it anyway). Every entry still posts its CQE, so memory an
+    /// entry names must stay valid until its own CQE, cancelled or not.
+    /// For reads and writes through registered buffers,
+    /// `uring_buffers::FixedBuffers::chain` does this bookkeeping safely.
     #[inline]
     fn with_sqe_flags(self, flags: SqeFlags) -> With<Self> {
         With { op: self, flags, personality: 0 }
