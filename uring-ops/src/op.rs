@@ -203,8 +203,9 @@ pub trait OpExt: Prepare + Sized {
     ///
     /// With `IO_LINK` the next entry starts only after this one completed
     /// with its *full* result: an error, or a read or write that moved
-    /// fewer bytes than asked (a short read at the end of a file, a socket
-    /// with less data), breaks the link, and every later entry of the
+    /// fewer bytes than asked (`READ`, `WRITE` and their vectored and
+    /// fixed forms, at the end of a file or on a socket with less data;
+    /// `RECV` and `SEND` only with `MSG_WAITALL`), breaks the link, and every later entry of the
     /// chain completes with `-ECANCELED` without running (`IO_HARDLINK`
     /// runs it anyway). Every entry still posts its CQE, so memory an
     /// entry names must stay valid until its own CQE, cancelled or not.
