@@ -43,7 +43,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use uring_buffers::{Buf, BufRing, BufRingConfig, Bundle};
-use uring_core::{CqeSlot, Error as RingError, FeatureFlags, Options, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{CqeSlot, Error as RingError, FeatureFlags, HandleCqe, Options, Ring, SqeContext, SqeFlags, sys};
 use uring_ops::cmd::SetSockOpt;
 use uring_ops::listener::{ListenerHandler, ListenerId, ListenerManager, ListenerPhase};
 use uring_ops::multishot::{AcceptMulti, RecvBundleMulti, RecvMsgMulti, RecvMsgOut, RecvMulti};

@@ -374,11 +374,8 @@ impl Bundle {
     }
 }
 
-/// Incremental rings' requests: `user_data` low bits (foreign mode, the
-/// layer tag) and a 53-bit number from a process-wide counter.
-const REQUEST_LOW: u64 = 0b11 | ((uring_core::FOREIGN_TAG_BUFRING as u64) << 3);
-const REQUEST_SHIFT: u32 = 11;
-const REQUEST_MAX: u64 = (1 << (64 - REQUEST_SHIFT)) - 1;
+/// Incremental rings' requests: a [`uring_core::Layer::BufRing`] value
+/// whose payload is a 53-bit number from a process-wide counter.
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 /// How many of its latest requests an incremental ring still takes CQEs
 /// of (older ones' CQEs, not taken by then, are refused: buffers lost to
@@ -460,7 +457,7 @@ impl BufRing {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a bad configuration (before any
-    /// syscall), [`Error::Alloc`], [`Error::Ring`] when the ring is stopped
+    /// syscall), [`Error::Alloc`], [`Error::Core`] when the ring is stopped
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
@@ -543,7 +540,7 @@ impl BufRing {
 
     /// Queues `op`, a request that selects from this **incremental** ring's
     /// group, and returns the `user_data` its CQEs carry: an identity of
-    /// this ring's own (the layer tag [`uring_core::FOREIGN_TAG_BUFRING`]
+    /// this ring's own (a [`uring_core::Layer::BufRing`] value
     /// and a number never reused), which no other push, `MSG_RING` or
     /// poll update may carry. On an incremental ring this is the only way
     /// to queue such a request (the group is reserved: every other push
@@ -564,7 +561,7 @@ impl BufRing {
     /// [`Error::InvalidArgument`] on a ring that is not incremental (push
     /// with `RingOps::push_op`), when `op` does not select from this group
     /// (nothing is queued), or a request is in flight; the push's errors
-    /// ([`Error::Ring`]).
+    /// ([`Error::Core`]).
     pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, op: O) -> Result<SqeContext> {
         if !self.incremental {
             return Err(Error::invalid(format!(
@@ -582,17 +579,16 @@ impl BufRing {
             )));
         }
         let number = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        if number > REQUEST_MAX {
+        let Some(value) = uring_core::LayerData::new(uring_core::Layer::BufRing, false, number) else {
             return Err(Error::invalid("incremental ring request numbers are exhausted (2^53)"));
-        }
-        let user_data = REQUEST_LOW | (number << REQUEST_SHIFT);
+        };
+        let user_data = value.raw();
         let pos = ring.cq_position();
         // SAFETY: `O: SafeOp` names no caller memory; the user_data is this
         // layer's, used for this request only, and `take` checks the ring
         // and position of each CQE; this ring reserved the group, and the
         // entry is checked to select from it below.
-        let (stamped, group) =
-            unsafe { uring_ops::push_group_owner_layer_op(ring, SqeContext::from_raw(user_data), op) }?;
+        let (stamped, group) = unsafe { uring_ops::push_group_owner_layer_op(ring, value.context(), op) }?;
         if group != Some(self.group) {
             // SAFETY: queued just above, not flushed, nothing depends on it.
             unsafe { ring.retract_last_sqe() };
@@ -651,7 +647,7 @@ impl BufRing {
     /// registered with, and be later than the CQE that last handed out the
     /// same buffer: a CQE of another group or ring, or one presented again
     /// (a copied [`CqeSlot`](uring_core::CqeSlot)), is refused and hands
-    /// out nothing. A foreign context proves nothing: the layer that queued
+    /// out nothing. A layer value proves nothing: the layer that queued
     /// it vouches ([`take_selection`](Self::take_selection)). On an
     /// incremental ring, only the CQEs of its own requests
     /// ([`push_op`](Self::push_op)) are taken.
@@ -1224,7 +1220,7 @@ impl BufRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the call fails (the ring is stopped, or this
+    /// [`Error::Core`] when the call fails (the ring is stopped, or this
     /// ring was unregistered: `EINVAL`).
     pub fn head(&self, ring: &Ring) -> Result<u16> {
         let mut st = sys::io_uring_buf_status { buf_group: u32::from(self.group), ..Default::default() };
@@ -1247,7 +1243,7 @@ impl BufRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(mut self, ring: &mut Ring) -> Result<()> {
         if ring.id() != self.ring_id {
             return Err(Error::invalid(format!("group {}: this BufRing is registered with another ring", self.group)));
@@ -1295,7 +1291,7 @@ fn unproven(group: u16, bid: u16) -> Error {
     Error::NotOwned {
         group,
         bid,
-        why: "the CQE's context does not prove which group it selected from (a foreign context, or a pooled one \
+        why: "the CQE's context does not prove which group it selected from (a layer value, or a pooled one \
               resolved without its ring's pools): its layer must vouch for it (take_selection)",
     }
 }
@@ -1312,6 +1308,33 @@ pub(crate) fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
         )
     }?;
     Ok(())
+}
+
+impl uring_core::HandleCqe for BufRing {
+    /// The buffer (or range) the CQE hands over, or why it cannot.
+    type Event = Result<Buf>;
+
+    /// `None` unless `cqe` is this ring's to take: one of its own requests'
+    /// (incremental rings), or one that proves it selected from this group
+    /// of this ring ([`Cqe::buffer_selection`]) and is newer than the CQE
+    /// that last handed out its buffer; then [`BufRing::take`] (a CQE of
+    /// its own that names no buffer is `None` too).
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Buf>> {
+        let mine = if self.incremental {
+            self.is_own(cqe)
+        } else {
+            // A copy of a CQE taken already is not this ring's any more.
+            cqe.buffer_selection().is_some_and(|s| {
+                s.ring_id() == self.ring_id
+                    && s.group() == self.group
+                    && self.seen.get(usize::from(s.bid())).is_some_and(|&after| s.seq() >= after)
+            })
+        };
+        if !mine {
+            return None;
+        }
+        self.take(cqe).transpose()
+    }
 }
 
 #[cfg(test)]

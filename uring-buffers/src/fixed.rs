@@ -84,15 +84,13 @@
 //! # Completions and the `user_data` scheme
 //!
 //! Each operation is submitted with a `user_data` of the table's own, a
-//! *foreign* context (mode bits `3`) that other layers never produce:
+//! [`Layer::FixedBuffers`](uring_core::Layer::FixedBuffers) value
+//! ([`uring_core::LayerData`]) whose 53-bit payload is:
 //!
-//! | bits | meaning |
+//! | payload bits | meaning |
 //! |---|---|
-//! | 0–1 | `3` (foreign mode) |
-//! | 2 | `0` |
-//! | 3–10 | the tag `0xF1` (subscriptions use `0xB5`) |
-//! | 11–24 | the operation slot (14 bits: at most [`MAX_IN_FLIGHT`] operations in flight, a chain's steps one each) |
-//! | 25–63 | the table's id (39 bits, from a process-wide counter that never wraps) |
+//! | 0–13 | the operation slot (14 bits: at most [`MAX_IN_FLIGHT`] operations in flight, a chain's steps one each) |
+//! | 14–52 | the table's id (39 bits, from a process-wide counter that never wraps) |
 //!
 //! [`handle_cqe`](FixedBuffers::handle_cqe) answers `None` for every CQE
 //! that is not one of this table's live operations: other layers' CQEs,
@@ -103,8 +101,7 @@
 //! buffer still in flight is never released by a CQE that is not its own.
 //! A CQE forged with the exact `user_data` of a live operation cannot be
 //! posted from safe code: `RingOps::push_op`, `MsgRing`, `MsgRingFd` and
-//! `PollUpdate` refuse the layer tag ([`uring_core::FOREIGN_TAG_FIXED`]),
-//! and `push_op_unchecked`'s contract forbids it.
+//! `PollUpdate` refuse layer values, and so does `push_op_unchecked`.
 //!
 //! # Linked chains
 //!
@@ -189,17 +186,12 @@ use uring_ops::{OpExt, Prepare, Target};
 use crate::error::{Error, Result};
 use crate::registered::RegisteredBuffers;
 
-const MODE_FOREIGN: u64 = 0b11;
-const TAG: u64 = uring_core::FOREIGN_TAG_FIXED as u64;
-const TAG_SHIFT: u32 = 3;
-/// Bits 0–10: mode, bit 2, tag.
-const LOW_MASK: u64 = (1 << 11) - 1;
-const LOW: u64 = MODE_FOREIGN | (TAG << TAG_SHIFT);
-const SLOT_SHIFT: u32 = 11;
+/// A [`Layer::FixedBuffers`](uring_core::Layer::FixedBuffers) value's
+/// payload: the operation slot (14 bits), then the table id (39 bits).
 const SLOT_BITS: u32 = 14;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
-const TABLE_SHIFT: u32 = 25;
-const TABLE_MASK: u64 = (1 << 39) - 1;
+const TABLE_SHIFT: u32 = SLOT_BITS;
+const TABLE_MASK: u64 = (1 << (uring_core::LayerData::PAYLOAD_BITS - SLOT_BITS)) - 1;
 
 /// The most ranges one vectored operation takes (`UIO_MAXIOV`).
 pub const MAX_RANGES: usize = 1024;
@@ -224,9 +216,9 @@ impl FixedId {
         self.0
     }
 
-    /// The context the operation was submitted with (foreign mode).
+    /// The context the operation was submitted with (a layer value).
     pub const fn context(self) -> SqeContext {
-        SqeContext::from_raw(self.0)
+        SqeContext::of_user_data(self.0)
     }
 }
 
@@ -617,7 +609,7 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the ring is stopped.
+    /// [`Error::Core`] when the ring is stopped.
     pub unsafe fn from_registered(ring: &mut Ring, bufs: RegisteredBuffers) -> Result<Self> {
         let n = bufs.len();
         let graveyard = std::sync::Arc::new(Graveyard::default());
@@ -790,7 +782,12 @@ impl FixedBuffers {
     }
 
     fn id_of(&self, op: u32) -> FixedId {
-        FixedId(LOW | (u64::from(op) << SLOT_SHIFT) | (self.table << TABLE_SHIFT))
+        let payload = u64::from(op) | (self.table << TABLE_SHIFT);
+        match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, payload) {
+            Some(d) => FixedId(d.raw()),
+            // The table id is below 2^39 and the slot below 2^14.
+            None => unreachable!("fixed-buffer payload {payload:#x} out of range"),
+        }
     }
 
     /// Whether `n` more operation slots can be taken: the `user_data`
@@ -913,7 +910,7 @@ impl FixedBuffers {
     /// [`Error::Busy`] while another operation uses the buffer;
     /// [`Error::InvalidArgument`] for an index outside the table or above
     /// 65535, an empty slot, a range outside the buffer or above
-    /// `i32::MAX` bytes, or another ring; [`Error::Ring`] when the ring
+    /// `i32::MAX` bytes, or another ring; [`Error::Core`] when the ring
     /// refuses (full queue, not started, stopped, opcode unsupported). In
     /// every case nothing is queued and the buffer keeps its state.
     pub fn read_fixed(
@@ -982,7 +979,7 @@ impl FixedBuffers {
     ///
     /// As for [`read_fixed`](Self::read_fixed), and
     /// [`Error::InvalidArgument`] for no ranges or more than
-    /// [`MAX_RANGES`]; [`Error::Ring`] with
+    /// [`MAX_RANGES`]; [`Error::Core`] with
     /// [`Unsupported`](uring_core::Error::Unsupported) before 6.15.
     pub fn readv_fixed(
         &mut self,
@@ -1059,10 +1056,11 @@ impl FixedBuffers {
 
     /// The live operation slot `user_data` names, if any.
     fn decode(&self, user_data: u64) -> Option<u32> {
-        if user_data & LOW_MASK != LOW || (user_data >> TABLE_SHIFT) & TABLE_MASK != self.table {
+        let payload = uring_core::LayerData::payload_of(user_data, uring_core::Layer::FixedBuffers)?;
+        if payload >> TABLE_SHIFT != self.table {
             return None;
         }
-        let op = ((user_data >> SLOT_SHIFT) & SLOT_MASK) as u32;
+        let op = (payload & SLOT_MASK) as u32;
         let slot = self.ops.get(op as usize)?;
         slot.live.is_some().then_some(op)
     }
@@ -1214,7 +1212,7 @@ impl<'a> FixedChain<'a> {
     /// [`Error::InvalidArgument`] for no step, a build error (see
     /// [`FixedChain`]), a range outside the buffer, an index or slot
     /// [`read_fixed`](FixedBuffers::read_fixed) refuses, another ring, or
-    /// more than [`MAX_IN_FLIGHT`] operations; [`Error::Ring`] with
+    /// more than [`MAX_IN_FLIGHT`] operations; [`Error::Core`] with
     /// [`QueueFull`](uring_core::Error::QueueFull) when the SQ has room
     /// for fewer entries than the chain has steps, and for what else the
     /// ring refuses (not started, stopped, an unsupported opcode).
@@ -1415,21 +1413,34 @@ fn empty_slot(index: u32) -> Error {
     Error::invalid(format!("registered buffer slot {index} is empty (sparse table: install a buffer first)"))
 }
 
+impl uring_core::HandleCqe for FixedBuffers {
+    /// What the operation's CQE meant, and whether its buffer is free.
+    type Event = FixedDone;
+
+    /// [`FixedBuffers::handle_cqe`], for routers that offer each CQE with
+    /// its ring (the ring is not needed: the inherent method also works
+    /// while the CQE still borrows it).
+    #[inline]
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<FixedDone> {
+        FixedBuffers::handle_cqe(self, cqe)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn user_data_layout() {
-        let id = FixedId(LOW | (5 << SLOT_SHIFT) | (TABLE_MASK << TABLE_SHIFT));
-        assert_eq!(id.context().mode(), uring_core::ContextMode::Foreign);
-        assert_eq!(id.user_data() & 0b11, 0b11);
-        assert_eq!((id.user_data() >> TAG_SHIFT) & 0xff, 0xF1);
-        assert_eq!(id.user_data() >> TABLE_SHIFT, TABLE_MASK);
-        // The subscription tag's bits stay distinct.
-        assert_ne!((id.user_data() >> 3) & 0xff, 0xB5);
-        assert_eq!(SLOT_SHIFT + SLOT_BITS, TABLE_SHIFT);
-        assert_eq!(TABLE_SHIFT + 39, 64);
+        let payload = 5 | (TABLE_MASK << TABLE_SHIFT);
+        let id = FixedId(uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, payload).unwrap().raw());
+        assert_eq!(id.context().mode(), uring_core::ContextMode::Layer);
+        let d = id.context().layer_data().unwrap();
+        assert_eq!(
+            (d.layer(), d.payload() & SLOT_MASK, d.payload() >> TABLE_SHIFT),
+            (uring_core::Layer::FixedBuffers, 5, TABLE_MASK)
+        );
+        assert_eq!(TABLE_MASK, (1 << 39) - 1, "39-bit table ids");
         assert!(crate::registered::MAX_BUFFERS as u64 <= SLOT_MASK + 1);
     }
 }

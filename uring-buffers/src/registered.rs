@@ -73,7 +73,7 @@ impl RegisteredBuffers {
     ///
     /// [`Error::InvalidArgument`] before any syscall (0 buffers, more than
     /// [`MAX_BUFFERS`], a size of 0 or above [`MAX_BUFFER`]);
-    /// [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Ring`] (`EBUSY`:
+    /// [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Core`] (`EBUSY`:
     /// the ring has a table already).
     pub fn register(ring: &mut Ring, count: u32, size: usize) -> Result<Self> {
         Self::register_with(ring, count, size, false)
@@ -140,7 +140,7 @@ impl RegisteredBuffers {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for an index outside the table or a bad
-    /// size; [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Ring`].
+    /// size; [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Core`].
     pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
         self.check_owner(ring)?;
         check_size(size)?;
@@ -188,7 +188,7 @@ impl RegisteredBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`]: `EBUSY` when `dst` has a table, `Unsupported` on
+    /// [`Error::Core`]: `EBUSY` when `dst` has a table, `Unsupported` on
     /// kernels without the call.
     pub fn clone_into(&self, src: &Ring, dst: &mut Ring) -> Result<RegisteredBuffers> {
         self.check_owner(src)?;
@@ -280,7 +280,7 @@ impl RegisteredBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
         self.check_owner(ring)?;
         // SAFETY: UNREGISTER_BUFFERS takes no argument.

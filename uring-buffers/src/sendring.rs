@@ -202,7 +202,7 @@ impl SendRing {
     ///
     /// [`Error::InvalidArgument`] for a bad configuration or an
     /// incremental one (sends do not consume incrementally), before any
-    /// syscall; [`Error::Alloc`]; [`Error::Ring`] when the ring is stopped
+    /// syscall; [`Error::Alloc`]; [`Error::Core`] when the ring is stopped
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
@@ -403,7 +403,7 @@ impl SendRing {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when nothing is queued or a bundle send
-    /// is in flight already; [`Error::Ring`]: `Unsupported` without
+    /// is in flight already; [`Error::Core`]: `Unsupported` without
     /// `IORING_FEAT_RECVSEND_BUNDLE` (6.10), a full queue, a stopped ring.
     pub fn send_bundle(&mut self, ring: &mut Ring, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         if self.in_flight {
@@ -524,7 +524,7 @@ impl SendRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
         if ring.id() != self.ring_id {
             return Err(Error::invalid(format!("group {}: this SendRing is registered with another ring", self.group)));
@@ -538,3 +538,15 @@ impl SendRing {
 }
 
 const _: () = assert!(MAX_ENTRIES <= 1 << 16, "buffer ids are 16 bits");
+
+impl uring_core::HandleCqe for SendRing {
+    /// What [`SendRing::complete`] says of the bundle send's CQE.
+    type Event = Result<Sent>;
+
+    /// `None` unless `cqe` carries the `user_data` of the bundle send in
+    /// flight and comes from this ring; then [`SendRing::complete`].
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Sent>> {
+        let (user_data, _) = self.send;
+        (self.in_flight && cqe.ring_id() == self.ring_id && cqe.user_data() == user_data).then(|| self.complete(cqe))
+    }
+}

@@ -18,12 +18,11 @@ fn ring() -> Ring {
     ring
 }
 
-/// Queues one `recv` on `fd` that selects a buffer from `group`, under a
-/// direct context numbered `n` (its fd field): submission stamps the
-/// entry's real group into it, which is what lets a `BufRing` accept the
-/// CQE.
+/// Queues one `recv` on `fd` that selects a buffer from `group`, under
+/// token `n`: submission stamps the entry's real group into it, which is
+/// what lets a `BufRing` accept the CQE.
 fn push_recv(ring: &mut Ring, fd: i32, group: u16, n: u64) {
-    ring.push_op(SqeContext::for_fd(n as i32), RecvSelect::new(fd, group)).unwrap();
+    ring.push_op(SqeContext::token(n).unwrap(), RecvSelect::new(fd, group)).unwrap();
 }
 
 /// Submits and waits for one completion, kept with its provenance.
@@ -143,7 +142,7 @@ fn bad_configurations_and_taken_groups_are_refused() {
     ring.stop();
     assert!(matches!(
         BufRing::register(&mut ring, BufRingConfig::new(8, 4, 64)),
-        Err(Error::Ring(uring_core::Error::Stopped))
+        Err(Error::Core(uring_core::Error::Stopped))
     ));
 }
 

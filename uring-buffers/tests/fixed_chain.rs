@@ -254,7 +254,7 @@ fn a_chain_is_queued_whole_or_not_at_all() {
             .queue(ring)
     };
     let e = chain(&mut fixed, &mut ring).unwrap_err();
-    assert!(matches!(e, Error::Ring(uring_core::Error::QueueFull { .. })), "{e}");
+    assert!(matches!(e, Error::Core(uring_core::Error::QueueFull { .. })), "{e}");
     assert_eq!(ring.sq_pending(), 2, "part of a refused chain was queued");
     assert_eq!((fixed.state(0).unwrap(), fixed.in_flight()), (BufferState::Idle, 0));
     // Structural mistakes are refused before anything is queued too.

@@ -34,10 +34,12 @@
 #![cfg(target_os = "linux")]
 
 mod context;
+mod core;
 mod cqe;
 mod error;
 mod features;
 mod keep;
+mod mapping;
 mod options;
 mod queue;
 mod register;
@@ -46,20 +48,20 @@ mod shared;
 mod sqe;
 
 pub use context::{
-    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, FOREIGN_TAG_BUFRING, FOREIGN_TAG_FIXED, FOREIGN_TAG_LISTENER,
-    FOREIGN_TAG_SUBSCRIPTION, FOREIGN_TAG_ZC, FOREIGN_TAG_ZCRX, IndirectSqe, PlainData, PoolStats, SqeContext,
+    ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, IndirectSqe, Layer, LayerData, PlainData, PoolStats,
+    SqeContext,
 };
-pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, Reaped};
+pub use cqe::{BufferSelection, Cqe, CqeFlags, CqeSlot, HandleCqe, Reaped};
 pub use error::{Error, Result};
 pub use features::{
     BASELINE, FeatureFlags, Features, OPCODES, SetupFlagSupport, kernel_release, opcode_name, parse_release,
     probe_setup_flag, probe_setup_flags,
 };
 pub use keep::{KEEP_INLINE, Keep};
+pub use mapping::Mapping;
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
-pub use queue::Mapping;
 pub use register::{CancelTarget, Napi, Registrar, Restriction};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;

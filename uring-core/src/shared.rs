@@ -7,6 +7,7 @@ use std::time::Duration;
 use uring_sys as sys;
 
 use crate::context::ContextPools;
+use crate::core::{Core, State, WaitArgs};
 use crate::cqe::CqeSlot;
 use crate::error::{Error, Result};
 use crate::features::Features;
@@ -14,7 +15,6 @@ use crate::keep::Keep;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
-use crate::ring::{Core, State, WaitArgs};
 use crate::sqe::Sqe;
 
 /// A ring that several threads submit to and reap from

@@ -11,14 +11,14 @@ use uring_ops::file::FileOps;
 use uring_ops::fs::FsOps;
 
 /// Submits what is queued and collects `n` completions as
-/// `(user_data, result)`, in completion order.
-fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(u64, i32)>, Box<dyn Error>> {
+/// `(context, result)`, in completion order.
+fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(SqeContext, i32)>, Box<dyn Error>> {
     let mut out = Vec::with_capacity(n);
     let mut slots = [CqeSlot::EMPTY; 16];
     while out.len() < n {
         ring.submit_and_wait((n - out.len()) as u32)?;
         let done = ring.wait(&mut slots)?;
-        out.extend(done.iter().map(|c| (c.user_data(), c.res())));
+        out.extend(done.iter().map(|c| (c.context(), c.res())));
     }
     Ok(out)
 }
@@ -30,12 +30,6 @@ fn complete_one(ring: &mut Ring, what: &str) -> Result<i32, Box<dyn Error>> {
         return Err(format!("{what}: {}", std::io::Error::from_raw_os_error(-res)).into());
     }
     Ok(res)
-}
-
-/// A caller-chosen `user_data` (mode bits `3`, "foreign"): the ring stamps
-/// it unchanged, so each completion of the batch names its read.
-fn tag(i: u64) -> SqeContext {
-    SqeContext::from_raw((i << 2) | 0b11)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
@@ -75,19 +69,19 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!("read back: {:?}", String::from_utf8_lossy(&back[..n]).trim_end());
 
     // A batch: four reads at different offsets, queued first, then one
-    // submit for all of them. Completions may come in any order; the tag
-    // says which read each one is.
+    // submit for all of them. Completions may come in any order; each read
+    // carries a token, our own number for it, which its CQE gives back.
     let offsets = [0u64, 9, 17, 28];
     let mut bufs = [[0u8; 6]; 4];
     for (i, (buf, &off)) in bufs.iter_mut().zip(&offsets).enumerate() {
         // SAFETY: every buffer stays untouched until all four completions
         // have been reaped below.
-        unsafe { ring.read(tag(i as u64), fd, buf, off) }?;
+        unsafe { ring.read(SqeContext::token(i as u64)?, fd, buf, off) }?;
     }
     let done = complete(&mut ring, offsets.len())?;
     println!("batch of {} reads, one submit:", done.len());
-    for (user_data, res) in done {
-        let i = (user_data >> 2) as usize;
+    for (ctx, res) in done {
+        let i = ctx.as_token().ok_or("a completion without a token")? as usize;
         let got = String::from_utf8_lossy(&bufs[i][..res.max(0) as usize]).into_owned();
         println!("  read {i} at offset {:>2}: {res} bytes {got:?}", offsets[i]);
         assert_eq!(got.as_bytes(), &text[offsets[i] as usize..offsets[i] as usize + 6]);

@@ -1,6 +1,6 @@
 //! Commands: `uring_cmd`, `uring_cmd128`, `nop`, `nop128`.
 
-use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
 
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
@@ -499,40 +499,17 @@ impl Ring128Ops for Ring {
     }
 
     unsafe fn push_op128_unchecked<O: Prepare128>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        crate::ring::refuse_reserved(ctx)?;
+        crate::ring::refuse_layer(ctx)?;
         op.check(self.features())?;
         crate::ring::check_live(self.pools(), ctx)?;
         let queued_at = self.cq_position();
         // SAFETY: forwarded to the caller (the memory the operation names).
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
-        let stamped = crate::ring::stamp(&mut sqe.sqe, ctx);
-        let copy = sqe.sqe;
-        if copy.sqe_flags().contains(uring_core::SqeFlags::BUFFER_SELECT)
-            && self.is_buffer_group_reserved(copy.buf_group())
-        {
-            let group = copy.buf_group();
-            // SAFETY: acquired just above; taken back, never submitted.
-            unsafe { self.retract_last_sqe() };
-            return Err(uring_core::Error::InvalidArgument(format!(
-                "buffer group {group} is reserved by the layer that owns it: no other request may select from it"
-            )));
-        }
-        if copy.sqe_flags().contains(uring_core::SqeFlags::BUFFER_SELECT) {
-            self.note_selected_group(copy.buf_group());
-        }
-        if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) {
-            // SAFETY: `copy` is the entry just queued under `ctx` on this
-            // ring, not yet submitted; `queued_at` was read before.
-            if !unsafe { crate::ring::record_pooled(self.pools_mut(), ctx, copy, queued_at) } {
-                // SAFETY: acquired above; taken back, never submitted.
-                unsafe { self.retract_last_sqe() };
-                return Err(uring_core::Error::InvalidArgument(format!(
-                    "{ctx:?} already names a queued entry: a pooled context names one submission"
-                )));
-            }
-        }
-        Ok(stamped)
+        let stamped = crate::ring::stamp_entry(&mut sqe.sqe, ctx);
+        // SAFETY: `stamped` is of the entry acquired just above, not
+        // flushed; `queued_at` was read before it was acquired.
+        unsafe { crate::ring::settle(self, ctx, stamped, queued_at, false) }.map(|(stamped, _)| stamped)
     }
 }
 

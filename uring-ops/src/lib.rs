@@ -64,11 +64,11 @@ pub mod prelude {
     pub use crate::poll::PollOps;
     pub use crate::provide::ProvideOps;
     pub use crate::socket::SocketSetupOps;
-    pub use crate::subscription::{HandleCqe, MultishotAction, MultishotHandler, MultishotSubscriber, Subscribe};
+    pub use crate::subscription::{MultishotAction, MultishotHandler, MultishotSubscriber, Subscribe};
     pub use crate::timeout::TimeoutOps;
     pub use crate::transfer::TransferOps;
     pub use crate::wait::WaitOps;
     pub use crate::xattr::XattrOps;
     pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
-    pub use uring_core::{Cqe, CqeSlot, Error, Options, Result, Ring, SqeContext, SqeFlags};
+    pub use uring_core::{Cqe, CqeSlot, Error, HandleCqe, Options, Result, Ring, SqeContext, SqeFlags};
 }

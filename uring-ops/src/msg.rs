@@ -25,8 +25,8 @@ use crate::ring::RingOps;
 /// posted (`-EBADFD` when the target is not a ring or not enabled yet,
 /// `-EOVERFLOW` when its CQ is full). The `user_data` is posted as it is:
 /// the target decodes it as its own context, so send values the target
-/// expects (a foreign context, mode bits `3`, is never confused with a
-/// pooled one).
+/// expects (a [token](SqeContext::token) is the usual choice; a layer
+/// value is refused).
 #[doc(alias = "IORING_OP_MSG_RING")]
 #[doc(alias = "IORING_MSG_DATA")]
 #[doc(alias = "io_uring_prep_msg_ring")]
@@ -62,9 +62,9 @@ impl Prepare for MsgRing {
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         // The posted CQE must not be mistaken for one that releases memory
-        // a layer owns: no reserved layer tag in its user_data, and no
+        // a layer owns: no layer value in its user_data, and no
         // buffer or notification flags.
-        crate::ring::refuse_reserved(SqeContext::from_raw(self.user_data))?;
+        crate::ring::refuse_layer(SqeContext::of_user_data(self.user_data))?;
         const MEMORY_FLAGS: u32 = sys::IORING_CQE_F_BUFFER | sys::IORING_CQE_F_BUF_MORE | sys::IORING_CQE_F_NOTIF;
         if let Some(flags) = self.cqe_flags
             && flags & MEMORY_FLAGS != 0
@@ -147,7 +147,7 @@ impl Prepare for MsgRingFd {
             ));
         }
         // The target's CQE carries this user_data: as for `MsgRing`.
-        crate::ring::refuse_reserved(SqeContext::from_raw(self.user_data))?;
+        crate::ring::refuse_layer(SqeContext::of_user_data(self.user_data))?;
         Ok(())
     }
 

@@ -345,6 +345,11 @@ impl TimeoutRemove {
 impl Prepare for TimeoutRemove {
     const CODE: u8 = sys::IORING_OP_TIMEOUT_REMOVE as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        crate::cancel::check_target(self.target.raw())
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
         let TimeoutRemove { target } = self;
@@ -408,6 +413,7 @@ impl Prepare for TimeoutUpdate {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
+        crate::cancel::check_target(self.target.raw())?;
         check_span("timeout update", self.expiry.span())?;
         if self.linked {
             require_version(features, (5, 15), "IORING_LINK_TIMEOUT_UPDATE")?;
@@ -688,7 +694,7 @@ mod tests {
 
     #[test]
     fn updates_carry_target_and_time() {
-        let target = SqeContext::from_raw(0x1234_5677);
+        let target = SqeContext::token(0x1234_5677).unwrap();
         let (sqe, _keep) = prepared(TimeoutUpdate::new(target, Duration::from_secs(2)).linked());
         assert_eq!(sqe.opcode, sys::IORING_OP_TIMEOUT_REMOVE as u8);
         assert_eq!(sqe.addr(), target.raw());

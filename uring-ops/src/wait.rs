@@ -550,7 +550,7 @@ pub trait WaitOps {
     /// use uring_ops::wait::WaitOps;
     /// fn queue(ring: &mut uring_core::Ring) {
     ///     let word = AtomicU32::new(0);
-    ///     ring.futex_wait(uring_core::SqeContext::from_raw(3), &word, 0).unwrap();
+    ///     ring.futex_wait(uring_core::SqeContext::token(3).unwrap(), &word, 0).unwrap();
     /// } // `word` is freed here; the kernel reads it at the next submit
     /// ```
     ///

@@ -10,7 +10,7 @@ use uring_ops::cmd::{CmdOps, Nop128, Ring128Ops, SiocInq, UringCmd, UringCmd128}
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
 }
 
 /// Blocks (5 s at most) until `fd` is readable.
@@ -111,7 +111,7 @@ fn a_128_byte_command_runs_on_an_sqe128_ring_and_stamps_its_context() {
     unsafe { ring.push_op128_unchecked(ctx, UringCmd128::new(s.as_raw_fd(), sys::SOCKET_URING_OP_SIOCINQ)) }.unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, 9);
-    let back = SqeContext::from_raw(d.user_data);
+    let back = SqeContext::of_user_data(d.user_data);
     assert_eq!((back.op(), back.fd()), (Some(sys::IORING_OP_URING_CMD as u8), Some(s.as_raw_fd())));
 }
 

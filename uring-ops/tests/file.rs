@@ -15,7 +15,7 @@ use uring_ops::file::{
 use uring_ops::prelude::*;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(n << 2)
+    SqeContext::token(n).unwrap()
 }
 
 fn iov(buf: &[u8]) -> libc::iovec {
@@ -68,9 +68,12 @@ fn write_reaches_the_disk_and_reads_honour_offsets() {
     let data = b"hello, uring world";
     // SAFETY: `data` is a static literal, valid and never written.
     unsafe { ring.write(ctx(1), f.as_raw_fd(), data, 0) }.unwrap();
-    let d = common::reap_one(&mut ring);
-    assert_eq!(d.res, data.len() as i32);
-    assert_eq!(SqeContext::from_raw(d.user_data).op(), Some(sys::IORING_OP_WRITE as u8));
+    // The token comes back with the opcode the push stamped in.
+    let mut slots = [uring_core::CqeSlot::EMPTY; 1];
+    ring.wait_for(&mut slots, 1, Some(std::time::Duration::from_secs(5))).unwrap();
+    let c = slots[0].cqe();
+    assert_eq!((c.res(), c.context().as_token()), (data.len() as i32, Some(1)));
+    assert_eq!(c.op(), Some(sys::IORING_OP_WRITE as u8));
     assert_eq!(std::fs::read(&path).unwrap(), data);
 
     // A write at an offset past the data leaves a hole of zeros.

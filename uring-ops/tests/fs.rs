@@ -20,7 +20,7 @@ use uring_ops::prelude::*;
 const CWD: i32 = libc::AT_FDCWD;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(n << 2)
+    SqeContext::token(n).unwrap()
 }
 
 /// The process umask: created modes are compared against `mode & !umask`.

@@ -9,7 +9,7 @@ use uring_ops::msg::{FilesUpdate, FixedFdInstall, MsgOps, MsgRing, MsgRingFd};
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -43,7 +43,7 @@ fn owned(res: i32) -> OwnedFd {
 fn data_message_posts_exactly_the_given_cqe() {
     let mut a = common::ring(8);
     let mut b = common::ring(8);
-    let posted = 0x1234_5678_9abc_def3;
+    let posted = 0x1234_5678_9abc_def0;
     a.msg_ring(ud(1), b.as_raw_fd(), posted, 77).unwrap();
     let d = common::reap_one(&mut a);
     assert_eq!((d.user_data, d.res), (ud(1).raw(), 0));
@@ -55,10 +55,10 @@ fn data_message_posts_exactly_the_given_cqe() {
 fn data_message_passes_cqe_flags() {
     let mut a = common::ring(8);
     let mut b = common::ring(8);
-    a.push_op(ud(2), MsgRing::new(b.as_raw_fd(), 0x55_0003, -5).cqe_flags(0x00ab_0000)).unwrap();
+    a.push_op(ud(2), MsgRing::new(b.as_raw_fd(), 0x55_0000, -5).cqe_flags(0x00ab_0000)).unwrap();
     assert_eq!(common::reap_one(&mut a).res, 0);
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res, got.flags), (0x55_0003, -5, 0x00ab_0000));
+    assert_eq!((got.user_data, got.res, got.flags), (0x55_0000, -5, 0x00ab_0000));
 }
 
 #[test]
@@ -77,10 +77,10 @@ fn a_passed_fd_works_in_the_target_ring() {
     a.register().files(&[w.as_raw_fd()]).unwrap();
     drop(w);
     b.register().files_sparse(4).unwrap();
-    a.msg_ring_fd(ud(4), b.as_raw_fd(), Fixed(0), FileDest::Slot(2), 0x99_0003).unwrap();
+    a.msg_ring_fd(ud(4), b.as_raw_fd(), Fixed(0), FileDest::Slot(2), 0x99_0000).unwrap();
     assert_eq!(common::reap_one(&mut a).res, 0);
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res), (0x99_0003, 0));
+    assert_eq!((got.user_data, got.res), (0x99_0000, 0));
     // The target's slot 2 now holds the pipe's write end: install it and write.
     b.fixed_fd_install(ud(5), Fixed(2)).unwrap();
     let fd = owned(common::reap_one(&mut b).res);
@@ -95,11 +95,11 @@ fn fd_passing_to_any_slot_reports_the_slot_and_can_skip_the_target_cqe() {
     let (_r, w) = pipe();
     a.register().files(&[w.as_raw_fd()]).unwrap();
     b.register().files_sparse(2).unwrap();
-    a.push_op(ud(6), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 0x77_0003)).unwrap();
+    a.push_op(ud(6), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 0x77_0000)).unwrap();
     let slot = common::reap_one(&mut a).res;
     assert!((0..2).contains(&slot), "slot {slot}");
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res), (0x77_0003, slot));
+    assert_eq!((got.user_data, got.res), (0x77_0000, slot));
     a.push_op(ud(7), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 1).skip_target_cqe()).unwrap();
     assert!(common::reap_one(&mut a).res >= 0);
     common::expect_none(&mut b, std::time::Duration::from_millis(20));

@@ -13,7 +13,7 @@ use uring_ops::prelude::*;
 
 /// A foreign context: `user_data` comes back exactly as given.
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
 }
 
 fn udp() -> UdpSocket {

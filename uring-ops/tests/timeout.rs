@@ -18,7 +18,13 @@ const ETIME: i32 = -libc::ETIME;
 const ECANCELED: i32 = -libc::ECANCELED;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
+}
+
+/// Timeout `n` as the kernel saw it: the token with the timeout's opcode
+/// stamped in (what a removal or update must name).
+fn timer(n: u64) -> SqeContext {
+    ctx(n).with_op(sys::IORING_OP_TIMEOUT as u8)
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):
@@ -123,7 +129,7 @@ fn removing_a_timeout_cancels_it() {
     assert_eq!(by_user_data(&done, key).res, ECANCELED, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(2)).res, 0);
 
-    ring.push_op(ctx(3), TimeoutRemove::new(ctx(99))).unwrap();
+    ring.push_op(ctx(3), TimeoutRemove::new(timer(99))).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
 }
 
@@ -133,14 +139,14 @@ fn an_update_extends_a_pending_timeout() {
     let longer = Duration::from_millis(1500);
     let start = Instant::now();
     ring.timeout(ctx(1), Duration::from_secs(1)).unwrap();
-    ring.timeout_update(ctx(2), ctx(1), longer).unwrap();
+    ring.timeout_update(ctx(2), timer(1), longer).unwrap();
     let first = common::reap_one(&mut ring);
     assert_eq!((first.user_data, first.res), (ctx(2).raw(), 0));
     let fired = common::reap_one(&mut ring);
     assert_eq!((fired.user_data, fired.res), (ctx(1).raw(), ETIME));
     assert!(start.elapsed() >= longer, "fired after {:?}, before the update's {longer:?}", start.elapsed());
 
-    ring.push_op(ctx(3), TimeoutUpdate::new(ctx(99), longer)).unwrap();
+    ring.push_op(ctx(3), TimeoutUpdate::new(timer(99), longer)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
 }
 
@@ -149,7 +155,7 @@ fn an_absolute_update_moves_the_deadline() {
     let mut ring = common::ring(8);
     ring.timeout(ctx(1), Duration::from_secs(30)).unwrap();
     let soon = Deadline::after(Clock::Monotonic, Duration::from_millis(20));
-    ring.push_op(ctx(2), TimeoutUpdate::at(ctx(1), soon)).unwrap();
+    ring.push_op(ctx(2), TimeoutUpdate::at(timer(1), soon)).unwrap();
     let done = common::reap(&mut ring, 2);
     assert_eq!(by_user_data(&done, ctx(2)).res, 0);
     assert_eq!(by_user_data(&done, ctx(1)).res, ETIME);
@@ -178,7 +184,7 @@ fn an_endless_multishot_timeout_runs_until_removed() {
     ring.push_op(ctx(1), Timeout::new(Duration::from_millis(5)).multishot(0)).unwrap();
     let done = common::reap(&mut ring, 2);
     assert!(done.iter().all(|d| d.res == ETIME && d.more()), "{done:?}");
-    ring.timeout_remove(ctx(2), ctx(1)).unwrap();
+    ring.timeout_remove(ctx(2), timer(1)).unwrap();
     // Reap until the removal and the final (no MORE) CQE of the timer;
     // it may fire a few more times first.
     let mut seen_remove = false;
@@ -189,7 +195,7 @@ fn an_endless_multishot_timeout_runs_until_removed() {
             if d.user_data == ctx(2).raw() && d.res == -libc::EALREADY {
                 // The timer was firing at that instant and stays armed:
                 // ask again, as a caller must.
-                ring.timeout_remove(ctx(2), ctx(1)).unwrap();
+                ring.timeout_remove(ctx(2), timer(1)).unwrap();
                 retried = true;
             } else if d.user_data == ctx(2).raw() {
                 // A retry may find the timer gone already (the first
@@ -234,7 +240,7 @@ fn bad_arguments_are_refused_before_anything_is_queued() {
     let abs = Deadline::after(Clock::Monotonic, Duration::from_millis(5));
     let err = ring.push_op(ctx(1), Timeout::at(abs).multishot(2)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = ring.push_op(ctx(1), TimeoutUpdate::new(ctx(1), Duration::MAX)).unwrap_err();
+    let err = ring.push_op(ctx(1), TimeoutUpdate::new(timer(1), Duration::MAX)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -305,7 +311,11 @@ fn a_linked_timeout_can_be_updated() {
     unsafe { ring.push_with_deadline_unchecked(ctx(1), read, ctx(2), Duration::from_secs(30)) }.unwrap();
     ring.submit().unwrap();
     // Only the shortened deadline can end the read within reap's limit.
-    ring.push_op(ctx(3), TimeoutUpdate::new(ctx(2), Duration::from_millis(10)).linked()).unwrap();
+    ring.push_op(
+        ctx(3),
+        TimeoutUpdate::new(ctx(2).with_op(sys::IORING_OP_LINK_TIMEOUT as u8), Duration::from_millis(10)).linked(),
+    )
+    .unwrap();
     let done = common::reap(&mut ring, 3);
     assert_eq!(by_user_data(&done, ctx(3)).res, 0, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(1)).res, ECANCELED);

@@ -23,7 +23,7 @@ fn word(v: u32) -> &'static AtomicU32 {
 }
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
 }
 
 fn eventfd() -> OwnedFd {

@@ -15,7 +15,7 @@ use uring_ops::prelude::*;
 use uring_ops::xattr::{FGetXattr, FSetXattr, SetXattr, XattrFlags, XattrOps};
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(n << 2)
+    SqeContext::token(n).unwrap()
 }
 
 fn cpath(p: &Path) -> CString {

@@ -402,7 +402,7 @@ impl Zcrx {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`], [`Error::Config`], [`Error::Unsupported`],
+    /// [`Error::RingSetup`], [`Error::Config`], [`Error::Unsupported`],
     /// [`Error::Permission`], [`Error::Device`], [`Error::Io`].
     #[doc(alias = "NewZCRXReceiver")]
     #[doc(alias = "IORING_REGISTER_ZCRX_IFQ")]

@@ -257,7 +257,7 @@ fn a_ring_with_16_byte_cqes_is_refused_as_the_kernel_refuses_it() {
     let mut r = ring(CqeSize::Normal);
     assert!(!r.features().setup_flags().intersects(SetupFlags::CQE32 | SetupFlags::CQE_MIXED));
     let e = Zcrx::register(&mut r, &small(lo())).unwrap_err();
-    assert!(matches!(e, Error::Ring(_)), "{e:?}");
+    assert!(matches!(e, Error::RingSetup(_)), "{e:?}");
     let text = e.to_string();
     assert!(text.contains("32-byte") && text.contains("CqeSize::Big"), "{text}");
     assert_eq!(io::Error::from(e).kind(), io::ErrorKind::InvalidInput);
@@ -267,7 +267,7 @@ fn a_ring_with_16_byte_cqes_is_refused_as_the_kernel_refuses_it() {
     let mut fit = ring(CqeSize::Big);
     let lo_idx = lo_index();
     assert_ne!(raw_on(&mut fit, lo_idx, 0, 64, 0).unwrap_err(), libc::EINVAL, "a fit ring passes the ring checks");
-    println!("16-byte CQEs: Error::Ring: {text}");
+    println!("16-byte CQEs: Error::RingSetup: {text}");
 }
 
 #[test]
@@ -276,7 +276,7 @@ fn a_ring_without_defer_taskrun_is_refused_as_the_kernel_refuses_it() {
     let flags = r.features().setup_flags();
     assert!(flags.contains(SetupFlags::COOP_TASKRUN) && !flags.contains(SetupFlags::DEFER_TASKRUN), "{flags:?}");
     let e = Zcrx::register(&mut r, &small(lo())).unwrap_err();
-    assert!(matches!(e, Error::Ring(_)), "{e:?}");
+    assert!(matches!(e, Error::RingSetup(_)), "{e:?}");
     let text = e.to_string();
     assert!(text.contains("DEFER_TASKRUN"), "{text}");
     assert_eq!(raw_on(&mut r, lo_index(), 0, 64, 0).unwrap_err(), libc::EINVAL);
@@ -294,7 +294,7 @@ fn a_ring_without_defer_taskrun_is_refused_as_the_kernel_refuses_it() {
         panic!("the kernel registered zero-copy receive on a COOP_TASKRUN ring");
     }
     assert_eq!(res.as_ref().err().and_then(errno), Some(libc::EINVAL), "{res:?}");
-    println!("no DEFER_TASKRUN: Error::Ring: {text}");
+    println!("no DEFER_TASKRUN: Error::RingSetup: {text}");
 }
 
 // ---------------------------------------------------------------------------

@@ -170,7 +170,7 @@ pub fn drive<H: ZcrxHandler>(
         };
         for slot in &slots[..n] {
             let cqe = slot.cqe();
-            if rx.handle_cqe(ring, &cqe) {
+            if rx.handle_cqe(ring, &cqe).is_some() {
                 continue;
             }
             // Seen once on 7.2 under TCG, with the CQ filling: a second
