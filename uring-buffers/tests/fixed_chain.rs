@@ -352,3 +352,41 @@ fn dropping_forgetting_or_stopping_with_a_chain_in_flight_is_safe() {
         drop(ring);
     }
 }
+
+/// A chain queued right after the caller's own entry that carries
+/// `IO_LINK` becomes the tail of the caller's link: when the caller's
+/// entry fails, the kernel cancels every step of the chain, each with its
+/// own CQE; the buffer is held until both have been seen and the outcome
+/// says the chain was cancelled from outside.
+#[test]
+fn a_chain_linked_behind_a_failing_entry_of_the_caller_is_cancelled_whole() {
+    use uring_ops::OpExt;
+    let mut ring = ring();
+    let mut fixed = FixedBuffers::register(&mut ring, 1, 4096).unwrap();
+    let input = file_with("behind-in", &pattern(64, 5));
+    let mut out = temp("behind-out");
+    let nop = Nop::new().result(-libc::EINVAL).with_sqe_flags(uring_core::SqeFlags::IO_LINK);
+    ring.push_op(SqeContext::direct(0, Default::default(), 0, 9), nop).unwrap();
+    fixed.chain(0).read(input.as_raw_fd(), 0..64, 0).write(out.as_raw_fd(), 0..64, 0).queue(&mut ring).unwrap();
+    ring.submit().unwrap();
+    let cqes = reap(&mut ring, 3);
+    let mut frees = 0;
+    for c in &cqes {
+        match fixed.handle_cqe(&c.cqe()) {
+            None => assert_eq!(c.cqe().res(), -libc::EINVAL, "the caller's own entry"),
+            Some(done) => {
+                assert_eq!(done.res, -libc::ECANCELED);
+                if done.free {
+                    frees += 1;
+                    let o = outcome(&done).unwrap();
+                    assert_eq!(o.status(), ChainStatus::Failed { step: 0, res: -libc::ECANCELED });
+                } else {
+                    assert_held(&mut fixed, 0, "between the cancelled steps");
+                }
+            }
+        }
+    }
+    assert_eq!(frees, 1);
+    assert!(contents(&mut out).is_empty());
+    assert_eq!(fixed.state(0).unwrap(), BufferState::Idle);
+}
