@@ -16,7 +16,7 @@
 //! 3. One `wait_for` submits everything queued and waits for completions.
 //!    Hand every CQE to `handle_cqe`: a buffer is idle again only when the
 //!    *last* CQE of its chain has been seen (`done.free`).
-//! 4. A short read (the file changed under us, a signal) breaks the link:
+//! 4. A short read (the file shrank or changed under us) breaks the link:
 //!    the kernel cancels the write (`-ECANCELED`) and the outcome says
 //!    `Short`. Nothing was written from unread bytes; queue the chunk
 //!    again.
