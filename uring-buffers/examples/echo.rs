@@ -289,7 +289,7 @@ fn serve_tcp(cfg: ServerConfig, stop: &AtomicBool, ready: mpsc::Sender<SocketAdd
     }
     let listener = chain.take(id).ok_or("the listener vanished")?;
     let addr = listener.local_addr().as_socket_addr().ok_or("the listener has no IP address")?;
-    let accept_ctx = SqeContext::direct(0, SqeFlags::empty(), 0, -1);
+    let accept_ctx = SqeContext::packed(0, SqeFlags::empty(), 0, -1);
     push_safe(&mut ring, accept_ctx, listener.accept_multi()).map_err(|e| format!("multishot accept: {e}"))?;
     ring.submit().map_err(|e| format!("submit: {e}"))?;
     let _ = ready.send(addr);
@@ -417,7 +417,7 @@ impl Tcp {
         }
     }
 
-    /// A connection's identity in a direct context's 31-bit fd field:
+    /// A connection's identity in a packed context's 31-bit fd field:
     /// slot index (20 bits) and generation (11 bits). (Submission stamps
     /// the opcode, flags and the selected buffer group over the other
     /// fields.)
@@ -722,7 +722,7 @@ fn serve_udp(
     // the kernel copies the msghdr with those lengths at submission, so the
     // operation is safe.
     let recv = RecvMsgMulti::new(fd, br.group()).namelen(NAME_LEN as u32);
-    let recv_ctx = SqeContext::direct(0, SqeFlags::empty(), 0, -1);
+    let recv_ctx = SqeContext::packed(0, SqeFlags::empty(), 0, -1);
     push_safe(&mut ring, recv_ctx, recv).map_err(|e| format!("multishot recvmsg: {e}"))?;
     ring.submit().map_err(|e| format!("submit: {e}"))?;
     let _ = ready.send(addr);
@@ -753,7 +753,7 @@ fn serve_udp(
                                         sending.push(None);
                                         (sending.len() - 1) as u32
                                     });
-                                    let ctx = SqeContext::direct(0, SqeFlags::empty(), 0, idx as i32);
+                                    let ctx = SqeContext::packed(0, SqeFlags::empty(), 0, idx as i32);
                                     let payload = &br.bytes(&buf)[range];
                                     // SAFETY: the payload lies in a buffer held
                                     // by its token, which stays in `sending`

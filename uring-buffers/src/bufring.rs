@@ -640,7 +640,7 @@ impl BufRing {
     /// names no buffer (errors, `-ENOBUFS`).
     ///
     /// A CQE does not say which group its buffer came from, so the CQE
-    /// must prove it ([`Cqe::buffer_selection`]): a direct context queued
+    /// must prove it ([`Cqe::buffer_selection`]): a packed context queued
     /// through `uring-ops` carries the entry's real group and
     /// `IOSQE_BUFFER_SELECT`, a pooled one has them recorded in the ring's
     /// pools. The CQE must also come from the ring this group is

@@ -252,10 +252,9 @@ fn bundles_span_consecutive_buffers_and_recycle_exactly_those() {
     assert!(widest >= 3, "some bundle spanned several buffers (widest {widest})");
 }
 
-/// Queues a bundle recv on `fd` selecting from `group`, under a direct
-/// context numbered `n`.
+/// Queues a bundle recv on `fd` selecting from `group`, under token `n`.
 fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, n: u64) {
-    ring.push_op(SqeContext::for_fd(n as i32), uring_ops::net::RecvBundle::new(fd, group)).unwrap();
+    ring.push_op(SqeContext::token(n).unwrap(), uring_ops::net::RecvBundle::new(fd, group)).unwrap();
 }
 
 #[test]

@@ -242,7 +242,7 @@ fn a_chain_is_queued_whole_or_not_at_all() {
     let input = file_with("full-in", &pattern(300, 9));
     let mut out = temp("full-out");
     for _ in 0..2 {
-        ring.push_op(SqeContext::direct(0, Default::default(), 0, 7), Nop::new()).unwrap();
+        ring.push_op(SqeContext::token(7).unwrap(), Nop::new()).unwrap();
     }
     assert_eq!(ring.sq_space_left(), 2);
     let chain = |fixed: &mut FixedBuffers, ring: &mut Ring| {
@@ -366,7 +366,7 @@ fn a_chain_linked_behind_a_failing_entry_of_the_caller_is_cancelled_whole() {
     let input = file_with("behind-in", &pattern(64, 5));
     let mut out = temp("behind-out");
     let nop = Nop::new().result(-libc::EINVAL).with_sqe_flags(uring_core::SqeFlags::IO_LINK);
-    ring.push_op(SqeContext::direct(0, Default::default(), 0, 9), nop).unwrap();
+    ring.push_op(SqeContext::token(9).unwrap(), nop).unwrap();
     fixed.chain(0).read(input.as_raw_fd(), 0..64, 0).write(out.as_raw_fd(), 0..64, 0).queue(&mut ring).unwrap();
     ring.submit().unwrap();
     let cqes = reap(&mut ring, 3);

@@ -14,7 +14,7 @@
 //! - Submission: [`Ring::next_sqe`], [`Ring::push`] (`unsafe`: the kernel
 //!   trusts the addresses in an SQE), then [`Ring::submit`]. A full SQ is
 //!   [`Error::QueueFull`], never a hidden flush.
-//! - Completion: [`Ring::wait`] / [`Ring::wait_for`] copy CQEs into the
+//! - Completion: [`Ring::reap`] / [`Ring::wait_for`] copy CQEs into the
 //!   caller's [`CqeSlot`]s and hand out [`Cqe`] views that borrow them;
 //!   [`Ring::completions`] is the zero-copy pass over ring memory. Nothing
 //!   observable is [`Error::WouldBlock`].

@@ -46,7 +46,7 @@ use crate::sqe::{Sqe, Sqe128};
 /// let mut ring = Ring::new(Options::small())?;
 /// ring.start()?;
 /// let mut nop = Sqe::new(uring_sys::IORING_OP_NOP as u8);
-/// nop.set_context(SqeContext::direct(0, Default::default(), 0, -1).with_op(0));
+/// nop.set_context(SqeContext::packed(0, Default::default(), 0, -1).with_op(0));
 /// // SAFETY: a NOP names no memory.
 /// unsafe { ring.push(&nop) }?;
 /// let mut slots = [CqeSlot::EMPTY; 8];
@@ -235,7 +235,7 @@ impl Ring {
     /// # Safety
     ///
     /// Whatever the caller writes into the entry is submitted by the next
-    /// [`submit`](Self::submit) / [`wait`](Self::wait). Every address in it
+    /// [`submit`](Self::submit) / [`reap`](Self::reap). Every address in it
     /// (buffers, iovecs, paths, sockaddrs, timespecs, …) must point to
     /// memory that stays valid, and is not otherwise accessed in a way the
     /// operation forbids, until the operation's last CQE is reaped (for
@@ -243,7 +243,7 @@ impl Ring {
     /// the kernel only reads at submission must stay valid until the next
     /// submit returns. A half-written entry is submitted as it is.
     ///
-    /// The `user_data` must not lie about the entry: a direct context whose
+    /// The `user_data` must not lie about the entry: a packed context whose
     /// flags carry `IOSQE_BUFFER_SELECT` must name the entry's real buffer
     /// group, and a token carrying a group must name the entry's (a buffer
     /// ring trusts them, see
@@ -561,7 +561,9 @@ impl Ring {
     }
 
     /// Flushes pending submissions, then copies ready completions into
-    /// `out` (at most `out.len()`), without blocking.
+    /// `out` (at most `out.len()`), without blocking: the reap. (The
+    /// `wait_*` methods block; they flush too, so a `submit` right before
+    /// any of them only costs a second syscall.)
     ///
     /// Makes no syscall when nothing is pending and completions are already
     /// visible. On deferred-task-work rings, an empty CQ costs one
@@ -576,7 +578,7 @@ impl Ring {
     /// # use uring_core::{CqeSlot, Ring, Options};
     /// # let mut ring = Ring::new(Options::small())?;
     /// let mut slots = [CqeSlot::EMPTY; 64];
-    /// let n = ring.wait(&mut slots).map(|r| r.len()).or_else(|e| if e.is_would_block() { Ok(0) } else { Err(e) })?;
+    /// let n = ring.reap(&mut slots).map(|r| r.len()).or_else(|e| if e.is_would_block() { Ok(0) } else { Err(e) })?;
     /// for slot in &slots[..n] {
     ///     let cqe = slot.cqe();
     ///     if let Some(ext) = ring.pools().extended(cqe.context()) { /* ... */ }
@@ -590,20 +592,25 @@ impl Ring {
     ///
     /// [`Error::WouldBlock`] when no completion is observable;
     /// [`Error::Stopped`], [`Error::NotStarted`]; the enter's errno.
+    #[doc(alias = "io_uring_peek_batch_cqe")]
     #[inline]
-    pub fn wait<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
+    pub fn reap<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
         self.core.check()?;
         if out.is_empty() {
             return Err(no_slots());
         }
         self.prepare_reap()?;
-        self.reap(out)
+        self.take_ready(out)
     }
 
-    /// Like [`wait`](Self::wait), but blocks until at least `min`
+    /// Like [`reap`](Self::reap), but blocks until at least `min`
     /// completions are ready or `timeout` passes (`None`: no limit). A
     /// timeout with nothing ready is [`Error::WouldBlock`]; a signal is an
     /// `EINTR` [`Error::Io`]. Shorthand for [`wait_with`](Self::wait_with).
+    ///
+    /// It submits what is queued in the same `io_uring_enter`: an event
+    /// loop needs no [`submit`](Self::submit) before it (that would cost a
+    /// second syscall per turn).
     #[inline]
     pub fn wait_for<'a>(
         &'a mut self,
@@ -638,11 +645,11 @@ impl Ring {
         if to_submit > 0 || !satisfied {
             self.core.enter_wait(to_submit, args)?;
         }
-        self.reap(out)
+        self.take_ready(out)
     }
 
     #[inline]
-    fn reap<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
+    fn take_ready<'a>(&'a mut self, out: &'a mut [CqeSlot]) -> Result<Reaped<'a>> {
         let n = self.cq.reap_into(out);
         if n == 0 {
             return Err(Error::WouldBlock);
@@ -653,7 +660,7 @@ impl Ring {
     /// A zero-copy pass over the ready completions, in ring memory: each
     /// [`Cqe`] borrows its ring entry, and the entries go back to the
     /// kernel (one release store of the CQ head) when the pass is dropped.
-    /// Flushes pending submissions first, as [`wait`](Self::wait) does.
+    /// Flushes pending submissions first, as [`reap`](Self::reap) does.
     #[inline]
     pub fn completions(&mut self) -> Result<Completions<'_>> {
         self.core.check()?;
@@ -772,13 +779,13 @@ impl AsRawFd for Ring {
 /// # Ok::<(), uring_core::Error>(())
 /// ```
 ///
-/// and neither does keeping a view from [`Ring::wait`] across a submit:
+/// and neither does keeping a view from [`Ring::reap`] across a submit:
 ///
 /// ```compile_fail
 /// # use uring_core::{CqeSlot, Options, Ring};
 /// # let mut ring = Ring::new(Options::small())?;
 /// let mut slots = [CqeSlot::EMPTY; 8];
-/// let cqe = ring.wait(&mut slots)?.get(0).unwrap();
+/// let cqe = ring.reap(&mut slots)?.get(0).unwrap();
 /// ring.submit()?; // the ring is still borrowed by `cqe`
 /// println!("{}", cqe.res());
 /// # Ok::<(), uring_core::Error>(())

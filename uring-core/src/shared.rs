@@ -205,7 +205,7 @@ impl SharedRing {
     /// # Errors
     ///
     /// [`Error::WouldBlock`] when nothing is observable.
-    pub fn wait(&self, out: &mut [CqeSlot]) -> Result<usize> {
+    pub fn reap(&self, out: &mut [CqeSlot]) -> Result<usize> {
         if out.is_empty() {
             return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
         }

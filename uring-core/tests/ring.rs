@@ -18,7 +18,7 @@ fn nop_round_trip_through_wait() {
     let c = r.get(0).unwrap();
     assert_eq!((c.user_data(), c.res(), c.raw_flags()), (42, 0, 0));
     assert!(c.error().is_none());
-    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)), "nothing left is WouldBlock, not an error");
+    assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)), "nothing left is WouldBlock, not an error");
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn full_queue_is_reported_not_flushed() {
     // SAFETY: as above.
     assert!(matches!(unsafe { ring.push_all(&five) }, Err(Error::InvalidArgument(_))));
     // No slots to reap into is refused too, and loses nothing.
-    assert!(matches!(ring.wait(&mut []), Err(Error::InvalidArgument(_))));
+    assert!(matches!(ring.reap(&mut []), Err(Error::InvalidArgument(_))));
     assert!(matches!(ring.wait_for(&mut [], 1, None), Err(Error::InvalidArgument(_))));
     assert_eq!(reap(&mut ring, 3).len(), 3);
 }
@@ -75,7 +75,7 @@ fn lifecycle_not_started_double_start_stopped() {
     assert_eq!(ring.state(), State::Created);
     assert!(matches!(push_nop(&mut ring, 1), Err(Error::NotStarted)));
     let mut slots = [CqeSlot::EMPTY; 1];
-    assert!(matches!(ring.wait(&mut slots), Err(Error::NotStarted)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::NotStarted)));
     ring.start().unwrap();
     assert!(matches!(ring.start(), Err(Error::AlreadyStarted)));
     push_nop(&mut ring, 1).unwrap();
@@ -85,7 +85,7 @@ fn lifecycle_not_started_double_start_stopped() {
     assert_eq!(ring.state(), State::Stopped);
     assert!(matches!(push_nop(&mut ring, 1), Err(Error::Stopped)));
     assert!(matches!(ring.submit(), Err(Error::Stopped)));
-    assert!(matches!(ring.wait(&mut slots), Err(Error::Stopped)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::Stopped)));
     assert!(matches!(ring.wait_for(&mut slots, 1, None), Err(Error::Stopped)), "a wait on a stopped ring returns");
     assert!(matches!(ring.completions(), Err(Error::Stopped)));
     assert!(matches!(ring.start(), Err(Error::Stopped)));
@@ -143,7 +143,7 @@ fn cqe32_and_mixed_rings_carry_the_extra_words() {
         }
         ring.submit_and_wait(3).unwrap();
         let mut slots = [CqeSlot::EMPTY; 8];
-        let r = ring.wait(&mut slots).unwrap();
+        let r = ring.reap(&mut slots).unwrap();
         let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
         let small = if size == CqeSize::Big { Some([0, 0]) } else { None };
         assert_eq!(
@@ -172,7 +172,7 @@ fn mixed_ring_wraps_big_cqes_with_skip_entries() {
             ring.push(&big).unwrap();
         }
         ring.submit_and_wait(2).unwrap();
-        let r = ring.wait(&mut slots).unwrap();
+        let r = ring.reap(&mut slots).unwrap();
         let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
         assert_eq!(v, vec![(round * 2, None), (round * 2 + 1, Some([round, !round]))], "round {round}");
     }
@@ -196,7 +196,7 @@ fn sqe_flags_link_chains_and_skip_success() {
     assert_eq!(got[1], (2, -libc::ECANCELED, 0), "the linked NOP is cancelled");
     assert_eq!(got[2], (4, 0, 0), "NOP 3 succeeded silently (CQE_SKIP_SUCCESS)");
     let mut slots = [CqeSlot::EMPTY; 4];
-    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)));
 
     // A hard link keeps going after a failure.
     let mut a = nop_result(5, -libc::EIO);

@@ -17,7 +17,7 @@ fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(SqeContext, i32)>, Box<dyn
     let mut slots = [CqeSlot::EMPTY; 16];
     while out.len() < n {
         ring.submit_and_wait((n - out.len()) as u32)?;
-        let done = ring.wait(&mut slots)?;
+        let done = ring.reap(&mut slots)?;
         out.extend(done.iter().map(|c| (c.context(), c.res())));
     }
     Ok(out)

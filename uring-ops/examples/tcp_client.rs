@@ -5,7 +5,7 @@
 //!
 //! Each step is one operation whose CQE the loop waits for; a real client
 //! would keep many connections in flight and dispatch CQEs by their
-//! `SqeContext` (here the fd slot of the direct context says which step).
+//! `SqeContext` (here the fd slot of the packed context says which step).
 //!
 //! Run with `cargo run -p uring-ops --example tcp_client`.
 

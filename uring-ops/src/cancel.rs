@@ -13,7 +13,7 @@ use crate::timeout::require_version;
 /// [`TimeoutRemove`](crate::timeout::TimeoutRemove) must be given to find
 /// it.
 ///
-/// [`RingOps::push_op`] writes a **direct** context's opcode and SQE-flag
+/// [`RingOps::push_op`] writes a **packed** context's opcode and SQE-flag
 /// fields from the entry itself (so completions tell the truth), and a
 /// token's opcode; pooled contexts are stamped as they are, and returned
 /// unchanged ([`SqeContext::stamp`]).

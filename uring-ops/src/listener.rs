@@ -291,7 +291,7 @@ static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// let id = manager.listen(&mut ring, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), 128)?;
 /// let mut slots = [CqeSlot::EMPTY; 16];
 /// while manager.listener(id).is_none() {
-///     let n = ring.wait(&mut slots)?.len();
+///     let n = ring.reap(&mut slots)?.len();
 ///     for slot in &slots[..n] {
 ///         if manager.handle_cqe(&mut ring, &slot.cqe()).is_none() {
 ///             // not the chain's: route it elsewhere

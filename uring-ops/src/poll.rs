@@ -7,7 +7,7 @@
 //!
 //! Polls are found by their `user_data`, exactly as the kernel saw it: a
 //! pooled [`SqeContext`] is stamped
-//! unchanged, but a direct context or a token gets the opcode (and a direct
+//! unchanged, but a packed context or a token gets the opcode (and a packed
 //! one the SQE flags) stamped in
 //! by [`push_op`](crate::RingOps::push_op). Pass what the poll's CQEs
 //! report ([`Cqe::user_data`](uring_core::Cqe::user_data)), or use
@@ -111,7 +111,7 @@ impl PollAdd {
     }
 
     /// The `user_data` the kernel will see when this poll is pushed with
-    /// `ctx`: direct contexts get the opcode and the SQE flags stamped
+    /// `ctx`: packed contexts get the opcode and the SQE flags stamped
     /// (as [`push_op`](crate::RingOps::push_op) does); others are unchanged.
     /// This is the value [`PollRemove`] and [`PollUpdate`] look for.
     pub fn stamped(&self, ctx: SqeContext) -> u64 {
@@ -169,7 +169,7 @@ pub struct PollRemove {
 
 impl PollRemove {
     /// Removes the poll submitted with `user_data` `target` (see the
-    /// [module documentation](self) for direct contexts).
+    /// [module documentation](self) for packed contexts).
     #[inline]
     pub const fn new(target: u64) -> Self {
         PollRemove { target }

@@ -12,9 +12,10 @@
 //! # Matching a timeout by its context
 //!
 //! [`TimeoutRemove`] and [`TimeoutUpdate`] find their target by the
-//! `user_data` it was submitted with. For a direct [`SqeContext`] that is
-//! the context *as stamped* (with the timeout's opcode and final SQE
-//! flags): get it with [`stamped`](crate::cancel::stamped).
+//! `user_data` it was submitted with. For a token or a packed
+//! [`SqeContext`] that is the context *as stamped* (with the timeout's
+//! opcode, and a packed one's final SQE flags): the value the push
+//! returned, or [`stamped`](crate::cancel::stamped).
 
 use std::time::{Duration, SystemTime};
 

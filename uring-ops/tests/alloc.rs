@@ -1,4 +1,4 @@
-//! Submitting operations through `push_op` with direct contexts allocates
+//! Submitting operations through `push_op` with packed contexts allocates
 //! nothing: not a NOP, not a timeout (its timespec goes inline into the
 //! slot's Keep), not a read into a caller buffer, and neither does reaping
 //! them. A counting global allocator proves it.
@@ -80,7 +80,7 @@ fn push_op_and_reap_allocate_nothing() {
     // Warm up once (thread locals, lazily sized internals).
     ring.push_op(SqeContext::for_fd(-1), Nop::new()).unwrap();
     ring.submit_and_wait(1).unwrap();
-    let _ = ring.wait(&mut slots).unwrap();
+    let _ = ring.reap(&mut slots).unwrap();
     let n = allocations(|| {
         for round in 0..100u64 {
             let ctx = SqeContext::for_fd(fd).with_buf_group(round as u16);

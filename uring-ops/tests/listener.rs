@@ -279,9 +279,9 @@ fn foreign_completions_are_not_claimed() {
     let mut ring = common::ring(8);
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
-    // What the chain's contexts used to be (a direct context naming the
+    // What the chain's contexts used to be (a packed context naming the
     // phase's opcode and the listener's slot) names nothing now.
-    let old_style = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
+    let old_style = SqeContext::packed(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
     for ctx in [old_style, SqeContext::of_user_data(u64::MAX)] {
         assert_eq!(mgr.decode(ctx.raw()), None, "{ctx:?}");
     }

@@ -119,7 +119,7 @@ fn absolute_timeouts_fire_at_their_deadline_on_each_clock() {
 #[test]
 fn removing_a_timeout_cancels_it() {
     let mut ring = common::ring(8);
-    // A direct context: the key is the context as stamped.
+    // A packed context: the key is the context as stamped.
     let timeout_ctx = SqeContext::for_fd(5);
     let timeout = Timeout::new(Duration::from_secs(30));
     ring.push_op(timeout_ctx, timeout).unwrap();
