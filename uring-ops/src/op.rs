@@ -226,6 +226,10 @@ pub trait OpExt: Prepare + Sized {
     /// next entry runs whatever this one's result. (Sends and receives are
     /// short without failing unless `MSG_WAITALL` is set.) Kernel test:
     /// `uring-ops/tests/file.rs::a_short_read_fails_the_rest_of_an_io_link_chain_but_not_of_a_hardlink_chain`.
+    /// Every entry still posts its CQE, so memory an entry names must stay
+    /// valid until its own CQE, cancelled or not. For reads and writes
+    /// through registered buffers, `uring_buffers::FixedBuffers::chain`
+    /// does this bookkeeping safely.
     #[inline]
     fn with_sqe_flags(self, flags: SqeFlags) -> With<Self> {
         With { op: self, flags, personality: 0 }
