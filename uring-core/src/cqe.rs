@@ -345,7 +345,7 @@ impl BufferSelection {
     ///
     /// `cqe` must answer an entry that the caller queued (with a
     /// `user_data` no safe code can make the kernel post, such as a
-    /// reserved layer tag) with `IOSQE_BUFFER_SELECT` and buffer group
+    /// layer value) with `IOSQE_BUFFER_SELECT` and buffer group
     /// `group`, on the ring that reaped `cqe`. A wrong `group` lets a
     /// buffer ring hand out a buffer the kernel may still write.
     #[inline]

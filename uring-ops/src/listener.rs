@@ -617,7 +617,7 @@ impl<H> ListenerManager<H> {
         let user_data = value.raw();
         let queued_at = ring.cq_position();
         // SAFETY: `O: SafeOp` names no caller memory; the user_data carries
-        // this layer's tag and a number used for this phase only, and
+        // this layer's value: a number used for this phase only, and
         // `handle_cqe` checks the ring and the position of every CQE.
         unsafe { crate::ring::push_layer_op(ring, value.context(), op) }?;
         self.entries[id.index as usize].pending = (user_data, ring.id(), queued_at);

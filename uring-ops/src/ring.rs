@@ -80,7 +80,7 @@ impl RingOps for Ring {
 
     #[inline]
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        // Every path refuses the layers' tags, the unsafe one too: named
+        // Every path refuses layer values, the unsafe one too: named
         // ring methods, deadlines and helpers all come through here.
         refuse_layer(ctx)?;
         // SAFETY: forwarded to the caller.

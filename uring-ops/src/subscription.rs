@@ -611,7 +611,7 @@ impl<H: MultishotHandler> Subscription<H> {
         let ctx = cancel_token(self.id);
         let op = CancelOwn { target: op_token(self.id).raw() };
         // SAFETY: the cancel names no memory, and its context carries this
-        // layer's own tag (which is why the checked `push_op` is not used).
+        // layer's own value (which is why the checked `push_op` is not used).
         let pushed = match unsafe { crate::ring::push_layer_op(ring, ctx, op) } {
             Err(Error::QueueFull { .. }) => {
                 ring.submit()?;

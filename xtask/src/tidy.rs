@@ -99,6 +99,11 @@ const ALLOWED: &[&str] = &[
     "addr2line",
     "vmlinuz",
     "int3",
+    "wait4",
+    "cp",
+    "copy_file_range",
+    "sendfile",
+    "O_DIRECT",
 ];
 
 /// Path prefixes that name things outside the workspace: kernel uapi
