@@ -923,7 +923,11 @@ impl FixedBuffers {
     ) -> Result<FixedId> {
         let base = self.check_op(ring, index, std::slice::from_ref(&range))?;
         let fd = fd.into();
-        let op = ReadFixed::new(fd, base.wrapping_add(range.start), range.len() as u32, index as u16).offset(offset);
+        // SAFETY: the operation is pushed only below, under the obligation
+        // stated there.
+        let op =
+            unsafe { ReadFixed::from_raw_parts(fd, base.wrapping_add(range.start), range.len() as u32, index as u16) }
+                .offset(offset);
         // SAFETY: the range lies in buffer `index` (checked), which the
         // kernel may write: the kind says so.
         unsafe { self.push(ring, FixedKind::Read, index, None, op) }
@@ -946,7 +950,11 @@ impl FixedBuffers {
     ) -> Result<FixedId> {
         let base = self.check_op(ring, index, std::slice::from_ref(&range))?;
         let fd = fd.into();
-        let op = WriteFixed::new(fd, base.wrapping_add(range.start), range.len() as u32, index as u16).offset(offset);
+        // SAFETY: the operation is pushed only below, under the obligation
+        // stated there.
+        let op =
+            unsafe { WriteFixed::from_raw_parts(fd, base.wrapping_add(range.start), range.len() as u32, index as u16) }
+                .offset(offset);
         // SAFETY: the range lies in buffer `index` (checked); the kernel
         // only reads it.
         unsafe { self.push(ring, FixedKind::Write, index, None, op) }
@@ -993,7 +1001,9 @@ impl FixedBuffers {
         let iov = Self::iovecs(base, ranges)?;
         let fd = fd.into();
         let nr = ranges.len() as u32;
-        let op = ReadvFixed::new(fd, iov.0.as_ptr(), nr, index as u16).offset(offset);
+        // SAFETY: the operation is pushed only below, under the obligation
+        // stated there.
+        let op = unsafe { ReadvFixed::new(fd, iov.0.as_ptr(), nr, index as u16) }.offset(offset);
         // SAFETY: every iovec names a range of buffer `index` (checked),
         // which the kernel may write; the array moves into the slot (its
         // heap address stays).
@@ -1019,7 +1029,9 @@ impl FixedBuffers {
         let iov = Self::iovecs(base, ranges)?;
         let fd = fd.into();
         let nr = ranges.len() as u32;
-        let op = WritevFixed::new(fd, iov.0.as_ptr(), nr, index as u16).offset(offset);
+        // SAFETY: the operation is pushed only below, under the obligation
+        // stated there.
+        let op = unsafe { WritevFixed::new(fd, iov.0.as_ptr(), nr, index as u16) }.offset(offset);
         // SAFETY: every iovec names a range of buffer `index` (checked);
         // the kernel only reads them; the array moves into the slot (its
         // heap address stays).
@@ -1241,8 +1253,11 @@ impl<'a> FixedChain<'a> {
             }
         }
         let features = ring.features();
-        ReadFixed::new(Target::Fd(0), base, 0, 0).check(features)?;
-        WriteFixed::new(Target::Fd(0), base, 0, 0).check(features)?;
+        // SAFETY: built only to ask the ring whether it supports the
+        // opcodes; never pushed.
+        unsafe { ReadFixed::from_raw_parts(Target::Fd(0), base, 0, 0) }.check(features)?;
+        // SAFETY: as above.
+        unsafe { WriteFixed::from_raw_parts(Target::Fd(0), base, 0, 0) }.check(features)?;
         bufs.check_room(len)?;
         if (ring.sq_space_left() as usize) < len {
             return Err(uring_core::Error::QueueFull { entries: ring.features().sq_entries() }.into());
@@ -1291,13 +1306,23 @@ impl<'a> FixedChain<'a> {
             let pushed = unsafe {
                 match *step {
                     StepOp::Read { fd, range, offset } => {
-                        let op = ReadFixed::new(fd, base_at(base, range.0), (range.1 - range.0) as u32, index as u16)
-                            .offset(offset);
+                        let op = ReadFixed::from_raw_parts(
+                            fd,
+                            base_at(base, range.0),
+                            (range.1 - range.0) as u32,
+                            index as u16,
+                        )
+                        .offset(offset);
                         uring_ops::push_layer_op(ring, id.context(), op.with_sqe_flags(flags))
                     }
                     StepOp::Write { fd, range, offset } => {
-                        let op = WriteFixed::new(fd, base_at(base, range.0), (range.1 - range.0) as u32, index as u16)
-                            .offset(offset);
+                        let op = WriteFixed::from_raw_parts(
+                            fd,
+                            base_at(base, range.0),
+                            (range.1 - range.0) as u32,
+                            index as u16,
+                        )
+                        .offset(offset);
                         uring_ops::push_layer_op(ring, id.context(), op.with_sqe_flags(flags))
                     }
                     StepOp::Timeout(t) => uring_ops::push_layer_op(ring, id.context(), t.with_sqe_flags(flags)),

@@ -28,7 +28,7 @@
 use uring_core::{Features, Keep, Result, SqeContext, SqeFlags, sys};
 
 use crate::flags::sealed::OnRing;
-use crate::op::{Prepare, SafeOp, Target, len_u32};
+use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
 /// The offset that means "the file's current position" (`-1`).
@@ -461,10 +461,29 @@ pub struct ReadFixed {
 }
 
 impl ReadFixed {
-    /// Reads `len` bytes from `fd` into `buf`, which lies inside registered
-    /// buffer `buf_index`, at offset 0.
+    /// Reads up to `buf.len()` bytes from `fd` into `buf`, which lies
+    /// inside registered buffer `buf_index`, at offset 0. A buffer over
+    /// `u32::MAX` bytes is refused (`InvalidArgument`) when pushed.
+    /// (`uring_buffers::FixedBuffers::read_fixed` is the safe form over
+    /// buffers the library owns.)
+    ///
+    /// # Safety
+    ///
+    /// As [`Read::new`]: for every push of the returned operation (or of a
+    /// copy), `buf` must stay valid, and must be neither read nor written
+    /// by the program, until that operation's CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: *mut u8, len: u32, buf_index: u16) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &mut [u8], buf_index: u16) -> Self {
+        ReadFixed { rw: Rw::slice(fd.into(), buf.as_mut_ptr() as u64, buf.len()), buf_index }
+    }
+
+    /// As [`new`](Self::new), from an address and a length.
+    ///
+    /// # Safety
+    ///
+    /// As [`new`](Self::new), for the `len` bytes at `buf`.
+    #[inline]
+    pub unsafe fn from_raw_parts(fd: impl Into<Target>, buf: *mut u8, len: u32, buf_index: u16) -> Self {
         ReadFixed { rw: Rw::new(fd.into(), buf as u64, len), buf_index }
     }
 }
@@ -473,6 +492,11 @@ rw_setters!(ReadFixed);
 
 impl Prepare for ReadFixed {
     const CODE: u8 = sys::IORING_OP_READ_FIXED as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        self.rw.check_len("read_fixed")
+    }
 
     #[inline]
     fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
@@ -497,10 +521,27 @@ pub struct WriteFixed {
 }
 
 impl WriteFixed {
-    /// Writes `len` bytes at `buf`, inside registered buffer `buf_index`,
-    /// to `fd`, at offset 0.
+    /// Writes `buf`, which lies inside registered buffer `buf_index`, to
+    /// `fd`, at offset 0. A buffer over `u32::MAX` bytes is refused
+    /// (`InvalidArgument`) when pushed.
+    ///
+    /// # Safety
+    ///
+    /// As [`Write::new`]: for every push of the returned operation (or of
+    /// a copy), `buf` must stay valid and unmodified until that
+    /// operation's CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: *const u8, len: u32, buf_index: u16) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &[u8], buf_index: u16) -> Self {
+        WriteFixed { rw: Rw::slice(fd.into(), buf.as_ptr() as u64, buf.len()), buf_index }
+    }
+
+    /// As [`new`](Self::new), from an address and a length.
+    ///
+    /// # Safety
+    ///
+    /// As [`new`](Self::new), for the `len` bytes at `buf`.
+    #[inline]
+    pub unsafe fn from_raw_parts(fd: impl Into<Target>, buf: *const u8, len: u32, buf_index: u16) -> Self {
         WriteFixed { rw: Rw::new(fd.into(), buf as u64, len), buf_index }
     }
 }
@@ -510,6 +551,11 @@ rw_setters!(WriteFixed);
 impl Prepare for WriteFixed {
     const CODE: u8 = sys::IORING_OP_WRITE_FIXED as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        self.rw.check_len("write_fixed")
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
         let WriteFixed { rw, buf_index } = self;
@@ -517,6 +563,12 @@ impl Prepare for WriteFixed {
         sqe.set_buf_index(buf_index);
     }
 }
+
+// SAFETY: the buffer is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for ReadFixed {}
+// SAFETY: as for ReadFixed (kept unmodified instead of unaccessed).
+unsafe impl SafeOp for WriteFixed {}
 
 /// Scatter read into ranges of one registered buffer:
 /// `io_uring_prep_readv_fixed`.
@@ -538,7 +590,14 @@ impl ReadvFixed {
     /// Reads from `fd` into the `nr` ranges of `iovecs`, all inside
     /// registered buffer `buf_index`, at offset 0.
     #[inline]
-    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy), the `nr`
+    /// iovecs at `iovecs` and the ranges they name must stay valid, and
+    /// the ranges neither read nor written by the program, until that
+    /// operation's CQE has been reaped.
+    pub unsafe fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
         ReadvFixed { rw: Rw::new(fd.into(), iovecs as u64, nr), buf_index }
     }
 }
@@ -579,7 +638,13 @@ impl WritevFixed {
     /// Writes the `nr` ranges of `iovecs`, all inside registered buffer
     /// `buf_index`, to `fd`, at offset 0.
     #[inline]
-    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy), the `nr`
+    /// iovecs at `iovecs` and the ranges they name must stay valid, and
+    /// the ranges unmodified, until that operation's CQE has been reaped.
+    pub unsafe fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32, buf_index: u16) -> Self {
         WritevFixed { rw: Rw::new(fd.into(), iovecs as u64, nr), buf_index }
     }
 }
@@ -601,6 +666,12 @@ impl Prepare for WritevFixed {
         sqe.set_buf_index(buf_index);
     }
 }
+
+// SAFETY: the iovec array and its ranges are the only memory named; the
+// caller of the unsafe constructor keeps them valid until every push's CQE.
+unsafe impl SafeOp for ReadvFixed {}
+// SAFETY: as for ReadvFixed.
+unsafe impl SafeOp for WritevFixed {}
 
 /// Named ring methods for file I/O, the common case of each operation
 /// (offset given, no `RWF_*` flags), with the builders' arguments. SQE
@@ -867,11 +938,10 @@ impl<R: RingOps + OnRing> FileOps for R {
         buf_index: u16,
         offset: u64,
     ) -> Result<SqeContext> {
-        let len = len_u32("read_fixed", buf.len())?;
-        let op = ReadFixed::new(fd, buf.as_mut_ptr(), len, buf_index).offset(offset);
         // SAFETY: the caller keeps the registered range valid and unaccessed
-        // until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // until the CQE (this method's contract).
+        let op = unsafe { ReadFixed::new(fd, buf, buf_index) }.offset(offset);
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -883,11 +953,10 @@ impl<R: RingOps + OnRing> FileOps for R {
         buf_index: u16,
         offset: u64,
     ) -> Result<SqeContext> {
-        let len = len_u32("write_fixed", buf.len())?;
-        let op = WriteFixed::new(fd, buf.as_ptr(), len, buf_index).offset(offset);
         // SAFETY: the caller keeps the registered range valid and unmodified
-        // until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // until the CQE (this method's contract).
+        let op = unsafe { WriteFixed::new(fd, buf, buf_index) }.offset(offset);
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -900,10 +969,10 @@ impl<R: RingOps + OnRing> FileOps for R {
         offset: u64,
     ) -> Result<SqeContext> {
         let nr = iov_count("readv_fixed", iovecs)?;
-        let op = ReadvFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
         // SAFETY: the caller keeps the array and the registered ranges valid
-        // (and the ranges unaccessed or unmodified) until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // (and the ranges unaccessed) until the CQE (this method's contract).
+        let op = unsafe { ReadvFixed::new(fd, iovecs.as_ptr(), nr, buf_index) }.offset(offset);
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -916,10 +985,10 @@ impl<R: RingOps + OnRing> FileOps for R {
         offset: u64,
     ) -> Result<SqeContext> {
         let nr = iov_count("writev_fixed", iovecs)?;
-        let op = WritevFixed::new(fd, iovecs.as_ptr(), nr, buf_index).offset(offset);
         // SAFETY: the caller keeps the array and the registered ranges valid
-        // (and the ranges unaccessed or unmodified) until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // (and the ranges unmodified) until the CQE (this method's contract).
+        let op = unsafe { WritevFixed::new(fd, iovecs.as_ptr(), nr, buf_index) }.offset(offset);
+        self.push_op(ctx, op)
     }
 
     #[inline]

@@ -201,7 +201,8 @@ fn fixed_buffers_write_and_read() {
     assert_eq!(&b0[10..14], b"data");
 
     // Builders with a file position.
-    let op = WriteFixed::new(f.as_raw_fd(), b1[100..].as_ptr(), 5, 1).offset(10);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { WriteFixed::new(f.as_raw_fd(), &b1[100..105], 1) }.offset(10);
     // SAFETY: as above.
     unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 5);
@@ -223,7 +224,8 @@ fn vectored_fixed_buffers_write_and_read() {
     buf[1000..1003].copy_from_slice(b"def");
     buf[2000..2003].copy_from_slice(b"ghi");
     let parts = [iov(&buf[..3]), iov(&buf[1000..1003]), iov(&buf[2000..2003])];
-    let op = WritevFixed::new(f.as_raw_fd(), parts.as_ptr(), 3, 0);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { WritevFixed::new(f.as_raw_fd(), parts.as_ptr(), 3, 0) };
     // SAFETY: the ranges lie in registered buffer 0; `parts` and the ranges
     // are untouched until the reap.
     unsafe { ring.push_op_unchecked(ctx(1), op) }.unwrap();
@@ -239,7 +241,8 @@ fn vectored_fixed_buffers_write_and_read() {
     assert_eq!(common::reap_one(&mut ring).res, 9);
     assert_eq!((&buf[3000..3004], &buf[3500..3505]), (b"abcd".as_slice(), b"efghi".as_slice()));
 
-    let op = ReadvFixed::new(f.as_raw_fd(), targets.as_ptr(), 2, 7);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { ReadvFixed::new(f.as_raw_fd(), targets.as_ptr(), 2, 7) };
     // SAFETY: index 7 is not registered; the kernel refuses before using it.
     unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EFAULT);
@@ -265,21 +268,24 @@ fn errors_come_back_from_the_kernel() {
     assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
 
     // A fixed-buffer index with no registered buffers at all.
-    let op = ReadFixed::new(wo.as_raw_fd(), buf.as_mut_ptr(), 8, 3);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { ReadFixed::from_raw_parts(wo.as_raw_fd(), buf.as_mut_ptr(), 8, 3) };
     // SAFETY: as above (the kernel refuses the index before any access).
     unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EFAULT);
 
     // An index past the registered table.
     register_buffers(&ring, &[iov_mut(&mut reg)]);
-    let op = WriteFixed::new(wo.as_raw_fd(), reg.as_ptr(), 8, 1);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { WriteFixed::from_raw_parts(wo.as_raw_fd(), reg.as_ptr(), 8, 1) };
     // SAFETY: index 1 does not exist; the kernel refuses it.
     unsafe { ring.push_op_unchecked(ctx(4), op) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EFAULT);
 
     // A range outside the registered buffer.
     let outside = [0u8; 8];
-    let op = WriteFixed::new(wo.as_raw_fd(), outside.as_ptr(), 8, 0);
+    // SAFETY: the obligation is kept as stated at the push below.
+    let op = unsafe { WriteFixed::from_raw_parts(wo.as_raw_fd(), outside.as_ptr(), 8, 0) };
     // SAFETY: the kernel checks the range against buffer 0 and refuses it.
     unsafe { ring.push_op_unchecked(ctx(5), op) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EFAULT);
