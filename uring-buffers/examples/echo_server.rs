@@ -1,19 +1,19 @@
-//! A TCP echo server on one io_uring and one thread: the server to read
-//! first (`echo.rs` is the load tool, with every option and counter).
+//! A TCP echo server on one io_uring and one thread: read this one first
+//! (`echo.rs` is the load tool, with every option and counter). Linux 6.11.
 //!
 //! 1. The listener chain queues socket, bind and listen as ring operations.
 //! 2. One multishot accept puts every connection into the ring's file table
 //!    (direct descriptors: no process fd to own, close or leak).
-//! 3. One multishot bundle receive per connection: each CQE may fill several
+//! 3. One multishot bundle receive per connection: a CQE may fill several
 //!    buffers of a provided-buffer ring ([`BufRing`]).
-//! 4. The bytes go back out from the buffers they arrived in, which return
-//!    to the ring when the send's CQE says the kernel is done with them.
+//! 4. The bytes go back out from those buffers, which return to the ring
+//!    once the send's CQE says the kernel is done with them.
 //! 5. Shutdown, then close.
 //!
-//! Every request carries a token ([`SqeContext::token`]), the application's
-//! own number: here the connection's slot (the accept's is [`ACCEPT`]). The
-//! push stamps the opcode in, so `cqe.op()` says which request completed.
-//! Needs Linux 6.11. `cargo run -p uring-buffers --example echo_server -- 127.0.0.1:7000`
+//! A request's token ([`SqeContext::token`]) is the application's own
+//! number, here the connection's slot; the push stamps the opcode in, so
+//! `cqe.op()` tells which of the slot's requests completed.
+//! `cargo run -p uring-buffers --example echo_server -- 127.0.0.1:7000`
 
 use std::collections::VecDeque;
 use std::net::{Shutdown as How, SocketAddr};
@@ -22,23 +22,24 @@ use std::time::Duration;
 
 use uring_buffers::{BufRing, BufRingConfig, Bundle};
 use uring_core::{Cqe, CqeSlot, Error, HandleCqe, Options, Ring, SqeContext};
-use uring_ops::{Fixed, Prepare, RingOps, SafeOp, cancel::AsyncCancel, fs::Close, listener::ListenerManager};
-use uring_ops::{multishot::AcceptMulti, multishot::RecvBundleMulti, net::Send, socket::Shutdown};
+use uring_ops::multishot::{AcceptMulti, RecvBundleMulti};
+use uring_ops::{Fixed, Prepare, RingOps, SafeOp, cancel::AsyncCancel, fs::Close, net::Send, socket::Shutdown};
 
 type Result<T, E = Box<dyn std::error::Error + std::marker::Send + Sync>> = std::result::Result<T, E>;
-const GROUP: u16 = 1; // the buffer group receives select from
-const SLOTS: u32 = 256; // direct-descriptor slots: the most connections at once
-const ACCEPT: u64 = SLOTS as u64; // the accept's token: no slot has it
+const GROUP: u16 = 1; // the buffer group the receives select from
+const BUF: usize = 4096; // bytes per buffer
+const SLOTS: u32 = 256; // file-table slots: the most connections at once
+const ACCEPT: u64 = SLOTS as u64; // the accept's token, which no slot has
 
 #[derive(Default)]
 struct Conn {
     open: bool,
-    out: VecDeque<Bundle>, // received, not yet echoed; the front one is being sent
-    sent: usize,           // bytes of the front bundle already sent
+    out: VecDeque<Bundle>, // received, not echoed yet; the front one is being sent
+    sent: usize,           // bytes of the front bundle sent
     armed: bool,           // the receive is armed
     sending: bool,         // a send is in flight
     done: bool,            // end of stream, an error, or the server stops
-    shut: Option<bool>,    // shutdown queued: `Some(true)` once it completed
+    shut: Option<bool>,    // shutdown queued; `Some(true)` once it completed
 }
 
 struct Server {
@@ -50,8 +51,8 @@ struct Server {
     max_bundle: usize, // the most buffers one CQE filled
 }
 
-/// Pushes never flush on their own: a full SQ is the one place an explicit
-/// `submit()` belongs.
+/// Pushes never flush on their own: a full SQ is the one place for an
+/// explicit `submit()`.
 fn room(ring: &mut Ring) -> Result<(), Error> {
     if ring.sq_room() == 0 {
         ring.submit()?;
@@ -69,10 +70,10 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
     let mut ring = Ring::new(Options::default().entries(256))?;
     ring.start()?;
     ring.register().files_sparse(SLOTS)?;
-    // 32 buffers of 4 KiB, few and small on purpose: a large message arrives
+    // 32 buffers, few and small on purpose: a large message comes
     // in bundles of several buffers, and a burst runs the ring dry.
-    let bufs = BufRing::register(&mut ring, BufRingConfig::new(GROUP, 32, 4096))?;
-    let mut chain = ListenerManager::new(());
+    let bufs = BufRing::register(&mut ring, BufRingConfig::new(GROUP, 32, BUF as u32))?;
+    let mut chain = uring_ops::listener::ListenerManager::new(());
     let id = chain.listen(&mut ring, addr, 128)?;
     let (mut listener, mut accept, mut ready) = (None, None, Some(ready));
     let conns = (0..SLOTS).map(|_| Conn::default()).collect();
@@ -87,8 +88,8 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             Err(e) => return Err(e.into()),
         };
         for cqe in cqes[..n].iter().map(CqeSlot::cqe) {
-            // The chain's CQEs carry an identity of its own; it answers `None`
-            // for everything else, and queues its next phase itself.
+            // The chain answers `None` for CQEs not its own; for its own it
+            // queues the next phase (socket, bind, listen) itself.
             if chain.handle_cqe(&mut s.ring, &cqe).is_some() {
                 continue;
             }
@@ -96,7 +97,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             match cqe.op() {
                 Some(AcceptMulti::CODE) => {
                     if cqe.res() >= 0 {
-                        s.conns[cqe.res() as usize] = Conn { open: true, ..Conn::default() };
+                        s.conns[cqe.res() as usize].open = true;
                         s.arm(cqe.res() as u32)?;
                     }
                     if !cqe.more() {
@@ -110,24 +111,24 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             }
             s.settle(slot)?;
         }
-        if listener.is_none() {
-            listener = chain.take(id);
-            if listener.is_none() && chain.status(id).is_none() {
-                return Err("the listener chain failed".into());
-            }
+        listener = listener.or_else(|| chain.take(id));
+        if listener.is_none() && chain.status(id).is_none() {
+            return Err("the listener chain failed".into());
         }
-        if let Some(l) = &listener
-            && accept.is_none()
-            && !s.stopping
-        {
-            // Keep the context the push RETURNS (the opcode is stamped in): it
-            // is what a cancel must name.
+        if let Some(l) = listener.as_ref().filter(|_| accept.is_none() && !s.stopping) {
+            // Keep the context the push RETURNS, opcode stamped in: a cancel
+            // must name exactly that.
             accept = Some(l.accept_multishot_direct(&mut s.ring, SqeContext::token(ACCEPT)?)?);
-            if let Some(ready) = ready.take() {
-                ready(l.local_addr().as_socket_addr().ok_or("not an IP address")?);
+            ready.take().map(|ready| l.local_addr().as_socket_addr().map(ready));
+        }
+        if s.bufs.available() > 0 {
+            for slot in std::mem::take(&mut s.starved) {
+                let c = &s.conns[slot as usize];
+                if c.open && !c.armed && !c.done {
+                    s.arm(slot)?;
+                }
             }
         }
-        s.rearm()?;
         if stop.load(Ordering::Relaxed) && !s.stopping {
             s.stopping = true;
             if let Some(a) = accept {
@@ -139,7 +140,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             }
         }
         if s.stopping && accept.is_none() && chain.pending() == 0 && s.conns.iter().all(|c| !c.open) {
-            return Ok(s.max_bundle); // nothing in flight: dropping the ring frees everything
+            return Ok(s.max_bundle); // nothing in flight: dropping the ring frees the rest
         }
     }
 }
@@ -164,9 +165,9 @@ impl Server {
         }
         if !cqe.more() {
             // The multishot ended. After data (a bundle emptied the ring) or
-            // -ENOBUFS (the ring ran dry; the bytes wait in the socket) arm
-            // it again, but once buffers are back (`rearm`): at once, it
-            // would fail again. 0 is the peer's end of stream.
+            // -ENOBUFS (the ring ran dry; the bytes wait in the socket), arm
+            // it again once buffers are back (`serve`): at once, it would
+            // only fail again. 0 is the peer's end of stream.
             c.armed = false;
             match cqe.res() {
                 r if r > 0 || r == -libc::ENOBUFS => self.starved.push(slot),
@@ -179,14 +180,9 @@ impl Server {
     fn send_next(&mut self, slot: u32) -> Result<()> {
         let c = &mut self.conns[slot as usize];
         let Some(front) = c.out.front().filter(|_| !c.sending) else { return Ok(()) };
-        let mut skip = c.sent; // into the first buffer not sent in full
-        let buf = self.bufs.bundle(front).find(|b| {
-            skip < b.len() || {
-                skip -= b.len();
-                false
-            }
-        });
-        let part = &buf.expect("a queued bundle has bytes left")[skip..];
+        // The unsent rest of its first buffer not sent in full (every buffer
+        // of a bundle is full but the last).
+        let part = &self.bufs.bundle(front).nth(c.sent / BUF).expect("bytes left")[c.sent % BUF..];
         // MSG_MORE while more is queued behind this part: TCP sends it all
         // together, not one small segment per buffer.
         let more = c.sent + part.len() < front.len() || c.out.len() > 1;
@@ -194,9 +190,9 @@ impl Server {
         room(&mut self.ring)?;
         // SAFETY: no safe push sends from a BufRing's buffer, so this one is
         // ours to keep: the `Bundle` stays in `c.out` until this send's CQE,
-        // so the kernel selects none of its buffers (and we write none)
-        // meanwhile; the memory is attached to the ring, mapped until the
-        // ring closes with nothing in flight.
+        // so meanwhile the kernel selects none of its buffers and we write
+        // none; the memory is attached to the ring, mapped until the ring
+        // closes with nothing in flight.
         unsafe { self.ring.push_op_unchecked(SqeContext::token(slot.into())?, send) }?;
         c.sending = true;
         Ok(())
@@ -207,7 +203,7 @@ impl Server {
         c.sending = false; // the kernel reads none of `out` any more
         if res < 0 {
             (c.done, c.sent) = (true, 0); // the peer is gone: give the buffers back
-            return c.out.drain(..).try_for_each(|b| self.bufs.recycle_bundle(b)).map_err(Into::into);
+            return Ok(c.out.drain(..).try_for_each(|b| self.bufs.recycle_bundle(b))?);
         }
         c.sent += res as usize; // after a short send, the rest goes next
         if c.sent == c.out[0].len() {
@@ -215,18 +211,6 @@ impl Server {
             self.bufs.recycle_bundle(c.out.pop_front().expect("sent from it"))?;
         }
         self.send_next(slot)
-    }
-
-    fn rearm(&mut self) -> Result<(), Error> {
-        if self.bufs.available() > 0 {
-            for slot in std::mem::take(&mut self.starved) {
-                let c = &self.conns[slot as usize];
-                if c.open && !c.armed && !c.done {
-                    self.arm(slot)?;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Rule: shut a socket down before closing it. An armed receive holds
@@ -262,23 +246,19 @@ fn example_runs() {
     let flag = stop.clone();
     let server = thread::spawn(move || serve("127.0.0.1:0".parse().unwrap(), &flag, |a| tx.send(a).unwrap()));
     let addr = rx.recv_timeout(Duration::from_secs(5)).expect("the server listens");
-    let clients = (0..4usize).map(|c| {
-        thread::spawn(move || {
-            let mut sock = std::net::TcpStream::connect(addr).unwrap();
-            sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            // From one byte to several buffers' worth, so bundles span buffers.
-            for size in [1, 100, 4096, 4097, 10_000, 65_536, 100_000] {
-                let msg: Vec<u8> = (0..size).map(|i| (i * 31 + c * 7 + size) as u8).collect();
-                sock.write_all(&msg).unwrap();
-                let mut back = vec![0; size];
-                sock.read_exact(&mut back).unwrap();
-                assert!(back == msg, "client {c}: {size} bytes came back changed");
-            }
-        })
-    });
-    clients.collect::<Vec<_>>().into_iter().for_each(|c| c.join().unwrap());
+    let client = move |c: usize| {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        for size in [1, 100, 4096, 4097, 10_000, 65_536, 100_000] {
+            let msg: Vec<u8> = (0..size).map(|i| (i * 31 + c * 7 + size) as u8).collect();
+            let mut back = vec![0; size];
+            sock.write_all(&msg).and_then(|()| sock.read_exact(&mut back)).unwrap();
+            assert!(back == msg, "client {c}: {size} bytes came back changed");
+        }
+    };
+    let clients: Vec<_> = (0..4).map(|c| thread::spawn(move || client(c))).collect();
+    clients.into_iter().for_each(|c| c.join().unwrap());
     stop.store(true, Ordering::Relaxed);
-    let max_bundle = server.join().unwrap().map_err(|e| e.to_string()).unwrap();
-    assert!(max_bundle > 1, "a large message arrives in bundles of several buffers");
+    assert!(server.join().unwrap().unwrap() > 1, "a large message comes in bundles of several buffers");
     assert_eq!(fds(), before, "the server closed every descriptor it opened");
 }
