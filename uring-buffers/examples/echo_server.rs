@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use uring_buffers::{BufRing, BufRingConfig, Bundle};
-use uring_core::{Cqe, CqeSlot, Error, HandleCqe, Options, Ring, SqeContext};
+use uring_core::{CqeSlot, Error, HandleCqe, Options, Ring, SqeContext};
 use uring_ops::multishot::{AcceptMulti, RecvBundleMulti};
 use uring_ops::{Fixed, Prepare, RingOps, SafeOp, cancel::AsyncCancel, fs::Close, net::Send, socket::Shutdown};
 
@@ -42,15 +42,6 @@ struct Conn {
     shut: Option<bool>,    // shutdown queued; `Some(true)` once it completed
 }
 
-struct Server {
-    ring: Ring,
-    bufs: BufRing,
-    conns: Vec<Conn>,  // by slot
-    starved: Vec<u32>, // slots whose receive waits for buffers
-    stopping: bool,
-    max_bundle: usize, // the most buffers one CQE filled
-}
-
 /// Pushes never flush on their own: a full SQ is the one place for an
 /// explicit `submit()`.
 fn room(ring: &mut Ring) -> Result<(), Error> {
@@ -66,23 +57,24 @@ fn push(ring: &mut Ring, token: u64, op: impl SafeOp) -> Result<SqeContext, Erro
 }
 
 /// Serves on `addr` until `stop` is set; tells `ready` the bound address.
+/// Returns the most buffers one receive filled.
 fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) -> Result<usize> {
     let mut ring = Ring::new(Options::default().entries(256))?;
     ring.start()?;
     ring.register().files_sparse(SLOTS)?;
-    // 32 buffers, few and small on purpose: a large message comes
-    // in bundles of several buffers, and a burst runs the ring dry.
-    let bufs = BufRing::register(&mut ring, BufRingConfig::new(GROUP, 32, BUF as u32))?;
+    // 32 buffers, few and small on purpose: a large message comes in
+    // bundles of several buffers, and a burst runs the ring dry.
+    let mut bufs = BufRing::register(&mut ring, BufRingConfig::new(GROUP, 32, BUF as u32))?;
     let mut chain = uring_ops::listener::ListenerManager::new(());
     let id = chain.listen(&mut ring, addr, 128)?;
     let (mut listener, mut accept, mut ready) = (None, None, Some(ready));
-    let conns = (0..SLOTS).map(|_| Conn::default()).collect();
-    let mut s = Server { ring, bufs, conns, starved: Vec::new(), stopping: false, max_bundle: 0 };
+    let mut conns: Vec<Conn> = (0..SLOTS).map(|_| Conn::default()).collect();
+    let (mut starved, mut stopping, mut max_bundle) = (Vec::new(), false, 0); // starved: slots waiting for buffers
     let mut cqes = [CqeSlot::EMPTY; 64];
     loop {
         // `wait_for` flushes the queued SQEs and waits in ONE io_uring_enter:
         // a `submit()` before it would cost a second syscall per loop.
-        let n = match s.ring.wait_for(&mut cqes, 1, Some(Duration::from_millis(50))) {
+        let n = match ring.wait_for(&mut cqes, 1, Some(Duration::from_millis(50))) {
             Ok(reaped) => reaped.len(),
             Err(Error::WouldBlock) => 0, // the timeout: look at `stop`
             Err(e) => return Err(e.into()),
@@ -90,146 +82,122 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
         for cqe in cqes[..n].iter().map(CqeSlot::cqe) {
             // The chain answers `None` for CQEs not its own; for its own it
             // queues the next phase (socket, bind, listen) itself.
-            if chain.handle_cqe(&mut s.ring, &cqe).is_some() {
+            if chain.handle_cqe(&mut ring, &cqe).is_some() {
                 continue;
             }
-            let slot = cqe.context().as_token().unwrap_or(ACCEPT) as u32;
+            let (slot, res) = (cqe.context().as_token().unwrap_or(ACCEPT) as u32, cqe.res());
             match cqe.op() {
                 Some(AcceptMulti::CODE) => {
-                    if cqe.res() >= 0 {
-                        s.conns[cqe.res() as usize].open = true;
-                        s.arm(cqe.res() as u32)?;
-                    }
                     if !cqe.more() {
                         accept = None; // it ended (-ENFILE: the table is full): re-armed below
                     }
+                    if res >= 0 {
+                        conns[res as usize] = Conn { open: true, armed: true, ..Conn::default() };
+                        push(&mut ring, res as u64, RecvBundleMulti::new(Fixed(res as u32), GROUP))?;
+                    }
+                    continue;
                 }
-                Some(RecvBundleMulti::CODE) => s.on_recv(slot, &cqe)?,
-                Some(Send::CODE) => s.on_send(slot, cqe.res())?,
-                Some(Shutdown::CODE) => s.conns[slot as usize].shut = Some(true),
-                _ => {} // the results of Close and AsyncCancel
+                Some(RecvBundleMulti::CODE) => {
+                    // Rule: EVERY CQE of a group goes through its BufRing, in
+                    // CQE order, whatever became of its connection: bundles are
+                    // located from the ring's head, so one CQE skipped loses
+                    // every later one. (BufRing's `HandleCqe` takes ONE buffer:
+                    // it suits plain receives, not bundles.)
+                    let bundle = bufs.take_bundle(&cqe)?;
+                    max_bundle = max_bundle.max(bundle.as_ref().map_or(0, Bundle::count));
+                    let c = &mut conns[slot as usize];
+                    c.out.extend(bundle);
+                    if !cqe.more() {
+                        // The multishot ended. After data (a bundle emptied the
+                        // ring) or -ENOBUFS (the ring ran dry; the bytes wait in
+                        // the socket) arm it again, once buffers are back: at
+                        // once, it would only fail again. 0: the peer is done.
+                        c.armed = false;
+                        if res > 0 || res == -libc::ENOBUFS { starved.push(slot) } else { c.done = true }
+                    }
+                }
+                Some(Send::CODE) => {
+                    let c = &mut conns[slot as usize];
+                    c.sending = false; // the kernel reads none of `out` any more
+                    c.sent += res.max(0) as usize; // after a short send, the rest goes next
+                    if res < 0 || c.sent == c.out[0].len() {
+                        c.sent = 0;
+                        bufs.recycle_bundle(c.out.pop_front().expect("sent from it"))?;
+                        c.done |= res < 0; // the peer is gone
+                    }
+                }
+                Some(Shutdown::CODE) => conns[slot as usize].shut = Some(true),
+                _ => continue, // the results of Close and AsyncCancel
             }
-            s.settle(slot)?;
+            step(&mut ring, &mut bufs, &mut conns[slot as usize], slot, stopping)?;
         }
         listener = listener.or_else(|| chain.take(id));
         if listener.is_none() && chain.status(id).is_none() {
             return Err("the listener chain failed".into());
         }
-        if let Some(l) = listener.as_ref().filter(|_| accept.is_none() && !s.stopping) {
+        if let Some(l) = listener.as_ref().filter(|_| accept.is_none() && !stopping) {
             // Keep the context the push RETURNS, opcode stamped in: a cancel
             // must name exactly that.
-            accept = Some(l.accept_multishot_direct(&mut s.ring, SqeContext::token(ACCEPT)?)?);
+            accept = Some(l.accept_multishot_direct(&mut ring, SqeContext::token(ACCEPT)?)?);
             ready.take().map(|ready| l.local_addr().as_socket_addr().map(ready));
         }
-        if s.bufs.available() > 0 {
-            for slot in std::mem::take(&mut s.starved) {
-                let c = &s.conns[slot as usize];
+        if bufs.available() > 0 {
+            for slot in std::mem::take(&mut starved) {
+                let c = &mut conns[slot as usize];
                 if c.open && !c.armed && !c.done {
-                    s.arm(slot)?;
+                    c.armed = true;
+                    push(&mut ring, slot.into(), RecvBundleMulti::new(Fixed(slot), GROUP))?;
                 }
             }
         }
-        if stop.load(Ordering::Relaxed) && !s.stopping {
-            s.stopping = true;
+        if stop.load(Ordering::Relaxed) && !stopping {
+            stopping = true;
             if let Some(a) = accept {
-                push(&mut s.ring, ACCEPT, AsyncCancel::new(a))?;
+                push(&mut ring, ACCEPT, AsyncCancel::new(a))?;
             }
-            for slot in 0..SLOTS {
-                s.conns[slot as usize].done = true;
-                s.settle(slot)?;
+            for (slot, c) in conns.iter_mut().enumerate().filter(|(_, c)| c.open) {
+                c.done = true;
+                step(&mut ring, &mut bufs, c, slot as u32, true)?;
             }
         }
-        if s.stopping && accept.is_none() && chain.pending() == 0 && s.conns.iter().all(|c| !c.open) {
-            return Ok(s.max_bundle); // nothing in flight: dropping the ring frees the rest
+        if stopping && accept.is_none() && chain.pending() == 0 && conns.iter().all(|c| !c.open) {
+            return Ok(max_bundle); // nothing in flight: dropping the ring frees the rest
         }
     }
 }
 
-impl Server {
-    fn arm(&mut self, slot: u32) -> Result<(), Error> {
-        self.conns[slot as usize].armed = true;
-        push(&mut self.ring, slot.into(), RecvBundleMulti::new(Fixed(slot), GROUP)).map(drop)
-    }
-
-    fn on_recv(&mut self, slot: u32, cqe: &Cqe<'_>) -> Result<()> {
-        // Rule: EVERY CQE of a group goes through its BufRing, in CQE order,
-        // whatever became of its connection: `take_bundle` finds a bundle's
-        // buffers from the ring's head, so one CQE skipped loses track of
-        // every later bundle. (BufRing's `HandleCqe` takes ONE buffer: it
-        // suits plain receives, not bundles.)
-        let bundle = self.bufs.take_bundle(cqe)?;
-        let c = &mut self.conns[slot as usize];
-        if let Some(b) = bundle {
-            self.max_bundle = self.max_bundle.max(b.count());
-            c.out.push_back(b);
-        }
-        if !cqe.more() {
-            // The multishot ended. After data (a bundle emptied the ring) or
-            // -ENOBUFS (the ring ran dry; the bytes wait in the socket), arm
-            // it again once buffers are back (`serve`): at once, it would
-            // only fail again. 0 is the peer's end of stream.
-            c.armed = false;
-            match cqe.res() {
-                r if r > 0 || r == -libc::ENOBUFS => self.starved.push(slot),
-                _ => c.done = true,
-            }
-        }
-        self.send_next(slot)
-    }
-
-    fn send_next(&mut self, slot: u32) -> Result<()> {
-        let c = &mut self.conns[slot as usize];
-        let Some(front) = c.out.front().filter(|_| !c.sending) else { return Ok(()) };
-        // The unsent rest of its first buffer not sent in full (every buffer
+/// Moves a connection on after each of its CQEs: echo, shut down, close.
+fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: bool) -> Result<()> {
+    if let Some(front) = c.out.front().filter(|_| !c.sending && c.shut.is_none()) {
+        // The unsent rest of the first buffer not sent in full (every buffer
         // of a bundle is full but the last).
-        let part = &self.bufs.bundle(front).nth(c.sent / BUF).expect("bytes left")[c.sent % BUF..];
+        let part = &bufs.bundle(front).nth(c.sent / BUF).expect("bytes left")[c.sent % BUF..];
         // MSG_MORE while more is queued behind this part: TCP sends it all
         // together, not one small segment per buffer.
         let more = c.sent + part.len() < front.len() || c.out.len() > 1;
         let send = Send::new(Fixed(slot), part).flags(if more { libc::MSG_MORE } else { 0 });
-        room(&mut self.ring)?;
+        room(ring)?;
         // SAFETY: no safe push sends from a BufRing's buffer, so this one is
         // ours to keep: the `Bundle` stays in `c.out` until this send's CQE,
         // so meanwhile the kernel selects none of its buffers and we write
         // none; the memory is attached to the ring, mapped until the ring
         // closes with nothing in flight.
-        unsafe { self.ring.push_op_unchecked(SqeContext::token(slot.into())?, send) }?;
+        unsafe { ring.push_op_unchecked(SqeContext::token(slot.into())?, send) }?;
         c.sending = true;
-        Ok(())
     }
-
-    fn on_send(&mut self, slot: u32, res: i32) -> Result<()> {
-        let c = &mut self.conns[slot as usize];
-        c.sending = false; // the kernel reads none of `out` any more
-        if res < 0 {
-            (c.done, c.sent) = (true, 0); // the peer is gone: give the buffers back
-            return Ok(c.out.drain(..).try_for_each(|b| self.bufs.recycle_bundle(b))?);
-        }
-        c.sent += res as usize; // after a short send, the rest goes next
-        if c.sent == c.out[0].len() {
-            c.sent = 0;
-            self.bufs.recycle_bundle(c.out.pop_front().expect("sent from it"))?;
-        }
-        self.send_next(slot)
+    // Rule: shut a socket down before closing it. An armed receive holds its
+    // own reference to the socket: closing the slot alone would leave the
+    // connection and the receive alive. Shutdown ends the receive (a last
+    // CQE, with 0); the slot closes once nothing of it is in flight.
+    if c.done && c.shut.is_none() && (stopping || !c.sending) {
+        c.shut = Some(false);
+        push(ring, slot.into(), Shutdown::new(Fixed(slot), How::Both))?;
+    } else if c.shut == Some(true) && !c.armed && !c.sending {
+        c.out.drain(..).try_for_each(|b| bufs.recycle_bundle(b))?;
+        *c = Conn::default();
+        push(ring, slot.into(), Close::new(Fixed(slot)))?;
     }
-
-    /// Rule: shut a socket down before closing it. An armed receive holds
-    /// its own reference to the socket: closing the slot alone would leave
-    /// the connection and the receive alive. Shutdown ends the receive (a
-    /// last CQE, with 0); the slot closes once nothing of it is in flight.
-    fn settle(&mut self, slot: u32) -> Result<()> {
-        let stopping = self.stopping;
-        let Some(c) = self.conns.get_mut(slot as usize).filter(|c| c.open) else { return Ok(()) };
-        if c.done && c.shut.is_none() && (stopping || (c.out.is_empty() && !c.sending)) {
-            c.shut = Some(false);
-            push(&mut self.ring, slot.into(), Shutdown::new(Fixed(slot), How::Both))?;
-        } else if c.shut == Some(true) && !c.armed && !c.sending {
-            c.out.drain(..).try_for_each(|b| self.bufs.recycle_bundle(b))?;
-            *c = Conn::default();
-            push(&mut self.ring, slot.into(), Close::new(Fixed(slot)))?;
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
