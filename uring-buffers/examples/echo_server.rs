@@ -1,18 +1,13 @@
 //! A TCP echo server on one io_uring and one thread: read this one first
-//! (`echo.rs` is the load tool, with every option and counter). Linux 6.11.
-//!
-//! 1. The listener chain queues socket, bind and listen as ring operations.
-//! 2. One multishot accept puts every connection into the ring's file table
-//!    (direct descriptors: no process fd to own, close or leak).
-//! 3. One multishot bundle receive per connection: a CQE may fill several
-//!    buffers of a provided-buffer ring ([`BufRing`]).
-//! 4. The bytes go back out from those buffers, which return to the ring
-//!    once the send's CQE says the kernel is done with them.
-//! 5. Shutdown, then close.
-//!
-//! A request's token ([`SqeContext::token`]) is the application's own
-//! number, here the connection's slot; the push stamps the opcode in, so
-//! `cqe.op()` tells which of the slot's requests completed.
+//! (`echo.rs` is the load tool). Needs Linux 6.11. Its path, step by step:
+//! the listener chain (socket, bind, listen as ring operations); one
+//! multishot accept into the ring's file table (direct descriptors: no fd to
+//! own or leak); one multishot bundle receive per connection, each CQE
+//! filling one or more buffers of a provided-buffer ring ([`BufRing`]); the
+//! echo sent from those buffers, recycled when the send completes; then
+//! shutdown and close. A request's token ([`SqeContext::token`]) is the
+//! application's own number, here the connection's slot; the push stamps
+//! the opcode in, so `cqe.op()` tells which of the slot's requests completed.
 //! `cargo run -p uring-buffers --example echo_server -- 127.0.0.1:7000`
 
 use std::collections::VecDeque;
@@ -42,24 +37,16 @@ struct Conn {
     shut: Option<bool>,    // shutdown queued; `Some(true)` once it completed
 }
 
-/// Pushes never flush on their own: a full SQ is the one place for an
-/// explicit `submit()`.
-fn room(ring: &mut Ring) -> Result<(), Error> {
-    if ring.sq_room() == 0 {
-        ring.submit()?;
-    }
-    Ok(())
-}
-
 fn push(ring: &mut Ring, token: u64, op: impl SafeOp) -> Result<SqeContext, Error> {
-    room(ring)?;
     ring.push_op(SqeContext::token(token)?, op)
 }
 
 /// Serves on `addr` until `stop` is set; tells `ready` the bound address.
 /// Returns the most buffers one receive filled.
 fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) -> Result<usize> {
-    let mut ring = Ring::new(Options::default().entries(256))?;
+    // Pushes never flush on their own (a full SQ is `Error::QueueFull`): 1024
+    // entries hold more than one loop queues (2 per CQE, 2 per connection).
+    let mut ring = Ring::new(Options::default().entries(1024))?;
     ring.start()?;
     ring.register().files_sparse(SLOTS)?;
     // 32 buffers, few and small on purpose: a large message comes in
@@ -88,30 +75,25 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             let (slot, res) = (cqe.context().as_token().unwrap_or(ACCEPT) as u32, cqe.res());
             match cqe.op() {
                 Some(AcceptMulti::CODE) => {
-                    if !cqe.more() {
-                        accept = None; // it ended (-ENFILE: the table is full): re-armed below
-                    }
-                    if res >= 0 {
-                        conns[res as usize] = Conn { open: true, armed: true, ..Conn::default() };
-                        push(&mut ring, res as u64, RecvBundleMulti::new(Fixed(res as u32), GROUP))?;
-                    }
+                    accept = accept.filter(|_| cqe.more()); // ended (-ENFILE: table full)? re-armed below
+                    let Ok(slot) = u32::try_from(res) else { continue };
+                    conns[slot as usize] = Conn { open: true, armed: true, ..Conn::default() };
+                    push(&mut ring, slot.into(), RecvBundleMulti::new(Fixed(slot), GROUP))?;
                     continue;
                 }
                 Some(RecvBundleMulti::CODE) => {
-                    // Rule: EVERY CQE of a group goes through its BufRing, in
-                    // CQE order, whatever became of its connection: bundles are
-                    // located from the ring's head, so one CQE skipped loses
-                    // every later one. (BufRing's `HandleCqe` takes ONE buffer:
-                    // it suits plain receives, not bundles.)
+                    // Rule: EVERY CQE of a group goes through its BufRing, in CQE
+                    // order, whatever became of its connection: one skipped, and
+                    // no later bundle can be located. (BufRing's `HandleCqe` takes
+                    // ONE buffer: it suits plain receives, not bundles.)
                     let bundle = bufs.take_bundle(&cqe)?;
                     max_bundle = max_bundle.max(bundle.as_ref().map_or(0, Bundle::count));
                     let c = &mut conns[slot as usize];
                     c.out.extend(bundle);
                     if !cqe.more() {
-                        // The multishot ended. After data (a bundle emptied the
-                        // ring) or -ENOBUFS (the ring ran dry; the bytes wait in
-                        // the socket) arm it again, once buffers are back: at
-                        // once, it would only fail again. 0: the peer is done.
+                        // The multishot ended. After data (a bundle emptied the ring)
+                        // or -ENOBUFS (the bytes wait in the socket) re-arm it once
+                        // buffers are back (at once, it fails again); 0 is EOF.
                         c.armed = false;
                         if res > 0 || res == -libc::ENOBUFS { starved.push(slot) } else { c.done = true }
                     }
@@ -176,12 +158,10 @@ fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: 
         // together, not one small segment per buffer.
         let more = c.sent + part.len() < front.len() || c.out.len() > 1;
         let send = Send::new(Fixed(slot), part).flags(if more { libc::MSG_MORE } else { 0 });
-        room(ring)?;
-        // SAFETY: no safe push sends from a BufRing's buffer, so this one is
-        // ours to keep: the `Bundle` stays in `c.out` until this send's CQE,
-        // so meanwhile the kernel selects none of its buffers and we write
-        // none; the memory is attached to the ring, mapped until the ring
-        // closes with nothing in flight.
+        // SAFETY: no safe push sends from a BufRing's buffer. The `Bundle`
+        // stays in `c.out` until this send's CQE, so the kernel selects none
+        // of its buffers meanwhile, and we write none; the memory is attached
+        // to the ring, mapped until the ring closes with nothing in flight.
         unsafe { ring.push_op_unchecked(SqeContext::token(slot.into())?, send) }?;
         c.sending = true;
     }
@@ -202,8 +182,7 @@ fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: 
 
 fn main() -> Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into()).parse()?;
-    serve(addr, &AtomicBool::new(false), |a| println!("echo_server: listening on {a}"))?;
-    Ok(())
+    serve(addr, &AtomicBool::new(false), |a| println!("echo_server: listening on {a}")).map(drop)
 }
 
 #[test]
@@ -216,7 +195,6 @@ fn example_runs() {
     let addr = rx.recv_timeout(Duration::from_secs(5)).expect("the server listens");
     let client = move |c: usize| {
         let mut sock = std::net::TcpStream::connect(addr).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         for size in [1, 100, 4096, 4097, 10_000, 65_536, 100_000] {
             let msg: Vec<u8> = (0..size).map(|i| (i * 31 + c * 7 + size) as u8).collect();
             let mut back = vec![0; size];
