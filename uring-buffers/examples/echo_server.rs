@@ -45,7 +45,7 @@ fn push(ring: &mut Ring, token: u64, op: impl SafeOp) -> Result<SqeContext, Erro
 /// Returns the most buffers one receive filled.
 fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) -> Result<usize> {
     // Pushes never flush on their own (a full SQ is `Error::QueueFull`): 1024
-    // entries hold more than one loop queues (2 per CQE, 2 per connection).
+    // entries hold more than a loop ever queues (2 per CQE, 2 per connection).
     let mut ring = Ring::new(Options::default().entries(1024))?;
     ring.start()?;
     ring.register().files_sparse(SLOTS)?;
