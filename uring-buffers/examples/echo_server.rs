@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use uring_buffers::{BufRing, BufRingConfig, Bundle};
 use uring_core::{CqeSlot, Error, HandleCqe, Options, Ring, SqeContext};
+use uring_ops::listener::{ListenerHandler, ListenerId, ListenerManager, ListenerPhase};
 use uring_ops::multishot::{AcceptMulti, RecvBundleMulti};
-use uring_ops::{Fixed, Prepare, RingOps, SafeOp, cancel::AsyncCancel, fs::Close, net::Send, socket::Shutdown};
+use uring_ops::{Fixed, Prepare, RingOps, cancel::AsyncCancel, fs::Close, net::Send, socket::Shutdown};
 
 type Result<T, E = Box<dyn std::error::Error + std::marker::Send + Sync>> = std::result::Result<T, E>;
 const GROUP: u16 = 1; // the buffer group the receives select from
@@ -37,8 +38,12 @@ struct Conn {
     shut: Option<bool>,    // shutdown queued; `Some(true)` once it completed
 }
 
-fn push(ring: &mut Ring, token: u64, op: impl SafeOp) -> Result<SqeContext, Error> {
-    ring.push_op(SqeContext::token(token)?, op)
+/// The listener chain reports each phase to a handler: this one keeps the error.
+struct ChainError(Option<Error>);
+impl ListenerHandler for ChainError {
+    fn on_error(&mut self, _: ListenerId, _: ListenerPhase, e: Error) {
+        self.0 = Some(e);
+    }
 }
 
 /// Serves on `addr` until `stop` is set; tells `ready` the bound address.
@@ -52,7 +57,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
     // 32 buffers, few and small on purpose: a large message comes in
     // bundles of several buffers, and a burst runs the ring dry.
     let mut bufs = BufRing::register(&mut ring, BufRingConfig::new(GROUP, 32, BUF as u32))?;
-    let mut chain = uring_ops::listener::ListenerManager::new(());
+    let mut chain = ListenerManager::new(ChainError(None));
     let id = chain.listen(&mut ring, addr, 128)?;
     let (mut listener, mut accept, mut ready) = (None, None, Some(ready));
     let mut conns: Vec<Conn> = (0..SLOTS).map(|_| Conn::default()).collect();
@@ -78,7 +83,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
                     accept = accept.filter(|_| cqe.more()); // ended (-ENFILE: table full)? re-armed below
                     let Ok(slot) = u32::try_from(res) else { continue };
                     conns[slot as usize] = Conn { open: true, armed: true, ..Conn::default() };
-                    push(&mut ring, slot.into(), RecvBundleMulti::new(Fixed(slot), GROUP))?;
+                    ring.push_op(SqeContext::token(slot.into())?, RecvBundleMulti::new(Fixed(slot), GROUP))?;
                     continue;
                 }
                 Some(RecvBundleMulti::CODE) => {
@@ -114,8 +119,8 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             step(&mut ring, &mut bufs, &mut conns[slot as usize], slot, stopping)?;
         }
         listener = listener.or_else(|| chain.take(id));
-        if listener.is_none() && chain.status(id).is_none() {
-            return Err("the listener chain failed".into());
+        if let Some(e) = chain.handler_mut().0.take() {
+            return Err(e.into());
         }
         if let Some(l) = listener.as_ref().filter(|_| accept.is_none() && !stopping) {
             // Keep the context the push RETURNS, opcode stamped in: a cancel
@@ -128,14 +133,14 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
                 let c = &mut conns[slot as usize];
                 if c.open && !c.armed && !c.done {
                     c.armed = true;
-                    push(&mut ring, slot.into(), RecvBundleMulti::new(Fixed(slot), GROUP))?;
+                    ring.push_op(SqeContext::token(slot.into())?, RecvBundleMulti::new(Fixed(slot), GROUP))?;
                 }
             }
         }
         if stop.load(Ordering::Relaxed) && !stopping {
             stopping = true;
             if let Some(a) = accept {
-                push(&mut ring, ACCEPT, AsyncCancel::new(a))?;
+                ring.push_op(SqeContext::token(ACCEPT)?, AsyncCancel::new(a))?;
             }
             for (slot, c) in conns.iter_mut().enumerate().filter(|(_, c)| c.open) {
                 c.done = true;
@@ -171,11 +176,11 @@ fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: 
     // CQE, with 0); the slot closes once nothing of it is in flight.
     if c.done && c.shut.is_none() && (stopping || !c.sending) {
         c.shut = Some(false);
-        push(ring, slot.into(), Shutdown::new(Fixed(slot), How::Both))?;
+        ring.push_op(SqeContext::token(slot.into())?, Shutdown::new(Fixed(slot), How::Both))?;
     } else if c.shut == Some(true) && !c.armed && !c.sending {
         c.out.drain(..).try_for_each(|b| bufs.recycle_bundle(b))?;
         *c = Conn::default();
-        push(ring, slot.into(), Close::new(Fixed(slot)))?;
+        ring.push_op(SqeContext::token(slot.into())?, Close::new(Fixed(slot)))?;
     }
     Ok(())
 }
