@@ -46,8 +46,7 @@ impl ListenerHandler for ChainError {
     }
 }
 
-/// Serves on `addr` until `stop` is set; tells `ready` the bound address.
-/// Returns the most buffers one receive filled.
+/// Serves on `addr` until `stop` is set; returns the most buffers one CQE filled.
 fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) -> Result<usize> {
     // Pushes never flush on their own (a full SQ is `Error::QueueFull`): 1024
     // entries hold more than a loop ever queues (2 per CQE, 2 per connection).
@@ -97,8 +96,9 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
                     c.out.extend(bundle);
                     if !cqe.more() {
                         // The multishot ended. After data (a bundle emptied the ring)
-                        // or -ENOBUFS (the bytes wait in the socket) re-arm it once
-                        // buffers are back (at once, it fails again); 0 is EOF.
+                        // or -ENOBUFS (the bytes wait in the socket), re-arm once
+                        // buffers are back (at once, it fails again); EOF (0) or an
+                        // error ends the connection.
                         c.armed = false;
                         if res > 0 || res == -libc::ENOBUFS { starved.push(slot) } else { c.done = true }
                     }
