@@ -1,6 +1,11 @@
 //! A loopback echo server on one io_uring, one thread, with a built-in load
 //! generator that checks every byte it gets back.
 //!
+//! New here? Read `echo_server.rs` first: the same TCP path (listener
+//! chain, multishot accept, bundle receive, send from the received buffers)
+//! in about 200 lines, with the rules as comments. This one is the load
+//! tool and the benchmark's server, with every option and counter.
+//!
 //! TCP: the listener is made by the ring (`uring_ops::listener`: socket,
 //! bind, listen as io_uring operations, port 0), ONE multishot accept takes
 //! every connection, and each connection gets ONE multishot receive
