@@ -50,12 +50,13 @@
 //! [`TagEvent`]; when the last buffer of a region has been let go, the
 //! event carries the region's memory back ([`Released`]).
 //!
-//! The tags are the library's own: foreign `user_data` with the
-//! fixed-buffer layer's reserved tag ([`uring_core::FOREIGN_TAG_FIXED`])
-//! and bit 2 set (the fixed-buffer operations use bit 2 clear), and a
-//! 53-bit number from a process-wide counter, never reused. No safe push,
-//! `MSG_RING`, poll update or file tag can make the kernel post such a
-//! `user_data` (they refuse the reserved tag), and `handle_tag` accepts a
+//! The tags are the library's own: a layer value of their own layer
+//! ([`Layer::ResourceTag`](uring_core::Layer::ResourceTag),
+//! [`uring_core::LayerData`], flag clear) whose 53-bit payload is a number
+//! from a process-wide counter, never reused. No safe push, `MSG_RING`,
+//! poll update or file tag can make the kernel post such a `user_data`
+//! (they refuse every layer value), no other layer takes it for its own
+//! (a fixed-buffer operation's value names another layer), and `handle_tag` accepts a
 //! tag CQE only from the table's ring ([`Cqe::ring_id`]), reaped at or
 //! after the ring's [`cq_position`](Ring::cq_position) when the buffer left
 //! the table ([`Cqe::seq`]), once. A copied [`CqeSlot`](uring_core::CqeSlot)
@@ -440,25 +441,27 @@ impl Vault {
     }
 }
 
-/// Tags: foreign mode, bit 2 set, the fixed-buffer layer's tag; bits 11–63
-/// a process-wide number.
-const TAG_LOW: u64 = 0b111 | ((uring_core::FOREIGN_TAG_FIXED as u64) << 3);
-const TAG_LOW_MASK: u64 = (1 << 11) - 1;
-const TAG_NUMBER_MAX: u64 = (1 << 53) - 1;
+/// Tags: [`Layer::ResourceTag`](uring_core::Layer::ResourceTag) values,
+/// flag clear, the payload a process-wide number.
 static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
 
 fn next_tag() -> Result<u64> {
     let n = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-    if n > TAG_NUMBER_MAX {
-        NEXT_TAG.store(TAG_NUMBER_MAX + 1, Ordering::Relaxed);
-        return Err(Error::invalid("resource tags exhausted (2^53 registrations)"));
+    match uring_core::LayerData::new(uring_core::Layer::ResourceTag, false, n) {
+        Some(d) => Ok(d.raw()),
+        None => {
+            NEXT_TAG.store(uring_core::LayerData::PAYLOAD_MAX + 1, Ordering::Relaxed);
+            Err(Error::invalid("resource tags exhausted (2^53 registrations)"))
+        }
     }
-    Ok(TAG_LOW | (n << 11))
 }
 
-/// Whether `user_data` has the shape of this layer's resource tags.
+/// Whether `user_data` has the shape of this layer's resource tags: a
+/// [`Layer::ResourceTag`](uring_core::Layer::ResourceTag) value with the
+/// flag clear (checked exactly, not through `payload_of`, which ignores
+/// the flag).
 pub(crate) fn is_tag(user_data: u64) -> bool {
-    user_data & TAG_LOW_MASK == TAG_LOW
+    matches!(uring_core::LayerData::decode(user_data), Some(d) if d.layer() == uring_core::Layer::ResourceTag && !d.flag())
 }
 
 /// A buffer that has left the table and whose tag has not come back.
@@ -562,13 +565,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tags_are_foreign_with_the_fixed_layer_tag_and_bit_2() {
+    fn tags_are_resource_tag_layer_values() {
         let t = next_tag().unwrap();
-        let ctx = uring_core::SqeContext::from_raw(t);
-        assert_eq!(ctx.foreign_tag(), Some(uring_core::FOREIGN_TAG_FIXED));
-        assert_eq!(t & 0b100, 0b100, "bit 2 tells tags from fixed operations");
+        assert_eq!(uring_core::SqeContext::from_raw(t), None, "no safe push takes a tag");
+        let d = uring_core::LayerData::decode(t).unwrap();
+        assert_eq!((d.layer(), d.flag()), (uring_core::Layer::ResourceTag, false));
+        assert!(uring_core::is_layer_tag(t), "no file tag can be one");
         assert!(is_tag(t));
         assert_ne!(next_tag().unwrap(), t);
+        // The same payload under another layer, or with the flag, is no tag.
+        for layer in uring_core::Layer::ALL.into_iter().filter(|&l| l != uring_core::Layer::ResourceTag) {
+            assert!(!is_tag(uring_core::LayerData::new(layer, false, d.payload()).unwrap().raw()));
+        }
+        assert!(!is_tag(uring_core::LayerData::new(uring_core::Layer::ResourceTag, true, d.payload()).unwrap().raw()));
     }
 
     #[test]

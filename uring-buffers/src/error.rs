@@ -9,7 +9,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The ring refused (stopped, not supported, a register call failed).
     #[error(transparent)]
-    Ring(#[from] uring_core::Error),
+    Core(#[from] uring_core::Error),
 
     /// The arguments were rejected before any syscall.
     #[error("invalid argument: {0}")]
@@ -77,6 +77,38 @@ impl Error {
     pub(crate) fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
     }
+
+    /// The kernel errno behind this error, if there is one (as
+    /// [`uring_core::Error::raw_os_error`]).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Core(e) => e.raw_os_error(),
+            Error::Alloc { source, .. } => source.raw_os_error(),
+            Error::LockedMemory { .. } => Some(libc::ENOMEM),
+            _ => None,
+        }
+    }
+
+    /// True for the ring's "nothing observable yet" outcome
+    /// ([`uring_core::Error::WouldBlock`]).
+    pub fn is_would_block(&self) -> bool {
+        matches!(self, Error::Core(e) if e.is_would_block())
+    }
+}
+
+impl From<Error> for std::io::Error {
+    fn from(e: Error) -> Self {
+        use std::io::ErrorKind;
+        let kind = match e {
+            Error::Core(e) => return e.into(),
+            Error::Alloc { ref source, .. } => source.kind(),
+            Error::InvalidArgument(_) => ErrorKind::InvalidInput,
+            Error::LockedMemory { .. } => ErrorKind::OutOfMemory,
+            Error::Busy { .. } => ErrorKind::ResourceBusy,
+            Error::NotOwned { .. } => ErrorKind::InvalidInput,
+        };
+        std::io::Error::new(kind, e)
+    }
 }
 
 /// The soft `RLIMIT_MEMLOCK`, as text.
@@ -87,4 +119,24 @@ pub(crate) fn memlock_limit() -> String {
         return "unknown".into();
     }
     if r.rlim_cur == libc::RLIM_INFINITY { "unlimited".into() } else { format!("{} bytes", r.rlim_cur) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errnos_and_io_kinds_pass_through() {
+        let core = Error::from(uring_core::Error::io("register", std::io::Error::from_raw_os_error(libc::EBUSY)));
+        assert_eq!(core.raw_os_error(), Some(libc::EBUSY));
+        assert_eq!(std::io::Error::from(core).kind(), std::io::ErrorKind::ResourceBusy);
+        let wb = Error::from(uring_core::Error::WouldBlock);
+        assert!(wb.is_would_block());
+        assert_eq!(std::io::Error::from(wb).kind(), std::io::ErrorKind::WouldBlock);
+        let locked = Error::LockedMemory { what: "buffers", asked: 4096, limit: "0 bytes".into() };
+        assert_eq!(locked.raw_os_error(), Some(libc::ENOMEM));
+        let busy = Error::Busy { index: 1, access: "written".into(), op: "read" };
+        assert_eq!((busy.raw_os_error(), std::io::Error::from(busy).kind()), (None, std::io::ErrorKind::ResourceBusy));
+        assert_eq!(std::io::Error::from(Error::invalid("x")).kind(), std::io::ErrorKind::InvalidInput);
+    }
 }

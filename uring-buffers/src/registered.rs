@@ -98,7 +98,7 @@ impl RegisteredBuffers {
     ///
     /// [`Error::InvalidArgument`] before any syscall (0 buffers, more than
     /// [`MAX_BUFFERS`], a size of 0 or above [`MAX_BUFFER`]);
-    /// [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Ring`] (`EBUSY`:
+    /// [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Core`] (`EBUSY`:
     /// the ring has a table already).
     pub fn register(ring: &mut Ring, count: u32, size: usize) -> Result<Self> {
         Self::register_with(ring, count, size, false)
@@ -165,7 +165,7 @@ impl RegisteredBuffers {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for an index outside the table or a bad
-    /// size; [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Ring`].
+    /// size; [`Error::Alloc`]; [`Error::LockedMemory`]; [`Error::Core`].
     pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
         self.check_owner(ring)?;
         check_size(size)?;
@@ -221,7 +221,7 @@ impl RegisteredBuffers {
     ///
     /// [`Error::InvalidArgument`] before any syscall (no regions, an empty
     /// one, more than [`MAX_BUFFERS`] buffers, a buffer above
-    /// [`MAX_BUFFER`]); [`Error::LockedMemory`]; [`Error::Ring`] (`EBUSY`:
+    /// [`MAX_BUFFER`]); [`Error::LockedMemory`]; [`Error::Core`] (`EBUSY`:
     /// the ring has a table already; `EFAULT`: memory the kernel cannot
     /// pin, such as a file mapping). The regions are dropped on error.
     pub fn register_memory(ring: &mut Ring, regions: Vec<CallerRegion>) -> Result<Self> {
@@ -278,7 +278,7 @@ impl RegisteredBuffers {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for slots outside the table or a bad
-    /// region; [`Error::LockedMemory`]; [`Error::Ring`]. The region is
+    /// region; [`Error::LockedMemory`]; [`Error::Core`]. The region is
     /// dropped on error. Should the kernel install only some of the
     /// buffers (it stops at the first it cannot pin), those stay in the
     /// table and the error says how many.
@@ -327,7 +327,7 @@ impl RegisteredBuffers {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for a slot outside the table;
-    /// [`Error::Ring`].
+    /// [`Error::Core`].
     pub fn remove(&mut self, ring: &mut Ring, index: u32) -> Result<()> {
         self.check_owner(ring)?;
         check_ring(ring)?;
@@ -349,7 +349,7 @@ impl RegisteredBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`].
+    /// [`Error::Core`].
     pub fn clear(&mut self, ring: &mut Ring) -> Result<()> {
         self.check_owner(ring)?;
         check_ring(ring)?;
@@ -431,7 +431,7 @@ impl RegisteredBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`]: `EBUSY` when `dst` has a table, `Unsupported` on
+    /// [`Error::Core`]: `EBUSY` when `dst` has a table, `Unsupported` on
     /// kernels without the call.
     pub fn clone_into(&self, src: &Ring, dst: &mut Ring) -> Result<RegisteredBuffers> {
         self.check_owner(src)?;
@@ -532,7 +532,7 @@ impl RegisteredBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
         self.check_owner(ring)?;
         // SAFETY: UNREGISTER_BUFFERS takes no argument.
@@ -585,4 +585,17 @@ fn check_ring(ring: &Ring) -> Result<()> {
         return Err(uring_core::Error::Stopped.into());
     }
     Ok(())
+}
+
+impl uring_core::HandleCqe for RegisteredBuffers {
+    /// A buffer of caller memory let go of, and its region's memory when
+    /// it was the last.
+    type Event = TagEvent;
+
+    /// [`RegisteredBuffers::handle_tag`], for routers that offer each CQE
+    /// with its ring.
+    #[inline]
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<TagEvent> {
+        self.handle_tag(cqe)
+    }
 }

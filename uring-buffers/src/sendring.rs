@@ -11,7 +11,7 @@
 //!    [`buf_mut`](SendRing::buf_mut); [`queue`](SendRing::queue) (or
 //!    [`queue_range`](SendRing::queue_range)) consumes the token and
 //!    publishes a ring entry with the real length (one release store of
-//!    the tail), or [`release`](SendRing::release) puts it back unused;
+//!    the tail), or [`release`](SendRing::recycle) puts it back unused;
 //! 3. **queued**, the kernel's: one [`send_bundle`](SendRing::send_bundle)
 //!    sends as many queued buffers, in queue order, as the socket takes in
 //!    one go, and its CQE names the first buffer (`IORING_CQE_F_BUFFER`)
@@ -89,7 +89,7 @@ use crate::error::{Error, Result};
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// A buffer of a [`SendRing`] in the caller's hands. Not `Clone`:
-/// [`SendRing::queue`] and [`SendRing::release`] consume it.
+/// [`SendRing::queue`] and [`SendRing::recycle`] consume it.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a buffer neither queued nor released is lost to the ring"]
 pub struct SendBuf {
@@ -202,7 +202,7 @@ impl SendRing {
     ///
     /// [`Error::InvalidArgument`] for a bad configuration or an
     /// incremental one (sends do not consume incrementally), before any
-    /// syscall; [`Error::Alloc`]; [`Error::Ring`] when the ring is stopped
+    /// syscall; [`Error::Alloc`]; [`Error::Core`] when the ring is stopped
     /// or the kernel refuses (`EEXIST`: the group is taken).
     pub fn register(ring: &mut Ring, cfg: BufRingConfig) -> Result<Self> {
         cfg.validate()?;
@@ -366,7 +366,7 @@ impl SendRing {
     /// # Errors
     ///
     /// [`Error::NotOwned`] for another ring's token.
-    pub fn release(&mut self, buf: SendBuf) -> Result<()> {
+    pub fn recycle(&mut self, buf: SendBuf) -> Result<()> {
         self.check_owner(&buf)?;
         self.release_bid(buf.bid);
         Ok(())
@@ -403,7 +403,7 @@ impl SendRing {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when nothing is queued or a bundle send
-    /// is in flight already; [`Error::Ring`]: `Unsupported` without
+    /// is in flight already; [`Error::Core`]: `Unsupported` without
     /// `IORING_FEAT_RECVSEND_BUNDLE` (6.10), a full queue, a stopped ring.
     pub fn send_bundle(&mut self, ring: &mut Ring, ctx: SqeContext, fd: impl Into<Target>) -> Result<SqeContext> {
         if self.in_flight {
@@ -524,7 +524,7 @@ impl SendRing {
     ///
     /// # Errors
     ///
-    /// [`Error::Ring`] when the kernel refuses.
+    /// [`Error::Core`] when the kernel refuses.
     pub fn unregister(self, ring: &mut Ring) -> Result<()> {
         if ring.id() != self.ring_id {
             return Err(Error::invalid(format!("group {}: this SendRing is registered with another ring", self.group)));
@@ -538,3 +538,15 @@ impl SendRing {
 }
 
 const _: () = assert!(MAX_ENTRIES <= 1 << 16, "buffer ids are 16 bits");
+
+impl uring_core::HandleCqe for SendRing {
+    /// What [`SendRing::complete`] says of the bundle send's CQE.
+    type Event = Result<Sent>;
+
+    /// `None` unless `cqe` carries the `user_data` of the bundle send in
+    /// flight and comes from this ring; then [`SendRing::complete`].
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Sent>> {
+        let (user_data, _) = self.send;
+        (self.in_flight && cqe.ring_id() == self.ring_id && cqe.user_data() == user_data).then(|| self.complete(cqe))
+    }
+}

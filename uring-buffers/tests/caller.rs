@@ -196,16 +196,17 @@ fn sparse_tables_take_caller_memory_in_place_and_give_it_back() {
 }
 
 /// Pushes a READ_FIXED of `len` bytes from `fd` into registered buffer
-/// `index` at `addr` (raw: the test keeps the memory alive).
+/// `index` at `addr` under token `token` (raw: the test keeps the memory
+/// alive).
 ///
 /// # Safety
 ///
 /// `addr..addr + len` lies in buffer `index` of `ring`'s table, which the
 /// kernel keeps until the read's CQE.
-unsafe fn raw_read_fixed(ring: &mut Ring, fd: i32, addr: *mut u8, len: u32, index: u16, ud: u64) {
+unsafe fn raw_read_fixed(ring: &mut Ring, fd: i32, addr: *mut u8, len: u32, index: u16, token: u64) {
     // SAFETY: forwarded to the caller.
-    unsafe { ring.push_op_unchecked(SqeContext::from_raw(ud), ReadFixed::new(fd, addr, len, index).offset(u64::MAX)) }
-        .unwrap();
+    let op = unsafe { ReadFixed::from_raw_parts(fd, addr, len, index) }.offset(u64::MAX);
+    ring.push_op(SqeContext::token(token).unwrap(), op).unwrap();
     ring.submit().unwrap();
 }
 
@@ -225,7 +226,7 @@ fn the_tag_arrives_only_after_the_last_read_on_the_old_buffer_completed() {
     let mut w = File::from(w);
     w.write_all(b"late bytes").unwrap();
     let cqes = reap(&mut ring, 2);
-    assert_eq!(cqes[0].cqe().user_data(), 0x1234_5003, "the read completes first");
+    assert_eq!(cqes[0].cqe().context().as_token(), Some(0x1234_5003), "the read completes first");
     assert_eq!(cqes[0].cqe().res(), 10);
     assert!(bufs.handle_tag(&cqes[0].cqe()).is_none(), "a read's CQE is no tag");
     let ev: TagEvent = bufs.handle_tag(&cqes[1].cqe()).expect("then the tag");
@@ -273,7 +274,9 @@ fn replayed_foreign_and_forged_tag_cqes_release_nothing() {
     a.replace(&mut ring_a, 0, CallerRegion::new(vec![3u8; 64])).unwrap();
     let tag_cqe = reap(&mut ring_a, 1)[0];
     let tag = tag_cqe.cqe().user_data();
-    assert!(ring_b.push_op(SqeContext::from_raw(tag), Nop::new()).is_err(), "a NOP with a tag's user_data");
+    assert_eq!(SqeContext::from_raw(tag), None, "a tag is no caller context");
+    let forged = SqeContext::of_user_data(tag);
+    assert!(ring_b.push_op(forged, Nop::new()).is_err(), "a NOP with a tag's user_data");
     let (r, _w) = pipe();
     assert!(ring_b.register().files_tagged(&[r.as_raw_fd()], &[tag]).is_err(), "a file tagged like a buffer");
     // Another ring's table does not take ring A's tag.
@@ -308,8 +311,8 @@ fn a_dropped_table_leaves_its_memory_to_the_ring_until_it_closes() {
     File::from(w).write_all(&[9u8; 4096]).unwrap();
     let c = reap(&mut ring, 1)[0];
     assert_eq!(
-        (c.cqe().user_data(), c.cqe().res()),
-        (0x7703, 4096),
+        (c.cqe().context().as_token(), c.cqe().res()),
+        (Some(0x7703), 4096),
         "the read wrote memory the dropped table had, still alive"
     );
     drop(ring);
@@ -333,17 +336,28 @@ fn raw_memory_is_registered_under_its_contract() {
 
 #[test]
 fn the_push_paths_refuse_exactly_the_layer_tags_file_tags_refuse() {
-    // Tags this layer posts carry FOREIGN_TAG_FIXED; a file tag is refused
-    // by `uring_core::is_layer_tag`, a push by uring-ops' own list: they
-    // must agree, or one of them lets safe code forge a tag CQE.
+    // Tags this layer posts are layer values (`Layer::ResourceTag`); a file
+    // tag is refused by `uring_core::is_layer_tag`, a push by uring-ops'
+    // own check: they must agree on every mode and every layer id, known
+    // or not, or one of them lets safe code forge a tag CQE.
     let mut ring = ring();
-    for tag in 0..=255u8 {
-        let ud = 0b111 | (u64::from(tag) << 3) | (9 << 11);
-        let pushed = ring.push_op(SqeContext::from_raw(ud), Nop::new());
-        assert_eq!(pushed.is_err(), uring_core::is_layer_tag(tag), "layer tag {tag:#x}: {pushed:?}");
-        if pushed.is_ok() {
-            ring.submit().unwrap();
-            reap(&mut ring, 1);
+    let (r, _w) = pipe();
+    // (Mode 1, pooled, is left out: a push refuses a pool slot that is not
+    // live for a reason of its own.)
+    for mode in [0u64, 2, 3] {
+        for id in 0..=255u64 {
+            let ud = mode | (id << 3) | (9 << 11);
+            let pushed = ring.push_op(SqeContext::of_user_data(ud), Nop::new());
+            assert_eq!(pushed.is_err(), uring_core::is_layer_tag(ud), "user_data {ud:#x}: {pushed:?}");
+            assert_eq!(pushed.is_err(), mode == 3, "user_data {ud:#x}: every layer value, no other");
+            if pushed.is_ok() {
+                ring.submit().unwrap();
+                reap(&mut ring, 1);
+            }
+            if mode == 3 {
+                let filed = ring.register().files_tagged(&[r.as_raw_fd()], &[ud]);
+                assert!(filed.is_err(), "file tag {ud:#x}: {filed:?}");
+            }
         }
     }
 }
@@ -400,4 +414,59 @@ fn a_shared_mapping_is_refused_it_may_have_twins() {
     let mut bufs = RegisteredBuffers::sparse(&mut ring, 1).unwrap();
     assert!(bufs.replace(&mut ring, 0, CallerRegion::new(b)).is_err());
     assert!(Mapping::anonymous(4096, false).unwrap().is_private_anonymous());
+}
+
+/// Regression: `LayerData::payload_of` ignores the layer flag, and the
+/// fixed-buffer table once decoded its operations through it, so a
+/// `Layer::FixedBuffers` value with the flag set and a live operation's
+/// payload (what a resource tag was, before tags got a layer of their own,
+/// `Layer::ResourceTag`) was taken for that operation's completion: the
+/// buffer went idle while the kernel still wrote into it. The table now
+/// takes only its exact values (flag clear).
+#[test]
+fn a_flagged_value_with_a_live_operations_payload_frees_nothing() {
+    use uring_core::{Layer, LayerData, Sqe};
+    let mut ring = ring();
+    let mut bufs = FixedBuffers::register_memory(&mut ring, vec![CallerRegion::new(vec![0u8; 64])]).unwrap();
+    let (r, w) = pipe();
+    // A read that stays in flight (the pipe is empty) on buffer 0.
+    let id = bufs.read_fixed(&mut ring, r.as_raw_fd(), 0, 0..64, u64::MAX).unwrap();
+    ring.submit().unwrap();
+    let op = LayerData::decode(id.user_data()).expect("a layer value");
+    assert_eq!((op.layer(), op.flag()), (Layer::FixedBuffers, false));
+    let twin = LayerData::new(Layer::FixedBuffers, true, op.payload()).unwrap().raw();
+    assert_eq!(
+        LayerData::payload_of(twin, Layer::FixedBuffers),
+        Some(op.payload()),
+        "payload_of cannot tell them apart"
+    );
+    assert!(bufs.is_ours(id.user_data()));
+    assert!(!bufs.is_ours(twin), "the flagged twin is not the operation's");
+    // The kernel posts the twin (a NOP carrying it), from the table's ring,
+    // after the read was queued: only its value tells it apart.
+    {
+        // SAFETY: a NOP names no memory. Its user_data is a
+        // `Layer::FixedBuffers` value this test is not the owner of, on
+        // purpose: it stands in for another owner's CQE with the same
+        // layer and payload; the assertions below check the table does not
+        // take it (if it did, the test fails before touching the buffer).
+        let sqe = unsafe { ring.next_sqe() }.unwrap();
+        *sqe = Sqe::new(uring_core::sys::IORING_OP_NOP as u8);
+        sqe.user_data = twin;
+    }
+    ring.submit().unwrap();
+    let nop = reap(&mut ring, 1)[0];
+    assert_eq!(nop.cqe().user_data(), twin);
+    assert_eq!(nop.cqe().ring_id(), ring.id());
+    assert!(bufs.handle_cqe(&nop.cqe()).is_none(), "the twin's CQE is not the read's");
+    assert!(
+        matches!(bufs.buffer_mut(0), Err(uring_buffers::Error::Busy { .. })),
+        "the buffer stays busy while the read is in flight"
+    );
+    // The read's own CQE frees it.
+    File::from(w).write_all(b"bytes").unwrap();
+    let c = reap(&mut ring, 1)[0];
+    let done = bufs.handle_cqe(&c.cqe()).expect("the read's CQE");
+    assert_eq!((done.id, done.res, done.free), (id, 5, true));
+    assert_eq!(&bufs.buffer(0).unwrap()[..5], b"bytes");
 }

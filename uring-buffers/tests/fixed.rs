@@ -154,7 +154,7 @@ fn bad_arguments_are_errors() {
     }
     assert!(matches!(
         fixed.write_fixed(&mut ring, fd, 0, 0..1, 0),
-        Err(Error::Ring(uring_core::Error::QueueFull { .. }))
+        Err(Error::Core(uring_core::Error::QueueFull { .. }))
     ));
     assert_eq!(fixed.state(0).unwrap(), BufferState::Idle);
     fixed.buffer_mut(0).unwrap();

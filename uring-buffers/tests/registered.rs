@@ -89,7 +89,7 @@ fn a_second_ring_shares_cloned_buffers() {
     let bufs = RegisteredBuffers::register(&mut a, 2, 4096).unwrap();
     let mut shared = match bufs.clone_into(&a, &mut b) {
         Ok(s) => s,
-        Err(Error::Ring(e)) if e.to_string().contains("EINVAL") => {
+        Err(Error::Core(e)) if e.to_string().contains("EINVAL") => {
             eprintln!("SKIPPED a_second_ring_shares_cloned_buffers: IORING_REGISTER_CLONE_BUFFERS refused: {e}");
             return;
         }
@@ -121,7 +121,7 @@ fn bad_tables_are_refused() {
     bufs.unregister(&mut ring).unwrap();
     RegisteredBuffers::register(&mut ring, 1, 4096).expect("a table again after unregistering");
     ring.stop();
-    assert!(matches!(RegisteredBuffers::sparse(&mut ring, 1), Err(Error::Ring(uring_core::Error::Stopped))));
+    assert!(matches!(RegisteredBuffers::sparse(&mut ring, 1), Err(Error::Core(uring_core::Error::Stopped))));
 }
 
 /// Runs in a child without CAP_IPC_LOCK (see the next test).

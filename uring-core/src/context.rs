@@ -1,20 +1,25 @@
-//! Submission identity carried through `user_data`: [`SqeContext`], and the
-//! fixed-capacity [`ContextPools`] behind its indirect and extended modes.
+//! Submission identity carried through `user_data`: [`SqeContext`], the
+//! [`LayerData`] layout of the layers above, and the fixed-capacity
+//! [`ContextPools`] behind the pooled modes.
 //!
 //! # Layout of the 64 bits
 //!
-//! | bits | direct | indirect / extended |
-//! |---|---|---|
-//! | 0–1 | mode `0` | mode `1` (indirect) or `2` (extended) |
-//! | 2–9 | opcode | slot index (bits 2–31) |
-//! | 10–16 | SQE flags (`IOSQE_*`, 7 bits) | |
-//! | 17–32 | buffer group | |
-//! | 33–63 | fd (31 bits; all ones = none) | generation (bits 32–63) |
+//! | bits | packed (`0`) | pooled (`1`) | token (`2`) | layer (`3`) |
+//! |---|---|---|---|---|
+//! | 0–1 | mode | mode | mode | mode |
+//! | 2 | opcode (2–9) | `0` indirect, `1` extended | opcode (2–9) | the layer's own flag |
+//! | 3–10 | … | slot index (3–31) | … bit 10: buffer group stamped | [`Layer`] (3–10) |
+//! | 11–63 | flags (10–16), buffer group (17–32), fd (33–63) | generation (32–63) | number (11–63), or group (11–26) and number (27–63) | payload (53 bits) |
 //!
 //! Pooled contexts hold a slot index and a generation, never a pointer: a
 //! `user_data` that does not name a live slot of this ring's pools (returned
 //! already, or posted by another ring through `MSG_RING`) decodes to
 //! nothing instead of to a dangling reference.
+//!
+//! Layer values are the only ones a layer above trusts to release memory;
+//! every safe push refuses them, so no value safe code builds
+//! ([`SqeContext::token`], [`SqeContext::packed`], [`SqeContext::from_raw`])
+//! is ever taken for a layer's.
 
 use std::fmt;
 use std::mem::{align_of, size_of};
@@ -23,63 +28,229 @@ use crate::error::{Error, Result};
 use crate::sqe::{Sqe, SqeFlags};
 
 const MODE_MASK: u64 = 0b11;
+const MODE_PACKED: u64 = 0;
+const MODE_POOLED: u64 = 1;
+const MODE_TOKEN: u64 = 2;
+const MODE_LAYER: u64 = 3;
 const OP_SHIFT: u32 = 2;
 const FLAGS_SHIFT: u32 = 10;
 const FLAGS_MASK: u64 = 0x7f;
 const GROUP_SHIFT: u32 = 17;
 const FD_SHIFT: u32 = 33;
 const FD_NONE: u64 = (1 << 31) - 1;
-const INDEX_SHIFT: u32 = 2;
-const INDEX_MASK: u64 = (1 << 30) - 1;
+/// Pooled: bit 2 picks the pool, so a pool's "mode" is three bits.
+const POOL_MASK: u64 = 0b111;
+const POOL_INDIRECT: u64 = MODE_POOLED;
+const POOL_EXTENDED: u64 = MODE_POOLED | 0b100;
+const INDEX_SHIFT: u32 = 3;
+const INDEX_MASK: u64 = (1 << 29) - 1;
 const GEN_SHIFT: u32 = 32;
+/// Token: bit 10 says the request selected a buffer and bits 11–26 hold
+/// the group it selected from (stamped at submission).
+const TOKEN_GROUPED: u64 = 1 << 10;
+const TOKEN_SHIFT: u32 = 11;
+const TOKEN_GROUP_SHIFT: u32 = 11;
+const TOKEN_GROUPED_SHIFT: u32 = 27;
+const LAYER_SHIFT: u32 = 3;
+const LAYER_FLAG: u64 = 1 << 2;
+const PAYLOAD_SHIFT: u32 = 11;
 
-/// Foreign `user_data` (mode bits `3`) of the layers above, laid out alike
-/// so they never claim each other's CQEs: bit 2 is the layer's own flag,
-/// bits 3–10 a tag naming the layer, bits 11–63 the layer's payload. A
-/// caller that stamps foreign values of its own should keep clear of these
-/// tags (or use direct and pooled contexts, which no layer claims).
+/// The layers above `uring-core` that keep identities of their own in
+/// `user_data` (mode bits `3`, [`LayerData`]): a CQE carrying one tells
+/// that layer the kernel is done with memory it owns, so every safe push
+/// refuses such a value and only the layer's own (hidden, `unsafe`) push
+/// queues one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Layer {
+    /// Multishot subscriptions (`uring_ops::subscription`).
+    Subscription = 0xB5,
+    /// Fixed-buffer operations (`uring_buffers::FixedBuffers`).
+    FixedBuffers = 0xF1,
+    /// Zero-copy send tracking (`uring_ops::zc`).
+    ZeroCopySend = 0x2C,
+    /// Zero-copy receive streams (`uring_zcrx`).
+    ZeroCopyRecv = 0x2E,
+    /// Listener setup chains (`uring_ops::listener`): a socket phase's CQE
+    /// hands the chain a descriptor it then owns and closes.
+    Listener = 0x4C,
+    /// Requests of incremental provided-buffer rings
+    /// (`uring_buffers::BufRing::push_op`): the request's last CQE lets the
+    /// ring queue the next one.
+    BufRing = 0xB7,
+    /// Resource tags of caller memory in a registered-buffer table
+    /// (`uring_buffers::RegisteredBuffers::handle_tag`): the kernel posts
+    /// one when it has let go of a buffer, whose memory then goes back to
+    /// the caller. A layer of its own, not a flag of
+    /// [`FixedBuffers`](Layer::FixedBuffers)' values: a tag is no
+    /// operation of any table, and no router that checks the layer alone
+    /// ([`LayerData::payload_of`] ignores the flag) can take one for a
+    /// fixed-buffer operation's completion, or the other way round.
+    ResourceTag = 0x7A,
+}
+
+impl Layer {
+    /// Every layer, for tests and tables.
+    pub const ALL: [Layer; 7] = [
+        Layer::Subscription,
+        Layer::FixedBuffers,
+        Layer::ZeroCopySend,
+        Layer::ZeroCopyRecv,
+        Layer::Listener,
+        Layer::BufRing,
+        Layer::ResourceTag,
+    ];
+
+    /// The layer with id `id` (bits 3–10 of a layer value).
+    #[inline]
+    pub const fn from_id(id: u8) -> Option<Layer> {
+        match id {
+            0xB5 => Some(Layer::Subscription),
+            0xF1 => Some(Layer::FixedBuffers),
+            0x2C => Some(Layer::ZeroCopySend),
+            0x2E => Some(Layer::ZeroCopyRecv),
+            0x4C => Some(Layer::Listener),
+            0xB7 => Some(Layer::BufRing),
+            0x7A => Some(Layer::ResourceTag),
+            _ => None,
+        }
+    }
+
+    /// The layer's id: bits 3–10 of its values.
+    #[inline]
+    pub const fn id(self) -> u8 {
+        self as u8
+    }
+}
+
+/// A layer's own `user_data` (mode bits `3`): bit 2 is a flag of the
+/// layer's, bits 3–10 name the [`Layer`], bits 11–63 are a 53-bit payload.
+/// The one encoder and decoder every layer uses.
 ///
-/// Multishot subscriptions (`uring_ops::subscription`).
-pub const FOREIGN_TAG_SUBSCRIPTION: u8 = 0xB5;
-/// Fixed-buffer operations (`uring_buffers::fixed`).
-pub const FOREIGN_TAG_FIXED: u8 = 0xF1;
-/// Zero-copy send tracking (`uring_ops::zc`).
-pub const FOREIGN_TAG_ZC: u8 = 0x2C;
-/// Zero-copy receive streams (`uring_zcrx`).
-pub const FOREIGN_TAG_ZCRX: u8 = 0x2E;
-/// Listener setup chains (`uring_ops::listener`): a socket phase's CQE
-/// hands the chain a descriptor it then owns and closes.
-pub const FOREIGN_TAG_LISTENER: u8 = 0x4C;
-/// Requests of incremental provided-buffer rings
-/// (`uring_buffers::BufRing::push_op`): the request's last CQE lets the
-/// ring queue the next one.
-pub const FOREIGN_TAG_BUFRING: u8 = 0xB7;
+/// ```
+/// use uring_core::{Layer, LayerData};
+/// let d = LayerData::new(Layer::Subscription, true, 42).unwrap();
+/// assert_eq!(LayerData::decode(d.raw()), Some(d));
+/// assert_eq!(LayerData::payload_of(d.raw(), Layer::Subscription), Some(42));
+/// assert_eq!(LayerData::payload_of(d.raw(), Layer::Listener), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LayerData {
+    layer: Layer,
+    flag: bool,
+    payload: u64,
+}
 
-/// Which of the three encodings an [`SqeContext`] uses.
+impl LayerData {
+    /// Bits of payload.
+    pub const PAYLOAD_BITS: u32 = 64 - PAYLOAD_SHIFT;
+    /// The largest payload.
+    pub const PAYLOAD_MAX: u64 = (1 << Self::PAYLOAD_BITS) - 1;
+
+    /// A layer value; `None` if `payload` exceeds [`PAYLOAD_MAX`](Self::PAYLOAD_MAX).
+    #[inline]
+    pub const fn new(layer: Layer, flag: bool, payload: u64) -> Option<LayerData> {
+        if payload > Self::PAYLOAD_MAX { None } else { Some(LayerData { layer, flag, payload }) }
+    }
+
+    /// The 64-bit `user_data`.
+    #[inline]
+    pub const fn raw(self) -> u64 {
+        MODE_LAYER
+            | if self.flag { LAYER_FLAG } else { 0 }
+            | ((self.layer as u64) << LAYER_SHIFT)
+            | (self.payload << PAYLOAD_SHIFT)
+    }
+
+    /// The value as a context, to queue with the layers' own push
+    /// (`uring_ops::push_layer_op`, `unsafe`); every other push refuses it.
+    #[inline]
+    pub const fn context(self) -> SqeContext {
+        SqeContext(self.raw())
+    }
+
+    /// Decodes a `user_data`: `None` unless it is a layer value of a known
+    /// [`Layer`].
+    #[inline]
+    pub const fn decode(user_data: u64) -> Option<LayerData> {
+        if user_data & MODE_MASK != MODE_LAYER {
+            return None;
+        }
+        match Layer::from_id((user_data >> LAYER_SHIFT) as u8) {
+            Some(layer) => {
+                Some(LayerData { layer, flag: user_data & LAYER_FLAG != 0, payload: user_data >> PAYLOAD_SHIFT })
+            }
+            None => None,
+        }
+    }
+
+    /// The payload of `user_data` if it is `layer`'s (either flag): the
+    /// fast check a layer's router makes, two compares.
+    #[inline]
+    pub const fn payload_of(user_data: u64, layer: Layer) -> Option<u64> {
+        let low = MODE_LAYER | ((layer as u64) << LAYER_SHIFT);
+        if user_data & ((1 << PAYLOAD_SHIFT) - 1) & !LAYER_FLAG == low {
+            Some(user_data >> PAYLOAD_SHIFT)
+        } else {
+            None
+        }
+    }
+
+    /// The layer.
+    #[inline]
+    pub const fn layer(self) -> Layer {
+        self.layer
+    }
+
+    /// The layer's own flag (bit 2).
+    #[inline]
+    pub const fn flag(self) -> bool {
+        self.flag
+    }
+
+    /// The 53-bit payload.
+    #[inline]
+    pub const fn payload(self) -> u64 {
+        self.payload
+    }
+}
+
+/// Which encoding an [`SqeContext`] uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextMode {
     /// Op, flags, buffer group and fd packed inline.
-    Direct,
+    Packed,
     /// A pooled full SQE copy ([`IndirectSqe`]).
     Indirect,
     /// A pooled SQE plus 64 bytes of caller data ([`ExtSqe`]).
     Extended,
-    /// Mode bits `3`: a raw `user_data` of the caller's own, or of a layer
-    /// above that keeps its own identities (see [`FOREIGN_TAG_SUBSCRIPTION`]
-    /// and its neighbours for the layout those layers share).
-    Foreign,
+    /// The application's own number ([`SqeContext::token`]) with the
+    /// opcode stamped at submission.
+    Token,
+    /// A layer's own value ([`LayerData`]): never the caller's.
+    Layer,
 }
 
 /// The 64-bit identity of a submission, stored in `user_data` and handed
 /// back, unchanged, by every CQE the submission produces.
 ///
-/// Direct contexts cost nothing: build one with [`SqeContext::direct`] or
-/// [`SqeContext::for_fd`] and the `with_*` methods. Pooled ones come from
-/// [`ContextPools::acquire_indirect`] and
-/// [`ContextPools::acquire_extended`].
+/// Four encodings (the bit layout is in `uring-core/src/context.rs`):
+///
+/// - a **token** ([`SqeContext::token`]) carries the application's own
+///   number, up to 53 bits, and the opcode, stamped at submission: the
+///   usual way to tell requests apart;
+/// - a **packed** context ([`SqeContext::packed`], [`SqeContext::for_fd`]
+///   and the `with_*` methods) packs an fd, a buffer group and the flags;
+/// - **pooled** contexts ([`ContextPools::acquire_indirect`],
+///   [`ContextPools::acquire_extended`]) name a slot holding a copy of the
+///   whole SQE (and 64 bytes of caller data);
+/// - **layer** values ([`LayerData`]) belong to the layers above; no safe
+///   push accepts one.
 ///
 /// ```
-/// use uring_core::{SqeContext, SqeFlags};
+/// use uring_core::{ContextMode, SqeContext, SqeFlags};
+/// let ctx = SqeContext::token(1 << 40).unwrap();
+/// assert_eq!((ctx.mode(), ctx.as_token()), (ContextMode::Token, Some(1 << 40)));
 /// let ctx = SqeContext::for_fd(7).with_op(27).with_buf_group(3).with_flags(SqeFlags::BUFFER_SELECT);
 /// assert_eq!((ctx.op(), ctx.fd(), ctx.buf_group()), (Some(27), Some(7), Some(3)));
 /// ```
@@ -88,10 +259,56 @@ pub enum ContextMode {
 pub struct SqeContext(u64);
 
 impl SqeContext {
-    /// A direct context with every field given. `fd` is a file descriptor
+    /// Bits of a token's number.
+    pub const TOKEN_BITS: u32 = 64 - TOKEN_SHIFT;
+    /// The largest token number.
+    pub const TOKEN_MAX: u64 = (1 << Self::TOKEN_BITS) - 1;
+    /// The largest token number a request that selects a provided buffer
+    /// (`IOSQE_BUFFER_SELECT`) may carry: submission stamps the group into
+    /// the token, which leaves 37 bits for the number.
+    pub const TOKEN_MAX_SELECTING: u64 = (1 << (64 - TOKEN_GROUPED_SHIFT)) - 1;
+
+    /// A token: the application's own number `n` for a request (a
+    /// connection index, a slab key, a sequence number). Submission stamps
+    /// the opcode into it ([`op`](Self::op) at completion), and for a
+    /// request that selects a provided buffer the buffer group, which
+    /// proves the CQE's buffer ([`Cqe::buffer_selection`](crate::Cqe::buffer_selection)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `n` exceeds [`TOKEN_MAX`](Self::TOKEN_MAX)
+    /// (2^53 - 1). (A buffer-selecting push refuses numbers above
+    /// [`TOKEN_MAX_SELECTING`](Self::TOKEN_MAX_SELECTING), 2^37 - 1.)
+    ///
+    /// To cancel, remove or update the request, pass the context the push
+    /// returned (the kernel matches `user_data` exactly, opcode included);
+    /// the cancel family refuses a token as built, with opcode 0. At
+    /// completion compare numbers ([`as_token`](Self::as_token)), not raw
+    /// values.
+    #[inline]
+    pub fn token(n: u64) -> Result<Self> {
+        if n > Self::TOKEN_MAX {
+            return Err(token_error(n, Self::TOKEN_MAX, ""));
+        }
+        Ok(SqeContext(MODE_TOKEN | (n << TOKEN_SHIFT)))
+    }
+
+    /// The token's number.
+    #[inline]
+    pub const fn as_token(self) -> Option<u64> {
+        if self.0 & MODE_MASK != MODE_TOKEN {
+            None
+        } else if self.0 & TOKEN_GROUPED != 0 {
+            Some(self.0 >> TOKEN_GROUPED_SHIFT)
+        } else {
+            Some(self.0 >> TOKEN_SHIFT)
+        }
+    }
+
+    /// A packed context with every field given. `fd` is a file descriptor
     /// or fixed-file slot in `0..2^31 - 1`; a negative `fd` means none.
     #[inline]
-    pub const fn direct(op: u8, flags: SqeFlags, buf_group: u16, fd: i32) -> Self {
+    pub const fn packed(op: u8, flags: SqeFlags, buf_group: u16, fd: i32) -> Self {
         let fd_bits = if fd < 0 || fd as u64 >= FD_NONE { FD_NONE } else { fd as u64 };
         SqeContext(
             ((op as u64) << OP_SHIFT)
@@ -101,10 +318,10 @@ impl SqeContext {
         )
     }
 
-    /// A direct context carrying only `fd` (opcode 0, no flags, group 0).
+    /// A packed context carrying only `fd` (opcode 0, no flags, group 0).
     #[inline]
     pub const fn for_fd(fd: i32) -> Self {
-        SqeContext::direct(0, SqeFlags::empty(), 0, fd)
+        SqeContext::packed(0, SqeFlags::empty(), 0, fd)
     }
 
     /// The raw `user_data` value.
@@ -113,9 +330,19 @@ impl SqeContext {
         self.0
     }
 
-    /// Reinterprets a raw `user_data` value.
+    /// Reinterprets a raw `user_data` value of the caller's own modes
+    /// (packed, pooled or token): `None` for a layer value (mode bits `3`),
+    /// which only the layer that owns it builds ([`LayerData`]).
     #[inline]
-    pub const fn from_raw(raw: u64) -> Self {
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        if raw & MODE_MASK == MODE_LAYER { None } else { Some(SqeContext(raw)) }
+    }
+
+    /// The context a CQE or SQE carries, whatever its mode (a layer value
+    /// included): for decoding, never for building requests (pushes refuse
+    /// layer values anyway).
+    #[inline]
+    pub const fn of_user_data(raw: u64) -> Self {
         SqeContext(raw)
     }
 
@@ -123,94 +350,179 @@ impl SqeContext {
     #[inline]
     pub const fn mode(self) -> ContextMode {
         match self.0 & MODE_MASK {
-            0 => ContextMode::Direct,
-            1 => ContextMode::Indirect,
-            2 => ContextMode::Extended,
-            _ => ContextMode::Foreign,
+            MODE_PACKED => ContextMode::Packed,
+            MODE_POOLED => {
+                if self.0 & POOL_MASK == POOL_EXTENDED {
+                    ContextMode::Extended
+                } else {
+                    ContextMode::Indirect
+                }
+            }
+            MODE_TOKEN => ContextMode::Token,
+            _ => ContextMode::Layer,
         }
     }
 
     #[inline]
-    const fn is_direct(self) -> bool {
-        self.0 & MODE_MASK == 0
+    const fn is_packed(self) -> bool {
+        self.0 & MODE_MASK == MODE_PACKED
     }
 
-    /// Replaces the opcode (direct contexts; others are returned unchanged).
+    /// Replaces the opcode (packed contexts and tokens; others are
+    /// returned unchanged).
     #[inline]
     pub const fn with_op(self, op: u8) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() && self.0 & MODE_MASK != MODE_TOKEN {
             return self;
         }
         SqeContext((self.0 & !(0xff << OP_SHIFT)) | ((op as u64) << OP_SHIFT))
     }
 
-    /// Replaces the whole flag set (direct contexts only). Compute unions
+    /// Replaces the whole flag set (packed contexts only). Compute unions
     /// before calling; only the seven defined `IOSQE_*` bits are kept.
     #[inline]
     pub const fn with_flags(self, flags: SqeFlags) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
         SqeContext((self.0 & !(FLAGS_MASK << FLAGS_SHIFT)) | (((flags.bits() as u64) & FLAGS_MASK) << FLAGS_SHIFT))
     }
 
-    /// Replaces the buffer group (direct contexts only).
+    /// Replaces the buffer group (packed contexts only).
     #[inline]
     pub const fn with_buf_group(self, group: u16) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
         SqeContext((self.0 & !(0xffff << GROUP_SHIFT)) | ((group as u64) << GROUP_SHIFT))
     }
 
-    /// Replaces the fd (direct contexts only).
+    /// Replaces the fd (packed contexts only).
     #[inline]
     pub const fn with_fd(self, fd: i32) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
-        let d = SqeContext::direct(0, SqeFlags::empty(), 0, fd);
+        let d = SqeContext::packed(0, SqeFlags::empty(), 0, fd);
         SqeContext((self.0 & !(FD_NONE << FD_SHIFT)) | d.0)
     }
 
-    /// The layer tag (bits 3–10) of a foreign context: see
-    /// [`FOREIGN_TAG_SUBSCRIPTION`].
+    /// The layer value this is, if it is one of a known [`Layer`].
     #[inline]
-    pub const fn foreign_tag(self) -> Option<u8> {
-        if self.0 & MODE_MASK == 3 { Some((self.0 >> 3) as u8) } else { None }
+    pub const fn layer_data(self) -> Option<LayerData> {
+        LayerData::decode(self.0)
     }
 
-    /// The opcode of a direct context.
+    /// The opcode of a packed context or a token (as stamped at
+    /// submission; 0 before).
     #[inline]
     pub const fn op(self) -> Option<u8> {
-        if self.is_direct() { Some((self.0 >> OP_SHIFT) as u8) } else { None }
+        if self.is_packed() || self.0 & MODE_MASK == MODE_TOKEN { Some((self.0 >> OP_SHIFT) as u8) } else { None }
     }
 
-    /// The SQE flags of a direct context.
+    /// The SQE flags of a packed context.
     #[inline]
     pub const fn flags(self) -> Option<SqeFlags> {
-        if self.is_direct() {
+        if self.is_packed() {
             Some(SqeFlags::from_bits_retain(((self.0 >> FLAGS_SHIFT) & FLAGS_MASK) as u8))
         } else {
             None
         }
     }
 
-    /// The buffer group of a direct context.
+    /// The buffer group of a packed context, or of a token whose request
+    /// selected a provided buffer (stamped at submission).
     #[inline]
     pub const fn buf_group(self) -> Option<u16> {
-        if self.is_direct() { Some((self.0 >> GROUP_SHIFT) as u16) } else { None }
+        if self.is_packed() {
+            Some((self.0 >> GROUP_SHIFT) as u16)
+        } else if self.0 & MODE_MASK == MODE_TOKEN && self.0 & TOKEN_GROUPED != 0 {
+            Some((self.0 >> TOKEN_GROUP_SHIFT) as u16)
+        } else {
+            None
+        }
     }
 
-    /// The fd of a direct context, if it carries one.
+    /// The fd of a packed context, if it carries one.
     #[inline]
     pub const fn fd(self) -> Option<i32> {
         let bits = self.0 >> FD_SHIFT;
-        if self.is_direct() && bits != FD_NONE { Some(bits as i32) } else { None }
+        if self.is_packed() && bits != FD_NONE { Some(bits as i32) } else { None }
     }
 
-    const fn pooled(mode: u64, index: u32, generation: u32) -> Self {
-        SqeContext(mode | ((index as u64 & INDEX_MASK) << INDEX_SHIFT) | ((generation as u64) << GEN_SHIFT))
+    /// Whether a CQE with this context proves, by itself, the buffer group
+    /// its buffer came from: a packed context stamped with
+    /// `IOSQE_BUFFER_SELECT`, or a token stamped with its group.
+    #[inline]
+    pub(crate) const fn inline_selection(self) -> Option<u16> {
+        match self.0 & MODE_MASK {
+            MODE_PACKED => {
+                if (self.0 >> FLAGS_SHIFT) & (SqeFlags::BUFFER_SELECT.bits() as u64) != 0 {
+                    Some((self.0 >> GROUP_SHIFT) as u16)
+                } else {
+                    None
+                }
+            }
+            MODE_TOKEN => self.buf_group(),
+            _ => None,
+        }
+    }
+
+    /// Writes this context into `sqe.user_data` the way every push does,
+    /// and returns what was written:
+    ///
+    /// - a packed context gets the entry's opcode and its final SQE flags
+    ///   (its own flags are added to the entry first) and, when the entry
+    ///   selects a provided buffer, the entry's buffer group;
+    /// - a token gets the entry's opcode and, when the entry selects a
+    ///   provided buffer, the entry's buffer group (else no group);
+    /// - pooled contexts and layer values are written as they are.
+    ///
+    /// The group a CQE's buffer comes from is thus always the entry's,
+    /// never a claim of the caller's: [`Cqe::buffer_selection`](crate::Cqe::buffer_selection)
+    /// trusts it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a token above
+    /// [`TOKEN_MAX_SELECTING`](Self::TOKEN_MAX_SELECTING) on an entry that
+    /// selects a provided buffer (`sqe` is left unchanged).
+    #[inline]
+    pub fn stamp(self, sqe: &mut Sqe) -> Result<SqeContext> {
+        let stamped = match self.0 & MODE_MASK {
+            MODE_PACKED => {
+                let flags = sqe.flags | self.flags().map_or(0, |f| f.bits());
+                sqe.flags = flags;
+                let flags = SqeFlags::from_bits_retain(flags);
+                let stamped = self.with_op(sqe.opcode).with_flags(flags);
+                if flags.contains(SqeFlags::BUFFER_SELECT) { stamped.with_buf_group(sqe.buf_group()) } else { stamped }
+            }
+            MODE_TOKEN => {
+                let n = self.as_token().unwrap_or_default();
+                let op = (sqe.opcode as u64) << OP_SHIFT;
+                if SqeFlags::from_bits_retain(sqe.flags).contains(SqeFlags::BUFFER_SELECT) {
+                    if n > Self::TOKEN_MAX_SELECTING {
+                        return Err(token_error(n, Self::TOKEN_MAX_SELECTING, " on a request that selects a buffer"));
+                    }
+                    SqeContext(
+                        MODE_TOKEN
+                            | op
+                            | TOKEN_GROUPED
+                            | ((sqe.buf_group() as u64) << TOKEN_GROUP_SHIFT)
+                            | (n << TOKEN_GROUPED_SHIFT),
+                    )
+                } else {
+                    SqeContext(MODE_TOKEN | op | (n << TOKEN_SHIFT))
+                }
+            }
+            _ => self,
+        };
+        sqe.user_data = stamped.0;
+        Ok(stamped)
+    }
+
+    const fn pooled(pool: u64, index: u32, generation: u32) -> Self {
+        SqeContext(pool | ((index as u64 & INDEX_MASK) << INDEX_SHIFT) | ((generation as u64) << GEN_SHIFT))
     }
 
     const fn slot(self) -> (u32, u32) {
@@ -218,16 +530,36 @@ impl SqeContext {
     }
 }
 
+#[cold]
+fn token_error(n: u64, max: u64, what: &str) -> Error {
+    Error::InvalidArgument(format!("token {n:#x} exceeds the largest token number{what} ({max:#x})"))
+}
+
 impl fmt::Debug for SqeContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.mode() {
-            ContextMode::Direct => f
-                .debug_struct("SqeContext::Direct")
+            ContextMode::Packed => f
+                .debug_struct("SqeContext::Packed")
                 .field("op", &self.op().unwrap_or(0))
                 .field("flags", &self.flags().unwrap_or_default())
                 .field("buf_group", &self.buf_group().unwrap_or(0))
                 .field("fd", &self.fd())
                 .finish(),
+            ContextMode::Token => f
+                .debug_struct("SqeContext::Token")
+                .field("number", &self.as_token().unwrap_or(0))
+                .field("op", &self.op().unwrap_or(0))
+                .field("buf_group", &self.buf_group())
+                .finish(),
+            ContextMode::Layer => match self.layer_data() {
+                Some(d) => f
+                    .debug_struct("SqeContext::Layer")
+                    .field("layer", &d.layer())
+                    .field("flag", &d.flag())
+                    .field("payload", &d.payload())
+                    .finish(),
+                None => f.debug_tuple("SqeContext::Layer").field(&format_args!("{:#018x}", self.0)).finish(),
+            },
             mode => {
                 let (index, generation) = self.slot();
                 f.debug_struct("SqeContext")
@@ -469,7 +801,7 @@ impl<T: Default + Copy> Pool<T> {
     }
 
     fn live(&self, ctx: SqeContext) -> Option<usize> {
-        if ctx.0 & MODE_MASK != self.mode {
+        if ctx.0 & POOL_MASK != self.mode {
             return None;
         }
         let (index, generation) = ctx.slot();
@@ -565,8 +897,8 @@ impl ContextPools {
 
     pub(crate) fn for_ring(ring: u64, indirect: u32, extended: u32) -> Self {
         ContextPools {
-            indirect: Pool::new(indirect, 1, "indirect"),
-            extended: Pool::new(extended, 2, "extended"),
+            indirect: Pool::new(indirect, POOL_INDIRECT, "indirect"),
+            extended: Pool::new(extended, POOL_EXTENDED, "extended"),
             ring,
         }
     }
@@ -614,7 +946,7 @@ impl ContextPools {
                 }
                 None => false,
             },
-            ContextMode::Direct | ContextMode::Foreign => false,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => false,
         }
     }
 
@@ -624,7 +956,7 @@ impl ContextPools {
         match ctx.mode() {
             ContextMode::Indirect => self.indirect.submitted(ctx),
             ContextMode::Extended => self.extended.submitted(ctx),
-            ContextMode::Direct | ContextMode::Foreign => false,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => false,
         }
     }
 
@@ -640,14 +972,14 @@ impl ContextPools {
         match ctx.mode() {
             ContextMode::Indirect => self.indirect.group(ctx, seq),
             ContextMode::Extended => self.extended.group(ctx, seq),
-            ContextMode::Direct | ContextMode::Foreign => None,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => None,
         }
     }
 
     /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection) resolved
     /// against these pools: for a view without pools (a
     /// [`CqeSlot`](crate::CqeSlot)'s, or a shared ring's) whose context is
-    /// pooled. Direct contexts resolve as there.
+    /// pooled. Packed contexts resolve as there.
     pub fn buffer_selection(&self, cqe: &crate::Cqe<'_>) -> Option<crate::BufferSelection> {
         if let Some(sel) = cqe.buffer_selection() {
             return Some(sel);
@@ -725,15 +1057,70 @@ mod tests {
     fn direct_round_trips_every_field() {
         for fd in [0, 1, 1 << 20, i32::MAX - 1] {
             let flags = SqeFlags::IO_LINK | SqeFlags::CQE_SKIP_SUCCESS | SqeFlags::FIXED_FILE;
-            let c = SqeContext::direct(0xfe, flags, 0xbeef, fd);
-            assert_eq!(c.mode(), ContextMode::Direct);
+            let c = SqeContext::packed(0xfe, flags, 0xbeef, fd);
+            assert_eq!(c.mode(), ContextMode::Packed);
             assert_eq!((c.op(), c.flags(), c.buf_group(), c.fd()), (Some(0xfe), Some(flags), Some(0xbeef), Some(fd)));
         }
-        let none = SqeContext::direct(1, SqeFlags::empty(), 0, -1);
+        let none = SqeContext::packed(1, SqeFlags::empty(), 0, -1);
         assert_eq!(none.fd(), None);
         let c = SqeContext::for_fd(9).with_op(22).with_buf_group(4).with_flags(SqeFlags::ASYNC).with_fd(11);
         assert_eq!((c.op(), c.buf_group(), c.flags(), c.fd()), (Some(22), Some(4), Some(SqeFlags::ASYNC), Some(11)));
         assert_eq!(c.with_op(23).with_fd(-1).op(), Some(23));
+    }
+
+    #[test]
+    fn tokens_carry_53_bits_and_the_stamped_opcode_and_group() {
+        for n in [0, 1, 88, 89, 482, 1 << 36, (1 << 37) - 1, 1 << 47, SqeContext::TOKEN_MAX] {
+            let t = SqeContext::token(n).unwrap();
+            assert_eq!((t.mode(), t.as_token(), t.op(), t.buf_group()), (ContextMode::Token, Some(n), Some(0), None));
+            assert_eq!(SqeContext::from_raw(t.raw()), Some(t));
+            let mut sqe = Sqe::new(22);
+            let stamped = t.stamp(&mut sqe).unwrap();
+            assert_eq!((stamped.as_token(), stamped.op(), sqe.user_data), (Some(n), Some(22), stamped.raw()));
+            assert_eq!(stamped.inline_selection(), None);
+            let mut sqe = Sqe::new(27);
+            sqe.set_sqe_flags(SqeFlags::BUFFER_SELECT);
+            sqe.set_buf_group(0xbeef);
+            match t.stamp(&mut sqe) {
+                Ok(s) => {
+                    assert!(n <= SqeContext::TOKEN_MAX_SELECTING);
+                    assert_eq!((s.as_token(), s.op(), s.inline_selection()), (Some(n), Some(27), Some(0xbeef)));
+                    // Stamping again (a caller re-pushing the stamped value)
+                    // without BUFFER_SELECT drops the group.
+                    let mut plain = Sqe::new(1);
+                    assert_eq!(s.stamp(&mut plain).unwrap().inline_selection(), None);
+                    assert_eq!(s.stamp(&mut plain).unwrap().as_token(), Some(n));
+                }
+                Err(Error::InvalidArgument(_)) => {
+                    assert!(n > SqeContext::TOKEN_MAX_SELECTING);
+                    assert_eq!(sqe.user_data, 0, "a refused stamp writes nothing");
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert!(SqeContext::token(SqeContext::TOKEN_MAX + 1).is_err());
+        assert!(format!("{:?}", SqeContext::token(482).unwrap()).contains("number: 482"));
+    }
+
+    #[test]
+    fn no_caller_value_is_a_layer_value() {
+        for layer in Layer::ALL {
+            assert_eq!(Layer::from_id(layer.id()), Some(layer));
+            let d = LayerData::new(layer, true, LayerData::PAYLOAD_MAX).unwrap();
+            assert_eq!(d.context().mode(), ContextMode::Layer);
+            assert_eq!(SqeContext::from_raw(d.raw()), None, "safe from_raw never yields a layer value");
+            assert_eq!(LayerData::decode(d.raw()), Some(d));
+            assert_eq!(LayerData::payload_of(d.raw(), layer), Some(LayerData::PAYLOAD_MAX));
+            for other in Layer::ALL.into_iter().filter(|&o| o != layer) {
+                assert_eq!(LayerData::payload_of(d.raw(), other), None);
+            }
+            assert!(format!("{:?}", d.context()).contains(&format!("{layer:?}")));
+        }
+        assert!(LayerData::new(Layer::Listener, false, LayerData::PAYLOAD_MAX + 1).is_none());
+        for n in [0u64, 88, 89, 92, 93, 362, 363, 482, 483, SqeContext::TOKEN_MAX] {
+            assert_ne!(SqeContext::token(n).unwrap().mode(), ContextMode::Layer);
+        }
+        assert_eq!(SqeContext::of_user_data(0b11).layer_data(), None, "unknown layer ids decode to nothing");
     }
 
     #[test]
@@ -764,8 +1151,8 @@ mod tests {
         p.extended_mut(e).unwrap().data.view_mut::<CtxWords>().words[7] = 42;
         assert_eq!(p.extended(e).unwrap().data.view::<[u64; 8]>()[7], 42);
         assert_eq!(p.extended(e).unwrap().data.view::<u8>(), &0);
-        assert!(p.release(SqeContext::for_fd(3)).is_err(), "direct contexts have no slot");
-        assert!(p.extended(SqeContext::from_raw(u64::MAX - 1)).is_none(), "foreign user_data decodes to nothing");
+        assert!(p.release(SqeContext::for_fd(3)).is_err(), "packed contexts have no slot");
+        assert!(p.extended(SqeContext::of_user_data(u64::MAX - 1)).is_none(), "foreign user_data decodes to nothing");
 
         // A reference-counted hand-off: one strong count travels in the slot.
         let shared = std::sync::Arc::new(String::from("connection state"));

@@ -1,5 +1,5 @@
 //! Completion entries: the borrowed [`Cqe`] view, owned [`CqeSlot`]
-//! storage for [`Ring::wait`](crate::Ring::wait), and batches of reaped
+//! storage for [`Ring::reap`](crate::Ring::reap), and batches of reaped
 //! completions.
 
 use std::fmt;
@@ -10,7 +10,6 @@ use std::ptr::NonNull;
 use uring_sys as sys;
 
 use crate::context::{ContextMode, ContextPools, ExtSqe, IndirectSqe, SqeContext};
-use crate::sqe::SqeFlags;
 
 bitflags::bitflags! {
     /// `IORING_CQE_F_*` flags. Unknown bits are kept; the upper 16 bits of
@@ -36,7 +35,7 @@ bitflags::bitflags! {
 }
 
 /// Storage for one copied completion (16- or 32-byte), filled by
-/// [`Ring::wait`](crate::Ring::wait). Opaque; read it through the [`Cqe`]
+/// [`Ring::reap`](crate::Ring::reap). Opaque; read it through the [`Cqe`]
 /// views a [`Reaped`] batch hands out, or [`CqeSlot::cqe`].
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(16))]
@@ -158,28 +157,23 @@ impl<'a> Cqe<'a> {
     /// provably selected from: `Some` only when the CQE names a buffer
     /// (`IORING_CQE_F_BUFFER`) **and** its context proves the group.
     ///
-    /// - A direct context proves it when it carries `IOSQE_BUFFER_SELECT`
-    ///   in its flags: submission stamps the entry's real flags and buffer
-    ///   group into it.
+    /// - A packed context proves it when it carries `IOSQE_BUFFER_SELECT`
+    ///   in its flags, a token when it carries a group: submission stamps
+    ///   the entry's real flags and buffer group into both
+    ///   ([`SqeContext::stamp`]).
     /// - A pooled context proves it through the ring's pools, which record
     ///   the group when the entry is queued (the SQE copy a caller can edit
     ///   is not trusted); views without the ring's pools (a [`CqeSlot`]'s)
     ///   resolve nothing: use [`ContextPools::buffer_selection`].
-    /// - A foreign context proves nothing: the layer that queued it vouches
+    /// - A layer value proves nothing: the layer that queued it vouches
     ///   with [`BufferSelection::vouch`].
     pub fn buffer_selection(&self) -> Option<BufferSelection> {
         self.buffer_id()?;
         let ctx = self.context();
         let group = match ctx.mode() {
-            ContextMode::Direct => {
-                if ctx.flags()?.contains(SqeFlags::BUFFER_SELECT) {
-                    ctx.buf_group()?
-                } else {
-                    return None;
-                }
-            }
+            ContextMode::Packed | ContextMode::Token => ctx.inline_selection()?,
             ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx, self.seq)?,
-            ContextMode::Foreign => return None,
+            ContextMode::Layer => return None,
         };
         Some(BufferSelection::from_cqe(self, group))
     }
@@ -199,7 +193,7 @@ impl<'a> Cqe<'a> {
     /// The decoded submission identity.
     #[inline]
     pub fn context(&self) -> SqeContext {
-        SqeContext::from_raw(self.raw().user_data)
+        SqeContext::of_user_data(self.raw().user_data)
     }
     /// The raw result: a count or value when `>= 0`, `-errno` when negative.
     #[inline]
@@ -277,26 +271,26 @@ impl<'a> Cqe<'a> {
     pub fn extended(&self) -> Option<&'a ExtSqe> {
         self.pools?.extended(self.context())
     }
-    /// The opcode the submission recorded: inline for direct contexts,
+    /// The opcode the submission recorded: inline for packed contexts,
     /// from the SQE copy for pooled ones.
     pub fn op(&self) -> Option<u8> {
         let ctx = self.context();
         match ctx.mode() {
-            ContextMode::Direct => ctx.op(),
+            ContextMode::Packed | ContextMode::Token => ctx.op(),
             ContextMode::Indirect => self.indirect().map(|s| s.sqe.opcode),
             ContextMode::Extended => self.extended().map(|s| s.sqe.opcode),
-            ContextMode::Foreign => None,
+            ContextMode::Layer => None,
         }
     }
-    /// The fd the submission recorded (direct contexts inline, pooled ones
+    /// The fd the submission recorded (packed contexts inline, pooled ones
     /// from the SQE copy).
     pub fn fd(&self) -> Option<i32> {
         let ctx = self.context();
         match ctx.mode() {
-            ContextMode::Direct => ctx.fd(),
+            ContextMode::Packed => ctx.fd(),
             ContextMode::Indirect => self.indirect().map(|s| s.sqe.fd),
             ContextMode::Extended => self.extended().map(|s| s.sqe.fd),
-            ContextMode::Foreign => None,
+            ContextMode::Token | ContextMode::Layer => None,
         }
     }
     /// An owned copy of this completion (with its provenance: a copy
@@ -351,7 +345,7 @@ impl BufferSelection {
     ///
     /// `cqe` must answer an entry that the caller queued (with a
     /// `user_data` no safe code can make the kernel post, such as a
-    /// reserved layer tag) with `IOSQE_BUFFER_SELECT` and buffer group
+    /// layer value) with `IOSQE_BUFFER_SELECT` and buffer group
     /// `group`, on the ring that reaped `cqe`. A wrong `group` lets a
     /// buffer ring hand out a buffer the kernel may still write.
     #[inline]
@@ -428,8 +422,49 @@ impl fmt::Debug for Cqe<'_> {
     }
 }
 
+/// A value that owns some of a ring's CQEs (a layer's: fixed buffers, a
+/// buffer ring, a send ring, zero-copy sends and receives, subscriptions,
+/// listener chains): the one way each of them is offered a CQE.
+///
+/// Offer every CQE the reap loop sees to each owner in turn; the first
+/// that answers `Some` has taken it. An owner answers `None`, changing
+/// nothing, for every CQE that is not its own: another ring's
+/// ([`Cqe::ring_id`]), another layer's or the caller's `user_data`, and a
+/// copy of one it has taken already ([`Cqe::seq`]). So routing a CQE to
+/// the wrong owner is never unsound, only unanswered.
+///
+/// ```no_run
+/// # use uring_core::{Cqe, HandleCqe, Ring};
+/// fn route(ring: &mut Ring, owner: &mut impl HandleCqe<Event = ()>, cqe: &Cqe<'_>) {
+///     if owner.handle_cqe(ring, cqe).is_none() {
+///         // The caller's own request: dispatch on `cqe.context()`.
+///     }
+/// }
+/// ```
+#[doc(alias = "HandleCQE")]
+pub trait HandleCqe {
+    /// What one of its CQEs meant (`()` for owners that report to a
+    /// handler of their own).
+    type Event;
+
+    /// Offers `cqe`: `None` if it is not this owner's (route it
+    /// elsewhere), else what it meant. `ring` is the ring that reaped it,
+    /// for owners that queue a follow-up (a re-armed multishot, a listener
+    /// chain's next phase).
+    fn handle_cqe(&mut self, ring: &mut crate::Ring, cqe: &Cqe<'_>) -> Option<Self::Event>;
+}
+
+impl<T: HandleCqe + ?Sized> HandleCqe for &mut T {
+    type Event = T::Event;
+
+    #[inline]
+    fn handle_cqe(&mut self, ring: &mut crate::Ring, cqe: &Cqe<'_>) -> Option<Self::Event> {
+        (**self).handle_cqe(ring, cqe)
+    }
+}
+
 /// Completions copied into the caller's slots by
-/// [`Ring::wait`](crate::Ring::wait) and friends. The ring's CQ entries are
+/// [`Ring::reap`](crate::Ring::reap) and friends. The ring's CQ entries are
 /// already released; the views borrow the caller's slots and the ring's
 /// pools.
 #[derive(Debug)]
@@ -518,6 +553,7 @@ mod prop {
 
     use super::*;
     use crate::Sqe;
+    use crate::SqeFlags;
 
     const BUF: u32 = sys::IORING_CQE_F_BUFFER;
 
@@ -549,10 +585,11 @@ mod prop {
     fn user_data() -> impl Strategy<Value = u64> {
         prop_oneof![
             any::<u64>(),
-            any::<u64>().prop_map(|u| u & !0b11),       // direct
-            any::<u64>().prop_map(|u| (u & !0b11) | 1), // indirect
-            any::<u64>().prop_map(|u| (u & !0b11) | 2), // extended
-            any::<u64>().prop_map(|u| u | 0b11),        // foreign
+            any::<u64>().prop_map(|u| u & !0b11),            // direct
+            any::<u64>().prop_map(|u| (u & !0b111) | 1),     // indirect
+            any::<u64>().prop_map(|u| (u & !0b111) | 0b101), // extended
+            any::<u64>().prop_map(|u| (u & !0b11) | 2),      // token
+            any::<u64>().prop_map(|u| u | 0b11),             // layer
         ]
     }
 
@@ -574,7 +611,7 @@ mod prop {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
 
-        /// Without pools, only a direct context with BUFFER_SELECT and a
+        /// Without pools, only a packed context with BUFFER_SELECT and a
         /// CQE with IORING_CQE_F_BUFFER yields a selection, and it is the
         /// one the words say.
         #[test]
@@ -585,15 +622,21 @@ mod prop {
             let s = slot_of(words(ud, res, fl, extra), big, ring, seq);
             let c = s.cqe();
             touch_everything(&c);
-            let ctx = SqeContext::from_raw(ud);
-            let proving = fl & BUF != 0
-                && ctx.mode() == ContextMode::Direct
-                && ctx.flags().is_some_and(|f| f.contains(SqeFlags::BUFFER_SELECT));
+            let ctx = SqeContext::of_user_data(ud);
+            // The model, from the documented layout: a packed context with
+            // BUFFER_SELECT in bits 10-16 and its group in bits 17-32, or a
+            // token (mode 2) with bit 10 set and its group in bits 11-26.
+            let (proving_ctx, group) = match ud & 3 {
+                0 => (ctx.flags().is_some_and(|f| f.contains(SqeFlags::BUFFER_SELECT)), (ud >> 17) as u16),
+                2 => (ud & (1 << 10) != 0, (ud >> 11) as u16),
+                _ => (false, 0),
+            };
+            let proving = fl & BUF != 0 && proving_ctx;
             match c.buffer_selection() {
                 None => prop_assert!(!proving, "{c:?} proves its group but gave no selection"),
                 Some(sel) => {
                     prop_assert!(proving, "{c:?} claimed {sel:?}");
-                    prop_assert_eq!(sel.group(), ctx.buf_group().unwrap());
+                    prop_assert_eq!(sel.group(), group);
                     prop_assert_eq!(sel.bid(), (fl >> 16) as u16);
                     prop_assert_eq!(Some(sel.bid()), c.buffer_id());
                     prop_assert_eq!((sel.ring_id(), sel.seq(), sel.res(), sel.flags().bits()), (ring, seq, res, fl));
@@ -604,7 +647,7 @@ mod prop {
             // direct proof.
             let pools = ContextPools::new(4, 4);
             prop_assert_eq!(pools.buffer_selection(&c), c.buffer_selection());
-            if ctx.mode() == ContextMode::Foreign {
+            if ctx.mode() == ContextMode::Layer {
                 prop_assert!(c.buffer_selection().is_none());
                 prop_assert!(c.op().is_none() && c.fd().is_none());
             }
@@ -656,7 +699,7 @@ mod prop {
                 pools.release(ctx).unwrap();
             }
             // A context naming the slot under another generation.
-            let named = if stale_gen { SqeContext::from_raw(ctx.raw().wrapping_add(1 << 33)) } else { ctx };
+            let named = if stale_gen { SqeContext::of_user_data(ctx.raw().wrapping_add(1 << 33)) } else { ctx };
             let s = slot_of(words(named.raw(), res, fl, [0, 0]), false, cqe_ring, seq);
             let without = s.cqe();
             prop_assert!(without.buffer_selection().is_none(), "a view without pools proves no pooled group");

@@ -17,9 +17,9 @@ use std::ptr;
 
 use uring_sys as sys;
 
+use crate::core::{Core, State};
 use crate::error::{Error, Result};
 use crate::features::read_probe;
-use crate::ring::{Core, State};
 use crate::sqe::SqeFlags;
 
 /// One rule for [`Registrar::restrictions`]. Build with the constructors;
@@ -62,22 +62,15 @@ impl Restriction {
     }
 }
 
-/// Whether `tag` is a layer tag (bits 3–10 of foreign `user_data`) that a
-/// layer above relies on to release memory or hand over a descriptor
-/// ([`FOREIGN_TAG_SUBSCRIPTION`](crate::FOREIGN_TAG_SUBSCRIPTION) and its
-/// neighbours): no safe call may make the kernel post a `user_data` in
-/// foreign mode carrying one. The push paths of `uring-ops` and the
-/// resource tags of [`Registrar::files_tagged`] refuse them.
-pub const fn is_layer_tag(tag: u8) -> bool {
-    matches!(
-        tag,
-        crate::FOREIGN_TAG_SUBSCRIPTION
-            | crate::FOREIGN_TAG_FIXED
-            | crate::FOREIGN_TAG_ZC
-            | crate::FOREIGN_TAG_ZCRX
-            | crate::FOREIGN_TAG_LISTENER
-            | crate::FOREIGN_TAG_BUFRING
-    )
+/// Whether the kernel would post `tag` as a layer's `user_data`: any value
+/// with mode bits `3` ([`LayerData`](crate::LayerData), whether or not it
+/// names a [`Layer`](crate::Layer) known today). A layer relies on such a
+/// value to release memory or hand over a descriptor, so no safe call may
+/// make the kernel post one: the push paths refuse every layer value, and
+/// so do the resource tags of [`Registrar::files_tagged`].
+#[inline]
+pub const fn is_layer_tag(tag: u64) -> bool {
+    crate::SqeContext::from_raw(tag).is_none()
 }
 
 /// Refuses resource tags the kernel would post as a layer's `user_data`.
@@ -86,10 +79,10 @@ fn check_tags(fds: &[RawFd], tags: &[u64]) -> Result<()> {
         return Err(Error::InvalidArgument(format!("{} fds but {} tags", fds.len(), tags.len())));
     }
     for &t in tags {
-        if t & 0b11 == 0b11 && is_layer_tag((t >> 3) as u8) {
+        if is_layer_tag(t) {
             return Err(Error::InvalidArgument(format!(
-                "resource tag {t:#x} carries the layer tag {:#04x}: the kernel posts a tag as a CQE's user_data,                  which that layer would take for its own",
-                (t >> 3) as u8
+                "resource tag {t:#x} is a layer value (mode bits 3): the kernel posts a tag as a CQE's user_data, \
+                 which a layer would take for its own"
             )));
         }
     }
@@ -246,7 +239,7 @@ impl<'r> Registrar<'r> {
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] when the lengths differ or a tag is
-    /// foreign `user_data` with a reserved layer tag ([`is_layer_tag`]);
+    /// a layer value ([`is_layer_tag`]);
     /// `EINVAL` from the kernel for a tag on an empty slot.
     pub fn files_tagged(&self, fds: &[RawFd], tags: &[u64]) -> Result<()> {
         check_tags(fds, tags)?;

@@ -85,7 +85,7 @@ impl Sqe {
     /// The identity in `user_data`.
     #[inline]
     pub fn context(&self) -> SqeContext {
-        SqeContext::from_raw(self.0.user_data)
+        SqeContext::of_user_data(self.0.user_data)
     }
 
     /// The raw entry.

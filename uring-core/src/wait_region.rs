@@ -166,7 +166,7 @@ impl Ring {
     /// `slot` of `region` (`IORING_ENTER_EXT_ARG_REG`): its timeout is
     /// relative, or with `absolute` a time on the ring's clock
     /// (`IORING_ENTER_ABS_TIMER`). Submits what is pending first, then
-    /// reaps as [`wait`](Self::wait) does.
+    /// reaps as [`reap`](Self::reap) does.
     ///
     /// # Errors
     ///
@@ -216,6 +216,6 @@ impl Ring {
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
             Err(e) => return Err(self.core.failed("io_uring_enter", e)),
         }
-        self.wait(out)
+        self.reap(out)
     }
 }

@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use common::*;
-use uring_core::{CqeSlot, Error, ResourceTag, Ring, Sqe, SqeFlags, is_layer_tag, sys};
+use uring_core::{CqeSlot, Error, Layer, LayerData, ResourceTag, Ring, Sqe, SqeFlags, is_layer_tag, sys};
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -75,19 +75,29 @@ fn a_replaced_files_tag_comes_after_its_last_read_completed() {
 fn tags_that_a_layer_would_take_for_its_own_are_refused() {
     let ring = ring(8);
     let (r, _w) = pipe();
-    for tag in 0..=255u8 {
-        let user_data = 0b11 | (u64::from(tag) << 3) | (5 << 11);
-        let res = ring.register().files_tagged(&[r.as_raw_fd()], &[user_data]);
-        if is_layer_tag(tag) {
-            assert!(matches!(res, Err(Error::InvalidArgument(_))), "layer tag {tag:#x} accepted: {res:?}");
-        } else {
-            res.unwrap();
-            ring.register().unregister_files().unwrap();
+    // Every layer value (mode bits 3), of a known layer or not, is refused;
+    // every other value is the caller's to use.
+    for mode in 0..4u64 {
+        for id in (0..=255u64).step_by(if mode == 3 { 1 } else { 51 }) {
+            let user_data = mode | (id << 3) | (5 << 11);
+            let res = ring.register().files_tagged(&[r.as_raw_fd()], &[user_data]);
+            assert_eq!(is_layer_tag(user_data), mode == 3);
+            if mode == 3 {
+                assert!(matches!(res, Err(Error::InvalidArgument(_))), "layer value {user_data:#x} accepted: {res:?}");
+            } else {
+                res.unwrap();
+                ring.register().unregister_files().unwrap();
+            }
         }
     }
     ring.register().files_sparse(2).unwrap();
-    let bad = 0b11 | (u64::from(uring_core::FOREIGN_TAG_FIXED) << 3) | (1 << 2);
-    assert!(matches!(ring.register().files_update_tagged(0, &[r.as_raw_fd()], &[bad]), Err(Error::InvalidArgument(_))));
+    for layer in Layer::ALL {
+        for flag in [false, true] {
+            let bad = LayerData::new(layer, flag, 1).unwrap().raw();
+            let res = ring.register().files_update_tagged(0, &[r.as_raw_fd()], &[bad]);
+            assert!(matches!(res, Err(Error::InvalidArgument(_))), "{layer:?} value {bad:#x} accepted: {res:?}");
+        }
+    }
     assert!(matches!(ring.register().files_update_tagged(0, &[r.as_raw_fd()], &[]), Err(Error::InvalidArgument(_))));
     // The kernel refuses a tag on an empty slot.
     assert!(ring.register().files_update_tagged(0, &[-1], &[9]).is_err());

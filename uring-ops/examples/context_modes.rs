@@ -1,7 +1,9 @@
-//! The three ways to identify a submission in its `user_data`, and what
+//! The four ways to identify a submission in its `user_data`, and what
 //! each gives back at completion:
 //!
-//! - **direct**: opcode, SQE flags, buffer group and fd packed into the 64
+//! - **token**: your own number (up to 53 bits: a connection index, a slab
+//!   key) and the opcode; free, nothing to release. The usual choice;
+//! - **packed**: opcode, SQE flags, buffer group and fd packed into the 64
 //!   bits; free, nothing to release;
 //! - **indirect**: a pooled slot holding a copy of the whole SQE;
 //! - **extended**: a pooled slot holding the SQE plus 64 bytes of typed
@@ -47,6 +49,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: pipe2 just created both descriptors; we own them now.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
 
+    // Token: our own number; push_op fills in the opcode.
+    ring.push_op(SqeContext::token(1 << 40)?, Nop::new().result(7))?;
+
     // Direct: the fd and buffer group are ours; push_op fills in the opcode
     // and the SQE flags.
     let direct = SqeContext::for_fd(r.as_raw_fd()).with_buf_group(7);
@@ -67,18 +72,18 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: one byte from a valid buffer to the pipe's write end.
     unsafe { libc::write(w.as_raw_fd(), b"x".as_ptr().cast(), 1) };
 
-    // Reap all three; note which pooled contexts to release afterwards
+    // Reap all four; note which pooled contexts to release afterwards
     // (the completions borrow the ring, and with it the pools).
     let mut slots = [CqeSlot::EMPTY; 8];
     let mut seen = 0;
     let mut to_release = Vec::new();
-    while seen < 3 {
+    while seen < 4 {
         let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?;
         for cqe in done.iter() {
             seen += 1;
             let ctx = cqe.context();
             match ctx.mode() {
-                ContextMode::Direct => {
+                ContextMode::Packed => {
                     println!(
                         "direct:   result {}, opcode {:?} (NOP is {}), fd {:?}, buffer group {:?}",
                         cqe.res(),
@@ -111,7 +116,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     assert_eq!(job.id, 1001);
                     to_release.push(ctx);
                 }
-                ContextMode::Foreign => println!("foreign user_data {:#x}", cqe.user_data()),
+                ContextMode::Token => {
+                    println!("token:    result {}, number {:?}, opcode {:?}", cqe.res(), ctx.as_token(), ctx.op());
+                    assert_eq!((ctx.as_token(), cqe.res()), (Some(1 << 40), 7));
+                }
+                // Values of the layers above (fixed buffers, subscriptions,
+                // ...): never ours, and none were queued here.
+                ContextMode::Layer => println!("a layer's user_data {:#x}", cqe.user_data()),
             }
         }
     }

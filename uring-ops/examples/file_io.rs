@@ -1,5 +1,6 @@
-//! File I/O through the ring: open a file, write it, sync it, read it back,
-//! then read four slices of it with one batch (four SQEs, one submit).
+//! File I/O through the ring: open a file, write it and sync it (a linked
+//! pair), read it back, then read four slices of it with one batch (four
+//! SQEs, one submit).
 //!
 //! Run with `cargo run -p uring-ops --example file_io`.
 
@@ -7,18 +8,19 @@ use std::error::Error;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use uring_core::{CqeSlot, Options, Ring, SqeContext};
+use uring_ops::FlagOps;
 use uring_ops::file::FileOps;
 use uring_ops::fs::FsOps;
 
 /// Submits what is queued and collects `n` completions as
-/// `(user_data, result)`, in completion order.
-fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(u64, i32)>, Box<dyn Error>> {
+/// `(context, result)`, in completion order.
+fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(SqeContext, i32)>, Box<dyn Error>> {
     let mut out = Vec::with_capacity(n);
     let mut slots = [CqeSlot::EMPTY; 16];
     while out.len() < n {
         ring.submit_and_wait((n - out.len()) as u32)?;
-        let done = ring.wait(&mut slots)?;
-        out.extend(done.iter().map(|c| (c.user_data(), c.res())));
+        let done = ring.reap(&mut slots)?;
+        out.extend(done.iter().map(|c| (c.context(), c.res())));
     }
     Ok(out)
 }
@@ -30,12 +32,6 @@ fn complete_one(ring: &mut Ring, what: &str) -> Result<i32, Box<dyn Error>> {
         return Err(format!("{what}: {}", std::io::Error::from_raw_os_error(-res)).into());
     }
     Ok(res)
-}
-
-/// A caller-chosen `user_data` (mode bits `3`, "foreign"): the ring stamps
-/// it unchanged, so each completion of the batch names its read.
-fn tag(i: u64) -> SqeContext {
-    SqeContext::from_raw((i << 2) | 0b11)
 }
 
 fn run() -> Result<(), Box<dyn Error>> {
@@ -54,17 +50,22 @@ fn run() -> Result<(), Box<dyn Error>> {
     let file = unsafe { OwnedFd::from_raw_fd(fd) };
     println!("opened {} as fd {fd}", path.display());
 
-    // write: the buffer is ours and the kernel reads it while the write
-    // runs, hence `unsafe`. `text` is not touched until the completion.
+    // write, then fsync, as a linked pair: `linked()` adds IOSQE_IO_LINK to
+    // the write, so the fsync starts only once the write has succeeded in
+    // full (a failed or short write would cancel it: -ECANCELED). The
+    // kernel reads a write's buffer while it runs; `text` is `'static`, so
+    // `write_static` needs no `unsafe` (`write` with a borrowed buffer is
+    // `unsafe`, as is `file::Write::new`).
     let text = b"io_uring writes, then reads back: one ring, no threads.\n";
-    // SAFETY: `text` is a static literal, valid and unmodified.
-    unsafe { ring.write(SqeContext::for_fd(fd), fd, text, 0) }?;
-    let written = complete_one(&mut ring, "write")?;
-    println!("wrote {written} bytes");
-
-    ring.fsync(SqeContext::for_fd(fd), fd)?;
-    complete_one(&mut ring, "fsync")?;
-    println!("fsync done");
+    ring.linked().write_static(SqeContext::token(10)?, fd, text, 0)?;
+    ring.fsync(SqeContext::token(11)?, fd)?;
+    let mut pair = complete(&mut ring, 2)?;
+    pair.sort_unstable_by_key(|(ctx, _)| ctx.as_token());
+    let [(_, written), (_, synced)] = pair[..] else { unreachable!("two completions") };
+    if written != text.len() as i32 || synced != 0 {
+        return Err(format!("write {written}, fsync {synced}").into());
+    }
+    println!("wrote {written} bytes, then fsync");
 
     // Read it all back.
     let mut back = vec![0u8; text.len()];
@@ -75,19 +76,19 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!("read back: {:?}", String::from_utf8_lossy(&back[..n]).trim_end());
 
     // A batch: four reads at different offsets, queued first, then one
-    // submit for all of them. Completions may come in any order; the tag
-    // says which read each one is.
+    // submit for all of them. Completions may come in any order; each read
+    // carries a token, our own number for it, which its CQE gives back.
     let offsets = [0u64, 9, 17, 28];
     let mut bufs = [[0u8; 6]; 4];
     for (i, (buf, &off)) in bufs.iter_mut().zip(&offsets).enumerate() {
         // SAFETY: every buffer stays untouched until all four completions
         // have been reaped below.
-        unsafe { ring.read(tag(i as u64), fd, buf, off) }?;
+        unsafe { ring.read(SqeContext::token(i as u64)?, fd, buf, off) }?;
     }
     let done = complete(&mut ring, offsets.len())?;
     println!("batch of {} reads, one submit:", done.len());
-    for (user_data, res) in done {
-        let i = (user_data >> 2) as usize;
+    for (ctx, res) in done {
+        let i = ctx.as_token().ok_or("a completion without a token")? as usize;
         let got = String::from_utf8_lossy(&bufs[i][..res.max(0) as usize]).into_owned();
         println!("  read {i} at offset {:>2}: {res} bytes {got:?}", offsets[i]);
         assert_eq!(got.as_bytes(), &text[offsets[i] as usize..offsets[i] as usize + 6]);

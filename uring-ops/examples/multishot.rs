@@ -23,11 +23,10 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-use uring_core::{CqeSlot, Error, Options, Ring, sys};
+use uring_core::{CqeSlot, Error, HandleCqe, Options, Ring, sys};
 use uring_ops::multishot::RecvMulti;
 use uring_ops::subscription::{
-    HandleCqe, MultishotAction, MultishotEnd, MultishotHandler, MultishotSubscriber, Subscribe, Subscription,
-    subscription_id,
+    MultishotAction, MultishotEnd, MultishotHandler, MultishotSubscriber, Subscribe, Subscription, subscription_id,
 };
 
 const CLIENTS: usize = 3;

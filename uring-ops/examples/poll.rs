@@ -9,18 +9,12 @@ use std::time::Duration;
 use uring_core::{CqeSlot, Options, Ring, SqeContext};
 use uring_ops::poll::{PollEvents, PollOps};
 
-/// A `user_data` of our own (mode bits `3`: "foreign"), stamped unchanged,
-/// so we can name the poll later to remove it.
-fn tag(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
-}
-
-/// Waits (up to 5 s) for one completion: `(user_data, result, more)`.
-fn next_completion(ring: &mut Ring) -> Result<(u64, i32, bool), Box<dyn std::error::Error>> {
+/// Waits (up to 5 s) for one completion: `(token, result, more)`.
+fn next_completion(ring: &mut Ring) -> Result<(Option<u64>, i32, bool), Box<dyn std::error::Error>> {
     let mut slots = [CqeSlot::EMPTY; 1];
     let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?;
     let cqe = done.get(0).ok_or("no completion")?;
-    Ok((cqe.user_data(), cqe.res(), cqe.more()))
+    Ok((cqe.context().as_token(), cqe.res(), cqe.more()))
 }
 
 fn write_byte(fd: &OwnedFd) -> std::io::Result<()> {
@@ -46,7 +40,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
 
     // 1. One-shot: wait until the read end is readable. The poll names no
     //    memory, so the safe `poll_add` queues it.
-    ring.poll_add(tag(1), r.as_raw_fd(), PollEvents::IN)?;
+    ring.poll_add(SqeContext::token(1)?, r.as_raw_fd(), PollEvents::IN)?;
     ring.submit()?;
     println!("one-shot poll armed on the read end; writing a byte");
     write_byte(&w)?;
@@ -62,7 +56,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     unsafe { libc::read(r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
 
     // 2. Multishot: one submission, one CQE per write, each with F_MORE.
-    ring.poll_multishot(tag(2), r.as_raw_fd(), PollEvents::IN)?;
+    //    `poll_multishot` returns the token as pushed (the opcode stamped
+    //    in): the `user_data` to name the poll by later.
+    let poll = ring.poll_multishot(SqeContext::token(2)?, r.as_raw_fd(), PollEvents::IN)?;
     ring.submit()?;
     for i in 1..=3 {
         write_byte(&w)?;
@@ -72,11 +68,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 3. Remove it: the poll ends with -ECANCELED, the removal with 0.
-    ring.poll_remove(tag(3), tag(2).raw())?;
+    ring.poll_remove(SqeContext::token(3)?, poll.raw())?;
     ring.submit()?;
     for _ in 0..2 {
-        let (ud, res, more) = next_completion(&mut ring)?;
-        let who = if ud == tag(2).raw() { "poll" } else { "remove" };
+        let (token, res, more) = next_completion(&mut ring)?;
+        let who = if token == Some(2) { "poll" } else { "remove" };
         println!("  {who}: result {res} (more: {more})");
     }
     Ok(())

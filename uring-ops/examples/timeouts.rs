@@ -18,26 +18,26 @@ use std::time::{Duration, Instant};
 
 use uring_core::{CqeSlot, Options, Ring, SqeContext};
 use uring_ops::RingOps;
-use uring_ops::cancel::stamped;
 use uring_ops::cmd::Nop;
 use uring_ops::timeout::{Timeout, TimeoutOps};
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-/// A caller-chosen `user_data` (mode bits `3`, "foreign": the ring stamps
-/// it as it is), to tell the completions apart.
+/// A token: our own number for a request, which its CQEs give back.
 fn tag(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).expect("small numbers are tokens")
 }
 
 /// Submits what is queued and waits for `n` completions: their results by
-/// `user_data`.
+/// token number.
 fn complete(ring: &mut Ring, n: usize) -> Result<HashMap<u64, i32>> {
     let mut got = HashMap::new();
     let mut slots = [CqeSlot::EMPTY; 8];
     while got.len() < n {
         let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?;
-        got.extend(done.iter().map(|c| (c.user_data(), c.res())));
+        for c in done.iter() {
+            got.insert(c.context().as_token().ok_or("a completion without a token")?, c.res());
+        }
     }
     Ok(got)
 }
@@ -54,7 +54,8 @@ fn show(res: i32) -> String {
 }
 
 fn expect(got: &HashMap<u64, i32>, ctx: SqeContext, what: &str, want: i32) -> Result<()> {
-    let res = *got.get(&ctx.raw()).ok_or_else(|| format!("{what}: no completion"))?;
+    let n = ctx.as_token().ok_or("not a token")?;
+    let res = *got.get(&n).ok_or_else(|| format!("{what}: no completion"))?;
     println!("  {what}: {}", show(res));
     if res != want {
         return Err(format!("{what}: expected {}, got {}", show(want), show(res)).into());
@@ -90,12 +91,10 @@ fn run() -> Result<()> {
     expect(&got, tag(5), "deadline", -libc::ETIME)?;
 
     println!("4. removing a pending timeout");
-    // A direct context: the ring stamps the opcode into it, so the key
-    // that finds the timeout again is the stamped context.
-    let ctx = SqeContext::for_fd(-1);
-    let pending = Timeout::new(Duration::from_secs(10));
-    let key = stamped(ctx, pending);
-    ring.push_op(ctx, pending)?;
+    // The push stamps the opcode into the token and returns it: that is
+    // the `user_data` the kernel knows the timeout by, so the removal names
+    // the returned value, not `tag(7)` as built (which it would refuse).
+    let key = ring.push_op(tag(7), Timeout::new(Duration::from_secs(10)))?;
     ring.timeout_remove(tag(6), key)?;
     let got = complete(&mut ring, 2)?;
     expect(&got, key, "timeout", -libc::ECANCELED)?;

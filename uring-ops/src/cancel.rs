@@ -2,8 +2,9 @@
 //! file, by opcode, any request, one match or all of them; and
 //! [`stamped`], the `user_data` a request was really submitted with.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, SqeFlags, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 use crate::timeout::require_version;
@@ -13,9 +14,10 @@ use crate::timeout::require_version;
 /// [`TimeoutRemove`](crate::timeout::TimeoutRemove) must be given to find
 /// it.
 ///
-/// [`RingOps::push_op`] writes a **direct** context's opcode and SQE-flag
-/// fields from the entry itself (so completions tell the truth); pooled
-/// and foreign contexts are stamped as they are, and returned unchanged.
+/// [`RingOps::push_op`] writes a **packed** context's opcode and SQE-flag
+/// fields from the entry itself (so completions tell the truth), and a
+/// token's opcode; pooled contexts are stamped as they are, and returned
+/// unchanged ([`SqeContext::stamp`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -27,14 +29,26 @@ use crate::timeout::require_version;
 /// assert_eq!(key.op(), Some(sys::IORING_OP_TIMEOUT as u8));
 /// ```
 pub fn stamped<O: Prepare>(ctx: SqeContext, op: O) -> SqeContext {
-    if ctx.mode() != uring_core::ContextMode::Direct {
-        return ctx;
-    }
     let mut sqe = Sqe::default();
     let mut keep = Keep::new();
     op.prepare(&mut sqe, &mut keep);
-    let flags = sqe.flags | ctx.flags().map_or(0, |f| f.bits());
-    ctx.with_op(sqe.opcode).with_flags(SqeFlags::from_bits_retain(flags))
+    // (A stamp the push would refuse leaves `ctx` as it is.)
+    ctx.stamp(&mut sqe).unwrap_or(ctx)
+}
+
+/// Refuses a target that is a token as built, never stamped (opcode 0):
+/// requests are found by their `user_data` exactly as the kernel saw it,
+/// which for a token includes the opcode the push stamped. Pass the
+/// context `push_op` returned (or [`stamped`]).
+pub(crate) fn check_target(target: u64) -> Result<()> {
+    let ctx = SqeContext::of_user_data(target);
+    if ctx.as_token().is_some() && ctx.op() == Some(0) {
+        return Err(Error::InvalidArgument(format!(
+            "{ctx:?} is a token as built, not as pushed: a request is found by the context push_op returned (with \
+             its opcode stamped)"
+        )));
+    }
+    Ok(())
 }
 
 /// Cancels pending requests: `io_uring_prep_cancel64`
@@ -161,6 +175,9 @@ impl Prepare for AsyncCancel {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
+        if let Some(target) = self.user_data {
+            check_target(target)?;
+        }
         if self.any && (self.fd.is_some() || self.opcode.is_some() || self.user_data.is_some()) {
             return Err(Error::InvalidArgument(
                 "IORING_ASYNC_CANCEL_ANY matches every request and takes no file, opcode or user_data".into(),
@@ -196,7 +213,7 @@ impl Prepare for AsyncCancel {
 // names no memory.
 unsafe impl SafeOp for AsyncCancel {}
 
-/// Cancellation on a [`Ring`]. Every method only queues; submit (or wait)
+/// Cancellation on a [`Ring`](uring_core::Ring). Every method only queues; submit (or wait)
 /// to run them. For all matches, build [`AsyncCancel`] with
 /// [`all`](AsyncCancel::all) and [`push_op`](RingOps::push_op) it.
 pub trait CancelOps {
@@ -233,7 +250,7 @@ pub trait CancelOps {
     fn cancel_any(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 }
 
-impl CancelOps for Ring {
+impl<R: RingOps + OnRing> CancelOps for R {
     #[inline]
     fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::new(target))
@@ -258,6 +275,7 @@ impl CancelOps for Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uring_core::SqeFlags;
 
     fn prepared(op: AsyncCancel) -> Sqe {
         let mut sqe = Sqe::default();
@@ -267,8 +285,9 @@ mod tests {
 
     #[test]
     fn criteria_become_flags_and_fields() {
-        let sqe = prepared(AsyncCancel::new(SqeContext::from_raw(99)));
-        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.fd), (99, 0, -1));
+        let target = SqeContext::token(99).unwrap().with_op(22);
+        let sqe = prepared(AsyncCancel::new(target));
+        assert_eq!((sqe.addr(), sqe.op_flags(), sqe.fd), (target.raw(), 0, -1));
         let sqe = prepared(AsyncCancel::fd(Target::Fixed(4)).all());
         assert_eq!(sqe.fd, 4);
         assert_eq!(sqe.flags, 0, "no IOSQE_FIXED_FILE: the cancel flags say it");
@@ -276,8 +295,8 @@ mod tests {
             sqe.op_flags(),
             sys::IORING_ASYNC_CANCEL_FD | sys::IORING_ASYNC_CANCEL_FD_FIXED | sys::IORING_ASYNC_CANCEL_ALL
         );
-        let sqe = prepared(AsyncCancel::opcode(22).and_user_data(SqeContext::from_raw(7)));
-        assert_eq!((sqe.len, sqe.addr()), (22, 7));
+        let sqe = prepared(AsyncCancel::opcode(22).and_user_data(SqeContext::token(7).unwrap().with_op(22)));
+        assert_eq!((sqe.len, sqe.addr()), (22, SqeContext::token(7).unwrap().with_op(22).raw()));
         assert_eq!(sqe.op_flags(), sys::IORING_ASYNC_CANCEL_OP | sys::IORING_ASYNC_CANCEL_USERDATA);
         assert_eq!(prepared(AsyncCancel::any()).op_flags(), sys::IORING_ASYNC_CANCEL_ANY);
     }
@@ -290,7 +309,10 @@ mod tests {
         assert_eq!(s.op(), Some(AsyncCancel::CODE));
         assert_eq!(s.flags(), Some(SqeFlags::ASYNC));
         assert_eq!(s.fd(), Some(9));
-        let foreign = SqeContext::from_raw(0xff);
-        assert_eq!(stamped(foreign, op), foreign);
+        let pooled = SqeContext::from_raw(0xfd).unwrap();
+        assert_eq!(stamped(pooled, op), pooled);
+        let token = SqeContext::token(77).unwrap();
+        assert_eq!(stamped(token, op).op(), Some(AsyncCancel::CODE));
+        assert_eq!(stamped(token, op).as_token(), Some(77));
     }
 }

@@ -28,8 +28,8 @@
 //!
 //! # Identifying the chain's CQEs
 //!
-//! Each phase is submitted with a foreign `user_data` of the chain's
-//! own: the layer tag [`uring_core::FOREIGN_TAG_LISTENER`] and a 53-bit
+//! Each phase is submitted with a `user_data` of the chain's own: a
+//! [`uring_core::Layer::Listener`] value whose payload is a 53-bit
 //! number from a process-wide counter, new for every phase, which no
 //! other push (safe or not) and no `MSG_RING` or poll update may carry. A
 //! CQE is the chain's when its `user_data` is the one a setup waits for,
@@ -60,7 +60,7 @@ use std::ops::ControlFlow;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
-use uring_core::{Cqe, Error, Result, Ring, SqeContext, sys};
+use uring_core::{Cqe, Error, HandleCqe, Result, Ring, SqeContext, sys};
 
 use crate::multishot::AcceptMulti;
 use crate::op::SafeOp;
@@ -275,17 +275,13 @@ struct Entry {
     pending: (u64, u64, u64),
 }
 
-const TAG_LOW: u64 = 0b11 | ((uring_core::FOREIGN_TAG_LISTENER as u64) << 3);
-const NUMBER_SHIFT: u32 = 11;
-const NUMBER_MAX: u64 = (1 << (64 - NUMBER_SHIFT)) - 1;
-
 static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Drives socket → bind → listen chains on a [`Ring`]; see the
 /// [module documentation](self).
 ///
 /// ```no_run
-/// use uring_core::{CqeSlot, Options, Ring, SqeContext};
+/// use uring_core::{CqeSlot, HandleCqe, Options, Ring, SqeContext};
 /// use std::os::fd::AsRawFd;
 /// use uring_ops::listener::ListenerManager;
 ///
@@ -295,9 +291,9 @@ static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// let id = manager.listen(&mut ring, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), 128)?;
 /// let mut slots = [CqeSlot::EMPTY; 16];
 /// while manager.listener(id).is_none() {
-///     let n = ring.wait(&mut slots)?.len();
+///     let n = ring.reap(&mut slots)?.len();
 ///     for slot in &slots[..n] {
-///         if !manager.handle_cqe(&mut ring, &slot.cqe()) {
+///         if manager.handle_cqe(&mut ring, &slot.cqe()).is_none() {
 ///             // not the chain's: route it elsewhere
 ///         }
 ///     }
@@ -417,9 +413,7 @@ impl<H> ListenerManager<H> {
     /// one of this manager's pending phases.
     #[doc(alias = "DecodeListenerCQE")]
     pub fn decode(&self, user_data: u64) -> Option<(ListenerId, ListenerPhase)> {
-        if user_data & ((1 << NUMBER_SHIFT) - 1) != TAG_LOW {
-            return None;
-        }
+        uring_core::LayerData::payload_of(user_data, uring_core::Layer::Listener)?;
         self.entries.iter().enumerate().find_map(|(index, entry)| match &entry.state {
             State::Setup(s) if entry.pending.0 == user_data => {
                 Some((ListenerId { index: index as u32, generation: entry.generation }, s.phase))
@@ -428,13 +422,7 @@ impl<H> ListenerManager<H> {
         })
     }
 
-    /// Handles a reaped CQE: `true` if it was one of this chain's (and is
-    /// now dealt with), `false` if it belongs to someone else.
-    ///
-    /// Take the CQE from a [`CqeSlot`](uring_core::CqeSlot) (whose view
-    /// does not borrow the ring), or pass its parts to
-    /// [`handle_completion`](Self::handle_completion).
-    pub fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool
+    fn handle(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool
     where
         H: ListenerHandler,
     {
@@ -454,7 +442,7 @@ impl<H> ListenerManager<H> {
         unsafe { self.handle_completion(ring, cqe.user_data(), cqe.res()) }
     }
 
-    /// [`handle_cqe`](Self::handle_cqe) from a CQE's `user_data` and
+    /// [`handle_cqe`](HandleCqe::handle_cqe) from a CQE's `user_data` and
     /// result, without checking where they came from.
     ///
     /// # Safety
@@ -623,17 +611,33 @@ impl<H> ListenerManager<H> {
 
     fn push<O: SafeOp>(&mut self, ring: &mut Ring, id: ListenerId, op: O) -> Result<()> {
         let number = NEXT_NUMBER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if number > NUMBER_MAX {
+        let Some(value) = uring_core::LayerData::new(uring_core::Layer::Listener, false, number) else {
             return Err(Error::InvalidArgument("listener phase numbers are exhausted (2^53 phases)".into()));
-        }
-        let user_data = TAG_LOW | (number << NUMBER_SHIFT);
+        };
+        let user_data = value.raw();
         let queued_at = ring.cq_position();
         // SAFETY: `O: SafeOp` names no caller memory; the user_data carries
-        // this layer's tag and a number used for this phase only, and
+        // this layer's value: a number used for this phase only, and
         // `handle_cqe` checks the ring and the position of every CQE.
-        unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(user_data), op) }?;
+        unsafe { crate::ring::push_layer_op(ring, value.context(), op) }?;
         self.entries[id.index as usize].pending = (user_data, ring.id(), queued_at);
         Ok(())
+    }
+}
+
+impl<H: ListenerHandler> HandleCqe for ListenerManager<H> {
+    /// Chains report to their [`ListenerHandler`].
+    type Event = ();
+
+    /// Handles a reaped CQE: `Some` if it was one of this manager's chains'
+    /// (and is now dealt with: the next phase queued, or the handler told),
+    /// `None` if it belongs to someone else.
+    ///
+    /// Take the CQE from a [`CqeSlot`](uring_core::CqeSlot) (whose view
+    /// does not borrow the ring), or pass its parts to
+    /// [`handle_completion`](ListenerManager::handle_completion).
+    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> Option<()> {
+        self.handle(ring, cqe).then_some(())
     }
 }
 

@@ -21,9 +21,15 @@
 //! (`IORING_URING_CMD_FIXED`, `sqe->buf_index`): the address must lie
 //! inside that buffer.
 //!
-//! Not [`SafeOp128`](crate::cmd::SafeOp128): the command names a data
-//! buffer the device reads or writes (by DMA) while it runs. Push with
-//! [`Ring128Ops::push_op128_unchecked`](crate::cmd::Ring128Ops::push_op128_unchecked).
+//! A [`SafeOp128`](crate::cmd::SafeOp128), pushed with
+//! [`Ring128Ops::push_op128`](crate::cmd::Ring128Ops::push_op128): the
+//! data buffer the device reads or writes (by DMA) while the command runs
+//! is named only by the `unsafe` constructors ([`read`](NvmeCmd::read),
+//! [`write`](NvmeCmd::write), [`identify`](NvmeCmd::identify), and
+//! [`io`](NvmeCmd::io) and [`admin`](NvmeCmd::admin) for any command),
+//! which take the obligation once, as the file builders do
+//! ([`Read::new`](crate::file::Read::new)). [`flush`](NvmeCmd::flush)
+//! names no memory and is safe.
 
 use uring_core::sys;
 use uring_core::{Cqe, CqeSize, Error, Features, Result, Sqe, Sqe128};
@@ -63,57 +69,112 @@ pub struct NvmeCmd {
 impl NvmeCmd {
     /// I/O command `cmd` (`NVME_URING_CMD_IO`) to a namespace's generic
     /// character device `fd`.
-    pub fn io(fd: impl Into<Target>, cmd: sys::nvme_uring_cmd) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), the
+    /// memory `cmd` names (`addr`/`data_len`, `metadata`/`metadata_len`)
+    /// must stay valid, and must not be accessed by the program in a way
+    /// the command forbids (neither read nor written while the device
+    /// writes it, not written while it reads it), until that operation's
+    /// CQE has been reaped; and the command must transfer no more than
+    /// `data_len` (and `metadata_len`) bytes.
+    #[inline]
+    pub unsafe fn io(fd: impl Into<Target>, cmd: sys::nvme_uring_cmd) -> Self {
         NvmeCmd { fd: fd.into(), cmd_op: sys::NVME_URING_CMD_IO, cmd, buf_index: None }
     }
 
     /// Admin command `cmd` (`NVME_URING_CMD_ADMIN`) to a controller's
     /// character device `fd` (`/dev/nvmeX`).
-    pub fn admin(fd: impl Into<Target>, cmd: sys::nvme_uring_cmd) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// As for [`io`](Self::io).
+    #[inline]
+    pub unsafe fn admin(fd: impl Into<Target>, cmd: sys::nvme_uring_cmd) -> Self {
         NvmeCmd { fd: fd.into(), cmd_op: sys::NVME_URING_CMD_ADMIN, cmd, buf_index: None }
     }
 
     /// Reads logical blocks `slba..slba + blocks` of namespace `nsid` into
-    /// `len` bytes at `buf` (`len` = `blocks` × the LBA size).
+    /// `buf`.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidArgument`] for 0 or more than 65536 blocks (the
-    /// command's count is 16 bits, 0-based).
-    pub fn read(fd: impl Into<Target>, nsid: u32, slba: u64, blocks: u32, buf: *mut u8, len: u32) -> Result<Self> {
-        Ok(Self::io(fd, rw(NVME_CMD_READ, nsid, slba, blocks, buf as u64, len)?))
+    /// command's count is 16 bits, 0-based), or a buffer over `u32::MAX`
+    /// bytes.
+    ///
+    /// # Safety
+    ///
+    /// `buf.len()` must be `blocks` × the namespace's LBA size (the device
+    /// transfers whole blocks; the kernel does not compare the two). For
+    /// every push of the returned operation (or of a copy of it), `buf`
+    /// must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the device
+    /// writes it while the command runs (the borrow ends when this call
+    /// returns; the obligation does not).
+    pub unsafe fn read(fd: impl Into<Target>, nsid: u32, slba: u64, blocks: u32, buf: &mut [u8]) -> Result<Self> {
+        let cmd = rw(NVME_CMD_READ, nsid, slba, blocks, buf.as_mut_ptr() as u64, buf.len())?;
+        // SAFETY: the command names `buf` only, under the caller's
+        // obligation stated above.
+        Ok(unsafe { Self::io(fd, cmd) })
     }
 
-    /// Writes `len` bytes at `buf` to logical blocks `slba..slba + blocks`
-    /// of namespace `nsid`.
+    /// Writes `buf` to logical blocks `slba..slba + blocks` of namespace
+    /// `nsid`.
     ///
     /// # Errors
     ///
     /// As for [`read`](Self::read).
-    pub fn write(fd: impl Into<Target>, nsid: u32, slba: u64, blocks: u32, buf: *const u8, len: u32) -> Result<Self> {
-        Ok(Self::io(fd, rw(NVME_CMD_WRITE, nsid, slba, blocks, buf as u64, len)?))
+    ///
+    /// # Safety
+    ///
+    /// `buf.len()` must be `blocks` × the namespace's LBA size. For every
+    /// push of the returned operation (or of a copy of it), `buf` must
+    /// stay valid, and must not be written by the program, until that
+    /// operation's CQE has been reaped: the device reads it while the
+    /// command runs.
+    pub unsafe fn write(fd: impl Into<Target>, nsid: u32, slba: u64, blocks: u32, buf: &[u8]) -> Result<Self> {
+        let cmd = rw(NVME_CMD_WRITE, nsid, slba, blocks, buf.as_ptr() as u64, buf.len())?;
+        // SAFETY: the command names `buf` only, under the caller's
+        // obligation stated above.
+        Ok(unsafe { Self::io(fd, cmd) })
     }
 
-    /// Flushes namespace `nsid`'s volatile write cache.
+    /// Flushes namespace `nsid`'s volatile write cache. Names no memory.
     pub fn flush(fd: impl Into<Target>, nsid: u32) -> Self {
-        Self::io(fd, sys::nvme_uring_cmd { opcode: NVME_CMD_FLUSH, nsid, ..Default::default() })
+        let cmd = sys::nvme_uring_cmd { opcode: NVME_CMD_FLUSH, nsid, ..Default::default() };
+        // SAFETY: a flush transfers no data: the command names no memory.
+        unsafe { Self::io(fd, cmd) }
     }
 
     /// Identify (admin) with `cns` ([`NVME_ID_CNS_CTRL`],
-    /// [`NVME_ID_CNS_NS`] with `nsid`) into the [`NVME_IDENTIFY_LEN`]
-    /// bytes at `buf`, to controller device `fd`.
-    pub fn identify(fd: impl Into<Target>, cns: u8, nsid: u32, buf: *mut u8) -> Self {
-        Self::admin(
-            fd,
-            sys::nvme_uring_cmd {
-                opcode: NVME_ADMIN_IDENTIFY,
-                nsid,
-                addr: buf as u64,
-                data_len: NVME_IDENTIFY_LEN,
-                cdw10: u32::from(cns),
-                ..Default::default()
-            },
-        )
+    /// [`NVME_ID_CNS_NS`] with `nsid`) into `buf`
+    /// ([`NVME_IDENTIFY_LEN`] bytes), to controller device `fd`.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), `buf`
+    /// must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the device
+    /// writes it while the command runs.
+    pub unsafe fn identify(
+        fd: impl Into<Target>,
+        cns: u8,
+        nsid: u32,
+        buf: &mut [u8; NVME_IDENTIFY_LEN as usize],
+    ) -> Self {
+        let cmd = sys::nvme_uring_cmd {
+            opcode: NVME_ADMIN_IDENTIFY,
+            nsid,
+            addr: buf.as_mut_ptr() as u64,
+            data_len: NVME_IDENTIFY_LEN,
+            cdw10: u32::from(cns),
+            ..Default::default()
+        };
+        // SAFETY: an Identify transfers exactly NVME_IDENTIFY_LEN bytes
+        // into `buf`, under the caller's obligation stated above.
+        unsafe { Self::admin(fd, cmd) }
     }
 
     /// Transfers the data through registered buffer `buf_index`
@@ -130,10 +191,13 @@ impl NvmeCmd {
     }
 }
 
-fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32, addr: u64, len: u32) -> Result<sys::nvme_uring_cmd> {
+fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32, addr: u64, len: usize) -> Result<sys::nvme_uring_cmd> {
     if blocks == 0 || blocks > 1 << 16 {
         return Err(Error::InvalidArgument(format!("NVMe read/write of {blocks} blocks: need 1 to 65536")));
     }
+    let Ok(len) = u32::try_from(len) else {
+        return Err(Error::InvalidArgument(format!("NVMe read/write of {len} bytes exceeds u32::MAX")));
+    };
     Ok(sys::nvme_uring_cmd {
         opcode,
         nsid,
@@ -194,6 +258,13 @@ impl Prepare128 for NvmeCmd {
     }
 }
 
+// SAFETY: every constructor that names memory (`io`, `admin`, `read`,
+// `write`, `identify`) is `unsafe` and takes the obligation for every push
+// of the command and its copies; `flush` names none. `fixed` only makes
+// the kernel take the same range through a registered buffer, which it
+// checks lies inside that buffer (`-EFAULT` otherwise).
+unsafe impl crate::cmd::SafeOp128 for NvmeCmd {}
+
 /// An NVMe passthrough command's completion: the 32-byte CQE decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NvmeCompletion {
@@ -246,7 +317,9 @@ mod tests {
 
     #[test]
     fn commands_are_laid_out_as_the_kernel_reads_them() {
-        let c = NvmeCmd::read(3, 1, 0x1_0000_0002, 8, 0x1000 as *mut u8, 4096).unwrap();
+        let mut buf = vec![0u8; 4096];
+        // SAFETY: prepared only, never pushed.
+        let c = unsafe { NvmeCmd::read(3, 1, 0x1_0000_0002, 8, &mut buf) }.unwrap();
         let mut sqe = Sqe128::default();
         c.fixed(5).prepare(&mut sqe);
         assert_eq!(sqe.sqe.opcode, sys::IORING_OP_URING_CMD as u8);
@@ -258,12 +331,15 @@ mod tests {
         let raw: [u8; 128] = unsafe { std::mem::transmute(sqe) };
         assert_eq!(raw[48], NVME_CMD_READ);
         assert_eq!(u32::from_ne_bytes(raw[52..56].try_into().unwrap()), 1, "nsid");
-        assert_eq!(u64::from_ne_bytes(raw[72..80].try_into().unwrap()), 0x1000, "addr");
+        assert_eq!(u64::from_ne_bytes(raw[72..80].try_into().unwrap()), buf.as_ptr() as u64, "addr");
+        assert_eq!(u32::from_ne_bytes(raw[84..88].try_into().unwrap()), 4096, "data_len");
         assert_eq!(u32::from_ne_bytes(raw[88..92].try_into().unwrap()), 2, "cdw10");
         assert_eq!(u32::from_ne_bytes(raw[92..96].try_into().unwrap()), 1, "cdw11");
         assert_eq!(u32::from_ne_bytes(raw[96..100].try_into().unwrap()), 7, "cdw12: 0-based count");
-        assert!(NvmeCmd::read(3, 1, 0, 0, std::ptr::null_mut(), 0).is_err());
-        assert!(NvmeCmd::write(3, 1, 0, 65537, std::ptr::null(), 0).is_err());
+        // SAFETY: refused, so never pushed.
+        assert!(unsafe { NvmeCmd::read(3, 1, 0, 0, &mut []) }.is_err());
+        // SAFETY: as above.
+        assert!(unsafe { NvmeCmd::write(3, 1, 0, 65537, &[]) }.is_err());
     }
 
     #[test]

@@ -6,14 +6,16 @@
 //! poll to act on. Every operation here is [`SafeOp`].
 //!
 //! Polls are found by their `user_data`, exactly as the kernel saw it: a
-//! pooled or foreign [`SqeContext`] is stamped
-//! unchanged, but a direct context gets the opcode and SQE flags stamped in
+//! pooled [`SqeContext`] is stamped
+//! unchanged, but a packed context or a token gets the opcode (and a packed
+//! one the SQE flags) stamped in
 //! by [`push_op`](crate::RingOps::push_op). Pass what the poll's CQEs
 //! report ([`Cqe::user_data`](uring_core::Cqe::user_data)), or use
 //! [`PollAdd::stamped`] to compute it before submitting.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, SqeFlags, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -110,18 +112,11 @@ impl PollAdd {
     }
 
     /// The `user_data` the kernel will see when this poll is pushed with
-    /// `ctx`: direct contexts get the opcode and the SQE flags stamped
+    /// `ctx`: packed contexts get the opcode and the SQE flags stamped
     /// (as [`push_op`](crate::RingOps::push_op) does); others are unchanged.
     /// This is the value [`PollRemove`] and [`PollUpdate`] look for.
     pub fn stamped(&self, ctx: SqeContext) -> u64 {
-        let mut flags = ctx.flags().unwrap_or_default();
-        if self.fd.is_fixed() {
-            flags |= SqeFlags::FIXED_FILE;
-        }
-        match ctx.mode() {
-            uring_core::ContextMode::Direct => ctx.with_op(Self::CODE).with_flags(flags).raw(),
-            _ => ctx.raw(),
-        }
+        crate::cancel::stamped(ctx, *self).raw()
     }
 }
 
@@ -175,7 +170,7 @@ pub struct PollRemove {
 
 impl PollRemove {
     /// Removes the poll submitted with `user_data` `target` (see the
-    /// [module documentation](self) for direct contexts).
+    /// [module documentation](self) for packed contexts).
     #[inline]
     pub const fn new(target: u64) -> Self {
         PollRemove { target }
@@ -184,6 +179,11 @@ impl PollRemove {
 
 impl Prepare for PollRemove {
     const CODE: u8 = sys::IORING_OP_POLL_REMOVE as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        crate::cancel::check_target(self.target)
+    }
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -258,6 +258,7 @@ impl Prepare for PollUpdate {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
+        crate::cancel::check_target(self.target)?;
         if self.events.is_none() && self.user_data.is_none() {
             return Err(Error::InvalidArgument(
                 "PollUpdate changes nothing: set events and/or user_data (use PollRemove to remove a poll)".into(),
@@ -266,7 +267,7 @@ impl Prepare for PollUpdate {
         // The poll's later CQEs carry the new user_data: it must not be one
         // a layer reads as "the kernel is done with my memory".
         if let Some(ud) = self.user_data {
-            crate::ring::refuse_reserved(SqeContext::from_raw(ud))?;
+            crate::ring::refuse_layer(SqeContext::of_user_data(ud))?;
         }
         Ok(())
     }
@@ -293,7 +294,7 @@ impl Prepare for PollUpdate {
 // SAFETY: `addr` and `off` are user_data values, not addresses.
 unsafe impl SafeOp for PollUpdate {}
 
-/// Poll operations as [`Ring`] methods.
+/// Poll operations as [`Ring`](uring_core::Ring) methods.
 pub trait PollOps {
     /// Queues a one-shot poll of `fd` for `events` ([`PollAdd`]).
     ///
@@ -325,7 +326,7 @@ pub trait PollOps {
     fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<SqeContext>;
 }
 
-impl PollOps for Ring {
+impl<R: RingOps + OnRing> PollOps for R {
     #[inline]
     fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollAdd::new(fd, events))

@@ -13,30 +13,34 @@ use crate::op::{Prepare, SafeOp};
 /// next SQE together with its [`Keep`](uring_core::Keep), lets the
 /// operation write the entry, and stamps `ctx` into `user_data`:
 ///
-/// - a **direct** context gets the operation's opcode in its op field and
+/// - a **token** ([`SqeContext::token`]) gets the operation's opcode and,
+///   when the entry selects a provided buffer, the entry's buffer group;
+/// - a **packed** context gets the operation's opcode in its op field and
 ///   the entry's final SQE flags in its flags field (its own flags are
 ///   added to the entry first), so [`Cqe::op`](uring_core::Cqe::op) and
 ///   [`SqeContext::flags`] tell the truth at completion; its buffer group
 ///   and fd are the caller's;
 /// - an **indirect** or **extended** context gets a copy of the final SQE
 ///   in its pooled slot, so the completion can see the whole request;
-/// - a **foreign** `user_data` (mode bits `3`) is stamped as it is.
+/// - a **layer** value ([`uring_core::LayerData`]) is refused: only the
+///   layer that owns it queues one.
 ///
 /// Nothing is submitted: [`Ring::submit`] (or a wait) does that. A full SQ
 /// is [`Error::QueueFull`], not a hidden flush.
 pub trait RingOps {
     /// Queues a [`SafeOp`]: one whose memory the library holds until the
     /// kernel has consumed the entry. Returns the context as stamped into
-    /// `user_data` (for a direct context, with the opcode and final SQE
+    /// `user_data` (for a packed context, with the opcode and final SQE
     /// flags filled in): the value to cancel, remove or update the request
     /// by, and what its CQEs will carry.
     ///
     /// # Errors
     ///
     /// [`Error::Unsupported`], [`Error::InvalidArgument`] (from the
-    /// operation's check, a pooled context that is not live, or a foreign
-    /// context with a layer tag the layers above reserve: see
-    /// [`uring_core::FOREIGN_TAG_SUBSCRIPTION`]),
+    /// operation's check, a pooled context that is not live, a layer value
+    /// ([`uring_core::LayerData`]), or a token above
+    /// [`SqeContext::TOKEN_MAX_SELECTING`] on an entry that selects a
+    /// provided buffer),
     /// [`Error::QueueFull`], [`Error::NotStarted`], [`Error::Stopped`].
     fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
@@ -48,14 +52,6 @@ pub trait RingOps {
     ///
     /// # Safety
     ///
-    /// `ctx` must not carry one of the layer tags of foreign `user_data`
-    /// ([`uring_core::FOREIGN_TAG_SUBSCRIPTION`] and its neighbours) unless
-    /// the caller is that layer: a CQE with such a `user_data` tells the
-    /// layer that the kernel is done with memory it owns. ([`push_op`]
-    /// refuses them.)
-    ///
-    /// [`push_op`]: Self::push_op
-    ///
     /// Every address the operation names (the buffers, iovecs and output
     /// structures given to its constructor) must stay valid, and must not be
     /// accessed in a way the operation forbids (read while the kernel writes
@@ -66,14 +62,16 @@ pub trait RingOps {
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Free SQ entries: how many `push_op` calls will succeed before a
-    /// submit. Use it to queue a linked chain all or nothing.
-    fn sq_room(&mut self) -> u32;
+    /// submit. Use it to queue a linked chain all or nothing. The same
+    /// number as [`Ring::sq_space_left`], under the same name, so generic
+    /// code over `RingOps` (and [`WithFlags`](crate::WithFlags)) can ask.
+    fn sq_space_left(&mut self) -> u32;
 }
 
 impl RingOps for Ring {
     #[inline]
     fn push_op<O: SafeOp>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        refuse_reserved(ctx)?;
+        refuse_layer(ctx)?;
         // SAFETY: `O: SafeOp` names no memory the kernel reads after it
         // consumed the entry, other than the slot's Keep, which the ring
         // holds that long.
@@ -82,21 +80,20 @@ impl RingOps for Ring {
 
     #[inline]
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        // Every path refuses the layers' tags, the unsafe one too: named
+        // Every path refuses layer values, the unsafe one too: named
         // ring methods, deadlines and helpers all come through here.
-        refuse_reserved(ctx)?;
+        refuse_layer(ctx)?;
         // SAFETY: forwarded to the caller.
         unsafe { push_selecting(self, ctx, op, false) }.map(|(stamped, _)| stamped)
     }
 
     #[inline]
-    fn sq_room(&mut self) -> u32 {
-        self.sq_space_left()
+    fn sq_space_left(&mut self) -> u32 {
+        Ring::sq_space_left(self)
     }
 }
 
-/// Queues `op` under a `user_data` carrying a layer's reserved tag
-/// ([`uring_core::FOREIGN_TAG_SUBSCRIPTION`] and its neighbours), which
+/// Queues `op` under a layer value ([`uring_core::LayerData`]), which
 /// every other push refuses: for the layers themselves (fixed buffers,
 /// zero-copy receive, zero-copy sends, subscriptions).
 ///
@@ -106,8 +103,8 @@ impl RingOps for Ring {
 ///
 /// # Safety
 ///
-/// As for [`RingOps::push_op_unchecked`], and: the caller is the layer the
-/// tag names, `ctx` is an identity it issued for this operation only, and
+/// As for [`RingOps::push_op_unchecked`], and: the caller is the layer
+/// `ctx` names, `ctx` is an identity it issued for this operation only, and
 /// it releases memory on a CQE with `ctx` only after checking the CQE's
 /// ring ([`Cqe::ring_id`](uring_core::Cqe::ring_id)) and position
 /// ([`Cqe::seq`](uring_core::Cqe::seq)).
@@ -120,8 +117,8 @@ pub unsafe fn push_layer_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O)
 
 /// Queues `op`, which may select from a buffer group reserved with
 /// [`Ring::reserve_buffer_group`] (every other push refuses such an
-/// entry): for the layer that owns the group. Reserved layer tags are
-/// refused as by [`RingOps::push_op_unchecked`].
+/// entry): for the layer that owns the group. Layer values are refused as
+/// by [`RingOps::push_op_unchecked`].
 ///
 /// # Errors
 ///
@@ -138,7 +135,7 @@ pub unsafe fn push_group_owner_op<O: Prepare>(
     ctx: SqeContext,
     op: O,
 ) -> Result<(SqeContext, Option<u16>)> {
-    refuse_reserved(ctx)?;
+    refuse_layer(ctx)?;
     // SAFETY: forwarded to the caller.
     unsafe { push_selecting(ring, ctx, op, true) }
 }
@@ -185,30 +182,72 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     // the Keep holds the rest until the kernel consumed the entry.
     let (sqe, keep) = unsafe { ring.next_sqe_keep() }?;
     op.prepare(sqe, keep);
-    let stamped = stamp(sqe, ctx);
+    let stamped = stamp_entry(sqe, ctx);
+    // SAFETY: `stamped` is of the entry just acquired on `ring`, not
+    // flushed; `queued_at` was read before it was acquired.
+    unsafe { settle(ring, ctx, stamped, queued_at, group_owner) }
+}
+
+/// A prepared entry with its context stamped: what [`settle`] needs.
+pub(crate) struct Stamped {
+    ctx: SqeContext,
+    group: Option<u16>,
+    pooled: Option<Sqe>,
+}
+
+/// Stamps `ctx` into the prepared `sqe` ([`SqeContext::stamp`]) and notes
+/// the group it selects from and, for a pooled context, its final copy.
+#[inline]
+pub(crate) fn stamp_entry(sqe: &mut Sqe, ctx: SqeContext) -> Result<Stamped> {
+    let stamped = ctx.stamp(sqe)?;
     let group = sqe.sqe_flags().contains(SqeFlags::BUFFER_SELECT).then(|| sqe.buf_group());
     let pooled =
         if matches!(stamped.mode(), ContextMode::Indirect | ContextMode::Extended) { Some(*sqe) } else { None };
-    if let Some(g) = group {
-        if !group_owner && ring.is_buffer_group_reserved(g) {
-            // SAFETY: the entry was acquired just above and nothing
-            // depends on it: it is taken back, never submitted.
-            unsafe { ring.retract_last_sqe() };
-            return Err(reserved_group_error(g));
+    Ok(Stamped { ctx: stamped, group, pooled })
+}
+
+/// The end of every push on a [`Ring`] (64- and 128-byte entries): refuses
+/// an entry that selects from a group a layer reserved (unless
+/// `group_owner`), notes the group it selects from, records a pooled
+/// context's one submission, and takes the entry back on any refusal.
+///
+/// # Safety
+///
+/// `stamped` comes from [`stamp_entry`] on the entry acquired last on
+/// `ring`, not flushed since; `queued_at` is the ring's CQ position
+/// before it was acquired.
+#[inline]
+pub(crate) unsafe fn settle(
+    ring: &mut Ring,
+    ctx: SqeContext,
+    stamped: Result<Stamped>,
+    queued_at: u64,
+    group_owner: bool,
+) -> Result<(SqeContext, Option<u16>)> {
+    let refusal = match stamped {
+        Ok(Stamped { ctx: stamped, group, pooled }) => 'ok: {
+            if let Some(g) = group {
+                if !group_owner && ring.is_buffer_group_reserved(g) {
+                    break 'ok reserved_group_error(g);
+                }
+                ring.note_selected_group(g);
+            }
+            if let Some(copy) = pooled {
+                // SAFETY: `copy` is the entry just queued under `ctx` on this
+                // ring, not yet submitted (the caller's contract).
+                if !unsafe { record_pooled(ring.pools_mut(), ctx, copy, queued_at) } {
+                    // (`check_live` refused a slot with a submission already.)
+                    break 'ok submitted_error(ctx);
+                }
+            }
+            return Ok((stamped, group));
         }
-        ring.note_selected_group(g);
-    }
-    if let Some(copy) = pooled {
-        // SAFETY: `copy` is the entry just queued under `ctx` on this
-        // ring, not yet submitted; `queued_at` was read before it was.
-        if !unsafe { record_pooled(ring.pools_mut(), ctx, copy, queued_at) } {
-            // (`check_live` refused a slot with a submission already.)
-            // SAFETY: acquired above, not flushed, nothing depends on it.
-            unsafe { ring.retract_last_sqe() };
-            return Err(submitted_error(ctx));
-        }
-    }
-    Ok((stamped, group))
+        Err(e) => e,
+    };
+    // SAFETY: the entry was acquired last and nothing depends on it (the
+    // caller's contract): it is taken back, never submitted.
+    unsafe { ring.retract_last_sqe() };
+    Err(refusal)
 }
 
 /// Submitting operations on a [`SharedRing`], from any thread: the same
@@ -239,13 +278,13 @@ pub trait SharedRingOps {
 impl SharedRingOps for SharedRing {
     #[inline]
     fn push_op<O: SafeOp>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        refuse_reserved(ctx)?;
+        refuse_layer(ctx)?;
         // SAFETY: as in `RingOps::push_op`.
         unsafe { self.push_op_unchecked(ctx, op) }
     }
 
     unsafe fn push_op_unchecked<O: Prepare>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        refuse_reserved(ctx)?;
+        refuse_layer(ctx)?;
         op.check(self.features())?;
         let pooled = matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended);
         if pooled {
@@ -261,7 +300,17 @@ impl SharedRingOps for SharedRing {
         unsafe {
             self.push_with(|sqe, keep| {
                 op.prepare(sqe, keep);
-                let stamped = stamp(sqe, ctx);
+                let stamped = match stamp(sqe, ctx) {
+                    Ok(stamped) => stamped,
+                    Err(e) => {
+                        // A refused token: the entry becomes a NOP that
+                        // posts nothing (the SQ lock is held, it is not
+                        // published yet, but it cannot be taken back).
+                        *sqe = Sqe::new(uring_core::sys::IORING_OP_NOP as u8);
+                        sqe.set_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+                        return Err(e);
+                    }
+                };
                 // (Inside the unsafe block above: `*sqe` is the entry being
                 // queued under `ctx` on this ring, unpublished while the SQ
                 // lock is held, as `record_pooled` needs.)
@@ -278,25 +327,11 @@ impl SharedRingOps for SharedRing {
     }
 }
 
-/// Writes `ctx` into `sqe.user_data` as `push_op` documents and returns
-/// what was written: direct contexts get the entry's opcode and its final
-/// SQE flags (the context's own flags are added to the entry first).
+/// Writes `ctx` into `sqe.user_data` as `push_op` documents
+/// ([`SqeContext::stamp`]) and returns what was written.
 #[inline]
-pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> SqeContext {
-    let stamped = match ctx.mode() {
-        ContextMode::Direct => {
-            let flags = sqe.flags | ctx.flags().map_or(0, |f| f.bits());
-            sqe.flags = flags;
-            let flags = SqeFlags::from_bits_retain(flags);
-            let stamped = ctx.with_op(sqe.opcode).with_flags(flags);
-            // The group a CQE's buffer comes from is the entry's, never
-            // the caller's claim: `Cqe::buffer_selection` trusts it.
-            if flags.contains(SqeFlags::BUFFER_SELECT) { stamped.with_buf_group(sqe.buf_group()) } else { stamped }
-        }
-        _ => ctx,
-    };
-    sqe.user_data = stamped.raw();
-    stamped
+pub(crate) fn stamp(sqe: &mut Sqe, ctx: SqeContext) -> Result<SqeContext> {
+    ctx.stamp(sqe)
 }
 
 /// Copies the final SQE into a pooled context's slot (and the buffer
@@ -319,11 +354,11 @@ fn submitted_error(ctx: SqeContext) -> Error {
 }
 
 /// Refuses a pooled context that does not name a live slot of `ring`'s
-/// pools; direct and foreign contexts always pass.
+/// pools; other modes always pass.
 #[inline]
 pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
     let live = match ctx.mode() {
-        ContextMode::Direct | ContextMode::Foreign => return Ok(()),
+        ContextMode::Packed | ContextMode::Token | ContextMode::Layer => return Ok(()),
         ContextMode::Indirect => pools.indirect(ctx).is_some(),
         ContextMode::Extended => pools.extended(ctx).is_some(),
     };
@@ -338,29 +373,12 @@ pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
     }
 }
 
-/// Whether `tag` is a layer tag of foreign `user_data` that a layer above
-/// relies on to release memory (subscriptions, fixed buffers, zero-copy
-/// sends): safe code must not be able to forge such a CQE.
+/// Refuses a layer value ([`uring_core::LayerData`]): only the layer's
+/// own push ([`push_layer_op`]) queues one, since its CQE tells that layer
+/// the kernel is done with memory it owns.
 #[inline]
-pub(crate) const fn is_reserved(tag: u8) -> bool {
-    matches!(
-        tag,
-        uring_core::FOREIGN_TAG_SUBSCRIPTION
-            | uring_core::FOREIGN_TAG_FIXED
-            | uring_core::FOREIGN_TAG_ZC
-            | uring_core::FOREIGN_TAG_ZCRX
-            | uring_core::FOREIGN_TAG_LISTENER
-            | uring_core::FOREIGN_TAG_BUFRING
-    )
-}
-
-/// Refuses a foreign context carrying a reserved layer tag.
-#[inline]
-pub(crate) fn refuse_reserved(ctx: SqeContext) -> Result<()> {
-    match ctx.foreign_tag() {
-        Some(tag) if is_reserved(tag) => Err(reserved_error(ctx, tag)),
-        _ => Ok(()),
-    }
+pub(crate) fn refuse_layer(ctx: SqeContext) -> Result<()> {
+    if ctx.mode() == ContextMode::Layer { Err(layer_error(ctx)) } else { Ok(()) }
 }
 
 #[cold]
@@ -372,9 +390,9 @@ fn reserved_group_error(group: u16) -> Error {
 }
 
 #[cold]
-fn reserved_error(ctx: SqeContext, tag: u8) -> Error {
+fn layer_error(ctx: SqeContext) -> Error {
     Error::InvalidArgument(format!(
-        "{ctx:?} carries the layer tag {tag:#04x}, which a layer above reserves for its own operations (a CQE with it \
-         would tell that layer the kernel is done with its memory); use a direct or pooled context"
+        "{ctx:?} is a layer value (mode bits 3), which only the layer that owns it may queue (its CQE would tell that \
+         layer the kernel is done with its memory); use a token, a packed or a pooled context"
     ))
 }

@@ -35,8 +35,8 @@
 //!
 //! ```no_run
 //! use std::os::fd::AsRawFd;
-//! use uring_core::{CqeSlot, Options, Ring};
-//! use uring_ops::subscription::{HandleCqe, MultishotAction, MultishotSubscriber, Subscribe};
+//! use uring_core::{CqeSlot, HandleCqe, Options, Ring};
+//! use uring_ops::subscription::{MultishotAction, MultishotSubscriber, Subscribe};
 //!
 //! let mut ring = Ring::new(Options::default())?;
 //! ring.start()?;
@@ -55,7 +55,7 @@
 //! while !sub.is_finished() {
 //!     let n = ring.wait_for(&mut slots, 1, None)?.len();
 //!     for slot in &slots[..n] {
-//!         if !sub.handle_cqe(&mut ring, &slot.cqe()) {
+//!         if sub.handle_cqe(&mut ring, &slot.cqe()).is_none() {
 //!             // someone else's completion
 //!         }
 //!     }
@@ -67,26 +67,20 @@
 //!
 //! A subscription owns the identity of its operation: it submits it with
 //! a `user_data` token of its own instead of a caller's [`SqeContext`]
-//! (keep per-stream state in the handler instead). The token is a
-//! *foreign* context (mode bits `3`), so it never equals a direct or
-//! pooled context this library makes:
-//!
-//! | bits | meaning |
-//! |---|---|
-//! | 0–1 | `3` (foreign mode) |
-//! | 2 | `0`: the operation's CQEs; `1`: the CQE of the subscription's own cancel |
-//! | 3–10 | the tag `0xB5` |
-//! | 11–63 | the subscription id: 53 bits from a process-wide counter, never reused |
+//! (keep per-stream state in the handler instead). It is a
+//! [`Layer::Subscription`] value ([`LayerData`]), which no safe push
+//! accepts from anyone else: the layer flag is clear for the operation's
+//! CQEs and set for the subscription's own cancel, and the payload is the
+//! subscription id, 53 bits from a process-wide counter, never reused.
 //!
 //! [`subscription_id`] decodes a `user_data` back to its id, so a loop
 //! with many subscriptions can route with a map instead of asking each
-//! one. Callers who stamp foreign `user_data` of their own must avoid
-//! values with tag `0xB5` in bits 3–10.
+//! one.
 //!
 //! # Threading and ownership
 //!
 //! The subscription belongs to the ring it was submitted on (it checks the
-//! ring's descriptor): call [`handle_cqe`](Subscription::handle_cqe),
+//! ring's identity): call [`handle_cqe`](HandleCqe::handle_cqe),
 //! [`cancel`](Subscription::cancel) and
 //! [`unsubscribe`](Subscription::unsubscribe) from the loop that owns that
 //! [`Ring`]. Because the reaped [`Reaped`](uring_core::Reaped) borrows the
@@ -100,18 +94,14 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{BufferSelection, Cqe, CqeFlags, Error, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{
+    BufferSelection, Cqe, CqeFlags, Error, HandleCqe, Keep, Layer, LayerData, Result, Ring, Sqe, SqeContext, sys,
+};
 
 use crate::multishot::{AcceptMulti, ReadMulti, RecvMulti};
 use crate::op::{Prepare, SafeOp, Target};
 
-const MODE_FOREIGN: u64 = 0b11;
-const CANCEL_BIT: u64 = 1 << 2;
-const TAG_SHIFT: u32 = 3;
-const TAG: u64 = uring_core::FOREIGN_TAG_SUBSCRIPTION as u64;
-const TAG_MASK: u64 = 0xff << TAG_SHIFT;
-const ID_SHIFT: u32 = 11;
-const ID_MAX: u64 = (1 << (64 - ID_SHIFT)) - 1;
+const ID_MAX: u64 = LayerData::PAYLOAD_MAX;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -120,25 +110,29 @@ fn next_id() -> u64 {
     NEXT_ID.fetch_add(1, Ordering::Relaxed) & ID_MAX
 }
 
-const fn op_token(id: u64) -> u64 {
-    (id << ID_SHIFT) | (TAG << TAG_SHIFT) | MODE_FOREIGN
+/// The operation's `user_data` (layer flag clear).
+const fn op_token(id: u64) -> SqeContext {
+    layer_value(id, false)
 }
 
-const fn cancel_token(id: u64) -> u64 {
-    op_token(id) | CANCEL_BIT
+/// The subscription's own cancel's `user_data` (layer flag set).
+const fn cancel_token(id: u64) -> SqeContext {
+    layer_value(id, true)
+}
+
+const fn layer_value(id: u64, cancel: bool) -> SqeContext {
+    match LayerData::new(Layer::Subscription, cancel, id & ID_MAX) {
+        Some(d) => d.context(),
+        None => unreachable!(),
+    }
 }
 
 /// The subscription id a `user_data` belongs to (the operation's CQEs and
 /// the subscription's own cancel CQE alike), or `None` if it is not a
-/// subscription token. See the [module documentation](self) for the
-/// layout.
+/// subscription's ([`Layer::Subscription`]).
 #[inline]
 pub const fn subscription_id(user_data: u64) -> Option<u64> {
-    if user_data & 0b11 == MODE_FOREIGN && user_data & TAG_MASK == TAG << TAG_SHIFT {
-        Some(user_data >> ID_SHIFT)
-    } else {
-        None
-    }
+    LayerData::payload_of(user_data, Layer::Subscription)
 }
 
 /// What [`MultishotHandler::on_step`] wants next.
@@ -423,14 +417,6 @@ where
     }
 }
 
-/// Something that claims its own CQEs in the caller's reap loop.
-#[doc(alias = "HandleCQE")]
-pub trait HandleCqe {
-    /// Offers `cqe`; returns true if it was this subscriber's (handled or
-    /// deliberately ignored), false if the caller must dispatch it.
-    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool;
-}
-
 /// The subscription's own cancel: `IORING_OP_ASYNC_CANCEL` matching one
 /// request by `user_data`.
 #[derive(Debug, Clone, Copy)]
@@ -514,7 +500,7 @@ impl<H: MultishotHandler> Subscription<H> {
         let id = next_id();
         let after = ring.cq_position();
         // SAFETY: forwarded to the caller.
-        let (_, group) = unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(op_token(id)), op) }?;
+        let (_, group) = unsafe { crate::ring::push_layer_op(ring, op_token(id), op) }?;
         Ok(Subscription {
             handler,
             id,
@@ -540,7 +526,7 @@ impl<H: MultishotHandler> Subscription<H> {
     /// The `user_data` its operation's CQEs carry.
     #[inline]
     pub fn token(&self) -> SqeContext {
-        SqeContext::from_raw(op_token(self.id))
+        op_token(self.id)
     }
 
     /// How the current stream ended, once its final CQE was handled.
@@ -622,10 +608,10 @@ impl<H: MultishotHandler> Subscription<H> {
     /// Queues the cancel SQE; on a full SQ, submits once and retries.
     fn queue_cancel(&mut self, ring: &mut Ring) -> Result<()> {
         self.check_ring(ring)?;
-        let ctx = SqeContext::from_raw(cancel_token(self.id));
-        let op = CancelOwn { target: op_token(self.id) };
+        let ctx = cancel_token(self.id);
+        let op = CancelOwn { target: op_token(self.id).raw() };
         // SAFETY: the cancel names no memory, and its context carries this
-        // layer's own tag (which is why the checked `push_op` is not used).
+        // layer's own value (which is why the checked `push_op` is not used).
         let pushed = match unsafe { crate::ring::push_layer_op(ring, ctx, op) } {
             Err(Error::QueueFull { .. }) => {
                 ring.submit()?;
@@ -719,11 +705,11 @@ impl<H: MultishotHandler> Subscription<H> {
         let id = next_id();
         let after = ring.cq_position();
         // SAFETY: forwarded to the caller.
-        let (_, group) = unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(op_token(id)), op) }?;
+        let (_, group) = unsafe { crate::ring::push_layer_op(ring, op_token(id), op) }?;
         self.group = group;
         self.after = after;
         if self.cancel == CancelState::InFlight {
-            self.stale.push(cancel_token(self.id));
+            self.stale.push(cancel_token(self.id).raw());
         }
         self.id = id;
         self.muted = false;
@@ -772,25 +758,28 @@ impl<H: MultishotHandler> Subscription<H> {
 }
 
 impl<H: MultishotHandler> HandleCqe for Subscription<H> {
+    /// Subscriptions report to their [`MultishotHandler`].
+    type Event = ();
+
     /// Routes `cqe` if it carries one of this subscription's tokens: the
     /// operation's (to the handler), its cancel's, or a stale cancel's of
     /// an earlier stream (claimed silently).
-    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool {
+    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> Option<()> {
         if cqe.ring_id() != self.ring_id {
-            return false;
+            return None;
         }
         let ud = cqe.user_data();
-        if ud == op_token(self.id) {
+        if ud == op_token(self.id).raw() {
             if cqe.seq() < self.after {
                 // A copy of a CQE taken already (or reaped before the
                 // stream was queued): not the stream's next step.
-                return false;
+                return None;
             }
             self.after = cqe.seq() + 1;
             self.on_own_cqe(ring, cqe);
-            return true;
+            return Some(());
         }
-        if ud == cancel_token(self.id) {
+        if ud == cancel_token(self.id).raw() {
             self.cancel = CancelState::Done;
             if cqe.res() == -libc::EALREADY && self.end.is_none() {
                 // The operation was running and could not be interrupted:
@@ -799,13 +788,13 @@ impl<H: MultishotHandler> HandleCqe for Subscription<H> {
                     self.error = Some(e);
                 }
             }
-            return true;
+            return Some(());
         }
         if let Some(i) = self.stale.iter().position(|&t| t == ud) {
             self.stale.swap_remove(i);
-            return true;
+            return Some(());
         }
-        false
+        None
     }
 }
 
@@ -929,13 +918,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_never_look_like_library_contexts() {
         let id = 0x1234_5678_9abc;
-        assert_eq!(subscription_id(op_token(id)), Some(id));
-        assert_eq!(subscription_id(cancel_token(id)), Some(id));
+        assert_eq!(subscription_id(op_token(id).raw()), Some(id));
+        assert_eq!(subscription_id(cancel_token(id).raw()), Some(id));
         assert_ne!(op_token(id), cancel_token(id));
-        assert_eq!(SqeContext::from_raw(op_token(id)).mode(), uring_core::ContextMode::Foreign);
+        assert_eq!(op_token(id).mode(), uring_core::ContextMode::Layer);
         assert_eq!(subscription_id(SqeContext::for_fd(3).raw()), None);
-        assert_eq!(subscription_id(!TAG_MASK), None);
-        assert_eq!(subscription_id(op_token(ID_MAX)), Some(ID_MAX));
+        assert_eq!(subscription_id(SqeContext::token(id).unwrap().raw()), None);
+        assert_eq!(subscription_id(op_token(ID_MAX).raw()), Some(ID_MAX));
     }
 
     #[test]

@@ -31,8 +31,8 @@
 //! alone:
 //!
 //! - every send gets a `user_data` no other send of the process ever had
-//!   (the layer tag [`uring_core::FOREIGN_TAG_ZC`], which safe code cannot
-//!   make the kernel post, and a 53-bit process-wide send number that is
+//!   (a [`Layer::ZeroCopySend`] value, which safe code cannot make the
+//!   kernel post, and a 53-bit process-wide send number that is
 //!   never reused: the tracker refuses to send once it would wrap);
 //! - the CQE must come from the ring the send was queued on
 //!   ([`Cqe::ring_id`]) and must have been reaped after the send was queued
@@ -47,11 +47,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{Cqe, Error, Result, Ring, SqeContext, sys};
+use uring_core::{Cqe, Error, Layer, LayerData, Result, Ring, SqeContext, sys};
 
 use crate::net::SendZc;
 use crate::op::Target;
-use crate::ring::RingOps;
 
 /// A payload a [`ZcTracker`] can own while the kernel reads it.
 ///
@@ -106,9 +105,8 @@ unsafe impl ZcPayload for &'static [u8] {
 }
 
 /// The identity of one tracked send: the `user_data` both of its CQEs
-/// carry (a foreign-mode [`SqeContext`], mode bits `3`, with the layer tag
-/// [`uring_core::FOREIGN_TAG_ZC`] and a process-wide send number that is
-/// never reused).
+/// carry (a [`LayerData`] value of [`Layer::ZeroCopySend`] whose payload
+/// is a process-wide send number that is never reused).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ZcId(u64);
 
@@ -304,17 +302,19 @@ struct Slot<P> {
     queued_at: u64,
 }
 
-const MODE_FOREIGN: u64 = 0b11;
-/// The layer tag in bits 3–10 of foreign `user_data`
-/// ([`uring_core::FOREIGN_TAG_ZC`]); bit 2 stays clear.
-const LOW: u64 = MODE_FOREIGN | ((uring_core::FOREIGN_TAG_ZC as u64) << 3);
-const LOW_MASK: u64 = (1 << 11) - 1;
-/// Bits 11–63: the send number, process-wide, so no two sends (of one
-/// tracker or of two) ever share a `user_data`.
-const SEND_SHIFT: u32 = 11;
+/// `user_data` of a send: a [`Layer::ZeroCopySend`] value whose payload
+/// is the send number, process-wide, so no two sends (of one tracker or
+/// of two) ever share a `user_data`.
+const fn send_value(n: u64) -> u64 {
+    match LayerData::new(Layer::ZeroCopySend, false, n) {
+        Some(d) => d.raw(),
+        None => unreachable!(),
+    }
+}
+
 /// The last send number: 2^53 − 1 (at ten million sends a second, 28
 /// years). Past it the tracker refuses to send rather than wrap.
-const SEND_MAX: u64 = (1 << (64 - SEND_SHIFT)) - 1;
+const SEND_MAX: u64 = LayerData::PAYLOAD_MAX;
 
 /// The next process-wide send number, or `None` once all are used. The
 /// counter only grows (a `fetch_add` past [`SEND_MAX`] keeps it above), so
@@ -331,10 +331,10 @@ fn next_send_number() -> Option<u64> {
 /// Feed it every CQE ([`handle_cqe`](Self::handle_cqe)): it answers
 /// `None` for CQEs that are not its own, and a [`ZcEvent`] for its own.
 ///
-/// Its sends carry `user_data` values of their own (foreign mode, the
-/// layer tag, a process-wide send number never reused). Safe code cannot
+/// Its sends carry `user_data` values of their own ([`Layer::ZeroCopySend`]
+/// values, a process-wide send number never reused). Safe code cannot
 /// post a CQE with such a value: every push path but the layers' own
-/// refuses the tag, and so do `MsgRing` and `MsgRingFd`. A CQE releases a
+/// refuses layer values, and so do `MsgRing` and `MsgRingFd`. A CQE releases a
 /// payload only if it also comes from the send's ring and was reaped after
 /// the send was queued (see the [module documentation](self)).
 ///
@@ -389,13 +389,13 @@ impl<P: ZcPayload> ZcTracker<P> {
 
     /// Whether `user_data` names one of this tracker's sends in flight.
     pub fn is_ours(&self, user_data: u64) -> bool {
-        user_data & LOW_MASK == LOW && self.inflight.contains_key(&user_data)
+        LayerData::payload_of(user_data, Layer::ZeroCopySend).is_some() && self.inflight.contains_key(&user_data)
     }
 
     /// A `user_data` no send of this process had before.
     fn next_id() -> Result<ZcId> {
         match next_send_number() {
-            Some(n) => Ok(ZcId(LOW | (n << SEND_SHIFT))),
+            Some(n) => Ok(ZcId(send_value(n))),
             None => Err(Error::InvalidArgument(
                 "zero-copy send numbers exhausted (2^53 sends in this process); a number is never reused".into(),
             )),
@@ -408,7 +408,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     /// # Errors
     ///
     /// [`Rejected`] with the payload: as for
-    /// [`RingOps::push_op`] (unsupported opcode, bad flags, full queue, …).
+    /// [`RingOps::push_op`](crate::RingOps::push_op) (unsupported opcode, bad flags, full queue, …).
     pub fn send(&mut self, ring: &mut Ring, fd: impl Into<Target>, payload: P) -> Result<ZcId, Rejected<P>> {
         self.send_with(ring, fd, payload, ZcOptions::new())
     }
@@ -453,7 +453,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         // `F_MORE`, or forever if dropped first. `id` is this send's alone
         // (never issued before), and `handle_cqe` checks the CQE's ring and
         // position against the ones recorded here.
-        match unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) } {
+        match unsafe { crate::ring::push_layer_op(ring, SqeContext::of_user_data(id.0), op) } {
             Ok(_) => {
                 self.track(id, Some(payload), op.reports_usage(), ring_id, queued_at);
                 Ok(id)
@@ -489,7 +489,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         if let Err(error) = crate::op::Prepare::check(&probe, ring.features()) {
             return Err(Rejected { error, payload });
         }
-        let room = ring.sq_room() as usize;
+        let room = ring.sq_space_left() as usize;
         if room < dests.len() {
             let error = Error::InvalidArgument(format!(
                 "zero-copy multicast to {} destinations needs as many free SQ entries, {room} are free",
@@ -515,7 +515,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     ///
     /// # Safety
     ///
@@ -529,7 +529,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         let (ring_id, queued_at) = (ring.id(), ring.cq_position());
         // SAFETY: the memory is forwarded to the caller; `id` is this
         // send's alone and `handle_cqe` checks ring and position.
-        unsafe { crate::ring::push_layer_op(ring, SqeContext::from_raw(id.0), op) }?;
+        unsafe { crate::ring::push_layer_op(ring, SqeContext::of_user_data(id.0), op) }?;
         self.track(id, None, op.reports_usage(), ring_id, queued_at);
         Ok(id)
     }
@@ -566,9 +566,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     /// `None` and changes nothing.
     pub fn handle_cqe(&mut self, cqe: &Cqe<'_>) -> Option<ZcEvent<P>> {
         let key = cqe.user_data();
-        if key & LOW_MASK != LOW {
-            return None;
-        }
+        LayerData::payload_of(key, Layer::ZeroCopySend)?;
         let id = ZcId(key);
         {
             let slot = self.inflight.get(&key)?;
@@ -635,5 +633,18 @@ impl<P: ZcPayload> Drop for ZcTracker<P> {
         for (_, slot) in self.inflight.drain() {
             std::mem::forget(slot.payload);
         }
+    }
+}
+
+impl<P: ZcPayload> uring_core::HandleCqe for ZcTracker<P> {
+    /// A send's result or its notification.
+    type Event = ZcEvent<P>;
+
+    /// [`ZcTracker::handle_cqe`], for routers that offer each CQE with its
+    /// ring (the inherent method also works while the CQE still borrows
+    /// the ring).
+    #[inline]
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<ZcEvent<P>> {
+        ZcTracker::handle_cqe(self, cqe)
     }
 }

@@ -17,8 +17,11 @@ const ECANCELED: i32 = -libc::ECANCELED;
 const ENOENT: i32 = -libc::ENOENT;
 const READ: u8 = sys::IORING_OP_READ as u8;
 
+/// Request `n`'s token as built; a target is the token as pushed, with the
+/// opcode stamped in (`ctx(n).with_op(READ)`): the kernel matches all 64
+/// bits.
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):
@@ -73,7 +76,7 @@ fn cancel_by_user_data() {
     let mut ring = common::ring(8);
     let (r, _w) = pipe();
     let mut buf = [0u8; 8];
-    // A direct context: the key is the context as stamped.
+    // A packed context: the key is the context as stamped.
     let read_ctx = SqeContext::for_fd(r.as_raw_fd());
     let op = PipeRead { fd: Target::Fd(r.as_raw_fd()), buf: buf.as_mut_ptr(), len: 8 };
     // SAFETY: `buf` outlives the read's CQE, reaped below.
@@ -90,12 +93,12 @@ fn cancel_by_user_data() {
 #[test]
 fn nothing_to_cancel_is_enoent() {
     let mut ring = common::ring(8);
-    ring.cancel(ctx(1), ctx(42)).unwrap();
+    ring.cancel(ctx(1), ctx(42).with_op(READ)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, ENOENT);
     // All matches of nothing is a count of 0, not ENOENT.
     ring.cancel_any(ctx(2)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
-    ring.push_op(ctx(3), AsyncCancel::new(ctx(42)).all()).unwrap();
+    ring.push_op(ctx(3), AsyncCancel::new(ctx(42).with_op(READ)).all()).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
 }
 
@@ -193,9 +196,17 @@ fn cancel_by_opcode_spares_other_opcodes() {
 
     // The timeout survived; opcode and user data together find it.
     common::expect_none(&mut ring, Duration::from_millis(20));
-    ring.push_op(ctx(5), AsyncCancel::opcode(sys::IORING_OP_TIMEOUT as u8).and_user_data(ctx(99))).unwrap();
+    ring.push_op(
+        ctx(5),
+        AsyncCancel::opcode(sys::IORING_OP_TIMEOUT as u8).and_user_data(ctx(99).with_op(sys::IORING_OP_TIMEOUT as u8)),
+    )
+    .unwrap();
     assert_eq!(common::reap_one(&mut ring).res, ENOENT);
-    ring.push_op(ctx(6), AsyncCancel::opcode(sys::IORING_OP_TIMEOUT as u8).and_user_data(ctx(3))).unwrap();
+    ring.push_op(
+        ctx(6),
+        AsyncCancel::opcode(sys::IORING_OP_TIMEOUT as u8).and_user_data(ctx(3).with_op(sys::IORING_OP_TIMEOUT as u8)),
+    )
+    .unwrap();
     let done = common::reap(&mut ring, 2);
     assert_eq!(by_user_data(&done, ctx(6)).res, 0, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(3)).res, ECANCELED);
@@ -244,8 +255,8 @@ fn errors_before_and_after_submission() {
     let (b, _bw) = pipe();
     let mut buf = [0u8; 8];
     park(&mut ring, ctx(4), Target::Fd(b.as_raw_fd()), &mut buf);
-    ring.push_op(ctx(5), TimeoutRemove::new(ctx(4))).unwrap();
+    ring.push_op(ctx(5), TimeoutRemove::new(ctx(4).with_op(READ))).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, ENOENT);
-    ring.cancel(ctx(6), ctx(4)).unwrap();
+    ring.cancel(ctx(6), ctx(4).with_op(READ)).unwrap();
     assert_eq!(common::reap(&mut ring, 2).len(), 2);
 }

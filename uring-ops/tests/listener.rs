@@ -90,7 +90,7 @@ impl Recorder {
 /// Reaps one CQE and hands it to the manager, which must claim it.
 fn step(ring: &mut Ring, mgr: &mut ListenerManager<Recorder>) {
     let d = common::reap_slots(ring, 1)[0];
-    assert!(mgr.handle_cqe(ring, &d.cqe()), "a chain CQE: {d:?}");
+    assert!(mgr.handle_cqe(ring, &d.cqe()).is_some(), "a chain CQE: {d:?}");
 }
 
 /// Drives the chain until no setup CQE is pending.
@@ -127,7 +127,7 @@ fn serve(addr: SockAddr, connect: impl Fn(&SockAddr) -> Box<dyn Conn>) -> SockAd
     let accepted = common::reap_slots(&mut ring, 2);
     for (i, d) in accepted.iter().enumerate() {
         let d = d.cqe();
-        assert!(!mgr.handle_cqe(&mut ring, &d), "accept CQEs are not the chain's");
+        assert!(mgr.handle_cqe(&mut ring, &d).is_none(), "accept CQEs are not the chain's");
         assert!(d.res() >= 0 && d.more(), "accepted and still armed: {d:?}");
         // SAFETY: the kernel created this descriptor for us.
         let mut conn = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(d.res()) });
@@ -262,15 +262,15 @@ fn a_full_queue_between_phases_is_reported_through_on_error() {
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     let socket = common::reap_slots(&mut ring, 1)[0];
-    while ring.sq_room() > 0 {
+    while ring.sq_space_left() > 0 {
         ring.push_op(SqeContext::for_fd(1), Nop::new()).unwrap();
     }
-    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()));
+    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()).is_some());
     assert_eq!(mgr.handler().events, [Event::Socket, Event::Error(ListenerPhase::Bind, None)]);
     assert_eq!(mgr.status(id), None);
     assert!(mgr.handler().socket_closed());
     for d in common::reap_slots(&mut ring, 2) {
-        assert!(!mgr.handle_cqe(&mut ring, &d.cqe()));
+        assert!(mgr.handle_cqe(&mut ring, &d.cqe()).is_none());
     }
 }
 
@@ -279,20 +279,20 @@ fn foreign_completions_are_not_claimed() {
     let mut ring = common::ring(8);
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
-    // What the chain's contexts used to be (a direct context naming the
+    // What the chain's contexts used to be (a packed context naming the
     // phase's opcode and the listener's slot) names nothing now.
-    let old_style = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
-    for ctx in [old_style, SqeContext::from_raw(u64::MAX)] {
+    let old_style = SqeContext::packed(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
+    for ctx in [old_style, SqeContext::of_user_data(u64::MAX)] {
         assert_eq!(mgr.decode(ctx.raw()), None, "{ctx:?}");
     }
     // Another ring's CQE is not the chain's, whatever it says.
     let mut other = common::ring(8);
     other.push_op(old_style, Nop::new()).unwrap();
-    assert!(!mgr.handle_cqe(&mut ring, &common::reap_slots(&mut other, 1)[0].cqe()));
+    assert!(mgr.handle_cqe(&mut ring, &common::reap_slots(&mut other, 1)[0].cqe()).is_none());
     let d = common::reap_slots(&mut ring, 1)[0];
     assert_eq!(mgr.decode(d.cqe().user_data()), Some((id, ListenerPhase::Socket)));
-    assert!(mgr.handle_cqe(&mut ring, &d.cqe()));
-    assert!(!mgr.handle_cqe(&mut ring, &d.cqe()), "a CQE is claimed once");
+    assert!(mgr.handle_cqe(&mut ring, &d.cqe()).is_some());
+    assert!(mgr.handle_cqe(&mut ring, &d.cqe()).is_none(), "a CQE is claimed once");
     drive(&mut ring, &mut mgr);
     assert_eq!(mgr.status(id), Some(ListenerStatus::Ready));
 }
@@ -316,9 +316,9 @@ fn a_forged_socket_completion_cannot_hand_the_chain_a_descriptor() {
     let ud = socket.cqe().user_data();
     let err = ring.push_op(SqeContext::for_fd(1), MsgRing::new(ring.as_raw_fd(), ud, victim.as_raw_fd())).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = ring.push_op(SqeContext::from_raw(ud), Nop::new()).unwrap_err();
+    let err = ring.push_op(SqeContext::of_user_data(ud), Nop::new()).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()));
+    assert!(mgr.handle_cqe(&mut ring, &socket.cqe()).is_some());
     drive(&mut ring, &mut mgr);
     assert_eq!(mgr.status(id), Some(ListenerStatus::Ready));
     drop(mgr);

@@ -9,7 +9,7 @@ use uring_ops::msg::{FilesUpdate, FixedFdInstall, MsgOps, MsgRing, MsgRingFd};
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -43,7 +43,7 @@ fn owned(res: i32) -> OwnedFd {
 fn data_message_posts_exactly_the_given_cqe() {
     let mut a = common::ring(8);
     let mut b = common::ring(8);
-    let posted = 0x1234_5678_9abc_def3;
+    let posted = 0x1234_5678_9abc_def0;
     a.msg_ring(ud(1), b.as_raw_fd(), posted, 77).unwrap();
     let d = common::reap_one(&mut a);
     assert_eq!((d.user_data, d.res), (ud(1).raw(), 0));
@@ -55,10 +55,10 @@ fn data_message_posts_exactly_the_given_cqe() {
 fn data_message_passes_cqe_flags() {
     let mut a = common::ring(8);
     let mut b = common::ring(8);
-    a.push_op(ud(2), MsgRing::new(b.as_raw_fd(), 0x55_0003, -5).cqe_flags(0x00ab_0000)).unwrap();
+    a.push_op(ud(2), MsgRing::new(b.as_raw_fd(), 0x55_0000, -5).cqe_flags(0x00ab_0000)).unwrap();
     assert_eq!(common::reap_one(&mut a).res, 0);
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res, got.flags), (0x55_0003, -5, 0x00ab_0000));
+    assert_eq!((got.user_data, got.res, got.flags), (0x55_0000, -5, 0x00ab_0000));
 }
 
 #[test]
@@ -77,10 +77,10 @@ fn a_passed_fd_works_in_the_target_ring() {
     a.register().files(&[w.as_raw_fd()]).unwrap();
     drop(w);
     b.register().files_sparse(4).unwrap();
-    a.msg_ring_fd(ud(4), b.as_raw_fd(), Fixed(0), FileDest::Slot(2), 0x99_0003).unwrap();
+    a.msg_ring_fd(ud(4), b.as_raw_fd(), Fixed(0), FileDest::Slot(2), 0x99_0000).unwrap();
     assert_eq!(common::reap_one(&mut a).res, 0);
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res), (0x99_0003, 0));
+    assert_eq!((got.user_data, got.res), (0x99_0000, 0));
     // The target's slot 2 now holds the pipe's write end: install it and write.
     b.fixed_fd_install(ud(5), Fixed(2)).unwrap();
     let fd = owned(common::reap_one(&mut b).res);
@@ -95,11 +95,11 @@ fn fd_passing_to_any_slot_reports_the_slot_and_can_skip_the_target_cqe() {
     let (_r, w) = pipe();
     a.register().files(&[w.as_raw_fd()]).unwrap();
     b.register().files_sparse(2).unwrap();
-    a.push_op(ud(6), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 0x77_0003)).unwrap();
+    a.push_op(ud(6), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 0x77_0000)).unwrap();
     let slot = common::reap_one(&mut a).res;
     assert!((0..2).contains(&slot), "slot {slot}");
     let got = common::reap_one(&mut b);
-    assert_eq!((got.user_data, got.res), (0x77_0003, slot));
+    assert_eq!((got.user_data, got.res), (0x77_0000, slot));
     a.push_op(ud(7), MsgRingFd::new(b.as_raw_fd(), Fixed(0), FileDest::AnySlot, 1).skip_target_cqe()).unwrap();
     assert!(common::reap_one(&mut a).res >= 0);
     common::expect_none(&mut b, std::time::Duration::from_millis(20));
@@ -165,7 +165,7 @@ fn files_update_to_any_slot_writes_the_slots_back() {
     let (r, w) = pipe();
     let mut fds = [w.as_raw_fd()];
     // SAFETY: `fds` outlives the reap and is not touched before it.
-    unsafe { ring.push_op_unchecked(ud(24), FilesUpdate::new(fds.as_mut_ptr(), 1, 0).any_slot()) }.unwrap();
+    unsafe { ring.files_update_any_slot(ud(24), &mut fds) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 1);
     let slot = fds[0];
     assert!((0..4).contains(&slot), "the kernel wrote the slot back: {slot}");
@@ -178,6 +178,12 @@ fn files_update_to_any_slot_writes_the_slots_back() {
     // SAFETY: refused before anything is queued.
     let err = unsafe { ring.files_update(ud(26), u32::MAX, &[0]) }.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // The builder refuses it the same way: only `any_slot`, which holds a
+    // unique borrow, lets the kernel write the array.
+    // SAFETY: as above.
+    let err = ring.push_op(ud(26), unsafe { FilesUpdate::new(u32::MAX, &[0]) }).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
     let bad = [9999];
     // SAFETY: `bad` outlives the reap.
     unsafe { ring.files_update(ud(27), 0, &bad) }.unwrap();

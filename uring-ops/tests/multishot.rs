@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use uring_core::{FeatureFlags, SqeContext, sys};
 use uring_ops::multishot::{AcceptMulti, MultishotOps, ReadMulti, RecvBundleMulti, RecvMulti, RecvZc};
 use uring_ops::prelude::*;
+use uring_ops::socket::Accept;
 
 use common::BufRing;
 
@@ -18,7 +19,7 @@ fn multishot_accept_delivers_each_connection_and_stays_armed() {
     let mut ring = common::ring(16);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    ring.push_op(SqeContext::from_raw(1 << 2), AcceptMulti::new(listener.as_raw_fd())).unwrap();
+    ring.push_op(SqeContext::token(1).unwrap(), AcceptMulti::new(listener.as_raw_fd())).unwrap();
     ring.submit().unwrap();
     let mut clients = Vec::new();
     for i in 0..3u8 {
@@ -66,14 +67,14 @@ fn one_multishot_accept_takes_a_thousand_connections() {
     const CLIENTS: u32 = 1000;
     const BATCH: u32 = 25;
     // A foreign user_data (mode bits 3) is stamped as it is.
-    const TOKEN: u64 = 0x700 | 3;
+    const TOKEN: u64 = 0x700;
     // Clients and accepted sockets are closed batch by batch; the raise is
     // headroom for the other tests of this binary running in parallel.
     raise_nofile(4096);
     let mut ring = common::ring(64); // 128 CQ entries: room for a batch
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    ring.accept_multi(SqeContext::from_raw(TOKEN), listener.as_raw_fd()).unwrap();
+    ring.accept_multi(SqeContext::token(TOKEN).unwrap(), listener.as_raw_fd()).unwrap();
     ring.submit().unwrap();
 
     let mut seen = HashSet::new();
@@ -86,7 +87,7 @@ fn one_multishot_accept_takes_a_thousand_connections() {
             clients.push(c);
         }
         for d in common::reap(&mut ring, BATCH as usize) {
-            assert_eq!(d.user_data, TOKEN);
+            assert_eq!(SqeContext::of_user_data(d.user_data).as_token(), Some(TOKEN));
             assert!(d.res >= 0, "accept failed: {d:?}");
             assert!(d.more(), "the one accept must stay armed: {d:?}");
             // SAFETY: the kernel just created this descriptor for us.
@@ -107,7 +108,7 @@ fn direct_multishot_accept_fills_free_slots_readable_by_fixed_recv() {
     let bufs = BufRing::register(&ring, 3, 8, 64);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    ring.accept_multi_direct(SqeContext::from_raw(1 << 2), listener.as_raw_fd()).unwrap();
+    ring.accept_multi_direct(SqeContext::token(1).unwrap(), listener.as_raw_fd()).unwrap();
     ring.submit().unwrap();
     let mut clients = Vec::new();
     for i in 0..3u8 {
@@ -124,7 +125,7 @@ fn direct_multishot_accept_fills_free_slots_readable_by_fixed_recv() {
     // The accepted sockets are only in the fixed table: read each through it.
     let mut got = HashSet::new();
     for &slot in &slots {
-        ring.push_op(SqeContext::from_raw(2 << 2), RecvMulti::new(Fixed(slot as u32), bufs.group)).unwrap();
+        ring.push_op(SqeContext::token(2).unwrap(), RecvMulti::new(Fixed(slot as u32), bufs.group)).unwrap();
         let d = common::reap_one(&mut ring);
         assert_eq!(d.res, 5, "{d:?}");
         let data = bufs.bytes(d.buffer_id().expect("a provided buffer"), 5);
@@ -140,7 +141,7 @@ fn direct_multishot_accept_ends_with_enfile_when_the_table_is_full() {
     ring.register().files_sparse(1).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    ring.push_op(SqeContext::from_raw(1 << 2), AcceptMulti::new(listener.as_raw_fd()).direct()).unwrap();
+    ring.push_op(SqeContext::token(1).unwrap(), AcceptMulti::new(listener.as_raw_fd()).direct()).unwrap();
     ring.submit().unwrap();
     let _first = TcpStream::connect(addr).unwrap();
     let d = common::reap_one(&mut ring);
@@ -171,7 +172,7 @@ fn read_multishot_on_a_pipe_delivers_each_write_then_eof() {
     }
     let bufs = BufRing::register(&ring, 1, 4, 32);
     let (rx, tx) = pipe();
-    ring.read_multi(SqeContext::from_raw(5 << 2), rx.as_raw_fd(), bufs.group).unwrap();
+    ring.read_multi(SqeContext::token(5).unwrap(), rx.as_raw_fd(), bufs.group).unwrap();
     ring.submit().unwrap();
     let mut bufs = bufs;
     for msg in [&b"alpha"[..], b"beta", b"gamma delta"] {
@@ -199,7 +200,7 @@ fn read_multishot_refuses_an_unpollable_file() {
     let dir = common::tmpdir("readmulti");
     std::fs::write(dir.join("f"), b"regular").unwrap();
     let f = std::fs::File::open(dir.join("f")).unwrap();
-    ring.push_op(SqeContext::from_raw(1 << 2), ReadMulti::new(f.as_raw_fd(), bufs.group)).unwrap();
+    ring.push_op(SqeContext::token(1).unwrap(), ReadMulti::new(f.as_raw_fd(), bufs.group)).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!((d.res, d.more()), (-libc::EBADFD, false), "{d:?}");
     let _ = std::fs::remove_dir_all(dir);
@@ -210,7 +211,7 @@ fn recv_multishot_streams_until_the_peer_closes() {
     let mut ring = common::ring(8);
     let mut bufs = BufRing::register(&ring, 2, 8, 64);
     let (mut client, server) = common::tcp_pair();
-    ring.recv_multi(SqeContext::from_raw(9 << 2), server.as_raw_fd(), bufs.group).unwrap();
+    ring.recv_multi(SqeContext::token(9).unwrap(), server.as_raw_fd(), bufs.group).unwrap();
     ring.submit().unwrap();
     let mut got = Vec::new();
     for msg in [&b"first"[..], b"second message", b"3"] {
@@ -236,7 +237,7 @@ fn recv_multishot_streams_until_the_peer_closes() {
 fn recv_multishot_on_a_bad_fd_fails_in_the_cqe() {
     let mut ring = common::ring(4);
     let bufs = BufRing::register(&ring, 1, 2, 32);
-    ring.recv_multi(SqeContext::from_raw(1 << 2), 1_000_000, bufs.group).unwrap();
+    ring.recv_multi(SqeContext::token(1).unwrap(), 1_000_000, bufs.group).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!((d.res, d.more()), (-libc::EBADF, false), "{d:?}");
 }
@@ -266,7 +267,7 @@ fn bundle_receive_spans_consecutive_buffers() {
     let sent: Vec<u8> = (0..100u8).collect();
     // 40 bytes already queued: the first receive can take them in one bundle.
     client.write_all(&sent[..40]).unwrap();
-    ring.recv_bundle_multi(SqeContext::from_raw(3 << 2), server.as_raw_fd(), bufs.group).unwrap();
+    ring.recv_bundle_multi(SqeContext::token(3).unwrap(), server.as_raw_fd(), bufs.group).unwrap();
     ring.submit().unwrap();
     let mut got = Vec::new();
     let mut next_bid = 0u16;
@@ -315,7 +316,7 @@ fn recvmsg_multishot_reports_each_datagram_with_its_sender() {
     let (a, b) = (UdpSocket::bind("127.0.0.1:0").unwrap(), UdpSocket::bind("127.0.0.1:0").unwrap());
     let bufs = BufRing::register(&ring, 12, 8, 256);
     let op = RecvMsgMulti::new(server.as_raw_fd(), 12);
-    ring.push_op(SqeContext::from_raw(5 << 2), op).unwrap();
+    ring.push_op(SqeContext::token(5).unwrap(), op).unwrap();
     ring.submit().unwrap();
     let sends = [(&a, &b"from a"[..]), (&b, &b"from b, longer"[..]), (&a, &b"a again"[..])];
     for (s, msg) in sends {
@@ -346,7 +347,7 @@ fn recvmsg_multishot_reports_each_datagram_with_its_sender() {
 fn recv_zc_needs_big_cqes_and_a_registered_instance() {
     // 16-byte CQEs cannot carry the area offset: refused before the SQE.
     let mut ring = common::ring(4);
-    let err = ring.recv_zc(SqeContext::from_raw(1 << 2), 0, 0).unwrap_err();
+    let err = ring.recv_zc(SqeContext::token(1).unwrap(), 0, 0).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_) | Error::Unsupported { .. }), "{err}");
     assert_eq!(ring.sq_pending(), 0);
     // On a 32-byte CQE ring the kernel takes the SQE and refuses an
@@ -354,9 +355,10 @@ fn recv_zc_needs_big_cqes_and_a_registered_instance() {
     let mut ring = common::ring_with(Options::default().entries(4).cqe_size(uring_core::CqeSize::Big));
     let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
     let ctx =
-        ring.push_op(SqeContext::from_raw(2 << 2), RecvZc::new(a.as_raw_fd(), 7).limit(4096).poll_first()).unwrap();
+        ring.push_op(SqeContext::token(2).unwrap(), RecvZc::new(a.as_raw_fd(), 7).limit(4096).poll_first()).unwrap();
     let d = common::reap_one(&mut ring);
-    assert_eq!((d.user_data, d.res, d.more()), (ctx.raw(), -libc::EINVAL, false), "{d:?}");
+    assert_eq!(ctx.as_token(), Some(2));
+    assert_eq!((d.user_data, d.res, d.more()), (SqeContext::token(2).unwrap().raw(), -libc::EINVAL, false), "{d:?}");
 }
 
 #[test]
@@ -370,4 +372,37 @@ fn recv_zc_prepares_a_multishot_sqe_naming_the_instance() {
     assert_eq!(sqe.zcrx_ifq_idx(), 3);
     assert_eq!(u32::from(sqe.ioprio), sys::IORING_RECV_MULTISHOT);
     assert_eq!((sqe.addr(), sqe.addr2(), sqe.addr3()), (0, 0, 0), "names no memory");
+}
+
+#[test]
+fn the_kernel_refuses_a_multishot_accept_into_a_named_slot() {
+    // `AcceptMulti::direct` cannot name a slot because the kernel refuses
+    // it: written by hand, the entry completes with -EINVAL, and the table
+    // stays empty; the same slot named by a single-shot accept works.
+    let mut ring = common::ring(8);
+    ring.register().files_sparse(4).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut sqe = uring_core::Sqe::default();
+    let mut keep = uring_core::Keep::new();
+    AcceptMulti::new(listener.as_raw_fd()).direct().prepare(&mut sqe, &mut keep);
+    assert_eq!(sqe.file_index(), sys::IORING_FILE_INDEX_ALLOC as u32);
+    sqe.set_file_index(2 + 1); // slot 2
+    sqe.user_data = SqeContext::token(1).unwrap().raw();
+    // SAFETY: an accept names no memory (no peer address); the
+    // user_data is no layer's.
+    unsafe { ring.push(&sqe) }.unwrap();
+    let _client = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::EINVAL, false));
+
+    ring.push_op(SqeContext::token(2).unwrap(), Accept::new(listener.as_raw_fd()).dest(FileDest::Slot(2))).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!(d.res, 0, "the pending connection went into slot 2");
+    // The slot holds the connection: a fixed shutdown on it succeeds,
+    // while the untouched slot 3 is empty (-EBADF).
+    ring.shutdown(SqeContext::token(3).unwrap(), Fixed(2), std::net::Shutdown::Both).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, 0);
+    ring.shutdown(SqeContext::token(4).unwrap(), Fixed(3), std::net::Shutdown::Both).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
 }

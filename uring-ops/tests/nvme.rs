@@ -87,14 +87,10 @@ fn ring() -> Ring {
     ring
 }
 
-/// Pushes `cmd`, waits for its CQE and decodes it.
-///
-/// # Safety
-///
-/// The memory `cmd` names stays valid until this returns (it waits).
-unsafe fn run(ring: &mut Ring, cmd: NvmeCmd) -> NvmeCompletion {
-    // SAFETY: forwarded; the CQE is awaited below.
-    let ctx = unsafe { ring.push_op128_unchecked(SqeContext::from_raw(0x4e56_0003), cmd) }.unwrap();
+/// Pushes `cmd`, waits for its CQE and decodes it (the memory it names
+/// was vouched for when it was built, for as long as this waits).
+fn run(ring: &mut Ring, cmd: NvmeCmd) -> NvmeCompletion {
+    let ctx = ring.push_op128(SqeContext::token(0x4e56_0003).unwrap(), cmd).unwrap();
     ring.submit().unwrap();
     let mut slots = [CqeSlot::EMPTY; 1];
     let n = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap().len();
@@ -119,17 +115,21 @@ fn bytes(m: &Mapping) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(m.ptr(), m.len()) }
 }
 
+/// The first [`NVME_IDENTIFY_LEN`] bytes of `m`, as Identify takes them.
+fn id_bytes(m: &Mapping) -> &mut [u8; NVME_IDENTIFY_LEN as usize] {
+    (&mut bytes(m)[..NVME_IDENTIFY_LEN as usize]).try_into().unwrap()
+}
+
 #[test]
 fn a_ring_without_big_cqes_or_big_sqes_is_refused_before_any_sqe() {
     let mut ring = Ring::new(Options::default().entries(4).sqe128(true)).unwrap();
     ring.start().unwrap();
-    // SAFETY: refused before an SQE is taken; nothing is submitted.
-    let r = unsafe { ring.push_op128_unchecked(SqeContext::from_raw(3), NvmeCmd::flush(0, 1)) };
+    // Refused before an SQE is taken; nothing is submitted.
+    let r = ring.push_op128(SqeContext::token(3).unwrap(), NvmeCmd::flush(0, 1));
     assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
     let mut ring = Ring::new(Options::default().entries(4).cqe_size(CqeSize::Big)).unwrap();
     ring.start().unwrap();
-    // SAFETY: as above.
-    let r = unsafe { ring.push_op128_unchecked(SqeContext::from_raw(3), NvmeCmd::flush(0, 1)) };
+    let r = ring.push_op128(SqeContext::token(3).unwrap(), NvmeCmd::flush(0, 1));
     assert!(matches!(r, Err(Error::Unsupported { .. })), "{r:?}");
 }
 
@@ -144,12 +144,12 @@ fn a_passthrough_write_reads_back_through_the_block_device() {
     bytes(&buf).copy_from_slice(&data);
     let slba = 64;
     let blocks = (len / d.lba) as u32;
-    let cmd = NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, buf.ptr(), len as u32).unwrap();
-    // SAFETY: `buf` outlives the awaited command.
-    let done = unsafe { run(&mut ring, cmd) };
+    // SAFETY: `len` is `blocks` whole blocks; `buf` outlives the awaited
+    // command and is not written meanwhile.
+    let cmd = unsafe { NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, &bytes(&buf)[..len]) }.unwrap();
+    let done = run(&mut ring, cmd);
     assert!(done.is_ok(), "{done:?}");
-    // SAFETY: a flush names no memory.
-    assert!(unsafe { run(&mut ring, NvmeCmd::flush(ng.as_raw_fd(), d.nsid)) }.is_ok());
+    assert!(run(&mut ring, NvmeCmd::flush(ng.as_raw_fd(), d.nsid)).is_ok());
     let back = Mapping::anonymous(len, false).unwrap();
     let n = block_dev(&d).read_at(bytes(&back), slba * d.lba as u64).unwrap();
     assert_eq!(n, len);
@@ -171,9 +171,10 @@ fn a_block_device_write_reads_back_through_passthrough() {
     dev.sync_all().unwrap();
     let buf = Mapping::anonymous(len, false).unwrap();
     let blocks = (len / d.lba) as u32;
-    let cmd = NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba, blocks, buf.ptr(), len as u32).unwrap();
-    // SAFETY: `buf` outlives the awaited command.
-    let done = unsafe { run(&mut ring, cmd) };
+    // SAFETY: `len` is `blocks` whole blocks; `buf` outlives the awaited
+    // command and is not touched meanwhile.
+    let cmd = unsafe { NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba, blocks, &mut bytes(&buf)[..len]) }.unwrap();
+    let done = run(&mut ring, cmd);
     assert!(done.is_ok(), "{done:?}");
     assert_eq!(bytes(&buf), &data[..], "passthrough reads what the block device wrote");
 }
@@ -202,9 +203,10 @@ fn passthrough_from_a_registered_buffer_both_ways() {
     let blocks = (len / d.lba) as u32;
     let slba = 1024;
     // Write from the second half of registered buffer 0.
-    let cmd = NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, reg.ptr().wrapping_add(len), len as u32).unwrap();
-    // SAFETY: the range lies in registered buffer 0, alive until the CQE.
-    let done = unsafe { run(&mut ring, cmd.fixed(0)) };
+    // SAFETY: `len` is `blocks` whole blocks; the range lies in registered
+    // buffer 0, alive and not written until the awaited CQE.
+    let cmd = unsafe { NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, &bytes(&reg)[len..2 * len]) }.unwrap();
+    let done = run(&mut ring, cmd.fixed(0));
     assert!(done.is_ok(), "{done:?}");
     let back = Mapping::anonymous(len, false).unwrap();
     block_dev(&d).read_at(bytes(&back), slba * d.lba as u64).unwrap();
@@ -215,9 +217,10 @@ fn passthrough_from_a_registered_buffer_both_ways() {
     let dev = block_dev(&d);
     dev.write_at(bytes(&back), (slba + u64::from(blocks)) * d.lba as u64).unwrap();
     dev.sync_all().unwrap();
-    let cmd = NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba + u64::from(blocks), blocks, reg.ptr(), len as u32).unwrap();
-    // SAFETY: as above.
-    let done = unsafe { run(&mut ring, cmd.fixed(0)) };
+    let at = slba + u64::from(blocks);
+    // SAFETY: as above, and not read meanwhile either.
+    let cmd = unsafe { NvmeCmd::read(ng.as_raw_fd(), d.nsid, at, blocks, &mut bytes(&reg)[..len]) }.unwrap();
+    let done = run(&mut ring, cmd.fixed(0));
     assert!(done.is_ok(), "{done:?}");
     assert_eq!(&bytes(&reg)[..len], &other[..], "the fixed-buffer read holds what the block device wrote");
 }
@@ -230,15 +233,18 @@ fn identify_describes_the_disk_and_a_read_past_its_end_reports_the_nvme_status()
     let id = Mapping::anonymous(NVME_IDENTIFY_LEN as usize, false).unwrap();
     if let Some(ctrl) = &d.ctrl {
         let ctrl = File::options().read(true).write(true).open(ctrl).unwrap();
-        // SAFETY: `id` outlives the awaited command.
-        let done = unsafe { run(&mut ring, NvmeCmd::identify(ctrl.as_raw_fd(), NVME_ID_CNS_CTRL, 0, id.ptr())) };
+        // SAFETY: `id` outlives the awaited command and is not touched
+        // meanwhile.
+        let cmd = unsafe { NvmeCmd::identify(ctrl.as_raw_fd(), NVME_ID_CNS_CTRL, 0, id_bytes(&id)) };
+        let done = run(&mut ring, cmd);
         assert!(done.is_ok(), "{done:?}");
         // Identify Controller: the serial number in bytes 4..24, padded
         // with spaces.
         assert_eq!(String::from_utf8_lossy(&bytes(&id)[4..24]).trim_end(), SERIAL);
         bytes(&id).fill(0);
         // SAFETY: as above.
-        let done = unsafe { run(&mut ring, NvmeCmd::identify(ctrl.as_raw_fd(), NVME_ID_CNS_NS, d.nsid, id.ptr())) };
+        let cmd = unsafe { NvmeCmd::identify(ctrl.as_raw_fd(), NVME_ID_CNS_NS, d.nsid, id_bytes(&id)) };
+        let done = run(&mut ring, cmd);
         assert!(done.is_ok(), "{done:?}");
         // Identify Namespace: NSZE (size in blocks) in bytes 0..8.
         assert_eq!(u64::from_le_bytes(bytes(&id)[..8].try_into().unwrap()), d.blocks);
@@ -247,9 +253,10 @@ fn identify_describes_the_disk_and_a_read_past_its_end_reports_the_nvme_status()
     }
     // A read starting at the first block past the end.
     let buf = Mapping::anonymous(d.lba, false).unwrap();
-    let cmd = NvmeCmd::read(ng.as_raw_fd(), d.nsid, d.blocks, 1, buf.ptr(), d.lba as u32).unwrap();
-    // SAFETY: `buf` outlives the awaited command.
-    let done = unsafe { run(&mut ring, cmd) };
+    // SAFETY: one block; `buf` outlives the awaited command and is not
+    // touched meanwhile.
+    let cmd = unsafe { NvmeCmd::read(ng.as_raw_fd(), d.nsid, d.blocks, 1, &mut bytes(&buf)[..d.lba]) }.unwrap();
+    let done = run(&mut ring, cmd);
     // Generic status 0x80: LBA Out of Range.
     assert_eq!((done.status_code_type(), done.status_code()), (Some(0), Some(0x80)), "{done:?}");
     assert_eq!(done.errno(), None);
@@ -274,8 +281,9 @@ fn a_block_discard_drops_the_range() {
     dev.sync_all().unwrap();
     let mut ring = Ring::new(Options::default().entries(4)).unwrap();
     ring.start().unwrap();
-    let ctx =
-        ring.push_op(SqeContext::from_raw(0xd15_0003), BlockDiscard::new(dev.as_raw_fd(), at, len as u64)).unwrap();
+    let ctx = ring
+        .push_op(SqeContext::token(0xd15_0003).unwrap(), BlockDiscard::new(dev.as_raw_fd(), at, len as u64))
+        .unwrap();
     ring.submit().unwrap();
     let mut slots = [CqeSlot::EMPTY; 1];
     ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap();
@@ -298,13 +306,13 @@ fn a_block_discard_drops_the_range() {
     assert!(bytes(&back).iter().all(|&b| b == 0), "the discarded range reads back as zeroes (QEMU's NVMe)");
     // A read-only descriptor may not discard.
     let ro = File::options().read(true).open(&d.block).unwrap();
-    ring.push_op(SqeContext::from_raw(0xd16_0003), BlockDiscard::new(ro.as_raw_fd(), at, len as u64)).unwrap();
+    ring.push_op(SqeContext::token(0xd16_0003).unwrap(), BlockDiscard::new(ro.as_raw_fd(), at, len as u64)).unwrap();
     ring.submit().unwrap();
     ring.wait_for(&mut slots, 1, Some(Duration::from_secs(30))).unwrap();
     assert_eq!(slots[0].cqe().res(), -libc::EBADF);
 }
 
-/// Reaps one CQE with the non-blocking [`Ring::wait`] only, as an event
+/// Reaps one CQE with the non-blocking [`Ring::reap`] only, as an event
 /// loop that never blocks does: on an `IOPOLL` ring each call polls the
 /// device queues once (nothing else posts a polled completion).
 fn poll_one(ring: &mut Ring) -> CqeSlot {
@@ -313,7 +321,7 @@ fn poll_one(ring: &mut Ring) -> CqeSlot {
     let mut calls = 0u64;
     loop {
         calls += 1;
-        match ring.wait(&mut slots) {
+        match ring.reap(&mut slots) {
             Ok(r) if r.len() == 1 => return slots[0],
             Ok(_) | Err(Error::WouldBlock) => {}
             Err(e) => panic!("{e}"),
@@ -340,15 +348,15 @@ fn polled_direct_reads_and_writes_on_iopoll_and_hybrid_rings_move_the_bytes() {
         let src = Mapping::anonymous(len, false).unwrap();
         let data = pattern(len, 10 + i as u8);
         bytes(&src).copy_from_slice(&data);
-        let w = Write::new(dev.as_raw_fd(), src.ptr(), len as u32).offset(at);
         // SAFETY: `src` outlives the write, whose CQE is reaped below.
-        unsafe { ring.push_op_unchecked(SqeContext::from_raw(0x1003), w) }.unwrap();
+        let w = unsafe { Write::new(dev.as_raw_fd(), &bytes(&src)[..len]) }.offset(at);
+        ring.push_op(SqeContext::token(0x1003).unwrap(), w).unwrap();
         let c = poll_one(&mut ring);
         assert_eq!(c.cqe().res(), len as i32, "{mode:?} (defer {defer}) write");
         let dst = Mapping::anonymous(len, false).unwrap();
-        let r = Read::new(dev.as_raw_fd(), dst.ptr(), len as u32).offset(at);
         // SAFETY: `dst` outlives the read, whose CQE is reaped below.
-        unsafe { ring.push_op_unchecked(SqeContext::from_raw(0x2003), r) }.unwrap();
+        let r = unsafe { Read::new(dev.as_raw_fd(), &mut bytes(&dst)[..len]) }.offset(at);
+        ring.push_op(SqeContext::token(0x2003).unwrap(), r).unwrap();
         let c = poll_one(&mut ring);
         assert_eq!(c.cqe().res(), len as i32, "{mode:?} (defer {defer}) read");
         assert_eq!(bytes(&dst), &data[..], "{mode:?}: the polled read returns the polled write's bytes");
@@ -372,15 +380,16 @@ fn polled_passthrough_on_an_iopoll_ring() {
     let src = Mapping::anonymous(len, false).unwrap();
     let data = pattern(len, 20);
     bytes(&src).copy_from_slice(&data);
-    let cmd = NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, src.ptr(), len as u32).unwrap();
-    // SAFETY: `src` outlives the command, whose CQE is reaped below.
-    unsafe { ring.push_op128_unchecked(SqeContext::from_raw(0x3003), cmd) }.unwrap();
+    // SAFETY: `len` is `blocks` whole blocks; `src` outlives the command,
+    // whose CQE is reaped below, and is not written meanwhile.
+    let cmd = unsafe { NvmeCmd::write(ng.as_raw_fd(), d.nsid, slba, blocks, &bytes(&src)[..len]) }.unwrap();
+    ring.push_op128(SqeContext::token(0x3003).unwrap(), cmd).unwrap();
     let c = poll_one(&mut ring);
     assert_eq!(NvmeCompletion::of(&c.cqe()).map(|n| n.res), Some(0));
     let dst = Mapping::anonymous(len, false).unwrap();
-    let cmd = NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba, blocks, dst.ptr(), len as u32).unwrap();
-    // SAFETY: as above.
-    unsafe { ring.push_op128_unchecked(SqeContext::from_raw(0x4003), cmd) }.unwrap();
+    // SAFETY: as above, and not read meanwhile either.
+    let cmd = unsafe { NvmeCmd::read(ng.as_raw_fd(), d.nsid, slba, blocks, &mut bytes(&dst)[..len]) }.unwrap();
+    ring.push_op128(SqeContext::token(0x4003).unwrap(), cmd).unwrap();
     let c = poll_one(&mut ring);
     assert_eq!(NvmeCompletion::of(&c.cqe()).map(|n| n.res), Some(0));
     assert_eq!(bytes(&dst), &data[..]);

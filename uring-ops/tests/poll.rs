@@ -5,14 +5,20 @@ mod common;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use uring_core::SqeContext;
+use uring_core::{SqeContext, sys};
 use uring_ops::poll::{PollAdd, PollEvents, PollOps, PollRemove, PollUpdate};
 use uring_ops::prelude::*;
 
 /// A foreign `user_data` (mode bits 3): stamped unchanged, so removes and
 /// updates can name it.
 fn ud(n: u64) -> SqeContext {
-    SqeContext::from_raw((n << 2) | 3)
+    SqeContext::token(n).unwrap()
+}
+
+/// Poll `n`'s `user_data` as the kernel saw it: the token with the poll's
+/// opcode stamped in (what `PollRemove` and `PollUpdate` must name).
+fn pushed(n: u64) -> u64 {
+    ud(n).with_op(sys::IORING_OP_POLL_ADD as u8).raw()
 }
 
 fn pipe() -> (OwnedFd, OwnedFd) {
@@ -81,7 +87,7 @@ fn multishot_poll_fires_per_wakeup_and_stays_armed() {
         assert!(PollEvents::from_result(d.res).unwrap().contains(PollEvents::IN));
         assert!(d.more(), "multishot poll must stay armed: {d:?}");
     }
-    ring.poll_remove(ud(4), ud(3).raw()).unwrap();
+    ring.poll_remove(ud(4), pushed(3)).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!(done[0].user_data, ud(3).raw());
@@ -134,12 +140,12 @@ fn remove_cancels_and_unknown_is_enoent() {
     let (r, _w) = pipe();
     ring.poll_add(ud(10), r.as_raw_fd(), PollEvents::IN).unwrap();
     ring.submit().unwrap();
-    ring.push_op(ud(11), PollRemove::new(ud(10).raw())).unwrap();
+    ring.push_op(ud(11), PollRemove::new(pushed(10))).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!((done[0].user_data, done[0].res), (ud(10).raw(), -libc::ECANCELED));
     assert_eq!((done[1].user_data, done[1].res), (ud(11).raw(), 0));
-    ring.poll_remove(ud(12), 0xdead_0003).unwrap();
+    ring.poll_remove(ud(12), pushed(0xdead)).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, -libc::ENOENT);
 }
@@ -154,7 +160,7 @@ fn update_changes_the_mask_and_the_user_data() {
     write_byte(&w);
     common::expect_none(&mut ring, Duration::from_millis(20));
     // Now ask for POLLIN and a new user_data: data is already there.
-    ring.push_op(ud(21), PollUpdate::new(ud(20).raw()).events(PollEvents::IN).user_data(ud(22).raw())).unwrap();
+    ring.push_op(ud(21), PollUpdate::new(pushed(20)).events(PollEvents::IN).user_data(ud(22).raw())).unwrap();
     let mut done = common::reap(&mut ring, 2);
     done.sort_by_key(|d| d.user_data);
     assert_eq!((done[0].user_data, done[0].res), (ud(21).raw(), 0), "{done:?}");
@@ -204,7 +210,7 @@ fn update_keeps_the_polls_one_shot_mode() {
     let (r, w) = pipe();
     ring.poll_add(ud(50), r.as_raw_fd(), PollEvents::OUT).unwrap();
     ring.submit().unwrap();
-    ring.push_op(ud(51), PollUpdate::new(ud(50).raw()).events(PollEvents::IN).multishot()).unwrap();
+    ring.push_op(ud(51), PollUpdate::new(pushed(50)).events(PollEvents::IN).multishot()).unwrap();
     assert_eq!(common::reap_one(&mut ring), common::Done { user_data: ud(51).raw(), res: 0, flags: 0 });
     write_byte(&w);
     let d = common::reap_one(&mut ring);

@@ -18,22 +18,22 @@ fn provided_buffers_are_selected_by_receives_and_removable() {
     let mut memory = vec![0u8; 4 * 32];
     // SAFETY: `memory` outlives every buffer's use: the test reaps the
     // receives and removes the rest before it is dropped.
-    unsafe { ring.provide_buffers(SqeContext::from_raw(1 << 2), &mut memory, 32, 7, 10) }.unwrap();
+    unsafe { ring.provide_buffers(SqeContext::token(1).unwrap(), &mut memory, 32, 7, 10) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     let (mut tx, rx) = UnixStream::pair().unwrap();
     tx.write_all(b"legacy").unwrap();
-    ring.push_op(SqeContext::from_raw(2 << 2), RecvSelect::new(rx.as_raw_fd(), 7)).unwrap();
+    ring.push_op(SqeContext::token(2).unwrap(), RecvSelect::new(rx.as_raw_fd(), 7)).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, 6);
     let bid = d.buffer_id().expect("a selected buffer");
     assert!((10..14).contains(&bid), "ids start at first_bid: {bid}");
     let start = usize::from(bid - 10) * 32;
     assert_eq!(&memory[start..start + 6], b"legacy", "the bytes landed in that buffer of our memory");
-    ring.remove_buffers(SqeContext::from_raw(3 << 2), 100, 7).unwrap();
+    ring.remove_buffers(SqeContext::token(3).unwrap(), 100, 7).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 3, "the three unused buffers came back");
-    ring.remove_buffers(SqeContext::from_raw(4 << 2), 1, 7).unwrap();
+    ring.remove_buffers(SqeContext::token(4).unwrap(), 1, 7).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0, "the group is empty: nothing removed");
-    ring.remove_buffers(SqeContext::from_raw(5 << 2), 1, 99).unwrap();
+    ring.remove_buffers(SqeContext::token(5).unwrap(), 1, 99).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT, "a group never provided");
 }
 
@@ -62,7 +62,7 @@ fn epoll_ctl_adds_modifies_and_deletes() {
     assert!(ep >= 0);
     let (mut tx, rx) = UnixStream::pair().unwrap();
     let fd = rx.as_raw_fd();
-    ring.epoll_ctl(SqeContext::from_raw(1 << 2), EpollCtl::add(ep, fd, libc::EPOLLIN as u32, 77)).unwrap();
+    ring.epoll_ctl(SqeContext::token(1).unwrap(), EpollCtl::add(ep, fd, libc::EPOLLIN as u32, 77)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     tx.write_all(b"x").unwrap();
     let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 2];
@@ -71,19 +71,19 @@ fn epoll_ctl_adds_modifies_and_deletes() {
     assert_eq!(n, 1);
     let (events, data) = (ev[0].events, ev[0].u64);
     assert_eq!((events & libc::EPOLLIN as u32, data), (libc::EPOLLIN as u32, 77), "the kernel copied our event");
-    ring.epoll_ctl(SqeContext::from_raw(2 << 2), EpollCtl::modify(ep, fd, libc::EPOLLIN as u32, 88)).unwrap();
+    ring.epoll_ctl(SqeContext::token(2).unwrap(), EpollCtl::modify(ep, fd, libc::EPOLLIN as u32, 88)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::epoll_wait(ep, ev.as_mut_ptr(), 2, 1000) }, 1);
     let data = ev[0].u64;
     assert_eq!(data, 88);
-    ring.epoll_ctl(SqeContext::from_raw(3 << 2), EpollCtl::delete(ep, fd)).unwrap();
+    ring.epoll_ctl(SqeContext::token(3).unwrap(), EpollCtl::delete(ep, fd)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     // SAFETY: as above.
     assert_eq!(unsafe { libc::epoll_wait(ep, ev.as_mut_ptr(), 2, 0) }, 0, "no longer watched");
-    ring.epoll_ctl(SqeContext::from_raw(4 << 2), EpollCtl::delete(ep, fd)).unwrap();
+    ring.epoll_ctl(SqeContext::token(4).unwrap(), EpollCtl::delete(ep, fd)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
-    ring.epoll_ctl(SqeContext::from_raw(5 << 2), EpollCtl::add(-1, fd, 0, 0)).unwrap();
+    ring.epoll_ctl(SqeContext::token(5).unwrap(), EpollCtl::add(-1, fd, 0, 0)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
     // SAFETY: closing our own epoll fd.
     unsafe { libc::close(ep) };

@@ -29,7 +29,7 @@ fn threads_queue_safe_operations_and_every_one_completes() {
             let dir = dir.clone();
             std::thread::spawn(move || {
                 for i in 0..50u64 {
-                    let ctx = SqeContext::from_raw(((t << 32 | i) << 2) | 3);
+                    let ctx = SqeContext::token(t << 32 | i).unwrap();
                     loop {
                         match ring.push_op(ctx, Nop::new().result(i as i32)) {
                             Ok(_) => break,
@@ -44,12 +44,12 @@ fn threads_queue_safe_operations_and_every_one_completes() {
                 // other thread may have filled the SQ meanwhile: submit and
                 // retry, as for the NOPs.)
                 let mkdir = || MkdirAt::new(libc::AT_FDCWD, dir.join(format!("t{t}")), 0o755);
-                while let Err(e) = ring.push_op(SqeContext::from_raw((t << 2) | 3 | 1 << 60), mkdir()) {
+                while let Err(e) = ring.push_op(SqeContext::token(t | 1 << 50).unwrap(), mkdir()) {
                     assert!(matches!(e, Error::QueueFull { .. }), "{e}");
                     ring.submit().unwrap();
                 }
                 while let Err(e) =
-                    ring.push_op(SqeContext::from_raw((t << 2) | 3 | 2 << 60), Timeout::new(Duration::from_millis(1)))
+                    ring.push_op(SqeContext::token(t | 2 << 50).unwrap(), Timeout::new(Duration::from_millis(1)))
                 {
                     assert!(matches!(e, Error::QueueFull { .. }), "{e}");
                     ring.submit().unwrap();
@@ -65,7 +65,7 @@ fn threads_queue_safe_operations_and_every_one_completes() {
         assert!(std::time::Instant::now() < deadline, "stalled at {} of 104", seen.len());
         ring.submit().unwrap();
         match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(100))) {
-            Ok(n) => seen.extend(slots[..n].iter().map(|s| (s.cqe().user_data(), s.cqe().res()))),
+            Ok(n) => seen.extend(slots[..n].iter().map(|s| (s.cqe().context().as_token().unwrap(), s.cqe().res()))),
             Err(Error::WouldBlock) => {}
             Err(e) => panic!("{e}"),
         }
@@ -75,12 +75,12 @@ fn threads_queue_safe_operations_and_every_one_completes() {
     }
     for t in 0..2u64 {
         for i in 0..50u64 {
-            let ud = ((t << 32 | i) << 2) | 3;
+            let ud = t << 32 | i;
             assert_eq!(seen.iter().filter(|(u, _)| *u == ud).count(), 1, "NOP {t}/{i} once");
             assert!(seen.contains(&(ud, i as i32)), "NOP {t}/{i} with its injected result");
         }
         assert!(dir.join(format!("t{t}")).is_dir(), "thread {t}'s directory exists");
-        assert!(seen.contains(&((t << 2) | 3 | 2 << 60, -libc::ETIME)), "thread {t}'s timeout fired");
+        assert!(seen.contains(&(t | 2 << 50, -libc::ETIME)), "thread {t}'s timeout fired");
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -88,7 +88,7 @@ fn threads_queue_safe_operations_and_every_one_completes() {
 #[test]
 fn shared_pushes_check_contexts_like_the_single_issuer_ring() {
     let ring = shared();
-    let forged = SqeContext::from_raw(0b11 | (u64::from(uring_core::FOREIGN_TAG_FIXED) << 3));
+    let forged = uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, 0).unwrap().context();
     assert!(matches!(ring.push_op(forged, Nop::new()), Err(Error::InvalidArgument(_))));
     let ctx = ring.pools().acquire_indirect().unwrap();
     let stamped = ring.push_op(ctx, Nop::new().result(9)).unwrap();

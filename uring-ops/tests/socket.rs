@@ -15,7 +15,7 @@ use uring_ops::prelude::*;
 use uring_ops::socket::{Accept, Listen, SockAddr, Socket, SocketSetupOps, UnixName};
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(n << 2)
+    SqeContext::token(n).unwrap()
 }
 
 /// Takes ownership of a descriptor the kernel returned in a CQE.
@@ -143,7 +143,7 @@ fn every_direct_kind_fills_a_slot() {
     let done = common::reap(&mut ring, 11);
     let mut slots = Vec::new();
     for d in &done {
-        let i = SqeContext::from_raw(d.user_data).fd().unwrap() as usize;
+        let i = SqeContext::of_user_data(d.user_data).fd().unwrap() as usize;
         let name = kinds.get(i).map_or("raw", |k| k.0);
         if d.res < 0 && !matches!(name, "tcp4" | "udp4" | "unix_stream" | "unix_dgram" | "raw") {
             common::skip(&format!("every_direct_kind_fills_a_slot[{name}]"), &errno(d.res));

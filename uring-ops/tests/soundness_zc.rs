@@ -329,7 +329,7 @@ fn a_deadline_with_a_zc_id_is_refused() {
     ring.submit().unwrap();
     let err = ring
         .push_with_deadline(
-            SqeContext::from_raw(id.user_data()),
+            SqeContext::of_user_data(id.user_data()),
             Nop::new(),
             SqeContext::for_fd(-1),
             Duration::from_secs(5),

@@ -14,15 +14,15 @@ use uring_core::CqeSlot;
 use uring_ops::multishot::RecvMulti;
 use uring_ops::prelude::*;
 use uring_ops::subscription::{
-    HandleCqe, MultishotAction, MultishotEnd, MultishotHandler, MultishotStep, MultishotSubscriber, Subscribe,
-    Subscription, subscription_id,
+    MultishotAction, MultishotEnd, MultishotHandler, MultishotStep, MultishotSubscriber, Subscribe, Subscription,
+    subscription_id,
 };
 
 use common::BufRing;
 
 /// Waits (5 s limit) for completions and routes every one through `sub`;
 /// a CQE it does not claim fails the test.
-fn pump(ring: &mut Ring, sub: &mut dyn HandleCqe) {
+fn pump(ring: &mut Ring, sub: &mut dyn HandleCqe<Event = ()>) {
     let mut slots = [CqeSlot::EMPTY; 64];
     let n = match ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))) {
         Ok(r) => r.len(),
@@ -31,7 +31,7 @@ fn pump(ring: &mut Ring, sub: &mut dyn HandleCqe) {
     };
     for slot in &slots[..n] {
         let cqe = slot.cqe();
-        assert!(sub.handle_cqe(ring, &cqe), "unclaimed completion {cqe:?}");
+        assert!(sub.handle_cqe(ring, &cqe).is_some(), "unclaimed completion {cqe:?}");
     }
 }
 
@@ -288,11 +288,11 @@ fn misuse_is_refused_by_name() {
         ring.subscribe(RecvMulti::new(0, 1).msg_flags(libc::MSG_WAITALL), MultishotSubscriber::new()).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     // Completions of other submissions are not claimed.
-    ring.push_op(SqeContext::from_raw(5 << 2), uring_ops::cmd::Nop::new()).unwrap();
+    ring.push_op(SqeContext::token(5).unwrap(), uring_ops::cmd::Nop::new()).unwrap();
     let mut slots = [CqeSlot::EMPTY; 4];
     let n = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap().len();
     assert_eq!(n, 1);
-    assert!(!sub.handle_cqe(&mut ring, &slots[0].cqe()));
+    assert!(sub.handle_cqe(&mut ring, &slots[0].cqe()).is_none());
     assert_eq!(subscription_id(slots[0].cqe().user_data()), None);
     assert_eq!(subscription_id(sub.token().raw()), Some(sub.id()));
     sub.cancel(&mut ring).unwrap();

@@ -18,7 +18,13 @@ const ETIME: i32 = -libc::ETIME;
 const ECANCELED: i32 = -libc::ECANCELED;
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
+}
+
+/// Timeout `n` as the kernel saw it: the token with the timeout's opcode
+/// stamped in (what a removal or update must name).
+fn timer(n: u64) -> SqeContext {
+    ctx(n).with_op(sys::IORING_OP_TIMEOUT as u8)
 }
 
 /// A plain `read` into caller memory (the file family lives elsewhere):
@@ -113,7 +119,7 @@ fn absolute_timeouts_fire_at_their_deadline_on_each_clock() {
 #[test]
 fn removing_a_timeout_cancels_it() {
     let mut ring = common::ring(8);
-    // A direct context: the key is the context as stamped.
+    // A packed context: the key is the context as stamped.
     let timeout_ctx = SqeContext::for_fd(5);
     let timeout = Timeout::new(Duration::from_secs(30));
     ring.push_op(timeout_ctx, timeout).unwrap();
@@ -123,7 +129,7 @@ fn removing_a_timeout_cancels_it() {
     assert_eq!(by_user_data(&done, key).res, ECANCELED, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(2)).res, 0);
 
-    ring.push_op(ctx(3), TimeoutRemove::new(ctx(99))).unwrap();
+    ring.push_op(ctx(3), TimeoutRemove::new(timer(99))).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
 }
 
@@ -133,14 +139,14 @@ fn an_update_extends_a_pending_timeout() {
     let longer = Duration::from_millis(1500);
     let start = Instant::now();
     ring.timeout(ctx(1), Duration::from_secs(1)).unwrap();
-    ring.timeout_update(ctx(2), ctx(1), longer).unwrap();
+    ring.timeout_update(ctx(2), timer(1), longer).unwrap();
     let first = common::reap_one(&mut ring);
     assert_eq!((first.user_data, first.res), (ctx(2).raw(), 0));
     let fired = common::reap_one(&mut ring);
     assert_eq!((fired.user_data, fired.res), (ctx(1).raw(), ETIME));
     assert!(start.elapsed() >= longer, "fired after {:?}, before the update's {longer:?}", start.elapsed());
 
-    ring.push_op(ctx(3), TimeoutUpdate::new(ctx(99), longer)).unwrap();
+    ring.push_op(ctx(3), TimeoutUpdate::new(timer(99), longer)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
 }
 
@@ -149,7 +155,7 @@ fn an_absolute_update_moves_the_deadline() {
     let mut ring = common::ring(8);
     ring.timeout(ctx(1), Duration::from_secs(30)).unwrap();
     let soon = Deadline::after(Clock::Monotonic, Duration::from_millis(20));
-    ring.push_op(ctx(2), TimeoutUpdate::at(ctx(1), soon)).unwrap();
+    ring.push_op(ctx(2), TimeoutUpdate::at(timer(1), soon)).unwrap();
     let done = common::reap(&mut ring, 2);
     assert_eq!(by_user_data(&done, ctx(2)).res, 0);
     assert_eq!(by_user_data(&done, ctx(1)).res, ETIME);
@@ -178,7 +184,7 @@ fn an_endless_multishot_timeout_runs_until_removed() {
     ring.push_op(ctx(1), Timeout::new(Duration::from_millis(5)).multishot(0)).unwrap();
     let done = common::reap(&mut ring, 2);
     assert!(done.iter().all(|d| d.res == ETIME && d.more()), "{done:?}");
-    ring.timeout_remove(ctx(2), ctx(1)).unwrap();
+    ring.timeout_remove(ctx(2), timer(1)).unwrap();
     // Reap until the removal and the final (no MORE) CQE of the timer;
     // it may fire a few more times first.
     let mut seen_remove = false;
@@ -189,7 +195,7 @@ fn an_endless_multishot_timeout_runs_until_removed() {
             if d.user_data == ctx(2).raw() && d.res == -libc::EALREADY {
                 // The timer was firing at that instant and stays armed:
                 // ask again, as a caller must.
-                ring.timeout_remove(ctx(2), ctx(1)).unwrap();
+                ring.timeout_remove(ctx(2), timer(1)).unwrap();
                 retried = true;
             } else if d.user_data == ctx(2).raw() {
                 // A retry may find the timer gone already (the first
@@ -234,7 +240,7 @@ fn bad_arguments_are_refused_before_anything_is_queued() {
     let abs = Deadline::after(Clock::Monotonic, Duration::from_millis(5));
     let err = ring.push_op(ctx(1), Timeout::at(abs).multishot(2)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let err = ring.push_op(ctx(1), TimeoutUpdate::new(ctx(1), Duration::MAX)).unwrap_err();
+    let err = ring.push_op(ctx(1), TimeoutUpdate::new(timer(1), Duration::MAX)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -305,7 +311,11 @@ fn a_linked_timeout_can_be_updated() {
     unsafe { ring.push_with_deadline_unchecked(ctx(1), read, ctx(2), Duration::from_secs(30)) }.unwrap();
     ring.submit().unwrap();
     // Only the shortened deadline can end the read within reap's limit.
-    ring.push_op(ctx(3), TimeoutUpdate::new(ctx(2), Duration::from_millis(10)).linked()).unwrap();
+    ring.push_op(
+        ctx(3),
+        TimeoutUpdate::new(ctx(2).with_op(sys::IORING_OP_LINK_TIMEOUT as u8), Duration::from_millis(10)).linked(),
+    )
+    .unwrap();
     let done = common::reap(&mut ring, 3);
     assert_eq!(by_user_data(&done, ctx(3)).res, 0, "{done:?}");
     assert_eq!(by_user_data(&done, ctx(1)).res, ECANCELED);
@@ -330,4 +340,51 @@ fn the_deadline_pair_is_all_or_nothing() {
     let err = ring.push_with_deadline(ctx(1), Nop::new(), ctx(2), Duration::MAX).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0, "half a pair was queued");
+}
+
+#[test]
+fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime() {
+    // The linked timeout's result is what the kernel's cancel returned,
+    // or -ETIME for 0 (`io_req_task_link_timeout`): waitid and futex
+    // waits are cancelled through their own lists, whose cancel returns
+    // how many requests it cancelled.
+    let mut ring = common::ring(8);
+    let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+    // SAFETY: `siginfo_t` is plain data; all-zero is a value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let d = Duration::from_millis(30);
+    // SAFETY: `info` outlives both CQEs, reaped below.
+    let waitid = unsafe { uring_ops::wait::Waitid::new(libc::P_PID, child.id(), &mut info, libc::WEXITED) };
+    ring.push_with_deadline(ctx(1), waitid, ctx(2), d).unwrap();
+    let done = common::reap(&mut ring, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(by_user_data(&done, ctx(1)).res, ECANCELED, "{done:?}");
+    assert_eq!(by_user_data(&done, ctx(2)).res, 1, "{done:?}");
+
+    static WORD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
+    ring.push_with_deadline(ctx(3), uring_ops::wait::FutexWait::new(&WORD, 7), ctx(4), d).unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!(by_user_data(&done, ctx(3)).res, ECANCELED, "{done:?}");
+    assert_eq!(by_user_data(&done, ctx(4)).res, 1, "{done:?}");
+}
+
+#[test]
+fn a_deadline_pair_queued_through_linked_joins_the_chain_as_one_link() {
+    // `ring.linked().push_with_deadline(..)` puts IO_LINK on both entries:
+    // the operation's failure cancels its timeout and the rest of the
+    // chain; without `linked()` the entry after the pair is independent.
+    let mut ring = common::ring(8);
+    let d = Duration::from_secs(5);
+    ring.linked().push_with_deadline(ctx(1), Nop::new().result(-libc::EIO), ctx(2), d).unwrap();
+    ring.push_op(ctx(3), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [1, 2, 3].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, ECANCELED], "{done:?}");
+
+    ring.push_with_deadline(ctx(4), Nop::new().result(-libc::EIO), ctx(5), d).unwrap();
+    ring.push_op(ctx(6), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [4, 5, 6].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, 0], "{done:?}");
 }

@@ -16,7 +16,7 @@ use uring_ops::prelude::*;
 use uring_ops::transfer::{Fadvise, Madvise, Pipe, Splice, SpliceFlags, SyncFileRange, Tee, TransferOps};
 
 fn ctx(n: u64) -> SqeContext {
-    SqeContext::from_raw(3 | (n << 2)) // foreign: stamped as it is
+    SqeContext::token(n).unwrap() // a token: the push stamps the opcode in
 }
 
 fn fd(f: &impl AsRawFd) -> Target {

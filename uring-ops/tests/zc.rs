@@ -220,7 +220,7 @@ fn raw_send_zc_produces_a_result_then_a_notification() {
     let mut ring = common::ring(8);
     let (client, mut server) = common::tcp_pair();
     let buf = vec![9u8; 4096];
-    let ctx = SqeContext::from_raw((77 << 2) | 3);
+    let ctx = SqeContext::token(77).unwrap();
     // SAFETY: `buf` outlives both CQEs, reaped below.
     unsafe { ring.send_zc(ctx, client.as_raw_fd(), &buf) }.unwrap();
     ring.submit().unwrap();
@@ -231,7 +231,7 @@ fn raw_send_zc_produces_a_result_then_a_notification() {
         assert!(Instant::now() < deadline, "timed out: {seen:?}");
         if let Ok(done) = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(1))) {
             for cqe in done.iter() {
-                assert_eq!(cqe.user_data(), ctx.raw());
+                assert_eq!(cqe.context().as_token(), Some(77));
                 seen.push(classify(&cqe));
             }
         }
@@ -264,10 +264,10 @@ fn send_raw_tracks_caller_memory_without_a_payload() {
 fn cqes_of_other_submissions_are_not_the_trackers() {
     let mut ring = common::ring(8);
     let mut tracker: ZcTracker = ZcTracker::new();
-    ring.push_op(SqeContext::from_raw((5 << 2) | 3), uring_ops::cmd::Nop::new()).unwrap();
+    ring.push_op(SqeContext::token(5).unwrap(), uring_ops::cmd::Nop::new()).unwrap();
     let mut slots = [CqeSlot::EMPTY; 2];
     ring.submit_and_wait(1).unwrap();
-    let done = ring.wait(&mut slots).unwrap();
+    let done = ring.reap(&mut slots).unwrap();
     assert!(tracker.handle_cqe(&done.get(0).unwrap()).is_none());
 }
 
@@ -277,7 +277,7 @@ fn sendmsg_zc_gathers_iovecs_with_a_result_and_a_notification() {
     let (client, mut server) = common::tcp_pair();
     let (a, b) = (vec![1u8; 3000], vec![2u8; 5000]);
     let iov = [std::io::IoSlice::new(&a), std::io::IoSlice::new(&b)];
-    let ctx = SqeContext::from_raw((78 << 2) | 3);
+    let ctx = SqeContext::token(78).unwrap();
     // SAFETY: `a`, `b` and `iov` outlive both CQEs, reaped below.
     unsafe { ring.push_op_unchecked(ctx, uring_ops::net::SendMsgZc::new(client.as_raw_fd(), &iov).report_usage()) }
         .unwrap();
@@ -306,7 +306,7 @@ fn send_zc_from_a_registered_buffer() {
         )
     }
     .expect("IORING_REGISTER_BUFFERS");
-    let ctx = SqeContext::from_raw((79 << 2) | 3);
+    let ctx = SqeContext::token(79).unwrap();
     // SAFETY: `buf[100..600]` lies in registered buffer 0 and outlives both
     // CQEs.
     unsafe { ring.push_op_unchecked(ctx, SendZc::new(client.as_raw_fd(), &buf[100..600]).fixed(0)) }.unwrap();

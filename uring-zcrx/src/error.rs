@@ -41,7 +41,7 @@ pub enum Error {
 
     /// The ring was not created the way zero-copy receive needs.
     #[error("zero-copy receive needs a ring with {0}")]
-    Ring(&'static str),
+    RingSetup(&'static str),
 
     /// The named device or queue cannot do zero-copy receive.
     #[error("{device} RX queue {queue}: {why} ({source})")]
@@ -125,7 +125,7 @@ impl From<Error> for io::Error {
             Error::Io { source, .. } => source,
             e => {
                 let kind = match &e {
-                    Error::Config(_) | Error::Ring(_) | Error::WrongRing { .. } => io::ErrorKind::InvalidInput,
+                    Error::Config(_) | Error::RingSetup(_) | Error::WrongRing { .. } => io::ErrorKind::InvalidInput,
                     Error::Unsupported { .. } => io::ErrorKind::Unsupported,
                     Error::Permission => io::ErrorKind::PermissionDenied,
                     _ => io::ErrorKind::Other,

@@ -64,7 +64,7 @@ impl ZcrxSupport {
     }
 
     /// `uname -r` of the kernel asked.
-    pub fn release(&self) -> &str {
+    pub fn kernel_release(&self) -> &str {
         &self.release
     }
 
@@ -189,12 +189,12 @@ impl ZcrxSupport {
 /// `DEFER_TASKRUN` and 32-byte or mixed CQEs.
 pub(crate) fn check_ring(features: &Features) -> Result<()> {
     if !features.setup_flags().contains(SetupFlags::DEFER_TASKRUN) {
-        return Err(Error::Ring(
+        return Err(Error::RingSetup(
             "IORING_SETUP_DEFER_TASKRUN (the default single-issuer Options; not SQPOLL, not Issuer::Multi)",
         ));
     }
     if features.cqe_size() == CqeSize::Normal {
-        return Err(Error::Ring("32-byte or mixed CQEs (Options::cqe_size(CqeSize::Big) or CqeSize::Mixed)"));
+        return Err(Error::RingSetup("32-byte or mixed CQEs (Options::cqe_size(CqeSize::Big) or CqeSize::Mixed)"));
     }
     Ok(())
 }

@@ -11,11 +11,11 @@
 //!
 //! A stopped receiver can [`start`](ZcrxReceiver::start) again.
 //!
-//! Identity: every CQE of a stream carries a foreign `user_data` with this
-//! layer's tag ([`uring_core::FOREIGN_TAG_ZCRX`]): bit 2 set for the
-//! receiver's own cancel, bits 11–63 a stream number unique in the
+//! Identity: every CQE of a stream carries a `user_data` of this layer's
+//! ([`uring_core::Layer::ZeroCopyRecv`]): the layer flag set for the
+//! receiver's own cancel, the payload a stream number unique in the
 //! process (53 bits, never reused: a start that would need a larger one
-//! fails). Safe code cannot post a CQE with that tag (the checked push
+//! fails). Safe code cannot post a CQE with such a value (the checked push
 //! and `MSG_RING` refuse it), so a data CQE that names area memory comes
 //! from the kernel.
 //!
@@ -33,23 +33,18 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{Cqe, Error as CoreError, Ring, SqeContext, sys};
+use uring_core::HandleCqe;
+use uring_core::{Cqe, Error as CoreError, Layer, LayerData, Ring, SqeContext, sys};
 use uring_ops::SafeOp;
 use uring_ops::cancel::AsyncCancel;
 use uring_ops::multishot::RecvZc;
-use uring_ops::prelude::HandleCqe;
 
 use crate::error::{Error, Result};
 use crate::zcrx::{Zcrx, ZcrxBuffer};
 
-const MODE_FOREIGN: u64 = 0b11;
-const CANCEL_BIT: u64 = 1 << 2;
-const TAG: u64 = (uring_core::FOREIGN_TAG_ZCRX as u64) << 3;
-const TAG_MASK: u64 = 0xff << 3;
-const ID_SHIFT: u32 = 11;
-
-/// Stream numbers fill bits 11–63: 53 bits.
-const MAX_STREAM: u64 = (1 << (64 - ID_SHIFT)) - 1;
+/// Stream numbers are the 53-bit payload of a [`Layer::ZeroCopyRecv`]
+/// value; the layer flag marks the receiver's own cancel.
+const MAX_STREAM: u64 = LayerData::PAYLOAD_MAX;
 
 static NEXT_STREAM: AtomicU64 = AtomicU64::new(1);
 
@@ -64,15 +59,22 @@ fn next_from(counter: &AtomicU64) -> Option<u64> {
     counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n <= MAX_STREAM).then_some(n + 1)).ok()
 }
 
-const fn op_token(stream: u64) -> u64 {
-    (stream << ID_SHIFT) | TAG | MODE_FOREIGN
+const fn layer_value(stream: u64, cancel: bool) -> u64 {
+    match LayerData::new(Layer::ZeroCopyRecv, cancel, stream & MAX_STREAM) {
+        Some(d) => d.raw(),
+        None => unreachable!(),
+    }
 }
 
-/// Whether `user_data` carries this layer's tag (a receiver's stream or
-/// its cancel).
+const fn op_token(stream: u64) -> u64 {
+    layer_value(stream, false)
+}
+
+/// Whether `user_data` is this layer's ([`Layer::ZeroCopyRecv`]: a
+/// receiver's stream or its cancel).
 #[inline]
 pub const fn is_zcrx_token(user_data: u64) -> bool {
-    user_data & 0b11 == MODE_FOREIGN && user_data & TAG_MASK == TAG
+    LayerData::payload_of(user_data, Layer::ZeroCopyRecv).is_some()
 }
 
 /// Where a receiver is in its life; see the [module documentation](self).
@@ -332,8 +334,8 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
     }
 
     fn queue_cancel(&mut self, ring: &mut Ring) -> Result<()> {
-        let ctx = op_token(self.stream) | CANCEL_BIT;
-        match push_retry(ring, ctx, AsyncCancel::new(SqeContext::from_raw(op_token(self.stream)))) {
+        let ctx = layer_value(self.stream, true);
+        match push_retry(ring, ctx, AsyncCancel::new(SqeContext::of_user_data(op_token(self.stream)))) {
             Ok(()) => {
                 self.cancel_due = true;
                 self.cancel_wanted = false;
@@ -479,7 +481,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
         flags: u32,
         big: Option<[u64; 2]>,
     ) -> bool {
-        if self.stream == 0 || ud >> ID_SHIFT != self.stream || !is_zcrx_token(ud) {
+        if self.stream == 0 || LayerData::payload_of(ud, Layer::ZeroCopyRecv) != Some(self.stream) {
             return false;
         }
         let (ring_id, seq) = origin;
@@ -489,7 +491,7 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
             return false;
         }
         self.after = seq + 1;
-        if ud & CANCEL_BIT == 0 {
+        if ud == op_token(self.stream) {
             self.on_stream_cqe(ring, seq, res, flags, big);
         } else {
             self.on_cancel_cqe(ring, res);
@@ -605,21 +607,25 @@ impl<H: ZcrxHandler> ZcrxReceiver<H> {
 }
 
 impl<H: ZcrxHandler> HandleCqe for ZcrxReceiver<H> {
+    /// Receivers report to their [`ZcrxHandler`].
+    type Event = ();
+
     /// Routes `cqe` if it is this receiver's: a data CQE to `on_data`, an
     /// error to `on_error`, the end to `on_stopped`; the cancel's CQE is
     /// claimed silently.
     #[inline]
-    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> bool {
+    fn handle_cqe(&mut self, ring: &mut Ring, cqe: &Cqe<'_>) -> Option<()> {
         self.route(ring, (cqe.ring_id(), cqe.seq()), cqe.user_data(), cqe.res(), cqe.raw_flags(), cqe.big())
+            .then_some(())
     }
 }
 
 /// Pushes `op` under the layer's own `user_data`; a full SQ is submitted
 /// once and the push retried.
 fn push_retry<O: SafeOp + Copy>(ring: &mut Ring, ud: u64, op: O) -> Result<()> {
-    let ctx = SqeContext::from_raw(ud);
-    // SAFETY: `O: SafeOp` names no caller memory; the context carries this
-    // layer's reserved tag, which is why the checked push is not used.
+    let ctx = SqeContext::of_user_data(ud);
+    // SAFETY: `O: SafeOp` names no caller memory; the context is a value
+    // of this layer's, which is why the checked push is not used.
     match unsafe { uring_ops::push_layer_op(ring, ctx, op) } {
         Ok(_) => Ok(()),
         Err(CoreError::QueueFull { .. }) => {
@@ -644,8 +650,8 @@ mod tests {
         assert_eq!(next_from(&counter), None);
         assert_eq!(next_from(&counter), None);
         let top = op_token(MAX_STREAM);
-        assert_eq!(top >> ID_SHIFT, MAX_STREAM, "the largest stream number fits its bits");
-        assert!(is_zcrx_token(top) && top & CANCEL_BIT == 0);
-        assert!(is_zcrx_token(top | CANCEL_BIT));
+        assert_eq!(LayerData::payload_of(top, Layer::ZeroCopyRecv), Some(MAX_STREAM), "the largest number fits");
+        assert!(is_zcrx_token(top) && !LayerData::decode(top).unwrap().flag());
+        assert!(is_zcrx_token(layer_value(MAX_STREAM, true)));
     }
 }

@@ -56,7 +56,7 @@ fn pump(ring: &mut Ring, rx: &mut ZcrxReceiver<Keeper>, limit: Duration, want: u
             if (c.res() > 0 && c.more()) || !c.more() {
                 out.push(*s);
             }
-            assert!(rx.handle_cqe(ring, &c), "unclaimed completion {c:?}");
+            assert!(rx.handle_cqe(ring, &c).is_some(), "unclaimed completion {c:?}");
         }
     }
     out
@@ -94,7 +94,7 @@ fn a_replayed_data_cqe_hands_out_nothing() {
     // Its copy, presented again: not claimed, no buffer.
     rx.handler_mut().keep = true;
     let delivered = zcrx.counts().0;
-    assert!(!rx.handle_cqe(&mut ring, &first.cqe()), "a replayed data CQE was claimed");
+    assert!(rx.handle_cqe(&mut ring, &first.cqe()).is_none(), "a replayed data CQE was claimed");
     assert!(rx.handler().held.is_empty(), "a second token for a range the kernel got back");
     assert_eq!(zcrx.counts().0, delivered);
 
@@ -105,7 +105,7 @@ fn a_replayed_data_cqe_hands_out_nothing() {
     let kept = *kept.first().expect("a second data CQE");
     let held = rx.handler().held.len();
     assert!(held >= 1);
-    assert!(!rx.handle_cqe(&mut ring, &kept.cqe()), "a replayed CQE of a held buffer was claimed");
+    assert!(rx.handle_cqe(&mut ring, &kept.cqe()).is_none(), "a replayed CQE of a held buffer was claimed");
     assert_eq!(rx.handler().held.len(), held);
     let snapshot: Vec<Vec<u8>> = rx.handler().held.iter().map(|b| b.as_slice().to_vec()).collect();
 
@@ -117,8 +117,8 @@ fn a_replayed_data_cqe_hands_out_nothing() {
         client.write_all(&[b'B'; 16384]).unwrap();
         pump(&mut ring, &mut rx, Duration::from_millis(100), usize::MAX);
         zcrx.flush(&ring).unwrap();
-        assert!(!rx.handle_cqe(&mut ring, &first.cqe()), "a replayed data CQE was claimed");
-        assert!(!rx.handle_cqe(&mut ring, &kept.cqe()), "a replayed data CQE was claimed");
+        assert!(rx.handle_cqe(&mut ring, &first.cqe()).is_none(), "a replayed data CQE was claimed");
+        assert!(rx.handle_cqe(&mut ring, &kept.cqe()).is_none(), "a replayed data CQE was claimed");
     }
     assert!(rx.handler().seen > 2, "the stream went on");
     let now: Vec<Vec<u8>> = rx.handler().held.iter().map(|b| b.as_slice().to_vec()).collect();
@@ -143,14 +143,14 @@ fn a_copy_of_an_ended_streams_cqes_neither_stops_nor_feeds_the_next_stream() {
     assert!(saved.len() >= 2, "data CQEs, then the final one");
 
     // A copy of the final CQE while stopped: nothing.
-    assert!(!rx.handle_cqe(&mut ring, &last.cqe()), "a replayed final CQE was claimed");
+    assert!(rx.handle_cqe(&mut ring, &last.cqe()).is_none(), "a replayed final CQE was claimed");
 
     // A new stream: the old stream's copies are not its CQEs.
     let (server2, mut client2) = tcp_pair();
     rx.handler_mut().keep = true;
     rx.start(&mut ring, fd(&server2)).unwrap();
     for s in &saved {
-        assert!(!rx.handle_cqe(&mut ring, &s.cqe()), "an old stream's CQE was claimed");
+        assert!(rx.handle_cqe(&mut ring, &s.cqe()).is_none(), "an old stream's CQE was claimed");
     }
     assert_eq!(rx.state(), ReceiverState::Active, "a replayed final CQE stopped a running stream");
     assert!(rx.handler().held.is_empty());
@@ -162,12 +162,12 @@ fn a_copy_of_an_ended_streams_cqes_neither_stops_nor_feeds_the_next_stream() {
     let data = *got.first().expect("a data CQE of the new stream");
     let held = rx.handler().held.len();
     assert!(held >= 1 && rx.handler().held.iter().all(|b| b.as_slice().iter().all(|&x| x == b'N')));
-    assert!(!rx.handle_cqe(&mut ring, &data.cqe()));
+    assert!(rx.handle_cqe(&mut ring, &data.cqe()).is_none());
     assert_eq!(rx.handler().held.len(), held);
     rx.handler_mut().held.clear();
     stop_and_wait(&mut ring, &mut rx);
     assert_eq!(rx.handler().stopped.len(), 2);
-    assert!(!rx.handle_cqe(&mut ring, &data.cqe()));
+    assert!(rx.handle_cqe(&mut ring, &data.cqe()).is_none());
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::process::Command;
 use crate::util::{self, Failure, Result};
 
 /// Debian's archive keyring, shipped by `debian-archive-keyring`.
-const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+pub(crate) const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /// The Debian mirror the suites are read from.
 const MIRROR: &str = "http://deb.debian.org/debian";
 

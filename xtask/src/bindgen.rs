@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use bindgen::callbacks::{DeriveInfo, IntKind, ParseCallbacks};
 
 use crate::apt::{self, PrivateApt};
+use crate::deps::{self, Need};
 use crate::util::{self, Failure, Result};
 use crate::workspace_root;
 
 /// Where the pin lives, relative to the workspace root.
-const PIN_FILE: &str = "uring-sys/headers.pin";
+pub(crate) const PIN_FILE: &str = "uring-sys/headers.pin";
 /// Where the generated files live, relative to the workspace root.
 const BINDINGS_DIR: &str = "uring-sys/src/bindings";
 
@@ -260,6 +261,26 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let pin_path = root.join(PIN_FILE);
     let mut pin = Pin::parse(&util::read(&pin_path)?)?;
 
+    // Every tool the run needs, checked before anything starts, all missing
+    // ones in one line. Without sha256sum even the integrity check cannot
+    // run, so `--check` fails (1) rather than reporting an unavailable input
+    // (3), which CI would take as "integrity verified".
+    let task = if args.check { "bindgen --check" } else { "bindgen" };
+    let mut needs = vec![Need::Hash, Need::Libclang];
+    if args.headers.is_none() {
+        needs.push(Need::Apt);
+    }
+    if args.check {
+        needs.push(Need::Diff);
+    }
+    let lacking = deps::require(task, &needs).err();
+    if let Some(f) = &lacking
+        && args.check
+        && deps::require(task, &[Need::Hash]).is_err()
+    {
+        return Err(Failure::new(&f.message));
+    }
+
     if args.check {
         // The integrity check needs neither headers nor libclang, so it runs
         // first and holds even where the rest cannot.
@@ -271,10 +292,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         println!("bindgen --check: the committed bindings are untouched since generation");
     }
 
+    if let Some(f) = lacking {
+        return Err(f);
+    }
+
     if args.repin {
         pin = repin(&root, &pin, &pin_path)?;
     }
 
+    // libclang before any download: a wrong one fails at once.
+    let libclang = load_libclang(&pin)?;
     let source = match &args.headers {
         Some(dir) => {
             if !dir.join("linux/io_uring.h").exists() {
@@ -288,7 +315,6 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         None => Source::Pinned { include: obtain_pinned(&root, &pin)? },
     };
 
-    let libclang = load_libclang(&pin)?;
     let bindgen_version = bindgen_version(&root)?;
     let scratch = root.join("target/xtask/bindgen");
 
@@ -377,21 +403,39 @@ fn sanitize(version: &str) -> String {
 /// Points clang-sys at the pinned libclang and checks its version, because
 /// bindgen's output (layout of anonymous members, comments) changes with it.
 fn load_libclang(pin: &Pin) -> Result<String> {
-    let major = pin.libclang_version.split('.').next().unwrap_or_default();
     if std::env::var_os("LIBCLANG_PATH").is_none() {
-        let dir = format!("/usr/lib/llvm-{major}/lib");
+        let dir = deps::libclang_dir(pin);
         if Path::new(&dir).exists() {
             // SAFETY: xtask is single-threaded here: no other thread can be
             // reading the environment while it is modified.
             unsafe { std::env::set_var("LIBCLANG_PATH", &dir) };
         }
     }
-    let version = bindgen::clang_version();
+    // bindgen panics when no libclang loads. `run` checked for the file
+    // first; a file that is there but does not load still ends in one line.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let loaded = std::panic::catch_unwind(bindgen::clang_version);
+    std::panic::set_hook(hook);
+    let version = loaded.map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("bindgen panicked");
+        Failure::unavailable(format!(
+            "cargo xtask bindgen cannot load libclang {} ({why}; LIBCLANG_PATH={}): run `cargo xtask deps` \
+             (apt-get install {}) or set LIBCLANG_PATH to its directory",
+            pin.libclang_version,
+            std::env::var("LIBCLANG_PATH").unwrap_or_else(|_| "unset".to_owned()),
+            pin.libclang_package
+        ))
+    })?;
     let wanted = format!(" {} ", pin.libclang_version);
     if !format!("{} ", version.full).contains(&wanted) {
         return Err(Failure::unavailable(format!(
             "libclang {} is pinned but `{}` was loaded (LIBCLANG_PATH={}). Install the pinned \
-             one (`apt-get install {}`) or set LIBCLANG_PATH to its directory.",
+             one (`cargo xtask deps`, or `apt-get install {}`) or set LIBCLANG_PATH to its directory.",
             pin.libclang_version,
             version.full,
             std::env::var("LIBCLANG_PATH").unwrap_or_else(|_| "unset".to_owned()),

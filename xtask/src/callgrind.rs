@@ -18,6 +18,7 @@
 
 use std::process::Command;
 
+use crate::deps::{self, Need};
 use crate::util::{Failure, Result, output};
 use crate::workspace_root;
 
@@ -80,6 +81,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
         return Err(Failure::usage(format!("callgrind takes no arguments (got `{a}`)")));
     }
+    deps::require("callgrind", &[Need::Valgrind])?;
     let root = workspace_root();
     output(Command::new(env!("CARGO")).current_dir(&root).args([
         "build",

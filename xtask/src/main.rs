@@ -9,7 +9,10 @@ use std::process::ExitCode;
 mod apt;
 mod bindgen;
 mod callgrind;
+mod deps;
 mod doctor;
+#[cfg(test)]
+mod tidy;
 mod util;
 mod vm;
 
@@ -29,6 +32,16 @@ tasks:
                        of the pinned package.
         --repin        move the pin to the newest linux-libc-dev that the
                        pinned suites offer, then regenerate.
+  deps [--list]
+      Install (apt-get, as root or through sudo) every Debian package the
+      tasks below and .ci/run need: the pinned libclang, apt and the archive
+      keyring, QEMU, busybox-static, cpio, e2fsprogs, valgrind, ... Installs
+      only what is missing and prints it; without root or sudo it prints
+      the exact apt-get command instead (exit 3).
+        --list         list each package, whether it is installed and what
+                       needs it; install nothing.
+      Every task checks its tools before it starts and, when some are
+      missing, names them all in one line (exit 3).
   doctor
       Diagnose this machine for io_uring: kernel release against the 6.18
       baseline, kernel.io_uring_disabled, RLIMIT_MEMLOCK, seccomp, every
@@ -37,7 +50,8 @@ tasks:
   callgrind
       Count user-space instructions per io_uring_enter and per SQE for
       uring-core and the io-uring crate with valgrind's callgrind (exact
-      where wall-clock benchmarks are noisy). Needs valgrind.
+      where wall-clock benchmarks are noisy). Needs valgrind (`cargo xtask
+      deps`).
   vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
       Run the test binaries of the workspace's library crates (every
       member but xtask: unit, integration and example tests) on a matrix of
@@ -53,7 +67,7 @@ tasks:
       ARGS go to every test binary (a test-name filter, --exact, ...).
       Exits 1 on a failed test or a boot that never reports (--timeout per
       boot, default 600). Needs qemu-system-x86, busybox-static, cpio and
-      (for an ext4 temp dir in the guest) e2fsprogs.
+      (for an ext4 temp dir in the guest) e2fsprogs: `cargo xtask deps`.
   vm-bench --bench LABEL... [--kernel VERSION]... [--timeout SECS] [-- BENCH ARGS...]
       Run criterion benches ([[bench]] targets of the library crates) on a
       kernel of vm-test's kind, default 7.3 (`host`: directly). Built in
@@ -76,6 +90,7 @@ fn main() -> ExitCode {
     };
     let result = match task.as_str() {
         "bindgen" => bindgen::run(rest),
+        "deps" => deps::run(rest),
         "doctor" => doctor::run(rest),
         "callgrind" => callgrind::run(rest),
         "vm-test" => vm::run(rest),

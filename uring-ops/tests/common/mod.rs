@@ -30,6 +30,18 @@ pub struct Done {
     pub flags: u32,
 }
 
+/// A token's `user_data` as the test built it (`SqeContext::token(n)`),
+/// without the opcode the push stamped in, so tests compare against the
+/// token they made; other modes unchanged. (`reap` records this.)
+pub fn as_built(user_data: u64) -> u64 {
+    match uring_core::SqeContext::of_user_data(user_data).as_token() {
+        Some(n) if uring_core::SqeContext::of_user_data(user_data).buf_group().is_none() => {
+            uring_core::SqeContext::token(n).unwrap().raw()
+        }
+        _ => user_data,
+    }
+}
+
 impl Done {
     /// `IORING_CQE_F_MORE`.
     pub fn more(&self) -> bool {
@@ -59,9 +71,11 @@ pub fn reap_within(ring: &mut Ring, n: usize, limit: Duration) -> Vec<Done> {
             panic!("timed out after {} of {n} completions: {out:?}", out.len());
         }
         match ring.wait_for(&mut slots, 1, Some(left)) {
-            Ok(r) => {
-                out.extend(r.iter().map(|c| Done { user_data: c.user_data(), res: c.res(), flags: c.raw_flags() }))
-            }
+            Ok(r) => out.extend(r.iter().map(|c| Done {
+                user_data: as_built(c.user_data()),
+                res: c.res(),
+                flags: c.raw_flags(),
+            })),
             Err(Error::WouldBlock) => {}
             Err(e) => panic!("wait_for: {e}"),
         }

@@ -102,6 +102,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
+    super::preflight("vm-bench", &dir, &args.kernels)?;
     let logs = dir.join("logs");
     // Its own initramfs, scratch disk and exit helper: a vm-test may run
     // beside it.

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::deps::BUSYBOX;
 use crate::util::{self, Failure, Result};
 
 use super::report::MARK;
@@ -16,8 +17,6 @@ use super::report::MARK;
 pub(crate) const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The one workspace member whose tests do not run: its own.
 const NOT_TESTED: &str = "xtask";
-/// busybox-static's binary.
-const BUSYBOX: &str = "/bin/busybox";
 /// The source of `/bin/vm-exit` (see the file).
 const EXIT_HELPER_SRC: &str = include_str!("guest-exit.rs");
 /// Written to isa-debug-exit: 16 + overall status (0 passed, 1 failed);
@@ -188,7 +187,7 @@ fn json_str(line: &str, key: &str) -> Option<String> {
 }
 
 /// True when the ELF file has no program interpreter (statically linked).
-fn is_static(path: &Path) -> Result<bool> {
+pub(crate) fn is_static(path: &Path) -> Result<bool> {
     let data = std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {}: {e}", path.display())))?;
     let bad = || Failure::new(format!("{} is not a 64-bit ELF file", path.display()));
     if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 {

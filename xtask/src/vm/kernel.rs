@@ -100,7 +100,7 @@ impl Fetcher {
     }
 
     /// The newest kernel matching `spec` among those cached.
-    fn newest_cached(&self, spec: &Spec) -> Option<Kernel> {
+    pub(crate) fn newest_cached(&self, spec: &Spec) -> Option<Kernel> {
         let mut found: Vec<(Vec<u32>, Kernel)> = std::fs::read_dir(self.dir.join("kernels"))
             .ok()?
             .flatten()

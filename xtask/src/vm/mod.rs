@@ -31,11 +31,12 @@ mod kernel;
 mod report;
 
 pub(crate) use bench::run as run_bench;
+pub(crate) use guest::is_static;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::deps::{self, Need};
 use crate::util::{Failure, Result};
 use crate::workspace_root;
 
@@ -151,6 +152,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     let root = workspace_root();
     let dir = root.join("target/xtask/vm");
+    preflight("vm-test", &dir, &args.kernels)?;
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| Failure::new(format!("cannot create {}: {e}", logs.display())))?;
     let started = Instant::now();
@@ -268,9 +270,38 @@ fn broken(ending: &Ending, end_status: Option<i32>, timeout: Duration) -> Option
     }
 }
 
+/// Checks, before anything is fetched or built, every tool `task` needs
+/// for the kernels `specs` name (`None`: the host), all missing ones in
+/// one line. The private apt's tools are needed only when some kernel is
+/// not in the cache under `dir` (offline, a cached kernel will do); a
+/// missing mkfs.ext4 is only a note (the guest falls back to ext2).
+pub(crate) fn preflight(task: &str, dir: &Path, specs: &[Option<Spec>]) -> Result<()> {
+    let mut needs = vec![Need::StaticBuild];
+    let vms: Vec<&Spec> = specs.iter().flatten().collect();
+    if !vms.is_empty() {
+        needs.push(Need::Boot);
+    }
+    let fetcher = Fetcher::new(dir);
+    let all_cached = vms.iter().all(|s| fetcher.newest_cached(s).is_some());
+    if !all_cached {
+        needs.push(Need::Apt);
+    }
+    deps::require(task, &needs)?;
+    let mut optional = Vec::new();
+    if !vms.is_empty() {
+        optional.push(Need::Ext4);
+    }
+    if all_cached && !vms.is_empty() {
+        optional.push(Need::Apt);
+    }
+    if let Some(note) = deps::note_optional(task, &optional) {
+        println!("{note}");
+    }
+    Ok(())
+}
+
 /// The kernels `specs` name (`None`: the host, nothing to fetch), fetched
-/// or taken from the cache under `dir`; QEMU is checked when any is to be
-/// booted.
+/// or taken from the cache under `dir`.
 pub(crate) fn fetch_kernels(dir: &Path, specs: &[Option<Spec>]) -> Result<Vec<Option<Kernel>>> {
     let mut fetcher = Fetcher::new(dir);
     let mut kernels = Vec::new();
@@ -280,25 +311,7 @@ pub(crate) fn fetch_kernels(dir: &Path, specs: &[Option<Spec>]) -> Result<Vec<Op
             Some(spec) => Some(fetcher.get(spec)?),
         });
     }
-    if kernels.iter().any(Option::is_some) {
-        check_qemu()?;
-    }
     Ok(kernels)
-}
-
-/// QEMU must be installed; say how when it is not.
-fn check_qemu() -> Result<()> {
-    let ok = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Ok(())
-    } else {
-        Err(Failure::unavailable("qemu-system-x86_64 is not installed: apt-get install qemu-system-x86"))
-    }
 }
 
 /// `path` relative to the workspace root, for display.
