@@ -162,12 +162,12 @@ fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: 
         // MSG_MORE while more is queued behind this part: TCP sends it all
         // together, not one small segment per buffer.
         let more = c.sent + part.len() < front.len() || c.out.len() > 1;
-        let send = Send::new(Fixed(slot), part).flags(if more { libc::MSG_MORE } else { 0 });
         // SAFETY: no safe push sends from a BufRing's buffer. The `Bundle`
         // stays in `c.out` until this send's CQE, so the kernel selects none
         // of its buffers meanwhile, and we write none; the memory is attached
         // to the ring, mapped until the ring closes with nothing in flight.
-        unsafe { ring.push_op_unchecked(SqeContext::token(slot.into())?, send) }?;
+        let send = unsafe { Send::new(Fixed(slot), part) }.flags(if more { libc::MSG_MORE } else { 0 });
+        ring.push_op(SqeContext::token(slot.into())?, send)?;
         c.sending = true;
     }
     // Rule: shut a socket down before closing it. An armed receive holds its
