@@ -163,15 +163,16 @@ impl Budgets {
             if line.is_empty() {
                 continue;
             }
-            if let Some((k, v)) = line.split_once('=') {
-                if k.trim() == "liburing" {
-                    liburing = Some(v.trim().to_owned());
-                    continue;
-                }
+            if let Some((k, v)) = line.split_once('=')
+                && k.trim() == "liburing"
+            {
+                liburing = Some(v.trim().to_owned());
+                continue;
             }
             let bad = || Failure::new(format!("{BUDGETS}:{}: expected `id target ceiling`, got `{line}`", n + 1));
             let mut words = line.split_whitespace();
-            let (Some(id), Some(target), Some(ceiling), None) = (words.next(), words.next(), words.next(), words.next())
+            let (Some(id), Some(target), Some(ceiling), None) =
+                (words.next(), words.next(), words.next(), words.next())
             else {
                 return Err(bad());
             };
@@ -204,7 +205,16 @@ impl Budgets {
             } else if let [id, target, _] = words[..]
                 && let Some((_, r)) = measured.iter().find(|(m, _)| m == id)
             {
-                let _ = writeln!(out, "{id:<18} {target:<6} {:.2}", (r * 100.0).ceil() / 100.0);
+                let ceiling = format!("{:.2}", (r * 100.0).ceil() / 100.0);
+                let row = format!("{id:<18} {target:<6} {ceiling}");
+                match line.find('#') {
+                    Some(at) => {
+                        let _ = writeln!(out, "{row:<34}{}", &line[at..]);
+                    }
+                    None => {
+                        let _ = writeln!(out, "{row}");
+                    }
+                }
             } else {
                 let _ = writeln!(out, "{line}");
             }
@@ -445,7 +455,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ]))?;
     let rust_exe = target.join("release/examples/compare");
     let file = dir.join("read-data");
-    if std::fs::metadata(&file).map(|m| m.len() as usize) .ok() != Some(FILE_LEN) {
+    if std::fs::metadata(&file).map(|m| m.len() as usize).ok() != Some(FILE_LEN) {
         let data: Vec<u8> = (0..FILE_LEN).map(|i| (i * 7 + i / 4096) as u8).collect();
         std::fs::write(&file, data).map_err(|e| Failure::new(format!("cannot write {}: {e}", file.display())))?;
     }
@@ -474,10 +484,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         SLACK * 100.0
     );
     if version != budgets.liburing {
-        println!(
-            "note: the ceilings were recorded against liburing-dev {}, this run used {version}",
-            budgets.liburing
-        );
+        println!("note: the ceilings were recorded against liburing-dev {}, this run used {version}", budgets.liburing);
     }
 
     if args.record {
@@ -555,9 +562,14 @@ mod tests {
 
     #[test]
     fn record_rewrites_only_the_ceilings_and_version() {
-        let text = "# head\nliburing = 2.14-1\nnop-push 1.00 1.40 # typed\nread-raw 1.10 2.00\n";
-        let out = Budgets::record(text, "2.15-1", &[("nop-push".into(), 1.2345)]);
-        assert_eq!(out, "# head\nliburing = 2.15-1\nnop-push           1.00   1.24\nread-raw 1.10 2.00\n");
+        let text = "# head\nliburing = 2.14-1\nnop-push 1.00 1.40 # typed\nread-raw 1.10 2.00\nreap-wait 1 1\n";
+        let out = Budgets::record(text, "2.15-1", &[("nop-push".into(), 1.2345), ("reap-wait".into(), 0.5)]);
+        assert_eq!(
+            out,
+            "# head\nliburing = 2.15-1\nnop-push           1.00   1.24    # typed\nread-raw 1.10 2.00\n\
+             reap-wait          1      0.50\n"
+        );
+        assert_eq!(Budgets::parse(&out).unwrap().get("nop-push").unwrap().ceiling, 1.24);
     }
 
     #[test]
