@@ -19,12 +19,23 @@
  *             buffer to the ring (io_uring_buf_ring_add + advance), mark
  *             the CQE seen. `batch` is ignored.
  *
+ * echo        TCP echo over loopback, `batch` connections (accepted with
+ *             accept(2) at set-up), each server socket with a multishot
+ *             recv selecting from a provided-buffer ring (group 1); per
+ *             round: each client writes 64 bytes; the ring is driven
+ *             (io_uring_submit_and_wait(1), reap) until every request's
+ *             recv has been answered by a send from the received buffer and
+ *             every send has completed, returning the buffer to the ring;
+ *             each client reads its echo.
+ *
  * Every ring: 256 SQ entries, 512 CQ entries, IORING_SETUP_SINGLE_ISSUER |
  * IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_NO_SQARRAY.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <liburing.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,10 +210,108 @@ static unsigned long long recv_multi(unsigned rounds)
 	return sum;
 }
 
+#define ECHO_BUFS 64
+#define SEND_TAG (1ULL << 32)
+
+static unsigned long long echo(unsigned conns, unsigned rounds)
+{
+	struct io_uring ring;
+	setup(&ring);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in addr;
+	memset(&addr, 0, sizeof(addr));
+	addr.sin_family = AF_INET;
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	socklen_t alen = sizeof(addr);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 64) < 0 ||
+	    getsockname(lfd, (struct sockaddr *)&addr, &alen) < 0)
+		die("listen", errno);
+	int *client = calloc(conns, sizeof(int)), *server = calloc(conns, sizeof(int));
+	if (!client || !server)
+		die("alloc", ENOMEM);
+	for (unsigned i = 0; i < conns; i++) {
+		int one = 1;
+		client[i] = socket(AF_INET, SOCK_STREAM, 0);
+		if (client[i] < 0 || connect(client[i], (struct sockaddr *)&addr, sizeof(addr)) < 0)
+			die("connect", errno);
+		server[i] = accept(lfd, NULL, NULL);
+		if (server[i] < 0)
+			die("accept", errno);
+		setsockopt(client[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(server[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	int ret;
+	struct io_uring_buf_ring *br = io_uring_setup_buf_ring(&ring, ECHO_BUFS, 1, 0, &ret);
+	char *bufs = malloc(ECHO_BUFS * BUF_SIZE);
+	if (!br || !bufs)
+		die("io_uring_setup_buf_ring", br ? ENOMEM : ret);
+	int mask = io_uring_buf_ring_mask(ECHO_BUFS);
+	for (int i = 0; i < ECHO_BUFS; i++)
+		io_uring_buf_ring_add(br, bufs + i * BUF_SIZE, BUF_SIZE, i, mask, i);
+	io_uring_buf_ring_advance(br, ECHO_BUFS);
+	for (unsigned i = 0; i < conns; i++) {
+		struct io_uring_sqe *sqe = sqe_or_die(&ring);
+		io_uring_prep_recv_multishot(sqe, server[i], NULL, 0, 0);
+		io_uring_sqe_set_flags(sqe, IOSQE_BUFFER_SELECT);
+		sqe->buf_group = 1;
+		io_uring_sqe_set_data64(sqe, i);
+	}
+	char msg[MSG], back[MSG];
+	memset(msg, 'e', sizeof(msg));
+	unsigned long long sum = 0;
+	for (unsigned r = 0; r < rounds; r++) {
+		for (unsigned i = 0; i < conns; i++)
+			if (write(client[i], msg, sizeof(msg)) != sizeof(msg))
+				die("write", errno);
+		unsigned pending = 2 * conns;
+		while (pending) {
+			ret = io_uring_submit_and_wait(&ring, 1);
+			if (ret < 0)
+				die("io_uring_submit_and_wait", ret);
+			struct io_uring_cqe *cqe;
+			unsigned head, n = 0;
+			io_uring_for_each_cqe(&ring, head, cqe) {
+				n++;
+				if (cqe->user_data & SEND_TAG) {
+					unsigned bid = (unsigned)(cqe->user_data >> 16) & 0xffff;
+					if (cqe->res != MSG)
+						die("send", cqe->res < 0 ? cqe->res : EIO);
+					io_uring_buf_ring_add(br, bufs + bid * BUF_SIZE, BUF_SIZE, bid, mask, 0);
+					io_uring_buf_ring_advance(br, 1);
+					pending--;
+					continue;
+				}
+				unsigned conn = (unsigned)cqe->user_data;
+				if (cqe->res != MSG || !(cqe->flags & IORING_CQE_F_BUFFER) ||
+				    !(cqe->flags & IORING_CQE_F_MORE))
+					die("recv", cqe->res < 0 ? cqe->res : EIO);
+				unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+				struct io_uring_sqe *sqe = sqe_or_die(&ring);
+				io_uring_prep_send(sqe, server[conn], bufs + bid * BUF_SIZE, (size_t)cqe->res, 0);
+				io_uring_sqe_set_data64(sqe, SEND_TAG | ((unsigned long long)bid << 16) | conn);
+				pending--;
+			}
+			io_uring_cq_advance(&ring, n);
+		}
+		for (unsigned i = 0; i < conns; i++) {
+			if (read(client[i], back, sizeof(back)) != sizeof(back))
+				die("read", errno);
+			sum += (unsigned char)back[0];
+		}
+	}
+	io_uring_queue_exit(&ring);
+	for (unsigned i = 0; i < conns; i++) {
+		close(client[i]);
+		close(server[i]);
+	}
+	close(lfd);
+	return sum;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 4 && argc != 5) {
-		fprintf(stderr, "usage: liburing <nop-submit|nop-round|read-fixed|recv-multi> <batch> <rounds> [file]\n");
+		fprintf(stderr, "usage: liburing <nop-submit|nop-round|read-fixed|recv-multi|echo> <batch> <rounds> [file]\n");
 		return 2;
 	}
 	const char *mode = argv[1];
@@ -215,6 +324,8 @@ int main(int argc, char **argv)
 		sum = nop(batch, rounds, 0);
 	else if (!strcmp(mode, "read-fixed") && argc == 5)
 		sum = read_fixed(argv[4], batch, rounds);
+	else if (!strcmp(mode, "echo"))
+		sum = echo(batch, rounds);
 	else if (!strcmp(mode, "recv-multi"))
 		sum = recv_multi(rounds);
 	else {
