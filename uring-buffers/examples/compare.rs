@@ -27,6 +27,18 @@
 //!   peer, `submit_and_wait(1)`, take the buffer the CQE names, read a
 //!   byte, recycle it. `batch` is ignored.
 //!
+//! - `echo`, `peer-echo`: TCP echo over loopback, `batch` connections
+//!   (accepted at set-up), each server socket with a multishot receive
+//!   from a provided-buffer ring; per round each client writes 64 bytes,
+//!   the ring is driven (`submit_and_wait(1)`, reap) until every receive
+//!   has been answered by a send from the received buffer (`Send` through
+//!   `push_op_unchecked`, the buffer held until the send's CQE, then
+//!   recycled), and each client reads its echo.
+//!
+//! Each workload is its own function, never inlined into `main`, so
+//! adding one changes the others' code as little as the compiler allows
+//! (library functions with `#[inline]` still see every call site).
+//!
 //! Keep this file the only place the comparison touches uring's API.
 
 use std::hint::black_box;
@@ -66,6 +78,7 @@ fn block(round: u32, batch: u32, i: u32) -> u64 {
     u64::from(round * batch + i) % FILE_BLOCKS * READ_SIZE as u64
 }
 
+#[inline(never)]
 fn nop_next(batch: u32, rounds: u32, submit_only: bool, wait: bool) -> u64 {
     let mut ring = ring();
     let mut slots = vec![CqeSlot::EMPTY; batch as usize];
@@ -100,6 +113,7 @@ fn nop_next(batch: u32, rounds: u32, submit_only: bool, wait: bool) -> u64 {
     black_box(sum)
 }
 
+#[inline(never)]
 fn nop_push(batch: u32, rounds: u32) -> u64 {
     let mut ring = ring();
     let mut sum = 0u64;
@@ -113,6 +127,7 @@ fn nop_push(batch: u32, rounds: u32) -> u64 {
     black_box(sum)
 }
 
+#[inline(never)]
 fn peer_nop(batch: u32, rounds: u32, submit_only: bool) -> u64 {
     let mut ring = peer();
     let mut sum = 0u64;
@@ -137,6 +152,7 @@ fn peer_nop(batch: u32, rounds: u32, submit_only: bool) -> u64 {
     black_box(sum)
 }
 
+#[inline(never)]
 fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
     let mut ring = ring();
     let file = std::fs::File::open(path).expect("open");
@@ -175,6 +191,7 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
     black_box(sum)
 }
 
+#[inline(never)]
 fn peer_read(path: &str, batch: u32, rounds: u32) -> u64 {
     let mut ring = peer();
     let file = std::fs::File::open(path).expect("open");
@@ -217,6 +234,7 @@ fn send(fd: i32, msg: &[u8; MSG]) {
     assert_eq!(n, MSG as isize, "write");
 }
 
+#[inline(never)]
 fn recv(rounds: u32) -> u64 {
     let mut ring = ring();
     let (rx, tx) = socketpair();
@@ -242,6 +260,7 @@ fn recv(rounds: u32) -> u64 {
     black_box(sum)
 }
 
+#[inline(never)]
 fn peer_recv(rounds: u32) -> u64 {
     let mut ring = peer();
     let (rx, tx) = socketpair();
@@ -300,6 +319,164 @@ fn peer_recv(rounds: u32) -> u64 {
     black_box(sum)
 }
 
+const ECHO_BUFS: u16 = 64;
+/// Tokens at or above this are sends; below, a receive's connection.
+const SEND: u64 = 1 << 20;
+
+/// `conns` connected pairs: (clients, accepted server sockets).
+fn tcp_pairs(conns: u32) -> (Vec<std::net::TcpStream>, Vec<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let addr = listener.local_addr().expect("addr");
+    let mut clients = Vec::new();
+    let mut servers = Vec::new();
+    for _ in 0..conns {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        let (s, _) = listener.accept().expect("accept");
+        c.set_nodelay(true).expect("nodelay");
+        s.set_nodelay(true).expect("nodelay");
+        clients.push(c);
+        servers.push(s);
+    }
+    (clients, servers)
+}
+
+fn read_echo(fd: i32) -> u8 {
+    let mut back = [0u8; MSG];
+    // SAFETY: `back` is valid for MSG bytes.
+    let n = unsafe { libc::read(fd, back.as_mut_ptr().cast(), MSG) };
+    assert_eq!(n, MSG as isize, "read");
+    back[0]
+}
+
+#[inline(never)]
+fn echo(conns: u32, rounds: u32) -> u64 {
+    let mut ring = ring();
+    let (clients, servers) = tcp_pairs(conns);
+    let mut br = BufRing::register(&mut ring, BufRingConfig::new(1, u32::from(ECHO_BUFS), BUF_SIZE)).expect("bufring");
+    for (i, s) in servers.iter().enumerate() {
+        ring.push_op(SqeContext::token(i as u64).expect("token"), RecvMulti::new(s.as_raw_fd(), 1)).expect("recv");
+    }
+    let mut held: Vec<Option<uring_buffers::Buf>> = (0..ECHO_BUFS).map(|_| None).collect();
+    let mut slots = vec![CqeSlot::EMPTY; 2 * conns as usize];
+    let msg = [b'e'; MSG];
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        for c in &clients {
+            send(c.as_raw_fd(), &msg);
+        }
+        let mut pending = 2 * conns;
+        while pending > 0 {
+            ring.submit_and_wait(1).expect("submit");
+            let n = ring.wait(&mut slots).expect("wait").len();
+            for slot in &slots[..n] {
+                let cqe = slot.cqe();
+                pending -= 1;
+                let token = cqe.context().as_token().expect("a token");
+                if token >= SEND {
+                    assert_eq!(cqe.res(), MSG as i32, "send");
+                    let buf = held[(token - SEND) as usize].take().expect("a held buffer");
+                    br.recycle(buf).expect("recycle");
+                    continue;
+                }
+                assert!(cqe.res() == MSG as i32 && cqe.more(), "recv");
+                let buf = br.take(&cqe).expect("take").expect("a buffer");
+                let op = uring_ops::net::Send::new(servers[token as usize].as_raw_fd(), br.bytes(&buf));
+                let ctx = SqeContext::token(SEND + u64::from(buf.bid())).expect("token");
+                // SAFETY: the buffer is held (not recycled) until the send's
+                // CQE, handled above.
+                unsafe { ring.push_op_unchecked(ctx, op) }.expect("send");
+                let bid = usize::from(buf.bid());
+                held[bid] = Some(buf);
+            }
+        }
+        for c in &clients {
+            sum += u64::from(read_echo(c.as_raw_fd()));
+        }
+    }
+    black_box(sum)
+}
+
+#[inline(never)]
+fn peer_echo(conns: u32, rounds: u32) -> u64 {
+    let mut ring = peer();
+    let (clients, servers) = tcp_pairs(conns);
+    let entries = usize::from(ECHO_BUFS);
+    let layout = std::alloc::Layout::from_size_align(entries * 16, 4096).expect("layout");
+    // SAFETY: non-zero size.
+    let base = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<types::BufRingEntry>();
+    assert!(!base.is_null());
+    let bufs = vec![0u8; entries * BUF_SIZE as usize];
+    let mask = ECHO_BUFS - 1;
+    // SAFETY: `base` holds `entries` entries; the buffers outlive the ring.
+    let tail = unsafe { types::BufRingEntry::tail(base) }.cast_mut();
+    let add = |bid: u16, offset: u16| {
+        // SAFETY: the index is masked into the ring; `bufs` holds every bid.
+        unsafe {
+            let tail_now = tail.read();
+            let e = &mut *base.add(usize::from(tail_now.wrapping_add(offset) & mask));
+            e.set_addr(bufs.as_ptr().add(usize::from(bid) * BUF_SIZE as usize) as u64);
+            e.set_len(BUF_SIZE);
+            e.set_bid(bid);
+        }
+    };
+    let advance = |n: u16| {
+        // SAFETY: the tail is the ring's, shared with the kernel: release.
+        let t = unsafe { &*tail.cast::<std::sync::atomic::AtomicU16>() };
+        t.store(t.load(std::sync::atomic::Ordering::Relaxed).wrapping_add(n), std::sync::atomic::Ordering::Release);
+    };
+    for bid in 0..ECHO_BUFS {
+        add(bid, bid);
+    }
+    advance(ECHO_BUFS);
+    // SAFETY: the ring memory stays valid until the ring is dropped.
+    unsafe { ring.submitter().register_buf_ring_with_flags(base as u64, ECHO_BUFS, 1, 0) }.expect("buf ring");
+    for (i, s) in servers.iter().enumerate() {
+        let op = opcode::RecvMulti::new(types::Fd(s.as_raw_fd()), 1).build().user_data(i as u64);
+        // SAFETY: the buffers belong to the registered group.
+        unsafe { ring.submission().push(&op) }.expect("push");
+    }
+    let msg = [b'e'; MSG];
+    let mut sum = 0u64;
+    for _ in 0..rounds {
+        for c in &clients {
+            send(c.as_raw_fd(), &msg);
+        }
+        let mut pending = 2 * conns;
+        while pending > 0 {
+            ring.submit_and_wait(1).expect("submit");
+            let (submitter, mut sq, cq) = ring.split();
+            let _ = submitter;
+            for cqe in cq {
+                pending -= 1;
+                let ud = cqe.user_data();
+                if ud >= SEND {
+                    assert_eq!(cqe.result(), MSG as i32, "send");
+                    add((ud - SEND) as u16, 0);
+                    advance(1);
+                    continue;
+                }
+                assert!(cqe.result() == MSG as i32 && io_uring::cqueue::more(cqe.flags()), "recv");
+                let bid = io_uring::cqueue::buffer_select(cqe.flags()).expect("a buffer");
+                // SAFETY: the buffer stays out of the ring until the send's CQE.
+                let ptr = unsafe { bufs.as_ptr().add(usize::from(bid) * BUF_SIZE as usize) };
+                let op = opcode::Send::new(types::Fd(servers[ud as usize].as_raw_fd()), ptr, MSG as u32)
+                    .build()
+                    .user_data(SEND + u64::from(bid));
+                // SAFETY: as above.
+                unsafe { sq.push(&op) }.expect("push");
+            }
+            sq.sync();
+        }
+        for c in &clients {
+            sum += u64::from(read_echo(c.as_raw_fd()));
+        }
+    }
+    drop(ring);
+    // SAFETY: allocated above with `layout`; the ring is gone.
+    unsafe { std::alloc::dealloc(base.cast(), layout) };
+    black_box(sum)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: compare <mode> <batch> <rounds> [file] (modes: see the source)";
@@ -320,6 +497,8 @@ fn main() {
         "peer-read" => peer_read(file(), batch, rounds),
         "recv" => recv(rounds),
         "peer-recv" => peer_recv(rounds),
+        "echo" => echo(batch, rounds),
+        "peer-echo" => peer_echo(batch, rounds),
         _ => panic!("{usage}"),
     };
     println!("{sum}");

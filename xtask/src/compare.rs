@@ -13,7 +13,8 @@
 //! - per SQE: the slope over the batch size at a fixed number of rounds
 //!   (one `submit` per round cancels too);
 //! - per operation of a fixed batch (QD32 reads, one message): the slope
-//!   over the number of rounds, enter and reap included;
+//!   over the number of rounds, enter and reap included (TCP echo: per
+//!   request, the in-process clients' `write` and `read` included);
 //! - reap per CQE: the round trip's per-SQE slope minus the submission
 //!   side's, each with the library's raw push.
 //!
@@ -47,6 +48,8 @@ const QD: u32 = 32;
 const READ_ROUNDS: u32 = 50;
 /// Messages (`n` and `2n`) of the multishot receive.
 const RECV_ROUNDS: u32 = 1_000;
+/// Rounds (`n` and `2n`) of the echo with one connection (a quarter with 16).
+const ECHO_ROUNDS: u32 = 200;
 /// The read workload's file: 256 blocks of 4 KiB.
 const FILE_LEN: usize = 256 * 4096;
 
@@ -133,6 +136,22 @@ const WORKLOADS: &[Workload] = &[
         liburing: ("recv-multi", ""),
         peer: Some(("peer-recv", "")),
         uring: ("recv", ""),
+    },
+    Workload {
+        id: "echo-1",
+        label: "TCP echo, 1 connection, per request",
+        method: Method::PerRound { batch: 1, rounds: ECHO_ROUNDS },
+        liburing: ("echo", ""),
+        peer: Some(("peer-echo", "")),
+        uring: ("echo", ""),
+    },
+    Workload {
+        id: "echo-16",
+        label: "TCP echo, 16 connections, per request",
+        method: Method::PerRound { batch: 16, rounds: ECHO_ROUNDS / 4 },
+        liburing: ("echo", ""),
+        peer: Some(("peer-echo", "")),
+        uring: ("echo", ""),
     },
 ];
 
@@ -477,7 +496,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     println!(
         "\nper SQE: slope over batches of {BATCH_LO} to {BATCH_HI} NOPs (CQE_SKIP_SUCCESS) at {SQE_ROUNDS} submits; \
          reap per CQE: the round trip's slope minus that; reads: QD{QD}, {READ_ROUNDS} vs {} rounds, submit and \
-         reap included; recv: {RECV_ROUNDS} vs {} messages, write, wait, take and recycle included. \
+         reap included; recv: {RECV_ROUNDS} vs {} messages, write, wait, take and recycle included; echo: per request, the \
+         clients' write and read included. \
          Targets from issue 13; ceiling: the ratio recorded in {BUDGETS}; --check allows +{:.0}%.",
         2 * READ_ROUNDS,
         2 * RECV_ROUNDS,
