@@ -48,6 +48,10 @@ const QD: u32 = 32;
 const READ_ROUNDS: u32 = 50;
 /// Messages (`n` and `2n`) of the multishot receive.
 const RECV_ROUNDS: u32 = 1_000;
+/// Wall-clock: rounds by default, and how many times more operations than
+/// under callgrind each run makes.
+const WALL_ROUNDS: u32 = 5;
+const WALL_SCALE: u32 = 100;
 /// Rounds (`n` and `2n`) of the echo with one connection (a quarter with 16).
 const ECHO_ROUNDS: u32 = 200;
 /// The read workload's file: 256 blocks of 4 KiB.
@@ -246,6 +250,8 @@ impl Budgets {
 struct Args {
     check: bool,
     record: bool,
+    /// Wall-clock rounds (`--wall K`), instead of instruction counts.
+    wall: Option<u32>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
@@ -254,6 +260,11 @@ fn parse_args(args: &[String]) -> Result<Args> {
         match arg.as_str() {
             "--check" => parsed.check = true,
             "--record" => parsed.record = true,
+            "--wall" => parsed.wall = Some(WALL_ROUNDS),
+            other if other.starts_with("--wall=") => {
+                let k = other["--wall=".len()..].parse().ok().filter(|k| *k > 0);
+                parsed.wall = Some(k.ok_or_else(|| Failure::usage(format!("compare: bad `{other}`")))?);
+            }
             other => return Err(Failure::usage(format!("compare: unknown option `{other}`"))),
         }
     }
@@ -479,6 +490,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         std::fs::write(&file, data).map_err(|e| Failure::new(format!("cannot write {}: {e}", file.display())))?;
     }
 
+    if let Some(k) = args.wall {
+        if args.check || args.record {
+            return Err(Failure::usage("compare: --wall measures time; it neither checks nor records"));
+        }
+        return wall(&c_exe, &rust_exe, &file, &version, k);
+    }
     println!(
         "user-space instructions per operation (valgrind --tool=callgrind), liburing-dev {version} (Debian, static), \
          io-uring crate {}, rings SINGLE_ISSUER|DEFER_TASKRUN|NO_SQARRAY, 256/512 entries\n",
@@ -545,6 +562,120 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Seconds one native run takes, pinned to `cpu`.
+fn seconds(cpu: usize, exe: &Path, mode: &str, batch: u32, rounds: u32, file: &Path) -> Result<f64> {
+    let start = std::time::Instant::now();
+    let out = Command::new("taskset")
+        .arg("-c")
+        .arg(cpu.to_string())
+        .arg(exe)
+        .arg(mode)
+        .arg(batch.to_string())
+        .arg(rounds.to_string())
+        .arg(file)
+        .output()
+        .map_err(|e| Failure::unavailable(format!("cannot run taskset (util-linux): {e}")))?;
+    let t = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        return Err(Failure::new(format!(
+            "{} {mode} {batch} {rounds} failed:\n{}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(t)
+}
+
+/// Nanoseconds per operation of one wall-clock measurement (the callgrind
+/// differences, with `WALL_SCALE` times the rounds).
+fn wall_per_op(cpu: usize, method: Method, exe: &Path, modes: (&str, &str), file: &Path) -> Result<f64> {
+    let per_sqe = |mode: &str| -> Result<f64> {
+        let r = SQE_ROUNDS * WALL_SCALE;
+        let lo = seconds(cpu, exe, mode, BATCH_LO, r, file)?;
+        let hi = seconds(cpu, exe, mode, BATCH_HI, r, file)?;
+        Ok((hi - lo) * 1e9 / f64::from((BATCH_HI - BATCH_LO) * r))
+    };
+    match method {
+        Method::PerSqe => per_sqe(modes.0),
+        Method::Minus => Ok(per_sqe(modes.0)? - per_sqe(modes.1)?),
+        Method::PerRound { batch, rounds } => {
+            let r = rounds * WALL_SCALE;
+            let a = seconds(cpu, exe, modes.0, batch, r, file)?;
+            let b = seconds(cpu, exe, modes.0, batch, 2 * r, file)?;
+            Ok((b - a) * 1e9 / f64::from(batch * r))
+        }
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+/// `cargo xtask compare --wall K`: K interleaved rounds, pinned to one CPU;
+/// per workload the median of the per-round ratios to liburing, and their
+/// spread.
+fn wall(c_exe: &Path, rust_exe: &Path, file: &Path, version: &str, k: u32) -> Result<()> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let cpu = cpus - 1;
+    println!(
+        "wall-clock per operation (ns), liburing-dev {version}: {k} interleaved rounds pinned to CPU {cpu} \
+         (taskset), each a difference of two native runs ({WALL_SCALE}x the callgrind runs' operations); \
+         ratios are medians of per-round ratios, with their min..max\n"
+    );
+    /// Per workload, one entry per round: uring / liburing, peer /
+    /// liburing, liburing's ns, uring's ns.
+    type Samples = (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut acc: Vec<Samples> = vec![Default::default(); WORKLOADS.len()];
+    for round in 0..k {
+        for (w, a) in WORKLOADS.iter().zip(&mut acc) {
+            // Rotate who goes first each round.
+            let mut order: Vec<u8> = vec![0, 1, 2];
+            order.rotate_left((round % 3) as usize);
+            let (mut lib, mut peer, mut ours) = (0.0, None, 0.0);
+            for who in order {
+                match who {
+                    0 => lib = wall_per_op(cpu, w.method, c_exe, w.liburing, file)?,
+                    1 => {
+                        if let Some(m) = w.peer {
+                            peer = Some(wall_per_op(cpu, w.method, rust_exe, m, file)?);
+                        }
+                    }
+                    _ => ours = wall_per_op(cpu, w.method, rust_exe, w.uring, file)?,
+                }
+            }
+            a.0.push(ours / lib);
+            if let Some(p) = peer {
+                a.1.push(p / lib);
+            }
+            a.2.push(lib);
+            a.3.push(ours);
+        }
+        eprintln!("wall: round {} of {k} done", round + 1);
+    }
+    println!(
+        "| workload | liburing ns | uring ns | uring / liburing (min..max) | io-uring crate / liburing (min..max) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (w, a) in WORKLOADS.iter().zip(&mut acc) {
+        let spread = |v: &mut Vec<f64>| -> String {
+            if v.is_empty() {
+                return "—".into();
+            }
+            let (lo, hi) = (v.iter().copied().fold(f64::MAX, f64::min), v.iter().copied().fold(f64::MIN, f64::max));
+            format!("{:.2} ({lo:.2}..{hi:.2})", median(v))
+        };
+        let (u, p) = (spread(&mut a.0), spread(&mut a.1));
+        println!("| {} | {:.1} | {:.1} | {u} | {p} |", w.label, median(&mut a.2), median(&mut a.3));
+    }
+    println!(
+        "\nreap per CQE is a difference of two differences: its wall-clock ratio is noise-dominated. \
+         Shared machines are noisy: read the spread before the median."
+    );
+    Ok(())
+}
+
 /// The io-uring crate's version in Cargo.lock.
 fn peer_version(root: &Path) -> String {
     let lock = util::read(&root.join("Cargo.lock")).unwrap_or_default();
@@ -603,6 +734,12 @@ mod tests {
     }
 
     #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
     fn callgrind_count_and_slopes() {
         assert_eq!(collected("==1== Events : Ir\n==1== Collected : 123456\n"), Some(123_456));
         assert_eq!(collected("nothing"), None);
@@ -612,7 +749,10 @@ mod tests {
     #[test]
     fn arguments() {
         let a = parse_args(&["--check".into(), "--record".into()]).unwrap();
-        assert!(a.check && a.record);
+        assert!(a.check && a.record && a.wall.is_none());
+        assert_eq!(parse_args(&["--wall".into()]).unwrap().wall, Some(WALL_ROUNDS));
+        assert_eq!(parse_args(&["--wall=9".into()]).unwrap().wall, Some(9));
+        assert_eq!(parse_args(&["--wall=0".into()]).unwrap_err().code, 2);
         assert_eq!(parse_args(&["--bogus".into()]).unwrap_err().code, 2);
     }
 }

@@ -53,7 +53,7 @@ tasks:
       uring-core and the io-uring crate with valgrind's callgrind (exact
       where wall-clock benchmarks are noisy). Needs valgrind (`cargo xtask
       deps`).
-  compare [--check] [--record]
+  compare [--check] [--record] [--wall[=K]]
       User-space instructions per operation (valgrind's callgrind, exact)
       for the same workloads through liburing, the io-uring crate and
       uring: NOPs per SQE (raw and typed), reap per CQE, 4 KiB fixed reads
@@ -67,6 +67,9 @@ tasks:
         --check   exit 1 when a ratio exceeds its recorded ceiling by more
                   than 2% (the CI gate: a ratchet towards the targets).
         --record  write this run's ratios as the new ceilings.
+        --wall[=K] wall-clock instead (not a gate): K interleaved rounds
+                  (default 5) of native runs pinned to one CPU with
+                  taskset, the median of per-round ratios and their spread.
   vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
       Run the test binaries of the workspace's library crates (every
       member but xtask: unit, integration and example tests) on a matrix of
