@@ -12,9 +12,9 @@
 //!   flagged `CQE_SKIP_SUCCESS` (no CQE), one `submit`: the push path alone.
 //!   `next` writes the entry in place (`Ring::next_sqe`, `unsafe`), `push`
 //!   is the typed, checked `RingOps::push_op(SqeContext::token(n), Nop)`.
-//! - `next-round`, `wait-round`, `peer-round`: per round, `batch` raw NOPs,
+//! - `next-round`, `reap-round`, `peer-round`: per round, `batch` raw NOPs,
 //!   `submit_and_wait(batch)`, reap every CQE: through `Ring::completions`
-//!   (in ring memory), `Ring::wait` (copied into `CqeSlot`s), the crate's
+//!   (in ring memory), `Ring::reap` (copied into `CqeSlot`s), the crate's
 //!   `completion()`. Minus the `-submit` run: the reap side per CQE.
 //! - `read-raw`, `read-safe`, `peer-read`: per round, `batch` 4 KiB
 //!   `READ_FIXED` from registered file 0 (`file`) into registered buffer i,
@@ -31,9 +31,10 @@
 //!   (accepted at set-up), each server socket with a multishot receive
 //!   from a provided-buffer ring; per round each client writes 64 bytes,
 //!   the ring is driven (`submit_and_wait(1)`, reap) until every receive
-//!   has been answered by a send from the received buffer (`Send` through
-//!   `push_op_unchecked`, the buffer held until the send's CQE, then
-//!   recycled), and each client reads its echo.
+//!   has been answered by a send from the received buffer (`Send`, whose
+//!   `unsafe` constructor takes the obligation, through `push_op`; the
+//!   buffer held until the send's CQE, then recycled), and each client
+//!   reads its echo.
 //!
 //! Each workload is its own function, never inlined into `main`, so
 //! adding one changes the others' code as little as the compiler allows
@@ -79,7 +80,7 @@ fn block(round: u32, batch: u32, i: u32) -> u64 {
 }
 
 #[inline(never)]
-fn nop_next(batch: u32, rounds: u32, submit_only: bool, wait: bool) -> u64 {
+fn nop_next(batch: u32, rounds: u32, submit_only: bool, slots_copy: bool) -> u64 {
     let mut ring = ring();
     let mut slots = vec![CqeSlot::EMPTY; batch as usize];
     let mut sum = 0u64;
@@ -98,8 +99,8 @@ fn nop_next(batch: u32, rounds: u32, submit_only: bool, wait: bool) -> u64 {
             continue;
         }
         ring.submit_and_wait(batch).expect("submit");
-        if wait {
-            let reaped = ring.wait(&mut slots).expect("wait");
+        if slots_copy {
+            let reaped = ring.reap(&mut slots).expect("reap");
             for cqe in reaped.iter() {
                 sum = sum.wrapping_add(cqe.user_data()).wrapping_add(cqe.res() as u64);
             }
@@ -176,7 +177,7 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
         }
         ring.submit_and_wait(batch).expect("submit");
         if safe {
-            let reaped = ring.wait(&mut slots).expect("wait");
+            let reaped = ring.reap(&mut slots).expect("reap");
             for cqe in reaped.iter() {
                 let done = fixed.handle_cqe(&cqe).expect("a FixedBuffers CQE");
                 sum = sum.wrapping_add(done.res as u64);
@@ -249,7 +250,7 @@ fn recv(rounds: u32) -> u64 {
         }
         send(tx.as_raw_fd(), &msg);
         ring.submit_and_wait(1).expect("submit");
-        let reaped = ring.wait(&mut slots).expect("wait");
+        let reaped = ring.reap(&mut slots).expect("reap");
         let cqe = reaped.get(0).expect("a CQE");
         assert_eq!(cqe.res(), MSG as i32, "recv");
         armed = cqe.more();
@@ -367,7 +368,7 @@ fn echo(conns: u32, rounds: u32) -> u64 {
         let mut pending = 2 * conns;
         while pending > 0 {
             ring.submit_and_wait(1).expect("submit");
-            let n = ring.wait(&mut slots).expect("wait").len();
+            let n = ring.reap(&mut slots).expect("reap").len();
             for slot in &slots[..n] {
                 let cqe = slot.cqe();
                 pending -= 1;
@@ -380,11 +381,11 @@ fn echo(conns: u32, rounds: u32) -> u64 {
                 }
                 assert!(cqe.res() == MSG as i32 && cqe.more(), "recv");
                 let buf = br.take(&cqe).expect("take").expect("a buffer");
-                let op = uring_ops::net::Send::new(servers[token as usize].as_raw_fd(), br.bytes(&buf));
-                let ctx = SqeContext::token(SEND + u64::from(buf.bid())).expect("token");
                 // SAFETY: the buffer is held (not recycled) until the send's
                 // CQE, handled above.
-                unsafe { ring.push_op_unchecked(ctx, op) }.expect("send");
+                let op = unsafe { uring_ops::net::Send::new(servers[token as usize].as_raw_fd(), br.bytes(&buf)) };
+                let ctx = SqeContext::token(SEND + u64::from(buf.bid())).expect("token");
+                ring.push_op(ctx, op).expect("send");
                 let bid = usize::from(buf.bid());
                 held[bid] = Some(buf);
             }
@@ -490,7 +491,7 @@ fn main() {
         "push-submit" => nop_push(batch, rounds),
         "peer-submit" => peer_nop(batch, rounds, true),
         "next-round" => nop_next(batch, rounds, false, false),
-        "wait-round" => nop_next(batch, rounds, false, true),
+        "reap-round" => nop_next(batch, rounds, false, true),
         "peer-round" => peer_nop(batch, rounds, false),
         "read-raw" => read(file(), batch, rounds, false),
         "read-safe" => read(file(), batch, rounds, true),

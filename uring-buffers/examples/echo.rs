@@ -62,9 +62,10 @@ const OP_SENDMSG: u8 = sys::IORING_OP_SENDMSG as u8;
 const OP_URING_CMD: u8 = sys::IORING_OP_URING_CMD as u8;
 const OP_SHUTDOWN: u8 = sys::IORING_OP_SHUTDOWN as u8;
 
-/// The value of `TCP_NODELAY` the server sets on each connection: static,
-/// so it is valid for as long as any request may read it.
-static ONE: libc::c_int = 1;
+/// The value of `TCP_NODELAY` the server sets on each connection (a
+/// `c_int` 1): static, so it is valid for as long as any request may read
+/// it, and `SetSockOpt::from_static` takes it without `unsafe`.
+static ONE: [u8; size_of::<libc::c_int>()] = (1 as libc::c_int).to_ne_bytes();
 
 /// How long the server blocks before looking at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
@@ -289,7 +290,7 @@ fn serve_tcp(cfg: ServerConfig, stop: &AtomicBool, ready: mpsc::Sender<SocketAdd
     }
     let listener = chain.take(id).ok_or("the listener vanished")?;
     let addr = listener.local_addr().as_socket_addr().ok_or("the listener has no IP address")?;
-    let accept_ctx = SqeContext::direct(0, SqeFlags::empty(), 0, -1);
+    let accept_ctx = SqeContext::packed(0, SqeFlags::empty(), 0, -1);
     push_safe(&mut ring, accept_ctx, listener.accept_multi()).map_err(|e| format!("multishot accept: {e}"))?;
     ring.submit().map_err(|e| format!("submit: {e}"))?;
     let _ = ready.send(addr);
@@ -386,15 +387,10 @@ impl Tcp {
     fn set_nodelay(&mut self, idx: u32) {
         let Some(conn) = self.conns[idx as usize].as_ref() else { return };
         let (fd, ctx) = (conn.fd.as_raw_fd(), Self::ctx(idx, conn.generation));
-        let op = SetSockOpt::new(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const ONE).cast(),
-            size_of::<libc::c_int>() as u32,
-        );
-        // SAFETY: the option value is a static, valid for the whole program
-        // and never written.
+        let op = SetSockOpt::from_static(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, &ONE);
+        // SAFETY: the option value is `'static` (the operation is a
+        // `SafeOp`); the helper is `unsafe` for the other operations it
+        // pushes.
         match unsafe { push_unchecked(&mut self.ring, ctx, op) } {
             Ok(()) => self.side_op_started(idx),
             Err(e) => eprintln!("echo: TCP_NODELAY on fd {fd}: {e}"),
@@ -417,7 +413,7 @@ impl Tcp {
         }
     }
 
-    /// A connection's identity in a direct context's 31-bit fd field:
+    /// A connection's identity in a packed context's 31-bit fd field:
     /// slot index (20 bits) and generation (11 bits). (Submission stamps
     /// the opcode, flags and the selected buffer group over the other
     /// fields.)
@@ -722,7 +718,7 @@ fn serve_udp(
     // the kernel copies the msghdr with those lengths at submission, so the
     // operation is safe.
     let recv = RecvMsgMulti::new(fd, br.group()).namelen(NAME_LEN as u32);
-    let recv_ctx = SqeContext::direct(0, SqeFlags::empty(), 0, -1);
+    let recv_ctx = SqeContext::packed(0, SqeFlags::empty(), 0, -1);
     push_safe(&mut ring, recv_ctx, recv).map_err(|e| format!("multishot recvmsg: {e}"))?;
     ring.submit().map_err(|e| format!("submit: {e}"))?;
     let _ = ready.send(addr);
@@ -753,7 +749,7 @@ fn serve_udp(
                                         sending.push(None);
                                         (sending.len() - 1) as u32
                                     });
-                                    let ctx = SqeContext::direct(0, SqeFlags::empty(), 0, idx as i32);
+                                    let ctx = SqeContext::packed(0, SqeFlags::empty(), 0, idx as i32);
                                     let payload = &br.bytes(&buf)[range];
                                     // SAFETY: the payload lies in a buffer held
                                     // by its token, which stays in `sending`

@@ -98,6 +98,7 @@ impl BufRingConfig {
     /// (`IORING_CQE_F_BUF_MORE` says the buffer is not finished). Each
     /// [`Buf`] is then a range of a buffer; the buffer goes back to the
     /// ring once the kernel is done with it and every range was recycled.
+    /// Bundle receives work too ([`BufRing::take_bundle`]).
     pub const fn incremental(mut self) -> Self {
         self.incremental = true;
         self
@@ -340,6 +341,9 @@ pub struct Bundle {
     first: u16,
     count: u16,
     len: u32,
+    /// Where the bytes start in the first buffer (non-zero only on
+    /// incremental rings).
+    offset: u32,
 }
 
 impl Bundle {
@@ -361,6 +365,12 @@ impl Bundle {
     /// The first buffer's id (the CQE's).
     pub fn first_bid(&self) -> u16 {
         self.first
+    }
+
+    /// Where the received bytes start in the first buffer (non-zero only
+    /// on incremental rings, when an earlier CQE used its beginning).
+    pub fn offset(&self) -> usize {
+        self.offset as usize
     }
 }
 
@@ -482,7 +492,7 @@ impl BufRing {
             ring_bids: vec![0; cfg.entries as usize],
             shadow_head: 0,
             head_lost: false,
-            next: if cfg.incremental { Vec::new() } else { vec![0; cfg.entries as usize] },
+            next: vec![0; cfg.entries as usize],
             incremental: cfg.incremental,
             inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
@@ -630,7 +640,7 @@ impl BufRing {
     /// names no buffer (errors, `-ENOBUFS`).
     ///
     /// A CQE does not say which group its buffer came from, so the CQE
-    /// must prove it ([`Cqe::buffer_selection`]): a direct context queued
+    /// must prove it ([`Cqe::buffer_selection`]): a packed context queued
     /// through `uring-ops` carries the entry's real group and
     /// `IOSQE_BUFFER_SELECT`, a pooled one has them recorded in the ring's
     /// pools. The CQE must also come from the ring this group is
@@ -644,8 +654,9 @@ impl BufRing {
     /// For bundle receives use [`take_bundle`](Self::take_bundle).
     ///
     /// On an incremental ring the token is the range this CQE filled; the
-    /// buffer stays with the kernel while the CQE has
-    /// `IORING_CQE_F_BUF_MORE`. A CQE does not say where in the buffer its
+    /// buffer stays with the kernel until its ranges reach its end (the
+    /// kernel leaves `IORING_CQE_F_BUF_MORE` off then; the bytes decide,
+    /// see [`take_bundle`](Self::take_bundle)). A CQE does not say where in the buffer its
     /// bytes start: ranges follow the order in which one buffer's CQEs are
     /// taken, so take them in CQE order (taken out of order, a later CQE
     /// gets the earlier one's bytes and the earlier one is refused; every
@@ -690,23 +701,30 @@ impl BufRing {
     #[inline]
     pub fn take_selection(&mut self, sel: &BufferSelection) -> Result<Buf> {
         if self.incremental {
-            let own = self.requests.iter().any(|&(ud, at)| ud == sel.user_data() && sel.seq() >= at);
-            if !own {
-                return Err(Error::NotOwned {
-                    group: self.group,
-                    bid: sel.bid(),
-                    why: "on an incremental ring only the CQEs of its own requests (BufRing::push_op) are taken",
-                });
-            }
-            if let Some((ud, after)) = self.request
-                && sel.user_data() == ud
-                && sel.seq() >= after
-                && !sel.more()
-            {
-                self.request = None;
-            }
+            self.check_own_selection(sel)?;
         }
         self.take_checked(sel)
+    }
+
+    /// Incremental rings: refuses a selection that is not a CQE of one of
+    /// the ring's own requests, and notes the end of the one in flight.
+    fn check_own_selection(&mut self, sel: &BufferSelection) -> Result<()> {
+        let own = self.requests.iter().any(|&(ud, at)| ud == sel.user_data() && sel.seq() >= at);
+        if !own {
+            return Err(Error::NotOwned {
+                group: self.group,
+                bid: sel.bid(),
+                why: "on an incremental ring only the CQEs of its own requests (BufRing::push_op) are taken",
+            });
+        }
+        if let Some((ud, after)) = self.request
+            && sel.user_data() == ud
+            && sel.seq() >= after
+            && !sel.more()
+        {
+            self.request = None;
+        }
+        Ok(())
     }
 
     #[inline]
@@ -744,7 +762,9 @@ impl BufRing {
 
     /// As [`take`](Self::take), from a CQE's buffer id, result and
     /// `IORING_CQE_F_BUF_MORE` flag, without any proof: for code that
-    /// routes CQEs itself (and for measuring the bookkeeping alone).
+    /// routes CQEs itself (and for measuring the bookkeeping alone). On an
+    /// incremental ring `buf_more` is not relied on: the bytes decide when
+    /// the kernel is done with a buffer (see [`take_bundle`](Self::take_bundle)).
     ///
     /// # Errors
     ///
@@ -772,11 +792,18 @@ impl BufRing {
                 )));
             }
             self.inc_used[b] += len;
-            if !buf_more {
+            // The kernel moves its head past a buffer when a commit fills
+            // it to its end, and only then (`io_kbuf_inc_commit`): decided
+            // from the bytes, which bound the kernel's own count from
+            // below, never from `buf_more` alone (a 0-byte commit has no
+            // F_BUF_MORE yet leaves the head; see `take_bundle` for
+            // kernels that drop or keep the flag wrongly).
+            if self.inc_used[b] == self.buf_size {
                 // The kernel is done with this buffer and moved its head.
                 self.set_in_kernel(bid, false);
                 self.advance_head(bid);
             }
+            let _ = buf_more;
             self.inc_out[b] += 1;
             self.held += 1;
             return Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset, len }));
@@ -798,12 +825,51 @@ impl BufRing {
     /// order, through `take` or `take_bundle` (one consumer per group, as
     /// the kernel consumes entries in order).
     ///
+    /// # Incremental rings
+    ///
+    /// On an incremental ring (the bundle receive queued with
+    /// [`push_op`](Self::push_op)) the kernel continues where the last CQE
+    /// stopped: the bundle's bytes start at [`Bundle::offset`] in the
+    /// buffer at the head (partly used by earlier CQEs), fill every buffer
+    /// after it to its end, and may end inside the last one, which then
+    /// stays with the kernel for the next receive
+    /// (`IORING_CQE_F_BUF_MORE`). Each buffer's range is handed out once,
+    /// and a buffer goes back to the ring when the kernel has moved past it
+    /// and every range of it has been recycled. Whether the kernel has
+    /// moved past the last buffer is decided from the bytes (the range
+    /// reaches the buffer's end), not from `F_BUF_MORE`: kernels before
+    /// upstream commit ed46f39c47eb ("inherit IORING_CQE_F_BUF_MORE across
+    /// bundle recv retries", 2026) may drop the flag from a bundle that
+    /// retried internally, or leave a stale one, and trusting it would
+    /// hand back a buffer the kernel still fills.
+    ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] on an incremental ring, or when the
-    /// group's CQEs were taken out of order; [`Error::NotOwned`] when the
-    /// CQE does not start at the kernel's head (taken twice).
+    /// [`Error::InvalidArgument`] when the group's CQEs were taken out of
+    /// order, or the bytes span more buffers than the kernel held;
+    /// [`Error::NotOwned`] when the CQE does not start at the kernel's head
+    /// (taken twice), or (incremental rings) is not one of the ring's own
+    /// requests' CQEs.
     pub fn take_bundle(&mut self, cqe: &Cqe<'_>) -> Result<Option<Bundle>> {
+        if self.incremental {
+            if !self.is_own(cqe) {
+                return match cqe.buffer_id() {
+                    None => Ok(None),
+                    Some(bid) => Err(unproven(self.group, bid)),
+                };
+            }
+            self.end_request(cqe);
+            // SAFETY: as in `take`: the CQE answers a request this ring
+            // queued under its reserved identity with the group it
+            // checked, from this ring, reaped after the request was queued.
+            return match unsafe { BufferSelection::vouch(cqe, self.group) } {
+                Some(sel) => {
+                    self.check_selection(&sel)?;
+                    self.bundle_inc(sel.bid(), sel.res(), Some(sel.seq())).map(Some)
+                }
+                None => Ok(None),
+            };
+        }
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
         match cqe.buffer_selection() {
             Some(sel) => self.take_bundle_selection(&sel).map(Some),
@@ -819,6 +885,9 @@ impl BufRing {
     /// As for [`take_bundle`](Self::take_bundle), and the proof's errors
     /// as for [`take`](Self::take) (for every buffer of the bundle).
     pub fn take_bundle_selection(&mut self, sel: &BufferSelection) -> Result<Bundle> {
+        if self.incremental {
+            self.check_own_selection(sel)?;
+        }
         self.check_selection(sel)?;
         self.bundle_inner(sel.bid(), sel.res(), Some(sel.seq()))
     }
@@ -840,7 +909,7 @@ impl BufRing {
 
     fn bundle_inner(&mut self, bid: u16, res: i32, seq: Option<u64>) -> Result<Bundle> {
         if self.incremental {
-            return Err(Error::invalid("bundles over incremental buffer rings are not supported"));
+            return self.bundle_inc(bid, res, seq);
         }
         if self.head_lost {
             return Err(Error::invalid(format!(
@@ -887,7 +956,85 @@ impl BufRing {
         }
         self.shadow_head = self.shadow_head.wrapping_add(count as u16);
         self.held += count;
-        Ok(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len })
+        Ok(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len, offset: 0 })
+    }
+
+    /// A bundle of an incremental ring: `res` bytes from where the buffer
+    /// at the head was left, through every buffer after it to its end, and
+    /// into the last one (see [`take_bundle`](Self::take_bundle)).
+    fn bundle_inc(&mut self, bid: u16, res: i32, seq: Option<u64>) -> Result<Bundle> {
+        if self.head_lost {
+            return Err(Error::invalid(format!(
+                "group {}: a CQE was taken out of ring order, so bundles can no longer be located",
+                self.group
+            )));
+        }
+        self.check_in_kernel(bid)?;
+        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] != bid {
+            return Err(Error::NotOwned { group: self.group, bid, why: "a bundle must start at the ring's head" });
+        }
+        let len = u32::try_from(res).unwrap_or(0);
+        let offset = self.inc_used[usize::from(bid)];
+        // Entries published and not yet consumed, in ring order from the
+        // head: the only buffers the kernel can have filled.
+        let published = self.local_tail.wrapping_sub(self.shadow_head);
+        // First pass: check every buffer the bytes span, change nothing.
+        let (mut left, mut count) = (len, 0u16);
+        loop {
+            if count == published {
+                return Err(Error::invalid(format!(
+                    "a bundle of {len} bytes from offset {offset} spans more than the {published} buffers the kernel \
+                     held"
+                )));
+            }
+            let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(count)) & self.mask as usize];
+            self.check_in_kernel(b)?;
+            let used = self.inc_used[usize::from(b)];
+            if count > 0 && used != 0 {
+                return Err(Error::invalid(format!("buffer {b} after the head was already partly used")));
+            }
+            if let Some(seq) = seq
+                && seq < self.seen[usize::from(b)]
+            {
+                return Err(Error::NotOwned {
+                    group: self.group,
+                    bid: b,
+                    why: "the CQE is not newer than the one that last handed out this buffer (presented twice?)",
+                });
+            }
+            count += 1;
+            let room = self.buf_size - used;
+            if left <= room {
+                break;
+            }
+            left -= room;
+        }
+        // Second pass: hand out one range of each. Every buffer but the
+        // last was filled to its end; the last is finished only if the
+        // bytes reach its end (the kernel then moved its head past it).
+        let mut left = len;
+        let mut prev: Option<u16> = None;
+        for _ in 0..count {
+            let b = self.ring_bids[usize::from(self.shadow_head) & self.mask as usize];
+            let i = usize::from(b);
+            let this = left.min(self.buf_size - self.inc_used[i]);
+            left -= this;
+            self.inc_used[i] += this;
+            self.inc_out[i] += 1;
+            if let Some(seq) = seq {
+                self.seen[i] = seq + 1;
+            }
+            if let Some(p) = prev {
+                self.next[usize::from(p)] = b;
+            }
+            prev = Some(b);
+            if self.inc_used[i] == self.buf_size {
+                self.set_in_kernel(b, false);
+                self.shadow_head = self.shadow_head.wrapping_add(1);
+            }
+        }
+        self.held += u32::from(count);
+        Ok(Bundle { owner: self.owner, group: self.group, first: bid, count, len, offset })
     }
 
     /// The received bytes of a bundle, buffer by buffer (every one full but
@@ -901,14 +1048,17 @@ impl BufRing {
         let mut bid = bundle.first;
         let mut left = bundle.len as usize;
         (0..bundle.count).map(move |i| {
+            let start = if i == 0 { bundle.offset as usize } else { 0 };
             if i > 0 {
                 bid = self.next[usize::from(bid)];
             }
-            let n = left.min(self.buf_size as usize);
+            let n = left.min(self.buf_size as usize - start);
             left -= n;
-            // SAFETY: the bundle's buffers are held by the caller (the token
-            // exists), so the kernel does not write them; n ≤ buf_size.
-            unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.buf_size as usize), n) }
+            // SAFETY: the bundle's ranges are held by the caller (the token
+            // exists): the kernel does not write them (on incremental rings
+            // it writes only after the last range, in a buffer it has not
+            // finished); start + n ≤ buf_size.
+            unsafe { std::slice::from_raw_parts(self.data.add(usize::from(bid) * self.buf_size as usize + start), n) }
         })
     }
 
@@ -926,9 +1076,15 @@ impl BufRing {
             if i > 0 {
                 bid = self.next[usize::from(bid)];
             }
-            self.put(bid);
+            if self.incremental {
+                // One range of each: the buffer goes back once the kernel
+                // is done with it and its last range is back.
+                self.release(bid);
+            } else {
+                self.put(bid);
+                self.held -= 1;
+            }
         }
-        self.held -= u32::from(bundle.count);
         self.publish();
         Ok(())
     }

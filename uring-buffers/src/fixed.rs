@@ -89,7 +89,7 @@
 //!
 //! | payload bits | meaning |
 //! |---|---|
-//! | 0–13 | the operation slot (14 bits: at most one operation per buffer, and a table has at most 16384) |
+//! | 0–13 | the operation slot (14 bits: at most [`MAX_IN_FLIGHT`] operations in flight, a chain's steps one each) |
 //! | 14–52 | the table's id (39 bits, from a process-wide counter that never wraps) |
 //!
 //! [`handle_cqe`](FixedBuffers::handle_cqe) answers `None` for every CQE
@@ -102,6 +102,42 @@
 //! A CQE forged with the exact `user_data` of a live operation cannot be
 //! posted from safe code: `RingOps::push_op`, `MsgRing`, `MsgRingFd` and
 //! `PollUpdate` refuse layer values, and so does `push_op_unchecked`.
+//!
+//! # Linked chains
+//!
+//! [`read_fixed`](FixedBuffers::read_fixed) and its siblings take no SQE
+//! flags: linking one operation to the next through a busy buffer would
+//! let a write run after a *short* read, or let the buffer go back to the
+//! caller while a linked step still uses it. [`FixedBuffers::chain`]
+//! builds the linked form safely: a [`FixedChain`] of reads and writes of
+//! **one** buffer (and [`LinkTimeout`]s), queued all or nothing as an
+//! `IOSQE_IO_LINK` chain. Its rules:
+//!
+//! - **All or nothing.** Every step is checked (ranges, the buffer idle,
+//!   the opcodes, room in the SQ for every entry) before the first is
+//!   queued; a full SQ is [`QueueFull`](uring_core::Error::QueueFull) with
+//!   nothing queued.
+//! - **One CQE per step, in any order.** Each step carries its own
+//!   `user_data` (its own operation slot, in the layout below). The kernel
+//!   posts a CQE for every step, the cancelled ones too (`-ECANCELED`
+//!   after a broken link), and CQEs of a chain with a linked timeout come
+//!   in no fixed order. The buffer stays busy until
+//!   [`handle_cqe`](FixedBuffers::handle_cqe) has seen **every** step's CQE,
+//!   once each (a second copy of one is refused, like any replay); the
+//!   last one has [`FixedDone::free`] and the [`ChainOutcome`].
+//! - **A broken link is a short transfer, not a free buffer.** A read that
+//!   returns fewer bytes than asked makes the kernel cancel the rest
+//!   ([`ChainStatus::Short`]); the write never runs, and the buffer comes
+//!   back only with the last cancelled step's CQE.
+//!
+//! Known limit (data, not memory): the kernel links the entries it
+//! consumes in one batch. An `SQPOLL` poller shared by several rings
+//! (`IORING_SETUP_ATTACH_WQ`) takes at most 8 entries per ring per pass,
+//! and a submission that runs out of memory for requests stops early, so
+//! either may split a chain, and the steps after the cut then run
+//! unlinked. Every step still posts its CQE and the buffer still waits for
+//! all of them, so no memory is lent early; but a write may then send
+//! bytes its read had not yet filled.
 //!
 //! # Vectored operations
 //!
@@ -141,10 +177,11 @@ use std::ops::Range;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use uring_core::{Cqe, Ring, SqeContext};
-use uring_ops::Target;
+use uring_core::{Cqe, Ring, SqeContext, SqeFlags};
 use uring_ops::file::{ReadFixed, ReadvFixed, WriteFixed, WritevFixed};
 use uring_ops::net::SendZc;
+use uring_ops::timeout::LinkTimeout;
+use uring_ops::{OpExt, Prepare, Target};
 
 use crate::error::{Error, Result};
 use crate::registered::RegisteredBuffers;
@@ -158,6 +195,13 @@ const TABLE_MASK: u64 = (1 << (uring_core::LayerData::PAYLOAD_BITS - SLOT_BITS))
 
 /// The most ranges one vectored operation takes (`UIO_MAXIOV`).
 pub const MAX_RANGES: usize = 1024;
+
+/// The most steps (linked timeouts included) one [`FixedChain`] takes.
+pub const MAX_CHAIN_STEPS: usize = 8;
+
+/// The most operations (chain steps count one each) a table has in
+/// flight at once: the slot field of the `user_data` has 14 bits.
+pub const MAX_IN_FLIGHT: usize = (SLOT_MASK + 1) as usize;
 
 static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
 
@@ -192,6 +236,9 @@ pub enum FixedKind {
     /// `IORING_OP_SEND_ZC` with `IORING_RECVSEND_FIXED_BUF`: the kernel
     /// reads the buffer until the notification.
     SendZc,
+    /// `IORING_OP_LINK_TIMEOUT`: a deadline for the step of a
+    /// [chain](FixedBuffers::chain) before it; names no buffer memory.
+    LinkTimeout,
 }
 
 impl FixedKind {
@@ -207,6 +254,7 @@ impl FixedKind {
             FixedKind::Readv => "fixed readv into it",
             FixedKind::Writev => "fixed writev from it",
             FixedKind::SendZc => "fixed zero-copy send from it",
+            FixedKind::LinkTimeout => "linked timeout",
         }
     }
 }
@@ -242,6 +290,152 @@ pub struct FixedDone {
     /// Whether this CQE is a zero-copy send's notification
     /// (`IORING_CQE_F_NOTIF`).
     pub notification: bool,
+    /// For a step of a [chain](FixedBuffers::chain): which step, and, on
+    /// the chain's last CQE (the one with `free`), how the chain ended.
+    pub chain: Option<ChainStep>,
+}
+
+/// Where a CQE stands in a [chain](FixedBuffers::chain)
+/// ([`FixedDone::chain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChainStep {
+    /// The chain: the id [`FixedChain::queue`] returned (its first step's).
+    pub chain: FixedId,
+    /// This CQE's step, from 0, in the order the steps were added.
+    pub step: u8,
+    /// On the chain's last CQE (the one that frees the buffer): every
+    /// step's result and how the chain ended. `None` before.
+    pub outcome: Option<ChainOutcome>,
+}
+
+/// Every step's result of a chain whose CQEs have all been seen, and what
+/// they mean together ([`status`](Self::status)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainOutcome {
+    results: [i32; MAX_CHAIN_STEPS],
+    wanted: [u32; MAX_CHAIN_STEPS],
+    kinds: [FixedKind; MAX_CHAIN_STEPS],
+    len: u8,
+}
+
+/// How a chain ended ([`ChainOutcome::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChainStatus {
+    /// Every read and write moved all the bytes it asked for.
+    Complete,
+    /// Step `step` (a read or a write) moved `res` bytes of `wanted`: a
+    /// short transfer (a read at the end of a file, a socket with less
+    /// data) fails the link, so the kernel cancelled every later step
+    /// (`-ECANCELED`), and nothing was written from bytes never read.
+    Short {
+        /// The step.
+        step: u8,
+        /// Bytes it moved.
+        res: i32,
+        /// Bytes it asked for.
+        wanted: u32,
+    },
+    /// The linked timeout after step `step` fired before the step finished
+    /// (the step's result is `res`: usually `-ECANCELED`, or what it did
+    /// when the kernel could not interrupt it); later steps were cancelled.
+    TimedOut {
+        /// The step the timeout bounded.
+        step: u8,
+        /// Its result.
+        res: i32,
+    },
+    /// Step `step` failed with `res` (`-errno`); later steps were
+    /// cancelled. `-ECANCELED` on the first step that did not complete
+    /// means the chain was cancelled from outside (an `ASYNC_CANCEL`, a
+    /// link of the caller's own that it was queued behind, ring shutdown).
+    Failed {
+        /// The step.
+        step: u8,
+        /// Its result (negative).
+        res: i32,
+    },
+}
+
+impl ChainOutcome {
+    /// Every step's result (`-ECANCELED` for steps the kernel cancelled
+    /// after the link broke), in order; linked timeouts included.
+    pub fn results(&self) -> &[i32] {
+        &self.results[..usize::from(self.len)]
+    }
+
+    /// The kind of every step, in order.
+    pub fn kinds(&self) -> &[FixedKind] {
+        &self.kinds[..usize::from(self.len)]
+    }
+
+    /// Whether every read and write moved all its bytes.
+    pub fn is_complete(&self) -> bool {
+        self.status() == ChainStatus::Complete
+    }
+
+    /// The first step, in chain order, that did not move all it asked
+    /// for, and why; a linked timeout's own result is read together with
+    /// the step it bounds.
+    pub fn status(&self) -> ChainStatus {
+        let n = usize::from(self.len);
+        for i in 0..n {
+            if self.kinds[i] == FixedKind::LinkTimeout {
+                continue;
+            }
+            let res = self.results[i];
+            if res >= 0 && res as u32 == self.wanted[i] {
+                continue;
+            }
+            let step = i as u8;
+            // A timeout's result is -ECANCELED when its step finished
+            // first; anything else (-ETIME, -EALREADY) means it fired.
+            let fired =
+                i + 1 < n && self.kinds[i + 1] == FixedKind::LinkTimeout && self.results[i + 1] != -libc::ECANCELED;
+            return if fired {
+                ChainStatus::TimedOut { step, res }
+            } else if res >= 0 {
+                ChainStatus::Short { step, res, wanted: self.wanted[i] }
+            } else {
+                ChainStatus::Failed { step, res }
+            };
+        }
+        ChainStatus::Complete
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StepOp {
+    Read { fd: Target, range: (usize, usize), offset: u64 },
+    Write { fd: Target, range: (usize, usize), offset: u64 },
+    Timeout(LinkTimeout),
+}
+
+/// A linked chain of fixed-buffer operations on **one** registered
+/// buffer, made by [`FixedBuffers::chain`]: read into it, then write from
+/// it (a copy or proxy step), optionally more steps and linked timeouts,
+/// queued all or nothing as one `IOSQE_IO_LINK` chain.
+///
+/// The kernel starts each step only after the one before it has completed
+/// with its full length: a short read (end of file, a socket with less
+/// data), an error or a fired timeout *breaks the link*, and every later
+/// step completes with `-ECANCELED` instead of running. So a write never
+/// sends bytes a read did not fill. Every step posts one CQE (the
+/// cancelled ones too), in no guaranteed order; the buffer stays busy
+/// (not readable while any step writes into it, never writable) until
+/// [`FixedBuffers::handle_cqe`] has seen **every** one, and the last one
+/// carries the [`ChainOutcome`].
+///
+/// Build errors (more than [`MAX_CHAIN_STEPS`] steps, a timeout first or
+/// after another timeout) are reported by [`queue`](Self::queue).
+#[must_use = "a chain does nothing until it is queued"]
+#[derive(Debug)]
+pub struct FixedChain<'a> {
+    bufs: &'a mut FixedBuffers,
+    index: u32,
+    steps: [Option<StepOp>; MAX_CHAIN_STEPS],
+    len: usize,
+    error: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +474,24 @@ struct Live {
     result: Option<i32>,
     /// A zero-copy send's notification was seen.
     notified: bool,
+    /// For a step of a chain: the chain's first slot (which holds the
+    /// [`ChainRec`]) and this step's number.
+    step: Option<(u32, u8)>,
+}
+
+/// The bookkeeping of a chain, in the slot of its first step.
+#[derive(Debug, Clone, Copy)]
+struct ChainRec {
+    /// Every step's operation slot, in chain order.
+    slots: [u32; MAX_CHAIN_STEPS],
+    /// Bytes each step asked for (0 for a linked timeout).
+    wanted: [u32; MAX_CHAIN_STEPS],
+    kinds: [FixedKind; MAX_CHAIN_STEPS],
+    len: u8,
+    /// Steps whose CQE has not been seen yet.
+    pending: u8,
+    /// Whether any step writes into the buffer.
+    writes: bool,
 }
 
 #[derive(Debug)]
@@ -288,6 +500,8 @@ struct OpSlot {
     /// its CQEs have a `seq` at least this.
     queued_at: u64,
     live: Option<Live>,
+    /// Set in the first step's slot while a chain is in flight.
+    chain: Option<ChainRec>,
 }
 
 /// Registered buffers with safe fixed-buffer I/O; see the
@@ -363,8 +577,9 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] while an operation uses the slot, and as
-    /// for [`RegisteredBuffers::install`].
+    /// [`Error::Busy`] while an operation uses the slot;
+    /// [`Error::InvalidArgument`] for another ring or an index outside the
+    /// table; and as for [`RegisteredBuffers::install`].
     pub fn install(&mut self, ring: &mut Ring, index: u32, size: usize) -> Result<()> {
         self.check_ring(ring)?;
         if let Buf::Busy(op) = self.slot_state(index)? {
@@ -460,9 +675,8 @@ impl FixedBuffers {
         match self.slot_state(index)? {
             Buf::Idle => Ok(BufferState::Idle),
             Buf::Busy(op) => {
-                let live = self.ops[op as usize].live.as_ref().expect("a busy buffer names a live operation");
                 let id = self.id_of(op);
-                Ok(if live.kind.kernel_writes() { BufferState::KernelWrites(id) } else { BufferState::KernelReads(id) })
+                Ok(if self.kernel_writes(op) { BufferState::KernelWrites(id) } else { BufferState::KernelReads(id) })
             }
         }
     }
@@ -475,8 +689,24 @@ impl FixedBuffers {
     }
 
     fn busy_error(&self, index: u32, op: u32, access: &str) -> Error {
-        let kind = self.ops[op as usize].live.as_ref().map_or("an operation", |l| l.kind.name());
+        let slot = &self.ops[op as usize];
+        let kind = if slot.chain.is_some() {
+            "linked chain on it"
+        } else {
+            slot.live.as_ref().map_or("an operation", |l| l.kind.name())
+        };
         Error::Busy { index, access: access.to_owned(), op: kind }
+    }
+
+    /// Whether the operation (or chain) holding a buffer in slot `op` may
+    /// write into it; an unknown slot counts as writing.
+    fn kernel_writes(&self, op: u32) -> bool {
+        let slot = &self.ops[op as usize];
+        match (&slot.chain, &slot.live) {
+            (Some(rec), _) => rec.writes,
+            (None, Some(live)) => live.kind.kernel_writes(),
+            (None, None) => true,
+        }
     }
 
     /// The bytes of buffer `index`: while it is idle, or while an
@@ -484,12 +714,13 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when the index is outside the table, the
-    /// slot is empty, or an operation writes into the buffer (a read that
-    /// has not completed).
+    /// [`Error::Busy`] while an operation writes into the buffer (a read,
+    /// or a chain with a read, that has not completed);
+    /// [`Error::InvalidArgument`] when the index is outside the table or
+    /// the slot is empty.
     pub fn buffer(&self, index: u32) -> Result<&[u8]> {
         if let Buf::Busy(op) = self.slot_state(index)?
-            && self.ops[op as usize].live.as_ref().is_some_and(|l| l.kind.kernel_writes())
+            && self.kernel_writes(op)
         {
             return Err(self.busy_error(index, op, "read"));
         }
@@ -500,8 +731,9 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] when the index is outside the table, the
-    /// slot is empty, or any operation uses the buffer.
+    /// [`Error::Busy`] while any operation uses the buffer;
+    /// [`Error::InvalidArgument`] when the index is outside the table or
+    /// the slot is empty.
     pub fn buffer_mut(&mut self, index: u32) -> Result<&mut [u8]> {
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "written"));
@@ -558,32 +790,79 @@ impl FixedBuffers {
         }
     }
 
-    /// Takes a free operation slot for buffer `index`, queued when the
-    /// ring's CQ position is `queued_at`, and marks the buffer busy.
-    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> u32 {
+    /// Whether `n` more operation slots can be taken: the `user_data`
+    /// names at most [`MAX_IN_FLIGHT`].
+    fn check_room(&self, n: usize) -> Result<()> {
+        if self.free_ops.len() + (MAX_IN_FLIGHT - self.ops.len()) < n {
+            return Err(Error::invalid(format!(
+                "{} operations in flight: a table names at most {MAX_IN_FLIGHT} at once",
+                self.in_flight
+            )));
+        }
+        Ok(())
+    }
+
+    /// Takes a free operation slot (there is one: [`check_room`]) for
+    /// buffer `index`, queued when the ring's CQ position is `queued_at`.
+    ///
+    /// [`check_room`]: Self::check_room
+    fn take_slot(&mut self, live: Live, queued_at: u64) -> u32 {
         let op = match self.free_ops.pop() {
             Some(op) => op,
             None => {
-                self.ops.push(OpSlot { queued_at: 0, live: None });
+                self.ops.push(OpSlot { queued_at: 0, live: None, chain: None });
                 (self.ops.len() - 1) as u32
             }
         };
         let slot = &mut self.ops[op as usize];
         slot.queued_at = queued_at;
-        slot.live = Some(Live { kind, index, iovecs, result: None, notified: false });
-        self.state[index as usize] = Buf::Busy(op);
+        slot.live = Some(live);
+        slot.chain = None;
         self.in_flight += 1;
         op
+    }
+
+    /// Takes a free operation slot for buffer `index`, queued when the
+    /// ring's CQ position is `queued_at`, and marks the buffer busy.
+    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> Result<u32> {
+        self.check_room(1)?;
+        let live = Live { kind, index, iovecs, result: None, notified: false, step: None };
+        let op = self.take_slot(live, queued_at);
+        self.state[index as usize] = Buf::Busy(op);
+        Ok(op)
+    }
+
+    /// Frees slot `op` (its buffer's state is the caller's business).
+    fn free_slot(&mut self, op: u32) -> Option<Live> {
+        let slot = &mut self.ops[op as usize];
+        let live = slot.live.take()?;
+        slot.chain = None;
+        self.free_ops.push(op);
+        self.in_flight -= 1;
+        Some(live)
     }
 
     /// Ends operation `op`: its buffer is idle, its slot free. Returns the
     /// iovec array, to be dropped by the caller.
     fn finish(&mut self, op: u32) -> Option<Live> {
-        let live = self.ops[op as usize].live.take()?;
+        let live = self.free_slot(op)?;
         self.state[live.index as usize] = Buf::Idle;
-        self.free_ops.push(op);
-        self.in_flight -= 1;
         Some(live)
+    }
+
+    /// Ends the chain whose first slot is `head`: every step's slot is
+    /// free, the buffer idle.
+    fn finish_chain(&mut self, head: u32) {
+        let Some(rec) = self.ops[head as usize].chain.take() else { return };
+        let mut index = None;
+        for &op in &rec.slots[..usize::from(rec.len)] {
+            if let Some(live) = self.free_slot(op) {
+                index = Some(live.index);
+            }
+        }
+        if let Some(i) = index {
+            self.state[i as usize] = Buf::Idle;
+        }
     }
 
     /// Pushes `prepared` for a new operation of `kind` on buffer `index`,
@@ -603,7 +882,7 @@ impl FixedBuffers {
         iovecs: Option<IoVecs>,
         operation: O,
     ) -> Result<FixedId> {
-        let op = self.begin(kind, index, iovecs, ring.cq_position());
+        let op = self.begin(kind, index, iovecs, ring.cq_position())?;
         let id = self.id_of(op);
         // SAFETY: the operation names registered buffer `index` of this
         // table (the caller's obligation), whose memory is attached to the
@@ -628,9 +907,12 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] (bad index or range, the buffer in
-    /// flight, another ring); [`Error::Core`] when the ring refuses (full
-    /// queue, stopped): the buffer stays idle.
+    /// [`Error::Busy`] while another operation uses the buffer;
+    /// [`Error::InvalidArgument`] for an index outside the table or above
+    /// 65535, an empty slot, a range outside the buffer or above
+    /// `i32::MAX` bytes, or another ring; [`Error::Core`] when the ring
+    /// refuses (full queue, not started, stopped, opcode unsupported). In
+    /// every case nothing is queued and the buffer keeps its state.
     pub fn read_fixed(
         &mut self,
         ring: &mut Ring,
@@ -823,7 +1105,16 @@ impl FixedBuffers {
         let id = FixedId(user_data);
         let live = self.ops[op as usize].live.as_mut()?;
         let (kind, index) = (live.kind, live.index);
-        let done = |res, free, notification| FixedDone { id, kind, index, res, free, notification };
+        if let Some((head, step)) = live.step {
+            // A step of a chain: one CQE each (no step sets
+            // `CQE_SKIP_SUCCESS` nor posts a notification), in any order.
+            if notif || live.result.is_some() {
+                return None;
+            }
+            live.result = Some(res);
+            return Some(self.chain_step(head, step, id, kind, index, res));
+        }
+        let done = |res, free, notification| FixedDone { id, kind, index, res, free, notification, chain: None };
         if kind != FixedKind::SendZc {
             if notif {
                 return None;
@@ -854,6 +1145,252 @@ impl FixedBuffers {
             self.finish(op);
         }
         Some(done(res, free, false))
+    }
+}
+
+impl<'a> FixedChain<'a> {
+    fn add(mut self, step: StepOp) -> Self {
+        if self.error.is_none() {
+            let timeout = matches!(step, StepOp::Timeout(_));
+            let after_timeout = self.len > 0 && matches!(self.steps[self.len - 1], Some(StepOp::Timeout(_)));
+            if self.len == MAX_CHAIN_STEPS {
+                self.error = Some("too many steps (at most MAX_CHAIN_STEPS)");
+            } else if timeout && (self.len == 0 || after_timeout) {
+                self.error = Some("a linked timeout must follow a read or a write");
+            } else {
+                self.steps[self.len] = Some(step);
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    /// Adds a fixed read (`IORING_OP_READ_FIXED`) of `range.len()` bytes
+    /// from `fd` at file offset `offset` into `range` of the buffer.
+    pub fn read(self, fd: impl Into<Target>, range: Range<usize>, offset: u64) -> Self {
+        self.add(StepOp::Read { fd: fd.into(), range: (range.start, range.end), offset })
+    }
+
+    /// Adds a fixed write (`IORING_OP_WRITE_FIXED`) of `range` of the
+    /// buffer to `fd` at file offset `offset`.
+    pub fn write(self, fd: impl Into<Target>, range: Range<usize>, offset: u64) -> Self {
+        self.add(StepOp::Write { fd: fd.into(), range: (range.start, range.end), offset })
+    }
+
+    /// Bounds the step added last with a deadline (`IORING_OP_LINK_TIMEOUT`,
+    /// [`LinkTimeout`]): if it fires first, the kernel cancels that step
+    /// and the rest of the chain ([`ChainStatus::TimedOut`]). The timeout
+    /// is a step of its own: one more SQE and one more CQE.
+    pub fn link_timeout(self, timeout: LinkTimeout) -> Self {
+        self.add(StepOp::Timeout(timeout))
+    }
+
+    /// Steps added so far (linked timeouts included): the SQ entries
+    /// [`queue`](Self::queue) needs, and the CQEs that will come back.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no step has been added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Queues the chain on `ring`, all or nothing, and marks the buffer
+    /// busy until its last CQE. Returns the chain's id (its first step's;
+    /// every CQE of the chain names it in [`ChainStep::chain`]).
+    ///
+    /// Nothing is submitted: [`Ring::submit`] (or a wait) does that, and
+    /// submits the chain whole (the kernel links the entries it consumes
+    /// in one submission; see the [module documentation](self#linked-chains)
+    /// for `SQPOLL`).
+    ///
+    /// # Errors
+    ///
+    /// Nothing is queued and the buffer keeps its state on every error:
+    /// [`Error::Busy`] while another operation uses the buffer;
+    /// [`Error::InvalidArgument`] for no step, a build error (see
+    /// [`FixedChain`]), a range outside the buffer, an index or slot
+    /// [`read_fixed`](FixedBuffers::read_fixed) refuses, another ring, or
+    /// more than [`MAX_IN_FLIGHT`] operations; [`Error::Core`] with
+    /// [`QueueFull`](uring_core::Error::QueueFull) when the SQ has room
+    /// for fewer entries than the chain has steps, and for what else the
+    /// ring refuses (not started, stopped, an unsupported opcode).
+    pub fn queue(self, ring: &mut Ring) -> Result<FixedId> {
+        let FixedChain { bufs, index, steps, len, error } = self;
+        if let Some(e) = error {
+            return Err(Error::invalid(format!("fixed chain on buffer {index}: {e}")));
+        }
+        if len == 0 {
+            return Err(Error::invalid(format!("fixed chain on buffer {index}: no step")));
+        }
+        // The first `len` are all set (`add` fills them in order).
+        let steps = &steps[..len];
+        // Everything that could refuse a step is checked before the first
+        // is queued: ranges and the buffer's state, each operation against
+        // the ring's features, slots for the user_data, room in the SQ.
+        let mut base = std::ptr::null_mut();
+        let mut writes = false;
+        for step in steps.iter().flatten() {
+            match *step {
+                StepOp::Read { range, .. } | StepOp::Write { range, .. } => {
+                    base = bufs.check_op(ring, index, std::slice::from_ref(&(range.0..range.1)))?;
+                    writes |= matches!(step, StepOp::Read { .. });
+                }
+                StepOp::Timeout(t) => t.check(ring.features())?,
+            }
+        }
+        let features = ring.features();
+        ReadFixed::new(Target::Fd(0), base, 0, 0).check(features)?;
+        WriteFixed::new(Target::Fd(0), base, 0, 0).check(features)?;
+        bufs.check_room(len)?;
+        if (ring.sq_space_left() as usize) < len {
+            return Err(uring_core::Error::QueueFull { entries: ring.features().sq_entries() }.into());
+        }
+
+        let queued_at = ring.cq_position();
+        let mut rec = ChainRec {
+            slots: [0; MAX_CHAIN_STEPS],
+            wanted: [0; MAX_CHAIN_STEPS],
+            kinds: [FixedKind::LinkTimeout; MAX_CHAIN_STEPS],
+            len: len as u8,
+            pending: len as u8,
+            writes,
+        };
+        for (i, step) in steps.iter().flatten().enumerate() {
+            let (kind, wanted) = match *step {
+                StepOp::Read { range, .. } => (FixedKind::Read, (range.1 - range.0) as u32),
+                StepOp::Write { range, .. } => (FixedKind::Write, (range.1 - range.0) as u32),
+                StepOp::Timeout(_) => (FixedKind::LinkTimeout, 0),
+            };
+            let head = if i == 0 { None } else { Some(rec.slots[0]) };
+            let live = Live { kind, index, iovecs: None, result: None, notified: false, step: None };
+            let op = bufs.take_slot(live, queued_at);
+            let head = head.unwrap_or(op);
+            if let Some(l) = bufs.ops[op as usize].live.as_mut() {
+                l.step = Some((head, i as u8));
+            }
+            rec.slots[i] = op;
+            rec.wanted[i] = wanted;
+            rec.kinds[i] = kind;
+        }
+        let head = rec.slots[0];
+        bufs.ops[head as usize].chain = Some(rec);
+        bufs.state[index as usize] = Buf::Busy(head);
+
+        for (i, step) in steps.iter().flatten().enumerate() {
+            let id = bufs.id_of(rec.slots[i]);
+            let flags = if i + 1 < len { SqeFlags::IO_LINK } else { SqeFlags::empty() };
+            // SAFETY: every read and write names a range of buffer `index`
+            // of this table (checked above), whose memory is attached to
+            // the ring; the buffer is marked busy until `handle_cqe` has
+            // seen every step's CQE, so the table lends no `&mut` to it
+            // meanwhile (and no `&` while a step writes into it); the
+            // linked timeout's timespec is in the slot's Keep. The
+            // user_data is this table's reserved identity for this step.
+            let pushed = unsafe {
+                match *step {
+                    StepOp::Read { fd, range, offset } => {
+                        let op = ReadFixed::new(fd, base_at(base, range.0), (range.1 - range.0) as u32, index as u16)
+                            .offset(offset);
+                        uring_ops::push_layer_op(ring, id.context(), op.with_sqe_flags(flags))
+                    }
+                    StepOp::Write { fd, range, offset } => {
+                        let op = WriteFixed::new(fd, base_at(base, range.0), (range.1 - range.0) as u32, index as u16)
+                            .offset(offset);
+                        uring_ops::push_layer_op(ring, id.context(), op.with_sqe_flags(flags))
+                    }
+                    StepOp::Timeout(t) => uring_ops::push_layer_op(ring, id.context(), t.with_sqe_flags(flags)),
+                }
+            };
+            if let Err(e) = pushed {
+                // Not expected after the checks above; should it happen,
+                // the steps queued so far are taken back (none has been
+                // flushed: queuing never flushes) so that no half chain
+                // reaches the kernel.
+                for _ in 0..i {
+                    // SAFETY: the `i` entries were acquired by this call
+                    // since the last flush, and nothing depends on them.
+                    unsafe { ring.retract_last_sqe() };
+                }
+                bufs.finish_chain(head);
+                return Err(e.into());
+            }
+        }
+        Ok(bufs.id_of(head))
+    }
+}
+
+/// `base + offset` for an offset inside the buffer (checked by the caller).
+fn base_at(base: *mut u8, offset: usize) -> *mut u8 {
+    base.wrapping_add(offset)
+}
+
+impl FixedBuffers {
+    /// Starts a [`FixedChain`] on buffer `index`: linked fixed reads and
+    /// writes of that one buffer (and linked timeouts), queued together
+    /// with [`FixedChain::queue`], the buffer busy until the chain's last
+    /// CQE.
+    ///
+    /// ```
+    /// # use std::os::fd::AsRawFd;
+    /// # use std::time::Duration;
+    /// # use uring_buffers::{ChainStatus, FixedBuffers};
+    /// # use uring_core::{CqeSlot, Options, Ring};
+    /// # let mut ring = Ring::new(Options::default())?;
+    /// # ring.start()?;
+    /// # let dir = std::env::temp_dir();
+    /// # let (src, dst) = (dir.join(format!("chain-doc-a-{}", std::process::id())), dir.join(format!("chain-doc-b-{}", std::process::id())));
+    /// # std::fs::write(&src, b"copied by the kernel")?;
+    /// let (input, output) = (std::fs::File::open(&src)?, std::fs::File::create(&dst)?);
+    /// let mut bufs = FixedBuffers::register(&mut ring, 1, 4096)?;
+    /// let n = input.metadata()?.len() as usize;
+    /// bufs.chain(0).read(input.as_raw_fd(), 0..n, 0).write(output.as_raw_fd(), 0..n, 0).queue(&mut ring)?;
+    /// let mut slots = [CqeSlot::EMPTY; 2];
+    /// let mut outcome = None;
+    /// while outcome.is_none() {
+    ///     let got = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5)))?.len();
+    ///     for slot in &slots[..got] {
+    ///         let done = bufs.handle_cqe(&slot.cqe()).expect("the chain's CQE");
+    ///         // Only the chain's last CQE frees the buffer and says how it went.
+    ///         outcome = done.chain.and_then(|c| c.outcome);
+    ///         assert_eq!(done.free, outcome.is_some());
+    ///     }
+    /// }
+    /// assert_eq!(outcome.unwrap().status(), ChainStatus::Complete);
+    /// assert_eq!(std::fs::read(&dst)?, b"copied by the kernel");
+    /// # std::fs::remove_file(&src)?; std::fs::remove_file(&dst)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn chain(&mut self, index: u32) -> FixedChain<'_> {
+        FixedChain { bufs: self, index, steps: [None; MAX_CHAIN_STEPS], len: 0, error: None }
+    }
+
+    /// Records that step `step` of the chain whose first slot is `head`
+    /// completed with `res`; on the last one, ends the chain.
+    fn chain_step(&mut self, head: u32, step: u8, id: FixedId, kind: FixedKind, index: u32, res: i32) -> FixedDone {
+        let chain = self.id_of(head);
+        let rec = self.ops[head as usize].chain.as_mut().expect("a chain step names its chain");
+        rec.pending -= 1;
+        let rec = *rec;
+        let mut outcome = None;
+        if rec.pending == 0 {
+            let mut results = [0; MAX_CHAIN_STEPS];
+            for (i, &op) in rec.slots[..usize::from(rec.len)].iter().enumerate() {
+                results[i] = self.ops[op as usize].live.as_ref().and_then(|l| l.result).unwrap_or(-libc::ECANCELED);
+            }
+            outcome = Some(ChainOutcome { results, wanted: rec.wanted, kinds: rec.kinds, len: rec.len });
+            self.finish_chain(head);
+        }
+        FixedDone {
+            id,
+            kind,
+            index,
+            res,
+            free: outcome.is_some(),
+            notification: false,
+            chain: Some(ChainStep { chain, step, outcome }),
+        }
     }
 }
 

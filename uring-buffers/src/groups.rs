@@ -268,7 +268,7 @@ impl BufferGroups {
     /// Queues a receive of up to `size` bytes on `fd` that selects a buffer
     /// from the smallest class holding `size` (`RecvSelect`). The returned
     /// context is `ctx` as stamped, carrying the group in its buffer-group
-    /// field for direct contexts, so [`take`](Self::take) can be routed
+    /// field for packed contexts, so [`take`](Self::take) can be routed
     /// from the CQE (`cqe.context().buf_group()`).
     ///
     /// # Errors

@@ -1,6 +1,8 @@
 //! Buffers the library owns, for io_uring operations: provided buffer
-//! rings ([`BufRing`]) and, as they land, registered buffers, multi-size
-//! groups, bundles and incremental rings.
+//! rings ([`BufRing`], with bundles and incremental consumption), send
+//! rings ([`SendRing`]), multi-size groups ([`BufferGroups`]), and
+//! registered buffers ([`RegisteredBuffers`]) with safe fixed-buffer I/O
+//! ([`FixedBuffers`], linked chains included).
 //!
 //! Memory here is allocated by the library and
 //! [attached](uring_core::Ring::attach) to the ring it is registered with,
@@ -18,7 +20,9 @@ pub mod sendring;
 
 pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
 pub use error::{Error, Result};
-pub use fixed::{BufferState, FixedBuffers, FixedDone, FixedId, FixedKind};
+pub use fixed::{
+    BufferState, ChainOutcome, ChainStatus, ChainStep, FixedBuffers, FixedChain, FixedDone, FixedId, FixedKind,
+};
 pub use groups::{BufferGroups, BufferLayout, MachineMemory, SizeClass, Tier};
 pub use registered::RegisteredBuffers;
 pub use sendring::{Partial, SendBuf, SendRing, Sent};

@@ -11,7 +11,7 @@
 //!    [`buf_mut`](SendRing::buf_mut); [`queue`](SendRing::queue) (or
 //!    [`queue_range`](SendRing::queue_range)) consumes the token and
 //!    publishes a ring entry with the real length (one release store of
-//!    the tail), or [`release`](SendRing::release) puts it back unused;
+//!    the tail), or [`release`](SendRing::recycle) puts it back unused;
 //! 3. **queued**, the kernel's: one [`send_bundle`](SendRing::send_bundle)
 //!    sends as many queued buffers, in queue order, as the socket takes in
 //!    one go, and its CQE names the first buffer (`IORING_CQE_F_BUFFER`)
@@ -89,7 +89,7 @@ use crate::error::{Error, Result};
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
 /// A buffer of a [`SendRing`] in the caller's hands. Not `Clone`:
-/// [`SendRing::queue`] and [`SendRing::release`] consume it.
+/// [`SendRing::queue`] and [`SendRing::recycle`] consume it.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a buffer neither queued nor released is lost to the ring"]
 pub struct SendBuf {
@@ -366,7 +366,7 @@ impl SendRing {
     /// # Errors
     ///
     /// [`Error::NotOwned`] for another ring's token.
-    pub fn release(&mut self, buf: SendBuf) -> Result<()> {
+    pub fn recycle(&mut self, buf: SendBuf) -> Result<()> {
         self.check_owner(&buf)?;
         self.release_bid(buf.bid);
         Ok(())

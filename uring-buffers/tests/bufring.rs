@@ -252,10 +252,9 @@ fn bundles_span_consecutive_buffers_and_recycle_exactly_those() {
     assert!(widest >= 3, "some bundle spanned several buffers (widest {widest})");
 }
 
-/// Queues a bundle recv on `fd` selecting from `group`, under a direct
-/// context numbered `n`.
+/// Queues a bundle recv on `fd` selecting from `group`, under token `n`.
 fn bundle_sqe(ring: &mut Ring, fd: i32, group: u16, n: u64) {
-    ring.push_op(SqeContext::for_fd(n as i32), uring_ops::net::RecvBundle::new(fd, group)).unwrap();
+    ring.push_op(SqeContext::token(n).unwrap(), uring_ops::net::RecvBundle::new(fd, group)).unwrap();
 }
 
 #[test]
@@ -414,4 +413,150 @@ fn incremental_cqes_of_one_buffer_taken_out_of_order_get_the_leading_bytes() {
     br.recycle(last).unwrap();
     assert_eq!(br.available(), 2);
     assert!(br.request_in_flight(), "the multishot receive is still armed");
+}
+
+/// Bundle receives on an incremental ring (allowed by the kernel since
+/// "io_uring/kbuf: enable bundles for incrementally consumed buffers",
+/// in 6.18): each bundle continues where the last CQE stopped inside the
+/// head buffer, fills the buffers after it, and may end inside the last
+/// one, which stays with the kernel. Every byte arrives once, in order,
+/// across ring wraps; a buffer goes back only when the kernel has moved
+/// past it and its ranges are recycled; the kernel's `F_BUF_MORE` agrees
+/// with the bytes; a replayed bundle CQE takes nothing.
+#[test]
+fn incremental_rings_take_bundles_that_start_and_end_inside_buffers() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED incremental_rings_take_bundles_that_start_and_end_inside_buffers: no RECVSEND_BUNDLE");
+        return;
+    }
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(31, 8, 16).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED incremental_rings_take_bundles_that_start_and_end_inside_buffers: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    // (bytes sent, expected offset in the first buffer, buffers spanned)
+    let plan: [(usize, usize, usize); 9] =
+        [(5, 0, 1), (40, 5, 3), (3, 13, 1), (16, 0, 1), (1, 0, 1), (100, 1, 7), (9, 5, 1), (30, 14, 3), (64, 12, 5)];
+    for (round, &(n, offset, count)) in plan.iter().enumerate() {
+        let payload: Vec<u8> = (0..n).map(|i| (round * 37 + i) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        sent.extend_from_slice(&payload);
+        br.push_op(&mut ring, uring_ops::net::RecvBundle::new(rx.as_raw_fd(), 31)).unwrap();
+        let c = one_cqe(&mut ring);
+        let cqe = c.cqe();
+        assert_eq!(cqe.res(), n as i32, "round {round}");
+        let available = br.available();
+        let bundle = br.take_bundle(&cqe).unwrap().expect("a buffer");
+        assert_eq!((bundle.len(), bundle.offset(), bundle.count()), (n, offset, count), "round {round}");
+        // The last buffer is unfinished exactly when the bytes stop short
+        // of its end: the kernel says so with F_BUF_MORE.
+        let ends_inside = (offset + n) % 16 != 0;
+        assert_eq!(cqe.buf_more(), ends_inside, "round {round}: F_BUF_MORE against the bytes");
+        let finished = count - usize::from(ends_inside);
+        assert_eq!(br.available() as usize, available as usize - finished, "round {round}");
+        let parts: Vec<&[u8]> = br.bundle(&bundle).collect();
+        assert_eq!(parts.len(), count);
+        assert_eq!(parts[0].len(), n.min(16 - offset), "round {round}: the first range starts at the offset");
+        for p in &parts {
+            got.extend_from_slice(p);
+        }
+        // Taken once: the same CQE again takes nothing.
+        assert!(br.take_bundle(&c.cqe()).is_err(), "round {round}: a replayed bundle CQE was taken");
+        br.recycle_bundle(bundle).unwrap();
+        assert_eq!(br.held(), 0);
+        // Finished buffers are back in the ring; an unfinished one never left.
+        assert_eq!(br.available(), 8, "round {round}");
+    }
+    assert_eq!(got, sent, "every byte once, in order, across ring wraps");
+}
+
+/// The bytes, not `F_BUF_MORE`, decide when the kernel is done with an
+/// incremental buffer: a CQE that stops inside a buffer but lacks the flag
+/// (as kernels without upstream commit ed46f39c47eb may post for a bundle
+/// that retried internally) leaves the buffer with the kernel, and the
+/// next receive continues in it.
+#[test]
+fn an_incremental_buffer_is_finished_by_its_bytes_not_by_a_missing_buf_more() {
+    let mut ring = ring();
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(32, 2, 16).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED an_incremental_buffer_is_finished_by_its_bytes_not_by_a_missing_buf_more: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    tx.write_all(b"four").unwrap();
+    br.push_op(&mut ring, RecvSelect::new(rx.as_raw_fd(), 32)).unwrap();
+    let c = one_cqe(&mut ring);
+    let (bid, res) = (c.cqe().buffer_id().unwrap(), c.cqe().res());
+    assert!(c.cqe().buf_more(), "the kernel keeps the buffer");
+    assert!(br.end_request(&c.cqe()));
+    // SAFETY: `bid` and `res` come from this ring's CQE for the ring's
+    // own request, presented once; only the flag is cleared, playing a
+    // kernel that dropped it, which is what the take must withstand.
+    let buf = unsafe { br.take_id(bid, res, false) }.unwrap().unwrap();
+    assert_eq!(br.bytes(&buf), b"four");
+    assert_eq!(br.available(), 2, "a 4-byte range of a 16-byte buffer does not finish it");
+    br.recycle(buf).unwrap();
+    assert_eq!(br.available(), 2);
+    tx.write_all(b"-more").unwrap();
+    br.push_op(&mut ring, RecvSelect::new(rx.as_raw_fd(), 32)).unwrap();
+    let c = one_cqe(&mut ring);
+    assert_eq!(c.cqe().buffer_id(), Some(bid), "the kernel continued in the same buffer");
+    let buf = br.take(&c.cqe()).unwrap().unwrap();
+    assert_eq!((buf.offset(), br.bytes(&buf)), (4, &b"-more"[..]));
+    br.recycle(buf).unwrap();
+}
+
+/// A multishot bundle receive on an incremental ring: each CQE (with
+/// `F_MORE`) continues where the last stopped; the end of the stream (a
+/// CQE without a buffer or `F_MORE`) ends the ring's request, so the next
+/// one may be queued.
+#[test]
+fn a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends() {
+    let mut ring = ring();
+    if !ring.features().has(uring_core::FeatureFlags::RECVSEND_BUNDLE) {
+        eprintln!("SKIPPED a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends: no RECVSEND_BUNDLE");
+        return;
+    }
+    let mut br = match BufRing::register(&mut ring, BufRingConfig::new(33, 4, 16).incremental()) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("SKIPPED a_multishot_bundle_on_an_incremental_ring_delivers_every_byte_and_ends: {e}");
+            return;
+        }
+    };
+    let (mut tx, rx) = UnixStream::pair().unwrap();
+    br.push_op(&mut ring, uring_ops::multishot::RecvBundleMulti::new(rx.as_raw_fd(), 33)).unwrap();
+    let (mut sent, mut got) = (Vec::new(), Vec::new());
+    for (round, n) in [20usize, 7, 45, 1, 33].into_iter().enumerate() {
+        let payload: Vec<u8> = (0..n).map(|i| (round * 59 + i) as u8).collect();
+        tx.write_all(&payload).unwrap();
+        sent.extend_from_slice(&payload);
+        let mut taken = 0;
+        while taken < n {
+            let c = one_cqe(&mut ring);
+            assert!(c.cqe().more(), "round {round}: the multishot receive stays armed ({})", c.cqe().res());
+            let bundle = br.take_bundle(&c.cqe()).unwrap().expect("a buffer");
+            taken += bundle.len();
+            for p in br.bundle(&bundle) {
+                got.extend_from_slice(p);
+            }
+            br.recycle_bundle(bundle).unwrap();
+        }
+        assert!(br.request_in_flight());
+    }
+    drop(tx);
+    let c = one_cqe(&mut ring);
+    assert_eq!((c.cqe().res(), c.cqe().more(), c.cqe().buffer_id()), (0, false, None));
+    assert!(br.take_bundle(&c.cqe()).unwrap().is_none());
+    assert!(!br.request_in_flight(), "the end of the stream ends the request");
+    assert_eq!(got, sent);
+    assert_eq!((br.held(), br.available()), (0, 4));
 }

@@ -43,7 +43,7 @@ fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The `fd` field of the direct contexts, naming the kind of receive.
+/// The `fd` field of the packed contexts, naming the kind of receive.
 const SINGLE: i32 = 1;
 const BUNDLE: i32 = 2;
 const MULTI: i32 = 3;
@@ -276,7 +276,7 @@ impl Harness {
         let c = slot.cqe();
         let kind = match self.own.iter().find(|o| o.0 == c.user_data()) {
             Some(&(_, kind)) => kind,
-            None => c.context().fd().expect("a direct context"),
+            None => c.context().fd().expect("a packed context"),
         };
         if self.flavor == Flavor::Incremental {
             // The ring's one request ends with its last CQE (taken later):

@@ -63,7 +63,7 @@ fn core_iteration(ring: &mut Ring, slots: &mut [CqeSlot], batch: u64, rounds: u6
                 reaped += 1;
             }
         } else {
-            let done = ring.wait(slots).unwrap();
+            let done = ring.reap(slots).unwrap();
             for cqe in done.iter() {
                 black_box(cqe.user_data());
             }

@@ -4,7 +4,7 @@
 //!
 //! # Layout of the 64 bits
 //!
-//! | bits | direct (`0`) | pooled (`1`) | token (`2`) | layer (`3`) |
+//! | bits | packed (`0`) | pooled (`1`) | token (`2`) | layer (`3`) |
 //! |---|---|---|---|---|
 //! | 0–1 | mode | mode | mode | mode |
 //! | 2 | opcode (2–9) | `0` indirect, `1` extended | opcode (2–9) | the layer's own flag |
@@ -18,7 +18,7 @@
 //!
 //! Layer values are the only ones a layer above trusts to release memory;
 //! every safe push refuses them, so no value safe code builds
-//! ([`SqeContext::token`], [`SqeContext::direct`], [`SqeContext::from_raw`])
+//! ([`SqeContext::token`], [`SqeContext::packed`], [`SqeContext::from_raw`])
 //! is ever taken for a layer's.
 
 use std::fmt;
@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::sqe::{Sqe, SqeFlags};
 
 const MODE_MASK: u64 = 0b11;
-const MODE_DIRECT: u64 = 0;
+const MODE_PACKED: u64 = 0;
 const MODE_POOLED: u64 = 1;
 const MODE_TOKEN: u64 = 2;
 const MODE_LAYER: u64 = 3;
@@ -208,7 +208,7 @@ impl LayerData {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContextMode {
     /// Op, flags, buffer group and fd packed inline.
-    Direct,
+    Packed,
     /// A pooled full SQE copy ([`IndirectSqe`]).
     Indirect,
     /// A pooled SQE plus 64 bytes of caller data ([`ExtSqe`]).
@@ -223,12 +223,12 @@ pub enum ContextMode {
 /// The 64-bit identity of a submission, stored in `user_data` and handed
 /// back, unchanged, by every CQE the submission produces.
 ///
-/// Four encodings (see the [module docs](self) for the bits):
+/// Four encodings (the bit layout is in `uring-core/src/context.rs`):
 ///
 /// - a **token** ([`SqeContext::token`]) carries the application's own
 ///   number, up to 53 bits, and the opcode, stamped at submission: the
 ///   usual way to tell requests apart;
-/// - a **direct** context ([`SqeContext::direct`], [`SqeContext::for_fd`]
+/// - a **packed** context ([`SqeContext::packed`], [`SqeContext::for_fd`]
 ///   and the `with_*` methods) packs an fd, a buffer group and the flags;
 /// - **pooled** contexts ([`ContextPools::acquire_indirect`],
 ///   [`ContextPools::acquire_extended`]) name a slot holding a copy of the
@@ -294,10 +294,10 @@ impl SqeContext {
         }
     }
 
-    /// A direct context with every field given. `fd` is a file descriptor
+    /// A packed context with every field given. `fd` is a file descriptor
     /// or fixed-file slot in `0..2^31 - 1`; a negative `fd` means none.
     #[inline]
-    pub const fn direct(op: u8, flags: SqeFlags, buf_group: u16, fd: i32) -> Self {
+    pub const fn packed(op: u8, flags: SqeFlags, buf_group: u16, fd: i32) -> Self {
         let fd_bits = if fd < 0 || fd as u64 >= FD_NONE { FD_NONE } else { fd as u64 };
         SqeContext(
             ((op as u64) << OP_SHIFT)
@@ -307,10 +307,10 @@ impl SqeContext {
         )
     }
 
-    /// A direct context carrying only `fd` (opcode 0, no flags, group 0).
+    /// A packed context carrying only `fd` (opcode 0, no flags, group 0).
     #[inline]
     pub const fn for_fd(fd: i32) -> Self {
-        SqeContext::direct(0, SqeFlags::empty(), 0, fd)
+        SqeContext::packed(0, SqeFlags::empty(), 0, fd)
     }
 
     /// The raw `user_data` value.
@@ -320,7 +320,7 @@ impl SqeContext {
     }
 
     /// Reinterprets a raw `user_data` value of the caller's own modes
-    /// (direct, pooled or token): `None` for a layer value (mode bits `3`),
+    /// (packed, pooled or token): `None` for a layer value (mode bits `3`),
     /// which only the layer that owns it builds ([`LayerData`]).
     #[inline]
     pub const fn from_raw(raw: u64) -> Option<Self> {
@@ -339,7 +339,7 @@ impl SqeContext {
     #[inline]
     pub const fn mode(self) -> ContextMode {
         match self.0 & MODE_MASK {
-            MODE_DIRECT => ContextMode::Direct,
+            MODE_PACKED => ContextMode::Packed,
             MODE_POOLED => {
                 if self.0 & POOL_MASK == POOL_EXTENDED {
                     ContextMode::Extended
@@ -353,46 +353,46 @@ impl SqeContext {
     }
 
     #[inline]
-    const fn is_direct(self) -> bool {
-        self.0 & MODE_MASK == MODE_DIRECT
+    const fn is_packed(self) -> bool {
+        self.0 & MODE_MASK == MODE_PACKED
     }
 
-    /// Replaces the opcode (direct contexts and tokens; others are
+    /// Replaces the opcode (packed contexts and tokens; others are
     /// returned unchanged).
     #[inline]
     pub const fn with_op(self, op: u8) -> Self {
-        if !self.is_direct() && self.0 & MODE_MASK != MODE_TOKEN {
+        if !self.is_packed() && self.0 & MODE_MASK != MODE_TOKEN {
             return self;
         }
         SqeContext((self.0 & !(0xff << OP_SHIFT)) | ((op as u64) << OP_SHIFT))
     }
 
-    /// Replaces the whole flag set (direct contexts only). Compute unions
+    /// Replaces the whole flag set (packed contexts only). Compute unions
     /// before calling; only the seven defined `IOSQE_*` bits are kept.
     #[inline]
     pub const fn with_flags(self, flags: SqeFlags) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
         SqeContext((self.0 & !(FLAGS_MASK << FLAGS_SHIFT)) | (((flags.bits() as u64) & FLAGS_MASK) << FLAGS_SHIFT))
     }
 
-    /// Replaces the buffer group (direct contexts only).
+    /// Replaces the buffer group (packed contexts only).
     #[inline]
     pub const fn with_buf_group(self, group: u16) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
         SqeContext((self.0 & !(0xffff << GROUP_SHIFT)) | ((group as u64) << GROUP_SHIFT))
     }
 
-    /// Replaces the fd (direct contexts only).
+    /// Replaces the fd (packed contexts only).
     #[inline]
     pub const fn with_fd(self, fd: i32) -> Self {
-        if !self.is_direct() {
+        if !self.is_packed() {
             return self;
         }
-        let d = SqeContext::direct(0, SqeFlags::empty(), 0, fd);
+        let d = SqeContext::packed(0, SqeFlags::empty(), 0, fd);
         SqeContext((self.0 & !(FD_NONE << FD_SHIFT)) | d.0)
     }
 
@@ -402,28 +402,28 @@ impl SqeContext {
         LayerData::decode(self.0)
     }
 
-    /// The opcode of a direct context or a token (as stamped at
+    /// The opcode of a packed context or a token (as stamped at
     /// submission; 0 before).
     #[inline]
     pub const fn op(self) -> Option<u8> {
-        if self.is_direct() || self.0 & MODE_MASK == MODE_TOKEN { Some((self.0 >> OP_SHIFT) as u8) } else { None }
+        if self.is_packed() || self.0 & MODE_MASK == MODE_TOKEN { Some((self.0 >> OP_SHIFT) as u8) } else { None }
     }
 
-    /// The SQE flags of a direct context.
+    /// The SQE flags of a packed context.
     #[inline]
     pub const fn flags(self) -> Option<SqeFlags> {
-        if self.is_direct() {
+        if self.is_packed() {
             Some(SqeFlags::from_bits_retain(((self.0 >> FLAGS_SHIFT) & FLAGS_MASK) as u8))
         } else {
             None
         }
     }
 
-    /// The buffer group of a direct context, or of a token whose request
+    /// The buffer group of a packed context, or of a token whose request
     /// selected a provided buffer (stamped at submission).
     #[inline]
     pub const fn buf_group(self) -> Option<u16> {
-        if self.is_direct() {
+        if self.is_packed() {
             Some((self.0 >> GROUP_SHIFT) as u16)
         } else if self.0 & MODE_MASK == MODE_TOKEN && self.0 & TOKEN_GROUPED != 0 {
             Some((self.0 >> TOKEN_GROUP_SHIFT) as u16)
@@ -432,20 +432,20 @@ impl SqeContext {
         }
     }
 
-    /// The fd of a direct context, if it carries one.
+    /// The fd of a packed context, if it carries one.
     #[inline]
     pub const fn fd(self) -> Option<i32> {
         let bits = self.0 >> FD_SHIFT;
-        if self.is_direct() && bits != FD_NONE { Some(bits as i32) } else { None }
+        if self.is_packed() && bits != FD_NONE { Some(bits as i32) } else { None }
     }
 
     /// Whether a CQE with this context proves, by itself, the buffer group
-    /// its buffer came from: a direct context stamped with
+    /// its buffer came from: a packed context stamped with
     /// `IOSQE_BUFFER_SELECT`, or a token stamped with its group.
     #[inline]
     pub(crate) const fn inline_selection(self) -> Option<u16> {
         match self.0 & MODE_MASK {
-            MODE_DIRECT => {
+            MODE_PACKED => {
                 if (self.0 >> FLAGS_SHIFT) & (SqeFlags::BUFFER_SELECT.bits() as u64) != 0 {
                     Some((self.0 >> GROUP_SHIFT) as u16)
                 } else {
@@ -460,7 +460,7 @@ impl SqeContext {
     /// Writes this context into `sqe.user_data` the way every push does,
     /// and returns what was written:
     ///
-    /// - a direct context gets the entry's opcode and its final SQE flags
+    /// - a packed context gets the entry's opcode and its final SQE flags
     ///   (its own flags are added to the entry first) and, when the entry
     ///   selects a provided buffer, the entry's buffer group;
     /// - a token gets the entry's opcode and, when the entry selects a
@@ -479,7 +479,7 @@ impl SqeContext {
     #[inline]
     pub fn stamp(self, sqe: &mut Sqe) -> Result<SqeContext> {
         let stamped = match self.0 & MODE_MASK {
-            MODE_DIRECT => {
+            MODE_PACKED => {
                 let flags = sqe.flags | self.flags().map_or(0, |f| f.bits());
                 sqe.flags = flags;
                 let flags = SqeFlags::from_bits_retain(flags);
@@ -527,8 +527,8 @@ fn token_error(n: u64, max: u64, what: &str) -> Error {
 impl fmt::Debug for SqeContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.mode() {
-            ContextMode::Direct => f
-                .debug_struct("SqeContext::Direct")
+            ContextMode::Packed => f
+                .debug_struct("SqeContext::Packed")
                 .field("op", &self.op().unwrap_or(0))
                 .field("flags", &self.flags().unwrap_or_default())
                 .field("buf_group", &self.buf_group().unwrap_or(0))
@@ -935,7 +935,7 @@ impl ContextPools {
                 }
                 None => false,
             },
-            ContextMode::Direct | ContextMode::Token | ContextMode::Layer => false,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => false,
         }
     }
 
@@ -945,7 +945,7 @@ impl ContextPools {
         match ctx.mode() {
             ContextMode::Indirect => self.indirect.submitted(ctx),
             ContextMode::Extended => self.extended.submitted(ctx),
-            ContextMode::Direct | ContextMode::Token | ContextMode::Layer => false,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => false,
         }
     }
 
@@ -961,14 +961,14 @@ impl ContextPools {
         match ctx.mode() {
             ContextMode::Indirect => self.indirect.group(ctx, seq),
             ContextMode::Extended => self.extended.group(ctx, seq),
-            ContextMode::Direct | ContextMode::Token | ContextMode::Layer => None,
+            ContextMode::Packed | ContextMode::Token | ContextMode::Layer => None,
         }
     }
 
     /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection) resolved
     /// against these pools: for a view without pools (a
     /// [`CqeSlot`](crate::CqeSlot)'s, or a shared ring's) whose context is
-    /// pooled. Direct contexts resolve as there.
+    /// pooled. Packed contexts resolve as there.
     pub fn buffer_selection(&self, cqe: &crate::Cqe<'_>) -> Option<crate::BufferSelection> {
         if let Some(sel) = cqe.buffer_selection() {
             return Some(sel);
@@ -1046,11 +1046,11 @@ mod tests {
     fn direct_round_trips_every_field() {
         for fd in [0, 1, 1 << 20, i32::MAX - 1] {
             let flags = SqeFlags::IO_LINK | SqeFlags::CQE_SKIP_SUCCESS | SqeFlags::FIXED_FILE;
-            let c = SqeContext::direct(0xfe, flags, 0xbeef, fd);
-            assert_eq!(c.mode(), ContextMode::Direct);
+            let c = SqeContext::packed(0xfe, flags, 0xbeef, fd);
+            assert_eq!(c.mode(), ContextMode::Packed);
             assert_eq!((c.op(), c.flags(), c.buf_group(), c.fd()), (Some(0xfe), Some(flags), Some(0xbeef), Some(fd)));
         }
-        let none = SqeContext::direct(1, SqeFlags::empty(), 0, -1);
+        let none = SqeContext::packed(1, SqeFlags::empty(), 0, -1);
         assert_eq!(none.fd(), None);
         let c = SqeContext::for_fd(9).with_op(22).with_buf_group(4).with_flags(SqeFlags::ASYNC).with_fd(11);
         assert_eq!((c.op(), c.buf_group(), c.flags(), c.fd()), (Some(22), Some(4), Some(SqeFlags::ASYNC), Some(11)));
@@ -1140,7 +1140,7 @@ mod tests {
         p.extended_mut(e).unwrap().data.view_mut::<CtxWords>().words[7] = 42;
         assert_eq!(p.extended(e).unwrap().data.view::<[u64; 8]>()[7], 42);
         assert_eq!(p.extended(e).unwrap().data.view::<u8>(), &0);
-        assert!(p.release(SqeContext::for_fd(3)).is_err(), "direct contexts have no slot");
+        assert!(p.release(SqeContext::for_fd(3)).is_err(), "packed contexts have no slot");
         assert!(p.extended(SqeContext::of_user_data(u64::MAX - 1)).is_none(), "foreign user_data decodes to nothing");
 
         // A reference-counted hand-off: one strong count travels in the slot.

@@ -1,5 +1,5 @@
 //! Completion entries: the borrowed [`Cqe`] view, owned [`CqeSlot`]
-//! storage for [`Ring::wait`](crate::Ring::wait), and batches of reaped
+//! storage for [`Ring::reap`](crate::Ring::reap), and batches of reaped
 //! completions.
 
 use std::fmt;
@@ -35,7 +35,7 @@ bitflags::bitflags! {
 }
 
 /// Storage for one copied completion (16- or 32-byte), filled by
-/// [`Ring::wait`](crate::Ring::wait). Opaque; read it through the [`Cqe`]
+/// [`Ring::reap`](crate::Ring::reap). Opaque; read it through the [`Cqe`]
 /// views a [`Reaped`] batch hands out, or [`CqeSlot::cqe`].
 #[derive(Clone, Copy, Default)]
 #[repr(C, align(16))]
@@ -157,7 +157,7 @@ impl<'a> Cqe<'a> {
     /// provably selected from: `Some` only when the CQE names a buffer
     /// (`IORING_CQE_F_BUFFER`) **and** its context proves the group.
     ///
-    /// - A direct context proves it when it carries `IOSQE_BUFFER_SELECT`
+    /// - A packed context proves it when it carries `IOSQE_BUFFER_SELECT`
     ///   in its flags, a token when it carries a group: submission stamps
     ///   the entry's real flags and buffer group into both
     ///   ([`SqeContext::stamp`]).
@@ -171,7 +171,7 @@ impl<'a> Cqe<'a> {
         self.buffer_id()?;
         let ctx = self.context();
         let group = match ctx.mode() {
-            ContextMode::Direct | ContextMode::Token => ctx.inline_selection()?,
+            ContextMode::Packed | ContextMode::Token => ctx.inline_selection()?,
             ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx, self.seq)?,
             ContextMode::Layer => return None,
         };
@@ -271,23 +271,23 @@ impl<'a> Cqe<'a> {
     pub fn extended(&self) -> Option<&'a ExtSqe> {
         self.pools?.extended(self.context())
     }
-    /// The opcode the submission recorded: inline for direct contexts,
+    /// The opcode the submission recorded: inline for packed contexts,
     /// from the SQE copy for pooled ones.
     pub fn op(&self) -> Option<u8> {
         let ctx = self.context();
         match ctx.mode() {
-            ContextMode::Direct | ContextMode::Token => ctx.op(),
+            ContextMode::Packed | ContextMode::Token => ctx.op(),
             ContextMode::Indirect => self.indirect().map(|s| s.sqe.opcode),
             ContextMode::Extended => self.extended().map(|s| s.sqe.opcode),
             ContextMode::Layer => None,
         }
     }
-    /// The fd the submission recorded (direct contexts inline, pooled ones
+    /// The fd the submission recorded (packed contexts inline, pooled ones
     /// from the SQE copy).
     pub fn fd(&self) -> Option<i32> {
         let ctx = self.context();
         match ctx.mode() {
-            ContextMode::Direct => ctx.fd(),
+            ContextMode::Packed => ctx.fd(),
             ContextMode::Indirect => self.indirect().map(|s| s.sqe.fd),
             ContextMode::Extended => self.extended().map(|s| s.sqe.fd),
             ContextMode::Token | ContextMode::Layer => None,
@@ -345,7 +345,7 @@ impl BufferSelection {
     ///
     /// `cqe` must answer an entry that the caller queued (with a
     /// `user_data` no safe code can make the kernel post, such as a
-    /// reserved layer tag) with `IOSQE_BUFFER_SELECT` and buffer group
+    /// layer value) with `IOSQE_BUFFER_SELECT` and buffer group
     /// `group`, on the ring that reaped `cqe`. A wrong `group` lets a
     /// buffer ring hand out a buffer the kernel may still write.
     #[inline]
@@ -464,7 +464,7 @@ impl<T: HandleCqe + ?Sized> HandleCqe for &mut T {
 }
 
 /// Completions copied into the caller's slots by
-/// [`Ring::wait`](crate::Ring::wait) and friends. The ring's CQ entries are
+/// [`Ring::reap`](crate::Ring::reap) and friends. The ring's CQ entries are
 /// already released; the views borrow the caller's slots and the ring's
 /// pools.
 #[derive(Debug)]
@@ -611,7 +611,7 @@ mod prop {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(cases(2048)))]
 
-        /// Without pools, only a direct context with BUFFER_SELECT and a
+        /// Without pools, only a packed context with BUFFER_SELECT and a
         /// CQE with IORING_CQE_F_BUFFER yields a selection, and it is the
         /// one the words say.
         #[test]
@@ -623,7 +623,7 @@ mod prop {
             let c = s.cqe();
             touch_everything(&c);
             let ctx = SqeContext::of_user_data(ud);
-            // The model, from the documented layout: a direct context with
+            // The model, from the documented layout: a packed context with
             // BUFFER_SELECT in bits 10-16 and its group in bits 17-32, or a
             // token (mode 2) with bit 10 set and its group in bits 11-26.
             let (proving_ctx, group) = match ud & 3 {

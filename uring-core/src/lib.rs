@@ -14,7 +14,7 @@
 //! - Submission: [`Ring::next_sqe`], [`Ring::push`] (`unsafe`: the kernel
 //!   trusts the addresses in an SQE), then [`Ring::submit`]. A full SQ is
 //!   [`Error::QueueFull`], never a hidden flush.
-//! - Completion: [`Ring::wait`] / [`Ring::wait_for`] copy CQEs into the
+//! - Completion: [`Ring::reap`] / [`Ring::wait_for`] copy CQEs into the
 //!   caller's [`CqeSlot`]s and hand out [`Cqe`] views that borrow them;
 //!   [`Ring::completions`] is the zero-copy pass over ring memory. Nothing
 //!   observable is [`Error::WouldBlock`].
@@ -34,10 +34,12 @@
 #![cfg(target_os = "linux")]
 
 mod context;
+mod core;
 mod cqe;
 mod error;
 mod features;
 mod keep;
+mod mapping;
 mod options;
 mod queue;
 mod register;
@@ -56,10 +58,10 @@ pub use features::{
     probe_setup_flag, probe_setup_flags,
 };
 pub use keep::{KEEP_INLINE, Keep};
+pub use mapping::Mapping;
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
-pub use queue::Mapping;
 pub use register::{CancelTarget, Napi, Registrar, Restriction};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;

@@ -180,6 +180,7 @@ pub struct Options {
     pub(crate) no_mmap: bool,
     pub(crate) register_ring_fd: bool,
     pub(crate) defer_taskrun: Option<bool>,
+    pub(crate) taskrun_flag: bool,
     pub(crate) indirect_contexts: Option<u32>,
     pub(crate) extended_contexts: Option<u32>,
     pub(crate) extra_flags: SetupFlags,
@@ -201,6 +202,7 @@ impl Default for Options {
             no_mmap: false,
             register_ring_fd: false,
             defer_taskrun: None,
+            taskrun_flag: false,
             indirect_contexts: None,
             extended_contexts: None,
             extra_flags: SetupFlags::empty(),
@@ -308,6 +310,15 @@ impl Options {
         self.defer_taskrun = Some(on);
         self
     }
+    /// `IORING_SETUP_TASKRUN_FLAG` on a ring with deferred task work: the
+    /// kernel sets `IORING_SQ_TASKRUN` while completions wait as task work
+    /// ([`Ring::task_work_pending`](crate::Ring::task_work_pending)), at
+    /// the cost of one atomic OR per queued item. (Rings with cooperative
+    /// task work have it always.) Off by default; since Linux 5.19.
+    pub fn taskrun_flag(mut self, on: bool) -> Self {
+        self.taskrun_flag = on;
+        self
+    }
     /// Capacity of the indirect-context pool (default: the SQ size).
     pub fn indirect_contexts(mut self, n: u32) -> Self {
         self.indirect_contexts = Some(n);
@@ -392,6 +403,9 @@ impl Options {
                 };
                 if defer {
                     flags |= SetupFlags::DEFER_TASKRUN;
+                    if self.taskrun_flag {
+                        flags |= SetupFlags::TASKRUN_FLAG;
+                    }
                 } else if self.sqpoll.is_none() {
                     flags |= SetupFlags::COOP_TASKRUN | SetupFlags::TASKRUN_FLAG;
                 }

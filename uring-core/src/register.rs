@@ -17,9 +17,9 @@ use std::ptr;
 
 use uring_sys as sys;
 
+use crate::core::{Core, State};
 use crate::error::{Error, Result};
 use crate::features::read_probe;
-use crate::ring::{Core, State};
 use crate::sqe::SqeFlags;
 
 /// One rule for [`Registrar::restrictions`]. Build with the constructors;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use uring_sys as sys;
 
 use crate::context::ContextPools;
+use crate::core::{Core, State, WaitArgs};
 use crate::cqe::CqeSlot;
 use crate::error::{Error, Result};
 use crate::features::Features;
@@ -14,7 +15,6 @@ use crate::keep::Keep;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
-use crate::ring::{Core, State, WaitArgs};
 use crate::sqe::Sqe;
 
 /// A ring that several threads submit to and reap from
@@ -89,6 +89,21 @@ impl SharedRing {
     /// [`seq`](crate::Cqe::seq).
     pub fn cq_position(&self) -> u64 {
         lock(&self.cq).position()
+    }
+
+    /// As [`Ring::task_work_pending`](crate::Ring::task_work_pending): a
+    /// shared ring always has `IORING_SETUP_TASKRUN_FLAG` unless it polls
+    /// with SQPOLL.
+    #[doc(alias = "IORING_SQ_TASKRUN")]
+    pub fn task_work_pending(&self) -> Option<bool> {
+        (self.core.params.flags & sys::IORING_SETUP_TASKRUN_FLAG != 0)
+            .then(|| lock(&self.cq).sq_flags() & sys::IORING_SQ_TASKRUN != 0)
+    }
+
+    /// As [`Ring::cq_overflow_pending`](crate::Ring::cq_overflow_pending).
+    #[doc(alias = "io_uring_cq_has_overflow")]
+    pub fn cq_overflow_pending(&self) -> bool {
+        lock(&self.cq).sq_flags() & sys::IORING_SQ_CQ_OVERFLOW != 0
     }
 
     /// What the kernel and this ring support.
@@ -205,7 +220,7 @@ impl SharedRing {
     /// # Errors
     ///
     /// [`Error::WouldBlock`] when nothing is observable.
-    pub fn wait(&self, out: &mut [CqeSlot]) -> Result<usize> {
+    pub fn reap(&self, out: &mut [CqeSlot]) -> Result<usize> {
         if out.is_empty() {
             return Err(Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into()));
         }

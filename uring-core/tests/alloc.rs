@@ -76,7 +76,7 @@ fn direct_submit_and_reap_allocate_nothing() {
     let n = allocations(|| {
         for round in 0..1_000u32 {
             for i in 0..8 {
-                let ctx = SqeContext::direct(sys::IORING_OP_NOP as u8, SqeFlags::ASYNC, 7, (round * 8 + i) as i32);
+                let ctx = SqeContext::packed(sys::IORING_OP_NOP as u8, SqeFlags::ASYNC, 7, (round * 8 + i) as i32);
                 let mut sqe = Sqe::new(sys::IORING_OP_NOP as u8);
                 sqe.set_context(ctx);
                 // SAFETY: a NOP names no memory.
@@ -101,7 +101,7 @@ fn direct_submit_and_reap_allocate_nothing() {
             }
         }
         // Outcomes met in normal operation allocate nothing either.
-        assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)));
+        assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)));
         for _ in 0..64 {
             // SAFETY: a NOP names no memory.
             unsafe { ring.push(&Sqe::new(sys::IORING_OP_NOP as u8)) }.unwrap();

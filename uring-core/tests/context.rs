@@ -10,7 +10,7 @@ use uring_core::{ContextMode, CqeSlot, CtxWords, Error, Options, PlainData, Ring
 fn direct_context_round_trips_through_user_data() {
     let mut ring = ring(8);
     let flags = SqeFlags::ASYNC;
-    let ctx = SqeContext::direct(sys::IORING_OP_NOP as u8, flags, 513, 77);
+    let ctx = SqeContext::packed(sys::IORING_OP_NOP as u8, flags, 513, 77);
     let mut sqe = nop(0);
     sqe.set_context(ctx).set_sqe_flags(flags);
     // SAFETY: a NOP names no memory.
@@ -19,7 +19,7 @@ fn direct_context_round_trips_through_user_data() {
     let r = ring.wait_for(&mut slots, 1, None).unwrap();
     let c = r.get(0).unwrap();
     assert_eq!(c.context(), ctx);
-    assert_eq!(c.context().mode(), ContextMode::Direct);
+    assert_eq!(c.context().mode(), ContextMode::Packed);
     assert_eq!((c.op(), c.fd()), (Some(sys::IORING_OP_NOP as u8), Some(77)));
     assert_eq!((c.context().buf_group(), c.context().flags()), (Some(513), Some(flags)));
     assert!(c.indirect().is_none() && c.extended().is_none());
@@ -86,7 +86,7 @@ fn extended_context_carries_caller_data() {
     let mut slots = [CqeSlot::EMPTY; 4];
     let mut returned = Vec::new();
     {
-        let r = ring.wait(&mut slots).unwrap();
+        let r = ring.reap(&mut slots).unwrap();
         for c in r.iter() {
             let ext = c.extended().expect("live extended context");
             let conn = *ext.data.view::<Conn>();

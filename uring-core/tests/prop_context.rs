@@ -22,7 +22,7 @@ const FD_BITS: u64 = !0 << 33;
 const FD_NONE: u64 = (1 << 31) - 1;
 
 /// Any fd, with the edges drawn often: negative, 0, `2^31 - 2` (the largest
-/// fd a direct context carries) and `2^31 - 1 == i32::MAX` (the "none"
+/// fd a packed context carries) and `2^31 - 1 == i32::MAX` (the "none"
 /// pattern, so it reads back as no fd).
 fn any_fd() -> impl Strategy<Value = i32> {
     prop_oneof![
@@ -36,7 +36,7 @@ fn any_flags() -> impl Strategy<Value = SqeFlags> {
     any::<u8>().prop_map(SqeFlags::from_bits_retain)
 }
 
-/// What a direct context reads back for `fd`: the fd for `0..2^31 - 1`,
+/// What a packed context reads back for `fd`: the fd for `0..2^31 - 1`,
 /// none for negatives and for `i32::MAX`.
 fn fd_back(fd: i32) -> Option<i32> {
     (0..i32::MAX).contains(&fd).then_some(fd)
@@ -54,13 +54,13 @@ fn fields(c: SqeContext) -> (Option<u8>, Option<SqeFlags>, Option<u16>, Option<i
 proptest! {
     #[test]
     fn direct_contexts_round_trip_every_field(op in any::<u8>(), flags in any_flags(), group in any::<u16>(), fd in any_fd()) {
-        let c = SqeContext::direct(op, flags, group, fd);
-        prop_assert_eq!(c.mode(), ContextMode::Direct);
+        let c = SqeContext::packed(op, flags, group, fd);
+        prop_assert_eq!(c.mode(), ContextMode::Packed);
         prop_assert_eq!(fields(c), (Some(op), Some(flags_back(flags)), Some(group), fd_back(fd)));
         prop_assert_eq!(c.layer_data(), None);
         prop_assert_eq!(c.raw() & 0b11, 0);
         prop_assert_eq!(SqeContext::from_raw(c.raw()), Some(c));
-        prop_assert_eq!(SqeContext::for_fd(fd), SqeContext::direct(0, SqeFlags::empty(), 0, fd));
+        prop_assert_eq!(SqeContext::for_fd(fd), SqeContext::packed(0, SqeFlags::empty(), 0, fd));
         // The same context, built field by field.
         let built = SqeContext::for_fd(fd).with_op(op).with_flags(flags).with_buf_group(group);
         prop_assert_eq!(built, c);
@@ -71,7 +71,7 @@ proptest! {
         op in any::<u8>(), flags in any_flags(), group in any::<u16>(), fd in any_fd(),
         op2 in any::<u8>(), flags2 in any_flags(), group2 in any::<u16>(), fd2 in any_fd(),
     ) {
-        let c = SqeContext::direct(op, flags, group, fd);
+        let c = SqeContext::packed(op, flags, group, fd);
         let (o, f, g, d) = fields(c);
 
         let w = c.with_op(op2);
@@ -104,7 +104,7 @@ proptest! {
         let _ = format!("{c:?}");
         let mode = c.mode();
         let expected = match (raw & 0b11, raw & 0b100) {
-            (0, _) => ContextMode::Direct,
+            (0, _) => ContextMode::Packed,
             (1, 0) => ContextMode::Indirect,
             (1, _) => ContextMode::Extended,
             (2, _) => ContextMode::Token,
@@ -113,7 +113,7 @@ proptest! {
         prop_assert_eq!(mode, expected);
         // Safe `from_raw` gives every value but a layer's.
         prop_assert_eq!(SqeContext::from_raw(raw), (mode != ContextMode::Layer).then_some(c));
-        let direct = mode == ContextMode::Direct;
+        let direct = mode == ContextMode::Packed;
         let token = mode == ContextMode::Token;
         prop_assert_eq!(c.op().is_some(), direct || token);
         prop_assert_eq!(c.flags().is_some(), direct);
@@ -132,13 +132,13 @@ proptest! {
             prop_assert_eq!((d.flag(), d.payload(), d.raw()), (raw & 0b100 != 0, raw >> 11, raw));
         }
         if direct {
-            // Every direct bit pattern is some direct context: decoding and
+            // Every direct bit pattern is some packed context: decoding and
             // re-encoding gives the same 64 bits.
             prop_assert_eq!(c.fd().is_none(), raw >> 33 == FD_NONE);
             if let Some(fd) = c.fd() {
                 prop_assert!((0..i32::MAX).contains(&fd));
             }
-            let again = SqeContext::direct(c.op().unwrap(), c.flags().unwrap(), c.buf_group().unwrap(), c.fd().unwrap_or(-1));
+            let again = SqeContext::packed(c.op().unwrap(), c.flags().unwrap(), c.buf_group().unwrap(), c.fd().unwrap_or(-1));
             prop_assert_eq!(again.raw(), raw);
         } else if !token {
             // The setters leave a context of another mode untouched.

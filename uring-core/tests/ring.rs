@@ -18,7 +18,7 @@ fn nop_round_trip_through_wait() {
     let c = r.get(0).unwrap();
     assert_eq!((c.user_data(), c.res(), c.raw_flags()), (42, 0, 0));
     assert!(c.error().is_none());
-    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)), "nothing left is WouldBlock, not an error");
+    assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)), "nothing left is WouldBlock, not an error");
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn full_queue_is_reported_not_flushed() {
     // SAFETY: as above.
     assert!(matches!(unsafe { ring.push_all(&five) }, Err(Error::InvalidArgument(_))));
     // No slots to reap into is refused too, and loses nothing.
-    assert!(matches!(ring.wait(&mut []), Err(Error::InvalidArgument(_))));
+    assert!(matches!(ring.reap(&mut []), Err(Error::InvalidArgument(_))));
     assert!(matches!(ring.wait_for(&mut [], 1, None), Err(Error::InvalidArgument(_))));
     assert_eq!(reap(&mut ring, 3).len(), 3);
 }
@@ -75,7 +75,7 @@ fn lifecycle_not_started_double_start_stopped() {
     assert_eq!(ring.state(), State::Created);
     assert!(matches!(push_nop(&mut ring, 1), Err(Error::NotStarted)));
     let mut slots = [CqeSlot::EMPTY; 1];
-    assert!(matches!(ring.wait(&mut slots), Err(Error::NotStarted)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::NotStarted)));
     ring.start().unwrap();
     assert!(matches!(ring.start(), Err(Error::AlreadyStarted)));
     push_nop(&mut ring, 1).unwrap();
@@ -85,7 +85,7 @@ fn lifecycle_not_started_double_start_stopped() {
     assert_eq!(ring.state(), State::Stopped);
     assert!(matches!(push_nop(&mut ring, 1), Err(Error::Stopped)));
     assert!(matches!(ring.submit(), Err(Error::Stopped)));
-    assert!(matches!(ring.wait(&mut slots), Err(Error::Stopped)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::Stopped)));
     assert!(matches!(ring.wait_for(&mut slots, 1, None), Err(Error::Stopped)), "a wait on a stopped ring returns");
     assert!(matches!(ring.completions(), Err(Error::Stopped)));
     assert!(matches!(ring.start(), Err(Error::Stopped)));
@@ -143,7 +143,7 @@ fn cqe32_and_mixed_rings_carry_the_extra_words() {
         }
         ring.submit_and_wait(3).unwrap();
         let mut slots = [CqeSlot::EMPTY; 8];
-        let r = ring.wait(&mut slots).unwrap();
+        let r = ring.reap(&mut slots).unwrap();
         let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
         let small = if size == CqeSize::Big { Some([0, 0]) } else { None };
         assert_eq!(
@@ -172,7 +172,7 @@ fn mixed_ring_wraps_big_cqes_with_skip_entries() {
             ring.push(&big).unwrap();
         }
         ring.submit_and_wait(2).unwrap();
-        let r = ring.wait(&mut slots).unwrap();
+        let r = ring.reap(&mut slots).unwrap();
         let v: Vec<_> = r.iter().map(|c| (c.user_data(), c.big())).collect();
         assert_eq!(v, vec![(round * 2, None), (round * 2 + 1, Some([round, !round]))], "round {round}");
     }
@@ -196,7 +196,7 @@ fn sqe_flags_link_chains_and_skip_success() {
     assert_eq!(got[1], (2, -libc::ECANCELED, 0), "the linked NOP is cancelled");
     assert_eq!(got[2], (4, 0, 0), "NOP 3 succeeded silently (CQE_SKIP_SUCCESS)");
     let mut slots = [CqeSlot::EMPTY; 4];
-    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)));
 
     // A hard link keeps going after a failure.
     let mut a = nop_result(5, -libc::EIO);
@@ -284,4 +284,67 @@ fn no_iowait_waits_or_says_unsupported() {
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// `IORING_SQ_CQ_OVERFLOW`: more completions than the CQ holds wait in the
+/// kernel's backlog; the flag says so, reaping flushes them all and clears
+/// it, and none is lost. A default `Ring` (deferred task work, no
+/// `TASKRUN_FLAG`) cannot tell pending task work: `None`, not `false`.
+#[test]
+fn cq_overflow_pending_reports_the_backlog_until_it_is_reaped() {
+    let mut ring = Ring::new(Options::default().entries(2).cq_entries(4)).unwrap();
+    ring.start().unwrap();
+    assert_eq!(ring.task_work_pending(), None);
+    for round in 0..3u64 {
+        for i in 0..2 {
+            // SAFETY: a NOP names no memory.
+            unsafe { ring.push(&nop(round * 2 + i)) }.unwrap();
+        }
+        ring.submit().unwrap();
+    }
+    assert!(ring.cq_overflow_pending(), "6 completions, a CQ of 4");
+    let mut seen = Vec::new();
+    let mut slots = [CqeSlot::EMPTY; 8];
+    while seen.len() < 6 {
+        let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+        seen.extend(done.iter().map(|c| c.user_data()));
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 1, 2, 3, 4, 5]);
+    assert!(!ring.cq_overflow_pending(), "the backlog was flushed");
+}
+
+/// `IORING_SQ_TASKRUN`: on a ring with deferred task work and
+/// `TASKRUN_FLAG`, a poll that fires when its pipe is written leaves its
+/// completion as task work, which runs only when the ring is entered: the
+/// flag says so while the CQ is empty, and the reap runs it and clears it.
+#[test]
+fn task_work_pending_reports_a_completion_the_kernel_still_owes() {
+    let mut ring = Ring::new(Options::small().taskrun_flag(true)).unwrap();
+    ring.start().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a writable array of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let mut poll = uring_core::Sqe::new(sys::IORING_OP_POLL_ADD as u8);
+    poll.fd = fds[0];
+    poll.set_op_flags(libc::POLLIN as u32);
+    uring_core::SqeContext::token(5).unwrap().stamp(&mut poll).unwrap();
+    // SAFETY: a poll names no memory.
+    unsafe { ring.push(&poll) }.unwrap();
+    ring.submit().unwrap();
+    assert_eq!(ring.task_work_pending(), Some(false), "nothing owed yet");
+    // SAFETY: one byte from a valid buffer to the pipe's write end.
+    assert_eq!(unsafe { libc::write(fds[1], b"!".as_ptr().cast(), 1) }, 1);
+    assert_eq!(ring.task_work_pending(), Some(true), "the poll fired; its completion waits for us");
+    assert_eq!(ring.cq_ready(), 0, "owed, not posted");
+    let mut slots = [CqeSlot::EMPTY; 2];
+    let done = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let cqe = done.get(0).unwrap();
+    assert_eq!(cqe.context().as_token(), Some(5));
+    assert!(cqe.res() & libc::POLLIN as i32 != 0);
+    assert_eq!(ring.task_work_pending(), Some(false), "the reap ran it");
+    // SAFETY: both ends are ours and closed once.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: as above.
+    unsafe { libc::close(fds[1]) };
 }

@@ -67,7 +67,7 @@ fn threads_submit_and_one_reaps_every_completion_once() {
     for s in submitters {
         s.join().unwrap();
     }
-    assert!(matches!(ring.wait(&mut slots), Err(Error::WouldBlock)));
+    assert!(matches!(ring.reap(&mut slots), Err(Error::WouldBlock)));
     let mut ring = Arc::into_inner(ring).expect("all threads joined");
     ring.stop();
     assert_eq!(ring.state(), State::Stopped);

@@ -65,7 +65,8 @@ fn prep(c: &mut Criterion) {
     let mut g = c.benchmark_group("prep/read");
     g.bench_function("uring-ops", |b| {
         b.iter(|| {
-            Read::new(black_box(5), black_box(buf.as_mut_ptr()), black_box(4096))
+            // SAFETY: only prepared, never pushed.
+            unsafe { Read::new(black_box(5), black_box(&mut buf[..])) }
                 .offset(black_box(8192))
                 .prepare(&mut sqe, &mut keep);
             black_box(&sqe);
@@ -85,7 +86,8 @@ fn prep(c: &mut Criterion) {
     let mut g = c.benchmark_group("prep/write");
     g.bench_function("uring-ops", |b| {
         b.iter(|| {
-            Write::new(black_box(5), black_box(buf.as_ptr()), black_box(4096))
+            // SAFETY: only prepared, never pushed.
+            unsafe { Write::new(black_box(5), black_box(&buf[..])) }
                 .offset(black_box(8192))
                 .prepare(&mut sqe, &mut keep);
             black_box(&sqe);
@@ -105,7 +107,8 @@ fn prep(c: &mut Criterion) {
     let mut g = c.benchmark_group("prep/send");
     g.bench_function("uring-ops", |b| {
         b.iter(|| {
-            Send::new(black_box(5), black_box(&buf[..])).prepare(&mut sqe, &mut keep);
+            // SAFETY: only prepared, never pushed.
+            unsafe { Send::new(black_box(5), black_box(&buf[..])) }.prepare(&mut sqe, &mut keep);
             black_box(&sqe);
         })
     });
@@ -119,7 +122,8 @@ fn prep(c: &mut Criterion) {
     let mut g = c.benchmark_group("prep/recv");
     g.bench_function("uring-ops", |b| {
         b.iter(|| {
-            Recv::new(black_box(5), black_box(&mut buf[..])).prepare(&mut sqe, &mut keep);
+            // SAFETY: only prepared, never pushed.
+            unsafe { Recv::new(black_box(5), black_box(&mut buf[..])) }.prepare(&mut sqe, &mut keep);
             black_box(&sqe);
         })
     });
@@ -144,7 +148,8 @@ fn prep(c: &mut Criterion) {
     let mut g = c.benchmark_group("prep/readv");
     g.bench_function("uring-ops", |b| {
         b.iter(|| {
-            Readv::new(black_box(5), black_box(iovecs.as_ptr()), black_box(3))
+            // SAFETY: only prepared, never pushed.
+            unsafe { Readv::new(black_box(5), black_box(&iovecs[..])) }
                 .offset(black_box(8192))
                 .prepare(&mut sqe, &mut keep);
             black_box(&sqe);

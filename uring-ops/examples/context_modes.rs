@@ -3,7 +3,7 @@
 //!
 //! - **token**: your own number (up to 53 bits: a connection index, a slab
 //!   key) and the opcode; free, nothing to release. The usual choice;
-//! - **direct**: opcode, SQE flags, buffer group and fd packed into the 64
+//! - **packed**: opcode, SQE flags, buffer group and fd packed into the 64
 //!   bits; free, nothing to release;
 //! - **indirect**: a pooled slot holding a copy of the whole SQE;
 //! - **extended**: a pooled slot holding the SQE plus 64 bytes of typed
@@ -83,7 +83,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             seen += 1;
             let ctx = cqe.context();
             match ctx.mode() {
-                ContextMode::Direct => {
+                ContextMode::Packed => {
                     println!(
                         "direct:   result {}, opcode {:?} (NOP is {}), fd {:?}, buffer group {:?}",
                         cqe.res(),

@@ -1,5 +1,6 @@
-//! File I/O through the ring: open a file, write it, sync it, read it back,
-//! then read four slices of it with one batch (four SQEs, one submit).
+//! File I/O through the ring: open a file, write it and sync it (a linked
+//! pair), read it back, then read four slices of it with one batch (four
+//! SQEs, one submit).
 //!
 //! Run with `cargo run -p uring-ops --example file_io`.
 
@@ -7,6 +8,7 @@ use std::error::Error;
 use std::os::fd::{FromRawFd, OwnedFd};
 
 use uring_core::{CqeSlot, Options, Ring, SqeContext};
+use uring_ops::FlagOps;
 use uring_ops::file::FileOps;
 use uring_ops::fs::FsOps;
 
@@ -17,7 +19,7 @@ fn complete(ring: &mut Ring, n: usize) -> Result<Vec<(SqeContext, i32)>, Box<dyn
     let mut slots = [CqeSlot::EMPTY; 16];
     while out.len() < n {
         ring.submit_and_wait((n - out.len()) as u32)?;
-        let done = ring.wait(&mut slots)?;
+        let done = ring.reap(&mut slots)?;
         out.extend(done.iter().map(|c| (c.context(), c.res())));
     }
     Ok(out)
@@ -48,17 +50,22 @@ fn run() -> Result<(), Box<dyn Error>> {
     let file = unsafe { OwnedFd::from_raw_fd(fd) };
     println!("opened {} as fd {fd}", path.display());
 
-    // write: the buffer is ours and the kernel reads it while the write
-    // runs, hence `unsafe`. `text` is not touched until the completion.
+    // write, then fsync, as a linked pair: `linked()` adds IOSQE_IO_LINK to
+    // the write, so the fsync starts only once the write has succeeded in
+    // full (a failed or short write would cancel it: -ECANCELED). The
+    // kernel reads a write's buffer while it runs; `text` is `'static`, so
+    // `write_static` needs no `unsafe` (`write` with a borrowed buffer is
+    // `unsafe`, as is `file::Write::new`).
     let text = b"io_uring writes, then reads back: one ring, no threads.\n";
-    // SAFETY: `text` is a static literal, valid and unmodified.
-    unsafe { ring.write(SqeContext::for_fd(fd), fd, text, 0) }?;
-    let written = complete_one(&mut ring, "write")?;
-    println!("wrote {written} bytes");
-
-    ring.fsync(SqeContext::for_fd(fd), fd)?;
-    complete_one(&mut ring, "fsync")?;
-    println!("fsync done");
+    ring.linked().write_static(SqeContext::token(10)?, fd, text, 0)?;
+    ring.fsync(SqeContext::token(11)?, fd)?;
+    let mut pair = complete(&mut ring, 2)?;
+    pair.sort_unstable_by_key(|(ctx, _)| ctx.as_token());
+    let [(_, written), (_, synced)] = pair[..] else { unreachable!("two completions") };
+    if written != text.len() as i32 || synced != 0 {
+        return Err(format!("write {written}, fsync {synced}").into());
+    }
+    println!("wrote {written} bytes, then fsync");
 
     // Read it all back.
     let mut back = vec![0u8; text.len()];

@@ -5,7 +5,7 @@
 //!
 //! Each step is one operation whose CQE the loop waits for; a real client
 //! would keep many connections in flight and dispatch CQEs by their
-//! `SqeContext` (here the fd slot of the direct context says which step).
+//! `SqeContext` (here the fd slot of the packed context says which step).
 //!
 //! Run with `cargo run -p uring-ops --example tcp_client`.
 
@@ -64,9 +64,10 @@ fn run() -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     ring.connect(SqeContext::for_fd(2), fd, addr)?;
     complete(&mut ring, "connect")?;
 
-    // 3. send the request: the buffer is ours until the CQE (unsafe).
-    // SAFETY: REQUEST is static.
-    unsafe { ring.send(SqeContext::for_fd(3), fd, REQUEST) }?;
+    // 3. send the request: the kernel reads the buffer until the CQE; a
+    // `'static` buffer needs no `unsafe` (a borrowed one goes through the
+    // `unsafe` `send`).
+    ring.send_static(SqeContext::for_fd(3), fd, REQUEST)?;
     let sent = complete(&mut ring, "send")?;
     assert_eq!(sent as usize, REQUEST.len());
 

@@ -15,7 +15,7 @@ use uring_ops::file::FileOps;
 fn complete_one(ring: &mut Ring, what: &str) -> Result<usize, Box<dyn Error>> {
     let mut slots = [CqeSlot::EMPTY; 1];
     ring.submit_and_wait(1)?;
-    let done = ring.wait(&mut slots)?;
+    let done = ring.reap(&mut slots)?;
     let res = done.get(0).ok_or("no completion")?.res();
     if res < 0 {
         return Err(format!("{what}: {}", std::io::Error::from_raw_os_error(-res)).into());

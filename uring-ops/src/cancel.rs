@@ -2,8 +2,9 @@
 //! file, by opcode, any request, one match or all of them; and
 //! [`stamped`], the `user_data` a request was really submitted with.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 use crate::timeout::require_version;
@@ -13,7 +14,7 @@ use crate::timeout::require_version;
 /// [`TimeoutRemove`](crate::timeout::TimeoutRemove) must be given to find
 /// it.
 ///
-/// [`RingOps::push_op`] writes a **direct** context's opcode and SQE-flag
+/// [`RingOps::push_op`] writes a **packed** context's opcode and SQE-flag
 /// fields from the entry itself (so completions tell the truth), and a
 /// token's opcode; pooled contexts are stamped as they are, and returned
 /// unchanged ([`SqeContext::stamp`]).
@@ -212,7 +213,7 @@ impl Prepare for AsyncCancel {
 // names no memory.
 unsafe impl SafeOp for AsyncCancel {}
 
-/// Cancellation on a [`Ring`]. Every method only queues; submit (or wait)
+/// Cancellation on a [`Ring`](uring_core::Ring). Every method only queues; submit (or wait)
 /// to run them. For all matches, build [`AsyncCancel`] with
 /// [`all`](AsyncCancel::all) and [`push_op`](RingOps::push_op) it.
 pub trait CancelOps {
@@ -249,7 +250,7 @@ pub trait CancelOps {
     fn cancel_any(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 }
 
-impl CancelOps for Ring {
+impl<R: RingOps + OnRing> CancelOps for R {
     #[inline]
     fn cancel(&mut self, ctx: SqeContext, target: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, AsyncCancel::new(target))

@@ -2,6 +2,7 @@
 
 use uring_core::{Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -16,13 +17,14 @@ use crate::ring::RingOps;
 #[must_use = "an operation does nothing until it is pushed to a ring"]
 pub struct Nop {
     result: Option<i32>,
+    cqe32: Option<[u64; 2]>,
 }
 
 impl Nop {
     /// A NOP that completes with result 0.
     #[inline]
     pub const fn new() -> Self {
-        Nop { result: None }
+        Nop { result: None, cqe32: None }
     }
 
     /// Completes with `res` instead (`IORING_NOP_INJECT_RESULT`).
@@ -31,20 +33,63 @@ impl Nop {
         self.result = Some(res);
         self
     }
+
+    /// Posts a 32-byte CQE whose second half ([`Cqe::big`]) is
+    /// `[extra1, extra2]` (`IORING_NOP_CQE32`; the kernel takes them from
+    /// `sqe->off` and `sqe->addr`): on a mixed ring
+    /// ([`CqeSize::Mixed`](uring_core::CqeSize::Mixed)) the one way to make
+    /// a 32-byte CQE on demand, on a 32-byte ring a way to fill its extra
+    /// words.
+    ///
+    /// Since Linux 6.18 (it came with `IORING_SETUP_CQE_MIXED`; older
+    /// kernels answer `-EINVAL`, so [`check`](Prepare::check) refuses it
+    /// there as [`Error::Unsupported`]). On a ring with 16-byte CQEs the
+    /// kernel answers `-EINVAL`; `check` refuses it first, as
+    /// [`Error::InvalidArgument`].
+    ///
+    /// [`Cqe::big`]: uring_core::Cqe::big
+    #[doc(alias = "IORING_NOP_CQE32")]
+    #[inline]
+    pub const fn cqe32(mut self, extra1: u64, extra2: u64) -> Self {
+        self.cqe32 = Some([extra1, extra2]);
+        self
+    }
 }
 
 impl Prepare for Nop {
     const CODE: u8 = sys::IORING_OP_NOP as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        if self.cqe32.is_some() {
+            crate::timeout::require_version(features, (6, 18), "IORING_NOP_CQE32")?;
+            if features.cqe_size() == uring_core::CqeSize::Normal {
+                return Err(Error::InvalidArgument(
+                    "Nop::cqe32 needs a ring with 32-byte or mixed CQEs (Options::cqe_size); the kernel answers \
+                     -EINVAL on a 16-byte ring"
+                        .into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        let Nop { result } = self;
+        let Nop { result, cqe32 } = self;
         *sqe = Sqe::new(Self::CODE);
         sqe.fd = -1;
+        let mut flags = 0;
         if let Some(res) = result {
-            sqe.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+            flags |= sys::IORING_NOP_INJECT_RESULT;
             sqe.len = res as u32;
         }
+        if let Some([extra1, extra2]) = cqe32 {
+            flags |= sys::IORING_NOP_CQE32;
+            sqe.set_off(extra1);
+            sqe.set_addr(extra2);
+        }
+        sqe.set_op_flags(flags);
     }
 }
 
@@ -216,8 +261,9 @@ unsafe impl SafeOp for SiocOutq {}
 /// `-EOPNOTSUPP` for other levels). The value is written to `optval` when
 /// the command runs; the result is its length.
 ///
-/// Not [`SafeOp`]: `optval` is caller memory written when the command
-/// runs. Keep it valid and untouched until the CQE.
+/// `optval` is caller memory written when the command runs: the `unsafe`
+/// constructor takes that obligation, and the operation is a [`SafeOp`]
+/// ([`CmdOps::getsockopt`] takes the same arguments).
 #[doc(alias = "IORING_OP_URING_CMD")]
 #[doc(alias = "SOCKET_URING_OP_GETSOCKOPT")]
 #[doc(alias = "io_uring_prep_cmd_sock")]
@@ -228,20 +274,31 @@ pub struct GetSockOpt {
     level: i32,
     optname: i32,
     optval: *mut u8,
-    optlen: u32,
+    optlen: usize,
 }
 
 impl GetSockOpt {
-    /// Reads option `optname` of `level` on socket `fd` into the `optlen`
-    /// bytes at `optval`.
+    /// Reads option `optname` of `level` on socket `fd` into `optval`
+    /// (over `u32::MAX` bytes is refused when pushed).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `optval` must stay valid, and must be neither read nor written by
+    /// the program, until that operation's CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: *mut u8, optlen: u32) -> Self {
-        GetSockOpt { fd: fd.into(), level, optname, optval, optlen }
+    pub unsafe fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: &mut [u8]) -> Self {
+        GetSockOpt { fd: fd.into(), level, optname, optval: optval.as_mut_ptr(), optlen: optval.len() }
     }
 }
 
 impl Prepare for GetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        crate::op::len_u32("getsockopt value", self.optlen).map(drop)
+    }
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -251,19 +308,24 @@ impl Prepare for GetSockOpt {
         sqe.set_cmd_op(sys::SOCKET_URING_OP_GETSOCKOPT);
         sqe.set_level(level as u32);
         sqe.set_optname(optname as u32);
-        sqe.set_optlen(optlen);
+        sqe.set_optlen(optlen as u32);
         sqe.set_optval(optval as u64);
     }
 }
+
+// SAFETY: `optval` is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for GetSockOpt {}
 
 /// Sets a socket option: `io_uring_prep_cmd_sock(SOCKET_URING_OP_SETSOCKOPT)`.
 ///
 /// Since Linux 6.7. The result is 0 or a negative errno, as for
 /// `setsockopt`.
 ///
-/// Not [`SafeOp`]: the kernel reads `optval` when the command runs, which
-/// may be after submission (io-wq). Keep it valid and unwritten until the
-/// CQE.
+/// The kernel reads `optval` when the command runs, which may be after
+/// submission (io-wq): the `unsafe` constructor takes that obligation, and
+/// the operation is a [`SafeOp`] ([`CmdOps::setsockopt`] takes the same
+/// arguments).
 #[doc(alias = "IORING_OP_URING_CMD")]
 #[doc(alias = "SOCKET_URING_OP_SETSOCKOPT")]
 #[doc(alias = "io_uring_prep_cmd_sock")]
@@ -274,20 +336,39 @@ pub struct SetSockOpt {
     level: i32,
     optname: i32,
     optval: *const u8,
-    optlen: u32,
+    optlen: usize,
 }
 
 impl SetSockOpt {
-    /// Sets option `optname` of `level` on socket `fd` from the `optlen`
-    /// bytes at `optval`.
+    /// Sets option `optname` of `level` on socket `fd` from `optval` (over
+    /// `u32::MAX` bytes is refused when pushed).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `optval` must stay valid and unmodified until that operation's CQE
+    /// has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: *const u8, optlen: u32) -> Self {
-        SetSockOpt { fd: fd.into(), level, optname, optval, optlen }
+    pub unsafe fn new(fd: impl Into<Target>, level: i32, optname: i32, optval: &[u8]) -> Self {
+        SetSockOpt { fd: fd.into(), level, optname, optval: optval.as_ptr(), optlen: optval.len() }
+    }
+
+    /// Sets an option from `'static` bytes: safe.
+    #[inline]
+    pub fn from_static(fd: impl Into<Target>, level: i32, optname: i32, optval: &'static [u8]) -> Self {
+        // SAFETY: `'static` bytes behind a shared reference stay valid and
+        // unmodified for ever.
+        unsafe { SetSockOpt::new(fd, level, optname, optval) }
     }
 }
 
 impl Prepare for SetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        crate::op::len_u32("setsockopt value", self.optlen).map(drop)
+    }
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -297,10 +378,15 @@ impl Prepare for SetSockOpt {
         sqe.set_cmd_op(sys::SOCKET_URING_OP_SETSOCKOPT);
         sqe.set_level(level as u32);
         sqe.set_optname(optname as u32);
-        sqe.set_optlen(optlen);
+        sqe.set_optlen(optlen as u32);
         sqe.set_optval(optval as u64);
     }
 }
+
+// SAFETY: `optval` is the only memory named: `'static`, or kept valid and
+// unmodified until every push's CQE by the caller of the unsafe
+// constructor.
+unsafe impl SafeOp for SetSockOpt {}
 
 /// An operation that needs a 128-byte SQE: the companion of [`Prepare`]
 /// for rings created with [`Options::sqe128`](uring_core::Options::sqe128).
@@ -545,8 +631,7 @@ pub trait CmdOps {
     ///
     /// # Safety
     ///
-    /// `optval` must stay valid, and must be neither read nor written,
-    /// until the operation's CQE has been reaped.
+    /// As for [`GetSockOpt::new`].
     unsafe fn getsockopt(
         &mut self,
         ctx: SqeContext,
@@ -564,8 +649,7 @@ pub trait CmdOps {
     ///
     /// # Safety
     ///
-    /// `optval` must stay valid, and must not be written, until the
-    /// operation's CQE has been reaped.
+    /// As for [`SetSockOpt::new`].
     unsafe fn setsockopt(
         &mut self,
         ctx: SqeContext,
@@ -596,7 +680,7 @@ pub trait CmdOps {
     ) -> Result<SqeContext>;
 }
 
-impl CmdOps for Ring {
+impl<R: RingOps + OnRing> CmdOps for R {
     #[inline]
     fn nop(&mut self, ctx: SqeContext) -> Result<SqeContext> {
         self.push_op(ctx, Nop::new())
@@ -621,9 +705,9 @@ impl CmdOps for Ring {
         optname: i32,
         optval: &mut [u8],
     ) -> Result<SqeContext> {
-        let len = crate::op::len_u32("getsockopt value", optval.len())?;
-        // SAFETY: the caller keeps `optval` valid and untouched until the CQE.
-        unsafe { self.push_op_unchecked(ctx, GetSockOpt::new(fd, level, optname, optval.as_mut_ptr(), len)) }
+        // SAFETY: forwarded to the caller (`GetSockOpt::new`'s contract).
+        let op = unsafe { GetSockOpt::new(fd, level, optname, optval) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -635,9 +719,9 @@ impl CmdOps for Ring {
         optname: i32,
         optval: &[u8],
     ) -> Result<SqeContext> {
-        let len = crate::op::len_u32("setsockopt value", optval.len())?;
-        // SAFETY: the caller keeps `optval` valid and unwritten until the CQE.
-        unsafe { self.push_op_unchecked(ctx, SetSockOpt::new(fd, level, optname, optval.as_ptr(), len)) }
+        // SAFETY: forwarded to the caller (`SetSockOpt::new`'s contract).
+        let op = unsafe { SetSockOpt::new(fd, level, optname, optval) };
+        self.push_op(ctx, op)
     }
 
     #[inline]

@@ -4,9 +4,18 @@
 //!
 //! Every operation here but [`ReadProvided`] names caller memory that the
 //! kernel reads or writes while the operation runs (possibly later, from an
-//! io-wq worker): the data buffer, or the iovec targets. They are not
-//! [`SafeOp`]s; their ring methods in [`FileOps`] are `unsafe`, and the
-//! memory must stay valid until the operation's CQE has been reaped.
+//! io-wq worker): the data buffer, or the iovec targets. [`Read`],
+//! [`Write`], [`Readv`] and [`Writev`] take it as slices in an `unsafe`
+//! constructor, whose `# Safety` section is the one statement of the
+//! obligation (the memory stays valid until the operation's CQE); the
+//! operations are then [`SafeOp`]s, pushed like any other, and the
+//! [`FileOps`] methods take the same arguments (`unsafe` for the same
+//! reason). `'static` bytes need no `unsafe`: [`Write::from_static`].
+//!
+//! The fixed-buffer builders ([`ReadFixed`], …) still take an address and
+//! a length into registered memory and go through
+//! [`RingOps::push_op_unchecked`]; `uring_buffers::FixedBuffers` is their
+//! safe form.
 //!
 //! # Offsets
 //!
@@ -16,8 +25,9 @@
 //! `pread(2)`/`pwrite(2)` and leaves the position alone. Streams (pipes,
 //! sockets) ignore the offset; pass 0 or [`CURRENT_POSITION`].
 
-use uring_core::{Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{Features, Keep, Result, SqeContext, SqeFlags, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target, len_u32};
 use crate::ring::RingOps;
 
@@ -61,18 +71,37 @@ struct Rw {
     offset: u64,
     flags: RwFlags,
     ioprio: u16,
+    /// A slice longer than the kernel's 32-bit length (refused by `check`).
+    oversize: bool,
 }
 
 impl Rw {
     #[inline]
     fn new(fd: Target, addr: u64, len: u32) -> Self {
-        Rw { fd, addr, len, offset: 0, flags: RwFlags::empty(), ioprio: 0 }
+        Rw { fd, addr, len, offset: 0, flags: RwFlags::empty(), ioprio: 0, oversize: false }
+    }
+
+    /// Over a slice of `len` bytes or iovecs; one past `u32::MAX` is
+    /// remembered and refused by [`check_len`](Self::check_len).
+    #[inline]
+    fn slice(fd: Target, addr: u64, len: usize) -> Self {
+        let mut rw = Rw::new(fd, addr, u32::try_from(len).unwrap_or(u32::MAX));
+        rw.oversize = len > u32::MAX as usize;
+        rw
+    }
+
+    /// Refuses a buffer the kernel's length field cannot describe.
+    fn check_len(&self, what: &str) -> Result<()> {
+        if self.oversize {
+            return Err(uring_core::Error::InvalidArgument(format!("{what}: the buffer exceeds u32::MAX bytes")));
+        }
+        Ok(())
     }
 
     /// Writes the whole entry for opcode `code`.
     #[inline]
     fn prepare(self, code: u8, sqe: &mut uring_core::Sqe) {
-        let Rw { fd, addr, len, offset, flags, ioprio } = self;
+        let Rw { fd, addr, len, offset, flags, ioprio, oversize: _ } = self;
         *sqe = uring_core::Sqe::new(code);
         fd.apply(sqe);
         sqe.set_addr(addr);
@@ -131,9 +160,14 @@ macro_rules! rw_setters {
 /// Since Linux 5.6. The CQE's result is the number of bytes read (0 at end
 /// of file) or `-errno`.
 ///
-/// The buffer is caller memory the kernel writes while the read runs: push
-/// it with [`RingOps::push_op_unchecked`] (or [`FileOps::read`]), keeping
-/// the buffer valid and untouched until the CQE has been reaped.
+/// The buffer is caller memory the kernel writes while the read runs; the
+/// obligation that it stays valid is taken once, by the `unsafe`
+/// constructor, so the operation itself is a [`SafeOp`] and goes through
+/// [`RingOps::push_op`] like any other (with [`OpExt::with_sqe_flags`],
+/// [`FlagOps::linked`](crate::FlagOps::linked), deadlines).
+/// [`FileOps::read`] takes the same arguments.
+///
+/// [`OpExt::with_sqe_flags`]: crate::OpExt::with_sqe_flags
 #[doc(alias = "IORING_OP_READ")]
 #[doc(alias = "io_uring_prep_read")]
 #[derive(Debug, Clone, Copy)]
@@ -143,10 +177,21 @@ pub struct Read {
 }
 
 impl Read {
-    /// Reads `len` bytes from `fd` into `buf`, at offset 0.
+    /// Reads up to `buf.len()` bytes from `fd` into `buf`, at offset 0. A
+    /// buffer over `u32::MAX` bytes is refused (`InvalidArgument`) when the
+    /// operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the read runs, possibly after the push returned and
+    /// the entry was consumed (the borrow ends when this call returns; the
+    /// obligation does not).
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: *mut u8, len: u32) -> Self {
-        Read { rw: Rw::new(fd.into(), buf as u64, len) }
+    pub unsafe fn new(fd: impl Into<Target>, buf: &mut [u8]) -> Self {
+        Read { rw: Rw::slice(fd.into(), buf.as_mut_ptr() as u64, buf.len()) }
     }
 }
 
@@ -155,12 +200,21 @@ rw_setters!(Read);
 impl Prepare for Read {
     const CODE: u8 = sys::IORING_OP_READ as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        self.rw.check_len("read")
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
         let Read { rw } = self;
         rw.prepare(Self::CODE, sqe);
     }
 }
+
+// SAFETY: the buffer is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for Read {}
 
 /// Reads into a buffer the kernel picks from a provided-buffer group:
 /// `io_uring_prep_read` with `IOSQE_BUFFER_SELECT`.
@@ -215,9 +269,11 @@ unsafe impl SafeOp for ReadProvided {}
 /// Since Linux 5.6. The CQE's result is the number of bytes written or
 /// `-errno`.
 ///
-/// The buffer is caller memory the kernel reads while the write runs: push
-/// it with [`RingOps::push_op_unchecked`] (or [`FileOps::write`]), keeping
-/// the buffer valid and unmodified until the CQE has been reaped.
+/// The buffer is caller memory the kernel reads while the write runs; the
+/// obligation is taken by the `unsafe` constructor [`new`](Self::new)
+/// (none for `'static` bytes: [`from_static`](Self::from_static)), so the
+/// operation is a [`SafeOp`]. [`FileOps::write`] and
+/// [`FileOps::write_static`] take the same arguments.
 #[doc(alias = "IORING_OP_WRITE")]
 #[doc(alias = "io_uring_prep_write")]
 #[derive(Debug, Clone, Copy)]
@@ -227,10 +283,34 @@ pub struct Write {
 }
 
 impl Write {
-    /// Writes `len` bytes of `buf` to `fd`, at offset 0.
+    /// Writes `buf` to `fd`, at offset 0. A buffer over `u32::MAX` bytes is
+    /// refused (`InvalidArgument`) when the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid and unmodified until that operation's CQE has
+    /// been reaped: the kernel reads it while the write runs.
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: *const u8, len: u32) -> Self {
-        Write { rw: Rw::new(fd.into(), buf as u64, len) }
+    pub unsafe fn new(fd: impl Into<Target>, buf: &[u8]) -> Self {
+        Write { rw: Rw::slice(fd.into(), buf.as_ptr() as u64, buf.len()) }
+    }
+
+    /// Writes `'static` bytes to `fd`, at offset 0: safe, since they are
+    /// never freed and (behind a shared reference) never modified.
+    ///
+    /// ```compile_fail,E0597
+    /// let op = {
+    ///     let local = [0u8; 4];
+    ///     uring_ops::file::Write::from_static(1, &local)
+    /// };
+    /// drop(op);
+    /// ```
+    #[inline]
+    pub fn from_static(fd: impl Into<Target>, buf: &'static [u8]) -> Self {
+        // SAFETY: `'static` bytes behind a shared reference stay valid and
+        // unmodified for ever.
+        unsafe { Write::new(fd, buf) }
     }
 }
 
@@ -239,6 +319,11 @@ rw_setters!(Write);
 impl Prepare for Write {
     const CODE: u8 = sys::IORING_OP_WRITE as u8;
 
+    fn check(&self, features: &Features) -> Result<()> {
+        features.require(Self::CODE)?;
+        self.rw.check_len("write")
+    }
+
     #[inline]
     fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
         let Write { rw } = self;
@@ -246,14 +331,18 @@ impl Prepare for Write {
     }
 }
 
+// SAFETY: the buffer is the only memory named; `'static` (`from_static`) or
+// kept valid and unmodified until every push's CQE by the caller of `new`.
+unsafe impl SafeOp for Write {}
+
 /// Reads into several buffers (scatter): `io_uring_prep_readv`
 /// (`io_uring_prep_readv2` with flags).
 ///
 /// Since Linux 5.1. The CQE's result is the total byte count or `-errno`.
 ///
 /// The iovec array and every buffer it names are caller memory the kernel
-/// uses while the read runs (it writes the buffers): keep both valid, and
-/// the buffers untouched, until the CQE has been reaped.
+/// uses while the read runs (it writes the buffers): the `unsafe`
+/// constructor takes that obligation, and the operation is a [`SafeOp`].
 #[doc(alias = "IORING_OP_READV")]
 #[doc(alias = "io_uring_prep_readv")]
 #[doc(alias = "io_uring_prep_readv2")]
@@ -264,10 +353,18 @@ pub struct Readv {
 }
 
 impl Readv {
-    /// Reads from `fd` into the `nr` buffers of `iovecs`, at offset 0.
+    /// Reads from `fd` into the buffers of `iovecs`, at offset 0. More than
+    /// `UIO_MAXIOV` iovecs are refused when the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `iovecs` and every buffer it names must stay valid, and the buffers
+    /// must be neither read nor written by the program, until that
+    /// operation's CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32) -> Self {
-        Readv { rw: Rw::new(fd.into(), iovecs as u64, nr) }
+    pub unsafe fn new(fd: impl Into<Target>, iovecs: &[libc::iovec]) -> Self {
+        Readv { rw: Rw::slice(fd.into(), iovecs.as_ptr() as u64, iovecs.len()) }
     }
 }
 
@@ -288,13 +385,18 @@ impl Prepare for Readv {
     }
 }
 
+// SAFETY: the iovec array and its buffers are the only memory named; the
+// caller of the unsafe constructor keeps them valid until every push's CQE.
+unsafe impl SafeOp for Readv {}
+
 /// Writes from several buffers (gather): `io_uring_prep_writev`
 /// (`io_uring_prep_writev2` with flags).
 ///
 /// Since Linux 5.1. The CQE's result is the total byte count or `-errno`.
 ///
-/// The iovec array and every buffer it names are caller memory; keep both
-/// valid and the buffers unmodified until the CQE has been reaped.
+/// The iovec array and every buffer it names are caller memory: the
+/// `unsafe` constructor takes the obligation, and the operation is a
+/// [`SafeOp`].
 #[doc(alias = "IORING_OP_WRITEV")]
 #[doc(alias = "io_uring_prep_writev")]
 #[doc(alias = "io_uring_prep_writev2")]
@@ -305,10 +407,17 @@ pub struct Writev {
 }
 
 impl Writev {
-    /// Writes the `nr` buffers of `iovecs` to `fd`, at offset 0.
+    /// Writes the buffers of `iovecs` to `fd`, at offset 0. More than
+    /// `UIO_MAXIOV` iovecs are refused when the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `iovecs` and every buffer it names must stay valid, and the buffers
+    /// unmodified, until that operation's CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, iovecs: *const libc::iovec, nr: u32) -> Self {
-        Writev { rw: Rw::new(fd.into(), iovecs as u64, nr) }
+    pub unsafe fn new(fd: impl Into<Target>, iovecs: &[libc::iovec]) -> Self {
+        Writev { rw: Rw::slice(fd.into(), iovecs.as_ptr() as u64, iovecs.len()) }
     }
 }
 
@@ -328,6 +437,10 @@ impl Prepare for Writev {
         rw.prepare(Self::CODE, sqe);
     }
 }
+
+// SAFETY: the iovec array and its buffers are the only memory named; the
+// caller of the unsafe constructor keeps them valid until every push's CQE.
+unsafe impl SafeOp for Writev {}
 
 /// Reads into a registered buffer: `io_uring_prep_read_fixed`.
 ///
@@ -490,8 +603,9 @@ impl Prepare for WritevFixed {
 }
 
 /// Named ring methods for file I/O, the common case of each operation
-/// (offset given, no flags). Options are reached through the builders and
-/// [`RingOps::push_op_unchecked`].
+/// (offset given, no `RWF_*` flags), with the builders' arguments. SQE
+/// flags through [`FlagOps`](crate::FlagOps) (`ring.linked().read(..)`);
+/// other options through the builders and [`RingOps::push_op`].
 ///
 /// Slices longer than `u32::MAX` bytes (or iovec counts above
 /// `UIO_MAXIOV`) are [`Error::InvalidArgument`](uring_core::Error::InvalidArgument)
@@ -507,10 +621,7 @@ pub trait FileOps {
     ///
     /// # Safety
     ///
-    /// `buf` is written by the kernel while the read runs: it must stay
-    /// valid, and must not be read or written by the program, until this
-    /// operation's CQE has been reaped (the borrow ends when this call
-    /// returns; the obligation does not).
+    /// As for [`Read::new`].
     unsafe fn read(
         &mut self,
         ctx: SqeContext,
@@ -527,9 +638,22 @@ pub trait FileOps {
     ///
     /// # Safety
     ///
-    /// `buf` is read by the kernel while the write runs: it must stay valid
-    /// and unmodified until this operation's CQE has been reaped.
+    /// As for [`Write::new`].
     unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext>;
+
+    /// Queues a write of `'static` bytes to `fd` at `offset`
+    /// ([`Write::from_static`]): safe.
+    ///
+    /// # Errors
+    ///
+    /// As [`read`](Self::read).
+    fn write_static(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &'static [u8],
+        offset: u64,
+    ) -> Result<SqeContext>;
 
     /// Queues a scatter read from `fd` at `offset` into the buffers of
     /// `iovecs` ([`Readv`]).
@@ -541,9 +665,7 @@ pub trait FileOps {
     ///
     /// # Safety
     ///
-    /// `iovecs` and every buffer it names must stay valid until this
-    /// operation's CQE has been reaped; the buffers are written by the
-    /// kernel and must not be accessed by the program until then.
+    /// As for [`Readv::new`].
     unsafe fn readv(
         &mut self,
         ctx: SqeContext,
@@ -561,8 +683,7 @@ pub trait FileOps {
     ///
     /// # Safety
     ///
-    /// `iovecs` and every buffer it names must stay valid, and the buffers
-    /// unmodified, until this operation's CQE has been reaped.
+    /// As for [`Writev::new`].
     unsafe fn writev(
         &mut self,
         ctx: SqeContext,
@@ -678,7 +799,7 @@ fn iov_count(what: &str, iovecs: &[libc::iovec]) -> Result<u32> {
     Ok(nr)
 }
 
-impl FileOps for Ring {
+impl<R: RingOps + OnRing> FileOps for R {
     #[inline]
     unsafe fn read(
         &mut self,
@@ -687,18 +808,28 @@ impl FileOps for Ring {
         buf: &mut [u8],
         offset: u64,
     ) -> Result<SqeContext> {
-        let len = len_u32("read", buf.len())?;
-        let op = Read::new(fd, buf.as_mut_ptr(), len).offset(offset);
-        // SAFETY: the caller keeps `buf` valid and unaccessed until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (this method's contract is
+        // `Read::new`'s).
+        let op = unsafe { Read::new(fd, buf) };
+        self.push_op(ctx, op.offset(offset))
     }
 
     #[inline]
     unsafe fn write(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8], offset: u64) -> Result<SqeContext> {
-        let len = len_u32("write", buf.len())?;
-        let op = Write::new(fd, buf.as_ptr(), len).offset(offset);
-        // SAFETY: the caller keeps `buf` valid and unmodified until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`Write::new`'s contract).
+        let op = unsafe { Write::new(fd, buf) };
+        self.push_op(ctx, op.offset(offset))
+    }
+
+    #[inline]
+    fn write_static(
+        &mut self,
+        ctx: SqeContext,
+        fd: impl Into<Target>,
+        buf: &'static [u8],
+        offset: u64,
+    ) -> Result<SqeContext> {
+        self.push_op(ctx, Write::from_static(fd, buf).offset(offset))
     }
 
     #[inline]
@@ -709,11 +840,9 @@ impl FileOps for Ring {
         iovecs: &[libc::iovec],
         offset: u64,
     ) -> Result<SqeContext> {
-        let nr = iov_count("readv", iovecs)?;
-        let op = Readv::new(fd, iovecs.as_ptr(), nr).offset(offset);
-        // SAFETY: the caller keeps the array and its buffers valid (and the
-        // buffers unaccessed) until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`Readv::new`'s contract).
+        let op = unsafe { Readv::new(fd, iovecs) };
+        self.push_op(ctx, op.offset(offset))
     }
 
     #[inline]
@@ -724,11 +853,9 @@ impl FileOps for Ring {
         iovecs: &[libc::iovec],
         offset: u64,
     ) -> Result<SqeContext> {
-        let nr = iov_count("writev", iovecs)?;
-        let op = Writev::new(fd, iovecs.as_ptr(), nr).offset(offset);
-        // SAFETY: the caller keeps the array and its buffers valid (and the
-        // buffers unmodified) until the CQE.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`Writev::new`'s contract).
+        let op = unsafe { Writev::new(fd, iovecs) };
+        self.push_op(ctx, op.offset(offset))
     }
 
     #[inline]

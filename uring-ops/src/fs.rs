@@ -21,8 +21,9 @@ use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -466,10 +467,12 @@ const STATX_FLAGS: i32 =
 /// stats `dir` itself), `mask` the `STATX_*` fields wanted. The CQE's
 /// result is 0 or `-errno`.
 ///
-/// The path is copied at submission (held in the [`Keep`]), but the
-/// `statx` output is caller memory the kernel writes when the operation
-/// runs: it must stay valid, and must not be accessed, until the CQE has
-/// been reaped. Not a [`SafeOp`].
+/// The output is a [`libc::statx`](struct@libc::statx), the type `statx(2)` callers already
+/// use (the kernel's `struct statx`: same size, asserted at compile time).
+/// The path is copied at submission (held in the [`Keep`]); the output is
+/// caller memory the kernel writes when the operation runs, which the
+/// `unsafe` constructor vouches for, so the operation is a [`SafeOp`]
+/// ([`FsOps::statx`] takes the same arguments).
 #[doc(alias = "IORING_OP_STATX")]
 #[doc(alias = "io_uring_prep_statx")]
 #[derive(Debug, Clone)]
@@ -479,12 +482,24 @@ pub struct Statx {
     path: CPath,
     flags: i32,
     mask: u32,
-    out: *mut sys::statx,
+    out: *mut libc::statx,
 }
+
+// The kernel writes its whole `struct statx` (`cp_statx` copies
+// `sizeof(struct statx)`): libc's must be exactly as large.
+const _: () = assert!(size_of::<libc::statx>() == size_of::<sys::statx>());
 
 impl Statx {
     /// `statx(dir, path, flags, mask, out)`.
-    pub fn new(dir: RawFd, path: impl AsRef<Path>, flags: i32, mask: u32, out: *mut sys::statx) -> Self {
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a clone of it),
+    /// `out` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it when the operation runs (the borrow ends here; the
+    /// obligation does not).
+    pub unsafe fn new(dir: RawFd, path: impl AsRef<Path>, flags: i32, mask: u32, out: &mut libc::statx) -> Self {
         Statx { dir, path: CPath::new(path), flags, mask, out }
     }
 }
@@ -520,6 +535,11 @@ impl Prepare for Statx {
         sqe.set_addr2(out as u64);
     }
 }
+
+// SAFETY: the path is in the Keep (copied at prep); the output is the only
+// caller memory named, kept valid and unaccessed until every push's CQE by
+// the caller of the unsafe constructor.
+unsafe impl SafeOp for Statx {}
 
 const RENAME_FLAGS: u32 = libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE | libc::RENAME_WHITEOUT;
 
@@ -879,10 +899,7 @@ pub trait FsOps {
     ///
     /// # Safety
     ///
-    /// `out` is written by the kernel while the operation runs: it must
-    /// stay valid, and must not be read or written by the program, until
-    /// this operation's CQE has been reaped (the borrow ends when this call
-    /// returns; the obligation does not).
+    /// As for [`Statx::new`].
     unsafe fn statx(
         &mut self,
         ctx: SqeContext,
@@ -890,7 +907,7 @@ pub trait FsOps {
         path: impl AsRef<Path>,
         flags: i32,
         mask: u32,
-        out: &mut sys::statx,
+        out: &mut libc::statx,
     ) -> Result<SqeContext>;
 
     /// Queues a rename of `old` to `new` ([`RenameAt`]).
@@ -951,7 +968,7 @@ pub trait FsOps {
     ) -> Result<SqeContext>;
 }
 
-impl FsOps for Ring {
+impl<R: RingOps + OnRing> FsOps for R {
     fn openat(
         &mut self,
         ctx: SqeContext,
@@ -1008,12 +1025,11 @@ impl FsOps for Ring {
         path: impl AsRef<Path>,
         flags: i32,
         mask: u32,
-        out: &mut sys::statx,
+        out: &mut libc::statx,
     ) -> Result<SqeContext> {
-        let op = Statx::new(dir, path, flags, mask, out);
-        // SAFETY: the caller keeps `out` valid and unaccessed until the CQE;
-        // the path is in the Keep.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`Statx::new`'s contract).
+        let op = unsafe { Statx::new(dir, path, flags, mask, out) };
+        self.push_op(ctx, op)
     }
 
     fn renameat(

@@ -8,7 +8,13 @@
 //! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked) for
 //! operations that name caller memory until they complete. Each family
 //! also has an extension trait of named ring methods for the common
-//! cases; [`prelude`] imports them all.
+//! cases, taking the same arguments as the builders; [`prelude`] imports
+//! them all.
+//!
+//! SQE flags go on a named method the way they go on a builder:
+//! `ring.linked().fsync(ctx, fd)` queues what
+//! `ring.push_op(ctx, Fsync::new(fd).with_sqe_flags(SqeFlags::IO_LINK))`
+//! does ([`FlagOps`], [`OpExt`]), so a chain reads like single calls.
 //!
 //! # Safety model
 //!
@@ -17,15 +23,31 @@
 //! [`Keep`](uring_core::Keep), which the ring holds until the kernel has
 //! consumed the entry: those operations are safe. Memory the kernel uses
 //! while the operation runs (data buffers, iovec targets, output
-//! structures) is the caller's, and the methods that take it are `unsafe`
-//! with a `# Safety` section naming it and the CQE until which it must
-//! stay valid. Registered and provided buffers, which the library owns,
-//! get safe APIs in `uring-buffers`.
+//! structures) is the caller's. For the common operations
+//! ([`file::Read`], [`file::Write`], [`file::Readv`], [`file::Writev`],
+//! [`net::Send`], [`net::Recv`], [`net::SendMsg`], [`net::SendMsgZc`],
+//! [`net::RecvMsg`], [`fs::Statx`], [`xattr::FGetXattr`],
+//! [`xattr::GetXattr`], [`cmd::GetSockOpt`], [`cmd::SetSockOpt`],
+//! [`wait::EpollWait`], [`wait::Waitid`], [`transfer::Pipe`],
+//! [`msg::FilesUpdate`]) the builder's constructor takes it as a slice or
+//! reference and is `unsafe`, with the one `# Safety` section that names
+//! it and the CQE until which it must stay valid; the operation is then a
+//! [`SafeOp`], and the named ring method taking the same arguments is
+//! `unsafe` for the same reason ("as for `Read::new`"). `'static` bytes
+//! need no `unsafe` at all ([`file::Write::from_static`],
+//! [`net::Send::from_static`], [`cmd::SetSockOpt::from_static`],
+//! [`wait::Waitid::without_info`]). The other builders that name caller
+//! memory (`SendZc`, `ProvideBuffers`, `Madvise`, `UringCmd`, the
+//! fixed-buffer reads and writes) are built safely and pushed with the
+//! `unsafe` [`push_op_unchecked`](RingOps::push_op_unchecked). Registered
+//! and provided buffers, which the library owns, get safe APIs in
+//! `uring-buffers`.
 //!
 //! This crate makes no syscall of its own: it writes SQEs and reads CQEs.
 
 #![cfg(target_os = "linux")]
 
+mod flags;
 mod op;
 mod ring;
 
@@ -47,6 +69,7 @@ pub mod wait;
 pub mod xattr;
 pub mod zc;
 
+pub use flags::{FlagOps, WithFlags};
 pub use op::{FileDest, Fixed, OpExt, Prepare, SafeOp, Target, With};
 pub use ring::{RingOps, SharedRingOps, push_group_owner_layer_op, push_group_owner_op, push_layer_op};
 pub use uring_core;
@@ -69,6 +92,6 @@ pub mod prelude {
     pub use crate::transfer::TransferOps;
     pub use crate::wait::WaitOps;
     pub use crate::xattr::XattrOps;
-    pub use crate::{FileDest, Fixed, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
+    pub use crate::{FileDest, Fixed, FlagOps, OpExt, Prepare, RingOps, SafeOp, SharedRingOps, Target};
     pub use uring_core::{Cqe, CqeSlot, Error, HandleCqe, Options, Result, Ring, SqeContext, SqeFlags};
 }

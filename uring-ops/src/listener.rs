@@ -291,7 +291,7 @@ static NEXT_NUMBER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// let id = manager.listen(&mut ring, "127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap(), 128)?;
 /// let mut slots = [CqeSlot::EMPTY; 16];
 /// while manager.listener(id).is_none() {
-///     let n = ring.wait(&mut slots)?.len();
+///     let n = ring.reap(&mut slots)?.len();
 ///     for slot in &slots[..n] {
 ///         if manager.handle_cqe(&mut ring, &slot.cqe()).is_none() {
 ///             // not the chain's: route it elsewhere
@@ -617,7 +617,7 @@ impl<H> ListenerManager<H> {
         let user_data = value.raw();
         let queued_at = ring.cq_position();
         // SAFETY: `O: SafeOp` names no caller memory; the user_data carries
-        // this layer's tag and a number used for this phase only, and
+        // this layer's value: a number used for this phase only, and
         // `handle_cqe` checks the ring and the position of every CQE.
         unsafe { crate::ring::push_layer_op(ring, value.context(), op) }?;
         self.entries[id.index as usize].pending = (user_data, ring.id(), queued_at);

@@ -10,8 +10,9 @@
 
 use std::os::fd::RawFd;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Fixed, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -225,10 +226,11 @@ unsafe impl SafeOp for FixedFdInstall {}
 /// [`any_slot`](Self::any_slot) (since 5.19) each descriptor goes into a
 /// free slot and the kernel **writes** the slot chosen back into `fds[i]`.
 ///
-/// Not [`SafeOp`]: the kernel reads (and may write) `fds` when the
-/// operation runs, which can be after submission (io-wq). Push it with
-/// [`RingOps::push_op_unchecked`], keeping the array valid and untouched
-/// until the CQE.
+/// The kernel reads (and with `any_slot` writes) `fds` when the operation
+/// runs, which can be after submission (io-wq): the `unsafe` constructors
+/// take that obligation, and the operation is a [`SafeOp`]
+/// ([`MsgOps::files_update`] and [`MsgOps::files_update_any_slot`] take
+/// the same arguments).
 #[doc(alias = "IORING_OP_FILES_UPDATE")]
 #[doc(alias = "io_uring_prep_files_update")]
 #[derive(Debug, Clone, Copy)]
@@ -237,21 +239,39 @@ pub struct FilesUpdate {
     fds: *mut RawFd,
     len: usize,
     offset: u32,
+    /// Made by `any_slot` from a unique borrow: the kernel may write.
+    writable: bool,
 }
 
 impl FilesUpdate {
-    /// Updates slots from `offset` on with the `len` descriptors at `fds`.
+    /// Updates slots from `offset` on with the descriptors of `fds`. An
+    /// `offset` of `IORING_FILE_INDEX_ALLOC` (the kernel would write the
+    /// slots into `fds`) is refused when pushed: use
+    /// [`any_slot`](Self::any_slot).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `fds` must stay valid and unmodified until that operation's CQE has
+    /// been reaped: the kernel reads it when the operation runs.
     #[inline]
-    pub const fn new(fds: *mut RawFd, len: usize, offset: u32) -> Self {
-        FilesUpdate { fds, len, offset }
+    pub unsafe fn new(offset: u32, fds: &[RawFd]) -> Self {
+        FilesUpdate { fds: fds.as_ptr().cast_mut(), len: fds.len(), offset, writable: false }
     }
 
-    /// Puts each descriptor into any free slot (`IORING_FILE_INDEX_ALLOC`),
-    /// writing the slots chosen back into the array.
+    /// Puts each descriptor of `fds` into any free slot
+    /// (`IORING_FILE_INDEX_ALLOC`, since 5.19); the kernel writes the slot
+    /// chosen back into `fds[i]`.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `fds` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped.
     #[inline]
-    pub const fn any_slot(mut self) -> Self {
-        self.offset = sys::IORING_FILE_INDEX_ALLOC as u32;
-        self
+    pub unsafe fn any_slot(fds: &mut [RawFd]) -> Self {
+        let (fds, len) = (fds.as_mut_ptr(), fds.len());
+        FilesUpdate { fds, len, offset: sys::IORING_FILE_INDEX_ALLOC as u32, writable: true }
     }
 }
 
@@ -263,12 +283,19 @@ impl Prepare for FilesUpdate {
         if self.len == 0 {
             return Err(Error::InvalidArgument("files update of 0 descriptors".into()));
         }
+        if self.offset == sys::IORING_FILE_INDEX_ALLOC as u32 && !self.writable {
+            return Err(Error::InvalidArgument(
+                "files update at offset IORING_FILE_INDEX_ALLOC makes the kernel write the array: use \
+                 FilesUpdate::any_slot"
+                    .into(),
+            ));
+        }
         crate::op::len_u32("files update", self.len).map(drop)
     }
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
-        let FilesUpdate { fds, len, offset } = self;
+        let FilesUpdate { fds, len, offset, writable: _ } = self;
         *sqe = Sqe::new(Self::CODE);
         sqe.fd = -1;
         sqe.set_addr(fds as u64);
@@ -277,7 +304,13 @@ impl Prepare for FilesUpdate {
     }
 }
 
-/// Ring messages and file-table operations as [`Ring`] methods.
+// SAFETY: `fds` is the only memory named; the caller of `new` keeps it
+// valid and unmodified (the check refuses the offset that would make the
+// kernel write it), the caller of `any_slot` valid and unaccessed, until
+// every push's CQE.
+unsafe impl SafeOp for FilesUpdate {}
+
+/// Ring messages and file-table operations as [`Ring`](uring_core::Ring) methods.
 pub trait MsgOps {
     /// Posts `{ user_data, res }` to the ring `target` ([`MsgRing`]).
     ///
@@ -312,19 +345,29 @@ pub trait MsgOps {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op_unchecked`]; [`Error::InvalidArgument`]
+    /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`]
     /// for `offset` `IORING_FILE_INDEX_ALLOC` (the kernel would write to
-    /// `fds`: use [`FilesUpdate::any_slot`]).
+    /// `fds`: use [`files_update_any_slot`](Self::files_update_any_slot)).
     ///
     /// # Safety
     ///
-    /// `fds` must stay valid, and must not be written, until the
-    /// operation's CQE has been reaped: the kernel reads it when the
-    /// operation runs.
+    /// As for [`FilesUpdate::new`].
     unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<SqeContext>;
+
+    /// Puts each descriptor of `fds` into a free slot and writes the slots
+    /// chosen back into `fds` ([`FilesUpdate::any_slot`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`FilesUpdate::any_slot`].
+    unsafe fn files_update_any_slot(&mut self, ctx: SqeContext, fds: &mut [RawFd]) -> Result<SqeContext>;
 }
 
-impl MsgOps for Ring {
+impl<R: RingOps + OnRing> MsgOps for R {
     #[inline]
     fn msg_ring(&mut self, ctx: SqeContext, target: impl Into<Target>, user_data: u64, res: i32) -> Result<SqeContext> {
         self.push_op(ctx, MsgRing::new(target, user_data, res))
@@ -349,14 +392,16 @@ impl MsgOps for Ring {
 
     #[inline]
     unsafe fn files_update(&mut self, ctx: SqeContext, offset: u32, fds: &[RawFd]) -> Result<SqeContext> {
-        if offset == sys::IORING_FILE_INDEX_ALLOC as u32 {
-            return Err(Error::InvalidArgument(
-                "offset IORING_FILE_INDEX_ALLOC makes the kernel write the array: use FilesUpdate::any_slot".into(),
-            ));
-        }
-        // SAFETY: the caller keeps `fds` valid and unwritten until the CQE;
-        // without `any_slot` the kernel only reads it, so a shared slice is
-        // enough.
-        unsafe { self.push_op_unchecked(ctx, FilesUpdate::new(fds.as_ptr().cast_mut(), fds.len(), offset)) }
+        // SAFETY: forwarded to the caller (`FilesUpdate::new`'s contract;
+        // its check refuses the offset that would make the kernel write).
+        let op = unsafe { FilesUpdate::new(offset, fds) };
+        self.push_op(ctx, op)
+    }
+
+    #[inline]
+    unsafe fn files_update_any_slot(&mut self, ctx: SqeContext, fds: &mut [RawFd]) -> Result<SqeContext> {
+        // SAFETY: forwarded to the caller (`FilesUpdate::any_slot`'s contract).
+        let op = unsafe { FilesUpdate::any_slot(fds) };
+        self.push_op(ctx, op)
     }
 }

@@ -4,9 +4,10 @@
 //! ends the operation (routing them is
 //! [`subscription`](crate::subscription)'s job).
 
-use uring_core::{Error, FeatureFlags, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, FeatureFlags, Features, Keep, Result, Sqe, SqeContext, sys};
 
 use crate::RingOps;
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 
 /// Accepts connections on a listening socket, one CQE per connection,
@@ -52,6 +53,14 @@ impl AcceptMulti {
     /// means nothing for a slot and which the kernel refuses with a direct
     /// accept (`EINVAL`); setting it again afterwards is refused by
     /// [`check`](Prepare::check).
+    ///
+    /// The kernel picks the slot; there is deliberately no way to name
+    /// one. `io_accept_prep` (`io_uring/net.c`) answers a multishot accept
+    /// whose `file_index` is anything but `IORING_FILE_INDEX_ALLOC` with
+    /// `-EINVAL` (every connection would replace the previous one in the
+    /// same slot). To put one connection into a chosen slot, use the
+    /// single-shot [`Accept`](crate::socket::Accept) with
+    /// [`FileDest::Slot`](crate::FileDest::Slot), re-armed per connection.
     #[inline]
     pub const fn direct(mut self) -> Self {
         self.direct = true;
@@ -667,7 +676,7 @@ pub trait MultishotOps {
     fn recv_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, ifq: u32) -> Result<SqeContext>;
 }
 
-impl MultishotOps for Ring {
+impl<R: RingOps + OnRing> MultishotOps for R {
     #[inline]
     fn accept_multi(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
         self.push_op(ctx, AcceptMulti::new(listener))

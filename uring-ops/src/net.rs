@@ -32,8 +32,9 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 
-use uring_core::{Error, FeatureFlags, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, FeatureFlags, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -189,8 +190,9 @@ fn prepare_msg(
 /// With `MSG_WAITALL` on a stream socket the kernel retries short receives
 /// until the buffer is full.
 ///
-/// Not [`SafeOp`]: the kernel writes the buffer when data arrives, until
-/// the CQE.
+/// The kernel writes the buffer when data arrives, until the CQE: the
+/// `unsafe` constructor takes that obligation, so the operation is a
+/// [`SafeOp`] ([`NetOps::recv`] takes the same arguments).
 #[doc(alias = "IORING_OP_RECV")]
 #[doc(alias = "io_uring_prep_recv")]
 #[derive(Debug, Clone, Copy)]
@@ -204,11 +206,17 @@ pub struct Recv {
 }
 
 impl Recv {
-    /// Receives from `fd` into `buf`. The borrow ends here; the buffer must
-    /// stay valid, and unread by anyone else, until the CQE (see
-    /// [`RingOps::push_op_unchecked`]).
+    /// Receives from `fd` into `buf`. A buffer over `u32::MAX` bytes is
+    /// refused when the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped (the borrow
+    /// ends here; the obligation does not).
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: &mut [u8]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &mut [u8]) -> Self {
         Recv { fd: fd.into(), buf: buf.as_mut_ptr(), len: buf.len(), flags: 0, poll_first: false }
     }
 
@@ -250,6 +258,10 @@ impl Prepare for Recv {
         sqe.ioprio = poll_first_bit(poll_first) as u16;
     }
 }
+
+// SAFETY: the buffer is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for Recv {}
 
 /// Receives into a buffer the kernel picks from a provided-buffer group:
 /// `io_uring_prep_recv` with `IOSQE_BUFFER_SELECT` and `sqe->buf_group`.
@@ -484,8 +496,10 @@ unsafe impl SafeOp for SendBundle {}
 /// the header's `msg_namelen` (the sender's address length, the address in
 /// `msg_name`), `msg_controllen` and `msg_flags` (`MSG_TRUNC`, …).
 ///
-/// Not [`SafeOp`]: the header, the iovec targets, the name and the control
-/// buffer are written when the message arrives, until the CQE.
+/// The header, the iovec targets, the name and the control buffer are
+/// written when the message arrives, until the CQE: the `unsafe`
+/// constructor takes that obligation, and the operation is a [`SafeOp`]
+/// ([`NetOps::recvmsg`] takes the same arguments).
 #[doc(alias = "IORING_OP_RECVMSG")]
 #[doc(alias = "io_uring_prep_recvmsg")]
 #[derive(Debug, Clone, Copy)]
@@ -499,8 +513,16 @@ pub struct RecvMsg {
 
 impl RecvMsg {
     /// Receives from `fd` as `msg` describes.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `msg`, the iovec array it names and every buffer those point to, the
+    /// name and the control buffer must stay valid, and must be neither
+    /// read nor written by the program, until that operation's CQE has been
+    /// reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, msg: &mut libc::msghdr) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, msg: &mut libc::msghdr) -> Self {
         RecvMsg { fd: fd.into(), msg, flags: 0, poll_first: false }
     }
 
@@ -539,6 +561,11 @@ impl Prepare for RecvMsg {
     }
 }
 
+// SAFETY: the header and what it names are the only caller memory; the caller of
+// the unsafe constructor keeps them valid and unaccessed until every
+// push's CQE.
+unsafe impl SafeOp for RecvMsg {}
+
 // ---------------------------------------------------------------------------
 // Send
 
@@ -552,8 +579,11 @@ impl Prepare for RecvMsg {
 /// set (then the kernel retries; set it when linking).
 ///
 /// The destination is copied at submission: it lives in the SQ slot's
-/// [`Keep`]. Not [`SafeOp`]: the buffer is read when the send runs, until
-/// the CQE.
+/// [`Keep`]. The buffer is read when the send runs, until the CQE: the
+/// `unsafe` constructor [`new`](Self::new) takes that obligation (none for
+/// `'static` bytes: [`from_static`](Self::from_static)), so the operation
+/// is a [`SafeOp`] ([`NetOps::send`], [`NetOps::send_static`] take the same
+/// arguments).
 #[doc(alias = "IORING_OP_SEND")]
 #[doc(alias = "io_uring_prep_send")]
 #[doc(alias = "io_uring_prep_sendto")]
@@ -569,11 +599,34 @@ pub struct Send {
 }
 
 impl Send {
-    /// Sends `buf` on `fd`. The buffer must stay valid and unmodified until
-    /// the CQE (see [`RingOps::push_op_unchecked`]).
+    /// Sends `buf` on `fd`. A buffer over `u32::MAX` bytes is refused when
+    /// the operation is pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `buf` must stay valid and unmodified until that operation's CQE has
+    /// been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, buf: &[u8]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, buf: &[u8]) -> Self {
         Send { fd: fd.into(), buf: buf.as_ptr(), len: buf.len(), dest: None, flags: 0, poll_first: false }
+    }
+
+    /// Sends `'static` bytes on `fd`: safe, since they are never freed and
+    /// (behind a shared reference) never modified.
+    ///
+    /// ```compile_fail,E0597
+    /// let op = {
+    ///     let local = *b"ping";
+    ///     uring_ops::net::Send::from_static(1, &local)
+    /// };
+    /// drop(op);
+    /// ```
+    #[inline]
+    pub fn from_static(fd: impl Into<Target>, buf: &'static [u8]) -> Self {
+        // SAFETY: `'static` bytes behind a shared reference stay valid and
+        // unmodified for ever.
+        unsafe { Send::new(fd, buf) }
     }
 
     /// Sends to `dest` (`sendto`; datagram sockets, or `MSG_FASTOPEN`).
@@ -628,14 +681,21 @@ impl Prepare for Send {
     }
 }
 
+// SAFETY: the buffer is the only caller memory named (`'static`, or kept
+// valid by the caller of `new` until every push's CQE); the destination is
+// in the Keep, copied by the kernel at prep.
+unsafe impl SafeOp for Send {}
+
 /// Sends a message gathered from several buffers, optionally to a
 /// destination and with ancillary data: `io_uring_prep_sendmsg`.
 ///
 /// Since Linux 5.3. The result is the number of bytes sent. The library
 /// builds the `msghdr` and the destination address in the SQ slot's
 /// [`Keep`] (the kernel copies both, and the iovec array, at submission).
-/// Not [`SafeOp`]: the buffers the iovecs point to and the control data
-/// are read when the send runs, until the CQE.
+/// The buffers the iovecs point to and the control data are read when the
+/// send runs, until the CQE: the `unsafe` constructor and
+/// [`control`](Self::control) take that obligation, and the operation is
+/// a [`SafeOp`] ([`NetOps::sendmsg`] takes the same arguments).
 #[doc(alias = "IORING_OP_SENDMSG")]
 #[doc(alias = "io_uring_prep_sendmsg")]
 #[derive(Debug, Clone, Copy)]
@@ -652,10 +712,17 @@ pub struct SendMsg {
 
 impl SendMsg {
     /// Sends the concatenation of `bufs` on `fd` (`IoSlice` has the layout
-    /// of `struct iovec`). The slices and the array must stay valid and
-    /// unmodified until the CQE.
+    /// of `struct iovec`).
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), the
+    /// buffers `bufs` names must stay valid and unmodified until that
+    /// operation's CQE has been reaped (the array itself is copied at
+    /// submission, but keep it too: a linked or `ASYNC` entry is prepared
+    /// later).
     #[inline]
-    pub fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
         SendMsg {
             fd: fd.into(),
             iov: bufs.as_ptr().cast(),
@@ -675,9 +742,13 @@ impl SendMsg {
     }
 
     /// Ancillary data (`msg_control`: `cmsghdr`s, `SCM_RIGHTS`, …), read when
-    /// the send runs: valid until the CQE.
+    /// the send runs.
+    ///
+    /// # Safety
+    ///
+    /// As for [`new`](Self::new), for `control`.
     #[inline]
-    pub fn control(mut self, control: &[u8]) -> Self {
+    pub unsafe fn control(mut self, control: &[u8]) -> Self {
         self.control = (control.as_ptr(), control.len());
         self
     }
@@ -714,6 +785,11 @@ impl Prepare for SendMsg {
         sqe.ioprio = poll_first_bit(poll_first) as u16;
     }
 }
+
+// SAFETY: the buffers (and control data) are the only caller memory, kept valid
+// and unmodified until every push's CQE by the callers of the unsafe `new`
+// and `control`; header and destination are in the Keep.
+unsafe impl SafeOp for SendMsg {}
 
 /// Sends a caller buffer without copying it into the kernel, where the
 /// device allows: `io_uring_prep_send_zc` (`io_uring_prep_send_zc_fixed`
@@ -856,8 +932,11 @@ impl Prepare for SendZc {
 /// notification), the header handling of [`SendMsg`] (header and
 /// destination in the [`Keep`]).
 ///
-/// Not [`SafeOp`]: the buffers the iovecs point to and the control data
-/// must stay valid and unmodified until the **notification** CQE.
+/// The buffers the iovecs point to and the control data must stay valid
+/// and unmodified until the **notification** CQE: the `unsafe`
+/// constructor and [`control`](Self::control) take that obligation, and
+/// the operation is a [`SafeOp`] ([`NetOps::sendmsg_zc`] takes the same
+/// arguments).
 #[doc(alias = "IORING_OP_SENDMSG_ZC")]
 #[doc(alias = "io_uring_prep_sendmsg_zc")]
 #[derive(Debug, Clone, Copy)]
@@ -875,8 +954,15 @@ pub struct SendMsgZc {
 
 impl SendMsgZc {
     /// Sends the concatenation of `bufs` on `fd` with zero copy.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it), the
+    /// buffers `bufs` names (and the array, as for [`SendMsg::new`]) must
+    /// stay valid and unmodified until that operation's **notification**
+    /// CQE has been reaped.
     #[inline]
-    pub fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
+    pub unsafe fn new(fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Self {
         SendMsgZc {
             fd: fd.into(),
             iov: bufs.as_ptr().cast(),
@@ -897,8 +983,12 @@ impl SendMsgZc {
     }
 
     /// Ancillary data, as for [`SendMsg::control`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`new`](Self::new), for `control`.
     #[inline]
-    pub fn control(mut self, control: &[u8]) -> Self {
+    pub unsafe fn control(mut self, control: &[u8]) -> Self {
         self.control = (control.as_ptr(), control.len());
         self
     }
@@ -947,6 +1037,9 @@ impl Prepare for SendMsgZc {
     }
 }
 
+// SAFETY: as for `SendMsg`, until every push's notification CQE.
+unsafe impl SafeOp for SendMsgZc {}
+
 // ---------------------------------------------------------------------------
 // Multicast
 
@@ -956,8 +1049,8 @@ impl Prepare for SendMsgZc {
 /// # Safety
 ///
 /// As for [`RingOps::push_op_unchecked`] with each operation `at` builds.
-unsafe fn push_each<O: Prepare + Copy>(
-    ring: &mut Ring,
+unsafe fn push_each<O: Prepare + Copy, R: RingOps + OnRing>(
+    ring: &mut R,
     ctx: SqeContext,
     dests: &[SocketAddr],
     at: impl Fn(SocketAddr) -> O,
@@ -965,8 +1058,8 @@ unsafe fn push_each<O: Prepare + Copy>(
     let Some(&first) = dests.first() else {
         return Err(Error::InvalidArgument("multicast to no destination".into()));
     };
-    at(first).check(ring.features())?;
-    let room = ring.sq_room() as usize;
+    at(first).check(ring.ring_and_flags().0.features())?;
+    let room = ring.sq_space_left() as usize;
     if room < dests.len() {
         return Err(Error::InvalidArgument(format!(
             "multicast to {} destinations needs as many free SQ entries, {room} are free: submit first, or use a \
@@ -984,9 +1077,10 @@ unsafe fn push_each<O: Prepare + Copy>(
 // ---------------------------------------------------------------------------
 // Ring methods
 
-/// Socket I/O methods on [`Ring`]: the common case of each operation of
-/// this module. Options are reached through the builders and
-/// [`RingOps::push_op`] / [`RingOps::push_op_unchecked`].
+/// Socket I/O methods on [`Ring`](uring_core::Ring) (and on a
+/// [`WithFlags`](crate::WithFlags), which adds SQE flags): the common case
+/// of each operation of this module. Options are reached through the
+/// builders and [`RingOps::push_op`] / [`RingOps::push_op_unchecked`].
 pub trait NetOps {
     /// Queues a [`Recv`] into `buf`.
     ///
@@ -996,8 +1090,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid, and must not be read or written by anyone
-    /// else, until the CQE is reaped.
+    /// As for [`Recv::new`].
     unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext>;
 
     /// Queues a [`RecvSelect`]: a receive into a buffer of group `group`.
@@ -1023,9 +1116,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `msg`, the iovec array it names and every buffer those point to,
-    /// the name and the control buffer must stay valid, and must not be
-    /// accessed by anyone else, until the CQE is reaped.
+    /// As for [`RecvMsg::new`].
     unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf`.
@@ -1036,8 +1127,15 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid and unmodified until the CQE is reaped.
+    /// As for [`Send::new`].
     unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext>;
+
+    /// Queues a [`Send`] of `'static` bytes ([`Send::from_static`]): safe.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn send_static(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &'static [u8]) -> Result<SqeContext>;
 
     /// Queues a [`Send`] of `buf` to `dest` (`sendto`).
     ///
@@ -1047,7 +1145,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `buf` must stay valid and unmodified until the CQE is reaped.
+    /// As for [`Send::new`].
     unsafe fn send_to(
         &mut self,
         ctx: SqeContext,
@@ -1065,8 +1163,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `bufs` and every buffer in it must stay valid and unmodified until
-    /// the CQE is reaped.
+    /// As for [`SendMsg::new`].
     unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext>;
 
     /// Queues a [`SendZc`] of `buf`: two CQEs, the result and the
@@ -1092,8 +1189,7 @@ pub trait NetOps {
     ///
     /// # Safety
     ///
-    /// `bufs` and every buffer in it must stay valid and unmodified until
-    /// the notification CQE, as for [`send_zc`](Self::send_zc).
+    /// As for [`SendMsgZc::new`].
     unsafe fn sendmsg_zc(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>])
     -> Result<SqeContext>;
 
@@ -1111,11 +1207,9 @@ pub trait NetOps {
     /// As for [`RingOps::push_op`]; [`Error::InvalidArgument`] for no
     /// destination, or fewer free SQ entries than destinations.
     ///
-    /// # Safety
-    ///
-    /// `op`'s buffer must stay valid and unmodified until every one of the
-    /// CQEs is reaped.
-    unsafe fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()>;
+    /// Safe: `op`'s buffer was vouched for when it was made ([`Send::new`]
+    /// covers every push of a copy; [`Send::from_static`] needs nothing).
+    fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()>;
 
     /// As [`multicast`](Self::multicast) with zero-copy sends: each
     /// destination produces a result CQE and a notification CQE.
@@ -1131,11 +1225,12 @@ pub trait NetOps {
     unsafe fn multicast_zc(&mut self, ctx: SqeContext, op: SendZc, dests: &[SocketAddr]) -> Result<()>;
 }
 
-impl NetOps for Ring {
+impl<R: RingOps + OnRing> NetOps for R {
     #[inline]
     unsafe fn recv(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &mut [u8]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE).
-        unsafe { self.push_op_unchecked(ctx, Recv::new(fd, buf)) }
+        // SAFETY: forwarded to the caller (`Recv::new`'s contract).
+        let op = unsafe { Recv::new(fd, buf) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -1150,14 +1245,21 @@ impl NetOps for Ring {
 
     #[inline]
     unsafe fn recvmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, msg: &mut libc::msghdr) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the header and what it names).
-        unsafe { self.push_op_unchecked(ctx, RecvMsg::new(fd, msg)) }
+        // SAFETY: forwarded to the caller (`RecvMsg::new`'s contract).
+        let op = unsafe { RecvMsg::new(fd, msg) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
     unsafe fn send(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &[u8]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE).
-        unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf)) }
+        // SAFETY: forwarded to the caller (`Send::new`'s contract).
+        let op = unsafe { Send::new(fd, buf) };
+        self.push_op(ctx, op)
+    }
+
+    #[inline]
+    fn send_static(&mut self, ctx: SqeContext, fd: impl Into<Target>, buf: &'static [u8]) -> Result<SqeContext> {
+        self.push_op(ctx, Send::from_static(fd, buf))
     }
 
     #[inline]
@@ -1168,15 +1270,17 @@ impl NetOps for Ring {
         buf: &[u8],
         dest: SocketAddr,
     ) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffer until the CQE); the
+        // SAFETY: forwarded to the caller (`Send::new`'s contract); the
         // destination is in the Keep.
-        unsafe { self.push_op_unchecked(ctx, Send::new(fd, buf).to(dest)) }
+        let op = unsafe { Send::new(fd, buf) };
+        self.push_op(ctx, op.to(dest))
     }
 
     #[inline]
     unsafe fn sendmsg(&mut self, ctx: SqeContext, fd: impl Into<Target>, bufs: &[IoSlice<'_>]) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffers until the CQE).
-        unsafe { self.push_op_unchecked(ctx, SendMsg::new(fd, bufs)) }
+        // SAFETY: forwarded to the caller (`SendMsg::new`'s contract).
+        let op = unsafe { SendMsg::new(fd, bufs) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -1193,14 +1297,15 @@ impl NetOps for Ring {
         fd: impl Into<Target>,
         bufs: &[IoSlice<'_>],
     ) -> Result<SqeContext> {
-        // SAFETY: forwarded to the caller (the buffers until the
-        // notification).
-        unsafe { self.push_op_unchecked(ctx, SendMsgZc::new(fd, bufs)) }
+        // SAFETY: forwarded to the caller (`SendMsgZc::new`'s contract).
+        let op = unsafe { SendMsgZc::new(fd, bufs) };
+        self.push_op(ctx, op)
     }
 
-    unsafe fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()> {
-        // SAFETY: forwarded to the caller (the shared buffer until every
-        // CQE); each destination goes to its slot's Keep.
+    fn multicast(&mut self, ctx: SqeContext, op: Send, dests: &[SocketAddr]) -> Result<()> {
+        // SAFETY: `Send` is a `SafeOp` (its buffer was vouched for when it
+        // was made, for every push of a copy); each destination goes to its
+        // slot's Keep.
         unsafe { push_each(self, ctx, dests, |d| op.to(d)) }
     }
 

@@ -45,15 +45,22 @@ pub trait Prepare {
 
 /// An operation whose SQE names no memory but what its
 /// [`prepare`](Prepare::prepare) moved into the [`Keep`], and the kernel
-/// reads that memory only while it consumes the entry. Submitting it is
-/// safe: [`RingOps::push_op`](crate::RingOps::push_op).
+/// reads that memory only while it consumes the entry; or whose other
+/// memory was vouched for when it was built, by an `unsafe` constructor
+/// (`file::Read::new`, `net::Send::new`, `wait::FutexWait::from_ptr`, …)
+/// whose contract covers every push of the operation and of its copies,
+/// or by a `'static` borrow (`Write::from_static`). Submitting it is safe:
+/// [`RingOps::push_op`](crate::RingOps::push_op).
 ///
 /// # Safety
 ///
 /// Implement it only for operations whose prepared SQE names no address
 /// the kernel dereferences after it has consumed the entry, and none that
 /// it dereferences at all other than the `Keep` (or addresses it treats as
-/// plain values, such as a futex key, that cannot corrupt memory).
+/// plain values, such as a futex key, that cannot corrupt memory), except
+/// memory that every way of building the operation proves valid for as
+/// long as the kernel may use it: a `'static` borrow, or the contract of
+/// an `unsafe` constructor.
 pub unsafe trait SafeOp: Prepare {}
 
 /// The file an operation acts on: a plain descriptor, or a slot of the
@@ -199,7 +206,30 @@ unsafe impl<O: SafeOp> SafeOp for With<O> {}
 /// skipping the CQE on success) and the personality to run as.
 pub trait OpExt: Prepare + Sized {
     /// Adds `IOSQE_*` flags (`IO_LINK`, `IO_HARDLINK`, `IO_DRAIN`, `ASYNC`,
-    /// `CQE_SKIP_SUCCESS`, …) to the ones the operation sets itself.
+    /// `CQE_SKIP_SUCCESS`, …) to the ones the operation sets itself. The
+    /// named ring methods take flags the same way through
+    /// [`FlagOps::with_flags`](crate::FlagOps::with_flags) and
+    /// [`FlagOps::linked`](crate::FlagOps::linked): both write the same
+    /// entry.
+    ///
+    /// # What breaks a link
+    ///
+    /// Under `IO_LINK` the next entry runs only if this one *succeeds*;
+    /// otherwise it and the rest of the chain complete with `-ECANCELED`.
+    /// For the kernel a read or write that transferred fewer bytes than
+    /// asked has failed, although its result is the (non-negative) byte
+    /// count: `__io_complete_rw_common` in `io_uring/rw.c` marks any
+    /// result other than the requested length as a failure. So a read that
+    /// reaches end of file, or a short write, cancels the rest of an
+    /// `IO_LINK` chain (a read-then-write copy loop sees its write
+    /// `-ECANCELED` on the last, short block). `IO_HARDLINK` does not: the
+    /// next entry runs whatever this one's result. (Sends and receives are
+    /// short without failing unless `MSG_WAITALL` is set.) Kernel test:
+    /// `uring-ops/tests/file.rs::a_short_read_fails_the_rest_of_an_io_link_chain_but_not_of_a_hardlink_chain`.
+    /// Every entry still posts its CQE, so memory an entry names must stay
+    /// valid until its own CQE, cancelled or not. For reads and writes
+    /// through registered buffers, `uring_buffers::FixedBuffers::chain`
+    /// does this bookkeeping safely.
     #[inline]
     fn with_sqe_flags(self, flags: SqeFlags) -> With<Self> {
         With { op: self, flags, personality: 0 }

@@ -7,14 +7,15 @@
 //!
 //! Polls are found by their `user_data`, exactly as the kernel saw it: a
 //! pooled [`SqeContext`] is stamped
-//! unchanged, but a direct context or a token gets the opcode (and a direct
+//! unchanged, but a packed context or a token gets the opcode (and a packed
 //! one the SQE flags) stamped in
 //! by [`push_op`](crate::RingOps::push_op). Pass what the poll's CQEs
 //! report ([`Cqe::user_data`](uring_core::Cqe::user_data)), or use
 //! [`PollAdd::stamped`] to compute it before submitting.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -111,7 +112,7 @@ impl PollAdd {
     }
 
     /// The `user_data` the kernel will see when this poll is pushed with
-    /// `ctx`: direct contexts get the opcode and the SQE flags stamped
+    /// `ctx`: packed contexts get the opcode and the SQE flags stamped
     /// (as [`push_op`](crate::RingOps::push_op) does); others are unchanged.
     /// This is the value [`PollRemove`] and [`PollUpdate`] look for.
     pub fn stamped(&self, ctx: SqeContext) -> u64 {
@@ -169,7 +170,7 @@ pub struct PollRemove {
 
 impl PollRemove {
     /// Removes the poll submitted with `user_data` `target` (see the
-    /// [module documentation](self) for direct contexts).
+    /// [module documentation](self) for packed contexts).
     #[inline]
     pub const fn new(target: u64) -> Self {
         PollRemove { target }
@@ -293,7 +294,7 @@ impl Prepare for PollUpdate {
 // SAFETY: `addr` and `off` are user_data values, not addresses.
 unsafe impl SafeOp for PollUpdate {}
 
-/// Poll operations as [`Ring`] methods.
+/// Poll operations as [`Ring`](uring_core::Ring) methods.
 pub trait PollOps {
     /// Queues a one-shot poll of `fd` for `events` ([`PollAdd`]).
     ///
@@ -325,7 +326,7 @@ pub trait PollOps {
     fn poll_update_events(&mut self, ctx: SqeContext, target: u64, events: PollEvents) -> Result<SqeContext>;
 }
 
-impl PollOps for Ring {
+impl<R: RingOps + OnRing> PollOps for R {
     #[inline]
     fn poll_add(&mut self, ctx: SqeContext, fd: impl Into<Target>, events: PollEvents) -> Result<SqeContext> {
         self.push_op(ctx, PollAdd::new(fd, events))

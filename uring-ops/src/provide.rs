@@ -3,8 +3,9 @@
 //! (`uring-buffers`) replace them and are cheaper; these exist for
 //! completeness and for kernels' and programs' older habits.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp};
 use crate::ring::RingOps;
 
@@ -152,7 +153,7 @@ pub trait ProvideOps {
     fn remove_buffers(&mut self, ctx: SqeContext, count: u32, group: u16) -> Result<SqeContext>;
 }
 
-impl ProvideOps for Ring {
+impl<R: RingOps + OnRing> ProvideOps for R {
     unsafe fn provide_buffers(
         &mut self,
         ctx: SqeContext,

@@ -15,7 +15,7 @@ use crate::op::{Prepare, SafeOp};
 ///
 /// - a **token** ([`SqeContext::token`]) gets the operation's opcode and,
 ///   when the entry selects a provided buffer, the entry's buffer group;
-/// - a **direct** context gets the operation's opcode in its op field and
+/// - a **packed** context gets the operation's opcode in its op field and
 ///   the entry's final SQE flags in its flags field (its own flags are
 ///   added to the entry first), so [`Cqe::op`](uring_core::Cqe::op) and
 ///   [`SqeContext::flags`] tell the truth at completion; its buffer group
@@ -30,7 +30,7 @@ use crate::op::{Prepare, SafeOp};
 pub trait RingOps {
     /// Queues a [`SafeOp`]: one whose memory the library holds until the
     /// kernel has consumed the entry. Returns the context as stamped into
-    /// `user_data` (for a direct context, with the opcode and final SQE
+    /// `user_data` (for a packed context, with the opcode and final SQE
     /// flags filled in): the value to cancel, remove or update the request
     /// by, and what its CQEs will carry.
     ///
@@ -62,8 +62,10 @@ pub trait RingOps {
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext>;
 
     /// Free SQ entries: how many `push_op` calls will succeed before a
-    /// submit. Use it to queue a linked chain all or nothing.
-    fn sq_room(&mut self) -> u32;
+    /// submit. Use it to queue a linked chain all or nothing. The same
+    /// number as [`Ring::sq_space_left`], under the same name, so generic
+    /// code over `RingOps` (and [`WithFlags`](crate::WithFlags)) can ask.
+    fn sq_space_left(&mut self) -> u32;
 }
 
 impl RingOps for Ring {
@@ -78,7 +80,7 @@ impl RingOps for Ring {
 
     #[inline]
     unsafe fn push_op_unchecked<O: Prepare>(&mut self, ctx: SqeContext, op: O) -> Result<SqeContext> {
-        // Every path refuses the layers' tags, the unsafe one too: named
+        // Every path refuses layer values, the unsafe one too: named
         // ring methods, deadlines and helpers all come through here.
         refuse_layer(ctx)?;
         // SAFETY: forwarded to the caller.
@@ -86,8 +88,8 @@ impl RingOps for Ring {
     }
 
     #[inline]
-    fn sq_room(&mut self) -> u32 {
-        self.sq_space_left()
+    fn sq_space_left(&mut self) -> u32 {
+        Ring::sq_space_left(self)
     }
 }
 
@@ -356,7 +358,7 @@ fn submitted_error(ctx: SqeContext) -> Error {
 #[inline]
 pub(crate) fn check_live(pools: &ContextPools, ctx: SqeContext) -> Result<()> {
     let live = match ctx.mode() {
-        ContextMode::Direct | ContextMode::Token | ContextMode::Layer => return Ok(()),
+        ContextMode::Packed | ContextMode::Token | ContextMode::Layer => return Ok(()),
         ContextMode::Indirect => pools.indirect(ctx).is_some(),
         ContextMode::Extended => pools.extended(ctx).is_some(),
     };
@@ -391,6 +393,6 @@ fn reserved_group_error(group: u16) -> Error {
 fn layer_error(ctx: SqeContext) -> Error {
     Error::InvalidArgument(format!(
         "{ctx:?} is a layer value (mode bits 3), which only the layer that owns it may queue (its CQE would tell that \
-         layer the kernel is done with its memory); use a token, a direct or a pooled context"
+         layer the kernel is done with its memory); use a token, a packed or a pooled context"
     ))
 }

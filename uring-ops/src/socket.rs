@@ -18,8 +18,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -794,218 +795,402 @@ impl Prepare for Shutdown {
 // SAFETY: the SQE names no memory.
 unsafe impl SafeOp for Shutdown {}
 
-macro_rules! socket_methods {
-    ($( $(#[$doc:meta])* $name:ident, $direct:ident => $ctor:ident; )*) => {
-        /// Socket creation and connection setup on a [`Ring`]: one method
-        /// per operation for the common case (options through the builders
-        /// of [`socket`](self) and [`RingOps::push_op`]).
-        ///
-        /// Socket kinds come in pairs: `tcp4_socket(ctx)` makes a
-        /// descriptor (with `SOCK_CLOEXEC`), `tcp4_socket_direct(ctx, dest)`
-        /// puts the socket into the registered file table.
-        ///
-        /// Every method queues one SQE and submits nothing; errors are
-        /// those of [`RingOps::push_op`].
-        pub trait SocketSetupOps {
-            $(
-                $(#[$doc])*
-                ///
-                /// # Errors
-                ///
-                /// As for [`RingOps::push_op`].
-                fn $name(&mut self, ctx: SqeContext) -> Result<SqeContext>;
+/// Socket creation and connection setup on a [`Ring`](uring_core::Ring): one method
+/// per operation for the common case (options through the builders
+/// of [`socket`](self) and [`RingOps::push_op`]).
+///
+/// Socket kinds come in pairs: `tcp4_socket(ctx)` makes a
+/// descriptor (with `SOCK_CLOEXEC`), `tcp4_socket_direct(ctx, dest)`
+/// puts the socket into the registered file table.
+///
+/// Every method queues one SQE and submits nothing; errors are
+/// those of [`RingOps::push_op`].
+pub trait SocketSetupOps {
+    /// Queues a [`Socket::tcp4`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn tcp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-                $(#[$doc])*
-                /// Into the registered file table at `dest`.
-                ///
-                /// # Errors
-                ///
-                /// As for [`RingOps::push_op`].
-                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
-            )*
+    /// Queues a [`Socket::tcp4`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn tcp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            /// Queues [`Socket::raw`]: any `(domain, type, protocol)`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext>;
+    /// Queues a [`Socket::tcp6`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn tcp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            /// Queues [`Socket::raw`] into the registered file table at `dest`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn raw_socket_direct(
-                &mut self,
-                ctx: SqeContext,
-                domain: i32,
-                ty: i32,
-                protocol: i32,
-                dest: FileDest,
-            ) -> Result<SqeContext>;
+    /// Queues a [`Socket::tcp6`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn tcp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            /// Queues a [`Bind`] of `fd` to `addr`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
+    /// Queues a [`Socket::udp4`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            /// Queues a [`Listen`] on `fd`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext>;
+    /// Queues a [`Socket::udp4`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            /// Queues an [`Accept`] on `listener`; the connection becomes a
-            /// descriptor with `SOCK_CLOEXEC`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext>;
+    /// Queues a [`Socket::udp6`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            /// Queues an [`Accept`] on `listener` that puts the connection
-            /// into the registered file table at `dest`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext>;
+    /// Queues a [`Socket::udp6`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            /// Queues an [`AcceptWithPeer`] on `listener`: the kernel writes
-            /// the peer's address into `peer`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            ///
-            /// # Safety
-            ///
-            /// `peer` must stay valid, and must be neither read nor written,
-            /// until this operation's CQE has been reaped (or the operation
-            /// is known cancelled by its CQE): the kernel writes it when a
-            /// connection arrives.
-            unsafe fn accept_with_peer(
-                &mut self,
-                ctx: SqeContext,
-                listener: impl Into<Target>,
-                peer: &mut SockAddr,
-            ) -> Result<SqeContext>;
+    /// Queues a [`Socket::udplite4`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udplite4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            /// Queues a [`Connect`] of `fd` to `addr`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
+    /// Queues a [`Socket::udplite4`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udplite4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            /// Queues a [`Shutdown`] of `how` on `fd`.
-            ///
-            /// # Errors
-            ///
-            /// As for [`RingOps::push_op`].
-            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext>;
-        }
+    /// Queues a [`Socket::udplite6`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udplite6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-        impl SocketSetupOps for Ring {
-            $(
-                #[inline]
-                fn $name(&mut self, ctx: SqeContext) -> Result<SqeContext> {
-                    self.push_op(ctx, Socket::$ctor())
-                }
+    /// Queues a [`Socket::udplite6`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn udplite6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-                #[inline]
-                fn $direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
-                    self.push_op(ctx, Socket::$ctor().dest(dest))
-                }
-            )*
+    /// Queues a [`Socket::sctp4`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn sctp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            #[inline]
-            fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext> {
-                self.push_op(ctx, Socket::raw(domain, ty, protocol))
-            }
+    /// Queues a [`Socket::sctp4`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn sctp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            #[inline]
-            fn raw_socket_direct(
-                &mut self,
-                ctx: SqeContext,
-                domain: i32,
-                ty: i32,
-                protocol: i32,
-                dest: FileDest,
-            ) -> Result<SqeContext> {
-                self.push_op(ctx, Socket::raw(domain, ty, protocol).dest(dest))
-            }
+    /// Queues a [`Socket::sctp6`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn sctp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            #[inline]
-            fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
-                self.push_op(ctx, Bind::new(fd, addr))
-            }
+    /// Queues a [`Socket::sctp6`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn sctp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            #[inline]
-            fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext> {
-                self.push_op(ctx, Listen::new(fd, backlog))
-            }
+    /// Queues a [`Socket::unix_stream`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn unix_stream_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            #[inline]
-            fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
-                self.push_op(ctx, Accept::new(listener))
-            }
+    /// Queues a [`Socket::unix_stream`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn unix_stream_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            #[inline]
-            fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext> {
-                self.push_op(ctx, Accept::new(listener).dest(dest))
-            }
+    /// Queues a [`Socket::unix_dgram`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn unix_dgram_socket(&mut self, ctx: SqeContext) -> Result<SqeContext>;
 
-            #[inline]
-            unsafe fn accept_with_peer(
-                &mut self,
-                ctx: SqeContext,
-                listener: impl Into<Target>,
-                peer: &mut SockAddr,
-            ) -> Result<SqeContext> {
-                // SAFETY: the caller keeps `peer` valid and untouched until
-                // the CQE, as this method's contract requires.
-                unsafe { self.push_op_unchecked(ctx, AcceptWithPeer::new(listener, peer)) }
-            }
+    /// Queues a [`Socket::unix_dgram`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn unix_dgram_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext>;
 
-            #[inline]
-            fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
-                self.push_op(ctx, Connect::new(fd, addr))
-            }
+    /// Queues [`Socket::raw`]: any `(domain, type, protocol)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext>;
 
-            #[inline]
-            fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext> {
-                self.push_op(ctx, Shutdown::new(fd, how))
-            }
-        }
-    };
+    /// Queues [`Socket::raw`] into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn raw_socket_direct(
+        &mut self,
+        ctx: SqeContext,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        dest: FileDest,
+    ) -> Result<SqeContext>;
+
+    /// Queues a [`Bind`] of `fd` to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
+
+    /// Queues a [`Listen`] on `fd`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext>;
+
+    /// Queues an [`Accept`] on `listener`; the connection becomes a
+    /// descriptor with `SOCK_CLOEXEC`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext>;
+
+    /// Queues an [`Accept`] on `listener` that puts the connection
+    /// into the registered file table at `dest`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext>;
+
+    /// Queues an [`AcceptWithPeer`] on `listener`: the kernel writes
+    /// the peer's address into `peer`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    ///
+    /// # Safety
+    ///
+    /// `peer` must stay valid, and must be neither read nor written,
+    /// until this operation's CQE has been reaped (or the operation
+    /// is known cancelled by its CQE): the kernel writes it when a
+    /// connection arrives.
+    unsafe fn accept_with_peer(
+        &mut self,
+        ctx: SqeContext,
+        listener: impl Into<Target>,
+        peer: &mut SockAddr,
+    ) -> Result<SqeContext>;
+
+    /// Queues a [`Connect`] of `fd` to `addr`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext>;
+
+    /// Queues a [`Shutdown`] of `how` on `fd`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RingOps::push_op`].
+    fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext>;
 }
 
-socket_methods! {
-    /// Queues a [`Socket::tcp4`].
-    tcp4_socket, tcp4_socket_direct => tcp4;
-    /// Queues a [`Socket::tcp6`].
-    tcp6_socket, tcp6_socket_direct => tcp6;
-    /// Queues a [`Socket::udp4`].
-    udp4_socket, udp4_socket_direct => udp4;
-    /// Queues a [`Socket::udp6`].
-    udp6_socket, udp6_socket_direct => udp6;
-    /// Queues a [`Socket::udplite4`].
-    udplite4_socket, udplite4_socket_direct => udplite4;
-    /// Queues a [`Socket::udplite6`].
-    udplite6_socket, udplite6_socket_direct => udplite6;
-    /// Queues a [`Socket::sctp4`].
-    sctp4_socket, sctp4_socket_direct => sctp4;
-    /// Queues a [`Socket::sctp6`].
-    sctp6_socket, sctp6_socket_direct => sctp6;
-    /// Queues a [`Socket::unix_stream`].
-    unix_stream_socket, unix_stream_socket_direct => unix_stream;
-    /// Queues a [`Socket::unix_dgram`].
-    unix_dgram_socket, unix_dgram_socket_direct => unix_dgram;
+impl<R: RingOps + OnRing> SocketSetupOps for R {
+    #[inline]
+    fn tcp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::tcp4())
+    }
+
+    #[inline]
+    fn tcp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::tcp4().dest(dest))
+    }
+
+    #[inline]
+    fn tcp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::tcp6())
+    }
+
+    #[inline]
+    fn tcp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::tcp6().dest(dest))
+    }
+
+    #[inline]
+    fn udp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udp4())
+    }
+
+    #[inline]
+    fn udp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udp4().dest(dest))
+    }
+
+    #[inline]
+    fn udp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udp6())
+    }
+
+    #[inline]
+    fn udp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udp6().dest(dest))
+    }
+
+    #[inline]
+    fn udplite4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udplite4())
+    }
+
+    #[inline]
+    fn udplite4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udplite4().dest(dest))
+    }
+
+    #[inline]
+    fn udplite6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udplite6())
+    }
+
+    #[inline]
+    fn udplite6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::udplite6().dest(dest))
+    }
+
+    #[inline]
+    fn sctp4_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::sctp4())
+    }
+
+    #[inline]
+    fn sctp4_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::sctp4().dest(dest))
+    }
+
+    #[inline]
+    fn sctp6_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::sctp6())
+    }
+
+    #[inline]
+    fn sctp6_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::sctp6().dest(dest))
+    }
+
+    #[inline]
+    fn unix_stream_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::unix_stream())
+    }
+
+    #[inline]
+    fn unix_stream_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::unix_stream().dest(dest))
+    }
+
+    #[inline]
+    fn unix_dgram_socket(&mut self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::unix_dgram())
+    }
+
+    #[inline]
+    fn unix_dgram_socket_direct(&mut self, ctx: SqeContext, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::unix_dgram().dest(dest))
+    }
+
+    #[inline]
+    fn raw_socket(&mut self, ctx: SqeContext, domain: i32, ty: i32, protocol: i32) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::raw(domain, ty, protocol))
+    }
+
+    #[inline]
+    fn raw_socket_direct(
+        &mut self,
+        ctx: SqeContext,
+        domain: i32,
+        ty: i32,
+        protocol: i32,
+        dest: FileDest,
+    ) -> Result<SqeContext> {
+        self.push_op(ctx, Socket::raw(domain, ty, protocol).dest(dest))
+    }
+
+    #[inline]
+    fn bind(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
+        self.push_op(ctx, Bind::new(fd, addr))
+    }
+
+    #[inline]
+    fn listen(&mut self, ctx: SqeContext, fd: impl Into<Target>, backlog: u32) -> Result<SqeContext> {
+        self.push_op(ctx, Listen::new(fd, backlog))
+    }
+
+    #[inline]
+    fn accept(&mut self, ctx: SqeContext, listener: impl Into<Target>) -> Result<SqeContext> {
+        self.push_op(ctx, Accept::new(listener))
+    }
+
+    #[inline]
+    fn accept_direct(&mut self, ctx: SqeContext, listener: impl Into<Target>, dest: FileDest) -> Result<SqeContext> {
+        self.push_op(ctx, Accept::new(listener).dest(dest))
+    }
+
+    #[inline]
+    unsafe fn accept_with_peer(
+        &mut self,
+        ctx: SqeContext,
+        listener: impl Into<Target>,
+        peer: &mut SockAddr,
+    ) -> Result<SqeContext> {
+        // SAFETY: the caller keeps `peer` valid and untouched until
+        // the CQE, as this method's contract requires.
+        unsafe { self.push_op_unchecked(ctx, AcceptWithPeer::new(listener, peer)) }
+    }
+
+    #[inline]
+    fn connect(&mut self, ctx: SqeContext, fd: impl Into<Target>, addr: impl Into<SockAddr>) -> Result<SqeContext> {
+        self.push_op(ctx, Connect::new(fd, addr))
+    }
+
+    #[inline]
+    fn shutdown(&mut self, ctx: SqeContext, fd: impl Into<Target>, how: std::net::Shutdown) -> Result<SqeContext> {
+        self.push_op(ctx, Shutdown::new(fd, how))
+    }
 }
 
 #[cfg(test)]

@@ -67,26 +67,20 @@
 //!
 //! A subscription owns the identity of its operation: it submits it with
 //! a `user_data` token of its own instead of a caller's [`SqeContext`]
-//! (keep per-stream state in the handler instead). The token is a
-//! *foreign* context (mode bits `3`), so it never equals a direct or
-//! pooled context this library makes:
-//!
-//! | bits | meaning |
-//! |---|---|
-//! | 0–1 | `3` (foreign mode) |
-//! | 2 | `0`: the operation's CQEs; `1`: the CQE of the subscription's own cancel |
-//! | 3–10 | the tag `0xB5` |
-//! | 11–63 | the subscription id: 53 bits from a process-wide counter, never reused |
+//! (keep per-stream state in the handler instead). It is a
+//! [`Layer::Subscription`] value ([`LayerData`]), which no safe push
+//! accepts from anyone else: the layer flag is clear for the operation's
+//! CQEs and set for the subscription's own cancel, and the payload is the
+//! subscription id, 53 bits from a process-wide counter, never reused.
 //!
 //! [`subscription_id`] decodes a `user_data` back to its id, so a loop
 //! with many subscriptions can route with a map instead of asking each
-//! one. Callers who stamp foreign `user_data` of their own must avoid
-//! values with tag `0xB5` in bits 3–10.
+//! one.
 //!
 //! # Threading and ownership
 //!
 //! The subscription belongs to the ring it was submitted on (it checks the
-//! ring's descriptor): call [`handle_cqe`](Subscription::handle_cqe),
+//! ring's identity): call [`handle_cqe`](HandleCqe::handle_cqe),
 //! [`cancel`](Subscription::cancel) and
 //! [`unsubscribe`](Subscription::unsubscribe) from the loop that owns that
 //! [`Ring`]. Because the reaped [`Reaped`](uring_core::Reaped) borrows the
@@ -617,7 +611,7 @@ impl<H: MultishotHandler> Subscription<H> {
         let ctx = cancel_token(self.id);
         let op = CancelOwn { target: op_token(self.id).raw() };
         // SAFETY: the cancel names no memory, and its context carries this
-        // layer's own tag (which is why the checked `push_op` is not used).
+        // layer's own value (which is why the checked `push_op` is not used).
         let pushed = match unsafe { crate::ring::push_layer_op(ring, ctx, op) } {
             Err(Error::QueueFull { .. }) => {
                 ring.submit()?;

@@ -12,15 +12,17 @@
 //! # Matching a timeout by its context
 //!
 //! [`TimeoutRemove`] and [`TimeoutUpdate`] find their target by the
-//! `user_data` it was submitted with. For a direct [`SqeContext`] that is
-//! the context *as stamped* (with the timeout's opcode and final SQE
-//! flags): get it with [`stamped`](crate::cancel::stamped).
+//! `user_data` it was submitted with. For a token or a packed
+//! [`SqeContext`] that is the context *as stamped* (with the timeout's
+//! opcode, and a packed one's final SQE flags): the value the push
+//! returned, or [`stamped`](crate::cancel::stamped).
 
 use std::time::{Duration, SystemTime};
 
-use uring_core::{Error, Features, Keep, Result, Ring, SqeContext, SqeFlags, sys};
+use uring_core::{Error, Features, Keep, Result, SqeContext, SqeFlags, sys};
 use uring_core::{Sqe, sys::__kernel_timespec};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{OpExt, Prepare, SafeOp};
 use crate::ring::RingOps;
 
@@ -451,8 +453,17 @@ unsafe impl SafeOp for TimeoutUpdate {}
 /// | outcome | operation's CQE | timeout's CQE |
 /// |---|---|---|
 /// | the operation completes first (success or error) | its result | `-ECANCELED` |
-/// | the deadline passes first | `-ECANCELED` (the kernel cancelled it) | `-ETIME` |
+/// | the deadline passes first | `-ECANCELED` (the kernel cancelled it) | `-ETIME`, or `1` for a [`Waitid`](crate::wait::Waitid), [`FutexWait`](crate::wait::FutexWait) or [`FutexWaitV`](crate::wait::FutexWaitV) |
 /// | the deadline passes while the operation cannot be interrupted (running on an io-wq worker) | its own result, later | `-EALREADY` |
+///
+/// The timeout's result when it wins is what the kernel's cancellation of
+/// the operation returned, with 0 turned into `-ETIME`
+/// (`io_req_task_link_timeout` in `io_uring/timeout.c`). Most operations
+/// are cancelled through paths that return 0; waitid and futex waits are
+/// cancelled through their own lists, whose cancel returns how many
+/// requests it removed: `1`. Treat any non-negative timeout result as
+/// "the deadline fired" (checked on 6.18 by
+/// `tests/timeout.rs::a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime`).
 ///
 /// The kernel rejects a linked timeout with no operation before it, or
 /// after another linked timeout, with `-EINVAL`.
@@ -519,7 +530,7 @@ impl Prepare for LinkTimeout {
 // at submission; the SQE names no other memory.
 unsafe impl SafeOp for LinkTimeout {}
 
-/// Timeout operations on a [`Ring`]. Every method only queues; submit (or
+/// Timeout operations on a [`Ring`](uring_core::Ring). Every method only queues; submit (or
 /// wait) to start them.
 pub trait TimeoutOps {
     /// Queues a [`Timeout`] that expires `d` after submission (`-ETIME`).
@@ -558,7 +569,8 @@ pub trait TimeoutOps {
     /// Exactly one of the two wins, and both CQEs arrive (see
     /// [`LinkTimeout`]): the operation completes first and the timeout
     /// gets `-ECANCELED`; or the deadline passes, the operation gets
-    /// `-ECANCELED` and the timeout `-ETIME`. A timeout result of
+    /// `-ECANCELED` and the timeout `-ETIME` (`1` when the operation is a
+    /// waitid or futex wait). A timeout result of
     /// `-EALREADY` means the operation could not be interrupted and will
     /// complete on its own. An operation blocked inside an io-wq worker
     /// (a splice from an empty pipe) is not interrupted at all; see
@@ -595,7 +607,7 @@ pub trait TimeoutOps {
     ) -> Result<SqeContext>;
 }
 
-impl TimeoutOps for Ring {
+impl<R: RingOps + OnRing> TimeoutOps for R {
     #[inline]
     fn timeout(&mut self, ctx: SqeContext, d: Duration) -> Result<SqeContext> {
         self.push_op(ctx, Timeout::new(d))
@@ -637,18 +649,21 @@ impl TimeoutOps for Ring {
         d: Duration,
     ) -> Result<SqeContext> {
         let timeout = LinkTimeout::new(d);
+        // The flags of a `WithFlags` go on both entries: the pair joins a
+        // chain as one link (the timeout carries `IO_LINK` on).
+        let (ring, flags) = self.ring_and_flags();
         // Everything that could make the second push fail is checked
         // before the first: the operations, both contexts, and room.
-        op.check(self.features())?;
-        timeout.check(self.features())?;
-        crate::ring::check_live(self.pools(), op_ctx)?;
-        crate::ring::check_live(self.pools(), timeout_ctx)?;
-        if self.sq_room() < 2 {
-            return Err(Error::QueueFull { entries: self.features().sq_entries() });
+        op.check(ring.features())?;
+        timeout.check(ring.features())?;
+        crate::ring::check_live(ring.pools(), op_ctx)?;
+        crate::ring::check_live(ring.pools(), timeout_ctx)?;
+        if ring.sq_space_left() < 2 {
+            return Err(Error::QueueFull { entries: ring.features().sq_entries() });
         }
         // SAFETY: forwarded to the caller.
-        unsafe { self.push_op_unchecked(op_ctx, op.with_sqe_flags(SqeFlags::IO_LINK)) }?;
-        self.push_op(timeout_ctx, timeout)
+        unsafe { ring.push_op_unchecked(op_ctx, op.with_sqe_flags(flags | SqeFlags::IO_LINK)) }?;
+        ring.push_op(timeout_ctx, timeout.with_sqe_flags(flags))
     }
 }
 

@@ -8,8 +8,9 @@
 
 use std::os::fd::RawFd;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{FileDest, Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 use crate::timeout::require_version;
@@ -205,9 +206,11 @@ unsafe impl SafeOp for Tee {}
 /// unless [`flags`](Self::flags) says otherwise (registered slots have no
 /// close-on-exec, and the flag is dropped for them).
 ///
-/// Not a [`SafeOp`]: `fds` is written at execution time, which can be
-/// after submission (an io-wq worker, a linked chain), so it cannot live
-/// in the SQ slot's `Keep`.
+/// `fds` is written at execution time, which can be after submission (an
+/// io-wq worker, a linked chain), so it cannot live in the SQ slot's
+/// `Keep`: the `unsafe` constructor takes the obligation, and the
+/// operation is then a [`SafeOp`] ([`TransferOps::pipe`] takes the same
+/// argument).
 #[doc(alias = "IORING_OP_PIPE")]
 #[doc(alias = "io_uring_prep_pipe")]
 #[doc(alias = "io_uring_prep_pipe_direct")]
@@ -221,10 +224,16 @@ pub struct Pipe {
 
 impl Pipe {
     /// A pipe whose two ends are written to `fds` when it completes.
-    /// Submitting it is `unsafe` ([`RingOps::push_op_unchecked`]): `fds`
-    /// must stay valid and unread until the CQE.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `fds` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the operation runs (the borrow ends here; the
+    /// obligation does not).
     #[inline]
-    pub const fn new(fds: *mut [RawFd; 2]) -> Self {
+    pub unsafe fn new(fds: &mut [RawFd; 2]) -> Self {
         Pipe { fds, flags: libc::O_CLOEXEC, dest: FileDest::Fd }
     }
 
@@ -278,6 +287,10 @@ impl Prepare for Pipe {
         sqe.set_file_index(dest.file_index());
     }
 }
+
+// SAFETY: `fds` is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for Pipe {}
 
 /// Starts writeback of, or waits for, a range of a file:
 /// `io_uring_prep_sync_file_range`.
@@ -463,7 +476,7 @@ impl Prepare for Madvise {
     }
 }
 
-/// Transfer operations on a [`Ring`]. Every method only queues; submit (or
+/// Transfer operations on a [`Ring`](uring_core::Ring). Every method only queues; submit (or
 /// wait) to run them. Flags and fixed files go through the builders and
 /// [`RingOps::push_op`].
 pub trait TransferOps {
@@ -501,9 +514,7 @@ pub trait TransferOps {
     ///
     /// # Safety
     ///
-    /// `fds` must stay valid, and must not be read or written, until the
-    /// operation's CQE has been reaped: the kernel writes it while the
-    /// operation runs.
+    /// As for [`Pipe::new`].
     unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<SqeContext>;
 
     /// Queues a [`SyncFileRange`] that writes back `len` bytes of `fd` at
@@ -539,7 +550,7 @@ pub trait TransferOps {
     -> Result<SqeContext>;
 }
 
-impl TransferOps for Ring {
+impl<R: RingOps + OnRing> TransferOps for R {
     #[inline]
     fn splice(
         &mut self,
@@ -560,8 +571,9 @@ impl TransferOps for Ring {
 
     #[inline]
     unsafe fn pipe(&mut self, ctx: SqeContext, fds: &mut [RawFd; 2]) -> Result<SqeContext> {
-        // SAFETY: the caller keeps `fds` valid and untouched until the CQE.
-        unsafe { self.push_op_unchecked(ctx, Pipe::new(fds)) }
+        // SAFETY: forwarded to the caller (`Pipe::new`'s contract).
+        let op = unsafe { Pipe::new(fds) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -624,11 +636,13 @@ mod tests {
     #[test]
     fn a_direct_pipe_drops_cloexec() {
         let mut fds = [0; 2];
-        let sqe = prepared(Pipe::new(&mut fds).dest(FileDest::Slot(3)));
+        // SAFETY: only prepared, never pushed.
+        let sqe = prepared(unsafe { Pipe::new(&mut fds) }.dest(FileDest::Slot(3)));
         assert_eq!(sqe.op_flags(), 0);
         assert_eq!(sqe.file_index(), 4);
         assert_eq!(sqe.addr(), &mut fds as *mut _ as u64);
-        let sqe = prepared(Pipe::new(&mut fds));
+        // SAFETY: as above.
+        let sqe = prepared(unsafe { Pipe::new(&mut fds) });
         assert_eq!((sqe.op_flags() as i32, sqe.file_index(), sqe.fd), (libc::O_CLOEXEC, 0, 0));
     }
 }

@@ -29,8 +29,9 @@
 
 use std::sync::atomic::AtomicU32;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
 use crate::ring::RingOps;
 
@@ -46,9 +47,9 @@ const EP_MAX_EVENTS: usize = i32::MAX as usize / size_of::<libc::epoll_event>();
 /// cancel), so only [`timeout`](Self::timeout)`(0)` is accepted, and any
 /// other value is [`Error::InvalidArgument`] before submission.
 ///
-/// Not [`SafeOp`]: the events array is written at completion. Push it with
-/// [`RingOps::push_op_unchecked`], keeping the array valid and untouched
-/// until the CQE.
+/// The events array is written at completion: the `unsafe` constructor
+/// takes that obligation, and the operation is a [`SafeOp`]
+/// ([`WaitOps::epoll_wait`] takes the same arguments).
 #[doc(alias = "IORING_OP_EPOLL_WAIT")]
 #[doc(alias = "io_uring_prep_epoll_wait")]
 #[derive(Debug, Clone, Copy)]
@@ -61,10 +62,18 @@ pub struct EpollWait {
 }
 
 impl EpollWait {
-    /// Waits on `epfd`, writing up to `max` events to `events`.
+    /// Waits on `epfd`, writing up to `events.len()` events to `events`.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `events` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the operation runs (the borrow ends here; the
+    /// obligation does not).
     #[inline]
-    pub fn new(epfd: impl Into<Target>, events: *mut libc::epoll_event, max: usize) -> Self {
-        EpollWait { epfd: epfd.into(), events, max, timeout_ms: 0 }
+    pub unsafe fn new(epfd: impl Into<Target>, events: &mut [libc::epoll_event]) -> Self {
+        EpollWait { epfd: epfd.into(), events: events.as_mut_ptr(), max: events.len(), timeout_ms: 0 }
     }
 
     /// The `epoll_wait` timeout in milliseconds. Only 0 is accepted (the
@@ -106,6 +115,10 @@ impl Prepare for EpollWait {
         sqe.len = max as u32;
     }
 }
+
+// SAFETY: the events array is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for EpollWait {}
 
 /// `FUTEX_BITSET_MATCH_ANY`: a wait or wake mask that matches every waiter.
 pub const FUTEX_BITSET_MATCH_ANY: u32 = u32::MAX;
@@ -401,9 +414,10 @@ unsafe impl SafeOp for FutexWaitV {}
 /// 0 (or `-ECHILD`, …), and the child's `siginfo_t` (`si_pid`, `si_status`,
 /// `si_code`, …) is written to `info` at completion.
 ///
-/// Not [`SafeOp`]: `info` is caller memory written at completion; push it
-/// with [`RingOps::push_op_unchecked`] and keep `info` valid and untouched
-/// until the CQE.
+/// `info` is caller memory written at completion: the `unsafe`
+/// [`new`](Self::new) takes that obligation, and the operation is a
+/// [`SafeOp`] ([`WaitOps::waitid`] takes the same arguments).
+/// [`without_info`](Self::without_info) names no memory and is safe.
 #[doc(alias = "IORING_OP_WAITID")]
 #[doc(alias = "io_uring_prep_waitid")]
 #[derive(Debug, Clone, Copy)]
@@ -418,10 +432,26 @@ pub struct Waitid {
 impl Waitid {
     /// Waits for `id` of kind `idtype` (`P_PID`, `P_PGID`, `P_ALL`,
     /// `P_PIDFD`) with `options` (`WEXITED`, `WSTOPPED`, `WCONTINUED`,
-    /// `WNOHANG`, `WNOWAIT`, …), writing the result to `info` (may be null).
+    /// `WNOHANG`, `WNOWAIT`, …), writing the result to `info`.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `info` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the operation runs (the borrow ends here; the
+    /// obligation does not).
     #[inline]
-    pub const fn new(idtype: libc::idtype_t, id: libc::id_t, info: *mut libc::siginfo_t, options: i32) -> Self {
+    pub unsafe fn new(idtype: libc::idtype_t, id: libc::id_t, info: &mut libc::siginfo_t, options: i32) -> Self {
         Waitid { idtype, id, info, options }
+    }
+
+    /// As [`new`](Self::new) without a `siginfo_t`: the kernel writes
+    /// nothing (a null `infop`, as `waitid(2)` allows), so this is safe.
+    /// The result still says whether the wait succeeded.
+    #[inline]
+    pub const fn without_info(idtype: libc::idtype_t, id: libc::id_t, options: i32) -> Self {
+        Waitid { idtype, id, info: std::ptr::null_mut(), options }
     }
 }
 
@@ -460,6 +490,10 @@ impl Prepare for Waitid {
         sqe.set_file_index(options as u32);
     }
 }
+
+// SAFETY: `info` (or nothing, for `without_info`) is the only memory named; the caller of the unsafe
+// constructor keeps it valid and unaccessed until every push's CQE.
+unsafe impl SafeOp for Waitid {}
 
 /// Adds, changes or removes a file in an epoll set: `io_uring_prep_epoll_ctl`.
 ///
@@ -539,7 +573,7 @@ impl Prepare for EpollCtl {
 // the kernel at prep.
 unsafe impl SafeOp for EpollCtl {}
 
-/// Asynchronous waits as [`Ring`] methods.
+/// Asynchronous waits as [`Ring`](uring_core::Ring) methods.
 pub trait WaitOps {
     /// Queues a wait on `futex` while it holds `expected` ([`FutexWait`]).
     /// The kernel reads the word at issue, after the push: hence
@@ -621,7 +655,7 @@ pub trait WaitOps {
     ) -> Result<SqeContext>;
 }
 
-impl WaitOps for Ring {
+impl<R: RingOps + OnRing> WaitOps for R {
     #[inline]
     fn futex_wait(&mut self, ctx: SqeContext, futex: &'static AtomicU32, expected: u32) -> Result<SqeContext> {
         self.push_op(ctx, FutexWait::new(futex, expected))
@@ -649,8 +683,9 @@ impl WaitOps for Ring {
         epfd: impl Into<Target>,
         events: &mut [libc::epoll_event],
     ) -> Result<SqeContext> {
-        // SAFETY: the caller keeps `events` valid and untouched until the CQE.
-        unsafe { self.push_op_unchecked(ctx, EpollWait::new(epfd, events.as_mut_ptr(), events.len())) }
+        // SAFETY: forwarded to the caller (`EpollWait::new`'s contract).
+        let op = unsafe { EpollWait::new(epfd, events) };
+        self.push_op(ctx, op)
     }
 
     #[inline]
@@ -662,7 +697,8 @@ impl WaitOps for Ring {
         info: &mut libc::siginfo_t,
         options: i32,
     ) -> Result<SqeContext> {
-        // SAFETY: the caller keeps `info` valid and untouched until the CQE.
-        unsafe { self.push_op_unchecked(ctx, Waitid::new(idtype, id, info, options)) }
+        // SAFETY: forwarded to the caller (`Waitid::new`'s contract).
+        let op = unsafe { Waitid::new(idtype, id, info, options) };
+        self.push_op(ctx, op)
     }
 }

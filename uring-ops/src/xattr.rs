@@ -16,8 +16,9 @@
 use std::os::fd::RawFd;
 use std::path::Path;
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, SqeContext, sys};
+use uring_core::{Error, Features, Keep, Result, Sqe, SqeContext, sys};
 
+use crate::flags::sealed::OnRing;
 use crate::fs::CPath;
 use crate::op::{Prepare, SafeOp, len_u32};
 use crate::ring::RingOps;
@@ -50,9 +51,9 @@ fn check_set(what: &str, flags: XattrFlags, value: &[u8]) -> Result<()> {
 /// `-ERANGE` if `len` is too small, or `-errno`.
 ///
 /// The name is copied at submission (held in the [`Keep`]); the value
-/// buffer is caller memory the kernel writes when the operation runs: it
-/// must stay valid, and must not be accessed, until the CQE has been
-/// reaped. Not a [`SafeOp`].
+/// buffer is caller memory the kernel writes when the operation runs: the
+/// `unsafe` constructor takes that obligation, and the operation is a
+/// [`SafeOp`] ([`XattrOps::fgetxattr`] takes the same arguments).
 #[doc(alias = "IORING_OP_FGETXATTR")]
 #[doc(alias = "io_uring_prep_fgetxattr")]
 #[derive(Debug, Clone)]
@@ -61,14 +62,23 @@ pub struct FGetXattr {
     fd: RawFd,
     name: CPath,
     value: *mut u8,
-    len: u32,
+    len: usize,
 }
 
 impl FGetXattr {
-    /// Reads attribute `name` (e.g. `"user.note"`) of `fd` into the `len`
-    /// bytes at `value`.
-    pub fn new(fd: RawFd, name: impl AsRef<[u8]>, value: *mut u8, len: u32) -> Self {
-        FGetXattr { fd, name: CPath::from_bytes(name.as_ref()), value, len }
+    /// Reads attribute `name` (e.g. `"user.note"`) of `fd` into `value`
+    /// (empty: only ask for the length). Over `u32::MAX` bytes is refused
+    /// when pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `value` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the operation runs (the borrow ends here; the
+    /// obligation does not).
+    pub unsafe fn new(fd: RawFd, name: impl AsRef<[u8]>, value: &mut [u8]) -> Self {
+        FGetXattr { fd, name: CPath::from_bytes(name.as_ref()), value: value.as_mut_ptr(), len: value.len() }
     }
 }
 
@@ -77,7 +87,8 @@ impl Prepare for FGetXattr {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
-        self.name.check("fgetxattr (name)")
+        self.name.check("fgetxattr (name)")?;
+        len_u32("fgetxattr", self.len).map(drop)
     }
 
     fn prepare(self, sqe: &mut Sqe, keep: &mut Keep) {
@@ -86,9 +97,14 @@ impl Prepare for FGetXattr {
         sqe.fd = fd;
         sqe.set_addr(keep.hold(name.into_cstring()).as_ptr() as u64);
         sqe.set_addr2(value as u64);
-        sqe.len = len;
+        sqe.len = len as u32;
     }
 }
+
+// SAFETY: the name is in the Keep (copied at prep); the value buffer is the
+// only caller memory named, kept valid and unaccessed until every push's
+// CQE by the caller of the unsafe constructor.
+unsafe impl SafeOp for FGetXattr {}
 
 /// Sets an extended attribute of an open file: `io_uring_prep_fsetxattr`.
 ///
@@ -157,7 +173,8 @@ unsafe impl SafeOp for FSetXattr {}
 ///
 /// Since Linux 5.19. Results as [`FGetXattr`]. Path and name are copied at
 /// submission (held in the [`Keep`]); the value buffer is caller memory
-/// written when the operation runs. Not a [`SafeOp`].
+/// written when the operation runs, vouched for by the `unsafe`
+/// constructor, so the operation is a [`SafeOp`].
 #[doc(alias = "IORING_OP_GETXATTR")]
 #[doc(alias = "io_uring_prep_getxattr")]
 #[derive(Debug, Clone)]
@@ -166,13 +183,23 @@ pub struct GetXattr {
     path: CPath,
     name: CPath,
     value: *mut u8,
-    len: u32,
+    len: usize,
 }
 
 impl GetXattr {
-    /// Reads attribute `name` of the file at `path` into the `len` bytes at
-    /// `value`.
-    pub fn new(path: impl AsRef<Path>, name: impl AsRef<[u8]>, value: *mut u8, len: u32) -> Self {
+    /// Reads attribute `name` of the file at `path` into `value` (empty:
+    /// only ask for the length). Over `u32::MAX` bytes is refused when
+    /// pushed.
+    ///
+    /// # Safety
+    ///
+    /// For every push of the returned operation (or of a copy of it),
+    /// `value` must stay valid, and must be neither read nor written by the
+    /// program, until that operation's CQE has been reaped: the kernel
+    /// writes it while the operation runs (the borrow ends here; the
+    /// obligation does not).
+    pub unsafe fn new(path: impl AsRef<Path>, name: impl AsRef<[u8]>, value: &mut [u8]) -> Self {
+        let (value, len) = (value.as_mut_ptr(), value.len());
         GetXattr { path: CPath::new(path), name: CPath::from_bytes(name.as_ref()), value, len }
     }
 }
@@ -183,7 +210,8 @@ impl Prepare for GetXattr {
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("getxattr (path)")?;
-        self.name.check("getxattr (name)")
+        self.name.check("getxattr (name)")?;
+        len_u32("getxattr", self.len).map(drop)
     }
 
     fn prepare(self, sqe: &mut Sqe, keep: &mut Keep) {
@@ -193,9 +221,14 @@ impl Prepare for GetXattr {
         sqe.set_addr(name.as_ptr() as u64);
         sqe.set_addr2(value as u64);
         sqe.set_addr3(path.as_ptr() as u64);
-        sqe.len = len;
+        sqe.len = len as u32;
     }
 }
+
+// SAFETY: path and name are in the Keep (copied at prep); the value buffer
+// is the only caller memory named, kept valid and unaccessed until every
+// push's CQE by the caller of the unsafe constructor.
+unsafe impl SafeOp for GetXattr {}
 
 /// Sets an extended attribute of a file by path (following symbolic
 /// links): `io_uring_prep_setxattr`.
@@ -275,9 +308,7 @@ pub trait XattrOps {
     ///
     /// # Safety
     ///
-    /// `value` is written by the kernel while the operation runs: it must
-    /// stay valid, and must not be accessed by the program, until this
-    /// operation's CQE has been reaped.
+    /// As for [`FGetXattr::new`].
     unsafe fn fgetxattr(
         &mut self,
         ctx: SqeContext,
@@ -309,8 +340,7 @@ pub trait XattrOps {
     ///
     /// # Safety
     ///
-    /// As [`fgetxattr`](Self::fgetxattr): `value` must stay valid and
-    /// unaccessed until this operation's CQE has been reaped.
+    /// As for [`GetXattr::new`].
     unsafe fn getxattr(
         &mut self,
         ctx: SqeContext,
@@ -335,7 +365,7 @@ pub trait XattrOps {
     ) -> Result<SqeContext>;
 }
 
-impl XattrOps for Ring {
+impl<R: RingOps + OnRing> XattrOps for R {
     unsafe fn fgetxattr(
         &mut self,
         ctx: SqeContext,
@@ -343,11 +373,9 @@ impl XattrOps for Ring {
         name: impl AsRef<[u8]>,
         value: &mut [u8],
     ) -> Result<SqeContext> {
-        let len = len_u32("fgetxattr", value.len())?;
-        let op = FGetXattr::new(fd, name, value.as_mut_ptr(), len);
-        // SAFETY: the caller keeps `value` valid and unaccessed until the CQE;
-        // the name is in the Keep.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`FGetXattr::new`'s contract).
+        let op = unsafe { FGetXattr::new(fd, name, value) };
+        self.push_op(ctx, op)
     }
 
     fn fsetxattr(
@@ -368,11 +396,9 @@ impl XattrOps for Ring {
         name: impl AsRef<[u8]>,
         value: &mut [u8],
     ) -> Result<SqeContext> {
-        let len = len_u32("getxattr", value.len())?;
-        let op = GetXattr::new(path, name, value.as_mut_ptr(), len);
-        // SAFETY: the caller keeps `value` valid and unaccessed until the CQE;
-        // path and name are in the Keep.
-        unsafe { self.push_op_unchecked(ctx, op) }
+        // SAFETY: forwarded to the caller (`GetXattr::new`'s contract).
+        let op = unsafe { GetXattr::new(path, name, value) };
+        self.push_op(ctx, op)
     }
 
     fn setxattr(

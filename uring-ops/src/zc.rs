@@ -51,7 +51,6 @@ use uring_core::{Cqe, Error, Layer, LayerData, Result, Ring, SqeContext, sys};
 
 use crate::net::SendZc;
 use crate::op::Target;
-use crate::ring::RingOps;
 
 /// A payload a [`ZcTracker`] can own while the kernel reads it.
 ///
@@ -409,7 +408,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     /// # Errors
     ///
     /// [`Rejected`] with the payload: as for
-    /// [`RingOps::push_op`] (unsupported opcode, bad flags, full queue, …).
+    /// [`RingOps::push_op`](crate::RingOps::push_op) (unsupported opcode, bad flags, full queue, …).
     pub fn send(&mut self, ring: &mut Ring, fd: impl Into<Target>, payload: P) -> Result<ZcId, Rejected<P>> {
         self.send_with(ring, fd, payload, ZcOptions::new())
     }
@@ -490,7 +489,7 @@ impl<P: ZcPayload> ZcTracker<P> {
         if let Err(error) = crate::op::Prepare::check(&probe, ring.features()) {
             return Err(Rejected { error, payload });
         }
-        let room = ring.sq_room() as usize;
+        let room = ring.sq_space_left() as usize;
         if room < dests.len() {
             let error = Error::InvalidArgument(format!(
                 "zero-copy multicast to {} destinations needs as many free SQ entries, {room} are free",
@@ -516,7 +515,7 @@ impl<P: ZcPayload> ZcTracker<P> {
     ///
     /// # Errors
     ///
-    /// As for [`RingOps::push_op`].
+    /// As for [`RingOps::push_op`](crate::RingOps::push_op).
     ///
     /// # Safety
     ///

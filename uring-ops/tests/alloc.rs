@@ -1,4 +1,4 @@
-//! Submitting operations through `push_op` with direct contexts allocates
+//! Submitting operations through `push_op` with packed contexts allocates
 //! nothing: not a NOP, not a timeout (its timespec goes inline into the
 //! slot's Keep), not a read into a caller buffer, and neither does reaping
 //! them. A counting global allocator proves it.
@@ -80,7 +80,7 @@ fn push_op_and_reap_allocate_nothing() {
     // Warm up once (thread locals, lazily sized internals).
     ring.push_op(SqeContext::for_fd(-1), Nop::new()).unwrap();
     ring.submit_and_wait(1).unwrap();
-    let _ = ring.wait(&mut slots).unwrap();
+    let _ = ring.reap(&mut slots).unwrap();
     let n = allocations(|| {
         for round in 0..100u64 {
             let ctx = SqeContext::for_fd(fd).with_buf_group(round as u16);
@@ -88,8 +88,8 @@ fn push_op_and_reap_allocate_nothing() {
             ring.push_op(ctx, Timeout::new(Duration::from_nanos(1))).unwrap();
             // SAFETY: `buf` outlives the read: it is reaped below before
             // the next round reuses it.
-            unsafe { ring.push_op_unchecked(ctx, Read::new(fd, buf.as_mut_ptr(), buf.len() as u32).offset(0)) }
-                .unwrap();
+            let read = unsafe { Read::new(fd, &mut buf) };
+            ring.push_op(ctx, read.offset(0)).unwrap();
             ring.submit_and_wait(3).unwrap();
             let mut got = 0;
             while got < 3 {

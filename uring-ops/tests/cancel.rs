@@ -76,7 +76,7 @@ fn cancel_by_user_data() {
     let mut ring = common::ring(8);
     let (r, _w) = pipe();
     let mut buf = [0u8; 8];
-    // A direct context: the key is the context as stamped.
+    // A packed context: the key is the context as stamped.
     let read_ctx = SqeContext::for_fd(r.as_raw_fd());
     let op = PipeRead { fd: Target::Fd(r.as_raw_fd()), buf: buf.as_mut_ptr(), len: 8 };
     // SAFETY: `buf` outlives the read's CQE, reaped below.

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use uring_core::{Options, SqeContext, sys};
-use uring_ops::cmd::{CmdOps, Nop128, Ring128Ops, SiocInq, UringCmd, UringCmd128};
+use uring_ops::cmd::{CmdOps, Nop, Nop128, Ring128Ops, SiocInq, UringCmd, UringCmd128};
 use uring_ops::prelude::*;
 
 fn ud(n: u64) -> SqeContext {
@@ -148,4 +148,69 @@ fn a_64_byte_uring_cmd_is_refused_on_an_sqe128_ring() {
     let err = unsafe { ring.push_op_unchecked(ud(13), UringCmd::new(0, 0)) }.unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("UringCmd128")), "{err}");
     assert_eq!(ring.sq_pending(), 0);
+}
+
+/// Reaps one completion and returns its `user_data`, result and extra
+/// words (`None` for a 16-byte CQE).
+fn reap_big(ring: &mut Ring) -> (u64, i32, Option<[u64; 2]>) {
+    ring.submit().unwrap();
+    let mut slots = [uring_core::CqeSlot::EMPTY; 1];
+    let r = ring.wait_for(&mut slots, 1, Some(std::time::Duration::from_secs(5))).unwrap();
+    let c = r.iter().next().expect("one completion");
+    (common::as_built(c.user_data()), c.res(), c.big())
+}
+
+#[test]
+fn a_cqe32_nop_posts_its_extra_words_in_a_32_byte_cqe_on_a_mixed_ring() {
+    let opts = Options::default().entries(8).cqe_size(uring_core::CqeSize::Mixed);
+    let mut ring = match Ring::new(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            common::skip(
+                "a_cqe32_nop_posts_its_extra_words_in_a_32_byte_cqe_on_a_mixed_ring",
+                &format!("no IORING_SETUP_CQE_MIXED ring here (6.18+): {e}"),
+            );
+            return;
+        }
+    };
+    ring.start().unwrap();
+    ring.push_op(ud(20), Nop::new()).unwrap();
+    assert_eq!(reap_big(&mut ring), (ud(20).raw(), 0, None));
+    ring.push_op(ud(21), Nop::new().cqe32(0x1122_3344_5566_7788, u64::MAX).result(-5)).unwrap();
+    assert_eq!(reap_big(&mut ring), (ud(21).raw(), -5, Some([0x1122_3344_5566_7788, u64::MAX])));
+    // The next plain NOP is 16 bytes again.
+    ring.push_op(ud(22), Nop::new()).unwrap();
+    assert_eq!(reap_big(&mut ring), (ud(22).raw(), 0, None));
+}
+
+#[test]
+fn a_cqe32_nop_fills_the_extra_words_of_a_32_byte_ring() {
+    let mut ring = common::ring_with(Options::default().entries(8).cqe_size(uring_core::CqeSize::Big));
+    if ring.features().kernel_version().is_some_and(|v| v < (6, 18)) {
+        let err = ring.push_op(ud(23), Nop::new().cqe32(1, 2)).unwrap_err();
+        assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+        common::skip("a_cqe32_nop_fills_the_extra_words_of_a_32_byte_ring", "IORING_NOP_CQE32 needs Linux 6.18");
+        return;
+    }
+    ring.push_op(ud(23), Nop::new()).unwrap();
+    assert_eq!(reap_big(&mut ring), (ud(23).raw(), 0, Some([0, 0])));
+    ring.push_op(ud(24), Nop::new().cqe32(7, 9)).unwrap();
+    assert_eq!(reap_big(&mut ring), (ud(24).raw(), 0, Some([7, 9])));
+}
+
+#[test]
+fn a_cqe32_nop_is_refused_on_a_16_byte_ring_as_the_kernel_would() {
+    let mut ring = common::ring(8);
+    let err = ring.push_op(ud(25), Nop::new().cqe32(1, 2)).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_) | Error::Unsupported { .. }), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
+    // What the check spares the caller: the kernel's own answer.
+    let raw = Nop::new().cqe32(1, 2);
+    let mut sqe = uring_core::Sqe::default();
+    let mut keep = uring_core::Keep::new();
+    raw.prepare(&mut sqe, &mut keep);
+    sqe.user_data = ud(26).raw();
+    // SAFETY: a NOP names no memory; the user_data is no layer's.
+    unsafe { ring.push(&sqe) }.unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EINVAL);
 }

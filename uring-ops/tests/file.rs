@@ -8,6 +8,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 
 use uring_core::{Error, Ring, SqeContext, sys};
+use uring_ops::cmd::Nop;
 use uring_ops::file::{
     CURRENT_POSITION, FileOps, Read, ReadFixed, ReadProvided, Readv, ReadvFixed, RwFlags, Write, WriteFixed,
     WritevFixed,
@@ -127,9 +128,8 @@ fn rwf_append_writes_at_the_end_whatever_the_offset() {
     let (path, f) = rw_file("append");
     std::fs::write(&path, b"start").unwrap();
     let mut ring = common::ring(8);
-    let op = Write::new(f.as_raw_fd(), b"+end".as_ptr(), 4).offset(0).rw_flags(RwFlags::APPEND);
-    // SAFETY: the literal is static.
-    unsafe { ring.push_op_unchecked(ctx(1), op) }.unwrap();
+    let op = Write::from_static(f.as_raw_fd(), b"+end").offset(0).rw_flags(RwFlags::APPEND);
+    ring.push_op(ctx(1), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 4);
     assert_eq!(std::fs::read(&path).unwrap(), b"start+end");
 }
@@ -138,9 +138,8 @@ fn rwf_append_writes_at_the_end_whatever_the_offset() {
 fn unknown_rwf_bits_are_passed_to_the_kernel_which_refuses_them() {
     let (_path, f) = rw_file("rwf");
     let mut ring = common::ring(8);
-    let op = Write::new(f.as_raw_fd(), b"x".as_ptr(), 1).rw_flags(RwFlags::from_bits_retain(1 << 30));
-    // SAFETY: static literal.
-    unsafe { ring.push_op_unchecked(ctx(1), op) }.unwrap();
+    let op = Write::from_static(f.as_raw_fd(), b"x").rw_flags(RwFlags::from_bits_retain(1 << 30));
+    ring.push_op(ctx(1), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EOPNOTSUPP);
 }
 
@@ -172,9 +171,9 @@ fn too_many_iovecs_are_refused_before_anything_is_queued() {
     // SAFETY: nothing is queued (the check fails first).
     let err = unsafe { ring.writev(ctx(1), f.as_raw_fd(), &iovs, 0) }.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    let op = Readv::new(f.as_raw_fd(), iovs.as_ptr(), iovs.len() as u32);
     // SAFETY: as above.
-    let err = unsafe { ring.push_op_unchecked(ctx(2), op) }.unwrap_err();
+    let op = unsafe { Readv::new(f.as_raw_fd(), &iovs) };
+    let err = ring.push_op(ctx(2), op).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -330,7 +329,8 @@ fn builders_write_the_fields_the_kernel_reads() {
     let mut sqe = uring_core::Sqe::default();
     let mut keep = uring_core::Keep::new();
     let mut buf = [0u8; 4];
-    Read::new(Fixed(3), buf.as_mut_ptr(), 4)
+    // SAFETY: only prepared, never pushed.
+    unsafe { Read::new(Fixed(3), &mut buf) }
         .offset(77)
         .rw_flags(RwFlags::NOWAIT | RwFlags::HIPRI)
         .ioprio(5)
@@ -344,4 +344,70 @@ fn builders_write_the_fields_the_kernel_reads() {
     ReadProvided::new(4, 100, 9).prepare(&mut sqe, &mut keep);
     assert_eq!((sqe.fd, sqe.len, sqe.buf_group(), sqe.addr()), (4, 100, 9, 0));
     assert_eq!(sqe.sqe_flags(), uring_core::SqeFlags::BUFFER_SELECT);
+}
+
+/// A token: the reap helpers give back its `user_data` as built.
+fn tag(n: u64) -> SqeContext {
+    SqeContext::token(n).unwrap()
+}
+
+/// Reaps `n` completions and returns their results in `tag(1..=n)` order.
+fn results_by_ctx(ring: &mut Ring, n: u64) -> Vec<i32> {
+    let done = common::reap(ring, n as usize);
+    (1..=n).map(|i| done.iter().find(|d| d.user_data == tag(i).raw()).expect("every CQE").res).collect()
+}
+
+#[test]
+fn a_short_read_fails_the_rest_of_an_io_link_chain_but_not_of_a_hardlink_chain() {
+    // `__io_complete_rw_common` (io_uring/rw.c) marks a read or write that
+    // transferred fewer bytes than asked as failed: under IO_LINK the
+    // next entry is cancelled, under IO_HARDLINK it runs.
+    let (path, f) = rw_file("shortlink");
+    std::fs::write(&path, b"12345").unwrap();
+    let fd = f.as_raw_fd();
+    let mut ring = common::ring(8);
+    let mut buf = [0u8; 16];
+
+    // SAFETY: `buf` is untouched until the CQEs are reaped.
+    unsafe { ring.linked().read(tag(1), fd, &mut buf, 0) }.unwrap();
+    ring.linked().write_static(tag(2), fd, b"never", 5).unwrap();
+    ring.push_op(tag(3), Nop::new()).unwrap();
+    assert_eq!(results_by_ctx(&mut ring, 3), [5, -libc::ECANCELED, -libc::ECANCELED]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"12345", "the cancelled write wrote nothing");
+
+    // The same chain with a full read runs to the end.
+    let mut five = [0u8; 5];
+    // SAFETY: as above.
+    unsafe { ring.linked().read(tag(1), fd, &mut five, 0) }.unwrap();
+    ring.linked().write_static(tag(2), fd, b"67", 5).unwrap();
+    ring.push_op(tag(3), Nop::new()).unwrap();
+    assert_eq!(results_by_ctx(&mut ring, 3), [5, 2, 0]);
+    assert_eq!(std::fs::read(&path).unwrap(), b"1234567");
+
+    // A hard link goes on after the short read.
+    // SAFETY: as above.
+    unsafe { ring.with_flags(SqeFlags::IO_HARDLINK).read(tag(1), fd, &mut buf, 0) }.unwrap();
+    ring.push_op(tag(2), Nop::new()).unwrap();
+    assert_eq!(results_by_ctx(&mut ring, 2), [7, 0]);
+    assert_eq!(&buf[..7], b"1234567");
+}
+
+#[test]
+fn ring_methods_and_builders_queue_the_same_linked_entry() {
+    // `ring.linked().write_static(..)` is
+    // `ring.push_op(.., Write::from_static(..).with_sqe_flags(IO_LINK))`:
+    // both fail their successor the same way when the write fails.
+    let mut ring = common::ring(8);
+    ring.linked().write_static(tag(1), -1, b"x", 0).unwrap();
+    ring.push_op(tag(2), Nop::new()).unwrap();
+    assert_eq!(results_by_ctx(&mut ring, 2), [-libc::EBADF, -libc::ECANCELED]);
+    ring.push_op(tag(1), Write::from_static(-1, b"x").with_sqe_flags(SqeFlags::IO_LINK)).unwrap();
+    ring.push_op(tag(2), Nop::new()).unwrap();
+    assert_eq!(results_by_ctx(&mut ring, 2), [-libc::EBADF, -libc::ECANCELED]);
+    // Flags add up, and a packed context's stamped flags are the entry's.
+    let stamped = ring.linked().with_flags(SqeFlags::IO_DRAIN).nop(SqeContext::default()).unwrap();
+    assert_eq!(stamped.flags(), Some(SqeFlags::IO_LINK | SqeFlags::IO_DRAIN));
+    ring.push_op(tag(2), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert!(done.iter().all(|d| d.res == 0), "{done:?}");
 }

@@ -89,9 +89,9 @@ fn openat_direct_fills_a_registered_slot_and_close_empties_it() {
 
     // The slot reads the file.
     let mut buf = [0u8; 9];
-    let op = uring_ops::file::Read::new(Fixed(2), buf.as_mut_ptr(), 9);
     // SAFETY: `buf` is untouched until the reap.
-    unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
+    let op = unsafe { uring_ops::file::Read::new(Fixed(2), &mut buf) };
+    ring.push_op(ctx(3), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 9);
     assert_eq!(&buf, b"slot data");
 
@@ -243,30 +243,38 @@ fn statx_reports_size_and_mode() {
     fs::write(&path, vec![1u8; 1234]).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(0o604)).unwrap();
     let mut ring = common::ring(8);
-    let mut out = sys::statx::default();
+    // SAFETY: `libc::statx` is plain integers; all-zero is a value.
+    let mut out: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: `out` is not touched until the reap.
     unsafe { ring.statx(ctx(1), CWD, &path, 0, libc::STATX_BASIC_STATS, &mut out) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     assert_eq!(out.stx_size, 1234);
     assert_eq!(u32::from(out.stx_mode) & 0o7777, 0o604);
     assert_eq!(u32::from(out.stx_mode) & libc::S_IFMT, libc::S_IFREG);
+    // The kernel filled a `libc::statx`: the fields std reads through
+    // statx(2) agree.
+    let meta = fs::metadata(&path).unwrap();
+    assert_eq!((out.stx_ino, u64::from(out.stx_nlink)), (meta.ino(), meta.nlink()));
+    assert_eq!(out.stx_mtime.tv_sec, meta.mtime());
 
     // AT_EMPTY_PATH on a descriptor: stats the file itself.
     let f = File::open(&path).unwrap();
-    let mut out2 = sys::statx::default();
+    // SAFETY: as above.
+    let mut out2: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     unsafe { ring.statx(ctx(2), f.as_raw_fd(), "", libc::AT_EMPTY_PATH, libc::STATX_SIZE, &mut out2) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 0);
     assert_eq!(out2.stx_size, 1234);
 
-    let mut out3 = sys::statx::default();
+    // SAFETY: as above.
+    let mut out3: libc::statx = unsafe { std::mem::zeroed() };
     // SAFETY: as above.
     unsafe { ring.statx(ctx(3), CWD, dir.join("missing"), 0, libc::STATX_SIZE, &mut out3) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENOENT);
 
-    let op = Statx::new(CWD, &path, libc::AT_REMOVEDIR, libc::STATX_SIZE, &mut out3);
     // SAFETY: refused before anything is queued.
-    let err = unsafe { ring.push_op_unchecked(ctx(4), op) }.unwrap_err();
+    let op = unsafe { Statx::new(CWD, &path, libc::AT_REMOVEDIR, libc::STATX_SIZE, &mut out3) };
+    let err = ring.push_op(ctx(4), op).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
 }
 

@@ -262,7 +262,7 @@ fn a_full_queue_between_phases_is_reported_through_on_error() {
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
     let socket = common::reap_slots(&mut ring, 1)[0];
-    while ring.sq_room() > 0 {
+    while ring.sq_space_left() > 0 {
         ring.push_op(SqeContext::for_fd(1), Nop::new()).unwrap();
     }
     assert!(mgr.handle_cqe(&mut ring, &socket.cqe()).is_some());
@@ -279,9 +279,9 @@ fn foreign_completions_are_not_claimed() {
     let mut ring = common::ring(8);
     let mut mgr = ListenerManager::new(Recorder::default());
     let id = mgr.listen(&mut ring, "127.0.0.1:0".parse::<SocketAddr>().unwrap(), 8).unwrap();
-    // What the chain's contexts used to be (a direct context naming the
+    // What the chain's contexts used to be (a packed context naming the
     // phase's opcode and the listener's slot) names nothing now.
-    let old_style = SqeContext::direct(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
+    let old_style = SqeContext::packed(sys::IORING_OP_SOCKET as u8, SqeFlags::empty(), 0x4c, id.index() as i32);
     for ctx in [old_style, SqeContext::of_user_data(u64::MAX)] {
         assert_eq!(mgr.decode(ctx.raw()), None, "{ctx:?}");
     }

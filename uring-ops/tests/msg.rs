@@ -165,7 +165,7 @@ fn files_update_to_any_slot_writes_the_slots_back() {
     let (r, w) = pipe();
     let mut fds = [w.as_raw_fd()];
     // SAFETY: `fds` outlives the reap and is not touched before it.
-    unsafe { ring.push_op_unchecked(ud(24), FilesUpdate::new(fds.as_mut_ptr(), 1, 0).any_slot()) }.unwrap();
+    unsafe { ring.files_update_any_slot(ud(24), &mut fds) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 1);
     let slot = fds[0];
     assert!((0..4).contains(&slot), "the kernel wrote the slot back: {slot}");
@@ -178,6 +178,12 @@ fn files_update_to_any_slot_writes_the_slots_back() {
     // SAFETY: refused before anything is queued.
     let err = unsafe { ring.files_update(ud(26), u32::MAX, &[0]) }.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // The builder refuses it the same way: only `any_slot`, which holds a
+    // unique borrow, lets the kernel write the array.
+    // SAFETY: as above.
+    let err = ring.push_op(ud(26), unsafe { FilesUpdate::new(u32::MAX, &[0]) }).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(ring.sq_pending(), 0);
     let bad = [9999];
     // SAFETY: `bad` outlives the reap.
     unsafe { ring.files_update(ud(27), 0, &bad) }.unwrap();

@@ -10,6 +10,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use uring_core::{FeatureFlags, SqeContext, sys};
 use uring_ops::multishot::{AcceptMulti, MultishotOps, ReadMulti, RecvBundleMulti, RecvMulti, RecvZc};
 use uring_ops::prelude::*;
+use uring_ops::socket::Accept;
 
 use common::BufRing;
 
@@ -371,4 +372,37 @@ fn recv_zc_prepares_a_multishot_sqe_naming_the_instance() {
     assert_eq!(sqe.zcrx_ifq_idx(), 3);
     assert_eq!(u32::from(sqe.ioprio), sys::IORING_RECV_MULTISHOT);
     assert_eq!((sqe.addr(), sqe.addr2(), sqe.addr3()), (0, 0, 0), "names no memory");
+}
+
+#[test]
+fn the_kernel_refuses_a_multishot_accept_into_a_named_slot() {
+    // `AcceptMulti::direct` cannot name a slot because the kernel refuses
+    // it: written by hand, the entry completes with -EINVAL, and the table
+    // stays empty; the same slot named by a single-shot accept works.
+    let mut ring = common::ring(8);
+    ring.register().files_sparse(4).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut sqe = uring_core::Sqe::default();
+    let mut keep = uring_core::Keep::new();
+    AcceptMulti::new(listener.as_raw_fd()).direct().prepare(&mut sqe, &mut keep);
+    assert_eq!(sqe.file_index(), sys::IORING_FILE_INDEX_ALLOC as u32);
+    sqe.set_file_index(2 + 1); // slot 2
+    sqe.user_data = SqeContext::token(1).unwrap().raw();
+    // SAFETY: an accept names no memory (no peer address); the
+    // user_data is no layer's.
+    unsafe { ring.push(&sqe) }.unwrap();
+    let _client = TcpStream::connect(addr).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!((d.res, d.more()), (-libc::EINVAL, false));
+
+    ring.push_op(SqeContext::token(2).unwrap(), Accept::new(listener.as_raw_fd()).dest(FileDest::Slot(2))).unwrap();
+    let d = common::reap_one(&mut ring);
+    assert_eq!(d.res, 0, "the pending connection went into slot 2");
+    // The slot holds the connection: a fixed shutdown on it succeeds,
+    // while the untouched slot 3 is empty (-EBADF).
+    ring.shutdown(SqeContext::token(3).unwrap(), Fixed(2), std::net::Shutdown::Both).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, 0);
+    ring.shutdown(SqeContext::token(4).unwrap(), Fixed(3), std::net::Shutdown::Both).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
 }

@@ -112,8 +112,8 @@ fn tcp_send_then_recv_is_byte_exact() {
 
     let mut buf = vec![0u8; 3000];
     // SAFETY: `buf` outlives the reap; MSG_WAITALL fills it.
-    unsafe { ring.push_op_unchecked(ctx(2), Recv::new(server.as_raw_fd(), &mut buf).flags(libc::MSG_WAITALL)) }
-        .unwrap();
+    let op = unsafe { Recv::new(server.as_raw_fd(), &mut buf) };
+    ring.push_op(ctx(2), op.flags(libc::MSG_WAITALL)).unwrap();
     let d = common::reap_one(&mut ring);
     assert_eq!(d.res, 3000);
     assert_eq!(buf, msg);
@@ -282,7 +282,8 @@ fn multicast_reaches_every_receiver() {
     let dests: Vec<SocketAddr> = receivers.iter().map(|r| r.local_addr().unwrap()).collect();
     let payload = b"to all of you".to_vec();
     // SAFETY: `payload` outlives the reap of all three CQEs.
-    unsafe { ring.multicast(ctx(5), Send::new(sender.as_raw_fd(), &payload), &dests) }.unwrap();
+    let op = unsafe { Send::new(sender.as_raw_fd(), &payload) };
+    ring.multicast(ctx(5), op, &dests).unwrap();
     let done = common::reap(&mut ring, 3);
     assert!(done.iter().all(|d| d.user_data == ctx(5).raw() && d.res == payload.len() as i32), "{done:?}");
     for r in &receivers {
@@ -320,11 +321,11 @@ fn multicast_is_all_or_nothing() {
     let dests: Vec<SocketAddr> = (0..5).map(|_| sender.local_addr().unwrap()).collect();
     let payload = [1u8; 4];
     // SAFETY: nothing is queued (checked below).
-    let err = unsafe { ring.multicast(ctx(1), Send::new(sender.as_raw_fd(), &payload), &dests) }.unwrap_err();
+    let op = unsafe { Send::new(sender.as_raw_fd(), &payload) };
+    let err = ring.multicast(ctx(1), op, &dests).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
-    // SAFETY: as above.
-    let err = unsafe { ring.multicast(ctx(1), Send::new(sender.as_raw_fd(), &payload), &[]) }.unwrap_err();
+    let err = ring.multicast(ctx(1), op, &[]).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -334,9 +335,7 @@ fn send_on_a_shut_down_stream_is_epipe_without_a_signal() {
     let mut ring = common::ring(8);
     let (client, _server) = common::tcp_pair();
     client.shutdown(Shutdown::Write).unwrap();
-    // SAFETY: the literal is static.
-    unsafe { ring.push_op_unchecked(ctx(1), Send::new(client.as_raw_fd(), b"late").flags(libc::MSG_NOSIGNAL)) }
-        .unwrap();
+    ring.push_op(ctx(1), Send::from_static(client.as_raw_fd(), b"late").flags(libc::MSG_NOSIGNAL)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EPIPE);
     // The kernel adds MSG_NOSIGNAL itself: no SIGPIPE without it either
     // (the test process would die).
@@ -388,10 +387,10 @@ fn flags_an_operation_does_not_take_are_refused_before_submission() {
     let mut ring = common::ring(8);
     let mut buf = [0u8; 4];
     // SAFETY: refused before anything is queued.
-    let err = unsafe { ring.push_op_unchecked(ctx(1), Recv::new(0, &mut buf).flags(libc::MSG_MORE)) }.unwrap_err();
+    let op = unsafe { Recv::new(0, &mut buf) };
+    let err = ring.push_op(ctx(1), op.flags(libc::MSG_MORE)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
-    // SAFETY: as above.
-    let err = unsafe { ring.push_op_unchecked(ctx(1), Send::new(0, b"x").flags(libc::MSG_ZEROCOPY)) }.unwrap_err();
+    let err = ring.push_op(ctx(1), Send::from_static(0, b"x").flags(libc::MSG_ZEROCOPY)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     let err = ring.push_op(ctx(1), RecvSelect::new(0, 1).flags(libc::MSG_PEEK << 20)).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");

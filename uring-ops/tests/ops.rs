@@ -18,11 +18,11 @@ fn direct_context_carries_the_real_opcode_and_flags() {
     ring.push_op(ctx, Nop::new().with_sqe_flags(SqeFlags::ASYNC)).unwrap();
     ring.submit_and_wait(1).unwrap();
     let mut slots = [CqeSlot::EMPTY; 4];
-    let done = ring.wait(&mut slots).unwrap();
+    let done = ring.reap(&mut slots).unwrap();
     let cqe = done.get(0).unwrap();
     assert_eq!(cqe.res(), 0);
     let back = cqe.context();
-    assert_eq!(back.mode(), ContextMode::Direct);
+    assert_eq!(back.mode(), ContextMode::Packed);
     assert_eq!(back.op(), Some(sys::IORING_OP_NOP as u8));
     assert_eq!(back.flags(), Some(SqeFlags::ASYNC));
     assert_eq!((back.fd(), back.buf_group()), (Some(42), Some(9)));
@@ -43,7 +43,7 @@ fn indirect_context_sees_the_submitted_sqe() {
     ring.push_op(ctx, Nop::new().result(5).with_sqe_flags(SqeFlags::IO_DRAIN)).unwrap();
     ring.submit_and_wait(1).unwrap();
     let mut slots = [CqeSlot::EMPTY; 4];
-    let done = ring.wait(&mut slots).unwrap();
+    let done = ring.reap(&mut slots).unwrap();
     let cqe = done.get(0).unwrap();
     assert_eq!(cqe.res(), 5);
     let ind = cqe.indirect().expect("the pooled SQE copy");
@@ -69,7 +69,7 @@ fn a_full_queue_is_an_error_not_a_flush() {
     for i in 0..4 {
         ring.push_op(SqeContext::token(i as u64).unwrap(), Nop::new()).unwrap();
     }
-    assert_eq!(ring.sq_room(), 0);
+    assert_eq!(ring.sq_space_left(), 0);
     assert!(matches!(ring.push_op(SqeContext::default(), Nop::new()), Err(Error::QueueFull { entries: 4 })));
     let got = common::reap(&mut ring, 4);
     assert_eq!(got.len(), 4);

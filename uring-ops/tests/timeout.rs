@@ -119,7 +119,7 @@ fn absolute_timeouts_fire_at_their_deadline_on_each_clock() {
 #[test]
 fn removing_a_timeout_cancels_it() {
     let mut ring = common::ring(8);
-    // A direct context: the key is the context as stamped.
+    // A packed context: the key is the context as stamped.
     let timeout_ctx = SqeContext::for_fd(5);
     let timeout = Timeout::new(Duration::from_secs(30));
     ring.push_op(timeout_ctx, timeout).unwrap();
@@ -340,4 +340,51 @@ fn the_deadline_pair_is_all_or_nothing() {
     let err = ring.push_with_deadline(ctx(1), Nop::new(), ctx(2), Duration::MAX).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0, "half a pair was queued");
+}
+
+#[test]
+fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime() {
+    // The linked timeout's result is what the kernel's cancel returned,
+    // or -ETIME for 0 (`io_req_task_link_timeout`): waitid and futex
+    // waits are cancelled through their own lists, whose cancel returns
+    // how many requests it cancelled.
+    let mut ring = common::ring(8);
+    let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
+    // SAFETY: `siginfo_t` is plain data; all-zero is a value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let d = Duration::from_millis(30);
+    // SAFETY: `info` outlives both CQEs, reaped below.
+    let waitid = unsafe { uring_ops::wait::Waitid::new(libc::P_PID, child.id(), &mut info, libc::WEXITED) };
+    ring.push_with_deadline(ctx(1), waitid, ctx(2), d).unwrap();
+    let done = common::reap(&mut ring, 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(by_user_data(&done, ctx(1)).res, ECANCELED, "{done:?}");
+    assert_eq!(by_user_data(&done, ctx(2)).res, 1, "{done:?}");
+
+    static WORD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
+    ring.push_with_deadline(ctx(3), uring_ops::wait::FutexWait::new(&WORD, 7), ctx(4), d).unwrap();
+    let done = common::reap(&mut ring, 2);
+    assert_eq!(by_user_data(&done, ctx(3)).res, ECANCELED, "{done:?}");
+    assert_eq!(by_user_data(&done, ctx(4)).res, 1, "{done:?}");
+}
+
+#[test]
+fn a_deadline_pair_queued_through_linked_joins_the_chain_as_one_link() {
+    // `ring.linked().push_with_deadline(..)` puts IO_LINK on both entries:
+    // the operation's failure cancels its timeout and the rest of the
+    // chain; without `linked()` the entry after the pair is independent.
+    let mut ring = common::ring(8);
+    let d = Duration::from_secs(5);
+    ring.linked().push_with_deadline(ctx(1), Nop::new().result(-libc::EIO), ctx(2), d).unwrap();
+    ring.push_op(ctx(3), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [1, 2, 3].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, ECANCELED], "{done:?}");
+
+    ring.push_with_deadline(ctx(4), Nop::new().result(-libc::EIO), ctx(5), d).unwrap();
+    ring.push_op(ctx(6), Nop::new()).unwrap();
+    let done = common::reap(&mut ring, 3);
+    let res: Vec<i32> = [4, 5, 6].map(|i| by_user_data(&done, ctx(i)).res).to_vec();
+    assert_eq!(res, [-libc::EIO, ECANCELED, 0], "{done:?}");
 }

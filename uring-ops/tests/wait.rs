@@ -86,12 +86,13 @@ fn epoll_wait_reports_a_ready_eventfd() {
 fn epoll_wait_refuses_a_timeout_and_an_empty_array() {
     let mut ring = common::ring(8);
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; 1];
-    let op = EpollWait::new(0, events.as_mut_ptr(), 1).timeout(10);
     // SAFETY: refused before anything is queued.
-    let err = unsafe { ring.push_op_unchecked(ud(2), op) }.unwrap_err();
+    let op = unsafe { EpollWait::new(0, &mut events) }.timeout(10);
+    let err = ring.push_op(ud(2), op).unwrap_err();
     assert!(matches!(&err, Error::InvalidArgument(m) if m.contains("timeout")), "{err}");
     // SAFETY: as above.
-    let err = unsafe { ring.push_op_unchecked(ud(2), EpollWait::new(0, events.as_mut_ptr(), 0)) }.unwrap_err();
+    let op = unsafe { EpollWait::new(0, &mut events[..0]) };
+    let err = ring.push_op(ud(2), op).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
 }
@@ -307,4 +308,17 @@ fn waitid_for_a_non_child_is_echild_and_bad_options_are_refused() {
     let err = unsafe { ring.waitid(ud(32), libc::P_PID, 1, &mut info, libc::WNOHANG) }.unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert_eq!(ring.sq_pending(), 0);
+}
+
+#[test]
+fn waitid_without_info_is_safe_and_still_waits_for_the_child() {
+    // A null `infop` (allowed by the kernel's waitid) names no memory: the
+    // builder is safe, and the result alone says the child exited.
+    let mut ring = common::ring(8);
+    let mut child = std::process::Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+    let op = uring_ops::wait::Waitid::without_info(libc::P_PID, child.id(), libc::WEXITED | libc::WNOWAIT);
+    ring.push_op(ud(33), op).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, 0);
+    // WNOWAIT left the child waitable: its status is still there.
+    assert_eq!(child.wait().unwrap().code(), Some(3));
 }

@@ -121,9 +121,9 @@ fn getxattr_and_fgetxattr_read_what_the_syscall_set() {
     assert_eq!(&buf2[..10], b"blue-green");
 
     // Size query (len 0), too-small buffer, missing attribute.
-    let op = FGetXattr::new(f.as_raw_fd(), "user.color", std::ptr::null_mut(), 0);
-    // SAFETY: with len 0 the kernel writes nothing.
-    unsafe { ring.push_op_unchecked(ctx(3), op) }.unwrap();
+    // SAFETY: with an empty buffer the kernel writes nothing.
+    let op = unsafe { FGetXattr::new(f.as_raw_fd(), "user.color", &mut []) };
+    ring.push_op(ctx(3), op).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, 10);
     let mut small = [0u8; 4];
     // SAFETY: as above.

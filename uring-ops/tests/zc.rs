@@ -267,7 +267,7 @@ fn cqes_of_other_submissions_are_not_the_trackers() {
     ring.push_op(SqeContext::token(5).unwrap(), uring_ops::cmd::Nop::new()).unwrap();
     let mut slots = [CqeSlot::EMPTY; 2];
     ring.submit_and_wait(1).unwrap();
-    let done = ring.wait(&mut slots).unwrap();
+    let done = ring.reap(&mut slots).unwrap();
     assert!(tracker.handle_cqe(&done.get(0).unwrap()).is_none());
 }
 

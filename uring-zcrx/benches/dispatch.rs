@@ -44,7 +44,7 @@ impl ZcrxHandler for Touch {
     #[inline]
     fn on_data(&mut self, buf: ZcrxBuffer) -> bool {
         self.0 += u64::from(buf.as_slice()[0]) + buf.len() as u64;
-        buf.release().is_ok()
+        buf.recycle().is_ok()
     }
 }
 

@@ -9,10 +9,10 @@
 //! the ring never fills. Throughput is in buffers, so criterion reports a
 //! cost per buffer.
 //!
-//! - `uring-zcrx release`: [`ZcrxBuffer::release`] per buffer (range check
+//! - `uring-zcrx release`: [`ZcrxBuffer::recycle`] per buffer (range check
 //!   at hand-out, lock, entry, release store of the tail, counters).
 //! - `uring-zcrx drop`: the same through the buffer's `Drop`.
-//! - `uring-zcrx release_all`: one [`Zcrx::release_all`] for the batch (one
+//! - `uring-zcrx release_all`: one [`Zcrx::recycle_all`] for the batch (one
 //!   lock and one tail store).
 //! - `io-uring (raw rqes)`: what an `io-uring` crate user writes by hand
 //!   (the crate has the entry type and no producer): slice the area at the
@@ -64,7 +64,7 @@ fn release(c: &mut Criterion) {
         b.iter(|| {
             hand_out(&zcrx, &mut next, &mut bufs);
             for buf in bufs.drain(..) {
-                buf.release().expect("the ring is consumed every batch");
+                buf.recycle().expect("the ring is consumed every batch");
             }
             assert_eq!(consume(&zcrx), BATCH as u32);
         })
@@ -79,7 +79,7 @@ fn release(c: &mut Criterion) {
     g.bench_function("uring-zcrx release_all", |b| {
         b.iter(|| {
             hand_out(&zcrx, &mut next, &mut bufs);
-            assert_eq!(zcrx.release_all(bufs.drain(..)), BATCH);
+            assert_eq!(zcrx.recycle_all(bufs.drain(..)), BATCH);
             assert_eq!(consume(&zcrx), BATCH as u32);
         })
     });

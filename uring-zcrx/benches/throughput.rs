@@ -157,7 +157,7 @@ fn zcrx_variant(c: &mut Group<'_>) {
         println!(
             "SKIPPED {NAME}: kernel {} has no ZCRX_REG_NODEV (7.2+); run `cargo xtask vm-bench --bench \
              uring-zcrx/bench:throughput` to measure it on a newer kernel",
-            support.release()
+            support.kernel_release()
         );
         return;
     }

@@ -42,7 +42,7 @@ impl ZcrxHandler for Check {
         self.pos += buf.len() as u64;
         // Dropping would release too; releasing says so, and reports a
         // full refill ring instead of queueing.
-        if let Err(full) = buf.release() {
+        if let Err(full) = buf.recycle() {
             drop(full.0);
         }
         true
@@ -130,7 +130,7 @@ fn self_test(bytes: u64) -> Result<String, String> {
         return Ok(format!(
             "SKIPPED zcrx_recv: kernel {} has no ZCRX_REG_NODEV (Linux 7.2+); use `recv --ifname IF --queue N` with a \
              capable NIC",
-            support.release()
+            support.kernel_release()
         ));
     }
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

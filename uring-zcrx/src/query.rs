@@ -64,7 +64,7 @@ impl ZcrxSupport {
     }
 
     /// `uname -r` of the kernel asked.
-    pub fn release(&self) -> &str {
+    pub fn kernel_release(&self) -> &str {
         &self.release
     }
 

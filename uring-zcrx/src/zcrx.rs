@@ -614,21 +614,22 @@ impl Zcrx {
         }
     }
 
-    /// Returns a buffer to the kernel; [`ZcrxBuffer::release`] with the
+    /// Returns a buffer to the kernel; [`ZcrxBuffer::recycle`] with the
     /// handle's name.
     ///
     /// # Errors
     ///
     /// [`RefillFull`] (with the buffer) when the refill ring is full.
     #[inline]
-    pub fn release(&self, buf: ZcrxBuffer) -> std::result::Result<(), RefillFull> {
-        buf.release()
+    #[doc(alias = "release")]
+    pub fn recycle(&self, buf: ZcrxBuffer) -> std::result::Result<(), RefillFull> {
+        buf.recycle()
     }
 
     /// Returns many buffers under one lock and one tail store. Buffers that
     /// do not fit wait, in order, for room (written at the next release,
     /// flush or received CQE). Returns how many were written now.
-    pub fn release_all(&self, bufs: impl IntoIterator<Item = ZcrxBuffer>) -> usize {
+    pub fn recycle_all(&self, bufs: impl IntoIterator<Item = ZcrxBuffer>) -> usize {
         let Some(shared) = self.shared.as_ref() else {
             // Each buffer's drop releases it through its own share.
             return bufs.into_iter().count();
@@ -949,7 +950,7 @@ fn ifname(ifindex: u32) -> String {
 /// A delivered receive buffer: `len` bytes of the area that the kernel
 /// filled and, until this token is released, will not reuse.
 ///
-/// Releasing ([`release`](Self::release), or dropping it) writes its
+/// Recycling it ([`recycle`](Self::recycle), or dropping it) writes its
 /// refill entry, so the kernel can reuse the memory; it consumes the
 /// token, so a buffer cannot be released twice. The token keeps the
 /// area mapped, so it may outlive its receiver, its [`Zcrx`] handles and
@@ -1009,7 +1010,7 @@ impl ZcrxBuffer {
     /// needs a [`Zcrx::flush`]). Nothing is overwritten.
     #[doc(alias = "Release")]
     #[inline]
-    pub fn release(self) -> std::result::Result<(), RefillFull> {
+    pub fn recycle(self) -> std::result::Result<(), RefillFull> {
         let ok = self.shared.producer().release(self.off, self.len);
         if !ok {
             return Err(RefillFull(self));
@@ -1040,7 +1041,7 @@ impl Drop for ZcrxBuffer {
     }
 }
 
-/// [`ZcrxBuffer::release`] found the refill ring full; the buffer is
+/// [`ZcrxBuffer::recycle`] found the refill ring full; the buffer is
 /// handed back unreleased.
 #[derive(Debug)]
 pub struct RefillFull(pub ZcrxBuffer);

@@ -139,7 +139,7 @@ fn an_exhausted_area_ends_with_no_buffers_and_a_restart_after_release_resumes() 
     }
     // Give them back, then go on: the restart flushes, and the rest of the
     // stream arrives intact.
-    let released = zcrx.release_all(std::mem::take(&mut rx.handler_mut().held));
+    let released = zcrx.recycle_all(std::mem::take(&mut rx.handler_mut().held));
     assert_eq!(released, 16);
     assert_eq!(zcrx.refill_pending(), (16, false));
     rx.handler_mut().hold_all = false;
@@ -170,7 +170,7 @@ fn a_full_refill_ring_is_reported_not_overwritten() {
     let mut refused = Vec::new();
     let mut accepted = 0;
     for b in held {
-        match b.release() {
+        match b.recycle() {
             Ok(()) => accepted += 1,
             Err(full) => refused.push(full.0),
         }
@@ -184,11 +184,11 @@ fn a_full_refill_ring_is_reported_not_overwritten() {
         assert_eq!(zcrx.flush(&ring).unwrap(), 0);
         let batch: Vec<ZcrxBuffer> = refused.drain(..refused.len().min(8)).collect();
         for b in batch {
-            b.release().expect("room after the flush");
+            b.recycle().expect("room after the flush");
         }
         if let Some(b) = refused.pop() {
             // The ring is full again: the next one is refused, not written.
-            let b = b.release().unwrap_err().0;
+            let b = b.recycle().unwrap_err().0;
             refused.push(b);
         }
     }
@@ -273,7 +273,7 @@ fn mapped(addr: usize) -> bool {
 fn an_exported_instance_receives_through_another_ring() {
     let Some((ring_a, zcrx_a)) = nodev("export_import", CqeSize::Big, |c| c) else { return };
     if !zcrx_a.support().export() {
-        println!("SKIPPED export_import: kernel {} cannot export an instance", zcrx_a.support().release());
+        println!("SKIPPED export_import: kernel {} cannot export an instance", zcrx_a.support().kernel_release());
         return;
     }
     let exported = zcrx_a.export(&ring_a).unwrap();

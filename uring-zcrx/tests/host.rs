@@ -173,13 +173,13 @@ fn support_probe_agrees_with_the_kernels_own_answers() {
     let (_, ops) = r.register().probe().expect("IORING_REGISTER_PROBE");
     let kernel_recv_zc = ops.contains(&(sys::IORING_OP_RECV_ZC as u8));
     assert_eq!(s.recv_zc(), kernel_recv_zc, "recv_zc() against IORING_REGISTER_PROBE");
-    assert_eq!(s.release(), uring_core::kernel_release());
+    assert_eq!(s.kernel_release(), uring_core::kernel_release());
 
     let zcrx = raw_query::<sys::io_uring_query_zcrx>(sys::IO_URING_QUERY_ZCRX);
     let event = raw_query::<sys::io_uring_query_zcrx_event>(sys::IO_URING_QUERY_ZCRX_EVENT);
     println!(
         "kernel {}: RECV_ZC {kernel_recv_zc}; IO_URING_QUERY_ZCRX {}; IO_URING_QUERY_ZCRX_EVENT {}",
-        s.release(),
+        s.kernel_release(),
         match &zcrx {
             Err(e) => format!("register call failed: {}", io::Error::from_raw_os_error(*e)),
             Ok((r, _)) if *r < 0 => format!("entry result {}", io::Error::from_raw_os_error(-r)),
@@ -425,7 +425,7 @@ fn nodev_is_unsupported_where_the_kernel_lacks_it_and_registers_where_it_has_it(
         assert_eq!(io::Error::from(e).kind(), io::ErrorKind::Unsupported);
         // The kernel's own answer to the flag it does not know.
         assert_eq!(raw_on(&mut r, 0, 0, 64, sys::ZCRX_REG_NODEV).unwrap_err(), libc::EINVAL);
-        println!("NODEV on {}: {text}", s.release());
+        println!("NODEV on {}: {text}", s.kernel_release());
         return;
     }
     let zcrx = res.expect("Zcrx::register (NODEV)");
@@ -450,7 +450,7 @@ fn nodev_is_unsupported_where_the_kernel_lacks_it_and_registers_where_it_has_it(
     assert!(out.offsets.rqes as usize + 64 * 16 <= out.region_len);
     assert_eq!(out.token & !sys::IORING_ZCRX_AREA_MASK, 0, "the token holds only area bits");
     assert_eq!(out.area_len, 64 << 10);
-    println!("NODEV on {}: instance {} and raw instance {}, {out:?}", s.release(), zcrx.id(), out.zcrx_id);
+    println!("NODEV on {}: instance {} and raw instance {}, {out:?}", s.kernel_release(), zcrx.id(), out.zcrx_id);
 }
 
 // ---------------------------------------------------------------------------

@@ -453,7 +453,7 @@ fn the_kernels_query_implies_a_known_refill_layout() {
         println!(
             "SKIPPED the_kernels_query_implies_a_known_refill_layout: kernel {} does not answer \
              IO_URING_QUERY_ZCRX (errno {:?}); it predates the query, so its layout is RefillOffsets::V1 {:?}",
-            support.release(),
+            support.kernel_release(),
             support.query_errno(),
             RefillOffsets::V1
         );
@@ -464,7 +464,7 @@ fn the_kernels_query_implies_a_known_refill_layout() {
     let found = layout_of(q.rq_hdr_size, q.rq_hdr_alignment);
     println!(
         "kernel {}: rq_hdr_size {} rq_hdr_alignment {}: entries at {rqes}, layout {found:?}",
-        support.release(),
+        support.kernel_release(),
         q.rq_hdr_size,
         q.rq_hdr_alignment,
     );

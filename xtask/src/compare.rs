@@ -110,12 +110,12 @@ const WORKLOADS: &[Workload] = &[
         uring: ("next-round", "next-submit"),
     },
     Workload {
-        id: "reap-wait",
-        label: "reap per CQE (wait, CqeSlot)",
+        id: "reap-slots",
+        label: "reap per CQE (reap into CqeSlots)",
         method: Method::Minus,
         liburing: ("nop-round", "nop-submit"),
         peer: Some(("peer-round", "peer-submit")),
-        uring: ("wait-round", "next-submit"),
+        uring: ("reap-round", "next-submit"),
     },
     Workload {
         id: "read-raw",
@@ -513,7 +513,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     println!(
         "\nper SQE: slope over batches of {BATCH_LO} to {BATCH_HI} NOPs (CQE_SKIP_SUCCESS) at {SQE_ROUNDS} submits; \
          reap per CQE: the round trip's slope minus that; reads: QD{QD}, {READ_ROUNDS} vs {} rounds, submit and \
-         reap included; recv: {RECV_ROUNDS} vs {} messages, write, wait, take and recycle included; echo: per request, the \
+         reap included; recv: {RECV_ROUNDS} vs {} messages, write, submit_and_wait, reap, take and recycle included; echo: per request, the \
          clients' write and read included. \
          Targets from issue 13; ceiling: the ratio recorded in {BUDGETS}; --check allows +{:.0}%.",
         2 * READ_ROUNDS,
@@ -713,12 +713,12 @@ mod tests {
 
     #[test]
     fn record_rewrites_only_the_ceilings_and_version() {
-        let text = "# head\nliburing = 2.14-1\nnop-push 1.00 1.40 # typed\nread-raw 1.10 2.00\nreap-wait 1 1\n";
-        let out = Budgets::record(text, "2.15-1", &[("nop-push".into(), 1.2345), ("reap-wait".into(), 0.5)]);
+        let text = "# head\nliburing = 2.14-1\nnop-push 1.00 1.40 # typed\nread-raw 1.10 2.00\nreap-slots 1 1\n";
+        let out = Budgets::record(text, "2.15-1", &[("nop-push".into(), 1.2345), ("reap-slots".into(), 0.5)]);
         assert_eq!(
             out,
             "# head\nliburing = 2.15-1\nnop-push           1.00   1.24    # typed\nread-raw 1.10 2.00\n\
-             reap-wait          1      0.50\n"
+             reap-slots         1      0.50\n"
         );
         assert_eq!(Budgets::parse(&out).unwrap().get("nop-push").unwrap().ceiling, 1.24);
     }

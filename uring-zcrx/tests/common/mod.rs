@@ -33,7 +33,7 @@ pub fn nodev_on(test: &str, mut ring: Ring, config: impl FnOnce(ZcrxConfig) -> Z
         println!(
             "SKIPPED {test}: kernel {} has no ZCRX_REG_NODEV (query: {:?}, errno {:?}); it runs on 7.2+ in \
              `cargo xtask vm-test`",
-            support.release(),
+            support.kernel_release(),
             support.query(),
             support.query_errno()
         );
@@ -128,13 +128,13 @@ impl ZcrxHandler for Verify {
             if self.held.len() >= self.batch {
                 let zcrx_bufs = std::mem::take(&mut self.held);
                 for b in zcrx_bufs {
-                    if let Err(full) = b.release() {
+                    if let Err(full) = b.recycle() {
                         self.full += 1;
                         drop(full.0); // queued by its drop
                     }
                 }
             }
-        } else if let Err(full) = buf.release() {
+        } else if let Err(full) = buf.recycle() {
             self.full += 1;
             drop(full.0);
         }
