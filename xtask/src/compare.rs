@@ -280,40 +280,50 @@ fn target_dir(root: &Path) -> PathBuf {
     }
 }
 
-/// liburing-dev's headers and static library, and the headers it
-/// includes from the kernel's (`linux/blkdev.h`, newer than the host's
-/// linux-libc-dev may have), unpacked under `dir`. Downloads only when the
-/// wanted version is not unpacked yet. Returns (version, include dirs,
+/// liburing-dev's headers and static library, and the kernel headers
+/// `liburing.h` includes (`linux/blkdev.h`, newer than the host's
+/// linux-libc-dev may have: the pinned `linux-libc-dev` of
+/// `uring-sys/headers.pin`, or the newest offered once Debian drops it; they
+/// only need to be recent enough), unpacked under `dir`. Downloads only
+/// what is not unpacked yet. Returns (liburing version, include dirs,
 /// `liburing.a`).
 fn fetch_liburing(dir: &Path, wanted: &str, pin: &Pin) -> Result<(String, Vec<PathBuf>, PathBuf)> {
     let unpacked = |v: &str| dir.join(format!("liburing-dev_{v}"));
-    let headers = dir.join(format!("{}_{}", pin.headers_package, pin.headers_version));
+    let lib_of = |v: &str| unpacked(v).join("usr/lib/x86_64-linux-gnu/liburing.a");
+    let headers = dir.join("kernel-headers");
     let mut version = wanted.to_owned();
-    if !unpacked(&version).join("usr/lib/x86_64-linux-gnu/liburing.a").is_file() || !headers.join("usr").is_dir() {
+    if !lib_of(&version).is_file() || !headers.join("usr/include/linux/blkdev.h").is_file() {
         let apt = PrivateApt::new(&dir.join("apt"), &pin.headers_suites)?;
         apt.update()?;
-        let offered = apt.versions("liburing-dev")?;
-        if !offered.iter().any(|v| v == wanted) {
-            let newest = offered.first().ok_or_else(|| {
-                Failure::unavailable(format!("the suites {:?} offer no liburing-dev", pin.headers_suites))
+        let newest_of = |package: &str| -> Result<(Vec<String>, String)> {
+            let offered = apt.versions(package)?;
+            let newest = offered.first().cloned().ok_or_else(|| {
+                Failure::unavailable(format!("the suites {:?} offer no {package}", pin.headers_suites))
             })?;
-            println!(
-                "note: Debian no longer offers liburing-dev {wanted} (the version {BUDGETS} was recorded \
-                 against); using the newest, {newest}. Re-record the ceilings: cargo xtask compare --record"
-            );
-            version = newest.clone();
+            Ok((offered, newest))
+        };
+        if !lib_of(&version).is_file() {
+            let (offered, newest) = newest_of("liburing-dev")?;
+            if !offered.iter().any(|v| v == wanted) {
+                println!(
+                    "note: Debian no longer offers liburing-dev {wanted} (the version {BUDGETS} was recorded \
+                     against); using the newest, {newest}. Re-record the ceilings: cargo xtask compare --record"
+                );
+                version = newest;
+            }
+            if !lib_of(&version).is_file() {
+                let deb = apt.download("liburing-dev", &version, &dir.join("debs"))?;
+                apt::extract(&deb, &unpacked(&version))?;
+            }
         }
-        if !unpacked(&version).join("usr/lib/x86_64-linux-gnu/liburing.a").is_file() {
-            let deb = apt.download("liburing-dev", &version, &dir.join("debs"))?;
-            apt::extract(&deb, &unpacked(&version))?;
-        }
-        if !headers.join("usr").is_dir() {
-            let deb = apt.download(&pin.headers_package, &pin.headers_version, &dir.join("debs"))?;
+        if !headers.join("usr/include/linux/blkdev.h").is_file() {
+            let (offered, newest) = newest_of(&pin.headers_package)?;
+            let v = if offered.contains(&pin.headers_version) { pin.headers_version.clone() } else { newest };
+            let deb = apt.download(&pin.headers_package, &v, &dir.join("debs"))?;
             apt::extract(&deb, &headers)?;
         }
     }
-    let lib = unpacked(&version).join("usr/lib/x86_64-linux-gnu/liburing.a");
-    Ok((version.clone(), vec![unpacked(&version).join("usr/include"), headers.join("usr/include")], lib))
+    Ok((version.clone(), vec![unpacked(&version).join("usr/include"), headers.join("usr/include")], lib_of(&version)))
 }
 
 /// Compiles the C workloads against the fetched liburing.
