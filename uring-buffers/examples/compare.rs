@@ -168,11 +168,15 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
             if safe {
                 fixed.read_fixed(&mut ring, Target::Fixed(0), i, 0..READ_SIZE, offset).expect("read_fixed");
             } else {
-                let op = ReadFixed::new(Target::Fixed(0), bufs[i as usize], READ_SIZE as u32, i as u16).offset(offset);
                 let ctx = SqeContext::token(u64::from(i)).expect("token");
                 // SAFETY: buffer i is registered, idle and outlives the
                 // read, which is reaped within this round.
-                unsafe { ring.push_op_unchecked(ctx, op) }.expect("push_op_unchecked");
+                unsafe {
+                    let op = ReadFixed::from_raw_parts(Target::Fixed(0), bufs[i as usize], READ_SIZE as u32, i as u16)
+                        .offset(offset);
+                    ring.push_op_unchecked(ctx, op)
+                }
+                .expect("push_op_unchecked");
             }
         }
         ring.submit_and_wait(batch).expect("submit");
