@@ -1311,15 +1311,18 @@ pub(crate) fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
 }
 
 impl uring_core::HandleCqe for BufRing {
-    /// The buffer (or range) the CQE hands over, or why it cannot.
-    type Event = Result<Buf>;
+    /// The buffers the CQE hands over, as a [`Bundle`] (one buffer for a
+    /// plain receive, several for a bundle receive: the same taking,
+    /// [`BufRing::take_bundle`]), or why it cannot.
+    type Event = Result<Bundle>;
 
     /// `None` unless `cqe` is this ring's to take: one of its own requests'
     /// (incremental rings), or one that proves it selected from this group
     /// of this ring ([`Cqe::buffer_selection`]) and is newer than the CQE
-    /// that last handed out its buffer; then [`BufRing::take`] (a CQE of
-    /// its own that names no buffer is `None` too).
-    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Buf>> {
+    /// that last handed out its buffer; then [`BufRing::take_bundle`] (a CQE of
+    /// its own that names no buffer is `None` too). Give the buffers back
+    /// with [`recycle_bundle`](BufRing::recycle_bundle).
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Bundle>> {
         let mine = if self.incremental {
             self.is_own(cqe)
         } else {
@@ -1333,7 +1336,7 @@ impl uring_core::HandleCqe for BufRing {
         if !mine {
             return None;
         }
-        self.take(cqe).transpose()
+        self.take_bundle(cqe).transpose()
     }
 }
 

@@ -20,10 +20,11 @@ use uring_ops::net::RecvSelect;
 /// fixed buffers, none: the caller's own).
 fn route(ring: &mut Ring, br: &mut BufRing, fixed: &mut FixedBuffers, cqe: &uring_core::Cqe<'_>) -> Vec<usize> {
     let mut who = Vec::new();
-    if let Some(buf) = br.handle_cqe(ring, cqe) {
-        let buf = buf.expect("the buffer ring's own CQE hands over its buffer");
-        assert_eq!(br.bytes(&buf), b"routed", "the received bytes");
-        br.recycle(buf).unwrap();
+    if let Some(bundle) = br.handle_cqe(ring, cqe) {
+        let bundle = bundle.expect("the buffer ring's own CQE hands over its buffers");
+        let got: Vec<u8> = br.bundle(&bundle).flatten().copied().collect();
+        assert_eq!(got, b"routed", "the received bytes");
+        br.recycle_bundle(bundle).unwrap();
         who.push(0);
     }
     // (FixedBuffers also has a ring-less inherent `handle_cqe`, usable

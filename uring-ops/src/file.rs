@@ -91,9 +91,10 @@ impl Rw {
     }
 
     /// Refuses a buffer the kernel's length field cannot describe.
-    fn check_len(&self, what: &str) -> Result<()> {
+    #[inline]
+    fn check_len(&self, what: &'static str) -> Result<()> {
         if self.oversize {
-            return Err(uring_core::Error::InvalidArgument(format!("{what}: the buffer exceeds u32::MAX bytes")));
+            return Err(oversize_error(what));
         }
         Ok(())
     }
@@ -493,6 +494,7 @@ rw_setters!(ReadFixed);
 impl Prepare for ReadFixed {
     const CODE: u8 = sys::IORING_OP_READ_FIXED as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.rw.check_len("read_fixed")
@@ -551,6 +553,7 @@ rw_setters!(WriteFixed);
 impl Prepare for WriteFixed {
     const CODE: u8 = sys::IORING_OP_WRITE_FIXED as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.rw.check_len("write_fixed")
@@ -672,6 +675,11 @@ impl Prepare for WritevFixed {
 unsafe impl SafeOp for ReadvFixed {}
 // SAFETY: as for ReadvFixed.
 unsafe impl SafeOp for WritevFixed {}
+
+#[cold]
+fn oversize_error(what: &str) -> uring_core::Error {
+    uring_core::Error::InvalidArgument(format!("{what}: the buffer exceeds u32::MAX bytes"))
+}
 
 /// Named ring methods for file I/O, the common case of each operation
 /// (offset given, no `RWF_*` flags), with the builders' arguments. SQE

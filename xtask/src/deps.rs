@@ -36,8 +36,11 @@ pub(crate) enum Need {
     Ext4,
     /// Linking the static (`+crt-static`) test and bench binaries.
     StaticBuild,
-    /// valgrind: `cargo xtask callgrind`, and `.ci/run`'s memcheck step.
+    /// valgrind: `cargo xtask callgrind` and `compare`, and `.ci/run`'s
+    /// memcheck step.
     Valgrind,
+    /// A C compiler: `cargo xtask compare` builds its liburing workloads.
+    CCompiler,
     /// Only `.ci/run` and the workspace's tests, not an xtask command.
     Ci,
 }
@@ -150,7 +153,7 @@ pub(crate) const PACKAGES: &[Package] = &[
         name: Some("libc6-dev"),
         probes: &[Probe::File(LIBC_A)],
         needs: Need::StaticBuild,
-        why: "glibc's static libraries for the +crt-static builds: vm-test, vm-bench",
+        why: "glibc's static libraries for the +crt-static builds (vm-test, vm-bench) and C headers (compare)",
     },
     Package {
         name: Some("util-linux"),
@@ -168,7 +171,13 @@ pub(crate) const PACKAGES: &[Package] = &[
         name: Some("valgrind"),
         probes: &[Probe::Command("valgrind")],
         needs: Need::Valgrind,
-        why: "cargo xtask callgrind, and .ci/run's memcheck of the examples",
+        why: "cargo xtask callgrind and compare, and .ci/run's memcheck of the examples",
+    },
+    Package {
+        name: Some("gcc"),
+        probes: &[Probe::Command("gcc")],
+        needs: Need::CCompiler,
+        why: "compiles compare's liburing workloads (liburing-dev itself is fetched by the private apt): compare",
     },
 ];
 

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 mod apt;
 mod bindgen;
 mod callgrind;
+mod compare;
 mod deps;
 mod doctor;
 #[cfg(test)]
@@ -52,6 +53,23 @@ tasks:
       uring-core and the io-uring crate with valgrind's callgrind (exact
       where wall-clock benchmarks are noisy). Needs valgrind (`cargo xtask
       deps`).
+  compare [--check] [--record] [--wall[=K]]
+      User-space instructions per operation (valgrind's callgrind, exact)
+      for the same workloads through liburing, the io-uring crate and
+      uring: NOPs per SQE (raw and typed), reap per CQE, 4 KiB fixed reads
+      at QD32 (raw and through FixedBuffers), multishot receive with a
+      provided-buffer ring. Prints a Markdown table with each ratio to
+      liburing, the issue's target and the recorded ceiling
+      (xtask/compare/budgets.txt). liburing-dev is Debian's, fetched with a
+      private apt configuration into the target directory; the C workloads
+      (xtask/compare/liburing.c) are built with gcc, the Rust ones are
+      uring-buffers/examples/compare.rs. About a minute.
+        --check   exit 1 when a ratio exceeds its recorded ceiling by more
+                  than 2% (the CI gate: a ratchet towards the targets).
+        --record  write this run's ratios as the new ceilings.
+        --wall[=K] wall-clock instead (not a gate): K interleaved rounds
+                  (default 5) of native runs pinned to one CPU with
+                  taskset, the median of per-round ratios and their spread.
   vm-test [--kernel VERSION]... [--binary LABEL]... [--timeout SECS] [-- TEST ARGS...]
       Run the test binaries of the workspace's library crates (every
       member but xtask: unit, integration and example tests) on a matrix of
@@ -93,6 +111,7 @@ fn main() -> ExitCode {
         "deps" => deps::run(rest),
         "doctor" => doctor::run(rest),
         "callgrind" => callgrind::run(rest),
+        "compare" => compare::run(rest),
         "vm-test" => vm::run(rest),
         "vm-bench" => vm::run_bench(rest),
         "help" | "--help" | "-h" => {

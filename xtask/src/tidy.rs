@@ -110,6 +110,7 @@ const ALLOWED: &[&str] = &[
     "copy_file_range",
     "sendfile",
     "O_DIRECT",
+    "taskset",
 ];
 
 /// Path prefixes that name things outside the workspace: kernel uapi

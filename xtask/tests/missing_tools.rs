@@ -74,6 +74,15 @@ fn callgrind_without_valgrind() {
 }
 
 #[test]
+fn compare_lists_every_missing_tool_at_once() {
+    let empty = empty_dir("compare");
+    let line = one_clean_line(&xtask(&["compare", "--check"], Some(&empty), &empty), "compare", 3);
+    for tool in ["valgrind", "gcc", "apt-get"] {
+        assert!(line.contains(tool), "{tool} missing from: {line}");
+    }
+}
+
+#[test]
 fn bindgen_without_libclang_is_one_line_not_a_panic() {
     // Only libclang missing: the integrity check still runs and the exit
     // is 3 (CI's "regeneration inputs unavailable").
