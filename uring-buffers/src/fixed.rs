@@ -192,6 +192,14 @@ const SLOT_BITS: u32 = 14;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const TABLE_SHIFT: u32 = SLOT_BITS;
 const TABLE_MASK: u64 = (1 << (uring_core::LayerData::PAYLOAD_BITS - SLOT_BITS)) - 1;
+/// The bits below the payload of every operation's value: mode, flag
+/// (clear), layer. [`FixedBuffers::decode`] compares them exactly
+/// (`LayerData::payload_of` would ignore the flag).
+const LOW_MASK: u64 = (1 << (64 - uring_core::LayerData::PAYLOAD_BITS)) - 1;
+const OP_LOW: u64 = match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, 0) {
+    Some(d) => d.raw(),
+    None => unreachable!(),
+};
 
 /// The most ranges one vectored operation takes (`UIO_MAXIOV`).
 pub const MAX_RANGES: usize = 1024;
@@ -1075,11 +1083,10 @@ impl FixedBuffers {
     /// future) would otherwise be taken for a live operation's completion
     /// and free its buffer while the kernel still uses it.
     fn decode(&self, user_data: u64) -> Option<u32> {
-        let d = uring_core::LayerData::decode(user_data)?;
-        if d.layer() != uring_core::Layer::FixedBuffers || d.flag() {
+        if user_data & LOW_MASK != OP_LOW {
             return None;
         }
-        let payload = d.payload();
+        let payload = user_data >> (64 - uring_core::LayerData::PAYLOAD_BITS);
         if payload >> TABLE_SHIFT != self.table {
             return None;
         }
@@ -1548,6 +1555,9 @@ mod tests {
             (uring_core::Layer::FixedBuffers, 5, TABLE_MASK)
         );
         assert_eq!(TABLE_MASK, (1 << 39) - 1, "39-bit table ids");
+        assert_eq!(id.0 & LOW_MASK, OP_LOW);
+        let twin = uring_core::LayerData::new(uring_core::Layer::FixedBuffers, true, payload).unwrap().raw();
+        assert_ne!(twin & LOW_MASK, OP_LOW, "the flagged twin is not an operation's value");
         assert!(crate::registered::MAX_BUFFERS as u64 <= SLOT_MASK + 1);
     }
 }
