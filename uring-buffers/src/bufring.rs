@@ -19,7 +19,14 @@
 //! into the ring's table of sends in flight, out of the caller's reach,
 //! until the send's own CQE gives it back ([`handle_send`](BufRing::handle_send)
 //! or [`BufEvent::Sent`]), once. No `unsafe` is needed to echo what was
-//! received.
+//! received, and a lent buffer can be neither written nor recycled:
+//!
+//! ```compile_fail,E0382
+//! # fn f(br: &mut uring_buffers::BufRing, ring: &mut uring_core::Ring, mut buf: uring_buffers::Buf) {
+//! br.send(ring, 3, buf, 0, 0).unwrap();
+//! br.bytes_mut(&mut buf)[0] = 0; // `buf` was moved into `send`
+//! # }
+//! ```
 //!
 //! The borrows that would let the kernel write under a live slice do not
 //! compile. A buffer's bytes cannot be held across its recycling:

@@ -172,7 +172,14 @@ fn a_replayed_foreign_or_forged_cqe_gives_nothing_back() {
     assert!(ring.push_op(SqeContext::token(2).unwrap(), to_self).is_err(), "MSG_RING with the send's id");
 
     // A CQE with the send's user_data reaped by another ring (posted here
-    // by the layer's own unsafe push, as no safe code can) gives nothing.
+    // by the layer's own unsafe push, as no safe code can) gives nothing,
+    // even at a CQ position past the send's (positions of two rings are
+    // not comparable: only the ring check refuses it).
+    for n in 0..8 {
+        other.push_op(SqeContext::token(n).unwrap(), uring_ops::cmd::Nop::new()).unwrap();
+    }
+    reap(&mut other, 8);
+    assert!(other.cq_position() > ring.cq_position());
     // SAFETY: a NOP names no memory; nothing releases memory on its CQE
     // (the check under test refuses it).
     unsafe {
