@@ -63,8 +63,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
     let (mut listener, mut accept, mut ready) = (None, None, Some(ready));
     let mut conns: Vec<Conn> = (0..SLOTS).map(|_| Conn::default()).collect();
     let (mut starved, mut stopping, mut max_bundle) = (Vec::new(), false, 0); // starved: slots waiting for buffers
-    let mut sends = Sends::new();
-    let mut cqes = [CqeSlot::EMPTY; 64];
+    let (mut sends, mut cqes) = (Sends::new(), [CqeSlot::EMPTY; 64]);
     loop {
         // `wait_for` flushes the queued SQEs and waits in ONE io_uring_enter:
         // a `submit()` before it would cost a second syscall per loop.
@@ -83,12 +82,11 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             if let Some(sent) = bufs.handle_send(&cqe) {
                 let slot = sends.remove(&sent.id).expect("every send is noted");
                 let c = &mut conns[slot as usize];
-                c.sending = false;
+                (c.sending, c.sent) = (false, sent.end()); // after a short send or one buffer, the rest goes next
                 if sent.res < 0 || sent.done() {
                     (c.sent, c.done) = (0, c.done || sent.res < 0); // an error: the peer is gone
                     bufs.recycle_held(sent.token)?;
                 } else {
-                    c.sent = sent.end(); // after a short send or one buffer, the rest goes next
                     c.out.push_front(sent.token);
                 }
                 step(&mut ring, &mut bufs, &mut sends, &mut conns[slot as usize], slot, stopping)?;
