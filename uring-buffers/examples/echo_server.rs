@@ -4,38 +4,40 @@
 //! multishot accept into the ring's file table (direct descriptors: no fd to
 //! own or leak); one multishot bundle receive per connection, each CQE
 //! filling one or more buffers of a provided-buffer ring ([`BufRing`]); the
-//! echo sent from those buffers, recycled when the send completes; then
-//! shutdown and close. A request's token ([`SqeContext::token`]) is the
-//! application's own number, here the connection's slot; the push stamps
-//! the opcode in, so `cqe.op()` tells which of the slot's requests completed.
+//! echo sent from those buffers ([`BufRing::send`] lends the bundle to the
+//! send until its CQE gives it back), then recycled; shutdown and close. A
+//! request's token ([`SqeContext::token`]) is the application's own number,
+//! here the connection's slot; the push stamps the opcode in, so `cqe.op()`
+//! tells which of the slot's requests completed.
 //! `cargo run -p uring-buffers --example echo_server -- 127.0.0.1:7000`
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Shutdown as How, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use uring_buffers::{BufRing, BufRingConfig, Bundle};
+use uring_buffers::{BufRing, BufRingConfig, BufSendId, Bundle, Held};
 use uring_core::{CqeSlot, Error, HandleCqe, Options, Ring, SqeContext};
 use uring_ops::listener::{ListenerHandler, ListenerId, ListenerManager, ListenerPhase};
 use uring_ops::multishot::{AcceptMulti, RecvBundleMulti};
-use uring_ops::{Fixed, Prepare, RingOps, cancel::AsyncCancel, fs::Close, net::Send, socket::Shutdown};
+use uring_ops::{Fixed, Prepare, RingOps, cancel::AsyncCancel, fs::Close, socket::Shutdown};
 
 type Result<T, E = Box<dyn std::error::Error + std::marker::Send + Sync>> = std::result::Result<T, E>;
 const GROUP: u16 = 1; // the buffer group the receives select from
 const BUF: usize = 4096; // bytes per buffer
 const SLOTS: u32 = 256; // file-table slots: the most connections at once
 const ACCEPT: u64 = SLOTS as u64; // the accept's token, which no slot has
+type Sends = HashMap<BufSendId, u32>; // the slot of each send in flight
 
 #[derive(Default)]
 struct Conn {
     open: bool,
-    out: VecDeque<Bundle>, // received, not echoed yet; the front one is being sent
-    sent: usize,           // bytes of the front bundle sent
-    armed: bool,           // the receive is armed
-    sending: bool,         // a send is in flight
-    done: bool,            // end of stream, an error, or the server stops
-    shut: Option<bool>,    // shutdown queued; `Some(true)` once it completed
+    out: VecDeque<Held>, // received, not echoed yet (the one being sent is lent to the send)
+    sent: usize,         // bytes of the front bundle sent
+    armed: bool,         // the receive is armed
+    sending: bool,       // a send is in flight
+    done: bool,          // end of stream, an error, or the server stops
+    shut: Option<bool>,  // shutdown queued; `Some(true)` once it completed
 }
 
 /// The listener chain reports each phase to a handler: this one keeps the error.
@@ -61,7 +63,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
     let (mut listener, mut accept, mut ready) = (None, None, Some(ready));
     let mut conns: Vec<Conn> = (0..SLOTS).map(|_| Conn::default()).collect();
     let (mut starved, mut stopping, mut max_bundle) = (Vec::new(), false, 0); // starved: slots waiting for buffers
-    let mut cqes = [CqeSlot::EMPTY; 64];
+    let (mut sends, mut cqes) = (Sends::new(), [CqeSlot::EMPTY; 64]);
     loop {
         // `wait_for` flushes the queued SQEs and waits in ONE io_uring_enter:
         // a `submit()` before it would cost a second syscall per loop.
@@ -76,6 +78,20 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             if chain.handle_cqe(&mut ring, &cqe).is_some() {
                 continue;
             }
+            // A send's CQE (under the BufRing's own identity) gives its bundle back.
+            if let Some(sent) = bufs.handle_send(&cqe) {
+                let slot = sends.remove(&sent.id).expect("every send is noted");
+                let c = &mut conns[slot as usize];
+                (c.sending, c.sent) = (false, sent.end()); // after a short send or one buffer, the rest goes next
+                if sent.res < 0 || sent.done() {
+                    (c.sent, c.done) = (0, c.done || sent.res < 0); // an error: the peer is gone
+                    bufs.recycle_held(sent.token)?;
+                } else {
+                    c.out.push_front(sent.token);
+                }
+                step(&mut ring, &mut bufs, &mut sends, &mut conns[slot as usize], slot, stopping)?;
+                continue;
+            }
             let (slot, res) = (cqe.context().as_token().unwrap_or(ACCEPT) as u32, cqe.res());
             match cqe.op() {
                 Some(AcceptMulti::CODE) => {
@@ -88,12 +104,11 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
                 Some(RecvBundleMulti::CODE) => {
                     // Rule: EVERY CQE of a group goes through its BufRing, in CQE
                     // order, whatever became of its connection: one skipped, and
-                    // no later bundle can be located. (BufRing's `HandleCqe` takes
-                    // ONE buffer: it suits plain receives, not bundles.)
+                    // no later bundle can be located.
                     let bundle = bufs.take_bundle(&cqe)?;
                     max_bundle = max_bundle.max(bundle.as_ref().map_or(0, Bundle::count));
                     let c = &mut conns[slot as usize];
-                    c.out.extend(bundle);
+                    c.out.extend(bundle.map(Held::from));
                     if !cqe.more() {
                         // The multishot ended. After data (a bundle emptied the ring)
                         // or -ENOBUFS (the bytes wait in the socket), re-arm once
@@ -103,20 +118,10 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
                         if res > 0 || res == -libc::ENOBUFS { starved.push(slot) } else { c.done = true }
                     }
                 }
-                Some(Send::CODE) => {
-                    let c = &mut conns[slot as usize];
-                    c.sending = false; // the kernel reads none of `out` any more
-                    c.sent += res.max(0) as usize; // after a short send, the rest goes next
-                    if res < 0 || c.sent == c.out[0].len() {
-                        c.sent = 0;
-                        bufs.recycle_bundle(c.out.pop_front().expect("sent from it"))?;
-                        c.done |= res < 0; // the peer is gone
-                    }
-                }
                 Some(Shutdown::CODE) => conns[slot as usize].shut = Some(true),
                 _ => continue, // the results of Close and AsyncCancel
             }
-            step(&mut ring, &mut bufs, &mut conns[slot as usize], slot, stopping)?;
+            step(&mut ring, &mut bufs, &mut sends, &mut conns[slot as usize], slot, stopping)?;
         }
         listener = listener.or_else(|| chain.take(id));
         if let Some(e) = chain.handler_mut().0.take() {
@@ -144,7 +149,7 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
             }
             for (slot, c) in conns.iter_mut().enumerate().filter(|(_, c)| c.open) {
                 c.done = true;
-                step(&mut ring, &mut bufs, c, slot as u32, true)?;
+                step(&mut ring, &mut bufs, &mut sends, c, slot as u32, true)?;
             }
         }
         if stopping && accept.is_none() && chain.pending() == 0 && conns.iter().all(|c| !c.open) {
@@ -154,31 +159,26 @@ fn serve(addr: SocketAddr, stop: &AtomicBool, ready: impl FnOnce(SocketAddr)) ->
 }
 
 /// Moves a connection on after each of its CQEs: echo, shut down, close.
-fn step(ring: &mut Ring, bufs: &mut BufRing, c: &mut Conn, slot: u32, stopping: bool) -> Result<()> {
-    if let Some(front) = c.out.front().filter(|_| !c.sending && c.shut.is_none()) {
-        // The unsent rest of the first buffer not sent in full (every buffer
-        // of a bundle is full but the last).
-        let part = &bufs.bundle(front).nth(c.sent / BUF).expect("bytes left")[c.sent % BUF..];
-        // MSG_MORE while more is queued behind this part: TCP sends it all
-        // together, not one small segment per buffer.
-        let more = c.sent + part.len() < front.len() || c.out.len() > 1;
-        // SAFETY: no safe push sends from a BufRing's buffer. The `Bundle`
-        // stays in `c.out` until this send's CQE, so the kernel selects none
-        // of its buffers meanwhile, and we write none; the memory is attached
-        // to the ring, mapped until the ring closes with nothing in flight.
-        let send = unsafe { Send::new(Fixed(slot), part) }.flags(if more { libc::MSG_MORE } else { 0 });
-        ring.push_op(SqeContext::token(slot.into())?, send)?;
+fn step(ring: &mut Ring, bufs: &mut BufRing, sends: &mut Sends, c: &mut Conn, slot: u32, stop: bool) -> Result<()> {
+    if let Some(front) = (!c.sending && c.shut.is_none()).then(|| c.out.pop_front()).flatten() {
+        // The unsent rest of the buffer holding byte `c.sent` goes out (every
+        // buffer of a bundle is full but the last); MSG_MORE while more is
+        // queued behind it: TCP sends it all together, not one small segment
+        // per buffer. The bundle is lent to the send until its CQE.
+        let more = (c.sent / BUF + 1) * BUF < front.len() || !c.out.is_empty();
+        let id = bufs.send(ring, Fixed(slot), front, c.sent, if more { libc::MSG_MORE } else { 0 })?;
+        sends.insert(id, slot);
         c.sending = true;
     }
     // Rule: shut a socket down before closing it. An armed receive holds its
     // own reference to the socket: closing the slot alone would leave the
     // connection and the receive alive. Shutdown ends the receive (a last
     // CQE, with 0); the slot closes once nothing of it is in flight.
-    if c.done && c.shut.is_none() && (stopping || !c.sending) {
+    if c.done && c.shut.is_none() && (stop || !c.sending) {
         c.shut = Some(false);
         ring.push_op(SqeContext::token(slot.into())?, Shutdown::new(Fixed(slot), How::Both))?;
     } else if c.shut == Some(true) && !c.armed && !c.sending {
-        c.out.drain(..).try_for_each(|b| bufs.recycle_bundle(b))?;
+        c.out.drain(..).try_for_each(|b| bufs.recycle_held(b))?;
         *c = Conn::default();
         ring.push_op(SqeContext::token(slot.into())?, Close::new(Fixed(slot)))?;
     }

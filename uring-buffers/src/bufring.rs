@@ -15,6 +15,19 @@
 //! a CQE that cannot prove it selected from this group of this ring (see
 //! [`take`](BufRing::take)).
 //!
+//! A held token can also be sent from ([`send`](BufRing::send)): it moves
+//! into the ring's table of sends in flight, out of the caller's reach,
+//! until the send's own CQE gives it back ([`handle_send`](BufRing::handle_send)
+//! or [`BufEvent::Sent`]), once. No `unsafe` is needed to echo what was
+//! received, and a lent buffer can be neither written nor recycled:
+//!
+//! ```compile_fail,E0382
+//! # fn f(br: &mut uring_buffers::BufRing, ring: &mut uring_core::Ring, mut buf: uring_buffers::Buf) {
+//! br.send(ring, 3, buf, 0, 0).unwrap();
+//! br.bytes_mut(&mut buf)[0] = 0; // `buf` was moved into `send`
+//! # }
+//! ```
+//!
 //! The borrows that would let the kernel write under a live slice do not
 //! compile. A buffer's bytes cannot be held across its recycling:
 //!
@@ -374,6 +387,152 @@ impl Bundle {
     }
 }
 
+/// A token [`BufRing::send`] lends to the kernel: one buffer or a bundle.
+/// It sits in the ring's table of sends in flight until the send's CQE
+/// gives it back ([`BufSent`]): meanwhile the caller can neither write
+/// nor recycle it, and the kernel cannot select it (it is not published).
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "buffers not recycled are lost to the ring until they are"]
+pub enum Held {
+    /// One buffer ([`BufRing::take`]).
+    Buf(Buf),
+    /// A bundle ([`BufRing::take_bundle`]).
+    Bundle(Bundle),
+}
+
+impl Held {
+    /// Bytes the token holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Held::Buf(b) => b.len(),
+            Held::Bundle(b) => b.len(),
+        }
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn owner(&self) -> u64 {
+        match self {
+            Held::Buf(b) => b.owner,
+            Held::Bundle(b) => b.owner,
+        }
+    }
+
+    fn group_bid(&self) -> (u16, u16) {
+        match self {
+            Held::Buf(b) => (b.group, b.bid),
+            Held::Bundle(b) => (b.group, b.first),
+        }
+    }
+}
+
+impl From<Buf> for Held {
+    fn from(b: Buf) -> Self {
+        Held::Buf(b)
+    }
+}
+
+impl From<Bundle> for Held {
+    fn from(b: Bundle) -> Self {
+        Held::Bundle(b)
+    }
+}
+
+/// The identity of a send from a [`BufRing`] ([`BufRing::send`]): its
+/// `user_data`, a [`uring_core::Layer::BufRing`] value with the layer's
+/// flag set and a process-wide number never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BufSendId(u64);
+
+impl BufSendId {
+    /// The `user_data` the send's CQE carries.
+    pub fn user_data(self) -> u64 {
+        self.0
+    }
+}
+
+/// A send from a [`BufRing`] completed: its token is the caller's again.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "the token must be recycled (or sent again) to go back to the ring"]
+pub struct BufSent {
+    /// Which send.
+    pub id: BufSendId,
+    /// The token lent to the send, given back.
+    pub token: Held,
+    /// Where in the token's bytes the send started.
+    pub from: usize,
+    /// Bytes the send was asked to send.
+    pub asked: usize,
+    /// The send's result: bytes sent, or `-errno`.
+    pub res: i32,
+}
+
+impl BufSent {
+    /// Where the unsent rest of the token's bytes starts: `from` plus the
+    /// bytes sent (`from` on an error). Send from here to continue after
+    /// a short send, or after a bundle's buffer.
+    pub fn end(&self) -> usize {
+        self.from + usize::try_from(self.res).unwrap_or(0)
+    }
+
+    /// Whether every byte of the token has been sent.
+    pub fn done(&self) -> bool {
+        self.res >= 0 && self.end() >= self.token.len()
+    }
+}
+
+/// [`BufRing::send`] refused: the token comes back with the reason.
+#[derive(Debug)]
+pub struct SendRefused {
+    /// Why.
+    pub error: Error,
+    /// The token, still the caller's.
+    pub token: Held,
+}
+
+impl fmt::Display for SendRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "send from a provided buffer refused: {}", self.error)
+    }
+}
+
+impl std::error::Error for SendRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<SendRefused> for Error {
+    /// Keeps the reason; the token is dropped (its buffers stay out of the
+    /// ring, counted by [`BufRing::held`]).
+    fn from(r: SendRefused) -> Self {
+        r.error
+    }
+}
+
+/// What [`BufRing`]'s [`HandleCqe`](uring_core::HandleCqe) makes of a CQE
+/// of its own.
+#[derive(Debug)]
+pub enum BufEvent {
+    /// A receive's CQE: the buffers it filled (as [`BufRing::take_bundle`]).
+    Received(Result<Bundle>),
+    /// A send's CQE ([`BufRing::send`]): its token is given back.
+    Sent(BufSent),
+}
+
+/// A send in flight: what its CQE gives back.
+#[derive(Debug)]
+struct InFlight {
+    /// [`Ring::cq_position`] when it was queued.
+    queued_at: u64,
+    token: Held,
+    from: usize,
+    asked: usize,
+}
+
 /// Incremental rings' requests: a [`uring_core::Layer::BufRing`] value
 /// whose payload is a 53-bit number from a process-wide counter.
 static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
@@ -428,6 +587,9 @@ pub struct BufRing {
     ring_id: u64,
     owner: u64,
     registered: bool,
+    /// Sends in flight ([`send`](BufRing::send)), by `user_data`: the
+    /// tokens lent to the kernel.
+    sends: std::collections::HashMap<u64, InFlight>,
     /// Keeps the memory mapped as long as this handle lives (the ring
     /// holds it too).
     _mem: Arc<Memory>,
@@ -445,6 +607,7 @@ impl fmt::Debug for BufRing {
             .field("buf_size", &self.buf_size)
             .field("held", &self.held)
             .field("registered", &self.registered)
+            .field("sends_in_flight", &self.sends.len())
             .finish_non_exhaustive()
     }
 }
@@ -502,6 +665,7 @@ impl BufRing {
             ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
+            sends: std::collections::HashMap::new(),
             _mem: reg.mem,
         };
         for bid in 0..cfg.entries {
@@ -526,8 +690,9 @@ impl BufRing {
         self.buf_size
     }
 
-    /// Buffers the caller holds (taken and not recycled): a buffer that is
-    /// never recycled shows here.
+    /// Buffers the caller holds (taken and not recycled, those lent to
+    /// sends in flight included): a buffer that is never recycled shows
+    /// here.
     pub fn held(&self) -> u32 {
         self.held
     }
@@ -536,6 +701,141 @@ impl BufRing {
     /// ones included).
     pub fn available(&self) -> u32 {
         self.in_kernel.iter().map(|w| w.count_ones()).sum()
+    }
+
+    /// Sends bytes of a token the caller holds on `fd`
+    /// (`IORING_OP_SEND` with `msg_flags`), from byte `from` of the token:
+    /// to its end for a [`Buf`]; for a [`Bundle`] (whose buffers are not
+    /// contiguous) to the end of the buffer that holds byte `from`, so a
+    /// bundle goes out in one send per buffer (continue from
+    /// [`BufSent::end`]).
+    ///
+    /// The token moves into this ring's table of sends in flight: until
+    /// the send's CQE gives it back ([`handle_send`](Self::handle_send),
+    /// or [`BufEvent::Sent`] through [`HandleCqe`](uring_core::HandleCqe)),
+    /// the caller can neither write nor recycle its buffers, and the kernel
+    /// cannot select them (they are not published). The send carries this
+    /// layer's own identity ([`BufSendId`]: a [`uring_core::Layer::BufRing`]
+    /// value with the flag set, and a process-wide number never reused),
+    /// which no safe push, `MSG_RING` or poll update can make the kernel
+    /// post. The memory is attached to `ring` (which must be the ring the
+    /// group is registered with), so it stays mapped until the ring has
+    /// closed with nothing in flight, even if this `BufRing` is dropped or
+    /// forgotten first (the token is then lost, never freed early).
+    ///
+    /// # Errors
+    ///
+    /// [`SendRefused`], with the token, when the token belongs to another
+    /// `BufRing` ([`Error::NotOwned`]), `ring` is not this group's ring or
+    /// `from` is not inside the token's bytes ([`Error::InvalidArgument`]),
+    /// or the push fails (bad flags, a full SQ, a stopped ring:
+    /// [`Error::Core`]); nothing is queued then.
+    pub fn send(
+        &mut self,
+        ring: &mut Ring,
+        fd: impl Into<uring_ops::Target>,
+        token: impl Into<Held>,
+        from: usize,
+        msg_flags: i32,
+    ) -> std::result::Result<BufSendId, SendRefused> {
+        let token = token.into();
+        let refuse = |error, token| Err(SendRefused { error, token });
+        if token.owner() != self.owner {
+            let (group, bid) = token.group_bid();
+            return refuse(Error::NotOwned { group, bid, why: "belongs to another BufRing" }, token);
+        }
+        if ring.id() != self.ring_id {
+            let e = Error::invalid(format!(
+                "group {}: sends from this BufRing go through the ring it is registered with (its memory is \
+                 attached there)",
+                self.group
+            ));
+            return refuse(e, token);
+        }
+        if from >= token.len() {
+            let e = Error::invalid(format!("send from byte {from} of a token of {} bytes", token.len()));
+            return refuse(e, token);
+        }
+        let number = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
+        let Some(value) = uring_core::LayerData::new(uring_core::Layer::BufRing, true, number) else {
+            return refuse(Error::invalid("buffer ring send numbers are exhausted (2^53)"), token);
+        };
+        let bytes = self.piece(&token, from);
+        let asked = bytes.len();
+        // SAFETY: `bytes` lies in buffers the token holds (they are not
+        // published, so the kernel writes none of them; on incremental
+        // rings it writes only after the token's ranges). The token moves
+        // into `self.sends` below and leaves it only through `handle_send`,
+        // for this send's own CQE, so until then no `bytes_mut` nor
+        // recycling can reach the buffers. The memory is attached to
+        // `ring` (checked to be the group's ring), so it stays mapped until
+        // the ring has closed with nothing in flight, whatever becomes of
+        // this `BufRing`.
+        let op = unsafe { uring_ops::net::Send::new(fd, bytes) }.flags(msg_flags);
+        let queued_at = ring.cq_position();
+        // SAFETY: the operation names only the token's bytes (above); the
+        // user_data is this layer's, issued for this send only (a fresh
+        // process-wide number), and `handle_send` gives the token back only
+        // for a CQE of this ring, at or after `queued_at`, once.
+        match unsafe { uring_ops::push_layer_op(ring, value.context(), op) } {
+            Ok(_) => {
+                self.sends.insert(value.raw(), InFlight { queued_at, token, from, asked });
+                Ok(BufSendId(value.raw()))
+            }
+            Err(e) => refuse(e.into(), token),
+        }
+    }
+
+    /// The bytes of `token` from `from` (< its length) to the end of the
+    /// buffer holding byte `from`.
+    fn piece<'a>(&'a self, token: &'a Held, from: usize) -> &'a [u8] {
+        match token {
+            Held::Buf(b) => &self.bytes(b)[from..],
+            Held::Bundle(b) => {
+                let mut at = from;
+                for part in self.bundle(b) {
+                    if at < part.len() {
+                        return &part[at..];
+                    }
+                    at -= part.len();
+                }
+                unreachable!("from < the bundle's length")
+            }
+        }
+    }
+
+    /// Sends in flight ([`send`](Self::send)): their tokens count in
+    /// [`held`](Self::held) too.
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Gives back the token of the send `cqe` completes: `None` unless the
+    /// CQE is that send's own ([`send`](Self::send)): its `user_data`, from
+    /// the ring the group is registered with ([`Cqe::ring_id`]), at or
+    /// after the CQ position when the send was queued ([`Cqe::seq`]), and
+    /// the first time (the send leaves the table). A copy presented again,
+    /// another ring's CQE, or any other CQE gives nothing and changes
+    /// nothing. Works while the CQE still borrows the ring.
+    ///
+    /// After a short send ([`BufSent::done`] is false, `res` ≥ 0) send the
+    /// rest from [`BufSent::end`]; recycle the token when done.
+    pub fn handle_send(&mut self, cqe: &Cqe<'_>) -> Option<BufSent> {
+        if cqe.ring_id() != self.ring_id {
+            return None;
+        }
+        let ud = cqe.user_data();
+        let d = uring_core::LayerData::decode(ud)?;
+        if d.layer() != uring_core::Layer::BufRing || !d.flag() || cqe.more() {
+            // (A plain send posts one CQE, without F_MORE.)
+            return None;
+        }
+        if cqe.seq() < self.sends.get(&ud)?.queued_at {
+            // Reaped before the send was queued: not its CQE.
+            return None;
+        }
+        let f = self.sends.remove(&ud)?;
+        Some(BufSent { id: BufSendId(ud), token: f.token, from: f.from, asked: f.asked, res: cqe.res() })
     }
 
     /// Queues `op`, a request that selects from this **incremental** ring's
@@ -1177,6 +1477,19 @@ impl BufRing {
         Ok(())
     }
 
+    /// Returns a [`Held`] token's buffers to the kernel
+    /// ([`recycle`](Self::recycle) or [`recycle_bundle`](Self::recycle_bundle)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`recycle`](Self::recycle).
+    pub fn recycle_held(&mut self, token: Held) -> Result<()> {
+        match token {
+            Held::Buf(b) => self.recycle(b),
+            Held::Bundle(b) => self.recycle_bundle(b),
+        }
+    }
+
     /// Gives back one token of `bid`; returns whether the buffer went back
     /// into the ring (to be published).
     #[inline]
@@ -1311,18 +1624,24 @@ pub(crate) fn unregister(ring: &mut Ring, group: u16) -> Result<()> {
 }
 
 impl uring_core::HandleCqe for BufRing {
-    /// The buffers the CQE hands over, as a [`Bundle`] (one buffer for a
-    /// plain receive, several for a bundle receive: the same taking,
+    /// A send's CQE gives its token back ([`BufEvent::Sent`],
+    /// [`BufRing::handle_send`]); a receive's hands over the buffers it
+    /// filled ([`BufEvent::Received`], as a [`Bundle`]: one buffer for a
+    /// plain receive, several for a bundle receive, the same taking,
     /// [`BufRing::take_bundle`]), or why it cannot.
-    type Event = Result<Bundle>;
+    type Event = BufEvent;
 
-    /// `None` unless `cqe` is this ring's to take: one of its own requests'
+    /// `None` unless `cqe` is this ring's: the CQE of one of its sends in
+    /// flight ([`BufRing::handle_send`]), one of its own requests'
     /// (incremental rings), or one that proves it selected from this group
     /// of this ring ([`Cqe::buffer_selection`]) and is newer than the CQE
     /// that last handed out its buffer; then [`BufRing::take_bundle`] (a CQE of
     /// its own that names no buffer is `None` too). Give the buffers back
     /// with [`recycle_bundle`](BufRing::recycle_bundle).
-    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<Result<Bundle>> {
+    fn handle_cqe(&mut self, _ring: &mut Ring, cqe: &Cqe<'_>) -> Option<BufEvent> {
+        if let Some(sent) = self.handle_send(cqe) {
+            return Some(BufEvent::Sent(sent));
+        }
         let mine = if self.incremental {
             self.is_own(cqe)
         } else {
@@ -1336,7 +1655,7 @@ impl uring_core::HandleCqe for BufRing {
         if !mine {
             return None;
         }
-        self.take_bundle(cqe).transpose()
+        self.take_bundle(cqe).transpose().map(BufEvent::Received)
     }
 }
 

@@ -19,7 +19,7 @@ pub mod groups;
 pub mod registered;
 pub mod sendring;
 
-pub use bufring::{Buf, BufRing, BufRingConfig, Bundle, MAX_ENTRIES};
+pub use bufring::{Buf, BufEvent, BufRing, BufRingConfig, BufSendId, BufSent, Bundle, Held, MAX_ENTRIES, SendRefused};
 pub use caller::{CallerRegion, FixedMemory, RawMemory, Released, TagEvent};
 pub use error::{Error, Result};
 pub use fixed::{

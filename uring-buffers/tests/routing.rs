@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use common::{reap, ring};
-use uring_buffers::{BufRing, BufRingConfig, FixedBuffers};
+use uring_buffers::{BufEvent, BufRing, BufRingConfig, FixedBuffers};
 use uring_core::{HandleCqe, Ring, SqeContext};
 use uring_ops::RingOps;
 use uring_ops::cmd::Nop;
@@ -20,7 +20,8 @@ use uring_ops::net::RecvSelect;
 /// fixed buffers, none: the caller's own).
 fn route(ring: &mut Ring, br: &mut BufRing, fixed: &mut FixedBuffers, cqe: &uring_core::Cqe<'_>) -> Vec<usize> {
     let mut who = Vec::new();
-    if let Some(bundle) = br.handle_cqe(ring, cqe) {
+    if let Some(event) = br.handle_cqe(ring, cqe) {
+        let BufEvent::Received(bundle) = event else { panic!("no send was queued: {event:?}") };
         let bundle = bundle.expect("the buffer ring's own CQE hands over its buffers");
         let got: Vec<u8> = br.bundle(&bundle).flatten().copied().collect();
         assert_eq!(got, b"routed", "the received bytes");

@@ -74,9 +74,10 @@ pub enum Layer {
     /// Listener setup chains (`uring_ops::listener`): a socket phase's CQE
     /// hands the chain a descriptor it then owns and closes.
     Listener = 0x4C,
-    /// Requests of incremental provided-buffer rings
-    /// (`uring_buffers::BufRing::push_op`): the request's last CQE lets the
-    /// ring queue the next one.
+    /// Provided-buffer rings: the requests of incremental rings (flag
+    /// clear, `uring_buffers::BufRing::push_op`: the request's last CQE
+    /// lets the ring queue the next one), and sends from held buffers (flag
+    /// set, `uring_buffers::BufRing::send`: the CQE gives the buffer back).
     BufRing = 0xB7,
     /// Resource tags of caller memory in a registered-buffer table
     /// (`uring_buffers::RegisteredBuffers::handle_tag`): the kernel posts
