@@ -453,7 +453,7 @@ unsafe impl SafeOp for TimeoutUpdate {}
 /// | outcome | operation's CQE | timeout's CQE |
 /// |---|---|---|
 /// | the operation completes first (success or error) | its result | `-ECANCELED` |
-/// | the deadline passes first | `-ECANCELED` (the kernel cancelled it) | `-ETIME`, or `1` for a [`Waitid`](crate::wait::Waitid), [`FutexWait`](crate::wait::FutexWait) or [`FutexWaitV`](crate::wait::FutexWaitV) |
+/// | the deadline passes first | `-ECANCELED` (the kernel cancelled it) | `-ETIME`, or (before 7.3) `1` for a [`Waitid`](crate::wait::Waitid), [`FutexWait`](crate::wait::FutexWait) or [`FutexWaitV`](crate::wait::FutexWaitV) |
 /// | the deadline passes while the operation cannot be interrupted (running on an io-wq worker) | its own result, later | `-EALREADY` |
 ///
 /// The timeout's result when it wins is what the kernel's cancellation of
@@ -461,8 +461,9 @@ unsafe impl SafeOp for TimeoutUpdate {}
 /// (`io_req_task_link_timeout` in `io_uring/timeout.c`). Most operations
 /// are cancelled through paths that return 0; waitid and futex waits are
 /// cancelled through their own lists, whose cancel returns how many
-/// requests it removed: `1`. Treat any non-negative timeout result as
-/// "the deadline fired" (checked on 6.18 by
+/// requests it removed: `1` (on 6.18, 7.0 and 7.2; 7.3 reports `-ETIME`
+/// for them too). Treat `-ETIME` or any positive timeout result as "the
+/// deadline fired" (checked in the kernel matrix by
 /// `tests/timeout.rs::a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime`).
 ///
 /// The kernel rejects a linked timeout with no operation before it, or
@@ -570,7 +571,7 @@ pub trait TimeoutOps {
     /// [`LinkTimeout`]): the operation completes first and the timeout
     /// gets `-ECANCELED`; or the deadline passes, the operation gets
     /// `-ECANCELED` and the timeout `-ETIME` (`1` when the operation is a
-    /// waitid or futex wait). A timeout result of
+    /// waitid or futex wait, before Linux 7.3). A timeout result of
     /// `-EALREADY` means the operation could not be interrupted and will
     /// complete on its own. An operation blocked inside an io-wq worker
     /// (a splice from an empty pipe) is not interrupted at all; see

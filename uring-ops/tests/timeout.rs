@@ -347,7 +347,8 @@ fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime()
     // The linked timeout's result is what the kernel's cancel returned,
     // or -ETIME for 0 (`io_req_task_link_timeout`): waitid and futex
     // waits are cancelled through their own lists, whose cancel returns
-    // how many requests it cancelled.
+    // how many requests it cancelled: 1 on 6.18, 7.0 and 7.2. 7.3 reports
+    // -ETIME, as for every other request (seen in `cargo xtask vm-test`).
     let mut ring = common::ring(8);
     let mut child = std::process::Command::new("sleep").arg("10").spawn().unwrap();
     // SAFETY: `siginfo_t` is plain data; all-zero is a value.
@@ -360,13 +361,13 @@ fn a_deadline_that_cancels_a_waitid_or_a_futex_wait_completes_with_1_not_etime()
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(by_user_data(&done, ctx(1)).res, ECANCELED, "{done:?}");
-    assert_eq!(by_user_data(&done, ctx(2)).res, 1, "{done:?}");
+    assert!([1, ETIME].contains(&by_user_data(&done, ctx(2)).res), "{done:?}");
 
     static WORD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(7);
     ring.push_with_deadline(ctx(3), uring_ops::wait::FutexWait::new(&WORD, 7), ctx(4), d).unwrap();
     let done = common::reap(&mut ring, 2);
     assert_eq!(by_user_data(&done, ctx(3)).res, ECANCELED, "{done:?}");
-    assert_eq!(by_user_data(&done, ctx(4)).res, 1, "{done:?}");
+    assert!([1, ETIME].contains(&by_user_data(&done, ctx(4)).res), "{done:?}");
 }
 
 #[test]
