@@ -64,7 +64,7 @@ pub use mapping::Mapping;
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };
-pub use register::{CancelTarget, Napi, Registrar, ResourceTag, Restriction, is_layer_tag};
+pub use register::{CancelTarget, Napi, Registrar, ResourceTag, Restriction, is_layer_tag, send_msg_ring};
 pub use ring::{Completions, Ring, STOP_TIMEOUT, State, WaitArgs};
 pub use shared::SharedRing;
 pub use sigmask::SigMask;

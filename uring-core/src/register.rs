@@ -481,3 +481,71 @@ impl<'r> Registrar<'r> {
         Ok(Napi { busy_poll_usec: reg.busy_poll_to, prefer_busy_poll: reg.prefer_busy_poll != 0 })
     }
 }
+
+/// Whether this kernel knows the blind `IORING_REGISTER_SEND_MSG_RING`
+/// (since 6.13): 0 unknown yet, 1 yes, 2 no.
+static SEND_MSG_RING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether `io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, …)` exists
+/// on this kernel, probed once: a pointer the kernel cannot read is
+/// `EFAULT` from 6.13 on (the SQE is copied in first) and `EINVAL` before
+/// (an opcode past `IORING_REGISTER_LAST`).
+fn send_msg_ring_supported() -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    match SEND_MSG_RING.load(Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    // A kernel address: `copy_from_user` refuses it without touching memory.
+    let bad = usize::MAX & !0xfff;
+    // SAFETY: the kernel only tries to copy an SQE from `bad`, which it
+    // refuses (`EFAULT`) or never reads (`EINVAL`); no memory of ours is
+    // named.
+    let r = unsafe { sys::io_uring_register(-1, sys::IORING_REGISTER_SEND_MSG_RING, bad as *const c_void, 1) };
+    let yes = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EFAULT));
+    SEND_MSG_RING.store(if yes { 1 } else { 2 }, Relaxed);
+    yes
+}
+
+/// Posts a message to a ring without a ring of one's own: the blind
+/// `io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, sqe, 1)`, since
+/// Linux 6.13 (liburing `io_uring_register_sync_msg`). The kernel copies
+/// `sqe` during the call, accepts only an `IORING_OP_MSG_RING` data message
+/// (`IORING_MSG_DATA`, no SQE flags, `fd` a ring descriptor, not a fixed
+/// slot) and posts its CQE to the target ring before returning. The typed,
+/// safe form is `uring_ops::msg::MsgRing::send_without_ring`, which writes
+/// the entry and checks what it posts.
+///
+/// # Errors
+///
+/// [`Error::Unsupported`] before 6.13 (probed once per process);
+/// [`Error::Io`] naming `IORING_REGISTER_SEND_MSG_RING` with the kernel's
+/// errno: `EBADF` (no such descriptor), `EBADFD` (not a ring, or not
+/// enabled yet), `EOVERFLOW` (the target's CQ is full and overflow is
+/// off), `EINVAL` (an entry the kernel does not accept).
+///
+/// # Safety
+///
+/// The CQE the entry posts must be one the target ring's owner may
+/// receive from safe code: its `user_data` (`sqe.off`) no layer value
+/// ([`is_layer_tag`]), and with `IORING_MSG_RING_FLAGS_PASS` none of
+/// `IORING_CQE_F_BUFFER`, `IORING_CQE_F_BUF_MORE`, `IORING_CQE_F_NOTIF` in
+/// the flags it passes: a layer would take such a CQE as the kernel being
+/// done with memory it lent out.
+#[doc(alias = "io_uring_register_sync_msg")]
+#[doc(alias = "IORING_REGISTER_SEND_MSG_RING")]
+pub unsafe fn send_msg_ring(sqe: &crate::Sqe) -> Result<()> {
+    if !send_msg_ring_supported() {
+        return Err(Error::unsupported("IORING_REGISTER_SEND_MSG_RING", Some("needs Linux 6.13")));
+    }
+    let raw: &sys::io_uring_sqe = sqe;
+    // SAFETY: the kernel copies one 64-byte SQE from `raw`, valid for the
+    // call, and keeps no pointer; what the posted CQE may say is the
+    // caller's obligation.
+    unsafe {
+        sys::io_uring_register(-1, sys::IORING_REGISTER_SEND_MSG_RING, (raw as *const sys::io_uring_sqe).cast(), 1)
+    }
+    .map(drop)
+    .map_err(|e| Error::io("IORING_REGISTER_SEND_MSG_RING", e))
+}

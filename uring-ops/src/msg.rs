@@ -62,9 +62,20 @@ impl Prepare for MsgRing {
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
-        // The posted CQE must not be mistaken for one that releases memory
-        // a layer owns: no layer value in its user_data, and no
-        // buffer or notification flags.
+        self.check_posted()
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+        self.write(sqe);
+    }
+}
+
+impl MsgRing {
+    /// The posted CQE must not be mistaken for one that releases memory a
+    /// layer owns: no layer value in its `user_data`, and no buffer or
+    /// notification flags.
+    fn check_posted(&self) -> Result<()> {
         crate::ring::refuse_layer(SqeContext::of_user_data(self.user_data))?;
         const MEMORY_FLAGS: u32 = sys::IORING_CQE_F_BUFFER | sys::IORING_CQE_F_BUF_MORE | sys::IORING_CQE_F_NOTIF;
         if let Some(flags) = self.cqe_flags
@@ -78,8 +89,56 @@ impl Prepare for MsgRing {
         Ok(())
     }
 
+    /// Posts the message from a thread that has no ring of its own:
+    /// `IORING_REGISTER_SEND_MSG_RING`, a blind `io_uring_register` (ring
+    /// fd -1) that hands the kernel this entry; liburing's
+    /// `io_uring_register_sync_msg`. Since Linux 6.13.
+    ///
+    /// The CQE `{ user_data, res }` (with [`cqe_flags`](Self::cqe_flags),
+    /// those flags) is posted to the target ring before this returns: a
+    /// thread blocked in [`Ring::wait_for`](uring_core::Ring::wait_for) on
+    /// that ring wakes up (on a deferred-task-work ring the kernel queues
+    /// the CQE as task work of the ring's issuer, which its wait runs).
+    /// The usual cross-thread wake-up, without an eventfd, a multishot poll
+    /// and the CQE that costs. The target must be a ring descriptor
+    /// ([`Target::Fd`]): with no ring of one's own there is no file table
+    /// to resolve a fixed slot in. The same checks as a pushed `MsgRing`
+    /// apply: a layer value as `user_data` and the buffer and notification
+    /// CQE flags are refused.
+    ///
+    /// The uring-core call underneath is
+    /// [`uring_core::send_msg_ring`] (`unsafe`: it posts whatever the entry
+    /// says).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a fixed-slot target, a layer value or
+    /// memory-releasing flags (before any syscall);
+    /// [`Error::Unsupported`] before Linux 6.13; [`Error::Io`] with
+    /// `EBADF` (no such descriptor), `EBADFD` (not a ring, or a ring not
+    /// started yet), `EOVERFLOW` (the target's CQ is full).
+    #[doc(alias = "io_uring_register_sync_msg")]
+    #[doc(alias = "IORING_REGISTER_SEND_MSG_RING")]
+    pub fn send_without_ring(self) -> Result<()> {
+        if self.ring.is_fixed() {
+            return Err(Error::InvalidArgument(
+                "IORING_REGISTER_SEND_MSG_RING has no ring, so no file table: the target must be a ring descriptor, \
+                 not a fixed slot"
+                    .into(),
+            ));
+        }
+        self.check_posted()?;
+        let mut sqe = Sqe::new(Self::CODE);
+        self.write(&mut sqe);
+        // SAFETY: `check_posted` refused a layer value as `user_data` and
+        // the memory-releasing CQE flags: the CQE posted is one safe code
+        // may post with a pushed `MsgRing`.
+        unsafe { uring_core::send_msg_ring(&sqe) }
+    }
+
+    /// Writes the whole entry.
     #[inline]
-    fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
+    fn write(self, sqe: &mut Sqe) {
         let MsgRing { ring, user_data, res, cqe_flags } = self;
         *sqe = Sqe::new(Self::CODE);
         ring.apply(sqe);

@@ -4,7 +4,7 @@ mod common;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use uring_core::SqeContext;
+use uring_core::{SqeContext, sys};
 use uring_ops::msg::{FilesUpdate, FixedFdInstall, MsgOps, MsgRing, MsgRingFd};
 use uring_ops::prelude::*;
 
@@ -188,4 +188,102 @@ fn files_update_to_any_slot_writes_the_slots_back() {
     // SAFETY: `bad` outlives the reap.
     unsafe { ring.files_update(ud(27), 0, &bad) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EBADF);
+}
+
+/// `MsgRing::send_without_ring`, or why it cannot run here.
+fn send_blind(op: MsgRing) -> Result<(), uring_core::Error> {
+    op.send_without_ring()
+}
+
+fn blind_supported(test: &str) -> bool {
+    let mut probe = common::ring(4);
+    // A message to a ring of our own: posted at once, or Unsupported.
+    match send_blind(MsgRing::new(probe.as_raw_fd(), ud(9).raw(), 0)) {
+        Ok(()) => {
+            assert_eq!(common::reap_one(&mut probe).user_data, ud(9).raw());
+            true
+        }
+        Err(e @ uring_core::Error::Unsupported { .. }) => {
+            common::skip(test, &format!("{e}"));
+            false
+        }
+        Err(e) => panic!("IORING_REGISTER_SEND_MSG_RING: {e}"),
+    }
+}
+
+#[test]
+fn a_thread_without_a_ring_wakes_a_ring_blocked_in_wait_for() {
+    if !blind_supported("a_thread_without_a_ring_wakes_a_ring_blocked_in_wait_for") {
+        return;
+    }
+    let token = ud(0x5eed);
+    let (fd_tx, fd_rx) = std::sync::mpsc::channel::<RawFd>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    // The waiter: a single-issuer, deferred-task-work ring (the default),
+    // started on the thread that waits.
+    let waiter = std::thread::spawn(move || {
+        let mut ring = common::ring(8);
+        let mut slots = [uring_core::CqeSlot::EMPTY; 4];
+        fd_tx.send(ring.as_raw_fd()).unwrap();
+        let started = std::time::Instant::now();
+        let got = {
+            let reaped = ring.wait_for(&mut slots, 1, Some(std::time::Duration::from_secs(10))).unwrap();
+            assert_eq!(reaped.len(), 1);
+            let c = reaped.get(0).unwrap();
+            (c.user_data(), c.res(), c.raw_flags())
+        };
+        let waited = started.elapsed();
+        // Keep the ring open until the sender has checked its result.
+        done_rx.recv().unwrap();
+        (got, waited)
+    });
+    let fd = fd_rx.recv().unwrap();
+    // This thread has no ring. Give the waiter time to block first.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    send_blind(MsgRing::new(fd, token.raw(), 42)).unwrap();
+    done_tx.send(()).unwrap();
+    let ((user_data, res, flags), waited) = waiter.join().unwrap();
+    assert_eq!((user_data, res, flags), (token.raw(), 42, 0), "the CQE carries the token sent");
+    assert!(waited >= std::time::Duration::from_millis(150), "the waiter was blocked until the message: {waited:?}");
+    assert!(waited < std::time::Duration::from_secs(10), "woken by the message, not the timeout: {waited:?}");
+}
+
+#[test]
+fn a_message_without_a_ring_passes_flags_and_refuses_what_a_push_refuses() {
+    if !blind_supported("a_message_without_a_ring_passes_flags_and_refuses_what_a_push_refuses") {
+        return;
+    }
+    let mut b = common::ring(8);
+    send_blind(MsgRing::new(b.as_raw_fd(), 0x77_0000, -3).cqe_flags(0x00cd_0000)).unwrap();
+    let got = common::reap_one(&mut b);
+    assert_eq!((got.user_data, got.res, got.flags), (0x77_0000, -3, 0x00cd_0000));
+
+    // Refused before the syscall: layer values, memory-releasing flags, a
+    // fixed slot (no file table without a ring).
+    for layer in uring_core::Layer::ALL {
+        let forged = uring_core::LayerData::new(layer, false, 1).unwrap().context().raw();
+        let err = send_blind(MsgRing::new(b.as_raw_fd(), forged, 0)).unwrap_err();
+        assert!(matches!(err, uring_core::Error::InvalidArgument(_)), "{layer:?}: {err}");
+    }
+    for flag in [sys::IORING_CQE_F_BUFFER, sys::IORING_CQE_F_NOTIF, sys::IORING_CQE_F_BUF_MORE] {
+        let err = send_blind(MsgRing::new(b.as_raw_fd(), 7 << 2, 0).cqe_flags(flag)).unwrap_err();
+        assert!(matches!(err, uring_core::Error::InvalidArgument(_)), "flag {flag:#x}: {err}");
+    }
+    let err = send_blind(MsgRing::new(uring_ops::Fixed(0), 7 << 2, 0)).unwrap_err();
+    assert!(matches!(err, uring_core::Error::InvalidArgument(_)), "{err}");
+    // Nothing was posted by any of them.
+    let mut slots = [uring_core::CqeSlot::EMPTY; 4];
+    assert!(b.reap(&mut slots).is_err_and(|e| e.is_would_block()));
+
+    // The kernel's answers: not a ring, no such descriptor, a ring not
+    // started yet.
+    let (r, _w) = pipe();
+    let errno = |e: uring_core::Error| match e {
+        uring_core::Error::Io { source, .. } => source.raw_os_error(),
+        e => panic!("{e}"),
+    };
+    assert_eq!(errno(send_blind(MsgRing::new(r.as_raw_fd(), 1, 0)).unwrap_err()), Some(libc::EBADFD));
+    assert_eq!(errno(send_blind(MsgRing::new(common::NEVER_OPEN_FD, 1, 0)).unwrap_err()), Some(libc::EBADF));
+    let created = uring_core::Ring::new(uring_core::Options::default().entries(4)).unwrap();
+    assert_eq!(errno(send_blind(MsgRing::new(created.as_raw_fd(), 1, 0)).unwrap_err()), Some(libc::EBADFD));
 }
