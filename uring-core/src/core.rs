@@ -532,6 +532,28 @@ pub(crate) fn sqes_len(p: &sys::io_uring_params) -> usize {
     p.sq_entries as usize * sqe
 }
 
+/// `IORING_CQ_EVENTFD_DISABLED` cleared (`enabled`) or set in the CQ
+/// flags word; see [`Ring::set_eventfd_enabled`](crate::Ring::set_eventfd_enabled).
+pub(crate) fn set_eventfd_enabled(cq: &Cq, enabled: bool) -> Result<()> {
+    let Some(flags) = cq.cq_flags() else {
+        return Err(Error::unsupported("IORING_CQ_EVENTFD_DISABLED", Some("needs Linux 5.8 (cq_off.flags)")));
+    };
+    // Relaxed: the kernel reads the word with READ_ONCE whenever it would
+    // signal; no other memory is published with it. An atomic
+    // read-modify-write keeps whatever other bits the word holds.
+    if enabled {
+        flags.fetch_and(!sys::IORING_CQ_EVENTFD_DISABLED, std::sync::atomic::Ordering::Relaxed);
+    } else {
+        flags.fetch_or(sys::IORING_CQ_EVENTFD_DISABLED, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Whether `IORING_CQ_EVENTFD_DISABLED` is clear (true without the word).
+pub(crate) fn eventfd_enabled(cq: &Cq) -> bool {
+    cq.cq_flags().is_none_or(|f| f.load(std::sync::atomic::Ordering::Relaxed) & sys::IORING_CQ_EVENTFD_DISABLED == 0)
+}
+
 #[cold]
 pub(crate) fn no_slots() -> Error {
     Error::InvalidArgument("an empty slice of CqeSlots can hold no completion".into())

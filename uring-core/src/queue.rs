@@ -291,6 +291,10 @@ pub(crate) struct Cq {
     khead: *const AtomicU32,
     ktail: *const AtomicU32,
     koverflow: *const AtomicU32,
+    /// The CQ ring's flags word (`cq_off.flags`, `IORING_CQ_EVENTFD_DISABLED`),
+    /// written by us and read by the kernel; null on kernels before 5.8,
+    /// which report offset 0 for it.
+    kcqflags: *const AtomicU32,
     cqes: *const u8,
     mask: u32,
     /// Our head; the kernel's copy is updated once per reaped batch.
@@ -333,6 +337,12 @@ impl Cq {
             khead,
             ktail,
             koverflow,
+            kcqflags: if o.flags == 0 {
+                std::ptr::null()
+            } else {
+                // SAFETY: a kernel-provided offset inside `rings`.
+                unsafe { atomic_at(rings, o.flags) }
+            },
             // SAFETY: the CQE array lies inside `rings` at cq_off.cqes.
             cqes: unsafe { rings.add(o.cqes as usize) },
             mask,
@@ -376,6 +386,13 @@ impl Cq {
     pub(crate) fn sq_flags(&self) -> u32 {
         // SAFETY: points into the live ring mapping.
         unsafe { &*self.ksqflags }.load(Ordering::Relaxed)
+    }
+
+    /// The CQ ring's flags word, `None` before Linux 5.8.
+    #[inline]
+    pub(crate) fn cq_flags(&self) -> Option<&AtomicU32> {
+        // SAFETY: when not null, points into the live ring mapping.
+        (!self.kcqflags.is_null()).then(|| unsafe { &*self.kcqflags })
     }
 
     #[inline]

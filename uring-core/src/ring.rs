@@ -516,6 +516,38 @@ impl Ring {
         self.cq.sq_flags() & sys::IORING_SQ_CQ_OVERFLOW != 0
     }
 
+    /// Turns the registered eventfd's notifications off or on
+    /// (`IORING_CQ_EVENTFD_DISABLED` in the CQ ring's flags word,
+    /// `cq_off.flags`): while off, the kernel posts CQEs without signalling
+    /// the eventfd registered with
+    /// [`Registrar::eventfd`](crate::Registrar::eventfd); turned on again,
+    /// it signals for CQEs posted from then on (not for those posted
+    /// meanwhile). An event loop turns them off while it is busy reaping
+    /// anyway. No syscall: one store into ring memory, which the kernel
+    /// reads each time it would signal. Since Linux 5.8.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] on kernels before 5.8 (no CQ flags word);
+    /// [`Error::Stopped`].
+    #[doc(alias = "io_uring_cq_eventfd_toggle")]
+    #[doc(alias = "IORING_CQ_EVENTFD_DISABLED")]
+    pub fn set_eventfd_enabled(&mut self, enabled: bool) -> Result<()> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        crate::core::set_eventfd_enabled(&self.cq, enabled)
+    }
+
+    /// Whether the registered eventfd is signalled for new CQEs: false
+    /// only after [`set_eventfd_enabled(false)`](Self::set_eventfd_enabled)
+    /// (true on kernels without the flag, which always signal). Since Linux
+    /// 5.8.
+    #[doc(alias = "io_uring_cq_eventfd_enabled")]
+    pub fn eventfd_enabled(&self) -> bool {
+        crate::core::eventfd_enabled(&self.cq)
+    }
+
     /// CQEs the kernel dropped for lack of room (`cq_off.overflow`). Stays
     /// 0 on kernels with `IORING_FEAT_NODROP`, which buffer overflow
     /// instead; the library flushes that backlog when it reaps.

@@ -106,6 +106,27 @@ impl SharedRing {
         lock(&self.cq).sq_flags() & sys::IORING_SQ_CQ_OVERFLOW != 0
     }
 
+    /// As [`Ring::set_eventfd_enabled`](crate::Ring::set_eventfd_enabled)
+    /// (under the CQ lock). Since Linux 5.8.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] before 5.8; [`Error::Stopped`].
+    #[doc(alias = "io_uring_cq_eventfd_toggle")]
+    #[doc(alias = "IORING_CQ_EVENTFD_DISABLED")]
+    pub fn set_eventfd_enabled(&self, enabled: bool) -> Result<()> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        crate::core::set_eventfd_enabled(&lock(&self.cq), enabled)
+    }
+
+    /// As [`Ring::eventfd_enabled`](crate::Ring::eventfd_enabled).
+    #[doc(alias = "io_uring_cq_eventfd_enabled")]
+    pub fn eventfd_enabled(&self) -> bool {
+        crate::core::eventfd_enabled(&lock(&self.cq))
+    }
+
     /// What the kernel and this ring support.
     pub fn features(&self) -> &Features {
         &self.core.features

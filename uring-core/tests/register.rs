@@ -70,6 +70,47 @@ fn eventfd_is_signalled_per_completion_until_unregistered() {
 }
 
 #[test]
+fn eventfd_notifications_stop_while_disabled_and_resume_when_enabled() {
+    let mut ring = ring(8);
+    let efd = eventfd();
+    ring.register().eventfd(efd.as_fd()).unwrap();
+    assert!(ring.eventfd_enabled(), "notifications start enabled");
+    ring.set_eventfd_enabled(false).unwrap();
+    assert!(!ring.eventfd_enabled());
+    for i in 0..3 {
+        assert_eq!(run(&mut ring, nop(10 + i)), 0, "the NOP completes while notifications are off");
+    }
+    assert_eq!(wait_count(&efd, 200), 0, "no signal while IORING_CQ_EVENTFD_DISABLED is set");
+    ring.set_eventfd_enabled(true).unwrap();
+    assert!(ring.eventfd_enabled());
+    assert_eq!(wait_count(&efd, 50), 0, "turning them on signals nothing by itself");
+    assert_eq!(run(&mut ring, nop(20)), 0);
+    assert!(wait_count(&efd, 5000) >= 1, "signalled again once enabled");
+
+    // The same on a shared ring, from another thread.
+    let mut shared = uring_core::SharedRing::new(Options::small()).unwrap();
+    shared.start().unwrap();
+    let efd = eventfd();
+    shared.register().eventfd(efd.as_fd()).unwrap();
+    let nop_shared = |shared: &uring_core::SharedRing, user_data: u64| {
+        // SAFETY: a NOP names no memory.
+        unsafe { shared.push(&nop(user_data)) }.unwrap();
+        let mut slots = [CqeSlot::EMPTY; 2];
+        assert_eq!(shared.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap(), 1);
+    };
+    std::thread::scope(|s| s.spawn(|| shared.set_eventfd_enabled(false).unwrap()).join().unwrap());
+    assert!(!shared.eventfd_enabled());
+    nop_shared(&shared, 1);
+    assert_eq!(wait_count(&efd, 200), 0, "no signal while disabled (shared ring)");
+    shared.set_eventfd_enabled(true).unwrap();
+    nop_shared(&shared, 2);
+    assert!(wait_count(&efd, 5000) >= 1, "signalled again (shared ring)");
+
+    ring.stop();
+    assert!(matches!(ring.set_eventfd_enabled(true), Err(Error::Stopped)));
+}
+
+#[test]
 fn async_eventfd_is_signalled_only_from_io_wq() {
     // io_uring/eventfd.c: an async eventfd is signalled only when the
     // completion is posted from an io-wq worker.
