@@ -589,6 +589,47 @@ impl Ring {
         self.core.enter(pending, want, sys::IORING_ENTER_GETEVENTS)
     }
 
+    /// Blocks until the SQ has room, on an SQPOLL ring: publishes the
+    /// pending entries (waking the poller if it sleeps, as
+    /// [`submit`](Self::submit) does) and, while the SQ is full, sleeps in
+    /// the kernel (`io_uring_enter` with `IORING_ENTER_SQ_WAIT`) until the
+    /// poller thread has consumed entries. Returns the free entries: a
+    /// producer that got [`Error::QueueFull`] calls this instead of
+    /// spinning. liburing `io_uring_sqring_wait`; since Linux 5.10.
+    ///
+    /// On a ring without SQPOLL the kernel consumes entries only when they
+    /// are submitted, so there is nothing to wait for: it returns the free
+    /// entries at once, without a syscall (0 means: call
+    /// [`submit`](Self::submit)).
+    ///
+    /// A signal delivered meanwhile ends the kernel's wait early: the
+    /// result may then be 0 (the SQ is still full; call again).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`], [`Error::Stopped`]; the enter's errno
+    /// (`EOWNERDEAD`: the poller thread is gone).
+    #[doc(alias = "io_uring_sqring_wait")]
+    #[doc(alias = "IORING_ENTER_SQ_WAIT")]
+    pub fn wait_sq_room(&mut self) -> Result<u32> {
+        self.core.check()?;
+        if !self.core.sqpoll {
+            return Ok(self.sq.space_left());
+        }
+        let unconsumed = self.sq.flush();
+        let space = self.sq.space_left();
+        if space > 0 {
+            self.wake_sqpoll(unconsumed)?;
+            return Ok(space);
+        }
+        // Full: the kernel's wait rechecks the published tail against the
+        // head under its wait queue, so no wake-up is lost; a sleeping
+        // poller is woken in the same call.
+        let wake = if self.sq.needs_wakeup() { sys::IORING_ENTER_SQ_WAKEUP } else { 0 };
+        self.core.enter(0, 0, sys::IORING_ENTER_SQ_WAIT | wake)?;
+        Ok(self.sq.space_left())
+    }
+
     #[inline]
     fn wake_sqpoll(&self, pending: u32) -> Result<()> {
         if pending > 0 && self.sq.needs_wakeup() {

@@ -235,6 +235,40 @@ impl SharedRing {
         self.core.enter(pending, 0, 0)
     }
 
+    /// As [`Ring::wait_sq_room`](crate::Ring::wait_sq_room): on an SQPOLL
+    /// ring, publishes what is pushed and blocks (holding no lock) until
+    /// the poller has made room; returns the free entries then. Other
+    /// threads may take the room first: the result is what this thread
+    /// saw. Without SQPOLL it returns at once. Since Linux 5.10.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring::wait_sq_room`](crate::Ring::wait_sq_room).
+    #[doc(alias = "io_uring_sqring_wait")]
+    #[doc(alias = "IORING_ENTER_SQ_WAIT")]
+    pub fn wait_sq_room(&self) -> Result<u32> {
+        self.core.check()?;
+        let wake = {
+            let mut sq = lock(&self.sq);
+            if !self.core.sqpoll {
+                return Ok(sq.space_left());
+            }
+            let unconsumed = sq.flush();
+            let space = sq.space_left();
+            let wake = unconsumed > 0 && sq.needs_wakeup();
+            if space > 0 {
+                if wake {
+                    self.core.enter(0, 0, sys::IORING_ENTER_SQ_WAKEUP)?;
+                }
+                return Ok(space);
+            }
+            wake
+        };
+        let wake = if wake { sys::IORING_ENTER_SQ_WAKEUP } else { 0 };
+        self.core.enter(0, 0, sys::IORING_ENTER_SQ_WAIT | wake)?;
+        Ok(lock(&self.sq).space_left())
+    }
+
     /// Submits, then copies ready completions into `out` without blocking;
     /// returns how many (`out[..n]`).
     ///

@@ -86,6 +86,140 @@ fn sqpoll_consumes_without_enter_and_wakes_up() {
     assert!(flags(&ring).contains(SetupFlags::SQ_AFF));
 }
 
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes one timespec.
+    assert_eq!(unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) }, 0);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) -> bool {
+    // SAFETY: cpu_set_t is a plain bit array; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` is far below the set's capacity.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sets this thread's affinity from a valid set.
+    unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) == 0 }
+}
+
+#[test]
+fn wait_sq_room_wakes_a_sleeping_poller_and_returns_at_once_without_sqpoll() {
+    // Without SQPOLL: the free entries, at once.
+    let mut plain = ring(4);
+    assert_eq!(plain.wait_sq_room().unwrap(), 4);
+    for i in 0..4 {
+        push_nop(&mut plain, i).unwrap();
+    }
+    assert_eq!(plain.wait_sq_room().unwrap(), 0, "nothing consumes a plain ring's SQ until submit");
+    assert_eq!(reap(&mut plain, 4).len(), 4);
+
+    // SQPOLL, poller asleep: the entries written are published, the poller
+    // woken, and the call returns once it made room.
+    let mut ring =
+        round_trip(Options::default().entries(8).sqpoll(SqPoll { idle: Duration::from_millis(5), cpu: None }), 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut n = 0;
+    while push_nop(&mut ring, 100 + n).is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 8, "the SQ is full");
+    let cpu = thread_cpu_time();
+    let room = ring.wait_sq_room().unwrap();
+    assert!(room > 0, "room after the poller consumed the entries");
+    assert!(thread_cpu_time() - cpu < Duration::from_millis(50), "no spinning");
+    let got: Vec<u64> = reap(&mut ring, 8).into_iter().map(|c| c.0).collect();
+    assert_eq!(got, (100..108).collect::<Vec<_>>());
+    ring.stop();
+    assert!(matches!(ring.wait_sq_room(), Err(Error::Stopped)));
+}
+
+#[test]
+fn wait_sq_room_blocks_while_the_poller_cannot_run_without_spinning() {
+    const TEST: &str = "wait_sq_room_blocks_while_the_poller_cannot_run_without_spinning";
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("SKIPPED {TEST}: needs 2 CPUs (the poller is starved on one, the test waits on the other)");
+        return;
+    }
+    // The poller on CPU 1; this thread on CPU 0; a SCHED_FIFO thread
+    // keeps CPU 1 for 300 ms, so the poller cannot consume the full SQ
+    // until it ends.
+    if !pin_to(0) {
+        eprintln!("SKIPPED {TEST}: cannot pin this thread to CPU 0");
+        return;
+    }
+    let mut ring =
+        Ring::new(Options::default().entries(8).sqpoll(SqPoll { idle: Duration::from_secs(1), cpu: Some(1) })).unwrap();
+    ring.start().unwrap();
+    let hog_for = Duration::from_millis(300);
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let hog = std::thread::spawn(move || {
+        if !pin_to(1) {
+            return tx.send(Err("cannot pin a thread to CPU 1".into())).unwrap();
+        }
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sets this thread's policy from a valid parameter.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return tx.send(Err(format!("SCHED_FIFO refused ({e}): needs CAP_SYS_NICE and an RT budget"))).unwrap();
+        }
+        tx.send(Ok(())).unwrap();
+        let end = std::time::Instant::now() + hog_for;
+        while std::time::Instant::now() < end {
+            std::hint::spin_loop();
+        }
+    });
+    if let Err(why) = rx.recv().unwrap() {
+        hog.join().unwrap();
+        eprintln!("SKIPPED {TEST}: {why}");
+        return;
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    for i in 0..8 {
+        push_nop(&mut ring, 200 + i).unwrap();
+    }
+    ring.submit().unwrap();
+    if ring.sq_space_left() != 0 {
+        hog.join().unwrap();
+        eprintln!("SKIPPED {TEST}: the poller consumed the SQ although its CPU was taken (RT throttling off?)");
+        return;
+    }
+    assert!(matches!(push_nop(&mut ring, 999), Err(Error::QueueFull { .. })));
+    let (started, cpu) = (std::time::Instant::now(), thread_cpu_time());
+    let room = ring.wait_sq_room().unwrap();
+    let (waited, spent) = (started.elapsed(), thread_cpu_time() - cpu);
+    hog.join().unwrap();
+    assert!(room > 0, "room once the poller ran");
+    assert!(waited >= Duration::from_millis(100), "blocked until the poller could run: {waited:?}");
+    assert!(spent < waited / 4, "slept in the kernel, no spinning: {spent:?} of CPU in {waited:?}");
+    let got: Vec<u64> = reap(&mut ring, 8).into_iter().map(|c| c.0).collect();
+    assert_eq!(got, (200..208).collect::<Vec<_>>());
+}
+
+#[test]
+fn shared_wait_sq_room_publishes_and_waits_too() {
+    let mut ring = uring_core::SharedRing::new(
+        Options::default().entries(8).sqpoll(SqPoll { idle: Duration::from_millis(5), cpu: None }),
+    )
+    .unwrap();
+    ring.start().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut n = 0u64;
+    // SAFETY: NOPs name no memory.
+    while unsafe { ring.push(&nop(300 + n)) }.is_ok() {
+        n += 1;
+    }
+    assert_eq!(n, 8);
+    assert!(ring.wait_sq_room().unwrap() > 0);
+    let mut slots = [CqeSlot::EMPTY; 8];
+    let mut seen = 0;
+    while seen < 8 {
+        seen += ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    }
+}
+
 #[test]
 fn iopoll_and_hybrid_iopoll_rings_are_created() {
     // Polled completion needs O_DIRECT on a device with poll queues, which
