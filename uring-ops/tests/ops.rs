@@ -168,3 +168,73 @@ fn tokens_come_back_with_their_opcode_and_refuse_what_they_cannot_carry() {
     got.sort();
     assert_eq!(got, [(Some(1), 0), (Some(7), -libc::ECANCELED)]);
 }
+
+#[test]
+fn io_drain_holds_an_entry_until_everything_before_it_completed() {
+    use uring_ops::timeout::Timeout;
+    let tok = |n: u64| SqeContext::token(n).unwrap();
+    let order = |ring: &mut uring_core::Ring| -> Vec<(u64, i32)> {
+        common::reap(ring, 3).into_iter().map(|d| (d.user_data, d.res)).collect()
+    };
+    // Without drain, a NOP queued after a 100 ms timeout completes first.
+    let mut ring = common::ring(8);
+    ring.push_op(tok(1), Timeout::new(Duration::from_millis(100))).unwrap();
+    ring.push_op(tok(2), Nop::new()).unwrap();
+    ring.push_op(tok(3), Nop::new()).unwrap();
+    let got = order(&mut ring);
+    assert_eq!(got[2], (tok(1).raw(), -libc::ETIME), "{got:?}");
+    // With IOSQE_IO_DRAIN the NOP waits for the timeout, and so does the
+    // entry queued after it.
+    ring.push_op(tok(1), Timeout::new(Duration::from_millis(100))).unwrap();
+    ring.push_op(tok(2), Nop::new().with_sqe_flags(SqeFlags::IO_DRAIN)).unwrap();
+    ring.push_op(tok(3), Nop::new()).unwrap();
+    let got = order(&mut ring);
+    assert_eq!(got, vec![(tok(1).raw(), -libc::ETIME), (tok(2).raw(), 0), (tok(3).raw(), 0)]);
+}
+
+/// Sets this thread's filesystem uid (per thread, a plain syscall), and
+/// returns the previous one.
+fn set_fsuid(uid: u32) -> u32 {
+    // SAFETY: setfsuid takes a number and changes only this thread.
+    unsafe { libc::setfsuid(uid) as u32 }
+}
+
+#[test]
+fn a_personality_runs_an_operation_with_the_registered_credentials() {
+    use uring_ops::fs::OpenAt;
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        common::skip("a_personality_runs_an_operation_with_the_registered_credentials", "needs root to switch fsuid");
+        return;
+    }
+    let dir = common::tmpdir("personality");
+    let path = dir.join("root-only");
+    std::fs::write(&path, b"secret").unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut ring = common::ring(8);
+    // Register this thread's credentials as they are with fsuid 65534
+    // (nobody: the filesystem capabilities go with fsuid 0), then switch
+    // back.
+    assert_eq!(set_fsuid(65534), 0);
+    let registered = ring.register().personality();
+    assert_eq!(set_fsuid(0), 65534);
+    let nobody = registered.unwrap();
+    assert_ne!(nobody, 0);
+    let open = || OpenAt::new(libc::AT_FDCWD, &path, libc::O_RDONLY | libc::O_CLOEXEC, 0);
+    // As root: opens.
+    ring.push_op(SqeContext::token(1).unwrap(), open()).unwrap();
+    let fd = common::reap_one(&mut ring).res;
+    assert!(fd >= 0, "root opens its file: {fd}");
+    // SAFETY: the kernel just returned this descriptor to us.
+    drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    // With the personality: the credentials of nobody.
+    ring.push_op(SqeContext::token(2).unwrap(), open().with_personality(nobody)).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EACCES, "the open ran as nobody");
+    // An id never registered, and the id once unregistered: -EINVAL.
+    ring.push_op(SqeContext::token(3).unwrap(), open().with_personality(nobody.wrapping_add(100))).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EINVAL, "an unregistered personality is refused");
+    ring.register().unregister_personality(nobody).unwrap();
+    ring.push_op(SqeContext::token(4).unwrap(), open().with_personality(nobody)).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EINVAL, "an unregistered personality is refused");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -447,3 +447,21 @@ fn a_direct_socket_without_a_file_table_is_enxio() {
     ring.tcp4_socket_direct(ctx(1), FileDest::Slot(0)).unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::ENXIO);
 }
+
+#[test]
+fn accept_dont_wait_is_eagain_without_a_connection_and_accepts_one_that_waits() {
+    let mut ring = common::ring(8);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nothing pending: -EAGAIN at once instead of an armed poll.
+    ring.push_op(ctx(1), Accept::new(listener.as_raw_fd()).dont_wait()).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(common::reap_one(&mut ring).res, -libc::EAGAIN);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // A connection waiting in the backlog is accepted.
+    let client = TcpStream::connect(addr).unwrap();
+    ring.push_op(ctx(2), Accept::new(listener.as_raw_fd()).dont_wait()).unwrap();
+    let conn = owned(common::reap_one(&mut ring).res);
+    let peer = std::net::TcpStream::from(conn).peer_addr().unwrap();
+    assert_eq!(peer, client.local_addr().unwrap());
+}
