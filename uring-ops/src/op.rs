@@ -230,13 +230,21 @@ pub trait OpExt: Prepare + Sized {
     /// valid until its own CQE, cancelled or not. For reads and writes
     /// through registered buffers, `uring_buffers::FixedBuffers::chain`
     /// does this bookkeeping safely.
+    ///
+    /// `IO_DRAIN` holds the entry until every entry submitted before it has
+    /// completed, and the entries after it wait too. Kernel test:
+    /// `uring-ops/tests/ops.rs::io_drain_holds_an_entry_until_everything_before_it_completed`.
     #[inline]
     fn with_sqe_flags(self, flags: SqeFlags) -> With<Self> {
         With { op: self, flags, personality: 0 }
     }
 
     /// Runs the operation with the credentials registered as `id`
-    /// ([`Registrar::personality`](uring_core::Registrar::personality)).
+    /// ([`Registrar::personality`](uring_core::Registrar::personality),
+    /// `IORING_REGISTER_PERSONALITY`, since Linux 5.6): file access, for
+    /// one, is checked against them. An id that is not registered (never,
+    /// or no longer) fails the entry with `-EINVAL`. Kernel test:
+    /// `uring-ops/tests/ops.rs::a_personality_runs_an_operation_with_the_registered_credentials`.
     #[inline]
     fn with_personality(self, id: u16) -> With<Self> {
         With { op: self, flags: SqeFlags::empty(), personality: id }
