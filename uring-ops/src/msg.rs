@@ -28,6 +28,10 @@ use crate::ring::RingOps;
 /// the target decodes it as its own context, so send values the target
 /// expects (a [token](SqeContext::token) is the usual choice; a layer
 /// value is refused).
+///
+/// A thread without a ring of its own sends the same message with
+/// [`send_without_ring`](Self::send_without_ring)
+/// (`IORING_REGISTER_SEND_MSG_RING`, since 6.13).
 #[doc(alias = "IORING_OP_MSG_RING")]
 #[doc(alias = "IORING_MSG_DATA")]
 #[doc(alias = "io_uring_prep_msg_ring")]
@@ -116,7 +120,8 @@ impl MsgRing {
     /// memory-releasing flags (before any syscall);
     /// [`Error::Unsupported`] before Linux 6.13; [`Error::Io`] with
     /// `EBADF` (no such descriptor), `EBADFD` (not a ring, or a ring not
-    /// started yet), `EOVERFLOW` (the target's CQ is full).
+    /// started yet), `EOVERFLOW` (the target's CQ is full), `EOWNERDEAD`
+    /// (a deferred-task-work target whose issuer thread has exited).
     #[doc(alias = "io_uring_register_sync_msg")]
     #[doc(alias = "IORING_REGISTER_SEND_MSG_RING")]
     pub fn send_without_ring(self) -> Result<()> {
