@@ -488,8 +488,9 @@ static SEND_MSG_RING: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8:
 
 /// Whether `io_uring_register(-1, IORING_REGISTER_SEND_MSG_RING, …)` exists
 /// on this kernel, probed once: a pointer the kernel cannot read is
-/// `EFAULT` from 6.13 on (the SQE is copied in first) and `EINVAL` before
-/// (an opcode past `IORING_REGISTER_LAST`).
+/// `EFAULT` from 6.13 on (the blind call copies the SQE in first); before,
+/// the call fails otherwise (`EBADF`: fd -1 names no ring), as it does
+/// under a seccomp filter that refuses it.
 fn send_msg_ring_supported() -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     match SEND_MSG_RING.load(Relaxed) {
@@ -500,7 +501,7 @@ fn send_msg_ring_supported() -> bool {
     // A kernel address: `copy_from_user` refuses it without touching memory.
     let bad = usize::MAX & !0xfff;
     // SAFETY: the kernel only tries to copy an SQE from `bad`, which it
-    // refuses (`EFAULT`) or never reads (`EINVAL`); no memory of ours is
+    // refuses (`EFAULT`), or fails before reading it; no memory of ours is
     // named.
     let r = unsafe { sys::io_uring_register(-1, sys::IORING_REGISTER_SEND_MSG_RING, bad as *const c_void, 1) };
     let yes = matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EFAULT));
