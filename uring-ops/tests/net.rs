@@ -411,3 +411,66 @@ fn udp_send_to_an_ipv6_destination() {
     let (n, from) = b.recv_from(&mut got).unwrap();
     assert_eq!((&got[..n], from), (&b"six"[..], a.local_addr().unwrap()));
 }
+
+#[test]
+fn sendmsg_control_passes_a_descriptor_that_works_on_the_other_side() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut ring = common::ring(8);
+    let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    let mut pipe = [0; 2];
+    // SAFETY: `pipe` is a writable array of two ints.
+    assert_eq!(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: pipe2 just created both descriptors for us.
+    let (pipe_r, pipe_w) = unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+
+    // One SCM_RIGHTS message carrying the pipe's write end, in an 8-byte
+    // aligned buffer of CMSG_SPACE(4) bytes.
+    let fd_len = size_of::<libc::c_int>() as u32;
+    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
+    let (space, len) = unsafe { (libc::CMSG_SPACE(fd_len) as usize, libc::CMSG_LEN(fd_len) as usize) };
+    let mut words = [0u64; 8];
+    assert!(space <= size_of_val(&words));
+    let header = libc::cmsghdr { cmsg_len: len as _, cmsg_level: libc::SOL_SOCKET, cmsg_type: libc::SCM_RIGHTS };
+    // SAFETY: `words` is 8-byte aligned and holds CMSG_SPACE(4) bytes: the
+    // header, then the descriptor right after it (CMSG_DATA).
+    unsafe {
+        let base = words.as_mut_ptr().cast::<u8>();
+        base.cast::<libc::cmsghdr>().write(header);
+        base.add(size_of::<libc::cmsghdr>()).cast::<libc::c_int>().write_unaligned(pipe_w.as_raw_fd());
+    }
+    // SAFETY: `words` is 64 bytes, viewed as bytes.
+    let control = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), space) };
+    let iov = [IoSlice::new(b"x")];
+    // SAFETY: `iov`, its buffer and `control` outlive the reap just below.
+    let op = unsafe { SendMsg::new(a.as_raw_fd(), &iov).control(control) };
+    ring.push_op(ctx(1), op).unwrap();
+    assert_eq!(common::reap_one(&mut ring).res, 1);
+    drop(pipe_w);
+
+    // Receive it with recvmsg(2) and use the descriptor that arrived.
+    let mut byte = [0u8; 1];
+    let mut riov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    let mut rwords = [0u64; 8];
+    // SAFETY: msghdr is plain data; zeroed is empty.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut riov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = rwords.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&rwords) as _;
+    // SAFETY: every pointer in `msg` names a live local buffer.
+    assert_eq!(unsafe { libc::recvmsg(b.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) }, 1);
+    assert_eq!(&byte, b"x");
+    // SAFETY: `msg` was filled by recvmsg; the first header lies in `rwords`.
+    let got = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!c.is_null(), "a control message arrived");
+        assert_eq!(((*c).cmsg_level, (*c).cmsg_type), (libc::SOL_SOCKET, libc::SCM_RIGHTS));
+        OwnedFd::from_raw_fd(libc::CMSG_DATA(c).cast::<libc::c_int>().read_unaligned())
+    };
+    let mut w = std::fs::File::from(got);
+    w.write_all(b"through the passed fd").unwrap();
+    drop(w);
+    let mut out = String::new();
+    std::fs::File::from(pipe_r).read_to_string(&mut out).unwrap();
+    assert_eq!(out, "through the passed fd");
+}
