@@ -74,6 +74,8 @@ pub(crate) struct Core {
     /// `IORING_ENTER_REGISTERED_RING` when entering through the index.
     pub(crate) enter_flags: u32,
     pub(crate) register_ring_fd: bool,
+    /// `MADV_DONTFORK` on the ring mappings (see [`Options::dontfork`]).
+    pub(crate) dontfork: bool,
     /// The thread that started a `SINGLE_ISSUER` ring: the only one the
     /// kernel lets submit or register from then on.
     pub(crate) issuer: Option<std::thread::ThreadId>,
@@ -98,13 +100,7 @@ impl Core {
         // depends on offsets only the kernel knows, so ask a throwaway ring
         // with the same geometry first.
         let user_mem = if no_mmap {
-            let mut probe = params;
-            probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
-            // SAFETY: `probe` is valid and hands the kernel no memory of ours.
-            let fd = unsafe { sys::io_uring_setup(entries, &mut probe) };
-            let fd = fd.map_err(|e| diagnose(e, entries, &requested))?;
-            // SAFETY: the kernel just returned this fd; we own it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            let probe = probe_geometry(entries, &params, &requested)?;
             let rings =
                 Mapping::anonymous(rings_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
             let sqes = Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
@@ -133,6 +129,9 @@ impl Core {
                 (rings, Some(sqes))
             }
         };
+        if opts.dontfork {
+            dont_fork(&rings, sqes.as_ref())?;
+        }
         let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), Mapping::ptr);
         // SAFETY: both regions are the live memory `params` describes, and
         // they live in the returned Core next to the queues.
@@ -157,6 +156,7 @@ impl Core {
                 enter_fd: raw_fd,
                 enter_flags: 0,
                 register_ring_fd: opts.register_ring_fd,
+                dontfork: opts.dontfork,
                 issuer: None,
                 sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
                 defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
@@ -166,6 +166,17 @@ impl Core {
             sq,
             cq,
         ))
+    }
+
+    /// Bytes of ring memory (rings and SQEs, each rounded up to whole
+    /// pages) a ring created from `opts` uses; see
+    /// [`Options::memory_size`](crate::Options::memory_size).
+    pub(crate) fn memory_size(opts: &Options) -> Result<usize> {
+        let (entries, params) = opts.to_params(Issuer::Single)?;
+        let p = probe_geometry(entries, &params, &params)?;
+        let page = Mapping::page_size();
+        let round = |n: usize| n.max(1).next_multiple_of(page);
+        Ok(round(rings_len(&p)) + round(sqes_len(&p)))
     }
 
     /// The error for a failed syscall `call`: [`Error::WrongThread`] when a
@@ -516,6 +527,36 @@ impl Drop for Core {
     fn drop(&mut self) {
         self.stop(None);
     }
+}
+
+/// The geometry (entry counts and offsets) the kernel gives a ring set up
+/// with `params`: a throwaway ring of the same shape without `NO_MMAP`
+/// (whose memory must exist before the setup call, sized by offsets only
+/// the kernel knows) and without `R_DISABLED`.
+fn probe_geometry(
+    entries: u32,
+    params: &sys::io_uring_params,
+    requested: &sys::io_uring_params,
+) -> Result<sys::io_uring_params> {
+    let mut probe = *params;
+    probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
+    probe.cq_off.user_addr = 0;
+    probe.sq_off.user_addr = 0;
+    // SAFETY: `probe` is valid and hands the kernel no memory of ours.
+    let fd = unsafe { sys::io_uring_setup(entries, &mut probe) };
+    let fd = fd.map_err(|e| diagnose(e, entries, requested))?;
+    // SAFETY: the kernel just returned this fd; we own it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(probe)
+}
+
+/// `MADV_DONTFORK` on the ring mappings.
+pub(crate) fn dont_fork(rings: &Mapping, sqes: Option<&Mapping>) -> Result<()> {
+    rings.dont_fork().map_err(|e| Error::io("madvise (MADV_DONTFORK rings)", e))?;
+    if let Some(sqes) = sqes {
+        sqes.dont_fork().map_err(|e| Error::io("madvise (MADV_DONTFORK sqes)", e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn rings_len(p: &sys::io_uring_params) -> usize {

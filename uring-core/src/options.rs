@@ -184,6 +184,7 @@ pub struct Options {
     pub(crate) indirect_contexts: Option<u32>,
     pub(crate) extended_contexts: Option<u32>,
     pub(crate) extra_flags: SetupFlags,
+    pub(crate) dontfork: bool,
 }
 
 impl Default for Options {
@@ -206,6 +207,7 @@ impl Default for Options {
             indirect_contexts: None,
             extended_contexts: None,
             extra_flags: SetupFlags::empty(),
+            dontfork: false,
         }
     }
 }
@@ -291,6 +293,32 @@ impl Options {
     pub fn no_mmap(mut self, on: bool) -> Self {
         self.no_mmap = on;
         self
+    }
+    /// Keep the ring memory out of forked children (`madvise(MADV_DONTFORK)`
+    /// on every ring mapping, as liburing's `io_uring_ring_dontfork`): a
+    /// child of `fork(2)` then has no mapping at those addresses, so it
+    /// cannot scribble on the parent's rings, and the parent's pages are
+    /// not copied on write after the fork. Also applied to the mappings a
+    /// resize creates. Off by default.
+    pub fn dontfork(mut self, on: bool) -> Self {
+        self.dontfork = on;
+        self
+    }
+    /// Bytes of ring memory a ring created from these options uses: the
+    /// rings (SQ and CQ heads, indices and CQEs) and the SQE array, each
+    /// rounded up to whole pages, as liburing's `io_uring_memory_size`.
+    /// That is the memory locked for the ring (`RLIMIT_MEMLOCK` on kernels
+    /// before 5.12, the memory cgroup after), and the memory a
+    /// [`no_mmap`](Self::no_mmap) ring allocates. The kernel alone knows
+    /// the offsets, so this sets up (and closes at once) a throwaway ring
+    /// of the same shape; with SQPOLL that starts a poller thread briefly.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring::new`](crate::Ring::new): invalid options, flags the
+    /// kernel rejects.
+    pub fn memory_size(&self) -> Result<usize> {
+        crate::core::Core::memory_size(self)
     }
     /// Register the ring fd at `start` (`IORING_REGISTER_RING_FDS`) and
     /// enter through the registered index (`IORING_ENTER_REGISTERED_RING`),

@@ -55,6 +55,9 @@ pub(crate) struct Sq {
     open: bool,
     /// One [`Keep`] per slot, allocated here so acquiring never allocates.
     keeps: Box<[Keep]>,
+    /// Slots the last acquisition took (1, or 2–3 for a 128-byte entry of
+    /// an `SQE_MIXED` ring with its padding): what `retract` gives back.
+    last_len: u32,
 }
 
 // SAFETY: `Sq` points into ring memory owned by the same ring object and
@@ -103,6 +106,7 @@ impl Sq {
             limit: head,
             open: false,
             keeps: (0..p.sq_entries).map(|_| Keep::new()).collect(),
+            last_len: 1,
         }
     }
 
@@ -169,15 +173,45 @@ impl Sq {
         // SAFETY: (tail & mask) < entries, so the slot lies in the SQE array.
         let slot = unsafe { self.sqes.add(((self.tail & self.mask) as usize) << self.shift) };
         self.tail = self.tail.wrapping_add(1);
+        self.last_len = 1;
         Some(slot)
     }
 
-    /// Gives back the slot acquired last (not yet published).
+    /// Two consecutive 64-byte slots for a 128-byte entry of an
+    /// `SQE_MIXED` ring, or `None` when the SQ is full or closed. The pair
+    /// never wraps (the kernel refuses a 128-byte entry in the last slot):
+    /// when the tail is at the last slot, that slot first gets a NOP with
+    /// `IOSQE_CQE_SKIP_SUCCESS`, which posts no CQE (liburing's
+    /// `io_uring_get_sqe128` does the same). All or nothing: no slot is
+    /// taken unless all are free. The SQ must have at least 4 entries
+    /// (checked by the caller), else a pair at the wrap never fits.
+    pub(crate) fn next_pair(&mut self) -> Option<*mut u8> {
+        debug_assert_eq!(self.shift, 6);
+        let pad = self.tail & self.mask == self.mask;
+        let need = if pad { 3 } else { 2 };
+        if !self.has_room(need) {
+            return None;
+        }
+        if pad {
+            let slot = self.next()?;
+            let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+            nop.flags = sys::IOSQE_CQE_SKIP_SUCCESS as u8;
+            nop.user_data = 0;
+            // SAFETY: a 64-byte slot we own until the tail is published.
+            unsafe { slot.cast::<Sqe>().write(nop) };
+        }
+        let first = self.next()?;
+        self.next()?;
+        self.last_len = need;
+        Some(first)
+    }
+
+    /// Gives back the slots acquired last (not yet published).
     #[inline]
     pub(crate) fn retract(&mut self) {
-        if self.tail != self.published {
-            self.tail = self.tail.wrapping_sub(1);
-        }
+        let n = self.last_len.min(self.tail.wrapping_sub(self.published));
+        self.tail = self.tail.wrapping_sub(n);
+        self.last_len = 1;
     }
 
     /// The next free slot and its [`Keep`], cleared of what an earlier

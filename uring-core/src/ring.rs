@@ -178,6 +178,19 @@ impl Ring {
         &self.core.features
     }
 
+    /// The ring memory as `(address, length)` pairs: the rings, then the
+    /// SQE array, each a whole number of pages (their sum is what
+    /// [`Options::memory_size`](crate::Options::memory_size) predicts).
+    /// Addresses only, for inspection (`/proc/self/maps`, accounting);
+    /// the library owns the memory.
+    pub fn memory_regions(&self) -> Vec<(usize, usize)> {
+        let mut v = vec![(self.core.rings.ptr() as usize, self.core.rings.len())];
+        if let Some(sqes) = &self.core.sqes {
+            v.push((sqes.ptr() as usize, sqes.len()));
+        }
+        v
+    }
+
     /// The parameters the kernel returned from setup.
     pub fn params(&self) -> &sys::io_uring_params {
         &self.core.params
@@ -297,27 +310,55 @@ impl Ring {
         }
     }
 
-    /// The next free 128-byte SQE, zeroed, on a ring created with
-    /// [`Options::sqe128`](crate::Options::sqe128).
+    /// The next free 128-byte SQE, zeroed: on a ring created with
+    /// [`Options::sqe128`](crate::Options::sqe128) one slot; on an
+    /// `IORING_SETUP_SQE_MIXED` ring (6.19+) two consecutive 64-byte slots.
+    /// On a mixed ring a 128-byte entry never wraps round the end of the
+    /// SQ (the kernel fails such an entry with `EINVAL`): when the tail is
+    /// at the last slot, that slot first gets a NOP with
+    /// `IOSQE_CQE_SKIP_SUCCESS`, which posts no CQE (as liburing's
+    /// `io_uring_get_sqe128` does). On a mixed ring the opcode must be one
+    /// the kernel reads as 128 bytes (`IORING_OP_NOP128`,
+    /// `IORING_OP_URING_CMD128`); any other would make the kernel read the
+    /// second half as the next entry.
     ///
     /// # Errors
     ///
-    /// [`Error::Unsupported`] on a 64-byte-SQE ring; otherwise as
-    /// [`next_sqe`](Self::next_sqe).
+    /// [`Error::Unsupported`] on a ring of 64-byte SQEs that is not mixed;
+    /// [`Error::InvalidArgument`] on a mixed ring of fewer than 4 entries
+    /// (a 128-byte entry at the wrap would never fit); otherwise as
+    /// [`next_sqe`](Self::next_sqe) ([`Error::QueueFull`] also when only
+    /// one slot, or only the padding, is free).
     ///
     /// # Safety
     ///
-    /// As for [`next_sqe`](Self::next_sqe).
+    /// As for [`next_sqe`](Self::next_sqe); on a mixed ring, the opcode
+    /// written must be a 128-byte one (see above).
     pub unsafe fn next_sqe128(&mut self) -> Result<&mut Sqe128> {
         self.core.check()?;
-        if self.core.features.sqe_size() != 128 {
-            return Err(Error::unsupported("128-byte SQE", Some("create the ring with Options::sqe128(true)")));
-        }
-        match self.sq.next() {
+        let slot = if self.core.features.sqe_size() == 128 {
+            self.sq.next()
+        } else if self.core.params.flags & sys::IORING_SETUP_SQE_MIXED != 0 {
+            if self.sq.entries < 4 {
+                return Err(Error::InvalidArgument(format!(
+                    "a 128-byte SQE on an SQE_MIXED ring of {} entries: at the end of the SQ it needs a padding \
+                     entry and two slots; create the ring with at least 4 entries",
+                    self.sq.entries
+                )));
+            }
+            self.sq.next_pair()
+        } else {
+            return Err(Error::unsupported(
+                "128-byte SQE",
+                Some("create the ring with Options::sqe128(true) or SetupFlags::SQE_MIXED (6.19+)"),
+            ));
+        };
+        match slot {
             Some(slot) => {
                 let sqe = slot.cast::<Sqe128>();
-                // SAFETY: on an SQE128 ring every slot is 128 bytes, ours
-                // until the tail is published.
+                // SAFETY: 128 bytes we own until the tail is published: one
+                // slot of an SQE128 ring, or two consecutive 64-byte slots
+                // of a mixed ring (`next_pair` never wraps).
                 unsafe {
                     sqe.write(Sqe128::default());
                     Ok(&mut *sqe)
@@ -753,6 +794,12 @@ impl Ring {
             .map_err(|e| Error::io("mmap (resized rings)", e))?;
         let sqes = Mapping::map_ring(self.core.raw_fd, sqes_len(&p), sys::IORING_OFF_SQES)
             .map_err(|e| Error::io("mmap (resized sqes)", e))?;
+        if self.core.dontfork {
+            // Best effort: the kernel has switched to the new rings already,
+            // so a failure here must not leave the queues on the old ones
+            // (madvise on a fresh whole mapping does not fail in practice).
+            let _ = crate::core::dont_fork(&rings, Some(&sqes));
+        }
         // SAFETY: the new mappings are what `p` describes; the old ones are
         // dropped right after, when nothing points into them any more.
         unsafe {
