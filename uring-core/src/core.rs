@@ -99,14 +99,54 @@ impl Core {
         // With NO_MMAP the memory must exist before the setup call; its size
         // depends on offsets only the kernel knows, so ask a throwaway ring
         // with the same geometry first.
+        // With NO_MMAP: the rings' memory and the SQE array's, in two
+        // library mappings or at two offsets of the caller's one.
         let user_mem = if no_mmap {
             let probe = probe_geometry(entries, &params, &requested)?;
-            let rings =
-                Mapping::anonymous(rings_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
-            let sqes = Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
-            params.cq_off.user_addr = rings.ptr() as u64;
-            params.sq_off.user_addr = sqes.ptr() as u64;
-            Some((rings, sqes))
+            let mem = match &opts.no_mmap_memory {
+                None => {
+                    let rings = Mapping::anonymous(rings_len(&probe), false)
+                        .map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
+                    let sqes =
+                        Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
+                    params.cq_off.user_addr = rings.ptr() as u64;
+                    params.sq_off.user_addr = sqes.ptr() as u64;
+                    let at = sqes.ptr();
+                    (rings, Some(sqes), at)
+                }
+                Some(slot) => {
+                    let mem =
+                        slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or_else(|| {
+                            Error::InvalidArgument(
+                                "Options::no_mmap_memory: the memory went to an earlier ring made from these options"
+                                    .into(),
+                            )
+                        })?;
+                    let sqes_at = rings_len(&probe).next_multiple_of(Mapping::page_size());
+                    let need = sqes_at + sqes_len(&probe);
+                    if !mem.is_private_anonymous() {
+                        return Err(Error::InvalidArgument(
+                            "Options::no_mmap_memory: the memory must be a private anonymous Mapping".into(),
+                        ));
+                    }
+                    if mem.len() < need {
+                        return Err(Error::InvalidArgument(format!(
+                            "Options::no_mmap_memory: {} bytes, the ring needs {need}",
+                            mem.len()
+                        )));
+                    }
+                    // SAFETY: the mapping is ours alone (moved out of the
+                    // options), private, and `len` bytes long: no stale
+                    // ring indices survive into the new ring.
+                    unsafe { ptr::write_bytes(mem.ptr(), 0, mem.len()) };
+                    params.cq_off.user_addr = mem.ptr() as u64;
+                    // SAFETY: `sqes_at + sqes_len <= len`.
+                    let at = unsafe { mem.ptr().add(sqes_at) };
+                    params.sq_off.user_addr = at as u64;
+                    (mem, None, at)
+                }
+            };
+            Some(mem)
         } else {
             None
         };
@@ -119,20 +159,20 @@ impl Core {
         // SAFETY: the kernel just returned this fd; we own it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
 
-        let (rings, sqes) = match user_mem {
-            Some((rings, sqes)) => (rings, Some(sqes)),
+        let (rings, sqes, sqes_ptr) = match user_mem {
+            Some(mem) => mem,
             None => {
                 let rings = Mapping::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
                 let sqes = Mapping::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
-                (rings, Some(sqes))
+                let at = sqes.ptr();
+                (rings, Some(sqes), at)
             }
         };
         if opts.dontfork {
             dont_fork(&rings, sqes.as_ref())?;
         }
-        let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), Mapping::ptr);
         // SAFETY: both regions are the live memory `params` describes, and
         // they live in the returned Core next to the queues.
         let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };

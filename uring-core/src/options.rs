@@ -185,6 +185,9 @@ pub struct Options {
     pub(crate) extended_contexts: Option<u32>,
     pub(crate) extra_flags: SetupFlags,
     pub(crate) dontfork: bool,
+    /// Caller memory for a `NO_MMAP` ring: taken out (once) by the first
+    /// ring created from these options (or a clone of them).
+    pub(crate) no_mmap_memory: Option<std::sync::Arc<std::sync::Mutex<Option<crate::Mapping>>>>,
 }
 
 impl Default for Options {
@@ -208,6 +211,7 @@ impl Default for Options {
             extended_contexts: None,
             extra_flags: SetupFlags::empty(),
             dontfork: false,
+            no_mmap_memory: None,
         }
     }
 }
@@ -292,6 +296,27 @@ impl Options {
     /// (`IORING_SETUP_NO_MMAP`) instead of mapping kernel memory.
     pub fn no_mmap(mut self, on: bool) -> Self {
         self.no_mmap = on;
+        self
+    }
+    /// A `NO_MMAP` ring (this sets [`no_mmap`](Self::no_mmap)) in memory
+    /// the caller supplies, for example 2 MiB huge pages from
+    /// [`Mapping::anonymous(len, true)`](crate::Mapping::anonymous), as
+    /// liburing's `io_uring_queue_init_mem`. The rings go at the start of
+    /// `memory`, the SQE array at the next page boundary after them; it
+    /// must hold [`memory_size`](Self::memory_size) bytes of these
+    /// options (without this memory). The memory is zeroed at setup.
+    ///
+    /// Ownership moves into the ring: it stays mapped until the ring is
+    /// closed and is unmapped after, so the kernel never writes to memory
+    /// Rust has given back. Only the first ring created from these options
+    /// (or a clone of them) gets it; a second one fails with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), as does
+    /// memory that is not private anonymous (a
+    /// [`Mapping::map_ring`](crate::Mapping::map_ring) mapping may be
+    /// mapped again elsewhere) or too small. A failed setup drops it.
+    pub fn no_mmap_memory(mut self, memory: crate::Mapping) -> Self {
+        self.no_mmap = true;
+        self.no_mmap_memory = Some(std::sync::Arc::new(std::sync::Mutex::new(Some(memory))));
         self
     }
     /// Keep the ring memory out of forked children (`madvise(MADV_DONTFORK)`

@@ -180,7 +180,9 @@ impl Ring {
 
     /// The ring memory as `(address, length)` pairs: the rings, then the
     /// SQE array, each a whole number of pages (their sum is what
-    /// [`Options::memory_size`](crate::Options::memory_size) predicts).
+    /// [`Options::memory_size`](crate::Options::memory_size) predicts); a
+    /// single pair, the whole mapping, for memory from
+    /// [`Options::no_mmap_memory`](crate::Options::no_mmap_memory).
     /// Addresses only, for inspection (`/proc/self/maps`, accounting);
     /// the library owns the memory.
     pub fn memory_regions(&self) -> Vec<(usize, usize)> {

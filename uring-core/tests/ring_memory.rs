@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use std::os::fd::AsRawFd;
+
 use uring_core::{Mapping, Options, Ring};
 
 /// Round-trips `n` NOPs with user_data `base..base + n`.
@@ -96,5 +98,104 @@ fn memory_size_matches_the_mappings() {
         let real: usize = ring.memory_regions().iter().map(|r| r.1).sum();
         assert_eq!(size, real, "{opts:?}");
         assert_eq!(size % Mapping::page_size(), 0);
+    }
+}
+
+/// A `NO_MMAP` ring in memory the test supplies: rings and SQEs inside the
+/// caller's mapping, NOPs flow; the same options (cloned) cannot hand the
+/// memory to a second ring; too little or shared memory is refused.
+#[test]
+fn no_mmap_ring_in_caller_memory() {
+    let opts = Options::default().entries(64);
+    let size = opts.memory_size().expect("memory_size");
+    let mem = Mapping::anonymous(size, false).expect("mmap");
+    let (addr, len) = (mem.ptr() as usize, mem.len());
+    let opts = opts.no_mmap_memory(mem);
+    let mut ring = Ring::new(opts.clone()).expect("a NO_MMAP ring in caller memory");
+    assert_ne!(ring.params().flags & uring_core::sys::IORING_SETUP_NO_MMAP, 0);
+    assert_eq!(ring.memory_regions(), vec![(addr, len)], "the ring lives in the caller's mapping");
+    ring.start().expect("start");
+    for round in 0..20 {
+        nops(&mut ring, round * 100, 64);
+    }
+    match Ring::new(opts) {
+        Err(uring_core::Error::InvalidArgument(m)) => assert!(m.contains("earlier ring"), "{m}"),
+        other => panic!("the memory went to the first ring, got {:?}", other.map(|_| ())),
+    }
+    // Too small: one page for a ring that needs more.
+    let small = Options::default().entries(256).no_mmap_memory(Mapping::anonymous(1, false).unwrap());
+    assert!(matches!(Ring::new(small), Err(uring_core::Error::InvalidArgument(_))));
+    // Shared ring memory of another ring is not the caller's to give.
+    let other = Ring::new(Options::default().entries(8)).unwrap();
+    let shared = Mapping::map_ring(other.as_raw_fd(), 64 << 10, uring_core::sys::IORING_OFF_SQ_RING as u64);
+    if let Ok(shared) = shared {
+        let opts = Options::default().entries(8).no_mmap_memory(shared);
+        assert!(matches!(Ring::new(opts), Err(uring_core::Error::InvalidArgument(_))));
+    }
+    nops(&mut ring, 10_000, 8);
+}
+
+/// `nr_hugepages` to restore, or why none can be had.
+fn reserve_huge_pages(n: u64) -> Result<Option<u64>, String> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| e.to_string())?;
+    let field = |name: &str| {
+        meminfo.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+    };
+    if field("Hugepagesize:") != Some(2048) {
+        return Err(format!("the default huge page size is {:?} kB, not 2048", field("Hugepagesize:")));
+    }
+    let free = field("HugePages_Free:").unwrap_or(0);
+    if free >= n {
+        return Ok(None);
+    }
+    let path = "/proc/sys/vm/nr_hugepages";
+    let old: u64 = std::fs::read_to_string(path).map_err(|e| e.to_string())?.trim().parse().map_err(|_| "?")?;
+    std::fs::write(path, format!("{}", old + n - free)).map_err(|e| format!("cannot write {path}: {e}"))?;
+    let now: u64 = std::fs::read_to_string(path).map_err(|e| e.to_string())?.trim().parse().map_err(|_| "?")?;
+    if now < old + n - free {
+        let _ = std::fs::write(path, format!("{old}"));
+        return Err(format!(
+            "asked the kernel for {} huge pages, it has {now} (memory too fragmented)",
+            old + n - free
+        ));
+    }
+    Ok(Some(old))
+}
+
+/// A `NO_MMAP` ring in one 2 MiB huge page, skipped (with the reason) when
+/// none can be reserved.
+#[test]
+fn no_mmap_ring_in_a_huge_page() {
+    let restore = match reserve_huge_pages(1) {
+        Ok(r) => r,
+        Err(why) => {
+            println!("SKIPPED no_mmap_ring_in_a_huge_page: no 2 MiB huge page can be reserved: {why}");
+            return;
+        }
+    };
+    let result = std::panic::catch_unwind(|| {
+        let huge = match Mapping::anonymous(2 << 20, true) {
+            Ok(m) => m,
+            Err(e) => {
+                println!(
+                    "SKIPPED no_mmap_ring_in_a_huge_page: a huge page was reserved but mmap(MAP_HUGETLB) failed: {e}"
+                );
+                return;
+            }
+        };
+        assert_eq!(huge.ptr() as usize % (2 << 20), 0, "huge pages are 2 MiB aligned");
+        let opts = Options::default().entries(1024);
+        assert!(opts.memory_size().unwrap() <= 2 << 20);
+        let mut ring = Ring::new(opts.no_mmap_memory(huge)).expect("a NO_MMAP ring in a huge page");
+        ring.start().expect("start");
+        for round in 0..8 {
+            nops(&mut ring, round * 1000, 512);
+        }
+    });
+    if let Some(old) = restore {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", format!("{old}"));
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
     }
 }
