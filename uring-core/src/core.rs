@@ -208,6 +208,97 @@ impl Core {
         ))
     }
 
+    /// A ring set up elsewhere: maps its memory as `setup` does and checks
+    /// what can be checked (an io_uring fd, not `NO_MMAP`, the masks and
+    /// entry counts in its memory match `params`, both queues empty).
+    ///
+    /// # Safety
+    ///
+    /// See [`Ring::from_raw_fd`](crate::Ring::from_raw_fd).
+    pub(crate) unsafe fn adopt(fd: OwnedFd, params: sys::io_uring_params) -> Result<(Core, Sq, Cq)> {
+        let bad = |m: &str| Err(Error::InvalidArgument(format!("Ring::from_raw_fd: {m}")));
+        if params.flags & sys::IORING_SETUP_NO_MMAP != 0 {
+            return bad("a NO_MMAP ring lives in its creator's memory; it cannot be adopted");
+        }
+        if params.flags & sys::IORING_SETUP_SQ_REWIND != 0 {
+            return bad("IORING_SETUP_SQ_REWIND rings are not supported (see Options::extra_flags)");
+        }
+        let pow2 = |n: u32| n != 0 && n.is_power_of_two();
+        if !pow2(params.sq_entries) || !pow2(params.cq_entries) {
+            return bad("the entry counts in params are not powers of two");
+        }
+        // An io_uring fd answers the probe; any other file does not.
+        let (last_op, probe) = read_probe(fd.as_raw_fd())?;
+        let rings = Mapping::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
+            .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
+        let sqes = Mapping::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
+            .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
+        let u32_at = |off: u32| -> Option<u32> {
+            let off = off as usize;
+            if off % 4 != 0 || off + 4 > rings.len() {
+                return None;
+            }
+            // SAFETY: an aligned u32 inside the live rings mapping (checked
+            // just above); the kernel writes it only atomically.
+            Some(unsafe {
+                (*rings.ptr().add(off).cast::<std::sync::atomic::AtomicU32>())
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+        };
+        let (so, co) = (&params.sq_off, &params.cq_off);
+        let geometry = (u32_at(so.ring_mask), u32_at(so.ring_entries), u32_at(co.ring_mask), u32_at(co.ring_entries));
+        if geometry
+            != (
+                Some(params.sq_entries - 1),
+                Some(params.sq_entries),
+                Some(params.cq_entries - 1),
+                Some(params.cq_entries),
+            )
+        {
+            return bad("params do not describe this ring (masks and entry counts differ)");
+        }
+        let queues = (u32_at(so.head), u32_at(so.tail), u32_at(co.head), u32_at(co.tail));
+        match queues {
+            (Some(sh), Some(st), Some(ch), Some(ct)) if sh == st && ch == ct => {}
+            _ => return bad("the ring has unconsumed submissions or unreaped completions"),
+        }
+        if u32_at(so.flags).is_none_or(|f| f & sys::IORING_SQ_CQ_OVERFLOW != 0) {
+            return bad("the ring has an overflow backlog of completions");
+        }
+        // SAFETY: both regions are the live memory `params` describes (the
+        // caller's promise, and the masks just checked), and they live in
+        // the returned Core next to the queues.
+        let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes.ptr()), Cq::new(&params, rings.ptr())) };
+        let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cq.ring_id = id;
+        let features = Features::new(&params, &probe, last_op);
+        let raw_fd = fd.as_raw_fd();
+        let flags = params.flags;
+        Ok((
+            Core {
+                id,
+                fd: Some(fd),
+                raw_fd,
+                params,
+                rings,
+                sqes: Some(sqes),
+                features,
+                state: State::Created,
+                enter_fd: raw_fd,
+                enter_flags: 0,
+                register_ring_fd: false,
+                dontfork: false,
+                issuer: None,
+                sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
+                defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+                iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
+                attached: Vec::new(),
+            },
+            sq,
+            cq,
+        ))
+    }
+
     /// Bytes of ring memory (rings and SQEs, each rounded up to whole
     /// pages) a ring created from `opts` uses; see
     /// [`Options::memory_size`](crate::Options::memory_size).
@@ -342,9 +433,12 @@ impl Core {
             State::Stopped => return Err(Error::Stopped),
             State::Created => {}
         }
-        // SAFETY: ENABLE_RINGS takes no argument.
-        unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
-            .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+        // A ring set up without R_DISABLED (adopted) is enabled already.
+        if self.params.flags & sys::IORING_SETUP_R_DISABLED != 0 {
+            // SAFETY: ENABLE_RINGS takes no argument.
+            unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
+                .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+        }
         self.state = State::Started;
         if self.params.flags & sys::IORING_SETUP_SINGLE_ISSUER != 0 {
             self.issuer = Some(std::thread::current().id());

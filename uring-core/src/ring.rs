@@ -103,6 +103,55 @@ impl Ring {
         })
     }
 
+    /// Adopts a ring set up elsewhere (by raw `io_uring_setup`, another
+    /// library, another process that passed the fd): maps its memory and
+    /// wraps it, as liburing's `io_uring_queue_mmap`. The ring is
+    /// [`Created`](State::Created); [`start`](Self::start) enables it if it
+    /// was set up with `IORING_SETUP_R_DISABLED` (else it is enabled
+    /// already). Context pools get the SQ size; the fd is not registered.
+    ///
+    /// Checked here, as [`Error::InvalidArgument`] (or the errno): that
+    /// `fd` is an io_uring instance (it answers `IORING_REGISTER_PROBE`),
+    /// not `NO_MMAP` (its memory is its creator's) nor `SQ_REWIND`, that the masks and
+    /// entry counts in its memory are those of `params`, and that both
+    /// queues are empty with no overflow backlog.
+    ///
+    /// # Errors
+    ///
+    /// As above; the errno of `mmap` or of the probe.
+    ///
+    /// # Safety
+    ///
+    /// - `params` is exactly what `io_uring_setup` returned for `fd` (the
+    ///   offsets are trusted to lie inside the mappings they name).
+    /// - From now until this ring is dropped, nothing else submits to or
+    ///   reaps from the ring, enables it, resizes it or registers to it
+    ///   (no other copy of the fd, no other mapping of its memory is used,
+    ///   in this process or another): the library is its only producer
+    ///   and consumer.
+    /// - No request of the ring is in flight, and none was ever submitted
+    ///   whose completion is still to come: every CQE this ring reaps is of
+    ///   an entry pushed through it (a stray `user_data` would be trusted
+    ///   as a context, see [`next_sqe`](Self::next_sqe)).
+    /// - If it was set up with `IORING_SETUP_R_DISABLED`, it has not been
+    ///   enabled yet.
+    pub unsafe fn from_raw_fd(fd: std::os::fd::OwnedFd, params: sys::io_uring_params) -> Result<Self> {
+        // SAFETY: forwarded to the caller.
+        let (core, sq, cq) = unsafe { Core::adopt(fd, params) }?;
+        let sq_entries = core.params.sq_entries;
+        let pools = ContextPools::for_ring(core.id, sq_entries, sq_entries);
+        Ok(Ring {
+            sq,
+            cq,
+            core,
+            pools,
+            reserved_groups: Vec::new(),
+            claimed_groups: Vec::new(),
+            named_groups: None,
+            _not_sync: PhantomData,
+        })
+    }
+
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
     /// registers its fd. Fails with [`Error::AlreadyStarted`] the second
     /// time.

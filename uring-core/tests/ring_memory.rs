@@ -197,3 +197,86 @@ fn no_mmap_ring_in_a_huge_page() {
         std::panic::resume_unwind(p);
     }
 }
+
+/// Sets up a ring with the raw syscall, as code outside this library would.
+fn raw_ring(entries: u32, flags: u32) -> (std::os::fd::OwnedFd, uring_core::sys::io_uring_params) {
+    use std::os::fd::FromRawFd;
+    let mut p = uring_core::sys::io_uring_params { flags, ..Default::default() };
+    // SAFETY: `p` is valid for the call and names no memory of ours.
+    let fd = unsafe { uring_core::sys::io_uring_setup(entries, &mut p) }.expect("io_uring_setup");
+    // SAFETY: the kernel just returned this fd; we own it.
+    (unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, p)
+}
+
+#[test]
+fn adopting_a_ring_set_up_with_raw_syscalls() {
+    use uring_core::sys;
+    let configs = [
+        0,
+        sys::IORING_SETUP_R_DISABLED,
+        sys::IORING_SETUP_SINGLE_ISSUER | sys::IORING_SETUP_DEFER_TASKRUN | sys::IORING_SETUP_NO_SQARRAY,
+        sys::IORING_SETUP_R_DISABLED
+            | sys::IORING_SETUP_SINGLE_ISSUER
+            | sys::IORING_SETUP_DEFER_TASKRUN
+            | sys::IORING_SETUP_CQE32,
+        sys::IORING_SETUP_SQE128 | sys::IORING_SETUP_COOP_TASKRUN,
+    ];
+    for flags in configs {
+        let (fd, p) = raw_ring(16, flags);
+        // SAFETY: `p` is what io_uring_setup returned for `fd`; nothing
+        // else uses the ring, nothing was ever submitted, and it is not
+        // enabled yet when R_DISABLED.
+        let mut ring = unsafe { Ring::from_raw_fd(fd, p) }.unwrap_or_else(|e| panic!("adopt {flags:#x}: {e}"));
+        assert_eq!(ring.state(), uring_core::State::Created);
+        assert_eq!(ring.params().flags, flags);
+        ring.start().unwrap_or_else(|e| panic!("start {flags:#x}: {e}"));
+        for round in 0..10 {
+            nops(&mut ring, round * 100, 16);
+        }
+    }
+}
+
+#[test]
+fn adopting_checks_what_it_can() {
+    use uring_core::Error;
+    // Params of another geometry.
+    let (fd, mut p) = raw_ring(16, 0);
+    p.sq_entries = 8;
+    // SAFETY: refused before the ring is used: the masks in its memory do
+    // not match (the check this test is about).
+    assert!(matches!(unsafe { Ring::from_raw_fd(fd, p) }, Err(Error::InvalidArgument(_))));
+    // A file that is not a ring: the probe fails.
+    let (_, p) = raw_ring(16, 0);
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // SAFETY: refused at the probe, before anything is mapped.
+    assert!(unsafe { Ring::from_raw_fd(null.into(), p) }.is_err());
+    // A ring with a completion nobody reaped.
+    let (fd, p) = raw_ring(16, 0);
+    let raw = {
+        use std::os::fd::AsRawFd;
+        fd.as_raw_fd()
+    };
+    {
+        // Submit one NOP through a first adoption (of a dup of the fd) and
+        // leave its CQE unreaped: the first ring is leaked, so its drop
+        // neither reaps nor discards the completion.
+        // SAFETY: `raw` stays open (owned by `fd`) for the duration.
+        let dup = unsafe { libc::dup(raw) };
+        assert!(dup >= 0);
+        use std::os::fd::FromRawFd;
+        // SAFETY: a fresh fd of the ring, owned here.
+        let dup = unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) };
+        // SAFETY: as in the test above; the ring is never used after the
+        // leak below, so the second adoption is its only user then.
+        let mut first = unsafe { Ring::from_raw_fd(dup, p) }.expect("adopt");
+        first.start().unwrap();
+        push_nop(&mut first, 1).unwrap();
+        first.submit().unwrap();
+        std::mem::forget(first);
+    }
+    // SAFETY: refused: the CQ holds the completion of the NOP above.
+    match unsafe { Ring::from_raw_fd(fd, p) } {
+        Err(Error::InvalidArgument(m)) => assert!(m.contains("unreaped"), "{m}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
