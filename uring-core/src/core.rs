@@ -235,7 +235,7 @@ impl Core {
             .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
         let u32_at = |off: u32| -> Option<u32> {
             let off = off as usize;
-            if off % 4 != 0 || off + 4 > rings.len() {
+            if !off.is_multiple_of(4) || off + 4 > rings.len() {
                 return None;
             }
             // SAFETY: an aligned u32 inside the live rings mapping (checked
