@@ -368,7 +368,12 @@ impl Ring {
     /// SQ (the kernel fails such an entry with `EINVAL`): when the tail is
     /// at the last slot, that slot first gets a NOP with
     /// `IOSQE_CQE_SKIP_SUCCESS`, which posts no CQE (as liburing's
-    /// `io_uring_get_sqe128` does). On a mixed ring the opcode must be one
+    /// `io_uring_get_sqe128` does). When the entry queued just before
+    /// links to the next (`IOSQE_IO_LINK`/`IOSQE_IO_HARDLINK`), the pad
+    /// carries the same link flag, so the chain goes on through it to the
+    /// 128-byte entry. Like liburing's, the pad's `IOSQE_CQE_SKIP_SUCCESS`
+    /// makes the kernel refuse `IOSQE_IO_DRAIN` on this ring from then on
+    /// (`EOPNOTSUPP`). On a mixed ring the opcode must be one
     /// the kernel reads as 128 bytes (`IORING_OP_NOP128`,
     /// `IORING_OP_URING_CMD128`); any other would make the kernel read the
     /// second half as the next entry.

@@ -189,3 +189,58 @@ fn next_sqe128_on_a_plain_ring_is_unsupported() {
     }
     assert_eq!(ring.sq_space_left(), 8);
 }
+
+/// A link chain that runs into a 128-byte entry at the end of the SQ goes
+/// on through the padding NOP: a failing head cancels the pad (whose
+/// cancellation, not a success, posts a CQE, `user_data` 0) and the
+/// NOP128 after it.
+#[test]
+fn sqe_mixed_link_chain_runs_through_the_padding() {
+    let test = "sqe_mixed_link_chain_runs_through_the_padding";
+    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(ring) => ring,
+        Err(e @ Error::Unsupported { .. }) => {
+            skip(test, &format!("{e} (the setup-flag probe says no)"));
+            return;
+        }
+        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
+    };
+    ring.start().expect("start");
+    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
+        skip(test, &format!("{e} (the opcode probe says no)"));
+        return;
+    }
+    for i in 0..7u64 {
+        let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+        nop.user_data = 10 + i;
+        if i == 6 {
+            nop.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+            nop.len = (-libc::EIO) as u32;
+            nop.flags = sys::IOSQE_IO_LINK as u8;
+        }
+        // SAFETY: a NOP names no memory.
+        unsafe { ring.push(&nop) }.expect("push");
+    }
+    // The tail is at the last slot: the NOP128 is padded.
+    push_nop128(&mut ring, 99, 5);
+    let mut got = reap(&mut ring, 9);
+    got.sort_unstable();
+    let mut want: Vec<(u64, i32)> = (10..16).map(|u| (u, 0)).collect();
+    want.extend([(0, -libc::ECANCELED), (16, -libc::EIO), (99, -libc::ECANCELED)]);
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // Unlinked, the same position (the tail is at 10: 5 NOPs bring it to
+    // the last slot again) completes normally with no pad CQE.
+    for _ in 0..5 {
+        // SAFETY: a NOP names no memory.
+        unsafe { ring.push(&Sqe::new(sys::IORING_OP_NOP as u8)) }.expect("push");
+    }
+    push_nop128(&mut ring, 98, 6);
+    let mut got = reap(&mut ring, 6);
+    got.sort_unstable();
+    assert_eq!(got.last(), Some(&(98, 6)));
+    assert!(got[..5].iter().all(|&c| c == (0, 0)));
+    let mut slots = [CqeSlot::EMPTY; 4];
+    assert!(matches!(ring.wait_for(&mut slots, 1, Some(Duration::from_millis(1))), Err(Error::WouldBlock)));
+}
