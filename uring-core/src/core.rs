@@ -74,6 +74,8 @@ pub(crate) struct Core {
     /// `IORING_ENTER_REGISTERED_RING` when entering through the index.
     pub(crate) enter_flags: u32,
     pub(crate) register_ring_fd: bool,
+    /// `MADV_DONTFORK` on the ring mappings (see [`Options::dontfork`]).
+    pub(crate) dontfork: bool,
     /// The thread that started a `SINGLE_ISSUER` ring: the only one the
     /// kernel lets submit or register from then on.
     pub(crate) issuer: Option<std::thread::ThreadId>,
@@ -97,20 +99,54 @@ impl Core {
         // With NO_MMAP the memory must exist before the setup call; its size
         // depends on offsets only the kernel knows, so ask a throwaway ring
         // with the same geometry first.
+        // With NO_MMAP: the rings' memory and the SQE array's, in two
+        // library mappings or at two offsets of the caller's one.
         let user_mem = if no_mmap {
-            let mut probe = params;
-            probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
-            // SAFETY: `probe` is valid and hands the kernel no memory of ours.
-            let fd = unsafe { sys::io_uring_setup(entries, &mut probe) };
-            let fd = fd.map_err(|e| diagnose(e, entries, &requested))?;
-            // SAFETY: the kernel just returned this fd; we own it.
-            drop(unsafe { OwnedFd::from_raw_fd(fd) });
-            let rings =
-                Mapping::anonymous(rings_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
-            let sqes = Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
-            params.cq_off.user_addr = rings.ptr() as u64;
-            params.sq_off.user_addr = sqes.ptr() as u64;
-            Some((rings, sqes))
+            let probe = probe_geometry(entries, &params, &requested)?;
+            let mem = match &opts.no_mmap_memory {
+                None => {
+                    let rings = Mapping::anonymous(rings_len(&probe), false)
+                        .map_err(|e| Error::io("mmap (NO_MMAP rings)", e))?;
+                    let sqes =
+                        Mapping::anonymous(sqes_len(&probe), false).map_err(|e| Error::io("mmap (NO_MMAP sqes)", e))?;
+                    params.cq_off.user_addr = rings.ptr() as u64;
+                    params.sq_off.user_addr = sqes.ptr() as u64;
+                    let at = sqes.ptr();
+                    (rings, Some(sqes), at)
+                }
+                Some(slot) => {
+                    let mem =
+                        slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take().ok_or_else(|| {
+                            Error::InvalidArgument(
+                                "Options::no_mmap_memory: the memory went to an earlier ring made from these options"
+                                    .into(),
+                            )
+                        })?;
+                    let sqes_at = rings_len(&probe).next_multiple_of(Mapping::page_size());
+                    let need = sqes_at + sqes_len(&probe);
+                    if !mem.is_private_anonymous() {
+                        return Err(Error::InvalidArgument(
+                            "Options::no_mmap_memory: the memory must be a private anonymous Mapping".into(),
+                        ));
+                    }
+                    if mem.len() < need {
+                        return Err(Error::InvalidArgument(format!(
+                            "Options::no_mmap_memory: {} bytes, the ring needs {need}",
+                            mem.len()
+                        )));
+                    }
+                    // SAFETY: the mapping is ours alone (moved out of the
+                    // options), private, and `len` bytes long: no stale
+                    // ring indices survive into the new ring.
+                    unsafe { ptr::write_bytes(mem.ptr(), 0, mem.len()) };
+                    params.cq_off.user_addr = mem.ptr() as u64;
+                    // SAFETY: `sqes_at + sqes_len <= len`.
+                    let at = unsafe { mem.ptr().add(sqes_at) };
+                    params.sq_off.user_addr = at as u64;
+                    (mem, None, at)
+                }
+            };
+            Some(mem)
         } else {
             None
         };
@@ -123,17 +159,20 @@ impl Core {
         // SAFETY: the kernel just returned this fd; we own it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
 
-        let (rings, sqes) = match user_mem {
-            Some((rings, sqes)) => (rings, Some(sqes)),
+        let (rings, sqes, sqes_ptr) = match user_mem {
+            Some(mem) => mem,
             None => {
                 let rings = Mapping::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
                 let sqes = Mapping::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
                     .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
-                (rings, Some(sqes))
+                let at = sqes.ptr();
+                (rings, Some(sqes), at)
             }
         };
-        let sqes_ptr = sqes.as_ref().map_or(ptr::null_mut(), Mapping::ptr);
+        if opts.dontfork {
+            dont_fork(&rings, sqes.as_ref())?;
+        }
         // SAFETY: both regions are the live memory `params` describes, and
         // they live in the returned Core next to the queues.
         let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
@@ -157,6 +196,7 @@ impl Core {
                 enter_fd: raw_fd,
                 enter_flags: 0,
                 register_ring_fd: opts.register_ring_fd,
+                dontfork: opts.dontfork,
                 issuer: None,
                 sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
                 defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
@@ -166,6 +206,108 @@ impl Core {
             sq,
             cq,
         ))
+    }
+
+    /// A ring set up elsewhere: maps its memory as `setup` does and checks
+    /// what can be checked (an io_uring fd, not `NO_MMAP`, the masks and
+    /// entry counts in its memory match `params`, both queues empty).
+    ///
+    /// # Safety
+    ///
+    /// See [`Ring::from_raw_fd`](crate::Ring::from_raw_fd).
+    pub(crate) unsafe fn adopt(fd: OwnedFd, params: sys::io_uring_params) -> Result<(Core, Sq, Cq)> {
+        let bad = |m: &str| Err(Error::InvalidArgument(format!("Ring::from_raw_fd: {m}")));
+        if params.flags & sys::IORING_SETUP_NO_MMAP != 0 {
+            return bad("a NO_MMAP ring lives in its creator's memory; it cannot be adopted");
+        }
+        if params.flags & sys::IORING_SETUP_SQ_REWIND != 0 {
+            return bad("IORING_SETUP_SQ_REWIND rings are not supported (see Options::extra_flags)");
+        }
+        let pow2 = |n: u32| n != 0 && n.is_power_of_two();
+        if !pow2(params.sq_entries) || !pow2(params.cq_entries) {
+            return bad("the entry counts in params are not powers of two");
+        }
+        // An io_uring fd answers the probe; any other file does not.
+        let (last_op, probe) = read_probe(fd.as_raw_fd())?;
+        let rings = Mapping::map_ring(fd.as_raw_fd(), rings_len(&params), sys::IORING_OFF_SQ_RING)
+            .map_err(|e| Error::io("mmap (IORING_OFF_SQ_RING)", e))?;
+        let sqes = Mapping::map_ring(fd.as_raw_fd(), sqes_len(&params), sys::IORING_OFF_SQES)
+            .map_err(|e| Error::io("mmap (IORING_OFF_SQES)", e))?;
+        let u32_at = |off: u32| -> Option<u32> {
+            let off = off as usize;
+            if !off.is_multiple_of(4) || off + 4 > rings.len() {
+                return None;
+            }
+            // SAFETY: an aligned u32 inside the live rings mapping (checked
+            // just above); the kernel writes it only atomically.
+            Some(unsafe {
+                (*rings.ptr().add(off).cast::<std::sync::atomic::AtomicU32>())
+                    .load(std::sync::atomic::Ordering::Acquire)
+            })
+        };
+        let (so, co) = (&params.sq_off, &params.cq_off);
+        let geometry = (u32_at(so.ring_mask), u32_at(so.ring_entries), u32_at(co.ring_mask), u32_at(co.ring_entries));
+        if geometry
+            != (
+                Some(params.sq_entries - 1),
+                Some(params.sq_entries),
+                Some(params.cq_entries - 1),
+                Some(params.cq_entries),
+            )
+        {
+            return bad("params do not describe this ring (masks and entry counts differ)");
+        }
+        let queues = (u32_at(so.head), u32_at(so.tail), u32_at(co.head), u32_at(co.tail));
+        match queues {
+            (Some(sh), Some(st), Some(ch), Some(ct)) if sh == st && ch == ct => {}
+            _ => return bad("the ring has unconsumed submissions or unreaped completions"),
+        }
+        if u32_at(so.flags).is_none_or(|f| f & sys::IORING_SQ_CQ_OVERFLOW != 0) {
+            return bad("the ring has an overflow backlog of completions");
+        }
+        // SAFETY: both regions are the live memory `params` describes (the
+        // caller's promise, and the masks just checked), and they live in
+        // the returned Core next to the queues.
+        let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes.ptr()), Cq::new(&params, rings.ptr())) };
+        let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        cq.ring_id = id;
+        let features = Features::new(&params, &probe, last_op);
+        let raw_fd = fd.as_raw_fd();
+        let flags = params.flags;
+        Ok((
+            Core {
+                id,
+                fd: Some(fd),
+                raw_fd,
+                params,
+                rings,
+                sqes: Some(sqes),
+                features,
+                state: State::Created,
+                enter_fd: raw_fd,
+                enter_flags: 0,
+                register_ring_fd: false,
+                dontfork: false,
+                issuer: None,
+                sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
+                defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+                iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
+                attached: Vec::new(),
+            },
+            sq,
+            cq,
+        ))
+    }
+
+    /// Bytes of ring memory (rings and SQEs, each rounded up to whole
+    /// pages) a ring created from `opts` uses; see
+    /// [`Options::memory_size`](crate::Options::memory_size).
+    pub(crate) fn memory_size(opts: &Options) -> Result<usize> {
+        let (entries, params) = opts.to_params(Issuer::Single)?;
+        let p = probe_geometry(entries, &params, &params)?;
+        let page = Mapping::page_size();
+        let round = |n: usize| n.max(1).next_multiple_of(page);
+        Ok(round(rings_len(&p)) + round(sqes_len(&p)))
     }
 
     /// The error for a failed syscall `call`: [`Error::WrongThread`] when a
@@ -291,9 +433,12 @@ impl Core {
             State::Stopped => return Err(Error::Stopped),
             State::Created => {}
         }
-        // SAFETY: ENABLE_RINGS takes no argument.
-        unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
-            .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+        // A ring set up without R_DISABLED (adopted) is enabled already.
+        if self.params.flags & sys::IORING_SETUP_R_DISABLED != 0 {
+            // SAFETY: ENABLE_RINGS takes no argument.
+            unsafe { sys::io_uring_register(self.raw_fd, sys::IORING_REGISTER_ENABLE_RINGS, ptr::null(), 0) }
+                .map_err(|e| Error::io("IORING_REGISTER_ENABLE_RINGS", e))?;
+        }
         self.state = State::Started;
         if self.params.flags & sys::IORING_SETUP_SINGLE_ISSUER != 0 {
             self.issuer = Some(std::thread::current().id());
@@ -516,6 +661,36 @@ impl Drop for Core {
     fn drop(&mut self) {
         self.stop(None);
     }
+}
+
+/// The geometry (entry counts and offsets) the kernel gives a ring set up
+/// with `params`: a throwaway ring of the same shape without `NO_MMAP`
+/// (whose memory must exist before the setup call, sized by offsets only
+/// the kernel knows) and without `R_DISABLED`.
+fn probe_geometry(
+    entries: u32,
+    params: &sys::io_uring_params,
+    requested: &sys::io_uring_params,
+) -> Result<sys::io_uring_params> {
+    let mut probe = *params;
+    probe.flags &= !(sys::IORING_SETUP_NO_MMAP | sys::IORING_SETUP_R_DISABLED);
+    probe.cq_off.user_addr = 0;
+    probe.sq_off.user_addr = 0;
+    // SAFETY: `probe` is valid and hands the kernel no memory of ours.
+    let fd = unsafe { sys::io_uring_setup(entries, &mut probe) };
+    let fd = fd.map_err(|e| diagnose(e, entries, requested))?;
+    // SAFETY: the kernel just returned this fd; we own it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(probe)
+}
+
+/// `MADV_DONTFORK` on the ring mappings.
+pub(crate) fn dont_fork(rings: &Mapping, sqes: Option<&Mapping>) -> Result<()> {
+    rings.dont_fork().map_err(|e| Error::io("madvise (MADV_DONTFORK rings)", e))?;
+    if let Some(sqes) = sqes {
+        sqes.dont_fork().map_err(|e| Error::io("madvise (MADV_DONTFORK sqes)", e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn rings_len(p: &sys::io_uring_params) -> usize {

@@ -87,6 +87,18 @@ impl Mapping {
         }
     }
 
+    /// `madvise(MADV_DONTFORK)`: a child of `fork(2)` gets no mapping here.
+    ///
+    /// # Errors
+    ///
+    /// The errno of `madvise`.
+    pub fn dont_fork(&self) -> io::Result<()> {
+        // SAFETY: advice on our own whole mapping; it changes only what a
+        // forked child inherits, not this process's view of the memory.
+        let r = unsafe { libc::madvise(self.ptr.as_ptr().cast(), self.len, libc::MADV_DONTFORK) };
+        if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    }
+
     /// Whether this is a private anonymous mapping
     /// ([`anonymous`](Self::anonymous)), whose pages no other mapping
     /// reaches; a [`map_ring`](Self::map_ring) mapping is shared: the same

@@ -184,6 +184,10 @@ pub struct Options {
     pub(crate) indirect_contexts: Option<u32>,
     pub(crate) extended_contexts: Option<u32>,
     pub(crate) extra_flags: SetupFlags,
+    pub(crate) dontfork: bool,
+    /// Caller memory for a `NO_MMAP` ring: taken out (once) by the first
+    /// ring created from these options (or a clone of them).
+    pub(crate) no_mmap_memory: Option<std::sync::Arc<std::sync::Mutex<Option<crate::Mapping>>>>,
 }
 
 impl Default for Options {
@@ -206,6 +210,8 @@ impl Default for Options {
             indirect_contexts: None,
             extended_contexts: None,
             extra_flags: SetupFlags::empty(),
+            dontfork: false,
+            no_mmap_memory: None,
         }
     }
 }
@@ -291,6 +297,53 @@ impl Options {
     pub fn no_mmap(mut self, on: bool) -> Self {
         self.no_mmap = on;
         self
+    }
+    /// A `NO_MMAP` ring (this sets [`no_mmap`](Self::no_mmap)) in memory
+    /// the caller supplies, for example 2 MiB huge pages from
+    /// [`Mapping::anonymous(len, true)`](crate::Mapping::anonymous), as
+    /// liburing's `io_uring_queue_init_mem`. The rings go at the start of
+    /// `memory`, the SQE array at the next page boundary after them; it
+    /// must hold [`memory_size`](Self::memory_size) bytes of these
+    /// options (without this memory). The memory is zeroed at setup.
+    ///
+    /// Ownership moves into the ring: it stays mapped until the ring is
+    /// closed and is unmapped after, so the kernel never writes to memory
+    /// Rust has given back. Only the first ring created from these options
+    /// (or a clone of them) gets it; a second one fails with
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument), as does
+    /// memory that is not private anonymous (a
+    /// [`Mapping::map_ring`](crate::Mapping::map_ring) mapping may be
+    /// mapped again elsewhere) or too small. A failed setup drops it.
+    pub fn no_mmap_memory(mut self, memory: crate::Mapping) -> Self {
+        self.no_mmap = true;
+        self.no_mmap_memory = Some(std::sync::Arc::new(std::sync::Mutex::new(Some(memory))));
+        self
+    }
+    /// Keep the ring memory out of forked children (`madvise(MADV_DONTFORK)`
+    /// on every ring mapping, as liburing's `io_uring_ring_dontfork`): a
+    /// child of `fork(2)` then has no mapping at those addresses, so it
+    /// cannot scribble on the parent's rings, and the parent's pages are
+    /// not copied on write after the fork. Also applied to the mappings a
+    /// resize creates. Off by default.
+    pub fn dontfork(mut self, on: bool) -> Self {
+        self.dontfork = on;
+        self
+    }
+    /// Bytes of ring memory a ring created from these options uses: the
+    /// rings (SQ and CQ heads, indices and CQEs) and the SQE array, each
+    /// rounded up to whole pages, as liburing's `io_uring_memory_size`.
+    /// That is the memory locked for the ring (`RLIMIT_MEMLOCK` on kernels
+    /// before 5.12, the memory cgroup after), and the memory a
+    /// [`no_mmap`](Self::no_mmap) ring allocates. The kernel alone knows
+    /// the offsets, so this sets up (and closes at once) a throwaway ring
+    /// of the same shape; with SQPOLL that starts a poller thread briefly.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring::new`](crate::Ring::new): invalid options, flags the
+    /// kernel rejects.
+    pub fn memory_size(&self) -> Result<usize> {
+        crate::core::Core::memory_size(self)
     }
     /// Register the ring fd at `start` (`IORING_REGISTER_RING_FDS`) and
     /// enter through the registered index (`IORING_ENTER_REGISTERED_RING`),

@@ -55,6 +55,12 @@ pub(crate) struct Sq {
     open: bool,
     /// One [`Keep`] per slot, allocated here so acquiring never allocates.
     keeps: Box<[Keep]>,
+    /// Slots the last acquisition took (1, or 2–3 for a 128-byte entry of
+    /// an `SQE_MIXED` ring with its padding): what `retract` gives back.
+    last_len: u32,
+    /// Where the entry acquired last starts (its first slot's index),
+    /// for a padding NOP that must carry on its link chain.
+    last_start: u32,
 }
 
 // SAFETY: `Sq` points into ring memory owned by the same ring object and
@@ -103,6 +109,8 @@ impl Sq {
             limit: head,
             open: false,
             keeps: (0..p.sq_entries).map(|_| Keep::new()).collect(),
+            last_len: 1,
+            last_start: head.wrapping_sub(1),
         }
     }
 
@@ -168,16 +176,69 @@ impl Sq {
         }
         // SAFETY: (tail & mask) < entries, so the slot lies in the SQE array.
         let slot = unsafe { self.sqes.add(((self.tail & self.mask) as usize) << self.shift) };
+        self.last_start = self.tail;
         self.tail = self.tail.wrapping_add(1);
+        self.last_len = 1;
         Some(slot)
     }
 
-    /// Gives back the slot acquired last (not yet published).
+    /// Two consecutive 64-byte slots for a 128-byte entry of an
+    /// `SQE_MIXED` ring, or `None` when the SQ is full or closed. The pair
+    /// never wraps (the kernel refuses a 128-byte entry in the last slot):
+    /// when the tail is at the last slot, that slot first gets a NOP with
+    /// `IOSQE_CQE_SKIP_SUCCESS`, which posts no CQE (liburing's
+    /// `io_uring_get_sqe128` does the same). All or nothing: no slot is
+    /// taken unless all are free. The SQ must have at least 4 entries
+    /// (checked by the caller), else a pair at the wrap never fits.
+    pub(crate) fn next_pair(&mut self) -> Option<*mut u8> {
+        debug_assert_eq!(self.shift, 6);
+        let pad = self.tail & self.mask == self.mask;
+        let need = if pad { 3 } else { 2 };
+        if !self.has_room(need) {
+            return None;
+        }
+        if pad {
+            // An unpublished entry before the pad that links to the next
+            // one links through the pad: the chain goes on to the
+            // 128-byte entry (a NOP never fails, so it never breaks it).
+            let link = (sys::IOSQE_IO_LINK | sys::IOSQE_IO_HARDLINK) as u8;
+            let prev = self.last_start;
+            let unpublished = self.tail.wrapping_sub(prev) <= self.tail.wrapping_sub(self.published);
+            let carry = if unpublished && self.tail != self.published {
+                // SAFETY: `prev` is an unpublished slot of ours (the start
+                // of the last entry acquired), inside the SQE array; the
+                // kernel does not read it before the tail is published.
+                let flags = unsafe {
+                    let sqe = self.sqes.add(((prev & self.mask) as usize) << self.shift).cast::<sys::io_uring_sqe>();
+                    (*sqe).flags
+                };
+                flags & link
+            } else {
+                0
+            };
+            let slot = self.next()?;
+            let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+            nop.flags = sys::IOSQE_CQE_SKIP_SUCCESS as u8 | carry;
+            nop.user_data = 0;
+            // SAFETY: a 64-byte slot we own until the tail is published.
+            unsafe { slot.cast::<Sqe>().write(nop) };
+        }
+        let start = self.tail;
+        let first = self.next()?;
+        self.next()?;
+        self.last_len = need;
+        self.last_start = start;
+        Some(first)
+    }
+
+    /// Gives back the slots acquired last (not yet published).
     #[inline]
     pub(crate) fn retract(&mut self) {
-        if self.tail != self.published {
-            self.tail = self.tail.wrapping_sub(1);
-        }
+        let n = self.last_len.min(self.tail.wrapping_sub(self.published));
+        self.tail = self.tail.wrapping_sub(n);
+        self.last_len = 1;
+        // The entry before is not known any more: no link to carry.
+        self.last_start = self.published.wrapping_sub(1);
     }
 
     /// The next free slot and its [`Keep`], cleared of what an earlier

@@ -103,6 +103,55 @@ impl Ring {
         })
     }
 
+    /// Adopts a ring set up elsewhere (by raw `io_uring_setup`, another
+    /// library, another process that passed the fd): maps its memory and
+    /// wraps it, as liburing's `io_uring_queue_mmap`. The ring is
+    /// [`Created`](State::Created); [`start`](Self::start) enables it if it
+    /// was set up with `IORING_SETUP_R_DISABLED` (else it is enabled
+    /// already). Context pools get the SQ size; the fd is not registered.
+    ///
+    /// Checked here, as [`Error::InvalidArgument`] (or the errno): that
+    /// `fd` is an io_uring instance (it answers `IORING_REGISTER_PROBE`),
+    /// not `NO_MMAP` (its memory is its creator's) nor `SQ_REWIND`, that the masks and
+    /// entry counts in its memory are those of `params`, and that both
+    /// queues are empty with no overflow backlog.
+    ///
+    /// # Errors
+    ///
+    /// As above; the errno of `mmap` or of the probe.
+    ///
+    /// # Safety
+    ///
+    /// - `params` is exactly what `io_uring_setup` returned for `fd` (the
+    ///   offsets are trusted to lie inside the mappings they name).
+    /// - From now until this ring is dropped, nothing else submits to or
+    ///   reaps from the ring, enables it, resizes it or registers to it
+    ///   (no other copy of the fd, no other mapping of its memory is used,
+    ///   in this process or another): the library is its only producer
+    ///   and consumer.
+    /// - No request of the ring is in flight, and none was ever submitted
+    ///   whose completion is still to come: every CQE this ring reaps is of
+    ///   an entry pushed through it (a stray `user_data` would be trusted
+    ///   as a context, see [`next_sqe`](Self::next_sqe)).
+    /// - If it was set up with `IORING_SETUP_R_DISABLED`, it has not been
+    ///   enabled yet.
+    pub unsafe fn from_raw_fd(fd: std::os::fd::OwnedFd, params: sys::io_uring_params) -> Result<Self> {
+        // SAFETY: forwarded to the caller.
+        let (core, sq, cq) = unsafe { Core::adopt(fd, params) }?;
+        let sq_entries = core.params.sq_entries;
+        let pools = ContextPools::for_ring(core.id, sq_entries, sq_entries);
+        Ok(Ring {
+            sq,
+            cq,
+            core,
+            pools,
+            reserved_groups: Vec::new(),
+            claimed_groups: Vec::new(),
+            named_groups: None,
+            _not_sync: PhantomData,
+        })
+    }
+
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
     /// registers its fd. Fails with [`Error::AlreadyStarted`] the second
     /// time.
@@ -176,6 +225,21 @@ impl Ring {
     /// What the kernel and this ring support.
     pub fn features(&self) -> &Features {
         &self.core.features
+    }
+
+    /// The ring memory as `(address, length)` pairs: the rings, then the
+    /// SQE array, each a whole number of pages (their sum is what
+    /// [`Options::memory_size`](crate::Options::memory_size) predicts); a
+    /// single pair, the whole mapping, for memory from
+    /// [`Options::no_mmap_memory`](crate::Options::no_mmap_memory).
+    /// Addresses only, for inspection (`/proc/self/maps`, accounting);
+    /// the library owns the memory.
+    pub fn memory_regions(&self) -> Vec<(usize, usize)> {
+        let mut v = vec![(self.core.rings.ptr() as usize, self.core.rings.len())];
+        if let Some(sqes) = &self.core.sqes {
+            v.push((sqes.ptr() as usize, sqes.len()));
+        }
+        v
     }
 
     /// The parameters the kernel returned from setup.
@@ -297,27 +361,60 @@ impl Ring {
         }
     }
 
-    /// The next free 128-byte SQE, zeroed, on a ring created with
-    /// [`Options::sqe128`](crate::Options::sqe128).
+    /// The next free 128-byte SQE, zeroed: on a ring created with
+    /// [`Options::sqe128`](crate::Options::sqe128) one slot; on an
+    /// `IORING_SETUP_SQE_MIXED` ring (6.19+) two consecutive 64-byte slots.
+    /// On a mixed ring a 128-byte entry never wraps round the end of the
+    /// SQ (the kernel fails such an entry with `EINVAL`): when the tail is
+    /// at the last slot, that slot first gets a NOP with
+    /// `IOSQE_CQE_SKIP_SUCCESS`, which posts no CQE (as liburing's
+    /// `io_uring_get_sqe128` does). When the entry queued just before
+    /// links to the next (`IOSQE_IO_LINK`/`IOSQE_IO_HARDLINK`), the pad
+    /// carries the same link flag, so the chain goes on through it to the
+    /// 128-byte entry. Like liburing's, the pad's `IOSQE_CQE_SKIP_SUCCESS`
+    /// makes the kernel refuse `IOSQE_IO_DRAIN` on this ring from then on
+    /// (`EOPNOTSUPP`). On a mixed ring the opcode must be one
+    /// the kernel reads as 128 bytes (`IORING_OP_NOP128`,
+    /// `IORING_OP_URING_CMD128`); any other would make the kernel read the
+    /// second half as the next entry.
     ///
     /// # Errors
     ///
-    /// [`Error::Unsupported`] on a 64-byte-SQE ring; otherwise as
-    /// [`next_sqe`](Self::next_sqe).
+    /// [`Error::Unsupported`] on a ring of 64-byte SQEs that is not mixed;
+    /// [`Error::InvalidArgument`] on a mixed ring of fewer than 4 entries
+    /// (a 128-byte entry at the wrap would never fit); otherwise as
+    /// [`next_sqe`](Self::next_sqe) ([`Error::QueueFull`] also when only
+    /// one slot, or only the padding, is free).
     ///
     /// # Safety
     ///
-    /// As for [`next_sqe`](Self::next_sqe).
+    /// As for [`next_sqe`](Self::next_sqe); on a mixed ring, the opcode
+    /// written must be a 128-byte one (see above).
     pub unsafe fn next_sqe128(&mut self) -> Result<&mut Sqe128> {
         self.core.check()?;
-        if self.core.features.sqe_size() != 128 {
-            return Err(Error::unsupported("128-byte SQE", Some("create the ring with Options::sqe128(true)")));
-        }
-        match self.sq.next() {
+        let slot = if self.core.features.sqe_size() == 128 {
+            self.sq.next()
+        } else if self.core.params.flags & sys::IORING_SETUP_SQE_MIXED != 0 {
+            if self.sq.entries < 4 {
+                return Err(Error::InvalidArgument(format!(
+                    "a 128-byte SQE on an SQE_MIXED ring of {} entries: at the end of the SQ it needs a padding \
+                     entry and two slots; create the ring with at least 4 entries",
+                    self.sq.entries
+                )));
+            }
+            self.sq.next_pair()
+        } else {
+            return Err(Error::unsupported(
+                "128-byte SQE",
+                Some("create the ring with Options::sqe128(true) or SetupFlags::SQE_MIXED (6.19+)"),
+            ));
+        };
+        match slot {
             Some(slot) => {
                 let sqe = slot.cast::<Sqe128>();
-                // SAFETY: on an SQE128 ring every slot is 128 bytes, ours
-                // until the tail is published.
+                // SAFETY: 128 bytes we own until the tail is published: one
+                // slot of an SQE128 ring, or two consecutive 64-byte slots
+                // of a mixed ring (`next_pair` never wraps).
                 unsafe {
                     sqe.write(Sqe128::default());
                     Ok(&mut *sqe)
@@ -826,6 +923,12 @@ impl Ring {
             .map_err(|e| Error::io("mmap (resized rings)", e))?;
         let sqes = Mapping::map_ring(self.core.raw_fd, sqes_len(&p), sys::IORING_OFF_SQES)
             .map_err(|e| Error::io("mmap (resized sqes)", e))?;
+        if self.core.dontfork {
+            // Best effort: the kernel has switched to the new rings already,
+            // so a failure here must not leave the queues on the old ones
+            // (madvise on a fresh whole mapping does not fail in practice).
+            let _ = crate::core::dont_fork(&rings, Some(&sqes));
+        }
         // SAFETY: the new mappings are what `p` describes; the old ones are
         // dropped right after, when nothing points into them any more.
         unsafe {

@@ -101,3 +101,155 @@ fn sqe_mixed_ring_is_created_and_runs_nops() {
     got.sort_unstable();
     assert_eq!(got, (0..6).map(|i| (100 + i, i as i32)).collect::<Vec<_>>());
 }
+
+/// A mixed ring of 8 entries where a NOP128 is pushed after 0..=7 NOP64s,
+/// round after round, so that 128-byte entries land on every slot, the
+/// last one (the wrap) included: there the ring pads with a NOP that posts
+/// no CQE. Every pushed entry completes exactly once with its user_data.
+#[test]
+fn sqe_mixed_nop128_among_nops_wraps() {
+    let test = "sqe_mixed_nop128_among_nops_wraps";
+    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(ring) => ring,
+        Err(e @ Error::Unsupported { .. }) => {
+            skip(test, &format!("{e} (the setup-flag probe says no)"));
+            return;
+        }
+        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
+    };
+    ring.start().expect("start");
+    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
+        skip(test, &format!("{e} (the opcode probe says no)"));
+        return;
+    }
+    let entries = 8u32;
+    // Our own copy of the SQ tail, to know where each entry lands.
+    let mut tail = 0u32;
+    let mut next_ud = 1u64;
+    let mut wrapped = 0;
+    for round in 0..400u32 {
+        // Up to 4 NOP64s, the NOP128 (2 slots, 3 with the padding), up
+        // to 1 NOP64: at most 8 slots, so a round fits the SQ of 8; the
+        // mix puts the NOP128 at the last slot 115 times in 400 rounds.
+        let before = round % 5;
+        let after = (round / 5) % 2;
+        let mut expect = Vec::new();
+        for i in 0..before + 1 + after {
+            let ud = next_ud;
+            next_ud += 1;
+            let res = (ud % 1000) as i32;
+            if i == before {
+                if tail % entries == entries - 1 {
+                    wrapped += 1;
+                    tail += 1;
+                }
+                push_nop128(&mut ring, ud, res);
+                tail += 2;
+            } else {
+                let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+                nop.user_data = ud;
+                nop.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+                nop.len = res as u32;
+                // SAFETY: a NOP names no memory.
+                unsafe { ring.push(&nop) }.expect("push a NOP");
+                tail += 1;
+            }
+            expect.push((ud, res));
+        }
+        let mut got = reap(&mut ring, expect.len());
+        got.sort_unstable();
+        expect.sort_unstable();
+        assert_eq!(got, expect, "round {round}");
+        // The padding NOP posted nothing: no completion is left over.
+        let mut slots = [CqeSlot::EMPTY; 4];
+        match ring.wait_for(&mut slots, 1, Some(Duration::from_millis(1))) {
+            Err(Error::WouldBlock) => {}
+            Ok(r) => panic!(
+                "round {round}: unexpected completions {:?}",
+                r.iter().map(|c| c.user_data()).collect::<Vec<_>>()
+            ),
+            Err(e) => panic!("wait_for: {e}"),
+        }
+    }
+    assert!(wrapped >= 100, "only {wrapped} 128-byte entries met the wrap");
+    println!("{test}: {wrapped} 128-byte entries padded at the wrap");
+}
+
+/// A 128-byte entry on a ring of 64-byte SQEs that is not mixed is
+/// refused before anything is queued.
+#[test]
+fn next_sqe128_on_a_plain_ring_is_unsupported() {
+    let mut ring = Ring::new(Options::default().entries(8)).expect("ring");
+    ring.start().expect("start");
+    // SAFETY: nothing is written; the call fails.
+    match unsafe { ring.next_sqe128() } {
+        Err(Error::Unsupported { .. }) => {}
+        other => panic!("expected Unsupported, got {:?}", other.map(|_| ())),
+    }
+    assert_eq!(ring.sq_space_left(), 8);
+}
+
+/// A link chain that runs into a 128-byte entry at the end of the SQ goes
+/// on through the padding NOP: a failing head cancels the pad (whose
+/// cancellation, not a success, posts a CQE, `user_data` 0) and the
+/// NOP128 after it.
+#[test]
+fn sqe_mixed_link_chain_runs_through_the_padding() {
+    let test = "sqe_mixed_link_chain_runs_through_the_padding";
+    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(ring) => ring,
+        Err(e @ Error::Unsupported { .. }) => {
+            skip(test, &format!("{e} (the setup-flag probe says no)"));
+            return;
+        }
+        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
+    };
+    ring.start().expect("start");
+    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
+        skip(test, &format!("{e} (the opcode probe says no)"));
+        return;
+    }
+    // Five NOPs through, so that the batch below starts at slot 5.
+    for i in 0..5u64 {
+        let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+        nop.user_data = 10 + i;
+        // SAFETY: a NOP names no memory.
+        unsafe { ring.push(&nop) }.expect("push");
+    }
+    let mut got = reap(&mut ring, 5);
+    got.sort_unstable();
+    assert_eq!(got, (10..15).map(|u| (u, 0)).collect::<Vec<_>>());
+    for i in 5..7u64 {
+        let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
+        nop.user_data = 10 + i;
+        if i == 6 {
+            nop.set_op_flags(sys::IORING_NOP_INJECT_RESULT);
+            nop.len = (-libc::EIO) as u32;
+            nop.flags = sys::IOSQE_IO_LINK as u8;
+        }
+        // SAFETY: a NOP names no memory.
+        unsafe { ring.push(&nop) }.expect("push");
+    }
+    // The tail is at the last slot: the NOP128 is padded.
+    push_nop128(&mut ring, 99, 5);
+    let mut got = reap(&mut ring, 4);
+    got.sort_unstable();
+    let mut want = vec![(15, 0), (0, -libc::ECANCELED), (16, -libc::EIO), (99, -libc::ECANCELED)];
+    want.sort_unstable();
+    assert_eq!(got, want);
+    // Unlinked, the same position (the tail is at 10: 5 NOPs bring it to
+    // the last slot again) completes normally with no pad CQE.
+    for _ in 0..5 {
+        // SAFETY: a NOP names no memory.
+        unsafe { ring.push(&Sqe::new(sys::IORING_OP_NOP as u8)) }.expect("push");
+    }
+    push_nop128(&mut ring, 98, 6);
+    let mut got = reap(&mut ring, 6);
+    got.sort_unstable();
+    assert_eq!(got.last(), Some(&(98, 6)));
+    assert!(got[..5].iter().all(|&c| c == (0, 0)));
+    let mut slots = [CqeSlot::EMPTY; 4];
+    assert!(matches!(ring.wait_for(&mut slots, 1, Some(Duration::from_millis(1))), Err(Error::WouldBlock)));
+}

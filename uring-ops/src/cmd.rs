@@ -422,16 +422,22 @@ pub trait Prepare128 {
 /// dereferences.
 pub unsafe trait SafeOp128: Prepare128 {}
 
-/// [`Error::Unsupported`] unless the ring has 128-byte SQEs.
+/// [`Error::Unsupported`] unless the ring has 128-byte SQEs, or is an
+/// `SQE_MIXED` ring (6.19+) where a 128-byte entry takes two slots.
 fn require_sqe128(code: u8, features: &Features) -> Result<()> {
-    if features.sqe_size() == 128 {
+    if features.sqe_size() == 128 || is_mixed(features) {
         return Ok(());
     }
     let name = uring_core::opcode_name(code).unwrap_or("opcode");
     Err(Error::unsupported(
         format!("{name} with a 128-byte SQE on a ring of 64-byte SQEs"),
-        Some("create the ring with Options::sqe128(true)"),
+        Some("create the ring with Options::sqe128(true) or SetupFlags::SQE_MIXED (6.19+)"),
     ))
+}
+
+/// Whether the ring mixes 64- and 128-byte SQEs (`IORING_SETUP_SQE_MIXED`).
+fn is_mixed(features: &Features) -> bool {
+    features.sqe_size() == 64 && features.setup_flags().contains(uring_core::SetupFlags::SQE_MIXED)
 }
 
 /// Does nothing in a 128-byte SQE, and completes: `io_uring_prep_nop128`.
@@ -439,7 +445,8 @@ fn require_sqe128(code: u8, features: &Features) -> Result<()> {
 /// Since Linux 6.19 (`IORING_OP_NOP128`, with `IORING_SETUP_SQE_MIXED`);
 /// not in the 6.18 opcode probe, where pushing it is
 /// [`Error::Unsupported`] naming `IORING_OP_NOP128`. Needs a 128-byte SQE
-/// ring here.
+/// ring or an `SQE_MIXED` ring (where it takes two slots, padded at the
+/// end of the SQ by a NOP that posts no CQE).
 #[doc(alias = "IORING_OP_NOP128")]
 #[doc(alias = "io_uring_prep_nop128")]
 #[derive(Debug, Clone, Copy, Default)]
@@ -520,6 +527,9 @@ impl Prepare128 for UringCmd128 {
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_sqe128(Self::CODE, features)?;
+        if is_mixed(features) {
+            features.require(sys::IORING_OP_URING_CMD128 as u8)?;
+        }
         if self.cmd_len > 80 {
             return Err(Error::InvalidArgument(format!(
                 "uring_cmd: {} command bytes; a 128-byte SQE carries 80",
@@ -589,9 +599,31 @@ impl Ring128Ops for Ring {
         op.check(self.features())?;
         crate::ring::check_live(self.pools(), ctx)?;
         let queued_at = self.cq_position();
-        // SAFETY: forwarded to the caller (the memory the operation names).
+        let mixed = is_mixed(self.features());
+        // SAFETY: forwarded to the caller (the memory the operation names);
+        // on a mixed ring a non-128-byte opcode is refused below, before
+        // anything is published.
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
+        if mixed {
+            // On a mixed ring the kernel reads an entry as 128 bytes only
+            // for the 128-byte opcodes; any other would make it read the
+            // second half as the next entry.
+            if sqe.sqe.opcode == sys::IORING_OP_URING_CMD as u8 {
+                sqe.sqe.opcode = sys::IORING_OP_URING_CMD128 as u8;
+            }
+            let op = sqe.sqe.opcode;
+            if op != sys::IORING_OP_NOP128 as u8 && op != sys::IORING_OP_URING_CMD128 as u8 {
+                // SAFETY: the entry was acquired just above and nothing
+                // depends on it yet.
+                unsafe { self.retract_last_sqe() };
+                let name = uring_core::opcode_name(op).unwrap_or("opcode");
+                return Err(Error::InvalidArgument(format!(
+                    "{name} in a 128-byte entry of an SQE_MIXED ring: only IORING_OP_NOP128 and \
+                     IORING_OP_URING_CMD128 are 128 bytes there"
+                )));
+            }
+        }
         let stamped = crate::ring::stamp_entry(&mut sqe.sqe, ctx);
         // SAFETY: `stamped` is of the entry acquired just above, not
         // flushed; `queued_at` was read before it was acquired.

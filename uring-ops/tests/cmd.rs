@@ -214,3 +214,57 @@ fn a_cqe32_nop_is_refused_on_a_16_byte_ring_as_the_kernel_would() {
     unsafe { ring.push(&sqe) }.unwrap();
     assert_eq!(common::reap_one(&mut ring).res, -libc::EINVAL);
 }
+
+/// On an `SQE_MIXED` ring (6.19+) `push_op128` takes two slots: NOP128s
+/// among NOPs land on every slot of a 4-entry SQ, the last one too (padded
+/// with a NOP that posts no CQE), and `UringCmd128` goes out as
+/// `IORING_OP_URING_CMD128`.
+#[test]
+fn push_op128_on_an_sqe_mixed_ring_pads_the_wrap_and_sends_uring_cmd128() {
+    let test = "push_op128_on_an_sqe_mixed_ring_pads_the_wrap_and_sends_uring_cmd128";
+    let opts = Options::default().entries(4).extra_flags(uring_core::SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(r) => r,
+        Err(e) => {
+            common::skip(test, &format!("{e} (SQE_MIXED is 6.19+)"));
+            return;
+        }
+    };
+    ring.start().unwrap();
+    if !ring.features().supports(sys::IORING_OP_NOP128 as u8) {
+        common::skip(test, "IORING_OP_NOP128 is not in this kernel's probe");
+        return;
+    }
+    let mut n = 0u64;
+    for round in 0..64u64 {
+        // 0 or 1 NOP, then a NOP128 (2 slots, 3 at the wrap): at most 4
+        // slots. The NOP128 lands on the last slot every fourth round.
+        let before = round % 2;
+        for _ in 0..before {
+            n += 1;
+            ring.nop(ud(n)).unwrap();
+        }
+        n += 1;
+        ring.nop128(ud(n)).unwrap();
+        // A CQE of a padding NOP would show up here as a surplus.
+        let mut got: Vec<u64> = common::reap(&mut ring, before as usize + 1).iter().map(|d| d.user_data).collect();
+        got.sort_unstable();
+        let want: Vec<u64> = (n - before..=n).map(|i| ud(i).raw()).collect();
+        assert_eq!(got, want, "round {round}");
+    }
+    if !ring.features().supports(sys::IORING_OP_URING_CMD128 as u8) {
+        common::skip(test, "IORING_OP_URING_CMD128 is not in this kernel's probe");
+        return;
+    }
+    let (_c, s) = pair_with_queued(9);
+    for _ in 0..6 {
+        let ctx = SqeContext::for_fd(s.as_raw_fd());
+        // SAFETY: SIOCINQ carries no addresses; the command bytes are ignored.
+        unsafe { ring.push_op128_unchecked(ctx, UringCmd128::new(s.as_raw_fd(), sys::SOCKET_URING_OP_SIOCINQ)) }
+            .unwrap();
+        let d = common::reap_one(&mut ring);
+        assert_eq!(d.res, 9);
+        let back = SqeContext::of_user_data(d.user_data);
+        assert_eq!(back.op(), Some(sys::IORING_OP_URING_CMD128 as u8));
+    }
+}

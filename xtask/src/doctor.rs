@@ -151,6 +151,19 @@ fn machine(r: &mut Report) {
         "registered buffers beyond this fail with ENOMEM; raise it (SETUP.md §3)",
     );
 
+    // The ring memory of the default options (Options::default()), which
+    // the kernel accounts as locked memory.
+    let defaults = Options::default();
+    match defaults.memory_size() {
+        Ok(bytes) => r.row(
+            Level::Info,
+            "ring memory (default opts)",
+            format!("{} KiB ({} SQ entries, rings + SQEs)", bytes / 1024, defaults_entries()),
+            "",
+        ),
+        Err(e) => r.row(Level::Info, "ring memory (default opts)", format!("unknown: {e}"), ""),
+    }
+
     let seccomp = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned())));
@@ -165,6 +178,11 @@ fn machine(r: &mut Report) {
     }
     let container = ["/.dockerenv", "/run/.containerenv"].iter().find(|p| std::path::Path::new(p).exists());
     r.row(Level::Info, "container", container.map_or("none detected", |p| p), "");
+}
+
+/// The SQ size of `Options::default()`.
+fn defaults_entries() -> u32 {
+    uring_core::Entries::MEDIUM
 }
 
 fn setup_flags() {

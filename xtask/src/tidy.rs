@@ -90,6 +90,11 @@ const ALLOWED: &[&str] = &[
     "CLOCK_MONOTONIC",
     "CLOCK_BOOTTIME",
     "nr_hugepages",
+    // Ring memory: the madvise flag and liburing's equivalents of
+    // `Options::memory_size` and `Ring::from_raw_fd`.
+    "MADV_DONTFORK",
+    "io_uring_memory_size",
+    "io_uring_queue_mmap",
     // Lints and attributes.
     "clippy",
     "unsafe_op_in_unsafe_fn",
