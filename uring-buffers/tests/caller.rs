@@ -6,6 +6,8 @@
 //! CQEs that are replayed, another ring's, or forged, releasing nothing.
 
 mod common;
+#[path = "../../uring-core/tests/common/huge.rs"]
+mod huge;
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -94,37 +96,9 @@ fn vec_box_and_mapping_memory_move_bytes_through_fixed_io() {
     round_trip(&mut ring, &mut bufs, 5, 100, 4);
 }
 
-/// Reserves `n` 2 MiB huge pages if fewer are free; returns the previous
-/// `nr_hugepages` to restore, or why none can be had.
-fn reserve_huge_pages(n: u64) -> Result<Option<u64>, String> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| e.to_string())?;
-    let field = |name: &str| {
-        meminfo.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-    };
-    if field("Hugepagesize:") != Some(2048) {
-        return Err(format!("the default huge page size is {:?} kB, not 2048", field("Hugepagesize:")));
-    }
-    let free = field("HugePages_Free:").unwrap_or(0);
-    if free >= n {
-        return Ok(None);
-    }
-    let path = "/proc/sys/vm/nr_hugepages";
-    let old: u64 = std::fs::read_to_string(path).map_err(|e| e.to_string())?.trim().parse().map_err(|_| "?")?;
-    std::fs::write(path, format!("{}", old + n - free)).map_err(|e| format!("cannot write {path}: {e}"))?;
-    let now: u64 = std::fs::read_to_string(path).map_err(|e| e.to_string())?.trim().parse().map_err(|_| "?")?;
-    if now < old + n - free {
-        let _ = std::fs::write(path, format!("{old}"));
-        return Err(format!(
-            "asked the kernel for {} huge pages, it has {now} (memory too fragmented)",
-            old + n - free
-        ));
-    }
-    Ok(Some(old))
-}
-
 #[test]
 fn a_huge_page_arena_split_into_buffers_moves_bytes() {
-    let restore = match reserve_huge_pages(1) {
+    let restore = match huge::reserve_huge_pages(1) {
         Ok(r) => r,
         Err(why) => {
             println!("SKIPPED: no 2 MiB huge page can be reserved: {why}");

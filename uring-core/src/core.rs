@@ -173,39 +173,60 @@ impl Core {
         if opts.dontfork {
             dont_fork(&rings, sqes.as_ref())?;
         }
-        // SAFETY: both regions are the live memory `params` describes, and
-        // they live in the returned Core next to the queues.
+        let (last_op, probe) = read_probe(fd.as_raw_fd())?;
+        // SAFETY: both regions are the live memory `params` describes.
+        Ok(unsafe {
+            Core::assemble(fd, params, rings, sqes, sqes_ptr, (last_op, probe), opts.register_ring_fd, opts.dontfork)
+        })
+    }
+
+    /// The `Core` and queues of a ring whose memory is mapped: what
+    /// [`setup`](Self::setup) and [`adopt`](Self::adopt) end with.
+    ///
+    /// # Safety
+    ///
+    /// `rings` and the SQE array at `sqes_ptr` (inside `sqes`, or in
+    /// `rings` for `NO_MMAP` rings) are the live memory `params` describes
+    /// for the ring `fd`; they move into the returned `Core`, next to the
+    /// queues that point into them.
+    #[allow(clippy::too_many_arguments)] // One private constructor's parts.
+    unsafe fn assemble(
+        fd: OwnedFd,
+        params: sys::io_uring_params,
+        rings: Mapping,
+        sqes: Option<Mapping>,
+        sqes_ptr: *mut u8,
+        (last_op, probe): (u8, Vec<sys::io_uring_probe_op>),
+        register_ring_fd: bool,
+        dontfork: bool,
+    ) -> (Core, Sq, Cq) {
+        // SAFETY: forwarded to the caller.
         let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes_ptr), Cq::new(&params, rings.ptr())) };
         let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         cq.ring_id = id;
-
-        let (last_op, probe) = read_probe(fd.as_raw_fd())?;
         let features = Features::new(&params, &probe, last_op);
         let raw_fd = fd.as_raw_fd();
         let flags = params.flags;
-        Ok((
-            Core {
-                id,
-                fd: Some(fd),
-                raw_fd,
-                params,
-                rings,
-                sqes,
-                features,
-                state: State::Created,
-                enter_fd: raw_fd,
-                enter_flags: 0,
-                register_ring_fd: opts.register_ring_fd,
-                dontfork: opts.dontfork,
-                issuer: None,
-                sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
-                defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
-                iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
-                attached: Vec::new(),
-            },
-            sq,
-            cq,
-        ))
+        let core = Core {
+            id,
+            fd: Some(fd),
+            raw_fd,
+            params,
+            rings,
+            sqes,
+            features,
+            state: State::Created,
+            enter_fd: raw_fd,
+            enter_flags: 0,
+            register_ring_fd,
+            dontfork,
+            issuer: None,
+            sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
+            defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
+            iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
+            attached: Vec::new(),
+        };
+        (core, sq, cq)
     }
 
     /// A ring set up elsewhere: maps its memory as `setup` does and checks
@@ -265,38 +286,10 @@ impl Core {
         if u32_at(so.flags).is_none_or(|f| f & sys::IORING_SQ_CQ_OVERFLOW != 0) {
             return bad("the ring has an overflow backlog of completions");
         }
+        let sqes_ptr = sqes.ptr();
         // SAFETY: both regions are the live memory `params` describes (the
-        // caller's promise, and the masks just checked), and they live in
-        // the returned Core next to the queues.
-        let (sq, mut cq) = unsafe { (Sq::new(&params, rings.ptr(), sqes.ptr()), Cq::new(&params, rings.ptr())) };
-        let id = NEXT_RING_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        cq.ring_id = id;
-        let features = Features::new(&params, &probe, last_op);
-        let raw_fd = fd.as_raw_fd();
-        let flags = params.flags;
-        Ok((
-            Core {
-                id,
-                fd: Some(fd),
-                raw_fd,
-                params,
-                rings,
-                sqes: Some(sqes),
-                features,
-                state: State::Created,
-                enter_fd: raw_fd,
-                enter_flags: 0,
-                register_ring_fd: false,
-                dontfork: false,
-                issuer: None,
-                sqpoll: flags & sys::IORING_SETUP_SQPOLL != 0,
-                defer: flags & sys::IORING_SETUP_DEFER_TASKRUN != 0,
-                iopoll: flags & sys::IORING_SETUP_IOPOLL != 0,
-                attached: Vec::new(),
-            },
-            sq,
-            cq,
-        ))
+        // caller's promise, and the masks just checked).
+        Ok(unsafe { Core::assemble(fd, params, rings, Some(sqes), sqes_ptr, (last_op, probe), false, false) })
     }
 
     /// Bytes of ring memory (rings and SQEs, each rounded up to whole

@@ -76,3 +76,5 @@ pub fn listener() -> (OwnedFd, libc::sockaddr_in) {
         (fd, addr)
     }
 }
+
+pub mod huge;
