@@ -55,12 +55,16 @@ pub(crate) struct Sq {
     open: bool,
     /// One [`Keep`] per slot, allocated here so acquiring never allocates.
     keeps: Box<[Keep]>,
-    /// Slots the last acquisition took (1, or 2–3 for a 128-byte entry of
-    /// an `SQE_MIXED` ring with its padding): what `retract` gives back.
-    last_len: u32,
-    /// Where the entry acquired last starts (its first slot's index),
-    /// for a padding NOP that must carry on its link chain.
-    last_start: u32,
+    /// The tail right after the last 128-byte entry of an `SQE_MIXED`
+    /// ring was acquired (a value the tail cannot have otherwise:
+    /// `published - 1`): while the tail is still there, that entry was the
+    /// last acquisition. Kept out of `next`, which stays as cheap as
+    /// before: only `next_pair` and `retract` read or write these.
+    pair_end: u32,
+    /// That entry's first slot, and how many slots it took with its
+    /// padding (2 or 3): what `retract` gives back.
+    pair_first: u32,
+    pair_len: u32,
 }
 
 // SAFETY: `Sq` points into ring memory owned by the same ring object and
@@ -109,8 +113,9 @@ impl Sq {
             limit: head,
             open: false,
             keeps: (0..p.sq_entries).map(|_| Keep::new()).collect(),
-            last_len: 1,
-            last_start: head.wrapping_sub(1),
+            pair_end: head.wrapping_sub(1),
+            pair_first: 0,
+            pair_len: 0,
         }
     }
 
@@ -176,9 +181,7 @@ impl Sq {
         }
         // SAFETY: (tail & mask) < entries, so the slot lies in the SQE array.
         let slot = unsafe { self.sqes.add(((self.tail & self.mask) as usize) << self.shift) };
-        self.last_start = self.tail;
         self.tail = self.tail.wrapping_add(1);
-        self.last_len = 1;
         Some(slot)
     }
 
@@ -202,7 +205,9 @@ impl Sq {
             // one links through the pad: the chain goes on to the
             // 128-byte entry (a NOP never fails, so it never breaks it).
             let link = (sys::IOSQE_IO_LINK | sys::IOSQE_IO_HARDLINK) as u8;
-            let prev = self.last_start;
+            // The entry acquired last starts one slot back, or at the
+            // first slot of a 128-byte entry acquired last.
+            let prev = if self.tail == self.pair_end { self.pair_first } else { self.tail.wrapping_sub(1) };
             let unpublished = self.tail.wrapping_sub(prev) <= self.tail.wrapping_sub(self.published);
             let carry = if unpublished && self.tail != self.published {
                 // SAFETY: `prev` is an unpublished slot of ours (the start
@@ -226,19 +231,20 @@ impl Sq {
         let start = self.tail;
         let first = self.next()?;
         self.next()?;
-        self.last_len = need;
-        self.last_start = start;
+        self.pair_end = self.tail;
+        self.pair_first = start;
+        self.pair_len = need;
         Some(first)
     }
 
     /// Gives back the slots acquired last (not yet published).
     #[inline]
     pub(crate) fn retract(&mut self) {
-        let n = self.last_len.min(self.tail.wrapping_sub(self.published));
+        let last = if self.tail == self.pair_end { self.pair_len } else { 1 };
+        let n = last.min(self.tail.wrapping_sub(self.published));
         self.tail = self.tail.wrapping_sub(n);
-        self.last_len = 1;
-        // The entry before is not known any more: no link to carry.
-        self.last_start = self.published.wrapping_sub(1);
+        // The entry before is not known any more: no pair is the last one.
+        self.pair_end = self.published.wrapping_sub(1);
     }
 
     /// The next free slot and its [`Keep`], cleared of what an earlier
