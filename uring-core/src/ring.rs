@@ -90,8 +90,13 @@ impl Ring {
     pub fn new(opts: Options) -> Result<Self> {
         let (core, sq, cq) = Core::setup(&opts, Issuer::Single)?;
         let (indirect, extended) = opts.pool_sizes(core.params.sq_entries);
+        Ok(Ring::from_parts(core, sq, cq, indirect, extended))
+    }
+
+    /// The ring around a set-up `Core`, with pools of the given sizes.
+    fn from_parts(core: Core, sq: Sq, cq: Cq, indirect: u32, extended: u32) -> Ring {
         let pools = ContextPools::for_ring(core.id, indirect, extended);
-        Ok(Ring {
+        Ring {
             sq,
             cq,
             core,
@@ -100,7 +105,7 @@ impl Ring {
             claimed_groups: Vec::new(),
             named_groups: None,
             _not_sync: PhantomData,
-        })
+        }
     }
 
     /// Adopts a ring set up elsewhere (by raw `io_uring_setup`, another
@@ -139,17 +144,7 @@ impl Ring {
         // SAFETY: forwarded to the caller.
         let (core, sq, cq) = unsafe { Core::adopt(fd, params) }?;
         let sq_entries = core.params.sq_entries;
-        let pools = ContextPools::for_ring(core.id, sq_entries, sq_entries);
-        Ok(Ring {
-            sq,
-            cq,
-            core,
-            pools,
-            reserved_groups: Vec::new(),
-            claimed_groups: Vec::new(),
-            named_groups: None,
-            _not_sync: PhantomData,
-        })
+        Ok(Ring::from_parts(core, sq, cq, sq_entries, sq_entries))
     }
 
     /// Enables the ring (`IORING_REGISTER_ENABLE_RINGS`) and, if asked,
