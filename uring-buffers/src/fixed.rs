@@ -89,8 +89,8 @@
 //!
 //! | payload bits | meaning |
 //! |---|---|
-//! | 0–13 | the operation slot (14 bits: at most [`MAX_IN_FLIGHT`] operations in flight, a chain's steps one each) |
-//! | 14–52 | the table's id (39 bits, from a process-wide counter that never wraps) |
+//! | 0–14 | the operation slot (15 bits): below the table's length, buffer `i`'s own slot, for its one plain operation; above, a chain step's (at most [`MAX_IN_FLIGHT`] slots in all) |
+//! | 15–52 | the table's id (38 bits, from a process-wide counter; a table is refused rather than given a used id) |
 //!
 //! [`handle_cqe`](FixedBuffers::handle_cqe) answers `None` for every CQE
 //! that is not one of this table's live operations: other layers' CQEs,
@@ -187,19 +187,22 @@ use crate::error::{Error, Result};
 use crate::registered::RegisteredBuffers;
 
 /// A [`Layer::FixedBuffers`](uring_core::Layer::FixedBuffers) value's
-/// payload: the operation slot (14 bits), then the table id (39 bits).
-const SLOT_BITS: u32 = 14;
+/// payload: the operation slot (15 bits), then the table id (38 bits).
+const SLOT_BITS: u32 = 15;
 const SLOT_MASK: u64 = (1 << SLOT_BITS) - 1;
 const TABLE_SHIFT: u32 = SLOT_BITS;
 const TABLE_MASK: u64 = (1 << (uring_core::LayerData::PAYLOAD_BITS - SLOT_BITS)) - 1;
-/// The bits below the payload of every operation's value: mode, flag
-/// (clear), layer. [`FixedBuffers::decode`] compares them exactly
-/// (`LayerData::payload_of` would ignore the flag).
-const LOW_MASK: u64 = (1 << (64 - uring_core::LayerData::PAYLOAD_BITS)) - 1;
-const OP_LOW: u64 = match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, 0) {
-    Some(d) => d.raw(),
-    None => unreachable!(),
-};
+/// Where the payload starts in the `user_data`.
+const OP_SHIFT: u32 = 64 - uring_core::LayerData::PAYLOAD_BITS;
+
+/// The `user_data` of table `table`'s operation slot 0.
+fn id_base(table: u64) -> u64 {
+    match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, table << TABLE_SHIFT) {
+        Some(d) => d.raw(),
+        // The table id is below 2^38 (checked when the table is made).
+        None => unreachable!("fixed-buffer table {table:#x} out of range"),
+    }
+}
 
 /// The most ranges one vectored operation takes (`UIO_MAXIOV`).
 pub const MAX_RANGES: usize = 1024;
@@ -207,8 +210,11 @@ pub const MAX_RANGES: usize = 1024;
 /// The most steps (linked timeouts included) one [`FixedChain`] takes.
 pub const MAX_CHAIN_STEPS: usize = 8;
 
-/// The most operations (chain steps count one each) a table has in
-/// flight at once: the slot field of the `user_data` has 14 bits.
+/// The most operation slots a table has: the slot field of the
+/// `user_data` has 15 bits. Each buffer has a slot of its own for its
+/// plain operation (read, write, vectored, send); chain steps take one
+/// each from the rest, so a table of `n` buffers has `MAX_IN_FLIGHT - n`
+/// for chains.
 pub const MAX_IN_FLIGHT: usize = (SLOT_MASK + 1) as usize;
 
 static NEXT_TABLE: AtomicU64 = AtomicU64::new(1);
@@ -452,6 +458,21 @@ enum Buf {
     Busy(u32),
 }
 
+/// `BufState::busy` of an idle buffer.
+const IDLE: u32 = u32::MAX;
+/// `BufState::busy` of an empty slot of a sparse table (idle, no memory).
+const EMPTY: u32 = u32::MAX - 1;
+
+/// One buffer as the operations see it: where it is (cached from the
+/// registration, refreshed whenever the table changes it), and which
+/// operation slot holds it (`IDLE`, `EMPTY`, or the slot).
+#[derive(Debug, Clone, Copy)]
+struct BufState {
+    base: *mut u8,
+    len: usize,
+    busy: u32,
+}
+
 /// The iovec array of a vectored operation, kept until its CQE.
 struct IoVecs(Box<[libc::iovec]>);
 
@@ -516,10 +537,16 @@ struct OpSlot {
 /// [module documentation](self).
 pub struct FixedBuffers {
     bufs: RegisteredBuffers,
-    state: Vec<Buf>,
+    state: Vec<BufState>,
+    /// Operation slots: `ops[i]` for `i` below the table's length is
+    /// buffer `i`'s own, the rest are chain steps'.
     ops: Vec<OpSlot>,
+    /// Free chain-step slots (all at or above the table's length).
     free_ops: Vec<u32>,
     table: u64,
+    /// The `user_data` of operation slot 0; slot `op` is this plus
+    /// `op << OP_SHIFT`.
+    ud_base: u64,
     /// The ring the table is registered with ([`Ring::id`]).
     ring_id: u64,
     ring_fd: RawFd,
@@ -593,7 +620,25 @@ impl FixedBuffers {
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "replaced"));
         }
-        self.bufs.install(ring, index, size)
+        let r = self.bufs.install(ring, index, size);
+        self.refresh(index..index + 1);
+        r
+    }
+
+    /// Re-reads where buffers `range` are (after the registration changed
+    /// them); idle ones become `EMPTY` or `IDLE` accordingly.
+    fn refresh(&mut self, range: Range<u32>) {
+        for i in range {
+            let Some(s) = self.state.get_mut(i as usize) else { break };
+            let (base, len) = self.bufs.raw_parts(i).unwrap_or((std::ptr::null_mut(), 0));
+            s.base = base;
+            // A registered buffer is at most 1 GiB (`MAX_BUFFER`): every
+            // range inside one fits the i32 a CQE's result is.
+            s.len = len.min(crate::registered::MAX_BUFFER);
+            if s.busy == IDLE || s.busy == EMPTY {
+                s.busy = if self.bufs.raw_parts(i).is_some() { IDLE } else { EMPTY };
+            }
+        }
     }
 
     /// Takes over `bufs`, a table registered with `ring`: from now on its
@@ -620,21 +665,30 @@ impl FixedBuffers {
     /// [`Error::Core`] when the ring is stopped.
     pub unsafe fn from_registered(ring: &mut Ring, bufs: RegisteredBuffers) -> Result<Self> {
         let n = bufs.len();
+        // Never a used id: past 2^38 tables (a registration syscall each,
+        // days of nothing else) new tables are refused.
+        let table = NEXT_TABLE.fetch_add(1, Ordering::Relaxed);
+        if table > TABLE_MASK {
+            NEXT_TABLE.store(TABLE_MASK + 1, Ordering::Relaxed);
+            return Err(Error::invalid("fixed-buffer table ids are exhausted (2^38 tables made by this process)"));
+        }
         let graveyard = std::sync::Arc::new(Graveyard::default());
         ring.attach(Box::new(graveyard.clone()))?;
-        Ok(FixedBuffers {
+        let idle = BufState { base: std::ptr::null_mut(), len: 0, busy: EMPTY };
+        let mut me = FixedBuffers {
             bufs,
-            state: vec![Buf::Idle; n],
-            ops: Vec::new(),
+            state: vec![idle; n],
+            ops: (0..n).map(|_| OpSlot { queued_at: 0, live: None, chain: None }).collect(),
             free_ops: Vec::new(),
-            // 2^39 tables (one registration syscall each) is beyond any
-            // process's life; the id never wraps onto a live one.
-            table: NEXT_TABLE.fetch_add(1, Ordering::Relaxed) & TABLE_MASK,
+            table,
+            ud_base: id_base(table),
             ring_id: ring.id(),
             ring_fd: ring.as_raw_fd(),
             in_flight: 0,
             graveyard,
-        })
+        };
+        me.refresh(0..n as u32);
+        Ok(me)
     }
 
     /// Gives the table back when no operation is in flight.
@@ -690,10 +744,11 @@ impl FixedBuffers {
     }
 
     fn slot_state(&self, index: u32) -> Result<Buf> {
-        self.state
-            .get(index as usize)
-            .copied()
-            .ok_or_else(|| Error::invalid(format!("registered buffer {index} is outside the table of {}", self.len())))
+        match self.state.get(index as usize) {
+            Some(s) if s.busy == IDLE || s.busy == EMPTY => Ok(Buf::Idle),
+            Some(s) => Ok(Buf::Busy(s.busy)),
+            None => Err(Error::invalid(format!("registered buffer {index} is outside the table of {}", self.len()))),
+        }
     }
 
     fn busy_error(&self, index: u32, op: u32, access: &str) -> Error {
@@ -766,6 +821,31 @@ impl FixedBuffers {
         Ok(())
     }
 
+    /// [`check_op`](Self::check_op) for one range, in a few instructions:
+    /// the buffer idle and installed, the ring this table's, the range
+    /// inside the buffer; anything else goes to `check_op` for its error.
+    #[inline(always)]
+    fn check_one(&self, ring: &Ring, index: u32, range: &Range<usize>) -> Result<*mut u8> {
+        match self.state.get(index as usize) {
+            Some(s)
+                if s.busy == IDLE && ring.id() == self.ring_id && range.start <= range.end && range.end <= s.len =>
+            {
+                Ok(s.base)
+            }
+            _ => Err(self.refuse_op(ring, index, range)),
+        }
+    }
+
+    /// The error `check_one` refused with.
+    #[cold]
+    #[inline(never)]
+    fn refuse_op(&self, ring: &Ring, index: u32, range: &Range<usize>) -> Error {
+        match self.check_op(ring, index, std::slice::from_ref(range)) {
+            Err(e) => e,
+            Ok(_) => Error::invalid(format!("registered buffer {index}: range {range:?} refused")),
+        }
+    }
+
     fn check_op(&self, ring: &Ring, index: u32, ranges: &[Range<usize>]) -> Result<*mut u8> {
         self.check_ring(ring)?;
         if let Buf::Busy(op) = self.slot_state(index)? {
@@ -789,28 +869,26 @@ impl FixedBuffers {
         Ok(ptr)
     }
 
+    #[inline]
     fn id_of(&self, op: u32) -> FixedId {
-        let payload = u64::from(op) | (self.table << TABLE_SHIFT);
-        match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, payload) {
-            Some(d) => FixedId(d.raw()),
-            // The table id is below 2^39 and the slot below 2^14.
-            None => unreachable!("fixed-buffer payload {payload:#x} out of range"),
-        }
+        FixedId(self.ud_base | (u64::from(op) << OP_SHIFT))
     }
 
-    /// Whether `n` more operation slots can be taken: the `user_data`
-    /// names at most [`MAX_IN_FLIGHT`].
+    /// Whether `n` more chain-step slots can be taken: the `user_data`
+    /// names at most [`MAX_IN_FLIGHT`] slots, the buffers' own first.
     fn check_room(&self, n: usize) -> Result<()> {
         if self.free_ops.len() + (MAX_IN_FLIGHT - self.ops.len()) < n {
             return Err(Error::invalid(format!(
-                "{} operations in flight: a table names at most {MAX_IN_FLIGHT} at once",
-                self.in_flight
+                "{} operations in flight: a table of {} buffers names at most {} chain steps at once",
+                self.in_flight,
+                self.len(),
+                MAX_IN_FLIGHT - self.len()
             )));
         }
         Ok(())
     }
 
-    /// Takes a free operation slot (there is one: [`check_room`]) for
+    /// Takes a free chain-step slot (there is one: [`check_room`]) for
     /// buffer `index`, queued when the ring's CQ position is `queued_at`.
     ///
     /// [`check_room`]: Self::check_room
@@ -830,31 +908,47 @@ impl FixedBuffers {
         op
     }
 
-    /// Takes a free operation slot for buffer `index`, queued when the
-    /// ring's CQ position is `queued_at`, and marks the buffer busy.
-    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> Result<u32> {
-        self.check_room(1)?;
-        let live = Live { kind, index, iovecs, result: None, notified: false, step: None };
-        let op = self.take_slot(live, queued_at);
-        self.state[index as usize] = Buf::Busy(op);
-        Ok(op)
+    /// Marks idle buffer `index` busy with a plain operation of `kind`
+    /// in its own slot (`index`), queued when the ring's CQ position is
+    /// `queued_at`; returns the slot.
+    #[inline(always)]
+    fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> u32 {
+        let slot = &mut self.ops[index as usize];
+        slot.queued_at = queued_at;
+        debug_assert!(slot.live.is_none(), "an idle buffer's own slot is free");
+        // Written without dropping the old value, which is `None`: the
+        // buffer is idle, so its own slot holds no operation.
+        // SAFETY: `slot.live` is a valid, aligned place (a `&mut`).
+        unsafe {
+            std::ptr::write(
+                &mut slot.live,
+                Some(Live { kind, index, iovecs, result: None, notified: false, step: None }),
+            )
+        };
+        self.state[index as usize].busy = index;
+        self.in_flight += 1;
+        index
     }
 
     /// Frees slot `op` (its buffer's state is the caller's business).
+    #[inline(always)]
     fn free_slot(&mut self, op: u32) -> Option<Live> {
         let slot = &mut self.ops[op as usize];
         let live = slot.live.take()?;
-        slot.chain = None;
-        self.free_ops.push(op);
+        if op as usize >= self.state.len() {
+            slot.chain = None;
+            self.free_ops.push(op);
+        }
         self.in_flight -= 1;
         Some(live)
     }
 
     /// Ends operation `op`: its buffer is idle, its slot free. Returns the
     /// iovec array, to be dropped by the caller.
+    #[inline(always)]
     fn finish(&mut self, op: u32) -> Option<Live> {
         let live = self.free_slot(op)?;
-        self.state[live.index as usize] = Buf::Idle;
+        self.state[live.index as usize].busy = IDLE;
         Some(live)
     }
 
@@ -869,7 +963,7 @@ impl FixedBuffers {
             }
         }
         if let Some(i) = index {
-            self.state[i as usize] = Buf::Idle;
+            self.state[i as usize].busy = IDLE;
         }
     }
 
@@ -882,6 +976,7 @@ impl FixedBuffers {
     /// this table (and the iovec array held in `iovecs`, whose heap
     /// address does not change when it moves into the slot), used as the
     /// operation's `kind` says (written only by reads).
+    #[inline(always)]
     unsafe fn push<O: uring_ops::Prepare>(
         &mut self,
         ring: &mut Ring,
@@ -890,7 +985,7 @@ impl FixedBuffers {
         iovecs: Option<IoVecs>,
         operation: O,
     ) -> Result<FixedId> {
-        let op = self.begin(kind, index, iovecs, ring.cq_position())?;
+        let op = self.begin(kind, index, iovecs, ring.cq_position());
         let id = self.id_of(op);
         // SAFETY: the operation names registered buffer `index` of this
         // table (the caller's obligation), whose memory is attached to the
@@ -899,7 +994,7 @@ impl FixedBuffers {
         // table lends no `&mut` to it (and no `&` either when the kernel
         // writes it); the iovec array lives in the operation's slot until
         // then, and is leaked if the table is dropped first.
-        match unsafe { uring_ops::push_layer_op(ring, id.context(), operation) } {
+        match unsafe { uring_ops::push_layer_value(ring, id.0, operation) } {
             Ok(_) => Ok(id),
             Err(e) => {
                 self.finish(op);
@@ -921,6 +1016,7 @@ impl FixedBuffers {
     /// `i32::MAX` bytes, or another ring; [`Error::Core`] when the ring
     /// refuses (full queue, not started, stopped, opcode unsupported). In
     /// every case nothing is queued and the buffer keeps its state.
+    #[inline(always)]
     pub fn read_fixed(
         &mut self,
         ring: &mut Ring,
@@ -929,7 +1025,7 @@ impl FixedBuffers {
         range: Range<usize>,
         offset: u64,
     ) -> Result<FixedId> {
-        let base = self.check_op(ring, index, std::slice::from_ref(&range))?;
+        let base = self.check_one(ring, index, &range)?;
         let fd = fd.into();
         // SAFETY: the operation is pushed only below, under the obligation
         // stated there.
@@ -948,6 +1044,7 @@ impl FixedBuffers {
     /// # Errors
     ///
     /// As for [`read_fixed`](Self::read_fixed).
+    #[inline(always)]
     pub fn write_fixed(
         &mut self,
         ring: &mut Ring,
@@ -956,7 +1053,7 @@ impl FixedBuffers {
         range: Range<usize>,
         offset: u64,
     ) -> Result<FixedId> {
-        let base = self.check_op(ring, index, std::slice::from_ref(&range))?;
+        let base = self.check_one(ring, index, &range)?;
         let fd = fd.into();
         // SAFETY: the operation is pushed only below, under the obligation
         // stated there.
@@ -1062,7 +1159,7 @@ impl FixedBuffers {
         index: u32,
         range: Range<usize>,
     ) -> Result<FixedId> {
-        let base = self.check_op(ring, index, std::slice::from_ref(&range))?;
+        let base = self.check_one(ring, index, &range)?;
         let fd = fd.into();
         // SAFETY: the range lies in the idle buffer `index` (checked), and
         // nothing writes it while the slice lives (`&mut self` is held).
@@ -1082,15 +1179,14 @@ impl FixedBuffers {
     /// so a value differing only in it (any other owner's, present or
     /// future) would otherwise be taken for a live operation's completion
     /// and free its buffer while the kernel still uses it.
+    #[inline(always)]
     fn decode(&self, user_data: u64) -> Option<u32> {
-        if user_data & LOW_MASK != OP_LOW {
+        // The low bits (mode, flag, layer) and the table id, in one
+        // comparison with slot 0's value.
+        if user_data & !(SLOT_MASK << OP_SHIFT) != self.ud_base {
             return None;
         }
-        let payload = user_data >> (64 - uring_core::LayerData::PAYLOAD_BITS);
-        if payload >> TABLE_SHIFT != self.table {
-            return None;
-        }
-        let op = (payload & SLOT_MASK) as u32;
+        let op = ((user_data >> OP_SHIFT) & SLOT_MASK) as u32;
         let slot = self.ops.get(op as usize)?;
         slot.live.is_some().then_some(op)
     }
@@ -1103,20 +1199,36 @@ impl FixedBuffers {
     /// Interprets a CQE: `None` unless it belongs to one of this table's
     /// operations in flight (see the [module documentation](self)), else
     /// what happened, and whether the buffer is free again.
+    #[inline(always)]
     pub fn handle_cqe(&mut self, cqe: &Cqe<'_>) -> Option<FixedDone> {
         if cqe.ring_id() != self.ring_id {
             return None;
         }
-        let op = self.decode(cqe.user_data())?;
-        if cqe.seq() < self.ops[op as usize].queued_at {
+        let user_data = cqe.user_data();
+        let op = self.decode(user_data)?;
+        let slot = &self.ops[op as usize];
+        if cqe.seq() < slot.queued_at {
             // Reaped before the operation was queued: a copy of an
             // earlier operation's CQE.
             return None;
         }
+        let notif = cqe.notif();
+        // The common case: the one CQE of a plain operation (not a chain
+        // step, not a zero-copy send, whose buffer waits for two).
+        if let Some(live) = &slot.live
+            && live.step.is_none()
+            && live.kind != FixedKind::SendZc
+            && !notif
+        {
+            let (kind, index) = (live.kind, live.index);
+            self.finish(op);
+            let id = FixedId(user_data);
+            return Some(FixedDone { id, kind, index, res: cqe.res(), free: true, notification: false, chain: None });
+        }
         // SAFETY: reaped by this table's ring after the operation was
         // queued, with its user_data, which safe code cannot make the
-        // kernel post; repeats within one operation are refused below.
-        unsafe { self.handle_raw(cqe.user_data(), cqe.res(), cqe.more(), cqe.notif()) }
+        // kernel post; repeats within one operation are refused there.
+        unsafe { self.handle_raw(user_data, cqe.res(), cqe.more(), notif) }
     }
 
     /// As [`handle_cqe`](Self::handle_cqe), from a CQE's `user_data`,
@@ -1207,7 +1319,10 @@ impl FixedBuffers {
                 return Err(self.busy_error(i, op, "replaced"));
             }
         }
-        self.bufs.replace(ring, index, region)
+        let end = index.saturating_add(region.buffers() as u32);
+        let r = self.bufs.replace(ring, index, region);
+        self.refresh(index..end);
+        r
     }
 
     /// Empties slot `index` ([`RegisteredBuffers::remove`]).
@@ -1221,7 +1336,9 @@ impl FixedBuffers {
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "removed"));
         }
-        self.bufs.remove(ring, index)
+        let r = self.bufs.remove(ring, index);
+        self.refresh(index..index.saturating_add(1));
+        r
     }
 
     /// Empties every slot ([`RegisteredBuffers::clear`]).
@@ -1232,14 +1349,13 @@ impl FixedBuffers {
     /// [`RegisteredBuffers::clear`].
     pub fn clear(&mut self, ring: &mut Ring) -> Result<()> {
         self.check_ring(ring)?;
-        let busy = self.state.iter().enumerate().find_map(|(i, b)| match b {
-            Buf::Busy(op) => Some((i as u32, *op)),
-            Buf::Idle => None,
-        });
-        if let Some((i, op)) = busy {
-            return Err(self.busy_error(i, op, "removed"));
+        let busy = self.state.iter().enumerate().find(|(_, b)| b.busy != IDLE && b.busy != EMPTY);
+        if let Some((i, b)) = busy {
+            return Err(self.busy_error(i as u32, b.busy, "removed"));
         }
-        self.bufs.clear(ring)
+        let r = self.bufs.clear(ring);
+        self.refresh(0..self.len() as u32);
+        r
     }
 
     /// A resource-tag CQE ([`RegisteredBuffers::handle_tag`]): the memory
@@ -1380,7 +1496,7 @@ impl<'a> FixedChain<'a> {
         }
         let head = rec.slots[0];
         bufs.ops[head as usize].chain = Some(rec);
-        bufs.state[index as usize] = Buf::Busy(head);
+        bufs.state[index as usize].busy = head;
 
         for (i, step) in steps.iter().flatten().enumerate() {
             let id = bufs.id_of(rec.slots[i]);
@@ -1544,6 +1660,15 @@ impl uring_core::HandleCqe for FixedBuffers {
 mod tests {
     use super::*;
 
+    /// The bits below the payload of every operation's value: mode, flag
+    /// (clear), layer. `FixedBuffers::decode` compares them exactly
+    /// (`LayerData::payload_of` would ignore the flag).
+    const LOW_MASK: u64 = (1 << (64 - uring_core::LayerData::PAYLOAD_BITS)) - 1;
+    const OP_LOW: u64 = match uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, 0) {
+        Some(d) => d.raw(),
+        None => unreachable!(),
+    };
+
     #[test]
     fn user_data_layout() {
         let payload = 5 | (TABLE_MASK << TABLE_SHIFT);
@@ -1554,10 +1679,14 @@ mod tests {
             (d.layer(), d.payload() & SLOT_MASK, d.payload() >> TABLE_SHIFT),
             (uring_core::Layer::FixedBuffers, 5, TABLE_MASK)
         );
-        assert_eq!(TABLE_MASK, (1 << 39) - 1, "39-bit table ids");
+        assert_eq!(TABLE_MASK, (1 << 38) - 1, "38-bit table ids");
+        assert_eq!(id_base(TABLE_MASK) | (5 << OP_SHIFT), id.0);
         assert_eq!(id.0 & LOW_MASK, OP_LOW);
         let twin = uring_core::LayerData::new(uring_core::Layer::FixedBuffers, true, payload).unwrap().raw();
         assert_ne!(twin & LOW_MASK, OP_LOW, "the flagged twin is not an operation's value");
-        assert!(crate::registered::MAX_BUFFERS as u64 <= SLOT_MASK + 1);
+        assert!(
+            2 * crate::registered::MAX_BUFFERS as u64 <= SLOT_MASK + 1,
+            "a full table leaves as many slots for chains"
+        );
     }
 }

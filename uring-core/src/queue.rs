@@ -254,14 +254,33 @@ impl Sq {
     pub(crate) fn next_keep(&mut self) -> Option<(*mut u8, usize)> {
         let index = (self.tail & self.mask) as usize;
         let slot = self.next()?;
-        self.keeps[index].clear();
+        // SAFETY: `index` is the slot just acquired.
+        unsafe { self.keep(index) }.clear();
+        Some((slot, index))
+    }
+
+    /// [`next_keep`](Self::next_keep) without clearing the slot's `Keep`.
+    #[inline]
+    pub(crate) fn next_keep_uncleared(&mut self) -> Option<(*mut u8, usize)> {
+        let index = (self.tail & self.mask) as usize;
+        let slot = self.next()?;
         Some((slot, index))
     }
 
     /// The [`Keep`] of slot `index` (from [`next_keep`](Self::next_keep)).
     #[inline]
-    pub(crate) fn keep(&mut self, index: usize) -> &mut Keep {
-        &mut self.keeps[index]
+    ///
+    /// # Safety
+    ///
+    /// `index` is the index `next_keep` or `next_keep_uncleared` returned
+    /// with the slot acquired last.
+    pub(crate) unsafe fn keep(&mut self, index: usize) -> &mut Keep {
+        debug_assert!(index < self.keeps.len());
+        // SAFETY: such an index is `tail & mask`, below `entries`, the
+        // length of `keeps` as long as the SQ is open; `leak_keeps` (which
+        // empties it) closes the SQ first, and `next` gives nothing on a
+        // closed SQ.
+        unsafe { self.keeps.get_unchecked_mut(index) }
     }
 
     /// Whether `n` more entries fit (for all-or-nothing pushes).
@@ -317,6 +336,8 @@ impl Sq {
     /// while the kernel might still consume published entries, so that it
     /// never reads memory Rust has freed.
     pub(crate) fn leak_keeps(&mut self) {
+        // First: no slot is handed out again (`keep` relies on it).
+        self.close();
         std::mem::forget(std::mem::take(&mut self.keeps));
     }
 

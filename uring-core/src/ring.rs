@@ -350,8 +350,31 @@ impl Ring {
     pub unsafe fn next_sqe_keep(&mut self) -> Result<(&mut Sqe, &mut Keep)> {
         match self.sq.next_keep() {
             // SAFETY: the slot is a 64-byte SQE we own until the tail is
-            // published; any bytes are a valid `Sqe`.
-            Some((slot, index)) => Ok((unsafe { &mut *slot.cast::<Sqe>() }, self.sq.keep(index))),
+            // published; any bytes are a valid `Sqe`. `index` is its slot.
+            Some((slot, index)) => Ok((unsafe { &mut *slot.cast::<Sqe>() }, unsafe { self.sq.keep(index) })),
+            None => Err(self.push_error()),
+        }
+    }
+
+    /// [`next_sqe_keep`](Self::next_sqe_keep) without clearing the slot's
+    /// [`Keep`]: for operations that put nothing there. A value an earlier
+    /// entry of this slot [`hold`](Keep::hold)s stays until the slot is
+    /// acquired through `next_sqe_keep` again, replaced, or the ring
+    /// drops; it is never freed early.
+    ///
+    /// # Errors
+    ///
+    /// As for [`next_sqe`](Self::next_sqe).
+    ///
+    /// # Safety
+    ///
+    /// As for [`next_sqe_keep`](Self::next_sqe_keep).
+    #[doc(hidden)]
+    #[inline]
+    pub unsafe fn next_sqe_uncleared(&mut self) -> Result<(&mut Sqe, &mut Keep)> {
+        match self.sq.next_keep_uncleared() {
+            // SAFETY: as in `next_sqe_keep`; `index` is the slot's.
+            Some((slot, index)) => Ok((unsafe { &mut *slot.cast::<Sqe>() }, unsafe { self.sq.keep(index) })),
             None => Err(self.push_error()),
         }
     }

@@ -185,7 +185,8 @@ impl SharedRing {
                 // until the tail is published (under the same lock); any
                 // bytes are a valid `Sqe`.
                 let sqe = unsafe { &mut *slot.cast::<Sqe>() };
-                Ok(fill(sqe, sq.keep(index)))
+                // SAFETY: `index` is the slot just acquired.
+                Ok(fill(sqe, unsafe { sq.keep(index) }))
             }
             None => Err(Error::QueueFull { entries: sq.entries }),
         }

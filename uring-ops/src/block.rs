@@ -33,6 +33,7 @@ impl BlockDiscard {
 
 impl Prepare for BlockDiscard {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

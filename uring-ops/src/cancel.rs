@@ -172,6 +172,7 @@ impl AsyncCancel {
 
 impl Prepare for AsyncCancel {
     const CODE: u8 = sys::IORING_OP_ASYNC_CANCEL as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

@@ -58,20 +58,12 @@ impl Nop {
 
 impl Prepare for Nop {
     const CODE: u8 = sys::IORING_OP_NOP as u8;
+    const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
-        if self.cqe32.is_some() {
-            crate::timeout::require_version(features, (6, 18), "IORING_NOP_CQE32")?;
-            if features.cqe_size() == uring_core::CqeSize::Normal {
-                return Err(Error::InvalidArgument(
-                    "Nop::cqe32 needs a ring with 32-byte or mixed CQEs (Options::cqe_size); the kernel answers \
-                     -EINVAL on a 16-byte ring"
-                        .into(),
-                ));
-            }
-        }
-        Ok(())
+        if self.cqe32.is_some() { check_cqe32(features) } else { Ok(()) }
     }
 
     #[inline]
@@ -95,6 +87,20 @@ impl Prepare for Nop {
 
 // SAFETY: a NOP names no memory.
 unsafe impl SafeOp for Nop {}
+
+/// What [`Nop::cqe32`] needs of the kernel and the ring.
+#[cold]
+fn check_cqe32(features: &Features) -> Result<()> {
+    crate::timeout::require_version(features, (6, 18), "IORING_NOP_CQE32")?;
+    if features.cqe_size() == uring_core::CqeSize::Normal {
+        return Err(Error::InvalidArgument(
+            "Nop::cqe32 needs a ring with 32-byte or mixed CQEs (Options::cqe_size); the kernel answers -EINVAL on \
+             a 16-byte ring"
+                .into(),
+        ));
+    }
+    Ok(())
+}
 
 /// Sends a driver-defined command to a file: `io_uring_prep_uring_cmd`
 /// (`IORING_OP_URING_CMD`), with `cmd_op` and up to 16 inline command
@@ -153,6 +159,7 @@ fn write_cmd16(sqe: &mut Sqe, cmd: &[u8]) {
 
 impl Prepare for UringCmd {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -206,6 +213,7 @@ impl SiocInq {
 
 impl Prepare for SiocInq {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -242,6 +250,7 @@ impl SiocOutq {
 
 impl Prepare for SiocOutq {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -294,6 +303,7 @@ impl GetSockOpt {
 
 impl Prepare for GetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -364,6 +374,7 @@ impl SetSockOpt {
 
 impl Prepare for SetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

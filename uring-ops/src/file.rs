@@ -200,6 +200,7 @@ rw_setters!(Read);
 
 impl Prepare for Read {
     const CODE: u8 = sys::IORING_OP_READ as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -251,6 +252,7 @@ rw_setters!(ReadProvided);
 
 impl Prepare for ReadProvided {
     const CODE: u8 = sys::IORING_OP_READ as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut uring_core::Sqe, _keep: &mut Keep) {
@@ -319,6 +321,7 @@ rw_setters!(Write);
 
 impl Prepare for Write {
     const CODE: u8 = sys::IORING_OP_WRITE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -373,6 +376,7 @@ rw_setters!(Readv);
 
 impl Prepare for Readv {
     const CODE: u8 = sys::IORING_OP_READV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -426,6 +430,7 @@ rw_setters!(Writev);
 
 impl Prepare for Writev {
     const CODE: u8 = sys::IORING_OP_WRITEV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -493,6 +498,7 @@ rw_setters!(ReadFixed);
 
 impl Prepare for ReadFixed {
     const CODE: u8 = sys::IORING_OP_READ_FIXED as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn check(&self, features: &Features) -> Result<()> {
@@ -552,6 +558,7 @@ rw_setters!(WriteFixed);
 
 impl Prepare for WriteFixed {
     const CODE: u8 = sys::IORING_OP_WRITE_FIXED as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn check(&self, features: &Features) -> Result<()> {
@@ -609,6 +616,7 @@ rw_setters!(ReadvFixed);
 
 impl Prepare for ReadvFixed {
     const CODE: u8 = sys::IORING_OP_READV_FIXED as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -656,6 +664,7 @@ rw_setters!(WritevFixed);
 
 impl Prepare for WritevFixed {
     const CODE: u8 = sys::IORING_OP_WRITEV_FIXED as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

@@ -297,6 +297,7 @@ impl Close {
 
 impl Prepare for Close {
     const CODE: u8 = sys::IORING_OP_CLOSE as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -356,6 +357,7 @@ impl Fsync {
 
 impl Prepare for Fsync {
     const CODE: u8 = sys::IORING_OP_FSYNC as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -400,6 +402,7 @@ impl Fallocate {
 
 impl Prepare for Fallocate {
     const CODE: u8 = sys::IORING_OP_FALLOCATE as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -437,6 +440,7 @@ impl Ftruncate {
 
 impl Prepare for Ftruncate {
     const CODE: u8 = sys::IORING_OP_FTRUNCATE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

@@ -73,7 +73,9 @@ pub mod zc;
 
 pub use flags::{FlagOps, WithFlags};
 pub use op::{FileDest, Fixed, OpExt, Prepare, SafeOp, Target, With};
-pub use ring::{RingOps, SharedRingOps, push_group_owner_layer_op, push_group_owner_op, push_layer_op};
+pub use ring::{
+    RingOps, SharedRingOps, push_group_owner_layer_op, push_group_owner_op, push_layer_op, push_layer_value,
+};
 pub use uring_core;
 
 /// Everything needed to submit operations: [`RingOps`], [`OpExt`], the

@@ -63,6 +63,7 @@ impl MsgRing {
 
 impl Prepare for MsgRing {
     const CODE: u8 = sys::IORING_OP_MSG_RING as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -203,6 +204,7 @@ impl MsgRingFd {
 
 impl Prepare for MsgRingFd {
     const CODE: u8 = sys::IORING_OP_MSG_RING as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -266,6 +268,7 @@ impl FixedFdInstall {
 
 impl Prepare for FixedFdInstall {
     const CODE: u8 = sys::IORING_OP_FIXED_FD_INSTALL as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -341,6 +344,7 @@ impl FilesUpdate {
 
 impl Prepare for FilesUpdate {
     const CODE: u8 = sys::IORING_OP_FILES_UPDATE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

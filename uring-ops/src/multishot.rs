@@ -80,6 +80,7 @@ impl AcceptMulti {
 
 impl Prepare for AcceptMulti {
     const CODE: u8 = sys::IORING_OP_ACCEPT as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -190,6 +191,7 @@ impl RecvMulti {
 
 impl Prepare for RecvMulti {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -259,6 +261,7 @@ impl RecvBundleMulti {
 
 impl Prepare for RecvBundleMulti {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -325,6 +328,7 @@ impl ReadMulti {
 
 impl Prepare for ReadMulti {
     const CODE: u8 = sys::IORING_OP_READ_MULTISHOT as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
@@ -583,6 +587,7 @@ impl RecvZc {
 
 impl Prepare for RecvZc {
     const CODE: u8 = sys::IORING_OP_RECV_ZC as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

@@ -240,6 +240,7 @@ impl Recv {
 
 impl Prepare for Recv {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -317,6 +318,7 @@ impl RecvSelect {
 
 impl Prepare for RecvSelect {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -399,6 +401,7 @@ impl RecvBundle {
 
 impl Prepare for RecvBundle {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -466,6 +469,7 @@ impl SendBundle {
 
 impl Prepare for SendBundle {
     const CODE: u8 = sys::IORING_OP_SEND as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -543,6 +547,7 @@ impl RecvMsg {
 
 impl Prepare for RecvMsg {
     const CODE: u8 = sys::IORING_OP_RECVMSG as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

@@ -31,9 +31,18 @@ pub trait Prepare {
     ///
     /// [`Error::Unsupported`](uring_core::Error::Unsupported) naming what is
     /// missing, or [`Error::InvalidArgument`](uring_core::Error::InvalidArgument).
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)
     }
+
+    /// Whether [`prepare`](Self::prepare) may put anything in the slot's
+    /// [`Keep`]. When `false` the push does not clear the Keep first
+    /// (it saves the check on every push of the operation); a value an
+    /// earlier entry of the slot held then stays until the slot's next
+    /// clearing push or the ring's drop. Leave it `true` unless `prepare`
+    /// ignores its `keep` argument.
+    const USES_KEEP: bool = true;
 
     /// Overwrites all 64 bytes of `sqe` with this operation (reserved
     /// fields zero, `user_data` zero: the ring method stamps the context
@@ -183,6 +192,7 @@ pub struct With<O> {
 
 impl<O: Prepare> Prepare for With<O> {
     const CODE: u8 = O::CODE;
+    const USES_KEEP: bool = O::USES_KEEP;
 
     #[inline]
     fn check(&self, features: &Features) -> Result<()> {

@@ -133,6 +133,7 @@ fn level_unsupported() -> Error {
 
 impl Prepare for PollAdd {
     const CODE: u8 = sys::IORING_OP_POLL_ADD as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -179,6 +180,7 @@ impl PollRemove {
 
 impl Prepare for PollRemove {
     const CODE: u8 = sys::IORING_OP_POLL_REMOVE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -255,6 +257,7 @@ impl PollUpdate {
 
 impl Prepare for PollUpdate {
     const CODE: u8 = sys::IORING_OP_POLL_REMOVE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

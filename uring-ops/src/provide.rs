@@ -47,6 +47,7 @@ impl ProvideBuffers {
 
 impl Prepare for ProvideBuffers {
     const CODE: u8 = sys::IORING_OP_PROVIDE_BUFFERS as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -101,6 +102,7 @@ impl RemoveBuffers {
 
 impl Prepare for RemoveBuffers {
     const CODE: u8 = sys::IORING_OP_REMOVE_BUFFERS as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

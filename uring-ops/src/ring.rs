@@ -111,8 +111,41 @@ impl RingOps for Ring {
 #[doc(hidden)]
 #[inline]
 pub unsafe fn push_layer_op<O: Prepare>(ring: &mut Ring, ctx: SqeContext, op: O) -> Result<(SqeContext, Option<u16>)> {
-    // SAFETY: forwarded to the caller.
-    unsafe { push_selecting(ring, ctx, op, false) }
+    if ctx.mode() != ContextMode::Layer {
+        // SAFETY: forwarded to the caller.
+        return unsafe { push_selecting(ring, ctx, op, false) };
+    }
+    // SAFETY: forwarded to the caller; `ctx` is a layer value.
+    unsafe { push_layer_value(ring, ctx.raw(), op) }.map(|group| (ctx, group))
+}
+
+/// [`push_layer_op`] for a layer that builds its values itself: `user_data`
+/// is written as it is (a layer value is never stamped), with no mode to
+/// dispatch on.
+///
+/// # Errors
+///
+/// As for [`RingOps::push_op`].
+///
+/// # Safety
+///
+/// As for [`push_layer_op`], and `user_data` is a layer value
+/// ([`uring_core::LayerData::raw`]).
+#[doc(hidden)]
+#[inline(always)]
+pub unsafe fn push_layer_value<O: Prepare>(ring: &mut Ring, user_data: u64, op: O) -> Result<Option<u16>> {
+    debug_assert_eq!(SqeContext::from_raw(user_data), None, "a layer value");
+    op.check(ring.features())?;
+    // SAFETY: as in `push_selecting`.
+    let (sqe, keep) = unsafe { acquire::<O>(ring) }?;
+    op.prepare(sqe, keep);
+    sqe.user_data = user_data;
+    if sqe.flags & SqeFlags::BUFFER_SELECT.bits() == 0 {
+        return Ok(None);
+    }
+    let group = sqe.buf_group();
+    // SAFETY: the entry was acquired just above, not flushed.
+    unsafe { settle_selecting(ring, Ok(SqeContext::of_user_data(user_data)), group, false) }.map(|(_, g)| g)
 }
 
 /// Queues `op`, which may select from a buffer group reserved with
@@ -165,11 +198,67 @@ pub unsafe fn push_group_owner_layer_op<O: Prepare>(
 /// queued entry selects from (`IOSQE_BUFFER_SELECT`), if any: what a layer
 /// that queues under its own identity vouches for at completion.
 ///
+/// The common case (a packed, token or layer context on an entry that
+/// selects no buffer) is straight-line code: the opcode probe, the slot,
+/// the operation's own writes, the stamp. Everything else (pooled
+/// contexts, buffer selection, refusals after the slot was taken) is out
+/// of line, so a push costs what the entry costs.
+///
 /// # Safety
 ///
 /// As for [`RingOps::push_op_unchecked`].
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn push_selecting<O: Prepare>(
+    ring: &mut Ring,
+    ctx: SqeContext,
+    op: O,
+    group_owner: bool,
+) -> Result<(SqeContext, Option<u16>)> {
+    if matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended) {
+        // SAFETY: forwarded to the caller.
+        return unsafe { push_pooled(ring, ctx, op, group_owner) };
+    }
+    op.check(ring.features())?;
+    // SAFETY: forwarded to the caller (the memory the operation names);
+    // the Keep holds the rest until the kernel consumed the entry.
+    let (sqe, keep) = unsafe { acquire::<O>(ring) }?;
+    op.prepare(sqe, keep);
+    match ctx.stamp(sqe) {
+        Ok(stamped) if sqe.flags & SqeFlags::BUFFER_SELECT.bits() == 0 => Ok((stamped, None)),
+        stamped => {
+            let group = sqe.buf_group();
+            // SAFETY: the entry was acquired just above, not flushed.
+            unsafe { settle_selecting(ring, stamped, group, group_owner) }
+        }
+    }
+}
+
+/// The next entry and its slot's Keep for an operation of type `O`: an
+/// operation that puts nothing in the Keep skips clearing it
+/// ([`Prepare::USES_KEEP`], a constant, so one branch remains).
+///
+/// # Safety
+///
+/// As for [`Ring::next_sqe_keep`].
+#[inline(always)]
+unsafe fn acquire<O: Prepare>(ring: &mut Ring) -> Result<(&mut Sqe, &mut uring_core::Keep)> {
+    if O::USES_KEEP {
+        // SAFETY: forwarded to the caller.
+        unsafe { ring.next_sqe_keep() }
+    } else {
+        // SAFETY: forwarded to the caller.
+        unsafe { ring.next_sqe_uncleared() }
+    }
+}
+
+/// [`push_selecting`] under a pooled context: the slot must be live and
+/// without a submission, and records this entry as its one submission.
+///
+/// # Safety
+///
+/// As for [`RingOps::push_op_unchecked`].
+#[inline(never)]
+unsafe fn push_pooled<O: Prepare>(
     ring: &mut Ring,
     ctx: SqeContext,
     op: O,
@@ -186,6 +275,35 @@ pub(crate) unsafe fn push_selecting<O: Prepare>(
     // SAFETY: `stamped` is of the entry just acquired on `ring`, not
     // flushed; `queued_at` was read before it was acquired.
     unsafe { settle(ring, ctx, stamped, queued_at, group_owner) }
+}
+
+/// The end of a push whose entry selects a provided buffer from `group`
+/// (or whose stamp was refused): refuses a group a layer reserved (unless
+/// `group_owner`), notes the group, and takes the entry back on refusal.
+///
+/// # Safety
+///
+/// The entry acquired last on `ring`, not flushed since, is the one
+/// `stamped` was stamped into.
+#[inline(never)]
+unsafe fn settle_selecting(
+    ring: &mut Ring,
+    stamped: Result<SqeContext>,
+    group: u16,
+    group_owner: bool,
+) -> Result<(SqeContext, Option<u16>)> {
+    let refusal = match stamped {
+        Ok(_) if !group_owner && ring.is_buffer_group_reserved(group) => reserved_group_error(group),
+        Ok(stamped) => {
+            ring.note_selected_group(group);
+            return Ok((stamped, Some(group)));
+        }
+        Err(e) => e,
+    };
+    // SAFETY: the entry was acquired last and nothing depends on it (the
+    // caller's contract): it is taken back, never submitted.
+    unsafe { ring.retract_last_sqe() };
+    Err(refusal)
 }
 
 /// A prepared entry with its context stamped: what [`settle`] needs.

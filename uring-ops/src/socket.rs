@@ -435,6 +435,7 @@ impl Socket {
 
 impl Prepare for Socket {
     const CODE: u8 = sys::IORING_OP_SOCKET as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -527,6 +528,7 @@ impl Listen {
 
 impl Prepare for Listen {
     const CODE: u8 = sys::IORING_OP_LISTEN as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -624,6 +626,7 @@ fn accept_ioprio(poll_first: bool, dont_wait: bool) -> u16 {
 
 impl Prepare for Accept {
     const CODE: u8 = sys::IORING_OP_ACCEPT as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -778,6 +781,7 @@ impl Shutdown {
 
 impl Prepare for Shutdown {
     const CODE: u8 = sys::IORING_OP_SHUTDOWN as u8;
+    const USES_KEEP: bool = false;
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {

@@ -426,6 +426,7 @@ struct CancelOwn {
 
 impl Prepare for CancelOwn {
     const CODE: u8 = sys::IORING_OP_ASYNC_CANCEL as u8;
+    const USES_KEEP: bool = false;
 
     fn prepare(self, sqe: &mut Sqe, _keep: &mut Keep) {
         let CancelOwn { target } = self;

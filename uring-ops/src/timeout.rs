@@ -346,6 +346,7 @@ impl TimeoutRemove {
 
 impl Prepare for TimeoutRemove {
     const CODE: u8 = sys::IORING_OP_TIMEOUT_REMOVE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

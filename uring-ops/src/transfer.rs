@@ -115,6 +115,7 @@ fn check_offset(what: &str, off: Option<u64>) -> Result<()> {
 
 impl Prepare for Splice {
     const CODE: u8 = sys::IORING_OP_SPLICE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -174,6 +175,7 @@ impl Tee {
 
 impl Prepare for Tee {
     const CODE: u8 = sys::IORING_OP_TEE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -256,6 +258,7 @@ impl Pipe {
 
 impl Prepare for Pipe {
     const CODE: u8 = sys::IORING_OP_PIPE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -333,6 +336,7 @@ impl SyncFileRange {
 
 impl Prepare for SyncFileRange {
     const CODE: u8 = sys::IORING_OP_SYNC_FILE_RANGE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -397,6 +401,7 @@ impl Fadvise {
 
 impl Prepare for Fadvise {
     const CODE: u8 = sys::IORING_OP_FADVISE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -454,6 +459,7 @@ impl Madvise {
 
 impl Prepare for Madvise {
     const CODE: u8 = sys::IORING_OP_MADVISE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;

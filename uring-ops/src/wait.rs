@@ -88,6 +88,7 @@ impl EpollWait {
 
 impl Prepare for EpollWait {
     const CODE: u8 = sys::IORING_OP_EPOLL_WAIT as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -217,6 +218,7 @@ impl FutexWait {
 
 impl Prepare for FutexWait {
     const CODE: u8 = sys::IORING_OP_FUTEX_WAIT as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -284,6 +286,7 @@ impl FutexWake {
 
 impl Prepare for FutexWake {
     const CODE: u8 = sys::IORING_OP_FUTEX_WAKE as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
@@ -466,6 +469,7 @@ const WAITID_OPTIONS: i32 = libc::WNOHANG
 
 impl Prepare for Waitid {
     const CODE: u8 = sys::IORING_OP_WAITID as u8;
+    const USES_KEEP: bool = false;
 
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
