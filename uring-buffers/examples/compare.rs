@@ -160,7 +160,6 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
     ring.register().files(&[file.as_raw_fd()]).expect("register files");
     let mut fixed = FixedBuffers::register(&mut ring, batch, READ_SIZE).expect("register buffers");
     let bufs: Vec<*mut u8> = (0..batch).map(|i| fixed.buffer_mut(i).expect("buffer").as_mut_ptr()).collect();
-    let mut slots = vec![CqeSlot::EMPTY; batch as usize];
     let mut sum = 0u64;
     for round in 0..rounds {
         for i in 0..batch {
@@ -181,8 +180,8 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
         }
         ring.submit_and_wait(batch).expect("submit");
         if safe {
-            let reaped = ring.reap(&mut slots).expect("reap");
-            for cqe in reaped.iter() {
+            let mut pass = ring.completions().expect("completions");
+            while let Some(cqe) = pass.next() {
                 let done = fixed.handle_cqe(&cqe).expect("a FixedBuffers CQE");
                 sum = sum.wrapping_add(done.res as u64);
             }

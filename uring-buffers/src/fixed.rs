@@ -261,6 +261,15 @@ impl FixedKind {
         matches!(self, FixedKind::Read | FixedKind::Readv)
     }
 
+    /// Whether the buffer waits for a notification CQE after the result
+    /// (zero-copy sends). Exhaustive on purpose: a new kind must say.
+    const fn notifies(self) -> bool {
+        match self {
+            FixedKind::SendZc => true,
+            FixedKind::Read | FixedKind::Write | FixedKind::Readv | FixedKind::Writev | FixedKind::LinkTimeout => false,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             FixedKind::Read => "fixed read into it",
@@ -913,7 +922,11 @@ impl FixedBuffers {
     /// `queued_at`; returns the slot.
     #[inline(always)]
     fn begin(&mut self, kind: FixedKind, index: u32, iovecs: Option<IoVecs>, queued_at: u64) -> u32 {
-        let slot = &mut self.ops[index as usize];
+        assert!((index as usize) < self.state.len(), "begin: buffer {index} outside the table");
+        // SAFETY: `ops` is at least as long as `state` (made so, and only
+        // ever grows), and `index` is below `state.len()` (just checked;
+        // the callers' own check makes this one free).
+        let slot = unsafe { self.ops.get_unchecked_mut(index as usize) };
         slot.queued_at = queued_at;
         debug_assert!(slot.live.is_none(), "an idle buffer's own slot is free");
         // Written without dropping the old value, which is `None`: the
@@ -1205,24 +1218,36 @@ impl FixedBuffers {
             return None;
         }
         let user_data = cqe.user_data();
-        let op = self.decode(user_data)?;
-        let slot = &self.ops[op as usize];
+        if user_data & !(SLOT_MASK << OP_SHIFT) != self.ud_base {
+            return None;
+        }
+        let op = ((user_data >> OP_SHIFT) & SLOT_MASK) as usize;
+        let own = op < self.state.len();
+        let slot = self.ops.get_mut(op)?;
+        let live = slot.live.as_mut()?;
         if cqe.seq() < slot.queued_at {
             // Reaped before the operation was queued: a copy of an
             // earlier operation's CQE.
             return None;
         }
         let notif = cqe.notif();
-        // The common case: the one CQE of a plain operation (not a chain
-        // step, not a zero-copy send, whose buffer waits for two).
-        if let Some(live) = &slot.live
-            && live.step.is_none()
-            && live.kind != FixedKind::SendZc
-            && !notif
-        {
-            let (kind, index) = (live.kind, live.index);
-            self.finish(op);
+        // The common case: the one CQE of a plain operation (in a buffer's
+        // own slot, so not a chain step; not a zero-copy send, whose
+        // buffer waits for two).
+        if own && !live.kind.notifies() && !notif {
+            debug_assert!(live.step.is_none() && live.index as usize == op);
+            let kind = live.kind;
+            let iovecs = live.iovecs.take();
+            // Emptied without moving the rest: the one field that owns
+            // anything was taken just above.
+            // SAFETY: `slot.live` is a valid, aligned place (a `&mut`).
+            unsafe { std::ptr::write(&mut slot.live, None) };
+            self.in_flight -= 1;
+            // SAFETY: `op` is below `state.len()` (`own`).
+            unsafe { self.state.get_unchecked_mut(op) }.busy = IDLE;
+            drop(iovecs);
             let id = FixedId(user_data);
+            let index = op as u32;
             return Some(FixedDone { id, kind, index, res: cqe.res(), free: true, notification: false, chain: None });
         }
         // SAFETY: reaped by this table's ring after the operation was
