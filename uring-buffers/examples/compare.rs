@@ -244,7 +244,6 @@ fn recv(rounds: u32) -> u64 {
     let (rx, tx) = socketpair();
     let mut br = BufRing::register(&mut ring, BufRingConfig::new(1, u32::from(BUFS), BUF_SIZE)).expect("bufring");
     let msg = [b'x'; MSG];
-    let mut slots = [CqeSlot::EMPTY; 1];
     let mut armed = false;
     let mut sum = 0u64;
     for _ in 0..rounds {
@@ -253,8 +252,8 @@ fn recv(rounds: u32) -> u64 {
         }
         send(tx.as_raw_fd(), &msg);
         ring.submit_and_wait(1).expect("submit");
-        let reaped = ring.reap(&mut slots).expect("reap");
-        let cqe = reaped.get(0).expect("a CQE");
+        let mut pass = ring.completions().expect("completions");
+        let cqe = pass.next().expect("a CQE");
         assert_eq!(cqe.res(), MSG as i32, "recv");
         armed = cqe.more();
         let buf = br.take(&cqe).expect("take").expect("a buffer");

@@ -971,6 +971,19 @@ impl BufRing {
     #[inline]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         if self.incremental {
+            return self.take_incremental(cqe);
+        }
+        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
+        match cqe.buffer_selection() {
+            Some(sel) => self.take_plain(&sel).map(Some),
+            None => Err(unproven(self.group, bid)),
+        }
+    }
+
+    /// [`take`](Self::take) on an incremental ring.
+    #[inline(never)]
+    fn take_incremental(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
+        {
             if !self.is_own(cqe) {
                 return match cqe.buffer_id() {
                     None => Ok(None),
@@ -981,16 +994,46 @@ impl BufRing {
             // SAFETY: the CQE answers a request this ring queued under its
             // reserved identity with the group it checked, from this ring,
             // reaped after the request was queued.
-            return match unsafe { BufferSelection::vouch(cqe, self.group) } {
+            match unsafe { BufferSelection::vouch(cqe, self.group) } {
                 Some(sel) => self.take_checked(&sel).map(Some),
                 None => Ok(None),
-            };
+            }
         }
-        let Some(bid) = cqe.buffer_id() else { return Ok(None) };
-        match cqe.buffer_selection() {
-            Some(sel) => self.take_selection(&sel).map(Some),
-            None => Err(unproven(self.group, bid)),
+    }
+
+    /// [`take_checked`](Self::take_checked) on a ring that is not
+    /// incremental, in one combined test: the selection of this ring and
+    /// group, newer than the CQE that last handed out its buffer, the
+    /// buffer in the kernel's hands, the result within it. Anything else
+    /// goes to `take_checked` for its error.
+    #[inline(always)]
+    fn take_plain(&mut self, sel: &BufferSelection) -> Result<Buf> {
+        let bid = sel.bid();
+        let b = usize::from(bid);
+        let len = u32::try_from(sel.res()).unwrap_or(0);
+        match self.seen.get(b) {
+            Some(&after)
+                if sel.ring_id() == self.ring_id
+                    && sel.group() == self.group
+                    && sel.seq() >= after
+                    && len <= self.buf_size
+                    && self.is_in_kernel(bid) =>
+            {
+                self.seen[b] = sel.seq() + 1;
+                self.set_in_kernel(bid, false);
+                self.advance_head(bid);
+                self.held += 1;
+                Ok(Buf { owner: self.owner, group: self.group, bid, offset: 0, len })
+            }
+            _ => self.refuse_plain(sel),
         }
+    }
+
+    /// The error `take_plain` refused with (`take_checked` names it).
+    #[cold]
+    #[inline(never)]
+    fn refuse_plain(&mut self, sel: &BufferSelection) -> Result<Buf> {
+        self.take_checked(sel)
     }
 
     /// Takes the buffer a proven selection names; see [`take`](Self::take).
@@ -1002,8 +1045,9 @@ impl BufRing {
     pub fn take_selection(&mut self, sel: &BufferSelection) -> Result<Buf> {
         if self.incremental {
             self.check_own_selection(sel)?;
+            return self.take_checked(sel);
         }
-        self.take_checked(sel)
+        self.take_plain(sel)
     }
 
     /// Incremental rings: refuses a selection that is not a CQE of one of

@@ -167,15 +167,24 @@ impl<'a> Cqe<'a> {
     ///   resolve nothing: use [`ContextPools::buffer_selection`].
     /// - A layer value proves nothing: the layer that queued it vouches
     ///   with [`BufferSelection::vouch`].
+    #[inline]
     pub fn buffer_selection(&self) -> Option<BufferSelection> {
         self.buffer_id()?;
         let ctx = self.context();
-        let group = match ctx.mode() {
-            ContextMode::Packed | ContextMode::Token => ctx.inline_selection()?,
-            ContextMode::Indirect | ContextMode::Extended => self.pools?.selected_group(self.ring, ctx, self.seq)?,
-            ContextMode::Layer => return None,
+        // Packed and token contexts carry the group; pooled ones are looked
+        // up out of line; layer values prove nothing.
+        let group = match ctx.inline_selection() {
+            Some(group) => group,
+            None if matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended) => self.pooled_group(ctx)?,
+            None => return None,
         };
         Some(BufferSelection::from_cqe(self, group))
+    }
+
+    /// The group a pooled context's slot records for this CQE.
+    #[inline(never)]
+    fn pooled_group(&self, ctx: SqeContext) -> Option<u16> {
+        self.pools?.selected_group(self.ring, ctx, self.seq)
     }
 
     #[inline]
