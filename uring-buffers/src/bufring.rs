@@ -443,7 +443,8 @@ impl From<Bundle> for Held {
 
 /// The identity of a send from a [`BufRing`] ([`BufRing::send`]): its
 /// `user_data`, a [`uring_core::Layer::BufRing`] value with the layer's
-/// flag set and a process-wide number never reused.
+/// flag set, the ring's owner id (never another ring's) and the send's
+/// slot (never another send's while it is in flight).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BufSendId(u64);
 
@@ -544,6 +545,26 @@ const MAX_REQUESTS: usize = 64;
 /// Owner ids of `BufRing`s: 64 bits, so no two rings ever share one.
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
+/// A send's `user_data` ([`BufRing::send`]): a [`uring_core::Layer::BufRing`]
+/// value with the flag set, whose payload is the send's slot (15 bits)
+/// under the ring's owner id (38 bits). A ring whose owner id does not fit
+/// refuses sends (2^38 rings made in one process first).
+const SEND_SLOT_BITS: u32 = 15;
+const SEND_SLOT_MASK: u64 = (1 << SEND_SLOT_BITS) - 1;
+const SEND_OWNER_MAX: u64 = (1 << (uring_core::LayerData::PAYLOAD_BITS - SEND_SLOT_BITS)) - 1;
+/// Where the payload starts in the `user_data`.
+const SEND_SHIFT: u32 = 64 - uring_core::LayerData::PAYLOAD_BITS;
+/// The most sends one ring has in flight.
+const MAX_SENDS: usize = 1 << SEND_SLOT_BITS;
+
+/// The `user_data` of send slot 0 of the ring with owner id `owner`.
+fn send_base(owner: u64) -> Option<u64> {
+    if owner > SEND_OWNER_MAX {
+        return None;
+    }
+    uring_core::LayerData::new(uring_core::Layer::BufRing, true, owner << SEND_SLOT_BITS).map(|d| d.raw())
+}
+
 /// A registered provided buffer ring; see the [module documentation](self).
 pub struct BufRing {
     group: u16,
@@ -587,9 +608,16 @@ pub struct BufRing {
     ring_id: u64,
     owner: u64,
     registered: bool,
-    /// Sends in flight ([`send`](BufRing::send)), by `user_data`: the
-    /// tokens lent to the kernel.
-    sends: std::collections::HashMap<u64, InFlight>,
+    /// Sends in flight ([`send`](BufRing::send)), by slot (the low bits
+    /// of their `user_data`): the tokens lent to the kernel.
+    sends: Vec<Option<InFlight>>,
+    /// Free slots of `sends`.
+    free_sends: Vec<u32>,
+    /// Sends in flight.
+    sending: usize,
+    /// `send_base(owner)`, or 0 (never a send's value) when the owner id
+    /// does not fit: sends are then refused.
+    send_base: u64,
     /// Keeps the memory mapped as long as this handle lives (the ring
     /// holds it too).
     _mem: Arc<Memory>,
@@ -607,7 +635,7 @@ impl fmt::Debug for BufRing {
             .field("buf_size", &self.buf_size)
             .field("held", &self.held)
             .field("registered", &self.registered)
-            .field("sends_in_flight", &self.sends.len())
+            .field("sends_in_flight", &self.sending)
             .finish_non_exhaustive()
     }
 }
@@ -665,9 +693,13 @@ impl BufRing {
             ring_id: ring.id(),
             owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
             registered: true,
-            sends: std::collections::HashMap::new(),
+            sends: Vec::new(),
+            free_sends: Vec::new(),
+            sending: 0,
+            send_base: 0,
             _mem: reg.mem,
         };
+        br.send_base = send_base(br.owner).unwrap_or(0);
         for bid in 0..cfg.entries {
             br.put(bid as u16);
         }
@@ -716,9 +748,10 @@ impl BufRing {
     /// the caller can neither write nor recycle its buffers, and the kernel
     /// cannot select them (they are not published). The send carries this
     /// layer's own identity ([`BufSendId`]: a [`uring_core::Layer::BufRing`]
-    /// value with the flag set, and a process-wide number never reused),
+    /// value with the flag set, this ring's owner id and the send's slot),
     /// which no safe push, `MSG_RING` or poll update can make the kernel
-    /// post. The memory is attached to `ring` (which must be the ring the
+    /// post; a CQE reaped before the send was queued (an earlier send's in
+    /// the same slot, replayed) is refused by its position. The memory is attached to `ring` (which must be the ring the
     /// group is registered with), so it stays mapped until the ring has
     /// closed with nothing in flight, even if this `BufRing` is dropped or
     /// forgotten first (the token is then lost, never freed early).
@@ -727,8 +760,8 @@ impl BufRing {
     ///
     /// [`SendRefused`], with the token, when the token belongs to another
     /// `BufRing` ([`Error::NotOwned`]), `ring` is not this group's ring or
-    /// `from` is not inside the token's bytes ([`Error::InvalidArgument`]),
-    /// or the push fails (bad flags, a full SQ, a stopped ring:
+    /// `from` is not inside the token's bytes, or 32768 sends are in flight
+    /// ([`Error::InvalidArgument`]), or the push fails (bad flags, a full SQ, a stopped ring:
     /// [`Error::Core`]); nothing is queued then.
     pub fn send(
         &mut self,
@@ -739,27 +772,22 @@ impl BufRing {
         msg_flags: i32,
     ) -> std::result::Result<BufSendId, SendRefused> {
         let token = token.into();
-        let refuse = |error, token| Err(SendRefused { error, token });
-        if token.owner() != self.owner {
-            let (group, bid) = token.group_bid();
-            return refuse(Error::NotOwned { group, bid, why: "belongs to another BufRing" }, token);
+        let base = self.send_base;
+        if token.owner() != self.owner || ring.id() != self.ring_id || from >= token.len() || base == 0 {
+            return Err(self.refuse_send(ring, token, from));
         }
-        if ring.id() != self.ring_id {
-            let e = Error::invalid(format!(
-                "group {}: sends from this BufRing go through the ring it is registered with (its memory is \
-                 attached there)",
-                self.group
-            ));
-            return refuse(e, token);
-        }
-        if from >= token.len() {
-            let e = Error::invalid(format!("send from byte {from} of a token of {} bytes", token.len()));
-            return refuse(e, token);
-        }
-        let number = NEXT_REQUEST.fetch_add(1, Ordering::Relaxed);
-        let Some(value) = uring_core::LayerData::new(uring_core::Layer::BufRing, true, number) else {
-            return refuse(Error::invalid("buffer ring send numbers are exhausted (2^53)"), token);
+        let slot = match self.free_sends.pop() {
+            Some(slot) => slot,
+            None if self.sends.len() < MAX_SENDS => {
+                self.sends.push(None);
+                (self.sends.len() - 1) as u32
+            }
+            None => {
+                let error = Error::invalid(format!("{MAX_SENDS} sends in flight: a ring names no more"));
+                return Err(SendRefused { error, token });
+            }
         };
+        let value = base | (u64::from(slot) << SEND_SHIFT);
         let bytes = self.piece(&token, from);
         let asked = bytes.len();
         // SAFETY: `bytes` lies in buffers the token holds (they are not
@@ -774,20 +802,47 @@ impl BufRing {
         let op = unsafe { uring_ops::net::Send::new(fd, bytes) }.flags(msg_flags);
         let queued_at = ring.cq_position();
         // SAFETY: the operation names only the token's bytes (above); the
-        // user_data is this layer's, issued for this send only (a fresh
-        // process-wide number), and `handle_send` gives the token back only
-        // for a CQE of this ring, at or after `queued_at`, once.
-        match unsafe { uring_ops::push_layer_op(ring, value.context(), op) } {
+        // user_data is this layer's (a `Layer::BufRing` value with the
+        // flag), unique to this ring (its owner id) and this send while it
+        // is in flight (its slot), and `handle_send` gives the token back
+        // only for a CQE of this ring, at or after `queued_at`, once.
+        match unsafe { uring_ops::push_layer_value(ring, value, op) } {
             Ok(_) => {
-                self.sends.insert(value.raw(), InFlight { queued_at, token, from, asked });
-                Ok(BufSendId(value.raw()))
+                self.sends[slot as usize] = Some(InFlight { queued_at, token, from, asked });
+                self.sending += 1;
+                Ok(BufSendId(value))
             }
-            Err(e) => refuse(e.into(), token),
+            Err(e) => {
+                self.free_sends.push(slot);
+                Err(SendRefused { error: e.into(), token })
+            }
         }
+    }
+
+    /// Why [`send`](Self::send) refuses `token`, given back with it.
+    #[cold]
+    #[inline(never)]
+    fn refuse_send(&self, ring: &Ring, token: Held, from: usize) -> SendRefused {
+        let error = if token.owner() != self.owner {
+            let (group, bid) = token.group_bid();
+            Error::NotOwned { group, bid, why: "belongs to another BufRing" }
+        } else if ring.id() != self.ring_id {
+            Error::invalid(format!(
+                "group {}: sends from this BufRing go through the ring it is registered with (its memory is \
+                 attached there)",
+                self.group
+            ))
+        } else if from >= token.len() {
+            Error::invalid(format!("send from byte {from} of a token of {} bytes", token.len()))
+        } else {
+            Error::invalid("buffer ring owner ids for sends are exhausted (2^38 rings)")
+        };
+        SendRefused { error, token }
     }
 
     /// The bytes of `token` from `from` (< its length) to the end of the
     /// buffer holding byte `from`.
+    #[inline]
     fn piece<'a>(&'a self, token: &'a Held, from: usize) -> &'a [u8] {
         match token {
             Held::Buf(b) => &self.bytes(b)[from..],
@@ -807,7 +862,7 @@ impl BufRing {
     /// Sends in flight ([`send`](Self::send)): their tokens count in
     /// [`held`](Self::held) too.
     pub fn sends_in_flight(&self) -> usize {
-        self.sends.len()
+        self.sending
     }
 
     /// Gives back the token of the send `cqe` completes: `None` unless the
@@ -820,21 +875,26 @@ impl BufRing {
     ///
     /// After a short send ([`BufSent::done`] is false, `res` ≥ 0) send the
     /// rest from [`BufSent::end`]; recycle the token when done.
+    #[inline]
     pub fn handle_send(&mut self, cqe: &Cqe<'_>) -> Option<BufSent> {
-        if cqe.ring_id() != self.ring_id {
-            return None;
-        }
-        let ud = cqe.user_data();
-        let d = uring_core::LayerData::decode(ud)?;
-        if d.layer() != uring_core::Layer::BufRing || !d.flag() || cqe.more() {
+        if cqe.ring_id() != self.ring_id || cqe.more() {
             // (A plain send posts one CQE, without F_MORE.)
             return None;
         }
-        if cqe.seq() < self.sends.get(&ud)?.queued_at {
+        let ud = cqe.user_data();
+        // The layer, the flag and this ring's owner id in one comparison
+        // with slot 0's value (`send_base`; 0 is no layer value's).
+        if ud & !(SEND_SLOT_MASK << SEND_SHIFT) != self.send_base {
+            return None;
+        }
+        let slot = self.sends.get_mut(((ud >> SEND_SHIFT) & SEND_SLOT_MASK) as usize)?;
+        if cqe.seq() < slot.as_ref()?.queued_at {
             // Reaped before the send was queued: not its CQE.
             return None;
         }
-        let f = self.sends.remove(&ud)?;
+        let f = slot.take()?;
+        self.free_sends.push(((ud >> SEND_SHIFT) & SEND_SLOT_MASK) as u32);
+        self.sending -= 1;
         Some(BufSent { id: BufSendId(ud), token: f.token, from: f.from, asked: f.asked, res: cqe.res() })
     }
 
@@ -968,7 +1028,7 @@ impl BufRing {
     /// this group of this ring, is not newer than the last CQE that named
     /// its buffer (presented twice), or names a buffer out of range or not
     /// in the kernel's hands.
-    #[inline]
+    #[inline(always)]
     pub fn take(&mut self, cqe: &Cqe<'_>) -> Result<Option<Buf>> {
         if self.incremental {
             return self.take_incremental(cqe);
@@ -1527,6 +1587,7 @@ impl BufRing {
     /// # Errors
     ///
     /// As for [`recycle`](Self::recycle).
+    #[inline]
     pub fn recycle_held(&mut self, token: Held) -> Result<()> {
         match token {
             Held::Buf(b) => self.recycle(b),

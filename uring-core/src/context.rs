@@ -456,17 +456,15 @@ impl SqeContext {
     /// `IOSQE_BUFFER_SELECT`, or a token stamped with its group.
     #[inline]
     pub(crate) const fn inline_selection(self) -> Option<u16> {
-        match self.0 & MODE_MASK {
-            MODE_PACKED => {
-                if (self.0 >> FLAGS_SHIFT) & (SqeFlags::BUFFER_SELECT.bits() as u64) != 0 {
-                    Some((self.0 >> GROUP_SHIFT) as u16)
-                } else {
-                    None
-                }
-            }
-            MODE_TOKEN => self.buf_group(),
-            _ => None,
+        // A grouped token first (what typed pushes of selecting requests
+        // stamp), in one masked comparison.
+        if self.0 & (MODE_MASK | TOKEN_GROUPED) == MODE_TOKEN | TOKEN_GROUPED {
+            return Some((self.0 >> TOKEN_GROUP_SHIFT) as u16);
         }
+        if self.0 & MODE_MASK == MODE_PACKED && (self.0 >> FLAGS_SHIFT) & (SqeFlags::BUFFER_SELECT.bits() as u64) != 0 {
+            return Some((self.0 >> GROUP_SHIFT) as u16);
+        }
+        None
     }
 
     /// Writes this context into `sqe.user_data` the way every push does,

@@ -35,6 +35,7 @@ impl Prepare for BlockDiscard {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.len == 0 {

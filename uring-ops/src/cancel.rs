@@ -174,6 +174,7 @@ impl Prepare for AsyncCancel {
     const CODE: u8 = sys::IORING_OP_ASYNC_CANCEL as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if let Some(target) = self.user_data {

@@ -161,6 +161,7 @@ impl Prepare for UringCmd {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if features.sqe_size() == 128 {
@@ -305,6 +306,7 @@ impl Prepare for GetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::op::len_u32("getsockopt value", self.optlen).map(drop)
@@ -376,6 +378,7 @@ impl Prepare for SetSockOpt {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::op::len_u32("setsockopt value", self.optlen).map(drop)
@@ -414,6 +417,7 @@ pub trait Prepare128 {
     ///
     /// [`Error::Unsupported`], or [`Error::InvalidArgument`] for arguments
     /// the kernel would reject.
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_sqe128(Self::CODE, features)
@@ -535,6 +539,7 @@ impl UringCmd128 {
 impl Prepare128 for UringCmd128 {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_sqe128(Self::CODE, features)?;

@@ -202,6 +202,7 @@ impl Prepare for Read {
     const CODE: u8 = sys::IORING_OP_READ as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.rw.check_len("read")
@@ -323,6 +324,7 @@ impl Prepare for Write {
     const CODE: u8 = sys::IORING_OP_WRITE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.rw.check_len("write")
@@ -378,6 +380,7 @@ impl Prepare for Readv {
     const CODE: u8 = sys::IORING_OP_READV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_iovecs("readv", self.rw.len)
@@ -432,6 +435,7 @@ impl Prepare for Writev {
     const CODE: u8 = sys::IORING_OP_WRITEV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_iovecs("writev", self.rw.len)
@@ -618,6 +622,7 @@ impl Prepare for ReadvFixed {
     const CODE: u8 = sys::IORING_OP_READV_FIXED as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_iovecs("readv_fixed", self.rw.len)
@@ -666,6 +671,7 @@ impl Prepare for WritevFixed {
     const CODE: u8 = sys::IORING_OP_WRITEV_FIXED as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_iovecs("writev_fixed", self.rw.len)

@@ -120,6 +120,7 @@ fn check_direct_cloexec(what: &str, dest: FileDest, flags: u64) -> Result<()> {
 impl Prepare for OpenAt {
     const CODE: u8 = sys::IORING_OP_OPENAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("openat")?;
@@ -227,6 +228,7 @@ impl OpenAt2 {
 impl Prepare for OpenAt2 {
     const CODE: u8 = sys::IORING_OP_OPENAT2 as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("openat2")?;
@@ -442,6 +444,7 @@ impl Prepare for Ftruncate {
     const CODE: u8 = sys::IORING_OP_FTRUNCATE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.len > i64::MAX as u64 {
@@ -511,6 +514,7 @@ impl Statx {
 impl Prepare for Statx {
     const CODE: u8 = sys::IORING_OP_STATX as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("statx")?;
@@ -581,6 +585,7 @@ impl RenameAt {
 impl Prepare for RenameAt {
     const CODE: u8 = sys::IORING_OP_RENAMEAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.old.check("renameat (old path)")?;
@@ -647,6 +652,7 @@ impl UnlinkAt {
 impl Prepare for UnlinkAt {
     const CODE: u8 = sys::IORING_OP_UNLINKAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("unlinkat")?;
@@ -692,6 +698,7 @@ impl MkdirAt {
 impl Prepare for MkdirAt {
     const CODE: u8 = sys::IORING_OP_MKDIRAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("mkdirat")
@@ -734,6 +741,7 @@ impl SymlinkAt {
 impl Prepare for SymlinkAt {
     const CODE: u8 = sys::IORING_OP_SYMLINKAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.target.check("symlinkat (target)")?;
@@ -787,6 +795,7 @@ impl LinkAt {
 impl Prepare for LinkAt {
     const CODE: u8 = sys::IORING_OP_LINKAT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.old.check("linkat (old path)")?;

@@ -65,6 +65,7 @@ impl Prepare for MsgRing {
     const CODE: u8 = sys::IORING_OP_MSG_RING as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.check_posted()
@@ -206,6 +207,7 @@ impl Prepare for MsgRingFd {
     const CODE: u8 = sys::IORING_OP_MSG_RING as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if !self.dest.is_direct() {
@@ -346,6 +348,7 @@ impl Prepare for FilesUpdate {
     const CODE: u8 = sys::IORING_OP_FILES_UPDATE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.len == 0 {

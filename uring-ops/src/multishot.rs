@@ -82,6 +82,7 @@ impl Prepare for AcceptMulti {
     const CODE: u8 = sys::IORING_OP_ACCEPT as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.flags & !(libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK) != 0 {
@@ -193,6 +194,7 @@ impl Prepare for RecvMulti {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_kernel(features, (6, 0), "IORING_RECV_MULTISHOT")?;
@@ -263,6 +265,7 @@ impl Prepare for RecvBundleMulti {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if !features.has(FeatureFlags::RECVSEND_BUNDLE) {
@@ -411,6 +414,7 @@ impl RecvMsgMulti {
 impl Prepare for RecvMsgMulti {
     const CODE: u8 = sys::IORING_OP_RECVMSG as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.flags & libc::MSG_WAITALL != 0 {
@@ -589,6 +593,7 @@ impl Prepare for RecvZc {
     const CODE: u8 = sys::IORING_OP_RECV_ZC as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if features.cqe_size() == uring_core::CqeSize::Normal {

@@ -63,29 +63,38 @@ const SEND_FLAGS: i32 = libc::MSG_OOB
 /// The most iovecs one `sendmsg` takes (`UIO_MAXIOV`).
 const MAX_IOVECS: usize = 1024;
 
+#[inline]
 fn check_flags(what: &str, flags: i32, allowed: i32) -> Result<()> {
-    let unknown = flags & !allowed;
-    if unknown != 0 {
-        return Err(Error::InvalidArgument(format!(
-            "{what}: MSG_* flags {flags:#x} include {unknown:#x}, which this operation does not take"
-        )));
-    }
-    Ok(())
+    if flags & !allowed != 0 { Err(flags_error(what, flags, allowed)) } else { Ok(()) }
 }
 
+#[cold]
+fn flags_error(what: &str, flags: i32, allowed: i32) -> Error {
+    let unknown = flags & !allowed;
+    Error::InvalidArgument(format!(
+        "{what}: MSG_* flags {flags:#x} include {unknown:#x}, which this operation does not take"
+    ))
+}
+
+#[inline]
 fn check_len(what: &str, len: usize) -> Result<()> {
     // The kernel keeps lengths in an `int`.
-    if len > i32::MAX as usize {
-        return Err(Error::InvalidArgument(format!("{what}: {len} bytes exceed i32::MAX")));
-    }
-    Ok(())
+    if len > i32::MAX as usize { Err(len_error(what, len)) } else { Ok(()) }
 }
 
+#[cold]
+fn len_error(what: &str, len: usize) -> Error {
+    Error::InvalidArgument(format!("{what}: {len} bytes exceed i32::MAX"))
+}
+
+#[inline]
 fn check_iovecs(what: &str, n: usize) -> Result<()> {
-    if n > MAX_IOVECS {
-        return Err(Error::InvalidArgument(format!("{what}: {n} iovecs exceed UIO_MAXIOV ({MAX_IOVECS})")));
-    }
-    Ok(())
+    if n > MAX_IOVECS { Err(iovecs_error(what, n)) } else { Ok(()) }
+}
+
+#[cold]
+fn iovecs_error(what: &str, n: usize) -> Error {
+    Error::InvalidArgument(format!("{what}: {n} iovecs exceed UIO_MAXIOV ({MAX_IOVECS})"))
 }
 
 const fn poll_first_bit(on: bool) -> u32 {
@@ -242,6 +251,7 @@ impl Prepare for Recv {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("recv", self.flags, RECV_FLAGS)?;
@@ -320,6 +330,7 @@ impl Prepare for RecvSelect {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("recv (buffer select)", self.flags, RECV_FLAGS)?;
@@ -403,6 +414,7 @@ impl Prepare for RecvBundle {
     const CODE: u8 = sys::IORING_OP_RECV as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if !features.has(FeatureFlags::RECVSEND_BUNDLE) {
@@ -471,6 +483,7 @@ impl Prepare for SendBundle {
     const CODE: u8 = sys::IORING_OP_SEND as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if !features.has(FeatureFlags::RECVSEND_BUNDLE) {
@@ -549,6 +562,7 @@ impl Prepare for RecvMsg {
     const CODE: u8 = sys::IORING_OP_RECVMSG as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("recvmsg", self.flags, RECV_FLAGS)
@@ -662,6 +676,7 @@ impl Send {
 impl Prepare for Send {
     const CODE: u8 = sys::IORING_OP_SEND as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("send", self.flags, SEND_FLAGS)?;
@@ -776,6 +791,7 @@ impl SendMsg {
 impl Prepare for SendMsg {
     const CODE: u8 = sys::IORING_OP_SENDMSG as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("sendmsg", self.flags, SEND_FLAGS)?;
@@ -898,6 +914,7 @@ impl SendZc {
 impl Prepare for SendZc {
     const CODE: u8 = sys::IORING_OP_SEND_ZC as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("send_zc", self.flags, SEND_FLAGS)?;
@@ -1023,6 +1040,7 @@ impl SendMsgZc {
 impl Prepare for SendMsgZc {
     const CODE: u8 = sys::IORING_OP_SENDMSG_ZC as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("sendmsg_zc", self.flags, SEND_FLAGS)?;

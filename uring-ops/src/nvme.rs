@@ -215,6 +215,7 @@ fn rw(opcode: u8, nsid: u32, slba: u64, blocks: u32, addr: u64, len: usize) -> R
 impl Prepare128 for NvmeCmd {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if features.sqe_size() != 128 {

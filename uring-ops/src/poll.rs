@@ -135,6 +135,7 @@ impl Prepare for PollAdd {
     const CODE: u8 = sys::IORING_OP_POLL_ADD as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.level {
@@ -182,6 +183,7 @@ impl Prepare for PollRemove {
     const CODE: u8 = sys::IORING_OP_POLL_REMOVE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::cancel::check_target(self.target)
@@ -259,6 +261,7 @@ impl Prepare for PollUpdate {
     const CODE: u8 = sys::IORING_OP_POLL_REMOVE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::cancel::check_target(self.target)?;

@@ -49,6 +49,7 @@ impl Prepare for ProvideBuffers {
     const CODE: u8 = sys::IORING_OP_PROVIDE_BUFFERS as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.count == 0 || self.count > MAX_BUFFERS {
@@ -104,6 +105,7 @@ impl Prepare for RemoveBuffers {
     const CODE: u8 = sys::IORING_OP_REMOVE_BUFFERS as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.count == 0 || self.count > MAX_BUFFERS {

@@ -437,6 +437,7 @@ impl Prepare for Socket {
     const CODE: u8 = sys::IORING_OP_SOCKET as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.domain < 0 || self.ty < 0 || self.protocol < 0 {
@@ -530,6 +531,7 @@ impl Prepare for Listen {
     const CODE: u8 = sys::IORING_OP_LISTEN as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.backlog > i32::MAX as u32 {
@@ -628,6 +630,7 @@ impl Prepare for Accept {
     const CODE: u8 = sys::IORING_OP_ACCEPT as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_flags("accept", self.flags.unwrap_or(default_flags(self.dest)), self.dest)

@@ -279,6 +279,7 @@ impl Timeout {
 impl Prepare for Timeout {
     const CODE: u8 = sys::IORING_OP_TIMEOUT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_span("timeout", self.expiry.span())?;
@@ -348,6 +349,7 @@ impl Prepare for TimeoutRemove {
     const CODE: u8 = sys::IORING_OP_TIMEOUT_REMOVE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::cancel::check_target(self.target.raw())
@@ -414,6 +416,7 @@ impl TimeoutUpdate {
 impl Prepare for TimeoutUpdate {
     const CODE: u8 = sys::IORING_OP_TIMEOUT_REMOVE as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         crate::cancel::check_target(self.target.raw())?;
@@ -511,6 +514,7 @@ impl LinkTimeout {
 impl Prepare for LinkTimeout {
     const CODE: u8 = sys::IORING_OP_LINK_TIMEOUT as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_span("linked timeout", self.expiry.span())

@@ -117,6 +117,7 @@ impl Prepare for Splice {
     const CODE: u8 = sys::IORING_OP_SPLICE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_splice_flags(self.flags)?;
@@ -177,6 +178,7 @@ impl Prepare for Tee {
     const CODE: u8 = sys::IORING_OP_TEE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_splice_flags(self.flags)
@@ -260,6 +262,7 @@ impl Prepare for Pipe {
     const CODE: u8 = sys::IORING_OP_PIPE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.flags & !(libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_DIRECT) != 0 {
@@ -338,6 +341,7 @@ impl Prepare for SyncFileRange {
     const CODE: u8 = sys::IORING_OP_SYNC_FILE_RANGE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         let known = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
@@ -403,6 +407,7 @@ impl Prepare for Fadvise {
     const CODE: u8 = sys::IORING_OP_FADVISE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_len64(features, "fadvise", self.len)
@@ -461,6 +466,7 @@ impl Prepare for Madvise {
     const CODE: u8 = sys::IORING_OP_MADVISE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         check_len64(features, "madvise", self.len)

@@ -90,6 +90,7 @@ impl Prepare for EpollWait {
     const CODE: u8 = sys::IORING_OP_EPOLL_WAIT as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.timeout_ms != 0 {
@@ -220,6 +221,7 @@ impl Prepare for FutexWait {
     const CODE: u8 = sys::IORING_OP_FUTEX_WAIT as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.mask == 0 {
@@ -288,6 +290,7 @@ impl Prepare for FutexWake {
     const CODE: u8 = sys::IORING_OP_FUTEX_WAKE as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.mask == 0 {
@@ -384,6 +387,7 @@ impl FutexWaitV {
 impl Prepare for FutexWaitV {
     const CODE: u8 = sys::IORING_OP_FUTEX_WAITV as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         let n = self.waiters.len();
@@ -471,6 +475,7 @@ impl Prepare for Waitid {
     const CODE: u8 = sys::IORING_OP_WAITID as u8;
     const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if self.options & !WAITID_OPTIONS != 0 {
@@ -551,6 +556,7 @@ impl EpollCtl {
 impl Prepare for EpollCtl {
     const CODE: u8 = sys::IORING_OP_EPOLL_CTL as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         if features.setup_flags().contains(uring_core::SetupFlags::IOPOLL) {

@@ -85,6 +85,7 @@ impl FGetXattr {
 impl Prepare for FGetXattr {
     const CODE: u8 = sys::IORING_OP_FGETXATTR as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.name.check("fgetxattr (name)")?;
@@ -145,6 +146,7 @@ impl FSetXattr {
 impl Prepare for FSetXattr {
     const CODE: u8 = sys::IORING_OP_FSETXATTR as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.name.check("fsetxattr (name)")?;
@@ -207,6 +209,7 @@ impl GetXattr {
 impl Prepare for GetXattr {
     const CODE: u8 = sys::IORING_OP_GETXATTR as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("getxattr (path)")?;
@@ -268,6 +271,7 @@ impl SetXattr {
 impl Prepare for SetXattr {
     const CODE: u8 = sys::IORING_OP_SETXATTR as u8;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         self.path.check("setxattr (path)")?;
