@@ -1035,7 +1035,7 @@ impl BufRing {
         }
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
         match cqe.buffer_selection() {
-            Some(sel) => self.take_plain(&sel).map(Some),
+            Some(sel) => self.take_plain(sel).map(Some),
             None => Err(unproven(self.group, bid)),
         }
     }
@@ -1067,7 +1067,7 @@ impl BufRing {
     /// buffer in the kernel's hands, the result within it. Anything else
     /// goes to `take_checked` for its error.
     #[inline(always)]
-    fn take_plain(&mut self, sel: &BufferSelection) -> Result<Buf> {
+    fn take_plain(&mut self, sel: BufferSelection) -> Result<Buf> {
         let bid = sel.bid();
         let b = usize::from(bid);
         let len = u32::try_from(sel.res()).unwrap_or(0);
@@ -1090,10 +1090,11 @@ impl BufRing {
     }
 
     /// The error `take_plain` refused with (`take_checked` names it).
+    /// The selection comes by value, so the fast path never has to store it.
     #[cold]
     #[inline(never)]
-    fn refuse_plain(&mut self, sel: &BufferSelection) -> Result<Buf> {
-        self.take_checked(sel)
+    fn refuse_plain(&mut self, sel: BufferSelection) -> Result<Buf> {
+        self.take_checked(&sel)
     }
 
     /// Takes the buffer a proven selection names; see [`take`](Self::take).
@@ -1107,7 +1108,7 @@ impl BufRing {
             self.check_own_selection(sel)?;
             return self.take_checked(sel);
         }
-        self.take_plain(sel)
+        self.take_plain(*sel)
     }
 
     /// Incremental rings: refuses a selection that is not a CQE of one of

@@ -390,3 +390,47 @@ fn a_chain_linked_behind_a_failing_entry_of_the_caller_is_cancelled_whole() {
     assert!(contents(&mut out).is_empty());
     assert_eq!(fixed.state(0).unwrap(), BufferState::Idle);
 }
+
+#[test]
+fn a_full_size_table_runs_plain_operations_in_each_buffers_own_slot_and_chains_above() {
+    // Each buffer's plain operation uses the buffer's own slot (its index);
+    // chain steps take slots above the table's length. A table of the
+    // kernel's largest size (16384, sparse here) still has room for both,
+    // and the ids of the two kinds never collide.
+    let mut ring = ring();
+    let n = uring_buffers::registered::MAX_BUFFERS;
+    let mut fixed = FixedBuffers::sparse(&mut ring, n).unwrap();
+    let (low, high) = (0, n - 1);
+    fixed.install(&mut ring, low, 4096).unwrap();
+    fixed.install(&mut ring, high, 4096).unwrap();
+    assert!(matches!(fixed.read_fixed(&mut ring, 0, 1, 0..1, 0), Err(Error::InvalidArgument(_))), "an empty slot");
+    let data = pattern(3000, 11);
+    let input = file_with("full-in", &data);
+    let mut output = temp("full-out");
+    let plain = fixed.read_fixed(&mut ring, input.as_raw_fd(), high, 0..data.len(), 0).unwrap();
+    let chain = fixed
+        .chain(low)
+        .read(input.as_raw_fd(), 0..data.len(), 0)
+        .write(output.as_raw_fd(), 0..data.len(), 0)
+        .queue(&mut ring)
+        .unwrap();
+    assert_ne!(plain, chain);
+    assert_eq!(fixed.in_flight(), 3);
+    ring.submit().unwrap();
+    let mut seen = 0;
+    while fixed.in_flight() > 0 {
+        for s in reap(&mut ring, 1) {
+            let done = fixed.handle_cqe(&s.cqe()).expect("the table's CQE");
+            assert_eq!(done.res, data.len() as i32);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3);
+    assert_eq!(&fixed.buffer(high).unwrap()[..data.len()], &data[..]);
+    assert_eq!(&fixed.buffer(low).unwrap()[..data.len()], &data[..]);
+    assert_eq!(contents(&mut output), data);
+    // The ids: the plain read's slot is its buffer, the chain's above.
+    let slot = |id: uring_buffers::FixedId| (id.user_data() >> 11) & ((1 << 15) - 1);
+    assert_eq!(slot(plain), u64::from(high));
+    assert!(slot(chain) >= u64::from(n), "chain slot {} below the table's length", slot(chain));
+}

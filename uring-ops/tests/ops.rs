@@ -238,3 +238,61 @@ fn a_personality_runs_an_operation_with_the_registered_credentials() {
     assert_eq!(common::reap_one(&mut ring).res, -libc::EINVAL, "an unregistered personality is refused");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Set when dropped.
+struct Witness(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Witness {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn operations_that_keep_nothing_leave_a_slots_held_value_for_the_next_clearing_push() {
+    // `Prepare::USES_KEEP`: a NOP skips clearing its slot's Keep, so what an
+    // earlier entry of that slot held stays (never freed early); the next
+    // push through the slot by an operation that uses its Keep (a timeout,
+    // whose timespec lives there) clears it, and so does dropping the ring.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use uring_ops::timeout::Timeout;
+    let entries = 8u32;
+    for clearing_push in [true, false] {
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut ring = common::ring(entries);
+        // Slot 0: a raw NOP whose Keep holds the witness.
+        // SAFETY: a NOP names no memory; the Keep holds only the witness.
+        let (sqe, keep) = unsafe { ring.next_sqe_keep() }.unwrap();
+        *sqe = uring_core::Sqe::new(sys::IORING_OP_NOP as u8);
+        sqe.set_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+        keep.hold(Witness(dropped.clone()));
+        // Slots 1..entries, then slot 0 again: NOPs keep nothing.
+        for n in 0..entries {
+            ring.submit().unwrap();
+            let nop = Nop::new().with_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+            ring.push_op(SqeContext::token(u64::from(n)).unwrap(), nop).unwrap();
+        }
+        ring.submit().unwrap();
+        assert!(!dropped.load(Ordering::SeqCst), "a NOP's push cleared a Keep it does not use");
+        // Slots 1.., then slot 0 once more: a timeout (its timespec in the
+        // Keep) clears the slot, or a NOP does not.
+        for n in 0..entries - 1 {
+            let nop = Nop::new().with_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+            ring.push_op(SqeContext::token(u64::from(n)).unwrap(), nop).unwrap();
+        }
+        ring.submit().unwrap();
+        if clearing_push {
+            ring.push_op(SqeContext::token(99).unwrap(), Timeout::new(Duration::from_millis(1))).unwrap();
+            assert!(dropped.load(Ordering::SeqCst), "the timeout's push did not clear slot 0");
+            assert_eq!(common::reap_one(&mut ring).res, -libc::ETIME);
+        } else {
+            let nop = Nop::new().with_sqe_flags(SqeFlags::CQE_SKIP_SUCCESS);
+            ring.push_op(SqeContext::token(99).unwrap(), nop).unwrap();
+            ring.submit().unwrap();
+            assert!(!dropped.load(Ordering::SeqCst));
+            drop(ring);
+            assert!(dropped.load(Ordering::SeqCst), "the ring's drop did not free the held value");
+        }
+    }
+}
