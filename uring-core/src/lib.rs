@@ -41,6 +41,7 @@ mod features;
 mod keep;
 mod mapping;
 mod options;
+pub mod query;
 mod queue;
 mod register;
 mod ring;
