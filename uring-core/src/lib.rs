@@ -33,6 +33,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod bpf;
 mod context;
 mod core;
 mod cqe;
