@@ -243,3 +243,75 @@ fn kernels_without_filters_say_so() {
         Err(e) => panic!("{e}"),
     }
 }
+
+const CHILD_ENV: &str = "URING_BPF_FILTER_CHILD";
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The child of `a_task_filter_confines_only_rings_created_afterwards`:
+/// runs without `CAP_SYS_ADMIN`, since a task filter cannot be undone.
+fn task_child() {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("CapEff");
+    assert_eq!(eff & (1 << CAP_SYS_ADMIN), 0, "the child still has CAP_SYS_ADMIN:\n{status}");
+    let nop = sys::IORING_OP_NOP as u8;
+    // Without CAP_SYS_ADMIN and without no_new_privs: refused.
+    match uring_core::bpf::register_task_filter(&BpfFilter::deny(nop)) {
+        Err(Error::Io { call, source }) => {
+            assert_eq!(call, "IORING_REGISTER_BPF_FILTER");
+            assert_eq!(source.raw_os_error(), Some(libc::EACCES), "{source}");
+        }
+        other => panic!("expected EACCES: {other:?}"),
+    }
+    let mut before = common::ring(4);
+    // SAFETY: prctl with integer arguments only.
+    assert_eq!(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) }, 0);
+    assert_eq!(uring_core::bpf::register_task_filter(&BpfFilter::deny(nop)).expect("with no_new_privs"), 0);
+    let mut after = common::ring(4);
+    let (path, c) = temp_path("task");
+    std::fs::write(&path, b"x").unwrap();
+    let r = run(&mut after, &[common::nop(1), openat(&c, libc::O_RDONLY, 2)]);
+    close_fds(&r);
+    assert_eq!(r[0], (1, -libc::EACCES), "a ring created after the task filter runs it: {r:?}");
+    assert!(r[1].1 >= 0, "other opcodes run: {r:?}");
+    assert_eq!(run(&mut before, &[common::nop(3)]), vec![(3, 0)], "a ring created before is not affected");
+    std::fs::remove_file(&path).unwrap();
+    println!("CHILD OK");
+}
+
+#[test]
+fn a_task_filter_confines_only_rings_created_afterwards() {
+    const NAME: &str = "a_task_filter_confines_only_rings_created_afterwards";
+    if std::env::var(CHILD_ENV).as_deref() == Ok(NAME) {
+        return task_child();
+    }
+    let has = uring_core::query::opcodes().is_ok_and(|q| q.knows_register_op(sys::IORING_REGISTER_BPF_FILTER));
+    if !has {
+        match uring_core::bpf::register_task_filter(&BpfFilter::deny(sys::IORING_OP_NOP as u8)) {
+            Err(e @ Error::Unsupported { .. }) => return skip(NAME, &format!("{e}")),
+            other => panic!("the query lacks IORING_REGISTER_BPF_FILTER yet: {other:?}"),
+        }
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
+    let drop_sys_admin = || -> std::io::Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_DROP, CAP_SYS_ADMIN as libc::c_ulong, 0, 0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl, which is async-signal-safe and touches no memory of the
+    // parent.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, drop_sys_admin) };
+    let out = cmd
+        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, NAME)
+        .output()
+        .expect("run the child");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && all.contains("CHILD OK"), "child failed:\n{all}");
+}
