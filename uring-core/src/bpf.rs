@@ -203,7 +203,12 @@ impl BpfFilter {
     /// …, the low 32 bits); allows the others.
     pub fn open_without(flags: u32, openat2: bool) -> Self {
         let op = if openat2 { sys::IORING_OP_OPENAT2 } else { sys::IORING_OP_OPENAT };
-        let p = [insn(LD_W_ABS, 0, 0, ctx::OPEN_FLAGS), insn(JSET_K, 0, 1, flags), insn(RET_K, 0, 0, 0), insn(RET_K, 0, 0, 1)];
+        let p = [
+            insn(LD_W_ABS, 0, 0, ctx::OPEN_FLAGS),
+            insn(JSET_K, 0, 1, flags),
+            insn(RET_K, 0, 0, 0),
+            insn(RET_K, 0, 0, 1),
+        ];
         BpfFilter { opcode: op as u8, flags: 0, pdu_size: 0, program: p.to_vec() }
     }
 

@@ -188,11 +188,8 @@ fn typed<T: Default + Copy>(op: u32, name: &'static str, hint: &'static str) -> 
 #[doc(alias = "io_uring_register_query")]
 #[doc(alias = "IO_URING_QUERY_OPCODES")]
 pub fn opcodes() -> Result<OpcodeQuery> {
-    let (q, _) = typed::<sys::io_uring_query_opcode>(
-        sys::IO_URING_QUERY_OPCODES,
-        "IO_URING_QUERY_OPCODES",
-        "needs Linux 6.18",
-    )?;
+    let (q, _) =
+        typed::<sys::io_uring_query_opcode>(sys::IO_URING_QUERY_OPCODES, "IO_URING_QUERY_OPCODES", "needs Linux 6.18")?;
     Ok(OpcodeQuery {
         request_opcodes: q.nr_request_opcodes,
         register_opcodes: q.nr_register_opcodes,

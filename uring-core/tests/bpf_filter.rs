@@ -136,21 +136,19 @@ fn programs_see_the_user_data_and_the_sqe_flags() {
     let f = BpfFilter::deny_if(nop, ctx::USER_DATA_LOW, u32::MAX, 42).unwrap();
     let Some(pdu) = register_or_skip(test, &ring, &f) else { return };
     assert_eq!(pdu, 0, "a NOP has no per-opcode context");
-    assert_eq!(run(&mut ring, &[common::nop(41), common::nop(42), common::nop(43)]), vec![
-        (41, 0),
-        (42, -libc::EACCES),
-        (43, 0)
-    ]);
+    assert_eq!(
+        run(&mut ring, &[common::nop(41), common::nop(42), common::nop(43)]),
+        vec![(41, 0), (42, -libc::EACCES), (43, 0)]
+    );
     // Byte 1 of the opcode word is the SQE flags: deny IOSQE_ASYNC NOPs.
     let f = BpfFilter::deny_if(nop, ctx::OPCODE_FLAGS, u32::from(sys::IOSQE_ASYNC as u8) << 8, 0x10 << 8).unwrap();
     ring.register().bpf_filter(&f).expect("stacked filter");
     let mut async_nop = common::nop(7);
     async_nop.flags = sys::IOSQE_ASYNC as u8;
-    assert_eq!(run(&mut ring, &[async_nop, common::nop(8), common::nop(42)]), vec![
-        (7, -libc::EACCES),
-        (8, 0),
-        (42, -libc::EACCES)
-    ]);
+    assert_eq!(
+        run(&mut ring, &[async_nop, common::nop(8), common::nop(42)]),
+        vec![(7, -libc::EACCES), (8, 0), (42, -libc::EACCES)]
+    );
 }
 
 #[test]
