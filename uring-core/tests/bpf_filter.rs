@@ -313,3 +313,40 @@ fn a_task_filter_confines_only_rings_created_afterwards() {
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && all.contains("CHILD OK"), "child failed:\n{all}");
 }
+
+/// A NOP128 with `user_data` in the ring's next 128-byte entry.
+fn push_nop128(ring: &mut Ring, user_data: u64) {
+    // SAFETY: a NOP names no memory; the extra 64 bytes are plain payload.
+    let sqe = unsafe { ring.next_sqe128() }.expect("a free 128-byte SQE");
+    sqe.sqe.opcode = sys::IORING_OP_NOP128 as u8;
+    sqe.sqe.user_data = user_data;
+    sqe.ext = [0; 64];
+}
+
+#[test]
+fn a_denied_nop_turns_the_mixed_rings_padding_into_a_completion() {
+    // What SOUNDNESS.md and the bpf module state: on an SQE_MIXED ring the
+    // padding NOP before a 128-byte entry at the wrap posts no CQE only
+    // when it succeeds; denied, it completes with -EACCES and user_data
+    // 0 (no layer value), and the 128-byte entry still runs.
+    let test = "a_denied_nop_turns_the_mixed_rings_padding_into_a_completion";
+    let opts = uring_core::Options::default().entries(4).extra_flags(uring_core::SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(r) => r,
+        Err(e) => return skip(test, &format!("{e} (SQE_MIXED is 6.19+)")),
+    };
+    ring.start().expect("start");
+    if !ring.features().supports(sys::IORING_OP_NOP128 as u8) {
+        return skip(test, "IORING_OP_NOP128 is not in this kernel's probe");
+    }
+    let Some(_) = register_or_skip(test, &ring, &BpfFilter::deny(sys::IORING_OP_NOP as u8)) else { return };
+    // Slot 0: a denied NOP; slots 1-2: a NOP128; tail at slot 3, the last.
+    assert_eq!(run(&mut ring, &[common::nop(1)]), vec![(1, -libc::EACCES)]);
+    push_nop128(&mut ring, 2);
+    assert_eq!(common::reap(&mut ring, 1).iter().map(|c| (c.0, c.1)).collect::<Vec<_>>(), vec![(2, 0)]);
+    // This pair does not fit in slot 3: a padding NOP takes it.
+    push_nop128(&mut ring, 3);
+    let mut got: Vec<(u64, i32)> = common::reap(&mut ring, 2).iter().map(|c| (c.0, c.1)).collect();
+    got.sort();
+    assert_eq!(got, vec![(0, -libc::EACCES), (3, 0)], "the denied pad completes under user_data 0");
+}
