@@ -53,8 +53,8 @@ pub struct OpcodeQuery {
     /// `sqe_flags`: every `IOSQE_*` flag the kernel accepts.
     pub sqe_flags: u64,
     /// `nr_query_opcodes`: how many `IO_URING_QUERY_*` opcodes the kernel
-    /// knows; 0 where the kernel does not report it (its answer is then
-    /// shorter than this crate's structure).
+    /// knows (1 on 6.18, which answers only `IO_URING_QUERY_OPCODES`; 4 on
+    /// 7.3); 0 if a kernel's answer were shorter than this structure.
     pub query_opcodes: u32,
 }
 

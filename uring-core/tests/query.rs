@@ -133,6 +133,7 @@ fn sizes_are_negotiated_and_unknown_queries_are_refused_per_entry() {
     assert_eq!(a.result, 0);
     let kernel = a.size as usize;
     assert!((40..96).contains(&kernel), "the kernel's answer is {kernel} bytes");
+    println!("IO_URING_QUERY_OPCODES: {kernel} bytes, {} query opcodes", q.query_opcodes);
     assert!(long[kernel..].iter().all(|&b| b == 0), "the tail past the answer is zeroed: {:?}", &long[kernel..]);
     assert_eq!(u64::from_ne_bytes(long[8..16].try_into().unwrap()), q.feature_flags);
     // A query opcode past the kernel's count is refused for that entry
