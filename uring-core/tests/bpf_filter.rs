@@ -350,3 +350,56 @@ fn a_denied_nop_turns_the_mixed_rings_padding_into_a_completion() {
     got.sort();
     assert_eq!(got, vec![(0, -libc::EACCES), (3, 0)], "the denied pad completes under user_data 0");
 }
+
+/// A fresh TCP socket.
+fn tcp_socket() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a plain socket call; the descriptor is new and ours.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        std::os::fd::OwnedFd::from_raw_fd(fd)
+    }
+}
+
+/// An `IORING_OP_CONNECT` of `fd` to `addr`.
+fn connect(fd: &std::os::fd::OwnedFd, addr: &libc::sockaddr_in, user_data: u64) -> Sqe {
+    use std::os::fd::AsRawFd;
+    let mut sqe = Sqe::new(sys::IORING_OP_CONNECT as u8);
+    sqe.fd = fd.as_raw_fd();
+    sqe.set_addr(std::ptr::from_ref(addr) as u64);
+    sqe.set_off(size_of::<libc::sockaddr_in>() as u64);
+    sqe.user_data = user_data;
+    sqe
+}
+
+#[test]
+fn connects_are_filtered_by_destination_port() {
+    let test = "connects_are_filtered_by_destination_port";
+    let mut ring = common::ring(8);
+    let (_a, allowed) = common::listener();
+    let (_d, denied) = common::listener();
+    // The port word: the port in network byte order in its first two
+    // bytes, read in the machine's order, as sin_port holds it.
+    let f = BpfFilter::deny_if(sys::IORING_OP_CONNECT as u8, ctx::CONNECT_PORT, 0xffff, u32::from(denied.sin_port))
+        .unwrap();
+    let Some(pdu) = register_or_skip(test, &ring, &f) else { return };
+    if pdu == 0 {
+        // The filter sees zeroes for the port where the kernel fills no
+        // CONNECT context: it would deny nothing.
+        return skip(test, "this kernel fills no per-opcode context for IORING_OP_CONNECT (pdu_size 0)");
+    }
+    let (s1, s2) = (tcp_socket(), tcp_socket());
+    let r = run(&mut ring, &[connect(&s1, &allowed, 1), connect(&s2, &denied, 2)]);
+    assert_eq!(r, vec![(1, 0), (2, -libc::EACCES)], "CONNECT context of {pdu} bytes");
+    // The denied connect never reached the listener: its socket is not
+    // connected.
+    // SAFETY: sockaddr_in is plain integers; all zeroes is valid.
+    let mut peer: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    use std::os::fd::AsRawFd;
+    // SAFETY: getpeername writes at most `len` bytes into `peer`.
+    let rc = unsafe { libc::getpeername(s2.as_raw_fd(), (&raw mut peer).cast(), &mut len) };
+    assert_eq!(rc, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::ENOTCONN));
+}
