@@ -69,7 +69,8 @@ pub mod ctx {
     /// `IORING_OP_OPENAT2`: the `RESOLVE_*` flags, low 32 bits
     /// (`open.resolve`).
     pub const OPEN_RESOLVE: u32 = 32;
-    /// `IORING_OP_CONNECT`: the address family (`connect.family`).
+    /// `IORING_OP_CONNECT`: the address family (`connect.family`). The
+    /// kernel fills the `CONNECT` words since 7.2 (7.0 leaves them zero).
     pub const CONNECT_FAMILY: u32 = 16;
     /// `IORING_OP_CONNECT`: the port (network byte order, in the word's
     /// first two bytes).

@@ -53,8 +53,9 @@ pub struct OpcodeQuery {
     /// `sqe_flags`: every `IOSQE_*` flag the kernel accepts.
     pub sqe_flags: u64,
     /// `nr_query_opcodes`: how many `IO_URING_QUERY_*` opcodes the kernel
-    /// knows (1 on 6.18, which answers only `IO_URING_QUERY_OPCODES`; 4 on
-    /// 7.3); 0 if a kernel's answer were shorter than this structure.
+    /// knows (1 on 6.18, which answers only `IO_URING_QUERY_OPCODES`; 3 on
+    /// 7.0; 4 on 7.2 and 7.3); 0 if a kernel's answer were shorter than
+    /// this structure.
     pub query_opcodes: u32,
 }
 
