@@ -33,6 +33,7 @@
 
 #![cfg(target_os = "linux")]
 
+pub mod bpf;
 mod context;
 mod core;
 mod cqe;
@@ -41,6 +42,7 @@ mod features;
 mod keep;
 mod mapping;
 mod options;
+pub mod query;
 mod queue;
 mod register;
 mod ring;

@@ -468,6 +468,45 @@ impl<'r> Registrar<'r> {
         Ok(Napi { busy_poll_usec: reg.busy_poll_to, prefer_busy_poll: reg.prefer_busy_poll != 0 })
     }
 
+    /// Registers a submission filter on this ring
+    /// (`IORING_REGISTER_BPF_FILTER` with `struct io_uring_bpf`, since
+    /// Linux 7.0): from now on every request of the filter's opcode runs
+    /// its program first and, if it is denied, completes with `-EACCES`
+    /// without being issued. Allowed at any time, started or not; filters
+    /// stack per opcode and cannot be removed (see [`crate::bpf`]). The
+    /// kernel copies the program during the call.
+    ///
+    /// Returns the number of per-opcode context bytes the kernel fills for
+    /// the opcode (0 for opcodes without per-opcode words; see
+    /// [`crate::bpf::ctx`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`]; [`Error::Unsupported`] naming the opcode when
+    /// the kernel's probe does not know it, or naming
+    /// `IORING_REGISTER_BPF_FILTER` before 7.0; [`Error::InvalidArgument`]
+    /// when the kernel refuses the filter (`EINVAL`, `EMSGSIZE` for a
+    /// [`strict_size`](crate::bpf::BpfFilter::strict_size) that does not
+    /// match); [`Error::Io`] for another errno.
+    #[doc(alias = "io_uring_register_bpf_filter")]
+    #[doc(alias = "IORING_REGISTER_BPF_FILTER")]
+    pub fn bpf_filter(&self, filter: &crate::bpf::BpfFilter) -> Result<u8> {
+        if self.core.state == State::Stopped {
+            return Err(Error::Stopped);
+        }
+        if filter.opcode() > self.core.features.last_op() {
+            return Err(Error::unsupported(
+                crate::features::opcode_name(filter.opcode())
+                    .map_or_else(|| format!("opcode {}", filter.opcode()), str::to_owned),
+                Some("a filter names an opcode the kernel knows"),
+            ));
+        }
+        crate::bpf::register(self.core.raw_fd, filter).map_err(|e| match e {
+            Error::Io { call, source } => self.core.failed(call, source),
+            e => e,
+        })
+    }
+
     /// Turns NAPI busy polling off (`IORING_UNREGISTER_NAPI`) and returns
     /// the settings that were in force.
     pub fn unregister_napi(&self) -> Result<Napi> {

@@ -229,6 +229,16 @@ fn opcodes(ring: &Ring) {
         f.sqe_size(),
         f.cqe_size()
     );
+    match uring_core::query::opcodes() {
+        Ok(q) => println!(
+            "  query: {} request, {} register, {} query opcodes; BPF filters {}",
+            q.request_opcodes,
+            q.register_opcodes,
+            q.query_opcodes,
+            if q.knows_register_op(uring_core::sys::IORING_REGISTER_BPF_FILTER) { "yes" } else { "no (7.0+)" }
+        ),
+        Err(e) => println!("  query: {e}"),
+    }
 }
 
 /// One self-test step: a description of what it saw, or why it failed.
