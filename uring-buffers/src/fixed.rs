@@ -1,7 +1,8 @@
 //! Safe fixed-buffer I/O over [`RegisteredBuffers`]: [`FixedBuffers`].
 //!
 //! Fixed-buffer operations (`READ_FIXED`, `WRITE_FIXED`, `READV_FIXED`,
-//! `WRITEV_FIXED`, and `SEND_ZC` with `IORING_RECVSEND_FIXED_BUF`) name a
+//! `WRITEV_FIXED`, and `SEND_ZC`, `SENDMSG_ZC` and `SEND` with
+//! `IORING_RECVSEND_FIXED_BUF`) name a
 //! registered buffer by index and an address inside it. The memory belongs
 //! to the library (it is [attached](uring_core::Ring::attach) to the ring),
 //! so what is left to make them safe is *who may touch a buffer when*.
@@ -153,13 +154,18 @@
 //!
 //! # Fixed send
 //!
-//! A plain `IORING_OP_SEND` does not take `IORING_RECVSEND_FIXED_BUF` (the
-//! kernel refuses it with `-EINVAL`; the test
-//! `plain_send_refuses_fixed_buffers` checks it), so
 //! [`send_fixed`](FixedBuffers::send_fixed) is a zero-copy send
-//! (`IORING_OP_SEND_ZC`) from the registered buffer. Its buffer stays busy
-//! until the **notification** CQE (`IORING_CQE_F_NOTIF`), not just the
-//! result: [`FixedDone::free`] says when.
+//! (`IORING_OP_SEND_ZC`) from the registered buffer, accepted by every
+//! kernel with the opcode, and
+//! [`sendmsg_fixed`](FixedBuffers::sendmsg_fixed) a zero-copy `sendmsg`
+//! of several ranges of one buffer (`IORING_OP_SENDMSG_ZC`, since 6.15),
+//! optionally to an address. Their buffer stays busy until the
+//! **notification** CQE (`IORING_CQE_F_NOTIF`), not just the result:
+//! [`FixedDone::free`] says when. A plain `IORING_OP_SEND` takes
+//! `IORING_RECVSEND_FIXED_BUF` only from 7.2 (6.18 and 7.0 refuse it with
+//! `-EINVAL`; the test `plain_send_with_a_fixed_buffer_is_refused_or_really_sends`
+//! checks both): [`send`](FixedBuffers::send) uses it there, freeing the
+//! buffer at its one CQE, and refuses by name elsewhere.
 //!
 //! # Stopping and dropping
 //!
@@ -1181,6 +1187,7 @@ impl FixedBuffers {
     /// # Errors
     ///
     /// As for [`read_fixed`](Self::read_fixed).
+    #[doc(alias = "io_uring_prep_send_zc_fixed")]
     pub fn send_fixed(
         &mut self,
         ring: &mut Ring,

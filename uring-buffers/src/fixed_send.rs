@@ -248,8 +248,12 @@ impl FixedBuffers {
             )
             .into());
         }
-        let op =
-            FixedSend { fd: fd.into(), buf: base.wrapping_add(range.start), len: range.len() as u32, index: index as u16 };
+        let op = FixedSend {
+            fd: fd.into(),
+            buf: base.wrapping_add(range.start),
+            len: range.len() as u32,
+            index: index as u16,
+        };
         // SAFETY: the range lies in buffer `index` (checked, at most
         // i32::MAX bytes); the kernel only reads it, until the send's one
         // CQE, which `handle_cqe` waits for before the buffer is idle.

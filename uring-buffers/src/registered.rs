@@ -7,7 +7,12 @@
 //! ([`RegisteredBuffers::sparse`]: empty slots to
 //! [`install`](RegisteredBuffers::install) buffers into later). Another ring
 //! can share the same buffers ([`clone_into`](RegisteredBuffers::clone_into),
-//! `IORING_REGISTER_CLONE_BUFFERS`, since 6.12).
+//! `IORING_REGISTER_CLONE_BUFFERS`, since 6.12), or some of them, at an
+//! offset of its table ([`clone_range_into`](RegisteredBuffers::clone_range_into))
+//! or over slots of the table it has
+//! ([`clone_range_replace`](RegisteredBuffers::clone_range_replace), both
+//! since 6.13). A buffer two tables hold is readable through both and
+//! writable through neither ([`is_shared`](RegisteredBuffers::is_shared)).
 //!
 //! Registered memory is pinned and counts against `RLIMIT_MEMLOCK` for
 //! processes without `CAP_IPC_LOCK`; when the limit stops a registration
@@ -553,12 +558,10 @@ impl RegisteredBuffers {
     ) -> Result<()> {
         self.check_clone(src_ring, dst, &src, dst_off)?;
         dst_table.check_owner(dst)?;
-        if let Some(i) =
-            dst_table.slots.iter().enumerate().skip(dst_off as usize).find_map(|(i, s)| match s {
-                Some(Slot { mem: SlotMem::Caller(_), .. }) => Some(i),
-                _ => None,
-            })
-        {
+        if let Some(i) = dst_table.slots.iter().enumerate().skip(dst_off as usize).find_map(|(i, s)| match s {
+            Some(Slot { mem: SlotMem::Caller(_), .. }) => Some(i),
+            _ => None,
+        }) {
             return Err(Error::invalid(format!(
                 "slot {i} of the destination holds caller memory: a replacing clone from slot {dst_off} on is refused"
             )));
@@ -599,11 +602,14 @@ impl RegisteredBuffers {
                 src.len()
             )));
         }
-        if let Some(i) = src.clone().find(|&i| matches!(self.slots[i as usize], Some(Slot { mem: SlotMem::Caller(_), .. })))
+        if let Some(i) =
+            src.clone().find(|&i| matches!(self.slots[i as usize], Some(Slot { mem: SlotMem::Caller(_), .. })))
         {
             // The clone would keep using the memory after this ring's tag
             // CQE handed it back.
-            return Err(Error::invalid(format!("buffer {i} holds caller memory, which cannot be cloned into another ring")));
+            return Err(Error::invalid(format!(
+                "buffer {i} holds caller memory, which cannot be cloned into another ring"
+            )));
         }
         Ok(())
     }

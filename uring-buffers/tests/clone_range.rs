@@ -233,8 +233,7 @@ fn bad_ranges_rings_and_caller_memory_are_refused_before_any_syscall() {
     let m = invalid(mine.clone_range_into(&d, &mut e_ring, 0..1, 0), "caller memory as the source");
     assert!(m.contains("caller memory"), "{m}");
     let mut f_ring = ring();
-    let mut theirs =
-        RegisteredBuffers::register_memory(&mut f_ring, vec![CallerRegion::new(vec![1u8; 4096])]).unwrap();
+    let mut theirs = RegisteredBuffers::register_memory(&mut f_ring, vec![CallerRegion::new(vec![1u8; 4096])]).unwrap();
     let e = src.clone_range_replace(&a, &mut theirs, &mut f_ring, 0..1, 0).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("caller memory"), "{e}");
     // Past the caller memory, a replacing clone is fine.

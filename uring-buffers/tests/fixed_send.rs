@@ -266,7 +266,11 @@ fn a_fixed_sendmsg_is_freed_only_by_its_own_cqes() {
     // SAFETY: a NOP names no memory; nothing is released on its CQE (the
     // check under test refuses it).
     unsafe {
-        uring_ops::push_layer_op(&mut other, LayerData::decode(id.user_data()).unwrap().context(), uring_ops::cmd::Nop::new())
+        uring_ops::push_layer_op(
+            &mut other,
+            LayerData::decode(id.user_data()).unwrap().context(),
+            uring_ops::cmd::Nop::new(),
+        )
     }
     .unwrap();
     let foreign = reap(&mut other, 1)[0];
@@ -430,7 +434,11 @@ fn a_plain_fixed_send_is_freed_only_by_its_own_cqe() {
     assert!(fixed.handle_cqe(&old_cqe.cqe()).is_none(), "a replayed CQE");
     // SAFETY: a NOP names no memory; nothing is released on its CQE.
     unsafe {
-        uring_ops::push_layer_op(&mut other, LayerData::decode(id.user_data()).unwrap().context(), uring_ops::cmd::Nop::new())
+        uring_ops::push_layer_op(
+            &mut other,
+            LayerData::decode(id.user_data()).unwrap().context(),
+            uring_ops::cmd::Nop::new(),
+        )
     }
     .unwrap();
     let foreign = reap(&mut other, 1)[0];

@@ -491,7 +491,14 @@ impl<'r> Registrar<'r> {
     #[doc(alias = "io_uring_clone_buffers_offset")]
     #[doc(alias = "io_uring_clone_buffers")]
     #[doc(alias = "IORING_REGISTER_CLONE_BUFFERS")]
-    pub unsafe fn clone_buffers(&self, src_fd: RawFd, src_off: u32, dst_off: u32, nr: u32, replace: bool) -> Result<()> {
+    pub unsafe fn clone_buffers(
+        &self,
+        src_fd: RawFd,
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+        replace: bool,
+    ) -> Result<()> {
         let arg = sys::io_uring_clone_buffers {
             src_fd: src_fd as u32,
             flags: if replace { sys::IORING_REGISTER_DST_REPLACE } else { 0 },
