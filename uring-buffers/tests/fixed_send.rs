@@ -5,6 +5,9 @@
 //! refused by name before); the bytes arrive exactly, the buffer is busy
 //! until the notification (or the plain send's one CQE), and replayed,
 //! foreign and forged CQEs free nothing.
+// One range among a sendmsg's ranges is a message of one iovec, not a
+// mistaken `Vec` of a range's numbers.
+#![allow(clippy::single_range_in_vec_init)]
 
 use std::io::{IoSlice, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
