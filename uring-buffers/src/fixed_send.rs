@@ -233,7 +233,7 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// As for [`read_fixed`](Self::read_fixed), and [`Error::Core`] with
+    /// As for [`read_fixed`](Self::read_fixed), and [`Error::Core`](crate::Error::Core) with
     /// [`Unsupported`](uring_core::Error::Unsupported) on kernels whose
     /// plain send refuses a registered buffer (before 7.2), or what stopped
     /// the trial. Nothing is queued then and the buffer stays idle.
@@ -276,7 +276,7 @@ impl FixedBuffers {
     ///
     /// # Errors
     ///
-    /// As for [`readv_fixed`](Self::readv_fixed); [`Error::Core`] with
+    /// As for [`readv_fixed`](Self::readv_fixed); [`Error::Core`](crate::Error::Core) with
     /// [`Unsupported`](uring_core::Error::Unsupported) before 6.15.
     #[doc(alias = "io_uring_prep_sendmsg_zc_fixed")]
     #[doc(alias = "IORING_OP_SENDMSG_ZC")]
