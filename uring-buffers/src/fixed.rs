@@ -259,12 +259,13 @@ pub enum FixedKind {
     /// `IORING_OP_LINK_TIMEOUT`: a deadline for the step of a
     /// [chain](FixedBuffers::chain) before it; names no buffer memory.
     LinkTimeout,
-    /// `IORING_OP_SENDMSG_ZC` with `IORING_RECVSEND_FIXED_BUF`: the kernel
-    /// reads ranges of the buffer until the notification
-    /// ([`FixedBuffers::sendmsg_fixed`]).
+    /// `IORING_OP_SENDMSG_ZC` with `IORING_RECVSEND_FIXED_BUF` (since
+    /// Linux 6.15): the kernel reads ranges of the buffer until the
+    /// notification ([`FixedBuffers::sendmsg_fixed`]).
     SendMsgZc,
-    /// `IORING_OP_SEND` with `IORING_RECVSEND_FIXED_BUF`: the kernel reads
-    /// the buffer until the send's one CQE ([`FixedBuffers::send`]).
+    /// `IORING_OP_SEND` with `IORING_RECVSEND_FIXED_BUF` (since Linux
+    /// 7.2): the kernel reads the buffer until the send's one CQE
+    /// ([`FixedBuffers::send`]).
     Send,
 }
 
