@@ -1,7 +1,8 @@
 //! Safe fixed-buffer I/O over [`RegisteredBuffers`]: [`FixedBuffers`].
 //!
 //! Fixed-buffer operations (`READ_FIXED`, `WRITE_FIXED`, `READV_FIXED`,
-//! `WRITEV_FIXED`, and `SEND_ZC` with `IORING_RECVSEND_FIXED_BUF`) name a
+//! `WRITEV_FIXED`, and `SEND_ZC`, `SENDMSG_ZC` and `SEND` with
+//! `IORING_RECVSEND_FIXED_BUF`) name a
 //! registered buffer by index and an address inside it. The memory belongs
 //! to the library (it is [attached](uring_core::Ring::attach) to the ring),
 //! so what is left to make them safe is *who may touch a buffer when*.
@@ -153,13 +154,18 @@
 //!
 //! # Fixed send
 //!
-//! A plain `IORING_OP_SEND` does not take `IORING_RECVSEND_FIXED_BUF` (the
-//! kernel refuses it with `-EINVAL`; the test
-//! `plain_send_refuses_fixed_buffers` checks it), so
 //! [`send_fixed`](FixedBuffers::send_fixed) is a zero-copy send
-//! (`IORING_OP_SEND_ZC`) from the registered buffer. Its buffer stays busy
-//! until the **notification** CQE (`IORING_CQE_F_NOTIF`), not just the
-//! result: [`FixedDone::free`] says when.
+//! (`IORING_OP_SEND_ZC`) from the registered buffer, accepted by every
+//! kernel with the opcode, and
+//! [`sendmsg_fixed`](FixedBuffers::sendmsg_fixed) a zero-copy `sendmsg`
+//! of several ranges of one buffer (`IORING_OP_SENDMSG_ZC`, since 6.15),
+//! optionally to an address. Their buffer stays busy until the
+//! **notification** CQE (`IORING_CQE_F_NOTIF`), not just the result:
+//! [`FixedDone::free`] says when. A plain `IORING_OP_SEND` takes
+//! `IORING_RECVSEND_FIXED_BUF` only from 7.2 (6.18 and 7.0 refuse it with
+//! `-EINVAL`; the test `plain_send_with_a_fixed_buffer_is_refused_or_really_sends`
+//! checks both): [`send`](FixedBuffers::send) uses it there, freeing the
+//! buffer at its one CQE, and refuses by name elsewhere.
 //!
 //! # Stopping and dropping
 //!
@@ -253,6 +259,14 @@ pub enum FixedKind {
     /// `IORING_OP_LINK_TIMEOUT`: a deadline for the step of a
     /// [chain](FixedBuffers::chain) before it; names no buffer memory.
     LinkTimeout,
+    /// `IORING_OP_SENDMSG_ZC` with `IORING_RECVSEND_FIXED_BUF` (since
+    /// Linux 6.15): the kernel reads ranges of the buffer until the
+    /// notification ([`FixedBuffers::sendmsg_fixed`]).
+    SendMsgZc,
+    /// `IORING_OP_SEND` with `IORING_RECVSEND_FIXED_BUF` (since Linux
+    /// 7.2): the kernel reads the buffer until the send's one CQE
+    /// ([`FixedBuffers::send`]).
+    Send,
 }
 
 impl FixedKind {
@@ -265,8 +279,13 @@ impl FixedKind {
     /// (zero-copy sends). Exhaustive on purpose: a new kind must say.
     const fn notifies(self) -> bool {
         match self {
-            FixedKind::SendZc => true,
-            FixedKind::Read | FixedKind::Write | FixedKind::Readv | FixedKind::Writev | FixedKind::LinkTimeout => false,
+            FixedKind::SendZc | FixedKind::SendMsgZc => true,
+            FixedKind::Read
+            | FixedKind::Write
+            | FixedKind::Readv
+            | FixedKind::Writev
+            | FixedKind::LinkTimeout
+            | FixedKind::Send => false,
         }
     }
 
@@ -278,6 +297,8 @@ impl FixedKind {
             FixedKind::Writev => "fixed writev from it",
             FixedKind::SendZc => "fixed zero-copy send from it",
             FixedKind::LinkTimeout => "linked timeout",
+            FixedKind::SendMsgZc => "fixed zero-copy sendmsg from it",
+            FixedKind::Send => "fixed send from it",
         }
     }
 }
@@ -482,12 +503,13 @@ struct BufState {
     busy: u32,
 }
 
-/// The iovec array of a vectored operation, kept until its CQE.
-struct IoVecs(Box<[libc::iovec]>);
+/// The iovec array of a vectored operation, kept until its CQE, and the
+/// message header a `sendmsg` names ([`crate::fixed_send`]).
+pub(crate) struct IoVecs(pub(crate) Box<[libc::iovec]>, pub(crate) Option<Box<crate::fixed_send::MsgHeader>>);
 
-// SAFETY: the array is plain data (addresses into the table's registered
-// memory, never dereferenced by Rust); moving it between threads changes
-// nothing.
+// SAFETY: the array and the header are plain data (addresses into the
+// table's registered memory and into the header's own box, never
+// dereferenced by Rust); moving them between threads changes nothing.
 unsafe impl Send for IoVecs {}
 
 /// Where a dropped table leaves the iovec arrays of operations still in
@@ -855,7 +877,7 @@ impl FixedBuffers {
         }
     }
 
-    fn check_op(&self, ring: &Ring, index: u32, ranges: &[Range<usize>]) -> Result<*mut u8> {
+    pub(crate) fn check_op(&self, ring: &Ring, index: u32, ranges: &[Range<usize>]) -> Result<*mut u8> {
         self.check_ring(ring)?;
         if let Buf::Busy(op) = self.slot_state(index)? {
             return Err(self.busy_error(index, op, "used by another operation"));
@@ -990,7 +1012,7 @@ impl FixedBuffers {
     /// address does not change when it moves into the slot), used as the
     /// operation's `kind` says (written only by reads).
     #[inline(always)]
-    unsafe fn push<O: uring_ops::Prepare>(
+    pub(crate) unsafe fn push<O: uring_ops::Prepare>(
         &mut self,
         ring: &mut Ring,
         kind: FixedKind,
@@ -1078,7 +1100,7 @@ impl FixedBuffers {
         unsafe { self.push(ring, FixedKind::Write, index, None, op) }
     }
 
-    fn iovecs(base: *mut u8, ranges: &[Range<usize>]) -> Result<IoVecs> {
+    pub(crate) fn iovecs(base: *mut u8, ranges: &[Range<usize>]) -> Result<IoVecs> {
         if ranges.is_empty() || ranges.len() > MAX_RANGES {
             return Err(Error::invalid(format!("{} ranges: need 1 to {MAX_RANGES}", ranges.len())));
         }
@@ -1093,6 +1115,7 @@ impl FixedBuffers {
                 // `check_op` before).
                 .map(|r| libc::iovec { iov_base: unsafe { base.add(r.start) }.cast(), iov_len: r.len() })
                 .collect(),
+            None,
         ))
     }
 
@@ -1165,6 +1188,7 @@ impl FixedBuffers {
     /// # Errors
     ///
     /// As for [`read_fixed`](Self::read_fixed).
+    #[doc(alias = "io_uring_prep_send_zc_fixed")]
     pub fn send_fixed(
         &mut self,
         ring: &mut Ring,
@@ -1282,7 +1306,7 @@ impl FixedBuffers {
             return Some(self.chain_step(head, step, id, kind, index, res));
         }
         let done = |res, free, notification| FixedDone { id, kind, index, res, free, notification, chain: None };
-        if kind != FixedKind::SendZc {
+        if !kind.notifies() {
             if notif {
                 return None;
             }

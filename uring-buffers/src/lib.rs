@@ -15,6 +15,7 @@ pub mod bufring;
 pub mod caller;
 mod error;
 pub mod fixed;
+mod fixed_send;
 pub mod groups;
 pub mod registered;
 pub mod sendring;

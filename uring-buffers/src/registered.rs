@@ -7,7 +7,12 @@
 //! ([`RegisteredBuffers::sparse`]: empty slots to
 //! [`install`](RegisteredBuffers::install) buffers into later). Another ring
 //! can share the same buffers ([`clone_into`](RegisteredBuffers::clone_into),
-//! `IORING_REGISTER_CLONE_BUFFERS`, since 6.12).
+//! `IORING_REGISTER_CLONE_BUFFERS`, since 6.12), or some of them, at an
+//! offset of its table ([`clone_range_into`](RegisteredBuffers::clone_range_into))
+//! or over slots of the table it has
+//! ([`clone_range_replace`](RegisteredBuffers::clone_range_replace), both
+//! since 6.13). A buffer two tables hold is readable through both and
+//! writable through neither ([`is_shared`](RegisteredBuffers::is_shared)).
 //!
 //! Registered memory is pinned and counts against `RLIMIT_MEMLOCK` for
 //! processes without `CAP_IPC_LOCK`; when the limit stops a registration
@@ -45,6 +50,11 @@ struct Slot {
     addr: usize,
     len: usize,
     mem: SlotMem,
+    /// One per registered buffer, cloned with the slot into every table
+    /// a clone makes (`clone_into`, `clone_range_into`,
+    /// `clone_range_replace`): more than one holder means another table
+    /// reaches the same bytes, and `buffer_mut` refuses them.
+    holders: Arc<()>,
 }
 
 /// Whose memory a slot holds.
@@ -58,7 +68,16 @@ enum SlotMem {
 
 impl Slot {
     fn library(region: &Arc<Mapping>, offset: usize, len: usize) -> Self {
-        Slot { addr: region.ptr() as usize + offset, len, mem: SlotMem::Library(region.clone()) }
+        Slot { addr: region.ptr() as usize + offset, len, mem: SlotMem::Library(region.clone()), holders: Arc::new(()) }
+    }
+
+    fn caller(addr: usize, len: usize, slot: CallerSlot) -> Self {
+        Slot { addr, len, mem: SlotMem::Caller(slot), holders: Arc::new(()) }
+    }
+
+    /// Whether another table holds this buffer too (a clone).
+    fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.holders) > 1
     }
 }
 
@@ -262,7 +281,7 @@ impl RegisteredBuffers {
             let region = caller.admit(r, pieces.len() as u32);
             for (addr, len) in pieces {
                 let tag = tag.next().expect("one tag per buffer");
-                slots.push(Some(Slot { addr, len, mem: SlotMem::Caller(CallerSlot { region, tag }) }));
+                slots.push(Some(Slot::caller(addr, len, CallerSlot { region, tag })));
             }
         }
         Ok(RegisteredBuffers { slots, ring_id: ring.id(), caller: Some(caller) })
@@ -311,8 +330,7 @@ impl RegisteredBuffers {
         let pieces: Vec<(usize, usize)> = region.pieces().take(done as usize).collect();
         let id = caller.admit(region, done);
         for (i, (addr, len)) in pieces.into_iter().enumerate() {
-            let mem = SlotMem::Caller(CallerSlot { region: id, tag: tags[i] });
-            self.slots[index as usize + i] = Some(Slot { addr, len, mem });
+            self.slots[index as usize + i] = Some(Slot::caller(addr, len, CallerSlot { region: id, tag: tags[i] }));
         }
         if done as usize != n {
             return Err(Error::invalid(format!("the kernel installed {done} of {n} buffers from slot {index}")));
@@ -464,6 +482,153 @@ impl RegisteredBuffers {
         Ok(RegisteredBuffers { slots: self.slots.clone(), ring_id: dst.id(), caller: None })
     }
 
+    /// Clones buffers `src` of this table (on ring `src_ring`) into ring
+    /// `dst`, which has no table yet, as its slots `dst_off..dst_off +
+    /// src.len()` (`IORING_REGISTER_CLONE_BUFFERS` with `src_off`,
+    /// `dst_off` and `nr`, since Linux 6.13; liburing
+    /// `io_uring_clone_buffers_offset`): the returned table has
+    /// `dst_off + src.len()` slots, the first `dst_off` empty (to
+    /// [`install`](Self::install) into). Both rings' fixed operations then
+    /// use the same memory, which is attached to `dst` too, so it outlives
+    /// both rings' use of it; while both tables hold a buffer neither
+    /// lends it out writable ([`buffer_mut`](Self::buffer_mut),
+    /// [`is_shared`](Self::is_shared)).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] before any syscall: `src_ring` is not
+    /// this table's ring, `dst` is the same ring, an empty range or one
+    /// outside the table, `dst_off + src.len()` above [`MAX_BUFFERS`], or
+    /// caller memory in the range (the other ring would keep using it after
+    /// this ring's tag handed it back); [`Error::Core`]: `Stopped`, and
+    /// the kernel's refusal (`EBUSY` when `dst` has a table already: use
+    /// [`clone_range_replace`](Self::clone_range_replace); `EINVAL` before
+    /// 6.13).
+    #[doc(alias = "io_uring_clone_buffers_offset")]
+    pub fn clone_range_into(
+        &self,
+        src_ring: &Ring,
+        dst: &mut Ring,
+        src: std::ops::Range<u32>,
+        dst_off: u32,
+    ) -> Result<RegisteredBuffers> {
+        self.check_clone(src_ring, dst, &src, dst_off)?;
+        self.attach_range(dst, &src)?;
+        // SAFETY: `dst` has no table this library describes (a table of
+        // `dst` would make the kernel refuse with EBUSY: no REPLACE); the
+        // cloned memory is library memory attached to `dst` above.
+        unsafe { dst.register().clone_buffers(src_ring.as_raw_fd(), src.start, dst_off, src.len() as u32, false) }?;
+        let mut slots = vec![None; dst_off as usize];
+        slots.extend_from_slice(&self.slots[src.start as usize..src.end as usize]);
+        Ok(RegisteredBuffers { slots, ring_id: dst.id(), caller: None })
+    }
+
+    /// Clones buffers `src` of this table (on ring `src_ring`) over slots
+    /// `dst_off..dst_off + src.len()` of `dst_table`, the table of ring
+    /// `dst` (`IORING_REGISTER_CLONE_BUFFERS` with
+    /// `IORING_REGISTER_DST_REPLACE`, since Linux 6.13; liburing
+    /// `io_uring_clone_buffers_offset`). `dst_table` grows to
+    /// `dst_off + src.len()` slots if it was shorter (the slots between
+    /// its end and `dst_off` empty); its slots before `dst_off` stay.
+    ///
+    /// The replaced buffers' memory stays attached to `dst` (requests
+    /// still using them keep them pinned in the kernel), so replacing
+    /// them frees nothing the kernel may use; `&mut dst_table` means no
+    /// borrow of their bytes is out. Its slots after the range are kept
+    /// as they were: the kernel keeps them from 6.18.y and 7.0 on, while
+    /// 6.13 to early 6.18 dropped them (`io_clone_buffers` copied only the
+    /// slots before the range): there a fixed operation naming one fails
+    /// (`-EFAULT`) instead of using the memory, which stays attached to
+    /// the ring all the same. So slots of caller memory from `dst_off` on
+    /// are refused: whether their tag comes depends on the kernel.
+    ///
+    /// # Errors
+    ///
+    /// As for [`clone_range_into`](Self::clone_range_into), and
+    /// [`Error::InvalidArgument`] when `dst_table` is not `dst`'s table or
+    /// holds caller memory from `dst_off` on.
+    #[doc(alias = "io_uring_clone_buffers_offset")]
+    pub fn clone_range_replace(
+        &self,
+        src_ring: &Ring,
+        dst_table: &mut RegisteredBuffers,
+        dst: &mut Ring,
+        src: std::ops::Range<u32>,
+        dst_off: u32,
+    ) -> Result<()> {
+        self.check_clone(src_ring, dst, &src, dst_off)?;
+        dst_table.check_owner(dst)?;
+        if let Some(i) = dst_table.slots.iter().enumerate().skip(dst_off as usize).find_map(|(i, s)| match s {
+            Some(Slot { mem: SlotMem::Caller(_), .. }) => Some(i),
+            _ => None,
+        }) {
+            return Err(Error::invalid(format!(
+                "slot {i} of the destination holds caller memory: a replacing clone from slot {dst_off} on is refused"
+            )));
+        }
+        self.attach_range(dst, &src)?;
+        // SAFETY: `dst_table` is the one description of `dst`'s table
+        // (owner checked; borrowed mutably, so no slice of it is lent) and
+        // is updated below to what the kernel now holds; the replaced
+        // buffers are library memory attached to `dst`; the cloned memory
+        // is attached to `dst` above.
+        unsafe { dst.register().clone_buffers(src_ring.as_raw_fd(), src.start, dst_off, src.len() as u32, true) }?;
+        let end = dst_off as usize + src.len();
+        if dst_table.slots.len() < end {
+            dst_table.slots.resize(end, None);
+        }
+        dst_table.slots[dst_off as usize..end].clone_from_slice(&self.slots[src.start as usize..src.end as usize]);
+        Ok(())
+    }
+
+    /// The checks both range clones make before any syscall.
+    fn check_clone(&self, src_ring: &Ring, dst: &Ring, src: &std::ops::Range<u32>, dst_off: u32) -> Result<()> {
+        self.check_owner(src_ring)?;
+        check_ring(dst)?;
+        if dst.id() == src_ring.id() {
+            return Err(Error::invalid("a ring cannot clone buffers from its own table"));
+        }
+        if src.is_empty() || src.end as usize > self.slots.len() {
+            return Err(Error::invalid(format!(
+                "buffers {}..{} are not a non-empty range of this table of {}",
+                src.start,
+                src.end,
+                self.slots.len()
+            )));
+        }
+        if dst_off.checked_add(src.len() as u32).is_none_or(|end| end > MAX_BUFFERS) {
+            return Err(Error::invalid(format!(
+                "slots {dst_off}.. + {}: a table has at most {MAX_BUFFERS} slots",
+                src.len()
+            )));
+        }
+        if let Some(i) =
+            src.clone().find(|&i| matches!(self.slots[i as usize], Some(Slot { mem: SlotMem::Caller(_), .. })))
+        {
+            // The clone would keep using the memory after this ring's tag
+            // CQE handed it back.
+            return Err(Error::invalid(format!(
+                "buffer {i} holds caller memory, which cannot be cloned into another ring"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Attaches the library memory of buffers `src` to `ring`, each region
+    /// once.
+    fn attach_range(&self, ring: &mut Ring, src: &std::ops::Range<u32>) -> Result<()> {
+        let mut seen: Vec<&Arc<Mapping>> = Vec::new();
+        for slot in self.slots[src.start as usize..src.end as usize].iter().flatten() {
+            if let SlotMem::Library(region) = &slot.mem
+                && !seen.iter().any(|r| Arc::ptr_eq(r, region))
+            {
+                ring.attach(Box::new(region.clone()))?;
+                seen.push(region);
+            }
+        }
+        Ok(())
+    }
+
     /// Refuses a ring other than the one whose table this is: its table
     /// slot `i` is other memory, which this value would describe wrongly
     /// (and lend out while that ring's fixed operations use it).
@@ -518,13 +683,29 @@ impl RegisteredBuffers {
         Some(unsafe { std::slice::from_raw_parts(p, len) })
     }
 
-    /// The bytes of buffer `index`, writable.
+    /// The bytes of buffer `index`, writable: `None` for an empty slot,
+    /// and for a buffer another table holds too (cloned into or from
+    /// another ring, [`is_shared`](Self::is_shared)), whose bytes that
+    /// table could lend out at the same time; writable again once every
+    /// other table has let go of it (dropped, unregistered, or the slot
+    /// replaced).
     pub fn buffer_mut(&mut self, index: u32) -> Option<&mut [u8]> {
-        let (p, len) = self.raw_parts(index)?;
+        let slot = self.slots.get(index as usize)?.as_ref()?;
+        if slot.is_shared() {
+            return None;
+        }
         // SAFETY: as in `buffer`; `&mut self` makes the borrow unique among
-        // the handles of this table (a clone in another ring shares the
-        // memory: see `clone_into`).
-        Some(unsafe { std::slice::from_raw_parts_mut(p, len) })
+        // the handles of this table, and no other table holds the buffer
+        // (one holder: a clone elsewhere would hold the slot's `holders`
+        // too, and only a table that holds it can clone it, so the count
+        // cannot grow while this borrow lives).
+        Some(unsafe { std::slice::from_raw_parts_mut(slot.addr as *mut u8, slot.len) })
+    }
+
+    /// Whether buffer `index` is held by another table too (a clone in
+    /// another ring): then [`buffer_mut`](Self::buffer_mut) refuses it.
+    pub fn is_shared(&self, index: u32) -> bool {
+        self.slots.get(index as usize).and_then(Option::as_ref).is_some_and(Slot::is_shared)
     }
 
     /// Unregisters the table (`IORING_UNREGISTER_BUFFERS`). The memory stays

@@ -99,8 +99,15 @@ fn a_second_ring_shares_cloned_buffers() {
     f.write_all(b"through the other ring").unwrap();
     assert_eq!(fixed(&mut b, &shared, false, f.as_raw_fd(), 1, 22), 22);
     assert_eq!(&bufs.buffer(1).unwrap()[..22], b"through the other ring", "the same memory");
+    // Two tables hold each buffer: neither lends it out writable, or both
+    // could at once.
+    assert!(shared.is_shared(0) && bufs.is_shared(0));
+    assert!(shared.buffer_mut(0).is_none(), "held by the source table too");
+    let base = bufs.raw_parts(0);
+    drop(bufs);
+    assert!(!shared.is_shared(0));
     shared.buffer_mut(0).unwrap()[0] = 9;
-    assert_eq!(bufs.buffer(0).unwrap()[0], 9);
+    assert_eq!(shared.raw_parts(0), base, "the same memory, now the clone's alone");
     drop(a);
     // The first ring is gone; the buffers live on in the second.
     assert_eq!(fixed(&mut b, &shared, true, f.as_raw_fd(), 1, 22), 22);

@@ -451,6 +451,71 @@ impl<'r> Registrar<'r> {
         )
     }
 
+    /// Clones registered buffers of the ring `src_fd` into this ring's
+    /// table (`IORING_REGISTER_CLONE_BUFFERS`, since Linux 6.12; offsets
+    /// and `IORING_REGISTER_DST_REPLACE` since 6.13; liburing
+    /// `io_uring_clone_buffers_offset`): `nr` slots from `src_off` of the
+    /// source's table become slots `dst_off..dst_off + nr` of this one, the
+    /// same pinned memory (an empty source slot clones empty). `nr == 0`
+    /// means the whole source table (then both offsets must be 0).
+    ///
+    /// Without `replace` this ring must have no table yet (`EBUSY`
+    /// otherwise) and gets one of `dst_off + nr` slots, the first `dst_off`
+    /// empty. With `replace` its table becomes `max(dst_off + nr, len)`
+    /// slots: the ones before `dst_off` kept, the range replaced (the old
+    /// buffers' nodes are put, posting their resource tags once unused),
+    /// and the ones after it kept from 6.18.y / 7.0 on (earlier kernels
+    /// drop them: fixed in `io_clone_buffers`, "copy original dst nodes
+    /// from after the cloned range"). Both rings must belong to the same
+    /// user and memory accounting (`EINVAL`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Stopped`]; [`Error::Io`] naming
+    /// `IORING_REGISTER_CLONE_BUFFERS` with the kernel's errno: `EBUSY`
+    /// (a table, without `replace`), `ENXIO` (the source has no table),
+    /// `EINVAL` (a range outside the source's table, offsets with
+    /// `nr == 0`, more than 16384 slots, a kernel before 6.12 or, with
+    /// offsets or `replace`, one before 6.13), `EOVERFLOW`, `EBADF`.
+    ///
+    /// # Safety
+    ///
+    /// The call changes this ring's registered-buffer table under whatever
+    /// tracks it: a `uring_buffers::RegisteredBuffers` or `FixedBuffers` of
+    /// this ring would go on describing (and lending out) slots that now
+    /// name other memory, and the cloned memory is reachable from both
+    /// rings. The caller keeps every such description right, and the
+    /// source's memory valid while this ring may use it (until the slots
+    /// are replaced or unregistered and every request using them has
+    /// completed, or the ring is closed).
+    #[doc(alias = "io_uring_clone_buffers_offset")]
+    #[doc(alias = "io_uring_clone_buffers")]
+    #[doc(alias = "IORING_REGISTER_CLONE_BUFFERS")]
+    pub unsafe fn clone_buffers(
+        &self,
+        src_fd: RawFd,
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+        replace: bool,
+    ) -> Result<()> {
+        let arg = sys::io_uring_clone_buffers {
+            src_fd: src_fd as u32,
+            flags: if replace { sys::IORING_REGISTER_DST_REPLACE } else { 0 },
+            src_off,
+            dst_off,
+            nr,
+            ..Default::default()
+        };
+        self.call(
+            "IORING_REGISTER_CLONE_BUFFERS",
+            sys::IORING_REGISTER_CLONE_BUFFERS,
+            (&arg as *const sys::io_uring_clone_buffers).cast(),
+            1,
+        )
+        .map(drop)
+    }
+
     /// Turns on NAPI busy polling for the ring's sockets
     /// (`IORING_REGISTER_NAPI`) and returns the previous settings.
     pub fn napi(&self, napi: Napi) -> Result<Napi> {

@@ -958,9 +958,11 @@ impl Prepare for SendZc {
 /// and unmodified until the **notification** CQE: the `unsafe`
 /// constructor and [`control`](Self::control) take that obligation, and
 /// the operation is a [`SafeOp`] ([`NetOps::sendmsg_zc`] takes the same
-/// arguments).
+/// arguments). From registered memory with [`fixed`](Self::fixed) (since
+/// 6.15); `uring_buffers::FixedBuffers::sendmsg_fixed` is the safe form.
 #[doc(alias = "IORING_OP_SENDMSG_ZC")]
 #[doc(alias = "io_uring_prep_sendmsg_zc")]
+#[doc(alias = "io_uring_prep_sendmsg_zc_fixed")]
 #[derive(Debug, Clone, Copy)]
 #[must_use = "an operation does nothing until it is pushed to a ring"]
 pub struct SendMsgZc {
@@ -972,6 +974,7 @@ pub struct SendMsgZc {
     flags: i32,
     poll_first: bool,
     report_usage: bool,
+    fixed: Option<u16>,
 }
 
 impl SendMsgZc {
@@ -994,7 +997,30 @@ impl SendMsgZc {
             flags: 0,
             poll_first: false,
             report_usage: false,
+            fixed: None,
         }
+    }
+
+    /// The iovecs lie inside registered buffer `index`
+    /// (`IORING_RECVSEND_FIXED_BUF` on `IORING_OP_SENDMSG_ZC`, since Linux
+    /// 6.15; liburing `io_uring_prep_sendmsg_zc_fixed`): the kernel
+    /// resolves every iovec against that buffer's pinned pages, and fails
+    /// the send with `-EFAULT` for one that does not lie inside it. It
+    /// reads the pages registered at those addresses, not what is mapped
+    /// there now.
+    ///
+    /// # Safety
+    ///
+    /// Every iovec given to [`new`](Self::new) must lie inside registered
+    /// buffer `index` of each ring the operation is pushed to, whose pages
+    /// are the memory `new`'s contract keeps valid and unmodified until the
+    /// notification: a buffer registered from that very memory, still
+    /// mapped as it was when it was registered.
+    #[doc(alias = "io_uring_prep_sendmsg_zc_fixed")]
+    #[inline]
+    pub const unsafe fn fixed(mut self, index: u16) -> Self {
+        self.fixed = Some(index);
+        self
     }
 
     /// Sends to `dest` (`msg_name`).
@@ -1049,12 +1075,16 @@ impl Prepare for SendMsgZc {
 
     #[inline]
     fn prepare(self, sqe: &mut Sqe, keep: &mut Keep) {
-        let SendMsgZc { fd, iov, iovlen, dest, control, flags, poll_first, report_usage } = self;
+        let SendMsgZc { fd, iov, iovlen, dest, control, flags, poll_first, report_usage, fixed } = self;
         prepare_msg(sqe, keep, Self::CODE, fd, iov, iovlen, dest, control);
         sqe.set_op_flags(flags as u32);
         let mut ioprio = poll_first_bit(poll_first);
         if report_usage {
             ioprio |= sys::IORING_SEND_ZC_REPORT_USAGE;
+        }
+        if let Some(index) = fixed {
+            ioprio |= sys::IORING_RECVSEND_FIXED_BUF;
+            sqe.set_buf_index(index);
         }
         sqe.ioprio = ioprio as u16;
     }
