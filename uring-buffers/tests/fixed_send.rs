@@ -93,22 +93,7 @@ fn pump_and_drain(
     want: usize,
     cqes_wanted: usize,
 ) -> (Vec<u8>, Vec<(FixedDone, CqeSlot)>) {
-    let h = std::thread::spawn(move || {
-        let mut server = server;
-        server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut all = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = vec![0u8; 65536];
-        while all.len() < want && Instant::now() < deadline {
-            if let Ok(n) = server.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                all.extend_from_slice(&buf[..n]);
-            }
-        }
-        all
-    });
+    let h = common::drain(server, want);
     let mut out = Vec::new();
     let mut slots = [CqeSlot::EMPTY; 8];
     let deadline = Instant::now() + Duration::from_secs(6);
@@ -266,17 +251,7 @@ fn a_fixed_sendmsg_is_freed_only_by_its_own_cqes() {
         other.push_op(SqeContext::token(n).unwrap(), uring_ops::cmd::Nop::new()).unwrap();
     }
     reap(&mut other, 8);
-    // SAFETY: a NOP names no memory; nothing is released on its CQE (the
-    // check under test refuses it).
-    unsafe {
-        uring_ops::push_layer_op(
-            &mut other,
-            LayerData::decode(id.user_data()).unwrap().context(),
-            uring_ops::cmd::Nop::new(),
-        )
-    }
-    .unwrap();
-    let foreign = reap(&mut other, 1)[0];
+    let foreign = post_on(&mut other, id.user_data());
     assert_eq!(foreign.cqe().user_data(), id.user_data());
     assert!(fixed.handle_cqe(&foreign.cqe()).is_none(), "another ring's CQE");
     assert_eq!(fixed.state(0).unwrap(), BufferState::KernelReads(id));
@@ -435,16 +410,7 @@ fn a_plain_fixed_send_is_freed_only_by_its_own_cqe() {
     ring.submit().unwrap();
     assert_eq!(id.user_data(), old.user_data());
     assert!(fixed.handle_cqe(&old_cqe.cqe()).is_none(), "a replayed CQE");
-    // SAFETY: a NOP names no memory; nothing is released on its CQE.
-    unsafe {
-        uring_ops::push_layer_op(
-            &mut other,
-            LayerData::decode(id.user_data()).unwrap().context(),
-            uring_ops::cmd::Nop::new(),
-        )
-    }
-    .unwrap();
-    let foreign = reap(&mut other, 1)[0];
+    let foreign = post_on(&mut other, id.user_data());
     assert!(fixed.handle_cqe(&foreign.cqe()).is_none(), "another ring's CQE");
     assert!(is_busy(&fixed.buffer_mut(0).unwrap_err()));
     let (bytes, cqes) = pump_and_drain(&mut ring, &mut fixed, server, queued + 6, 1);
@@ -452,4 +418,17 @@ fn a_plain_fixed_send_is_freed_only_by_its_own_cqe() {
     assert_eq!((cqes.len(), cqes[0].0.id, cqes[0].0.free), (1, id, true));
     assert!(fixed.handle_cqe(&cqes[0].1.cqe()).is_none(), "handled once");
     fixed.buffer_mut(0).unwrap()[0] = 0;
+}
+
+/// A NOP on `other` under `user_data` (the layer's own unsafe push, as no
+/// safe code can), reaped: a CQE with a live operation's value from
+/// another ring.
+fn post_on(other: &mut Ring, user_data: u64) -> CqeSlot {
+    // SAFETY: a NOP names no memory; nothing may be released on its CQE
+    // (the checks under test refuse it).
+    unsafe {
+        uring_ops::push_layer_op(other, LayerData::decode(user_data).unwrap().context(), uring_ops::cmd::Nop::new())
+    }
+    .unwrap();
+    reap(other, 1)[0]
 }

@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use uring_buffers::{BufRing, BufRingConfig, Error, FixedBuffers, SendRing};
 use uring_core::{CqeSlot, Error as CoreError, Ring, SqeContext};
@@ -208,22 +208,7 @@ fn blocked_pair() -> (std::net::TcpStream, std::net::TcpStream, usize) {
 /// Runs the ring while a thread drains `server` until `want` bytes
 /// arrived (5 s); returns the bytes and the CQEs reaped meanwhile.
 fn pump_and_drain(ring: &mut Ring, server: std::net::TcpStream, want: usize) -> (Vec<u8>, Vec<CqeSlot>) {
-    let h = std::thread::spawn(move || {
-        let mut server = server;
-        server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut all = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut buf = vec![0u8; 65536];
-        while all.len() < want && Instant::now() < deadline {
-            if let Ok(n) = server.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                all.extend_from_slice(&buf[..n]);
-            }
-        }
-        all
-    });
+    let h = common::drain(server, want);
     let mut cqes = Vec::new();
     let mut slots = [CqeSlot::EMPTY; 16];
     while !h.is_finished() {

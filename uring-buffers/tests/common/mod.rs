@@ -28,3 +28,25 @@ pub fn reap(ring: &mut Ring, n: usize) -> Vec<CqeSlot> {
     }
     out
 }
+
+/// A thread that reads `server` until `want` bytes arrived, it closed, or
+/// 5 s passed; joins to the bytes.
+pub fn drain(server: std::net::TcpStream, want: usize) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut server = server;
+        server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut all = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = vec![0u8; 65536];
+        while all.len() < want && Instant::now() < deadline {
+            if let Ok(n) = server.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                all.extend_from_slice(&buf[..n]);
+            }
+        }
+        all
+    })
+}
