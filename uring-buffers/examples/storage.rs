@@ -15,6 +15,10 @@
 //!   --verify         every write stamps its block with (block number, seed); reads check it
 //! ```
 //!
+//! Reads check the blocks this run's writes reached: keep `--size` small
+//! enough for `--ops` writes to cover most of it. Any mismatch or I/O
+//! error ends the run with a message and exit status 1.
+//!
 //! The pattern, for any storage engine:
 //!
 //! 1. Register the file once (`register().files`) and name it by slot
@@ -35,8 +39,7 @@
 #![allow(dead_code)] // `main` and the tests (tests/storage.rs) each use a part.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -46,6 +49,12 @@ use uring_core::{Cqe, CqeSize, CqeSlot, IoPoll, Options, Ring, SqeContext};
 use uring_ops::Fixed;
 use uring_ops::cmd::Ring128Ops;
 use uring_ops::nvme::{NvmeCmd, NvmeCompletion};
+
+// The CPU's count of this thread's user-space instructions
+// (`perf_event_open`), in a file of its own: it is not about storage.
+#[path = "support/instructions.rs"]
+mod instructions;
+use instructions::Counter;
 
 /// Any error, with a message for the user.
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -252,51 +261,6 @@ fn check(buf: &[u8], block: u64, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Counts this thread's user-space instructions (`perf_event_open`).
-struct Counter(File);
-
-/// `struct perf_event_attr` up to `config1` (`PERF_ATTR_SIZE_VER0`);
-/// libc does not define it.
-#[repr(C)]
-#[derive(Default)]
-struct PerfEventAttr {
-    kind: u32,
-    size: u32,
-    config: u64,
-    sample_period: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    config1: u64,
-}
-
-impl Counter {
-    fn open() -> std::result::Result<Counter, String> {
-        // PERF_TYPE_HARDWARE (0), PERF_COUNT_HW_INSTRUCTIONS (1);
-        // flags: exclude_kernel (bit 5), exclude_hv (bit 6).
-        let attr = PerfEventAttr { size: 64, config: 1, flags: 1 << 5 | 1 << 6, ..Default::default() };
-        // SAFETY: `attr` is a perf_event_attr of the size it states and
-        // outlives the call; pid 0, cpu -1: this thread, on any CPU.
-        let fd = unsafe { libc::syscall(libc::SYS_perf_event_open, &attr, 0, -1, -1, 0) };
-        if fd < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ENOENT) => "no hardware counter here (perf_event_open: ENOENT)".into(),
-                _ => format!("perf_event_open: {e}"),
-            });
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        Ok(Counter(unsafe { File::from_raw_fd(fd as i32) }))
-    }
-
-    fn read(&mut self) -> u64 {
-        let mut v = [0; 8];
-        self.0.read_exact(&mut v).map_or(0, |()| u64::from_le_bytes(v))
-    }
-}
-
 /// Runs one phase of variant `v`: `--ops` or `--secs` worth of random
 /// reads or writes, `--qd` in flight; `written` marks the blocks this
 /// run's writes stamped with `seed`.
@@ -310,7 +274,8 @@ pub fn phase(
     written: &mut [bool],
 ) -> Result<Report> {
     let blocks = written.len() as u64;
-    let mut rng = seed | 1;
+    // Reads draw their own random blocks, not the writes' sequence again.
+    let mut rng = (seed ^ if write { 0 } else { 0x9e37_79b9_7f4a_7c15 }) | 1;
     let mut next_block = move || {
         rng ^= rng << 13; // xorshift64
         rng ^= rng >> 7;
