@@ -257,7 +257,7 @@ fn threads_push_128_byte_entries_on_an_sqe_mixed_ring() {
         return;
     }
     fn push(ring: &SharedRing, user_data: u64) -> Result<(), Error> {
-        if user_data % 3 == 0 {
+        if user_data.is_multiple_of(3) {
             return push_nop(ring, user_data);
         }
         // SAFETY: a NOP128 names no memory.
