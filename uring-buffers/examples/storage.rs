@@ -414,6 +414,9 @@ pub fn parse(args: &[&str]) -> Result<Config> {
             s => cfg.target = PathBuf::from(s),
         }
     }
+    if !(cfg.secs.is_finite() && cfg.secs > 0.0) || cfg.ops == Some(0) {
+        return Err("--secs and --ops need a positive number".into());
+    }
     if cfg.target.as_os_str().is_empty() {
         return Err("usage: storage [--variant V | --all] [--qd N] [--bs B] [--ops N | --secs S] [--size B] \
                     [--verify] TARGET"

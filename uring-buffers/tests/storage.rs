@@ -109,6 +109,9 @@ fn bad_arguments_get_a_clear_error() {
     assert!(err("--variant passthru", &file.0).contains("/dev/ngXnY"));
     assert!(err("--variant fastest", &file.0).contains("buffered, direct, iopoll or passthru"));
     assert!(err("--qd", &file.0).contains("invalid digit"), "the path is not a number");
+    assert!(err("--secs -1", &file.0).contains("positive"));
+    assert!(err("--secs NaN", &file.0).contains("positive"));
+    assert!(err("--ops 0", &file.0).contains("positive"));
     assert!(err("--verify", Path::new("/nonexistent/uring-storage")).contains("/nonexistent"));
     assert!(storage::parse(&["--all"]).unwrap_err().to_string().contains("usage"));
 }
