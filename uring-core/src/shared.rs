@@ -244,7 +244,7 @@ impl SharedRing {
     /// there). When `fill` returns an error the entry (and its padding) is
     /// given back, unpublished, and the error returned: all or nothing.
     /// The entry is published by the next [`submit`](Self::submit) from
-    /// any thread.
+    /// any thread. Since Linux 5.19 (`IORING_SETUP_SQE128`).
     ///
     /// # Errors
     ///

@@ -656,7 +656,8 @@ fn mixed_opcode(sqe: &mut Sqe128) -> Result<()> {
 /// [`Ring128Ops`] for a [`SharedRing`], from any thread: the same checks
 /// and context stamping, the entry written under the SQ lock
 /// ([`SharedRing::push128_with`]) and given back, unpublished, when it is
-/// refused after it was acquired.
+/// refused after it was acquired. Since Linux 5.19 (`IORING_SETUP_SQE128`,
+/// `IORING_OP_URING_CMD`); `NOP128` and `SQE_MIXED` rings since 6.19.
 pub trait SharedRing128Ops {
     /// As [`Ring128Ops::push_op128`].
     ///
