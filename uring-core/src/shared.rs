@@ -15,7 +15,7 @@ use crate::keep::Keep;
 use crate::options::{Issuer, Options};
 use crate::queue::{Cq, Sq};
 use crate::register::Registrar;
-use crate::sqe::Sqe;
+use crate::sqe::{Sqe, Sqe128};
 
 /// A ring that several threads submit to and reap from
 /// (`IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG`, no
@@ -54,6 +54,49 @@ impl SharedRing {
             sq: Mutex::new(sq),
             cq: Mutex::new(cq),
             pools: Mutex::new(ContextPools::for_ring(core.id, indirect, extended)),
+            core,
+        })
+    }
+
+    /// Adopts a ring set up elsewhere, as
+    /// [`Ring::from_raw_fd`](crate::Ring::from_raw_fd) does (the same
+    /// checks, and the ring is [`Created`](State::Created) the same way),
+    /// for submission and reaping from several threads. Context pools get
+    /// the SQ size; the fd is not registered.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring::from_raw_fd`](crate::Ring::from_raw_fd), and
+    /// [`Error::InvalidArgument`] for a ring set up with
+    /// `IORING_SETUP_SINGLE_ISSUER` or `IORING_SETUP_DEFER_TASKRUN`
+    /// (one task submits to such a ring, and only it may wait with
+    /// deferred task work: adopt it as a [`Ring`](crate::Ring)), checked
+    /// before anything is mapped.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::from_raw_fd`](crate::Ring::from_raw_fd): `params`
+    /// are exactly what `io_uring_setup` returned for `fd`, nothing but
+    /// this ring submits to, reaps from, enables, resizes or registers to
+    /// it from now on, no request of it is in flight, and a ring set up
+    /// with `IORING_SETUP_R_DISABLED` has not been enabled yet.
+    #[doc(alias = "io_uring_queue_mmap")]
+    pub unsafe fn from_raw_fd(fd: std::os::fd::OwnedFd, params: sys::io_uring_params) -> Result<Self> {
+        let single = sys::IORING_SETUP_SINGLE_ISSUER | sys::IORING_SETUP_DEFER_TASKRUN;
+        if params.flags & single != 0 {
+            return Err(Error::InvalidArgument(
+                "SharedRing::from_raw_fd: a SINGLE_ISSUER or DEFER_TASKRUN ring has one submitting task; adopt it \
+                 with Ring::from_raw_fd"
+                    .into(),
+            ));
+        }
+        // SAFETY: forwarded to the caller.
+        let (core, sq, cq) = unsafe { Core::adopt(fd, params) }?;
+        let entries = core.params.sq_entries;
+        Ok(SharedRing {
+            sq: Mutex::new(sq),
+            cq: Mutex::new(cq),
+            pools: Mutex::new(ContextPools::for_ring(core.id, entries, entries)),
             core,
         })
     }
@@ -190,6 +233,72 @@ impl SharedRing {
             }
             None => Err(Error::QueueFull { entries: sq.entries }),
         }
+    }
+
+    /// Acquires a 128-byte entry under the SQ lock, zeroed, and lets `fill`
+    /// write it, as [`Ring::next_sqe128`](crate::Ring::next_sqe128) does
+    /// for the single-issuer ring: one slot on a ring of
+    /// [`Options::sqe128`](crate::Options::sqe128), two consecutive
+    /// 64-byte slots on an `IORING_SETUP_SQE_MIXED` ring (6.19+; at the
+    /// end of the SQ the last slot first gets a NOP that posts no CQE, as
+    /// there). When `fill` returns an error the entry (and its padding) is
+    /// given back, unpublished, and the error returned: all or nothing.
+    /// The entry is published by the next [`submit`](Self::submit) from
+    /// any thread. Since Linux 5.19 (`IORING_SETUP_SQE128`).
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring::next_sqe128`](crate::Ring::next_sqe128) (`fill` is
+    /// not called then), or `fill`'s.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring::next_sqe128`](crate::Ring::next_sqe128) (on a mixed
+    /// ring the opcode written must be a 128-byte one, or `fill` must fail)
+    /// and [`push_with`](Self::push_with): the memory the entry names must
+    /// stay valid until its last CQE is reaped, by whichever thread reaps
+    /// it; `fill` runs with the SQ lock held and must not call back into
+    /// this ring's submission side.
+    #[doc(alias = "io_uring_get_sqe128")]
+    pub unsafe fn push128_with<R>(&self, fill: impl FnOnce(&mut Sqe128) -> Result<R>) -> Result<R> {
+        self.core.check()?;
+        let mut sq = lock(&self.sq);
+        let slot = if self.core.features.sqe_size() == 128 {
+            sq.next()
+        } else if self.core.params.flags & sys::IORING_SETUP_SQE_MIXED != 0 {
+            if sq.entries < 4 {
+                return Err(Error::InvalidArgument(format!(
+                    "a 128-byte SQE on an SQE_MIXED ring of {} entries: at the end of the SQ it needs a padding \
+                     entry and two slots; create the ring with at least 4 entries",
+                    sq.entries
+                )));
+            }
+            sq.next_pair()
+        } else {
+            return Err(Error::unsupported(
+                "128-byte SQE",
+                Some("create the ring with Options::sqe128(true) or SetupFlags::SQE_MIXED (6.19+)"),
+            ));
+        };
+        let Some(slot) = slot else {
+            // `check` passed above and the lock is held: the SQ is full.
+            return Err(Error::QueueFull { entries: sq.entries });
+        };
+        let sqe = slot.cast::<Sqe128>();
+        // SAFETY: 128 bytes this lock holder owns until the tail is
+        // published (under the same lock): one slot of an SQE128 ring, or
+        // two consecutive 64-byte slots of a mixed ring (`next_pair` never
+        // wraps).
+        let filled = fill(unsafe {
+            sqe.write(Sqe128::default());
+            &mut *sqe
+        });
+        if filled.is_err() {
+            // Unpublished (the lock is still held): the whole acquisition,
+            // padding included, goes back.
+            sq.retract();
+        }
+        filled
     }
 
     /// Copies all of `sqes` into consecutive entries, or none.

@@ -14,6 +14,19 @@ use crate::op::{Prepare, SafeOp};
 /// afterwards is the device's choice (zeroes on most NVMe drives, see
 /// `/sys/block/*/queue/discard_zeroes_data` and the namespace's DLFEAT).
 /// A kernel without the command fails it with `-EINVAL` or `-ENOTTY`.
+///
+/// Some stable kernels (Debian's 7.0.13 among them) fail every discard
+/// with `-EINVAL`: they carry the backport of "block: only read the SQE on
+/// the first issue of a uring_cmd" (which keeps `addr`/`addr3` across a
+/// reissue) without its follow-up, mainline 4f919141be38 "block: fix
+/// IORING_URING_CMD_REISSUE flags check in blkdev_uring_cmd". The first
+/// tests the reissue bit, `1 << 31`, in the issue flags, where that bit is
+/// `IO_URING_F_NONBLOCK`: on the inline, non-blocking issue the kernel
+/// skips reading the SQE and validates a range it never read. Queued with
+/// `IOSQE_ASYNC` (`.with_sqe_flags(SqeFlags::ASYNC)`), the command is
+/// issued blocking from io-wq, reads its SQE and runs; 7.2 and later (and
+/// 6.18.44) need nothing. Kernel test:
+/// `uring-ops/tests/nvme.rs::a_block_discard_drops_the_range`.
 #[doc(alias = "BLOCK_URING_CMD_DISCARD")]
 #[doc(alias = "BLKDISCARD")]
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,6 @@
 //! Commands: `uring_cmd`, `uring_cmd128`, `nop`, `nop128`.
 
-use uring_core::{Error, Features, Keep, Result, Ring, Sqe, Sqe128, SqeContext, sys};
+use uring_core::{ContextMode, Error, Features, Keep, Result, Ring, SharedRing, Sqe, Sqe128, SqeContext, sys};
 
 use crate::flags::sealed::OnRing;
 use crate::op::{Prepare, SafeOp, Target};
@@ -621,29 +621,115 @@ impl Ring128Ops for Ring {
         // anything is published.
         let sqe = unsafe { self.next_sqe128() }?;
         op.prepare(sqe);
-        if mixed {
-            // On a mixed ring the kernel reads an entry as 128 bytes only
-            // for the 128-byte opcodes; any other would make it read the
-            // second half as the next entry.
-            if sqe.sqe.opcode == sys::IORING_OP_URING_CMD as u8 {
-                sqe.sqe.opcode = sys::IORING_OP_URING_CMD128 as u8;
-            }
-            let op = sqe.sqe.opcode;
-            if op != sys::IORING_OP_NOP128 as u8 && op != sys::IORING_OP_URING_CMD128 as u8 {
-                // SAFETY: the entry was acquired just above and nothing
-                // depends on it yet.
-                unsafe { self.retract_last_sqe() };
-                let name = uring_core::opcode_name(op).unwrap_or("opcode");
-                return Err(Error::InvalidArgument(format!(
-                    "{name} in a 128-byte entry of an SQE_MIXED ring: only IORING_OP_NOP128 and \
-                     IORING_OP_URING_CMD128 are 128 bytes there"
-                )));
-            }
+        if mixed && let Err(e) = mixed_opcode(sqe) {
+            // SAFETY: the entry was acquired just above and nothing
+            // depends on it yet.
+            unsafe { self.retract_last_sqe() };
+            return Err(e);
         }
         let stamped = crate::ring::stamp_entry(&mut sqe.sqe, ctx);
         // SAFETY: `stamped` is of the entry acquired just above, not
         // flushed; `queued_at` was read before it was acquired.
         unsafe { crate::ring::settle(self, ctx, stamped, queued_at, false) }.map(|(stamped, _)| stamped)
+    }
+}
+
+/// On a mixed ring the kernel reads an entry as 128 bytes only for the
+/// 128-byte opcodes; any other would make it read the second half as the
+/// next entry: `URING_CMD` becomes `URING_CMD128`, any other opcode but
+/// `NOP128` is refused.
+fn mixed_opcode(sqe: &mut Sqe128) -> Result<()> {
+    if sqe.sqe.opcode == sys::IORING_OP_URING_CMD as u8 {
+        sqe.sqe.opcode = sys::IORING_OP_URING_CMD128 as u8;
+    }
+    let op = sqe.sqe.opcode;
+    if op != sys::IORING_OP_NOP128 as u8 && op != sys::IORING_OP_URING_CMD128 as u8 {
+        let name = uring_core::opcode_name(op).unwrap_or("opcode");
+        return Err(Error::InvalidArgument(format!(
+            "{name} in a 128-byte entry of an SQE_MIXED ring: only IORING_OP_NOP128 and IORING_OP_URING_CMD128 are \
+             128 bytes there"
+        )));
+    }
+    Ok(())
+}
+
+/// [`Ring128Ops`] for a [`SharedRing`], from any thread: the same checks
+/// and context stamping, the entry written under the SQ lock
+/// ([`SharedRing::push128_with`]) and given back, unpublished, when it is
+/// refused after it was acquired. Since Linux 5.19 (`IORING_SETUP_SQE128`,
+/// `IORING_OP_URING_CMD`); `NOP128` and `SQE_MIXED` rings since 6.19.
+pub trait SharedRing128Ops {
+    /// As [`Ring128Ops::push_op128`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring128Ops::push_op128`].
+    fn push_op128<O: SafeOp128>(&self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+
+    /// As [`Ring128Ops::push_op128_unchecked`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`Ring128Ops::push_op128`].
+    ///
+    /// # Safety
+    ///
+    /// As for [`Ring128Ops::push_op128_unchecked`]; the memory must stay
+    /// valid until the last CQE is reaped, by whichever thread reaps it.
+    unsafe fn push_op128_unchecked<O: Prepare128>(&self, ctx: SqeContext, op: O) -> Result<SqeContext>;
+
+    /// Queues a [`Nop128`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`push_op128`](Self::push_op128).
+    fn nop128(&self, ctx: SqeContext) -> Result<SqeContext> {
+        self.push_op128(ctx, Nop128::new())
+    }
+}
+
+impl SharedRing128Ops for SharedRing {
+    #[inline]
+    fn push_op128<O: SafeOp128>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        // SAFETY: `O: SafeOp128` names no memory.
+        unsafe { self.push_op128_unchecked(ctx, op) }
+    }
+
+    unsafe fn push_op128_unchecked<O: Prepare128>(&self, ctx: SqeContext, op: O) -> Result<SqeContext> {
+        crate::ring::refuse_layer(ctx)?;
+        op.check(self.features())?;
+        let pooled = matches!(ctx.mode(), ContextMode::Indirect | ContextMode::Extended);
+        if pooled {
+            crate::ring::check_live(&self.pools(), ctx)?;
+        }
+        // Read before the entry exists: a lower bound of its CQEs' `seq`.
+        let queued_at = if pooled { self.cq_position() } else { 0 };
+        let mixed = is_mixed(self.features());
+        // SAFETY: forwarded to the caller (the memory the operation
+        // names); on a mixed ring a non-128-byte opcode fails `fill`,
+        // which gives the entry back unpublished. The pooled copy is
+        // written before the entry can be published (the SQ lock is held);
+        // the pools lock is taken after the SQ lock, as `SharedRingOps`
+        // does.
+        unsafe {
+            self.push128_with(|sqe| {
+                op.prepare(sqe);
+                if mixed {
+                    mixed_opcode(sqe)?;
+                }
+                let stamped = crate::ring::stamp(&mut sqe.sqe, ctx)?;
+                // (Inside the unsafe block above: `sqe.sqe` is the entry
+                // being queued under `ctx` on this ring, unpublished while
+                // the SQ lock is held, as `record_pooled` needs.)
+                if pooled && !crate::ring::record_pooled(&mut self.pools(), ctx, sqe.sqe, queued_at) {
+                    // Another thread queued an entry under this slot
+                    // meanwhile: `check_live` now says so.
+                    crate::ring::check_live(&self.pools(), ctx)?;
+                    return Err(Error::InvalidArgument(format!("{ctx:?} already names a queued entry")));
+                }
+                Ok(stamped)
+            })
+        }
     }
 }
 

@@ -82,7 +82,7 @@ pub use uring_core;
 /// argument types, and each family's extension trait of ring methods.
 pub mod prelude {
     pub use crate::cancel::CancelOps;
-    pub use crate::cmd::{CmdOps, Ring128Ops};
+    pub use crate::cmd::{CmdOps, Ring128Ops, SharedRing128Ops};
     pub use crate::file::FileOps;
     pub use crate::fs::FsOps;
     pub use crate::msg::MsgOps;

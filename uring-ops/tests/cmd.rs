@@ -268,3 +268,118 @@ fn push_op128_on_an_sqe_mixed_ring_pads_the_wrap_and_sends_uring_cmd128() {
         assert_eq!(back.op(), Some(sys::IORING_OP_URING_CMD128 as u8));
     }
 }
+
+/// A started `SharedRing` with `opts`.
+fn shared(opts: Options) -> uring_core::SharedRing {
+    let mut ring = uring_core::SharedRing::new(opts).unwrap();
+    ring.start().unwrap();
+    ring
+}
+
+/// Reaps one CQE of a shared ring as (user data, result).
+fn reap_shared(ring: &uring_core::SharedRing) -> (u64, i32) {
+    let mut slots = [uring_core::CqeSlot::EMPTY; 1];
+    let n = ring.wait_for(&mut slots, 1, Some(std::time::Duration::from_secs(5))).unwrap();
+    assert_eq!(n, 1);
+    (slots[0].cqe().user_data(), slots[0].cqe().res())
+}
+
+/// `SharedRing128Ops`: a 128-byte command from several threads at once,
+/// each stamped with its context; refusals leave nothing queued.
+#[test]
+fn a_shared_ring_runs_128_byte_commands_from_threads() {
+    use uring_ops::cmd::SharedRing128Ops;
+    let ring = std::sync::Arc::new(shared(Options::default().entries(16).sqe128(true)));
+    let (_c, s) = pair_with_queued(11);
+    let fd = s.as_raw_fd();
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                // SAFETY: SIOCINQ carries no addresses; the command bytes
+                // are ignored.
+                unsafe { ring.push_op128_unchecked(ud(t), UringCmd128::new(fd, sys::SOCKET_URING_OP_SIOCINQ)) }
+                    .unwrap();
+                ring.submit().unwrap();
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut got: Vec<(u64, i32)> = (0..4)
+        .map(|_| {
+            let (user_data, res) = reap_shared(&ring);
+            let ctx = SqeContext::of_user_data(user_data);
+            assert_eq!(ctx.op(), Some(sys::IORING_OP_URING_CMD as u8), "stamped with the opcode");
+            (ctx.as_token().unwrap(), res)
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..4).map(|t| (t, 11)).collect::<Vec<_>>(), "each thread's command, once");
+    // Refused before or after the entry is acquired: nothing is queued.
+    // SAFETY: refused before anything is queued.
+    let err = unsafe { ring.push_op128_unchecked(ud(9), UringCmd128::new(0, 0).cmd(&[0; 81])) }.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let layer = uring_core::LayerData::new(uring_core::Layer::FixedBuffers, false, 0).unwrap().context();
+    // SAFETY: refused before anything is queued.
+    let err = unsafe { ring.push_op128_unchecked(layer, UringCmd128::new(0, 0)) }.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert_eq!(ring.submit().unwrap(), 0, "nothing was left queued");
+    // On a ring of 64-byte entries: unsupported.
+    let small = shared(Options::default().entries(4));
+    let err = small.nop128(ud(1)).unwrap_err();
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}
+
+/// On an `SQE_MIXED` shared ring (6.19+) a 64-byte opcode in a 128-byte
+/// push is refused after the entry was acquired: given back, unpublished;
+/// `NOP128` runs.
+#[test]
+fn a_shared_sqe_mixed_ring_gives_back_a_refused_128_byte_entry() {
+    use uring_ops::cmd::SharedRing128Ops;
+    let test = "a_shared_sqe_mixed_ring_gives_back_a_refused_128_byte_entry";
+    let ring =
+        match uring_core::SharedRing::new(Options::default().entries(4).extra_flags(uring_core::SetupFlags::SQE_MIXED))
+        {
+            Ok(mut r) => {
+                r.start().unwrap();
+                r
+            }
+            Err(e) => {
+                common::skip(test, &format!("{e} (SQE_MIXED is 6.19+)"));
+                return;
+            }
+        };
+    if !ring.features().supports(sys::IORING_OP_NOP128 as u8) {
+        common::skip(test, "IORING_OP_NOP128 is not in this kernel's probe");
+        return;
+    }
+    for round in 0..8 {
+        // A 64-byte NOP as a 128-byte operation: refused, given back.
+        let err = ring.push_op128(ud(100 + round), Nop64In128).unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(ref m) if m.contains("SQE_MIXED")), "{err}");
+        ring.nop128(ud(round)).unwrap();
+        assert!(ring.submit().unwrap() >= 2, "round {round}: the NOP128's two slots (and a pad at the wrap)");
+        let (user_data, res) = reap_shared(&ring);
+        let token = SqeContext::of_user_data(user_data).as_token();
+        assert_eq!((token, res), (Some(round), 0), "round {round}: only the NOP128 completes");
+    }
+}
+
+/// A plain NOP presented as a 128-byte operation (what the mixed ring
+/// must refuse).
+#[derive(Debug, Clone, Copy)]
+struct Nop64In128;
+
+impl uring_ops::cmd::Prepare128 for Nop64In128 {
+    const CODE: u8 = sys::IORING_OP_NOP as u8;
+
+    fn prepare(self, sqe: &mut uring_core::Sqe128) {
+        *sqe = uring_core::Sqe128::default();
+        sqe.sqe = uring_core::Sqe::new(sys::IORING_OP_NOP as u8);
+    }
+}
+
+// SAFETY: names no memory.
+unsafe impl uring_ops::cmd::SafeOp128 for Nop64In128 {}
