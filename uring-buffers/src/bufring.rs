@@ -883,7 +883,9 @@ impl BufRing {
         }
         let ud = cqe.user_data();
         // The layer, the flag and this ring's owner id in one comparison
-        // with slot 0's value (`send_base`; 0 is no layer value's).
+        // with slot 0's value (`send_base`). When it is 0 (an owner id too
+        // large for sends) a packed value may pass, but the table is empty:
+        // `send` refuses every send of such a ring.
         if ud & !(SEND_SLOT_MASK << SEND_SHIFT) != self.send_base {
             return None;
         }
