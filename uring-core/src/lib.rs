@@ -41,6 +41,7 @@ mod error;
 mod features;
 mod keep;
 mod mapping;
+mod napi;
 mod options;
 pub mod query;
 mod queue;
@@ -63,6 +64,7 @@ pub use features::{
 };
 pub use keep::{KEEP_INLINE, Keep};
 pub use mapping::Mapping;
+pub use napi::{NapiSettings, NapiTracking};
 pub use options::{
     CqeSize, Entries, IoPoll, MAX_CONTEXTS, MAX_CQ_ENTRIES, MAX_ENTRIES, Options, SetupFlags, SqPoll, setup_flag_name,
 };

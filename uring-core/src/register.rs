@@ -3,7 +3,8 @@
 //! Buffers and provided-buffer rings belong to `uring-buffers`, zero-copy
 //! receive queues to `uring-zcrx`; this module covers eventfds, the file
 //! table, restrictions, io-wq tuning, personalities, the wait clock and
-//! NAPI busy polling. Enabling is [`Ring::start`](crate::Ring::start),
+//! NAPI busy polling (its tracking strategies and static ids are in the
+//! `napi` module). Enabling is [`Ring::start`](crate::Ring::start),
 //! registering the ring fd [`Ring::register_ring_fd`](crate::Ring::register_ring_fd),
 //! resizing [`Ring::resize`](crate::Ring::resize), and the probe is read
 //! once into [`Features`](crate::Features) (and again by [`Registrar::probe`]).
@@ -119,7 +120,11 @@ impl ResourceTag {
     }
 }
 
-/// NAPI busy-poll settings (`IORING_REGISTER_NAPI`).
+/// NAPI busy-poll settings (`IORING_REGISTER_NAPI`, since Linux 6.9):
+/// the busy-poll time and the prefer flag. With a tracking strategy (6.13)
+/// they go to [`Registrar::register_napi`] and come back in a
+/// [`NapiSettings`](crate::NapiSettings).
+#[doc(alias = "io_uring_napi")]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Napi {
     /// Busy-poll timeout in microseconds.
@@ -143,7 +148,11 @@ impl<'r> Registrar<'r> {
         Registrar { core }
     }
 
-    fn call(&self, name: &'static str, op: u32, arg: *const c_void, nr: u32) -> Result<u32> {
+    pub(crate) fn core(&self) -> &'r Core {
+        self.core
+    }
+
+    pub(crate) fn call(&self, name: &'static str, op: u32, arg: *const c_void, nr: u32) -> Result<u32> {
         if self.core.state == State::Stopped {
             return Err(Error::Stopped);
         }
@@ -517,7 +526,11 @@ impl<'r> Registrar<'r> {
     }
 
     /// Turns on NAPI busy polling for the ring's sockets
-    /// (`IORING_REGISTER_NAPI`) and returns the previous settings.
+    /// (`IORING_REGISTER_NAPI`, since Linux 6.9) with dynamic tracking and
+    /// returns the previous settings: `io_uring_register_napi`. To choose
+    /// the tracking strategy, or see the previous one, use
+    /// [`register_napi`](Self::register_napi) (6.13).
+    #[doc(alias = "io_uring_register_napi")]
     pub fn napi(&self, napi: Napi) -> Result<Napi> {
         let mut reg = sys::io_uring_napi {
             busy_poll_to: napi.busy_poll_usec,
@@ -572,8 +585,14 @@ impl<'r> Registrar<'r> {
         })
     }
 
-    /// Turns NAPI busy polling off (`IORING_UNREGISTER_NAPI`) and returns
-    /// the settings that were in force.
+    /// Turns NAPI busy polling off (`IORING_UNREGISTER_NAPI`, since Linux
+    /// 6.9) and returns the settings that were in force:
+    /// `io_uring_unregister_napi`. The kernel reports the busy-poll time
+    /// and prefer flag, not the tracking strategy; the ring's tracking
+    /// becomes [`NapiTracking::INACTIVE`](crate::NapiTracking::INACTIVE)
+    /// (which the next [`register_napi`](Self::register_napi) reports).
+    #[doc(alias = "io_uring_unregister_napi")]
+    #[doc(alias = "IORING_UNREGISTER_NAPI")]
     pub fn unregister_napi(&self) -> Result<Napi> {
         let mut reg = sys::io_uring_napi::default();
         self.call(
