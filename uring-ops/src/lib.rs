@@ -28,6 +28,7 @@
 //! [`net::Send`], [`net::Recv`], [`net::SendMsg`], [`net::SendMsgZc`],
 //! [`net::RecvMsg`], [`fs::Statx`], [`xattr::FGetXattr`],
 //! [`xattr::GetXattr`], [`cmd::GetSockOpt`], [`cmd::SetSockOpt`],
+//! [`sockcmd::GetSockName`],
 //! [`wait::EpollWait`], [`wait::Waitid`], [`transfer::Pipe`],
 //! [`msg::FilesUpdate`]) the builder's constructor takes it as a slice or
 //! reference and is `unsafe`, with the one `# Safety` section that names
@@ -63,6 +64,7 @@ pub mod net;
 pub mod nvme;
 pub mod poll;
 pub mod provide;
+pub mod sockcmd;
 pub mod socket;
 pub mod subscription;
 pub mod timeout;
@@ -90,6 +92,7 @@ pub mod prelude {
     pub use crate::net::NetOps;
     pub use crate::poll::PollOps;
     pub use crate::provide::ProvideOps;
+    pub use crate::sockcmd::SockCmdOps;
     pub use crate::socket::SocketSetupOps;
     pub use crate::subscription::{MultishotAction, MultishotHandler, MultishotSubscriber, Subscribe};
     pub use crate::timeout::TimeoutOps;
