@@ -11,7 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant, SystemTime};
 
 use uring_core::{CqeSize, sys};
-use uring_ops::cmd::UringCmd;
+use uring_ops::cmd::{Nop, UringCmd};
 use uring_ops::prelude::*;
 use uring_ops::sockcmd::{GetSockName, SockCmdOps, TstampType, TxTimestamp, TxTimestamps};
 use uring_ops::socket::SockAddr;
@@ -214,6 +214,18 @@ fn tx_timestamps_need_32_byte_cqes_and_the_kernel_agrees() {
         let d = common::reap_one(&mut ring);
         assert_eq!((d.res, d.more()), (-libc::EINVAL, false), "{size:?}");
     }
+}
+
+#[test]
+fn a_32_byte_cqe_without_f_more_is_no_timestamp() {
+    let mut ring = big_ring();
+    ring.push_op(ud(15), Nop::new().cqe32(7, 8)).unwrap();
+    ring.submit().unwrap();
+    let mut slots = [CqeSlot::EMPTY; 1];
+    let r = ring.wait_for(&mut slots, 1, Some(Duration::from_secs(5))).unwrap();
+    let c = r.iter().next().unwrap();
+    assert_eq!(c.big(), Some([7, 8]), "a 32-byte CQE with words where a stamp's time would be");
+    assert_eq!(TxTimestamp::from_cqe(&c), None, "without F_MORE it is a command's last CQE, not a stamp");
 }
 
 #[test]
