@@ -62,18 +62,13 @@ impl TxTimestamps {
 
 impl Prepare for TxTimestamps {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_version(features, (6, 16), "SOCKET_URING_OP_TX_TIMESTAMP")?;
-        if features.cqe_size() == CqeSize::Normal {
-            return Err(Error::InvalidArgument(
-                "TxTimestamps: each timestamp is a 32-byte CQE; the kernel answers -EINVAL on a ring of 16-byte \
-                 CQEs (use CqeSize::Big or CqeSize::Mixed)"
-                    .into(),
-            ));
-        }
-        Ok(())
+        if features.cqe_size() == CqeSize::Normal { Err(small_cqes()) } else { Ok(()) }
     }
 
     #[inline]
@@ -83,6 +78,16 @@ impl Prepare for TxTimestamps {
         fd.apply(sqe);
         sqe.set_cmd_op(sys::SOCKET_URING_OP_TX_TIMESTAMP);
     }
+}
+
+/// [`TxTimestamps`] on a ring of 16-byte CQEs.
+#[cold]
+fn small_cqes() -> Error {
+    Error::InvalidArgument(
+        "TxTimestamps: each timestamp is a 32-byte CQE; the kernel answers -EINVAL on a ring of 16-byte CQEs (use \
+         CqeSize::Big or CqeSize::Mixed)"
+            .into(),
+    )
 }
 
 // SAFETY: the command names no memory; the timestamps come back in CQEs.
@@ -275,7 +280,9 @@ impl GetSockName {
 
 impl Prepare for GetSockName {
     const CODE: u8 = sys::IORING_OP_URING_CMD as u8;
+    const USES_KEEP: bool = false;
 
+    #[inline]
     fn check(&self, features: &Features) -> Result<()> {
         features.require(Self::CODE)?;
         require_version(features, (6, 19), "SOCKET_URING_OP_GETSOCKNAME")
