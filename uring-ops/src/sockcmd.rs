@@ -43,6 +43,29 @@ use crate::timeout::require_version;
 /// on a ring of 16-byte CQEs the kernel answers `-EINVAL`, which
 /// [`check`](Prepare::check) reports first as [`Error::InvalidArgument`].
 /// Before 6.16 pushing it is [`Error::Unsupported`].
+///
+/// ```no_run
+/// use std::os::fd::AsRawFd;
+/// use uring_core::CqeSize;
+/// use uring_ops::prelude::*;
+/// use uring_ops::sockcmd::{SockCmdOps, TxTimestamp};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut ring = Ring::new(Options::default().cqe_size(CqeSize::Big))?;
+/// ring.start()?;
+/// let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// // … SO_TIMESTAMPING with OPT_TSONLY on `sock`, then sends …
+/// let stamps = ring.tx_timestamps(SqeContext::token(1)?, sock.as_raw_fd())?;
+/// ring.submit()?;
+/// let mut slots = [CqeSlot::EMPTY; 16];
+/// for cqe in ring.wait_for(&mut slots, 1, None)?.iter() {
+///     if cqe.user_data() == stamps.raw() {
+///         if let Some(ts) = TxTimestamp::from_cqe(&cqe) {
+///             println!("{:?} of {} at {:?}", ts.kind(), ts.key(), ts.time());
+///         }
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[doc(alias = "IORING_OP_URING_CMD")]
 #[doc(alias = "SOCKET_URING_OP_TX_TIMESTAMP")]
 #[doc(alias = "io_uring_prep_cmd_sock")]
