@@ -34,11 +34,17 @@ fn timestamping(fd: i32, flags: u32) {
     assert_eq!(rc, 0, "SO_TIMESTAMPING: {}", std::io::Error::last_os_error());
 }
 
-/// Whether this kernel has the transmit-timestamp command (else prints
-/// why the test skips).
-fn has_tx_timestamps(ring: &Ring, test: &str) -> bool {
+/// Whether this kernel has the transmit-timestamp command (else checks
+/// that pushing it is refused by name and prints why the test skips).
+fn has_tx_timestamps(ring: &mut Ring, test: &str) -> bool {
     match ring.features().kernel_version() {
         Some(v) if v < (6, 16) => {
+            let err = ring.push_op(ud(99), TxTimestamps::new(0)).unwrap_err();
+            assert!(
+                matches!(&err, Error::Unsupported { what, .. } if what.contains("SOCKET_URING_OP_TX_TIMESTAMP")),
+                "{err}"
+            );
+            assert_eq!(ring.sq_pending(), 0);
             common::skip(test, "SOCKET_URING_OP_TX_TIMESTAMP needs Linux 6.16");
             false
         }
@@ -97,7 +103,7 @@ fn udp_tx_timestamps_on_a_mixed_cq_come_as_its_32_byte_entries() {
 fn udp_tx_timestamps(size: CqeSize) {
     let test = "udp_tx_timestamps";
     let mut ring = common::ring_with(Options::default().entries(8).cqe_size(size));
-    if !has_tx_timestamps(&ring, test) {
+    if !has_tx_timestamps(&mut ring, test) {
         return;
     }
     let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -159,7 +165,7 @@ fn udp_tx_timestamps(size: CqeSize) {
 fn tcp_ack_timestamps_are_keyed_to_the_last_byte_of_each_send() {
     let test = "tcp_ack_timestamps_are_keyed_to_the_last_byte_of_each_send";
     let mut ring = big_ring();
-    if !has_tx_timestamps(&ring, test) {
+    if !has_tx_timestamps(&mut ring, test) {
         return;
     }
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -200,7 +206,7 @@ fn tx_timestamps_need_32_byte_cqes_and_the_kernel_agrees() {
     {
         let size = CqeSize::Normal;
         let mut ring = common::ring_with(Options::default().entries(8).cqe_size(size));
-        if !has_tx_timestamps(&ring, test) {
+        if !has_tx_timestamps(&mut ring, test) {
             return;
         }
         let (c, _s) = common::tcp_pair();
@@ -231,7 +237,7 @@ fn a_32_byte_cqe_without_f_more_is_no_timestamp() {
 #[test]
 fn tx_timestamps_on_a_non_socket_fail_in_the_cqe() {
     let mut ring = big_ring();
-    if !has_tx_timestamps(&ring, "tx_timestamps_on_a_non_socket_fail_in_the_cqe") {
+    if !has_tx_timestamps(&mut ring, "tx_timestamps_on_a_non_socket_fail_in_the_cqe") {
         return;
     }
     let f = std::fs::File::open("/proc/self/stat").unwrap();
