@@ -9,7 +9,7 @@
 // mistaken `Vec` of a range's numbers.
 #![allow(clippy::single_range_in_vec_init)]
 
-use std::io::{IoSlice, Read, Write};
+use std::io::{IoSlice, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -29,24 +29,6 @@ fn tcp_pair() -> (TcpStream, TcpStream) {
     let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
     let (b, _) = l.accept().unwrap();
     (a, b)
-}
-
-/// A loopback pair whose client side cannot take one more byte (filled
-/// until `EAGAIN`), and how many bytes were queued.
-fn blocked_pair() -> (TcpStream, TcpStream, usize) {
-    let (client, server) = tcp_pair();
-    client.set_nonblocking(true).unwrap();
-    let mut queued = 0;
-    let mut c = &client;
-    loop {
-        match c.write(&[b'.'; 1024]) {
-            Ok(n) => queued += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    client.set_nonblocking(false).unwrap();
-    (client, server, queued)
 }
 
 fn pattern(n: usize, seed: u32) -> Vec<u8> {
@@ -184,7 +166,7 @@ fn sendmsg_fixed_refuses_bad_arguments_and_queues_nothing() {
     assert!(e.to_string().contains("belong to ring"), "another ring: {e}");
     assert_eq!((ring.sq_pending(), other.sq_pending(), fixed.in_flight()), (0, 0, 0), "nothing queued");
     // A busy buffer: one operation at a time.
-    let (client, server, queued) = blocked_pair();
+    let (client, server, queued) = common::blocked_pair();
     let id = fixed.sendmsg_fixed(&mut ring, client.as_raw_fd(), 0, &[0..10], None).unwrap();
     ring.submit().unwrap();
     assert!(is_busy(&fixed.sendmsg_fixed(&mut ring, fd, 0, &[0..1], None).unwrap_err()));
@@ -223,7 +205,7 @@ fn a_fixed_sendmsg_is_freed_only_by_its_own_cqes() {
     b.read_exact(&mut got).unwrap();
     assert_eq!(&got, &data[..8]);
     // A second one, reusing the slot (same user_data), on a full socket.
-    let (client, server, queued) = blocked_pair();
+    let (client, server, queued) = common::blocked_pair();
     let ranges = [4096..8192, 0..4096];
     let id = fixed.sendmsg_fixed(&mut ring, client.as_raw_fd(), 0, &ranges, None).unwrap();
     ring.submit().unwrap();
@@ -282,7 +264,7 @@ fn dropping_the_table_with_a_fixed_sendmsg_in_flight_is_safe() {
     let mut ring = ring();
     let mut fixed = FixedBuffers::register(&mut ring, 1, 4096).unwrap();
     fixed.buffer_mut(0).unwrap()[..4].copy_from_slice(b"late");
-    let (client, mut server, queued) = blocked_pair();
+    let (client, mut server, queued) = common::blocked_pair();
     fixed.sendmsg_fixed(&mut ring, client.as_raw_fd(), 0, &[0..2, 2..4], Some("127.0.0.1:9".parse().unwrap())).unwrap();
     ring.submit().unwrap();
     // The header, address and iovecs go to the ring's graveyard.
@@ -405,7 +387,7 @@ fn a_plain_fixed_send_is_freed_only_by_its_own_cqe() {
     let mut got = [0u8; 6];
     b.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"plain!");
-    let (client, server, queued) = blocked_pair();
+    let (client, server, queued) = common::blocked_pair();
     let id = fixed.send(&mut ring, client.as_raw_fd(), 0, 0..6).unwrap();
     ring.submit().unwrap();
     assert_eq!(id.user_data(), old.user_data());

@@ -185,26 +185,6 @@ fn table_ids_do_not_wrap() {
     }
 }
 
-/// A loopback pair whose client side cannot take one more byte (filled
-/// until `EAGAIN`), and how many bytes were queued.
-fn blocked_pair() -> (std::net::TcpStream, std::net::TcpStream, usize) {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
-    let (server, _) = l.accept().unwrap();
-    client.set_nonblocking(true).unwrap();
-    let mut queued = 0;
-    let mut c = &client;
-    loop {
-        match c.write(&[b'.'; 1024]) {
-            Ok(n) => queued += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    client.set_nonblocking(false).unwrap();
-    (client, server, queued)
-}
-
 /// Runs the ring while a thread drains `server` until `want` bytes
 /// arrived (5 s); returns the bytes and the CQEs reaped meanwhile.
 fn pump_and_drain(ring: &mut Ring, server: std::net::TcpStream, want: usize) -> (Vec<u8>, Vec<CqeSlot>) {
@@ -242,7 +222,7 @@ fn a_replayed_send_cqe_frees_nothing() {
     let c1 = reap(&mut ring, 1)[0];
     assert_eq!(sr.complete(&c1.cqe()).unwrap().freed, 1);
     // Send 2, of buffer 0 again, on a socket that is full.
-    let (client, server, queued) = blocked_pair();
+    let (client, server, queued) = common::blocked_pair();
     let mut b = sr.acquire().unwrap();
     assert_eq!(b.bid(), 0);
     sr.buf_mut(&mut b)[..100].fill(b'A');

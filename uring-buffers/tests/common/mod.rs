@@ -50,3 +50,24 @@ pub fn drain(server: std::net::TcpStream, want: usize) -> std::thread::JoinHandl
         all
     })
 }
+
+/// A loopback pair whose client side cannot take one more byte (filled
+/// until `EAGAIN`), and how many bytes were queued.
+pub fn blocked_pair() -> (std::net::TcpStream, std::net::TcpStream, usize) {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    client.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    let mut c = &client;
+    loop {
+        match c.write(&[b'.'; 1024]) {
+            Ok(n) => queued += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    client.set_nonblocking(false).unwrap();
+    (client, server, queued)
+}
