@@ -18,23 +18,24 @@
 //!   `completion()`. Minus the `-submit` run: the reap side per CQE.
 //! - `read-raw`, `read-safe`, `peer-read`: per round, `batch` 4 KiB
 //!   `READ_FIXED` from registered file 0 (`file`) into registered buffer i,
-//!   `submit_and_wait(batch)`, reap every CQE. `raw` pushes `ReadFixed`
+//!   submit and wait for `batch` (`Ring::wait_completions`), reap every
+//!   CQE in place. `raw` pushes `ReadFixed`
 //!   with `push_op_unchecked`; `safe` goes through
 //!   `FixedBuffers::read_fixed` and hands each CQE to
 //!   `FixedBuffers::handle_cqe`.
 //! - `recv`, `peer-recv`: one multishot receive on a socketpair selecting
 //!   from a provided-buffer ring; per round, one 64-byte `write` to the
-//!   peer, `submit_and_wait(1)`, take the buffer the CQE names, read a
-//!   byte, recycle it. `batch` is ignored.
+//!   peer, submit and wait for one CQE (`Ring::wait_completions`), take the
+//!   buffer the CQE names, read a byte, recycle it. `batch` is ignored.
 //!
 //! - `echo`, `peer-echo`: TCP echo over loopback, `batch` connections
 //!   (accepted at set-up), each server socket with a multishot receive
 //!   from a provided-buffer ring; per round each client writes 64 bytes,
-//!   the ring is driven (`submit_and_wait(1)`, reap) until every receive
-//!   has been answered by a send from the received buffer (`Send`, whose
-//!   `unsafe` constructor takes the obligation, through `push_op`; the
-//!   buffer held until the send's CQE, then recycled), and each client
-//!   reads its echo.
+//!   the ring is driven (`wait_completions(1)`, CQEs in place) until every
+//!   receive has been answered by a send from the received buffer (uring:
+//!   the safe `BufRing::send`, the token in the ring's table until the
+//!   send's CQE, `handle_send` gives it back, then it is recycled), and
+//!   each client reads its echo.
 //!
 //! Each workload is its own function, never inlined into `main`, so
 //! adding one changes the others' code as little as the compiler allows
@@ -178,15 +179,14 @@ fn read(path: &str, batch: u32, rounds: u32, safe: bool) -> u64 {
                 .expect("push_op_unchecked");
             }
         }
-        ring.submit_and_wait(batch).expect("submit");
         if safe {
-            let mut pass = ring.completions().expect("completions");
+            let mut pass = ring.wait_completions(batch).expect("wait");
             while let Some(cqe) = pass.next() {
                 let done = fixed.handle_cqe(&cqe).expect("a FixedBuffers CQE");
                 sum = sum.wrapping_add(done.res as u64);
             }
         } else {
-            let mut pass = ring.completions().expect("completions");
+            let mut pass = ring.wait_completions(batch).expect("wait");
             while let Some(cqe) = pass.next() {
                 sum = sum.wrapping_add(cqe.user_data()).wrapping_add(cqe.res() as u64);
             }
@@ -251,8 +251,7 @@ fn recv(rounds: u32) -> u64 {
             ring.push_op(SqeContext::token(7).expect("token"), RecvMulti::new(rx.as_raw_fd(), 1)).expect("recv");
         }
         send(tx.as_raw_fd(), &msg);
-        ring.submit_and_wait(1).expect("submit");
-        let mut pass = ring.completions().expect("completions");
+        let mut pass = ring.wait_completions(1).expect("wait");
         let cqe = pass.next().expect("a CQE");
         assert_eq!(cqe.res(), MSG as i32, "recv");
         armed = cqe.more();
@@ -369,10 +368,9 @@ fn echo(conns: u32, rounds: u32) -> u64 {
         }
         let mut pending = 2 * conns;
         while pending > 0 {
-            ring.submit_and_wait(1).expect("submit");
-            // The CQEs are handled in the ring's own memory (`completions`);
-            // each send's CQE gives its buffer back.
-            let mut pass = ring.completions().expect("completions");
+            // The CQEs are handled in the ring's own memory; each send's
+            // CQE gives its buffer back.
+            let mut pass = ring.wait_completions(1).expect("wait");
             while let Some(cqe) = pass.next() {
                 pending -= 1;
                 if let Some(done) = br.handle_send(&cqe) {

@@ -882,6 +882,28 @@ impl Ring {
         Ok(Completions { ring: self, head, tail })
     }
 
+    /// Submits, waits until at least `want` completions are ready, and
+    /// passes over them in ring memory: [`submit_and_wait`](Self::submit_and_wait)
+    /// then [`completions`](Self::completions), without the second flush
+    /// and flag checks (the wait's `GETEVENTS` has run the task work and
+    /// flushed any overflow backlog). liburing's `io_uring_submit_and_wait`
+    /// followed by `io_uring_for_each_cqe`. With `want` 0 it is
+    /// `submit` then `completions`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`submit_and_wait`](Self::submit_and_wait).
+    #[inline]
+    pub fn wait_completions(&mut self, want: u32) -> Result<Completions<'_>> {
+        if want == 0 {
+            self.submit()?;
+            return self.completions();
+        }
+        self.submit_and_wait(want)?;
+        let (head, tail) = self.cq.window();
+        Ok(Completions { ring: self, head, tail })
+    }
+
     /// Resizes the SQ and CQ of a running ring
     /// (`IORING_REGISTER_RESIZE_RINGS`, since 6.13; the kernel allows it on
     /// deferred-task-work rings only). Pending SQEs are submitted first;

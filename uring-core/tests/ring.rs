@@ -118,6 +118,36 @@ fn zero_copy_completions_pass() {
 }
 
 #[test]
+fn wait_completions_submits_waits_and_passes_in_place() {
+    // Deferred task work (the default options): the completions are
+    // posted only when the ring enters with GETEVENTS, which the wait does.
+    let mut ring = ring(16);
+    for want in [1u32, 5] {
+        for i in 0..want {
+            push_nop(&mut ring, u64::from(100 * want + i)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let n = ring.wait_completions(want).unwrap().for_each(|c| seen.push((c.user_data(), c.res())));
+        assert_eq!(n, want as usize, "at least `want` ready, exactly `want` pushed");
+        assert_eq!(seen, (0..want).map(|i| (u64::from(100 * want + i), 0)).collect::<Vec<_>>());
+        assert_eq!(ring.cq_ready(), 0, "the pass released every entry it visited");
+    }
+    // 0: submit only, then whatever is ready (here: the NOP, once the
+    // deferred task work has run).
+    push_nop(&mut ring, 7).unwrap();
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while got.is_empty() {
+        assert!(Instant::now() < deadline, "the NOP never completed");
+        ring.wait_completions(0).unwrap().for_each(|c| got.push(c.user_data()));
+    }
+    assert_eq!(got, [7]);
+    // A stopped ring refuses, by name.
+    ring.stop();
+    assert!(matches!(ring.wait_completions(1), Err(Error::Stopped)));
+}
+
+#[test]
 fn timeout_wait_with_nothing_is_would_block() {
     let mut ring = ring(4);
     let mut slots = [CqeSlot::EMPTY; 1];
