@@ -763,6 +763,7 @@ impl BufRing {
     /// `from` is not inside the token's bytes, or 32768 sends are in flight
     /// ([`Error::InvalidArgument`]), or the push fails (bad flags, a full SQ, a stopped ring:
     /// [`Error::Core`]); nothing is queued then.
+    #[inline]
     pub fn send(
         &mut self,
         ring: &mut Ring,
