@@ -62,6 +62,7 @@
 
 use std::ffi::c_void;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -307,7 +308,7 @@ pub(crate) unsafe fn publish_tail(at: *const AtomicU16, tail: u16) {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a buffer not recycled is lost to the ring until it is"]
 pub struct Buf {
-    owner: u64,
+    owner: NonZeroU64,
     group: u16,
     bid: u16,
     offset: u32,
@@ -349,7 +350,7 @@ impl Buf {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "buffers not recycled are lost to the ring until they are"]
 pub struct Bundle {
-    owner: u64,
+    owner: NonZeroU64,
     group: u16,
     first: u16,
     count: u16,
@@ -414,7 +415,7 @@ impl Held {
         self.len() == 0
     }
 
-    fn owner(&self) -> u64 {
+    fn owner(&self) -> NonZeroU64 {
         match self {
             Held::Buf(b) => b.owner,
             Held::Bundle(b) => b.owner,
@@ -606,7 +607,7 @@ pub struct BufRing {
     requests: std::collections::VecDeque<(u64, u64)>,
     /// The io_uring ring the group is registered with ([`Ring::id`]).
     ring_id: u64,
-    owner: u64,
+    owner: NonZeroU64,
     registered: bool,
     /// Sends in flight ([`send`](BufRing::send)), by slot (the low bits
     /// of their `user_data`): the tokens lent to the kernel.
@@ -691,7 +692,8 @@ impl BufRing {
             request: None,
             requests: std::collections::VecDeque::new(),
             ring_id: ring.id(),
-            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            // Starts at 1 and never wraps (64 bits): never zero.
+            owner: NonZeroU64::new(NEXT_OWNER.fetch_add(1, Ordering::Relaxed)).unwrap_or(NonZeroU64::MAX),
             registered: true,
             sends: Vec::new(),
             free_sends: Vec::new(),
@@ -699,7 +701,7 @@ impl BufRing {
             send_base: 0,
             _mem: reg.mem,
         };
-        br.send_base = send_base(br.owner).unwrap_or(0);
+        br.send_base = send_base(br.owner.get()).unwrap_or(0);
         for bid in 0..cfg.entries {
             br.put(bid as u16);
         }
