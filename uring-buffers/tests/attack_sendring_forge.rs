@@ -33,7 +33,11 @@ fn a_nop_with_the_send_token_does_not_complete_the_bundle_send() {
     let forged = sr.complete(&s[0].cqe());
     let accepted = forged.is_ok();
     let still = sr.in_flight();
-    let second = if accepted { sr.send_bundle(&mut ring, SqeContext::token(UD).unwrap(), client.as_raw_fd()).is_ok() } else { false };
+    let second = if accepted {
+        sr.send_bundle(&mut ring, SqeContext::token(UD).unwrap(), client.as_raw_fd()).is_ok()
+    } else {
+        false
+    };
     // Let the real send finish before the ring goes.
     let t = common::drain(server, queued + 5);
     let _ = common::reap(&mut ring, 1);

@@ -385,16 +385,21 @@ pub(crate) struct Cq {
     kcqflags: *const AtomicU32,
     cqes: *const u8,
     mask: u32,
-    /// Our head; the kernel's copy is updated once per reaped batch.
+    /// Our head: entries below it are consumed. The kernel's copy is
+    /// `published`, updated once per reaped batch or pass.
     head: u32,
+    /// The head last given back to the kernel (`khead`); at most the CQ's
+    /// size behind `head` (we consume only what the kernel posted, and it
+    /// posts only into slots given back).
+    published: u32,
     /// `IORING_SETUP_CQE32`: every entry is 32 bytes.
     big: bool,
     /// `IORING_SETUP_CQE_MIXED`: 16-byte slots, 32-byte entries take two.
     mixed: bool,
     /// The process-unique identity of the ring (see [`Cqe::ring_id`](crate::Cqe::ring_id)).
     pub(crate) ring_id: u64,
-    /// Slots consumed since the ring was created: the 64-bit position of
-    /// `head`, which never wraps (see [`Cqe::seq`](crate::Cqe::seq)).
+    /// Slots given back since the ring was created: the 64-bit position
+    /// of `published`, which never wraps (see [`Cqe::seq`](crate::Cqe::seq)).
     pos: u64,
 }
 
@@ -435,6 +440,7 @@ impl Cq {
             cqes: unsafe { rings.add(o.cqes as usize) },
             mask,
             head,
+            published: head,
             big: p.flags & sys::IORING_SETUP_CQE32 != 0,
             mixed: p.flags & sys::IORING_SETUP_CQE_MIXED != 0,
             ring_id: 0,
@@ -446,7 +452,7 @@ impl Cq {
     ///
     /// As for [`Cq::new`].
     pub(crate) unsafe fn rebind(&mut self, p: &sys::io_uring_params, rings: *mut u8) {
-        let (ring_id, pos) = (self.ring_id, self.pos);
+        let (ring_id, pos) = (self.ring_id, self.position());
         // SAFETY: forwarded.
         *self = unsafe { Cq::new(p, rings) };
         // The identity and the consumed count carry over: positions handed
@@ -459,14 +465,14 @@ impl Cq {
     /// our head): what [`Cqe::seq`](crate::Cqe::seq) reports.
     #[inline]
     pub(crate) fn seq_of(&self, index: u32) -> u64 {
-        self.pos.wrapping_add(u64::from(index.wrapping_sub(self.head)))
+        self.pos.wrapping_add(u64::from(index.wrapping_sub(self.published)))
     }
 
     /// Slots consumed so far: every CQE reaped from now on has a
     /// [`seq`](crate::Cqe::seq) at least this.
     #[inline]
     pub(crate) fn position(&self) -> u64 {
-        self.pos
+        self.seq_of(self.head)
     }
 
     /// The SQ ring's flags word.
@@ -516,6 +522,8 @@ impl Cq {
     pub(crate) fn reap_into(&mut self, out: &mut [CqeSlot]) -> usize {
         let tail = self.ktail().load(Ordering::Acquire);
         let mut head = self.head;
+        // Positions follow the slots one for one: counted alongside.
+        let mut seq = self.seq_of(head);
         let mut n = 0;
         while head != tail && n < out.len() {
             let cqe = self.slot(head);
@@ -523,7 +531,9 @@ impl Cq {
                 // SAFETY: the slot is below the tail we acquired.
                 let flags = unsafe { (*cqe).flags };
                 if flags & sys::IORING_CQE_F_SKIP != 0 {
-                    head = head.wrapping_add(1);
+                    // Padding: one slot, or two if it says it is 32 bytes.
+                    head = head.wrapping_add(skip_len(flags));
+                    seq = seq.wrapping_add(u64::from(skip_len(flags)));
                     continue;
                 }
                 let big = flags & sys::IORING_CQE_F_32 != 0;
@@ -535,8 +545,9 @@ impl Cq {
             // 32 bytes long when `big` (CQE32, or two slots in a mixed CQ,
             // which the kernel never wraps).
             unsafe { out[n].fill(cqe, big) };
-            out[n].set_origin(self.ring_id, self.seq_of(head));
+            out[n].set_origin(self.ring_id, seq);
             head = head.wrapping_add(used);
+            seq = seq.wrapping_add(u64::from(used));
             n += 1;
         }
         self.release_to(head);
@@ -546,25 +557,37 @@ impl Cq {
     /// The next completion in ring memory, without releasing it:
     /// `(pointer, is_big, seq)`. Skip entries are passed over.
     #[inline]
-    pub(crate) fn peek_at(&self, head: &mut u32, tail: u32) -> Option<(NonNull<sys::io_uring_cqe>, bool, u64)> {
+    pub(crate) fn peek_at(
+        &self,
+        head: &mut u32,
+        seq: &mut u64,
+        tail: u32,
+    ) -> Option<(NonNull<sys::io_uring_cqe>, bool, u64)> {
         while *head != tail {
             let cqe = self.slot(*head);
-            let seq = self.seq_of(*head);
+            let at = *seq;
             if self.mixed {
                 // SAFETY: the slot is below the acquired tail.
                 let flags = unsafe { (*cqe).flags };
+                let used = if flags & sys::IORING_CQE_F_SKIP != 0 {
+                    skip_len(flags)
+                } else if flags & sys::IORING_CQE_F_32 != 0 {
+                    2
+                } else {
+                    1
+                };
+                *head = head.wrapping_add(used);
+                *seq = seq.wrapping_add(u64::from(used));
                 if flags & sys::IORING_CQE_F_SKIP != 0 {
-                    *head = head.wrapping_add(1);
                     continue;
                 }
-                let big = flags & sys::IORING_CQE_F_32 != 0;
-                *head = head.wrapping_add(if big { 2 } else { 1 });
                 // SAFETY: a slot of a live mapping is never null.
-                return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, big, seq));
+                return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, used == 2, at));
             }
             *head = head.wrapping_add(1);
+            *seq = seq.wrapping_add(1);
             // SAFETY: as above.
-            return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, self.big, seq));
+            return Some((unsafe { NonNull::new_unchecked(cqe.cast_mut()) }, self.big, at));
         }
         None
     }
@@ -586,13 +609,41 @@ impl Cq {
     /// Gives entries below `head` back to the kernel.
     #[inline]
     pub(crate) fn release_to(&mut self, head: u32) {
-        if head != self.head {
-            self.pos = self.pos.wrapping_add(u64::from(head.wrapping_sub(self.head)));
+        if head != self.published {
             self.head = head;
-            // Release: our reads of the entries happen before the kernel
-            // may overwrite them.
-            // SAFETY: points into the live ring mapping.
-            unsafe { &*self.khead }.store(head, Ordering::Release);
+            self.publish_head();
         }
     }
+
+    /// Counts the entries below `head` as consumed (our head and position
+    /// move past them) without giving them back to the kernel yet: a
+    /// [`Completions`](crate::Completions) pass consumes each CQE as it
+    /// hands it out, so that a pass that is forgotten (`mem::forget`, no
+    /// drop) can never show a CQE again under the same position. The kernel
+    /// gets the slots back at the next [`publish_head`](Self::publish_head).
+    #[inline]
+    pub(crate) fn consume_to(&mut self, head: u32) {
+        self.head = head;
+    }
+
+    /// Gives every consumed entry back to the kernel (one release store of
+    /// the head).
+    #[inline]
+    pub(crate) fn publish_head(&mut self) {
+        self.pos = self.seq_of(self.head);
+        self.published = self.head;
+        // Release: our reads of the entries happen before the kernel may
+        // overwrite them.
+        // SAFETY: points into the live ring mapping.
+        unsafe { &*self.khead }.store(self.head, Ordering::Release);
+    }
+}
+
+/// Slots a padding entry (`IORING_CQE_F_SKIP`) of a mixed CQ takes: the
+/// kernel's own padding is one slot; an entry that also has
+/// `IORING_CQE_F_32` was written as 32 bytes, so its second half is not an
+/// entry of its own.
+#[inline]
+fn skip_len(flags: u32) -> u32 {
+    if flags & sys::IORING_CQE_F_32 != 0 { 2 } else { 1 }
 }

@@ -879,7 +879,7 @@ impl Ring {
         self.core.check()?;
         self.prepare_reap()?;
         let (head, tail) = self.cq.window();
-        Ok(Completions { ring: self, head, tail })
+        Ok(Completions { seq: self.cq.position(), ring: self, head, tail })
     }
 
     /// Submits, waits until at least `want` completions are ready, and
@@ -901,7 +901,7 @@ impl Ring {
         }
         self.submit_and_wait(want)?;
         let (head, tail) = self.cq.window();
-        Ok(Completions { ring: self, head, tail })
+        Ok(Completions { seq: self.cq.position(), ring: self, head, tail })
     }
 
     /// Resizes the SQ and CQ of a running ring
@@ -942,6 +942,11 @@ impl Ring {
                 "{left} SQ entries were not consumed by the kernel (a submission error stopped it); reap, then resize"
             )));
         }
+        // The kernel copies the CQEs from its head on: every CQE we have
+        // consumed (a forgotten `Completions` pass may have left them
+        // unpublished) must be behind that head, or it would come back
+        // under a new position.
+        self.cq.publish_head();
         // Only CQSIZE/CLAMP may be passed; the kernel carries the entry
         // sizes and NO_SQARRAY over from the ring itself.
         let mut p =
@@ -1035,6 +1040,8 @@ impl AsRawFd for Ring {
 pub struct Completions<'r> {
     ring: &'r mut Ring,
     head: u32,
+    /// The position of `head` ([`Cqe::seq`]).
+    seq: u64,
     tail: u32,
 }
 
@@ -1043,7 +1050,13 @@ impl Completions<'_> {
     #[inline]
     #[allow(clippy::should_implement_trait)] // A lending iterator cannot be an Iterator.
     pub fn next(&mut self) -> Option<Cqe<'_>> {
-        let (ptr, big, seq) = self.ring.cq.peek_at(&mut self.head, self.tail)?;
+        let (ptr, big, seq) = self.ring.cq.peek_at(&mut self.head, &mut self.seq, self.tail)?;
+        // Consumed now, not at drop: a forgotten pass must not show this
+        // CQE again, under the same `seq`, to a later pass (layers that
+        // reuse an identity refuse a CQE only by its position). The kernel
+        // gets the slot back when the pass is dropped (or at the next
+        // pass's drop, or reap).
+        self.ring.cq.consume_to(self.head);
         Some(Cqe::new(ptr, big, Some(&self.ring.pools), self.ring.core.id, seq))
     }
 
@@ -1061,6 +1074,6 @@ impl Completions<'_> {
 impl Drop for Completions<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.ring.cq.release_to(self.head);
+        self.ring.cq.publish_head();
     }
 }

@@ -84,13 +84,23 @@ impl MsgRing {
     fn check_posted(&self) -> Result<()> {
         crate::ring::refuse_layer(SqeContext::of_user_data(self.user_data))?;
         const MEMORY_FLAGS: u32 = sys::IORING_CQE_F_BUFFER | sys::IORING_CQE_F_BUF_MORE | sys::IORING_CQE_F_NOTIF;
-        if let Some(flags) = self.cqe_flags
-            && flags & MEMORY_FLAGS != 0
-        {
-            return Err(Error::InvalidArgument(format!(
-                "CQE flags {flags:#x} for MSG_RING: IORING_CQE_F_BUFFER, F_BUF_MORE and F_NOTIF say that the kernel \
-                 is done with a buffer, which a posted message cannot mean"
-            )));
+        // The CQ's own layout flags: the kernel writes a 32-byte entry for
+        // F_32 on a mixed CQ, and F_SKIP marks padding the reaper passes
+        // over; posted by a message they would make a phantom entry.
+        const LAYOUT_FLAGS: u32 = sys::IORING_CQE_F_SKIP | sys::IORING_CQE_F_32;
+        if let Some(flags) = self.cqe_flags {
+            if flags & MEMORY_FLAGS != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "CQE flags {flags:#x} for MSG_RING: IORING_CQE_F_BUFFER, F_BUF_MORE and F_NOTIF say that the \
+                     kernel is done with a buffer, which a posted message cannot mean"
+                )));
+            }
+            if flags & LAYOUT_FLAGS != 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "CQE flags {flags:#x} for MSG_RING: IORING_CQE_F_SKIP and F_32 describe the CQ's layout (padding, \
+                     a 32-byte entry), which the kernel sets itself"
+                )));
+            }
         }
         Ok(())
     }

@@ -57,7 +57,12 @@ fn check(flag: u32) {
     if seen.is_empty() {
         return;
     }
-    eprintln!("flag {flag:#x}: {} CQEs, {} of res 7, big {}", seen.len(), seen.iter().filter(|s| s.1 == 7).count(), seen.iter().filter(|s| s.3).count());
+    eprintln!(
+        "flag {flag:#x}: {} CQEs, {} of res 7, big {}",
+        seen.len(),
+        seen.iter().filter(|s| s.1 == 7).count(),
+        seen.iter().filter(|s| s.3).count()
+    );
     let tok = |n| SqeContext::token(n).unwrap().raw();
     let plain: Vec<u64> = seen.iter().filter(|s| s.1 == 8).map(|s| s.0).collect();
     let want: Vec<u64> = (0..40).map(|r| tok(200 + r)).collect();
