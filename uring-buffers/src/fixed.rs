@@ -661,13 +661,14 @@ impl FixedBuffers {
     fn refresh(&mut self, range: Range<u32>) {
         for i in range {
             let Some(s) = self.state.get_mut(i as usize) else { break };
-            let (base, len) = self.bufs.raw_parts(i).unwrap_or((std::ptr::null_mut(), 0));
+            let parts = self.bufs.raw_parts(i);
+            let (base, len) = parts.unwrap_or((std::ptr::null_mut(), 0));
             s.base = base;
             // A registered buffer is at most 1 GiB (`MAX_BUFFER`): every
             // range inside one fits the i32 a CQE's result is.
             s.len = len.min(crate::registered::MAX_BUFFER);
             if s.busy == IDLE || s.busy == EMPTY {
-                s.busy = if self.bufs.raw_parts(i).is_some() { IDLE } else { EMPTY };
+                s.busy = if parts.is_some() { IDLE } else { EMPTY };
             }
         }
     }

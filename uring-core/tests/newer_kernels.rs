@@ -18,6 +18,26 @@ fn skip(test: &str, reason: &str) {
     println!("SKIPPED {test}: {reason}");
 }
 
+/// A started `SQE_MIXED` ring of 8 entries that runs `NOP128`, or `None`
+/// after printing why `test` skips.
+fn mixed_nop128_ring(test: &str) -> Option<Ring> {
+    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
+    let mut ring = match Ring::new(opts) {
+        Ok(ring) => ring,
+        Err(e @ Error::Unsupported { .. }) => {
+            skip(test, &format!("{e} (the setup-flag probe says no)"));
+            return None;
+        }
+        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
+    };
+    ring.start().expect("start");
+    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
+        skip(test, &format!("{e} (the opcode probe says no)"));
+        return None;
+    }
+    Some(ring)
+}
+
 /// Reaps `n` completions (blocking, 5 s at most each round) as
 /// `(user_data, res)`.
 fn reap(ring: &mut Ring, n: usize) -> Vec<(u64, i32)> {
@@ -109,20 +129,7 @@ fn sqe_mixed_ring_is_created_and_runs_nops() {
 #[test]
 fn sqe_mixed_nop128_among_nops_wraps() {
     let test = "sqe_mixed_nop128_among_nops_wraps";
-    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
-    let mut ring = match Ring::new(opts) {
-        Ok(ring) => ring,
-        Err(e @ Error::Unsupported { .. }) => {
-            skip(test, &format!("{e} (the setup-flag probe says no)"));
-            return;
-        }
-        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
-    };
-    ring.start().expect("start");
-    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
-        skip(test, &format!("{e} (the opcode probe says no)"));
-        return;
-    }
+    let Some(mut ring) = mixed_nop128_ring(test) else { return };
     let entries = 8u32;
     // Our own copy of the SQ tail, to know where each entry lands.
     let mut tail = 0u32;
@@ -197,20 +204,7 @@ fn next_sqe128_on_a_plain_ring_is_unsupported() {
 #[test]
 fn sqe_mixed_link_chain_runs_through_the_padding() {
     let test = "sqe_mixed_link_chain_runs_through_the_padding";
-    let opts = Options::default().entries(8).extra_flags(SetupFlags::SQE_MIXED);
-    let mut ring = match Ring::new(opts) {
-        Ok(ring) => ring,
-        Err(e @ Error::Unsupported { .. }) => {
-            skip(test, &format!("{e} (the setup-flag probe says no)"));
-            return;
-        }
-        Err(e) => panic!("Ring::new with SQE_MIXED: {e}"),
-    };
-    ring.start().expect("start");
-    if let Err(e) = ring.features().require(sys::IORING_OP_NOP128 as u8) {
-        skip(test, &format!("{e} (the opcode probe says no)"));
-        return;
-    }
+    let Some(mut ring) = mixed_nop128_ring(test) else { return };
     // Five NOPs through, so that the batch below starts at slot 5.
     for i in 0..5u64 {
         let mut nop = Sqe::new(sys::IORING_OP_NOP as u8);
