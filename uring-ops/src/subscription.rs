@@ -782,9 +782,16 @@ impl<H: MultishotHandler> HandleCqe for Subscription<H> {
         }
         if ud == cancel_token(self.id).raw() {
             self.cancel = CancelState::Done;
-            if cqe.res() == -libc::EALREADY && self.end.is_none() {
-                // The operation was running and could not be interrupted:
-                // ask again, so the stop is not lost.
+            let res = cqe.res();
+            if (res == -libc::EALREADY || res == -libc::ENOENT) && self.end.is_none() {
+                // The operation was running and could not be interrupted
+                // (`-EALREADY`), or was between two steps where the kernel
+                // could not find it (`-ENOENT`: a multishot timeout whose
+                // expiry waits in task work is off the timer list until it
+                // is re-armed) and its final CQE has not come: ask again,
+                // so the stop is not lost. If the stream did end, its final
+                // CQE arrives and the second cancel's answer is still
+                // claimed here.
                 if let Err(e) = self.queue_cancel(ring) {
                     self.error = Some(e);
                 }

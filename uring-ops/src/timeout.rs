@@ -329,6 +329,14 @@ unsafe impl SafeOp for Timeout {}
 /// `user_data`, or `-EALREADY` if it is already expiring. `target` is the
 /// timeout's context as it was stamped (see the
 /// [module documentation](self)).
+///
+/// A multishot timeout ([`Timeout::multishot`]) is off the kernel's timer
+/// list between an expiry and the task work that posts it and re-arms the
+/// timer; on a `DEFER_TASKRUN` ring (the default) that lasts until the
+/// issuer next waits. A removal in that window answers `-ENOENT` (or
+/// `-EALREADY`) and the timer stays armed: until the timeout's final CQE
+/// (no `F_MORE`) has been seen, ask again after reaping. A
+/// [`Subscription`](crate::subscription::Subscription) does this itself.
 #[doc(alias = "IORING_OP_TIMEOUT_REMOVE")]
 #[doc(alias = "io_uring_prep_timeout_remove")]
 #[derive(Debug, Clone, Copy)]

@@ -335,3 +335,29 @@ fn multishot_accept_through_a_subscription() {
     locals.sort();
     assert_eq!(peers, locals);
 }
+
+#[test]
+fn stopping_a_multishot_timeout_whose_expiry_waits_in_task_work_is_not_lost() {
+    use uring_ops::timeout::Timeout;
+    // On a DEFER_TASKRUN ring an expiry of a multishot timeout takes the
+    // timer off the kernel's list until the issuer runs its task work; a
+    // cancel submitted in between finds nothing (-ENOENT) while the timer
+    // stays armed. The subscription must ask again, not give up.
+    let mut ring = common::ring(8);
+    let steps = Rc::new(RefCell::new(0u32));
+    let s2 = steps.clone();
+    let handler = MultishotSubscriber::new().on_step(move |_| {
+        *s2.borrow_mut() += 1;
+        MultishotAction::Continue
+    });
+    let mut sub = ring.subscribe(Timeout::new(Duration::from_millis(1)).multishot(0), handler).unwrap();
+    ring.submit().unwrap();
+    // Let it expire with nobody running task work.
+    std::thread::sleep(Duration::from_millis(20));
+    sub.cancel(&mut ring).unwrap();
+    ring.submit().unwrap();
+    pump_until(&mut ring, &mut sub, Subscription::is_finished);
+    assert_eq!(sub.end(), Some(MultishotEnd::Cancelled), "{sub:?}");
+    assert!(*steps.borrow() >= 1, "the expiry that raced the cancel was delivered");
+    common::expect_none(&mut ring, Duration::from_millis(30));
+}
