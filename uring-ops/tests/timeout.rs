@@ -392,7 +392,6 @@ fn a_deadline_pair_queued_through_linked_joins_the_chain_as_one_link() {
     assert_eq!(res, [-libc::EIO, ECANCELED, 0], "{done:?}");
 }
 
-
 #[test]
 fn removing_a_multishot_timeout_whose_expiry_waits_in_task_work_finds_nothing_and_it_stays_armed() {
     // The kernel behaviour that `TimeoutRemove`'s documentation and the
