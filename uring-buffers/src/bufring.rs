@@ -543,6 +543,10 @@ static NEXT_REQUEST: AtomicU64 = AtomicU64::new(1);
 /// the caller, never handed out wrongly).
 const MAX_REQUESTS: usize = 64;
 
+/// The bit of a buffer's [`BufRing`] state word set while the kernel does
+/// not hold the buffer (the caller does, or a send it lent it to).
+const OUT: u64 = 1 << 63;
+
 /// Owner ids of `BufRing`s: 64 bits, so no two rings ever share one.
 static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
 
@@ -577,9 +581,11 @@ pub struct BufRing {
     data: *mut u8,
     /// Our tail: entries up to here are published.
     local_tail: u16,
-    /// One bit per buffer: set while the buffer is in the kernel's hands.
-    in_kernel: Vec<u64>,
-    /// Buffers (ranges, on incremental rings) the caller holds.
+    /// Buffers in the kernel's hands (those whose `state` lacks `OUT`).
+    in_kernel: u32,
+    /// Incremental rings: ranges the caller holds. (Elsewhere a buffer is
+    /// held exactly when the kernel does not hold it: `entries -
+    /// in_kernel`.)
     held: u32,
     /// The buffer id written at each ring index.
     ring_bids: Vec<u16>,
@@ -595,9 +601,12 @@ pub struct BufRing {
     inc_used: Vec<u32>,
     /// Incremental rings, per buffer: ranges handed out, not yet recycled.
     inc_out: Vec<u16>,
-    /// Per buffer: one past the [`Cqe::seq`] of the CQE that last handed
-    /// it out; a CQE naming it must be at least this (not a replay).
-    seen: Vec<u64>,
+    /// Per buffer, one word: the low 63 bits are one past the
+    /// [`Cqe::seq`] of the CQE that last handed it out (a CQE naming it
+    /// must be at least this: not a replay), and [`OUT`] is set while the
+    /// kernel does not hold it. A CQE position never reaches 2^63, so one
+    /// compare, `seq >= state`, checks both.
+    state: Vec<u64>,
     /// Incremental rings: the one request selecting from the group
     /// ([`push_op`](BufRing::push_op)): its `user_data` and the lowest
     /// [`Cqe::seq`] its next CQE may have.
@@ -634,7 +643,7 @@ impl fmt::Debug for BufRing {
             .field("group", &self.group)
             .field("entries", &self.entries)
             .field("buf_size", &self.buf_size)
-            .field("held", &self.held)
+            .field("held", &self.held())
             .field("registered", &self.registered)
             .field("sends_in_flight", &self.sending)
             .finish_non_exhaustive()
@@ -679,7 +688,7 @@ impl BufRing {
             tail: reg.tail,
             data: reg.data,
             local_tail: 0,
-            in_kernel: vec![0; (cfg.entries as usize).div_ceil(64)],
+            in_kernel: 0,
             held: 0,
             ring_bids: vec![0; cfg.entries as usize],
             shadow_head: 0,
@@ -688,7 +697,7 @@ impl BufRing {
             incremental: cfg.incremental,
             inc_used: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
             inc_out: if cfg.incremental { vec![0; cfg.entries as usize] } else { Vec::new() },
-            seen: vec![0; cfg.entries as usize],
+            state: vec![OUT; cfg.entries as usize],
             request: None,
             requests: std::collections::VecDeque::new(),
             ring_id: ring.id(),
@@ -728,13 +737,13 @@ impl BufRing {
     /// sends in flight included): a buffer that is never recycled shows
     /// here.
     pub fn held(&self) -> u32 {
-        self.held
+        if self.incremental { self.held } else { self.entries - self.in_kernel }
     }
 
     /// Buffers in the kernel's hands (on incremental rings, partly used
     /// ones included).
     pub fn available(&self) -> u32 {
-        self.in_kernel.iter().map(|w| w.count_ones()).sum()
+        self.in_kernel
     }
 
     /// Sends bytes of a token the caller holds on `fd`
@@ -1040,7 +1049,10 @@ impl BufRing {
         }
         let Some(bid) = cqe.buffer_id() else { return Ok(None) };
         match cqe.buffer_selection() {
-            Some(sel) => self.take_plain(sel).map(Some),
+            Some(sel) => match self.take_fast(&sel) {
+                Some(buf) => Ok(Some(buf)),
+                None => self.refuse_plain(sel).map(Some),
+            },
             None => Err(unproven(self.group, bid)),
         }
     }
@@ -1073,24 +1085,34 @@ impl BufRing {
     /// goes to `take_checked` for its error.
     #[inline(always)]
     fn take_plain(&mut self, sel: BufferSelection) -> Result<Buf> {
+        match self.take_fast(&sel) {
+            Some(buf) => Ok(buf),
+            None => self.refuse_plain(sel),
+        }
+    }
+
+    /// The fast path of [`take_plain`](Self::take_plain): the token, or
+    /// `None` when the selection is refused (nothing changed then).
+    #[inline(always)]
+    fn take_fast(&mut self, sel: &BufferSelection) -> Option<Buf> {
         let bid = sel.bid();
         let b = usize::from(bid);
         let len = u32::try_from(sel.res()).unwrap_or(0);
-        match self.seen.get(b) {
-            Some(&after)
+        match self.state.get_mut(b) {
+            // `seq >= state`: newer than the CQE that last handed it out,
+            // and in the kernel's hands (`OUT` clear).
+            Some(state)
                 if sel.ring_id() == self.ring_id
                     && sel.group() == self.group
-                    && sel.seq() >= after
-                    && len <= self.buf_size
-                    && self.is_in_kernel(bid) =>
+                    && sel.seq() >= *state
+                    && len <= self.buf_size =>
             {
-                self.seen[b] = sel.seq() + 1;
-                self.set_in_kernel(bid, false);
+                *state = (sel.seq() + 1) | OUT;
+                self.in_kernel -= 1;
                 self.advance_head(bid);
-                self.held += 1;
-                Ok(Buf { owner: self.owner, group: self.group, bid, offset: 0, len })
+                Some(Buf { owner: self.owner, group: self.group, bid, offset: 0, len })
             }
-            _ => self.refuse_plain(sel),
+            _ => None,
         }
     }
 
@@ -1144,7 +1166,7 @@ impl BufRing {
         // this group of this ring in a CQE newer than the last one that
         // named it.
         let buf = unsafe { self.take_id(sel.bid(), sel.res(), sel.buf_more()) }?;
-        self.seen[usize::from(sel.bid())] = sel.seq() + 1;
+        self.set_seen(sel.bid(), sel.seq() + 1);
         Ok(buf.expect("take_id always hands out a token"))
     }
 
@@ -1159,9 +1181,9 @@ impl BufRing {
         if sel.group() != self.group {
             return Err(Error::NotOwned { group: self.group, bid, why: "the CQE selected from another group" });
         }
-        match self.seen.get(usize::from(bid)) {
+        match self.state.get(usize::from(bid)) {
             None => Err(Error::NotOwned { group: self.group, bid, why: "out of range for this ring" }),
-            Some(&after) if sel.seq() < after => Err(Error::NotOwned {
+            Some(&state) if sel.seq() < state & !OUT => Err(Error::NotOwned {
                 group: self.group,
                 bid,
                 why: "the CQE is not newer than the one that last handed out this buffer (presented twice?)",
@@ -1223,7 +1245,6 @@ impl BufRing {
         }
         self.set_in_kernel(bid, false);
         self.advance_head(bid);
-        self.held += 1;
         Ok(Some(Buf { owner: self.owner, group: self.group, bid, offset: 0, len }))
     }
 
@@ -1344,7 +1365,7 @@ impl BufRing {
             let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
             self.check_in_kernel(b)?;
             if let Some(seq) = seq
-                && seq < self.seen[usize::from(b)]
+                && seq < self.after(b)
             {
                 return Err(Error::NotOwned {
                     group: self.group,
@@ -1356,7 +1377,7 @@ impl BufRing {
         for i in 0..count as u16 {
             let b = self.ring_bids[usize::from(self.shadow_head.wrapping_add(i)) & self.mask as usize];
             if let Some(seq) = seq {
-                self.seen[usize::from(b)] = seq + 1;
+                self.set_seen(b, seq + 1);
             }
             self.set_in_kernel(b, false);
             if let Some(p) = prev {
@@ -1365,7 +1386,6 @@ impl BufRing {
             prev = Some(b);
         }
         self.shadow_head = self.shadow_head.wrapping_add(count as u16);
-        self.held += count;
         Ok(Bundle { owner: self.owner, group: self.group, first: bid, count: count as u16, len, offset: 0 })
     }
 
@@ -1404,7 +1424,7 @@ impl BufRing {
                 return Err(Error::invalid(format!("buffer {b} after the head was already partly used")));
             }
             if let Some(seq) = seq
-                && seq < self.seen[usize::from(b)]
+                && seq < self.after(b)
             {
                 return Err(Error::NotOwned {
                     group: self.group,
@@ -1432,7 +1452,7 @@ impl BufRing {
             self.inc_used[i] += this;
             self.inc_out[i] += 1;
             if let Some(seq) = seq {
-                self.seen[i] = seq + 1;
+                self.set_seen(b, seq + 1);
             }
             if let Some(p) = prev {
                 self.next[usize::from(p)] = b;
@@ -1492,7 +1512,6 @@ impl BufRing {
                 self.release(bid);
             } else {
                 self.put(bid);
-                self.held -= 1;
             }
         }
         self.publish();
@@ -1510,20 +1529,46 @@ impl BufRing {
         Ok(())
     }
 
+    /// Marks `bid` (in range) as held by the kernel or not; a buffer
+    /// already in that state is left as it is.
     #[inline]
     fn set_in_kernel(&mut self, bid: u16, yes: bool) {
-        let (w, bit) = (usize::from(bid) / 64, 1u64 << (bid % 64));
+        let state = &mut self.state[usize::from(bid)];
+        let was = *state & OUT == 0;
         if yes {
-            self.in_kernel[w] |= bit;
+            *state &= !OUT;
         } else {
-            self.in_kernel[w] &= !bit;
+            *state |= OUT;
         }
+        if yes && !was {
+            self.in_kernel += 1;
+        } else if !yes && was {
+            self.in_kernel -= 1;
+        }
+    }
+
+    /// One past the position of the CQE that last handed out `bid` (in
+    /// range).
+    #[inline]
+    fn after(&self, bid: u16) -> u64 {
+        self.state[usize::from(bid)] & !OUT
+    }
+
+    /// Records the CQE position a later CQE naming `bid` (in range) must
+    /// reach, keeping its `OUT` bit.
+    #[inline]
+    fn set_seen(&mut self, bid: u16, after: u64) {
+        let state = &mut self.state[usize::from(bid)];
+        *state = after | (*state & OUT);
     }
 
     /// The kernel consumed the entry at its head, which held `bid`.
     #[inline]
     fn advance_head(&mut self, bid: u16) {
-        if self.ring_bids[usize::from(self.shadow_head) & self.mask as usize] == bid {
+        let at = usize::from(self.shadow_head) & self.mask as usize;
+        // SAFETY: `ring_bids` has `entries` elements and at ≤ mask =
+        // entries - 1.
+        if unsafe { *self.ring_bids.get_unchecked(at) } == bid {
             self.shadow_head = self.shadow_head.wrapping_add(1);
         } else {
             self.head_lost = true;
@@ -1605,8 +1650,8 @@ impl BufRing {
     /// into the ring (to be published).
     #[inline]
     fn release(&mut self, bid: u16) -> bool {
-        self.held -= 1;
         if self.incremental {
+            self.held -= 1;
             let b = usize::from(bid);
             self.inc_out[b] -= 1;
             if self.inc_out[b] > 0 || self.is_in_kernel(bid) {
@@ -1684,7 +1729,7 @@ impl BufRing {
 
     #[inline]
     fn is_in_kernel(&self, bid: u16) -> bool {
-        self.in_kernel[usize::from(bid) / 64] & (1 << (bid % 64)) != 0
+        self.state[usize::from(bid)] & OUT == 0
     }
 
     /// Writes buffer `bid` into the next ring entry (not yet published).
@@ -1696,8 +1741,20 @@ impl BufRing {
         // SAFETY: idx < entries; the entry at our tail is not visible to
         // the kernel until the tail is published.
         unsafe { write_entry(self.ring, idx, addr, self.buf_size, bid) };
-        self.ring_bids[idx as usize] = bid;
-        self.set_in_kernel(bid, true);
+        // SAFETY: `ring_bids` has `entries` elements and idx ≤ mask =
+        // entries - 1.
+        unsafe { *self.ring_bids.get_unchecked_mut(idx as usize) = bid };
+        // Only a buffer the kernel does not hold is put (taken ones, and
+        // every one at registration).
+        debug_assert!(usize::from(bid) < self.state.len());
+        // SAFETY: `state` has `entries` elements, and every bid put is
+        // below that: the registration's, and those of this ring's tokens
+        // (made only by the takes, from bids they looked up in `state`) and
+        // of its bundle chains (`next`, written from `ring_bids`).
+        let state = unsafe { self.state.get_unchecked_mut(usize::from(bid)) };
+        debug_assert!(*state & OUT != 0, "buffer {bid} put twice");
+        *state &= !OUT;
+        self.in_kernel += 1;
         self.local_tail = self.local_tail.wrapping_add(1);
     }
 
@@ -1760,7 +1817,7 @@ impl uring_core::HandleCqe for BufRing {
             cqe.buffer_selection().is_some_and(|s| {
                 s.ring_id() == self.ring_id
                     && s.group() == self.group
-                    && self.seen.get(usize::from(s.bid())).is_some_and(|&after| s.seq() >= after)
+                    && self.state.get(usize::from(s.bid())).is_some_and(|&state| s.seq() >= state & !OUT)
             })
         };
         if !mine {
