@@ -623,8 +623,6 @@ pub struct BufRing {
     sends: Vec<Option<InFlight>>,
     /// Free slots of `sends`.
     free_sends: Vec<u32>,
-    /// Sends in flight.
-    sending: usize,
     /// `send_base(owner)`, or 0 (never a send's value) when the owner id
     /// does not fit: sends are then refused.
     send_base: u64,
@@ -645,7 +643,7 @@ impl fmt::Debug for BufRing {
             .field("buf_size", &self.buf_size)
             .field("held", &self.held())
             .field("registered", &self.registered)
-            .field("sends_in_flight", &self.sending)
+            .field("sends_in_flight", &self.sends_in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -706,7 +704,6 @@ impl BufRing {
             registered: true,
             sends: Vec::new(),
             free_sends: Vec::new(),
-            sending: 0,
             send_base: 0,
             _mem: reg.mem,
         };
@@ -821,7 +818,6 @@ impl BufRing {
         match unsafe { uring_ops::push_layer_value(ring, value, op) } {
             Ok(_) => {
                 self.sends[slot as usize] = Some(InFlight { queued_at, token, from, asked });
-                self.sending += 1;
                 Ok(BufSendId(value))
             }
             Err(e) => {
@@ -852,12 +848,23 @@ impl BufRing {
         SendRefused { error, token }
     }
 
-    /// The bytes of `token` from `from` (< its length) to the end of the
-    /// buffer holding byte `from`.
+    /// The bytes of `token` (this ring's) from `from` (< its length) to the
+    /// end of the buffer holding byte `from`.
     #[inline]
     fn piece<'a>(&'a self, token: &'a Held, from: usize) -> &'a [u8] {
         match token {
-            Held::Buf(b) => &self.bytes(b)[from..],
+            Held::Buf(b) => {
+                debug_assert!(b.owner == self.owner && from < b.len());
+                // SAFETY: as in `bytes` (the caller checked that the token
+                // is this ring's), from byte `from` < its length (checked
+                // too) to its end.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        self.data.add(usize::from(b.bid) * self.buf_size as usize + b.offset as usize + from),
+                        b.len() - from,
+                    )
+                }
+            }
             Held::Bundle(b) => {
                 let mut at = from;
                 for part in self.bundle(b) {
@@ -874,7 +881,7 @@ impl BufRing {
     /// Sends in flight ([`send`](Self::send)): their tokens count in
     /// [`held`](Self::held) too.
     pub fn sends_in_flight(&self) -> usize {
-        self.sending
+        self.sends.len() - self.free_sends.len()
     }
 
     /// Gives back the token of the send `cqe` completes: `None` unless the
@@ -908,7 +915,6 @@ impl BufRing {
         }
         let f = slot.take()?;
         self.free_sends.push(((ud >> SEND_SHIFT) & SEND_SLOT_MASK) as u32);
-        self.sending -= 1;
         Some(BufSent { id: BufSendId(ud), token: f.token, from: f.from, asked: f.asked, res: cqe.res() })
     }
 
