@@ -26,6 +26,7 @@ use std::mem::{align_of, size_of};
 
 use crate::error::{Error, Result};
 use crate::sqe::{Sqe, SqeFlags};
+use crate::sys;
 
 const MODE_MASK: u64 = 0b11;
 const MODE_PACKED: u64 = 0;
@@ -485,9 +486,17 @@ impl SqeContext {
     ///
     /// [`Error::InvalidArgument`] for a token above
     /// [`TOKEN_MAX_SELECTING`](Self::TOKEN_MAX_SELECTING) on an entry that
-    /// selects a provided buffer (`sqe` is left unchanged).
+    /// selects a provided buffer, and, in every mode, for an entry that
+    /// selects a provided buffer but whose result would not count the bytes
+    /// the buffers took: any opcode but a read (`READ`, `READV`,
+    /// `READ_MULTISHOT`), a receive (`RECV`, `RECVMSG`) or a send (`SEND`,
+    /// `SENDMSG`), and a receive with `MSG_TRUNC` (its result is a
+    /// datagram's whole length). `sqe` is left unchanged then.
     #[inline]
     pub fn stamp(self, sqe: &mut Sqe) -> Result<SqeContext> {
+        if sqe.flags & SqeFlags::BUFFER_SELECT.bits() != 0 {
+            check_selecting(sqe)?;
+        }
         let stamped = match self.0 & MODE_MASK {
             MODE_PACKED => {
                 let flags = sqe.flags | self.flags().map_or(0, |f| f.bits());
@@ -526,6 +535,42 @@ impl SqeContext {
 
     const fn slot(self) -> (u32, u32) {
         (((self.0 >> INDEX_SHIFT) & INDEX_MASK) as u32, (self.0 >> GEN_SHIFT) as u32)
+    }
+}
+
+/// Refuses an entry that selects a provided buffer unless its result
+/// counts the bytes the kernel put into the buffers it took (consecutive
+/// ring entries from the CQE's buffer id, every one full but the last):
+/// what the group a CQE proves ([`Cqe::buffer_selection`](crate::Cqe::buffer_selection))
+/// lets a buffer layer hand out. A read, a receive or a send does, except
+/// a receive with `MSG_TRUNC`, whose result is a datagram's whole length
+/// however little of it the buffers took (the rest of the group's
+/// buffers would be handed out while the kernel holds them); any other
+/// opcode's result means something else.
+#[inline]
+fn check_selecting(sqe: &Sqe) -> Result<()> {
+    match u32::from(sqe.opcode) {
+        sys::IORING_OP_READ | sys::IORING_OP_READV | sys::IORING_OP_READ_MULTISHOT => Ok(()),
+        sys::IORING_OP_SEND | sys::IORING_OP_SENDMSG => Ok(()),
+        sys::IORING_OP_RECV | sys::IORING_OP_RECVMSG if sqe.op_flags() & libc::MSG_TRUNC as u32 == 0 => Ok(()),
+        _ => Err(selecting_error(sqe)),
+    }
+}
+
+#[cold]
+fn selecting_error(sqe: &Sqe) -> Error {
+    let op = u32::from(sqe.opcode);
+    if op == sys::IORING_OP_RECV || op == sys::IORING_OP_RECVMSG {
+        Error::InvalidArgument(
+            "MSG_TRUNC on a receive that selects a provided buffer: its result would be the datagram's whole \
+             length, not the bytes the buffers took, so which buffers the kernel consumed could not be known"
+                .into(),
+        )
+    } else {
+        Error::InvalidArgument(format!(
+            "opcode {op} with IOSQE_BUFFER_SELECT: only reads, receives and sends may select a provided buffer \
+             here (their result counts the bytes in the buffers taken)"
+        ))
     }
 }
 

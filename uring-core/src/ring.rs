@@ -308,7 +308,10 @@ impl Ring {
     /// ring trusts them, see
     /// [`Cqe::buffer_selection`](crate::Cqe::buffer_selection); write the
     /// context with [`SqeContext::stamp`](crate::SqeContext::stamp)), a
-    /// pooled context's slot must not be recorded for another entry, and no
+    /// pooled context's slot must not be recorded for another entry, an
+    /// entry that selects a provided buffer must be one `stamp` accepts
+    /// (its result counts the bytes the buffers took: no `MSG_TRUNC`
+    /// receive), and no
     /// [`LayerData`](crate::LayerData) value may be used unless the caller
     /// is that layer. The typed pushes of `uring-ops` stamp and check all of
     /// this.
