@@ -189,7 +189,7 @@ fn a_held_buffer_is_never_named_again_nor_rewritten_while_the_ring_wraps() {
     tx.write_all(b"forgotten").unwrap();
     let f = br.take(&recv_one(&mut ring, &rx, 205, 2).cqe()).unwrap().unwrap();
     let forgotten = f.bid();
-    std::mem::forget(f);
+    drop(f); // (A `Buf` has no destructor: dropping it is forgetting it.)
     let mut handed_out = 2u32;
     let mut old = vec![s];
     for round in 0..50u32 {
@@ -855,8 +855,8 @@ fn every_truncating_or_foreign_selection_is_refused_at_push() {
     let pooled = ring.pools_mut().acquire_indirect().unwrap();
     assert!(push_refused(&mut ring, pooled, RecvSelect::new(fd, 222).flags(trunc)));
     // A plain receive given the selection through the SQE flags.
-    // SAFETY: the buffer outlives the ring's use of it (refused anyway).
     let mut mem = [0u8; 16];
+    // SAFETY: the buffer outlives the ring's use of it (refused anyway).
     let recv = unsafe { Recv::new(fd, &mut mem) }.flags(trunc);
     let mut raw = uring_core::Sqe::new(sys::IORING_OP_RECV as u8);
     raw.flags = SqeFlags::BUFFER_SELECT.bits();
