@@ -231,7 +231,11 @@ impl Recv {
 
     /// `MSG_*` flags (`MSG_WAITALL`, `MSG_PEEK`, `MSG_DONTWAIT`, `MSG_TRUNC`,
     /// `MSG_OOB`, `MSG_ERRQUEUE`, `MSG_CMSG_CLOEXEC`); others are refused
-    /// by [`check`](Prepare::check).
+    /// by [`check`](Prepare::check). On a receive that selects a provided
+    /// buffer ([`RecvSelect`], [`RecvBundle`], the multishot receives, or
+    /// `IOSQE_BUFFER_SELECT` added by hand) the push refuses `MSG_TRUNC`:
+    /// its result would be a datagram's whole length, not the bytes the
+    /// buffers took, so no one could tell which buffers the kernel used.
     #[inline]
     pub const fn flags(mut self, flags: i32) -> Self {
         self.flags = flags;
