@@ -940,8 +940,11 @@ impl BufRing {
     ///
     /// [`Error::InvalidArgument`] on a ring that is not incremental (push
     /// with `RingOps::push_op`), when `op` does not select from this group
-    /// (nothing is queued), or a request is in flight; the push's errors
-    /// ([`Error::Core`]).
+    /// or is a receive with `MSG_WAITALL` (nothing is queued: after a short
+    /// receive the kernel commits the bytes so far and then the whole
+    /// result, so its place in the buffer runs ahead of the results and the
+    /// ranges would hold bytes the receive did not write), or a request is
+    /// in flight; the push's errors ([`Error::Core`]).
     pub fn push_op<O: uring_ops::SafeOp>(&mut self, ring: &mut Ring, op: O) -> Result<SqeContext> {
         if !self.incremental {
             return Err(Error::invalid(format!(
@@ -968,7 +971,22 @@ impl BufRing {
         // layer's, used for this request only, and `take` checks the ring
         // and position of each CQE; this ring reserved the group, and the
         // entry is checked to select from it below.
+        let seen = std::cell::Cell::new((0u8, 0u32));
+        let op = Observed { op, seen: &seen };
+        // SAFETY: as above (`Observed` prepares exactly `op`'s entry).
         let (stamped, group) = unsafe { uring_ops::push_group_owner_layer_op(ring, value.context(), op) }?;
+        let (opcode, msg_flags) = seen.get();
+        let receive = u32::from(opcode) == sys::IORING_OP_RECV || u32::from(opcode) == sys::IORING_OP_RECVMSG;
+        if group == Some(self.group) && receive && msg_flags & libc::MSG_WAITALL as u32 != 0 {
+            // SAFETY: queued just above, not flushed, nothing depends on it.
+            unsafe { ring.retract_last_sqe() };
+            return Err(Error::invalid(format!(
+                "group {}: MSG_WAITALL on an incremental ring: after a short receive the kernel commits the bytes \
+                 received so far and then the whole result, so its place in the buffer runs ahead of the results \
+                 and the ranges handed out would hold bytes this receive did not write",
+                self.group
+            )));
+        }
         if group != Some(self.group) {
             // SAFETY: queued just above, not flushed, nothing depends on it.
             unsafe { ring.retract_last_sqe() };
@@ -1769,6 +1787,30 @@ impl BufRing {
     fn publish(&self) {
         // SAFETY: the tail lies in the live ring mapping.
         unsafe { publish_tail(self.tail, self.local_tail) };
+    }
+}
+
+/// An operation that notes the opcode and `msg_flags` of the entry it
+/// prepares ([`BufRing::push_op`] refuses some receives on incremental
+/// rings).
+struct Observed<'a, O> {
+    op: O,
+    seen: &'a std::cell::Cell<(u8, u32)>,
+}
+
+impl<O: uring_ops::Prepare> uring_ops::Prepare for Observed<'_, O> {
+    const CODE: u8 = O::CODE;
+    const USES_KEEP: bool = O::USES_KEEP;
+
+    #[inline]
+    fn check(&self, features: &uring_core::Features) -> uring_core::Result<()> {
+        self.op.check(features)
+    }
+
+    #[inline]
+    fn prepare(self, sqe: &mut uring_core::Sqe, keep: &mut uring_core::Keep) {
+        self.op.prepare(sqe, keep);
+        self.seen.set((sqe.opcode, sqe.op_flags()));
     }
 }
 
