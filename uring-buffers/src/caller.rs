@@ -238,7 +238,9 @@ impl RawMemory {
     /// or, if it never does, until the ring it was registered with has
     /// been closed ([`Ring::stop`] returned `Ok`, or the ring was dropped
     /// after a stop that left nothing behind; if the ring leaks its
-    /// attached memory because a request would not cancel, forever): the
+    /// attached memory because a request would not cancel, or the table
+    /// was dropped while a zero-copy send from it still awaited its
+    /// notification, forever): the
     /// `len` bytes at `ptr` must stay allocated and mapped, readable and
     /// writable, and must not be read, written or referenced by anything
     /// but the kernel and the table's accessors (the kernel writes them
@@ -501,6 +503,12 @@ pub(crate) struct CallerSlot {
 }
 
 impl CallerState {
+    /// Keeps the vault (and every region parked in it) for ever: see
+    /// [`RegisteredBuffers::leak_memory`](crate::RegisteredBuffers).
+    pub(crate) fn leak_vault(&self) {
+        std::mem::forget(self.vault.clone());
+    }
+
     /// A new state whose vault is attached to `ring`.
     pub(crate) fn new(ring: &mut Ring) -> Result<Self> {
         let vault = Arc::new(Vault::default());

@@ -176,7 +176,12 @@
 //! the kernel could not cancel). Dropping the table with operations in
 //! flight hands their iovec arrays to the ring (the kernel might still read
 //! them), which frees them once it has closed with nothing in flight; the
-//! buffers are fine.
+//! buffers are fine. One exception: a zero-copy send
+//! ([`send_fixed`](FixedBuffers::send_fixed), `sendmsg_fixed`, `send`)
+//! whose notification the table has not seen when it is dropped. No
+//! cancellation ends a notification, so the ring may count as quiet while
+//! the network stack still reads the buffer; the table's memory (the
+//! library's and the caller's) is then leaked, never freed.
 
 use std::fmt;
 use std::ops::Range;
@@ -1676,6 +1681,16 @@ impl FixedBuffers {
 
 impl Drop for FixedBuffers {
     fn drop(&mut self) {
+        // A zero-copy send whose notification has not been seen: the
+        // network stack may still read the buffer, after the ring has
+        // stopped too (nothing cancels a notification, so the ring counts
+        // as quiet and drops its copies of the memory). The memory then
+        // lives for ever: leaked, never freed while the kernel reads it.
+        let notification_due =
+            self.ops.iter().any(|slot| slot.live.as_ref().is_some_and(|live| live.kind.notifies() && !live.notified));
+        if notification_due {
+            self.bufs.leak_memory();
+        }
         // The kernel may still read the iovec arrays of operations in
         // flight (not in 6.18, which copies them at prep; older or later
         // kernels may differ): they go to the graveyard attached to the

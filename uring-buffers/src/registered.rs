@@ -645,6 +645,24 @@ impl RegisteredBuffers {
         }
     }
 
+    /// Makes every slot's memory (the library's mappings and the caller's
+    /// vault) live for ever, whatever becomes of this table and of the
+    /// ring's attached copies: for a table dropped while the kernel may
+    /// still read one of its buffers after the ring has closed. A
+    /// zero-copy send's notification is such a case: the network stack
+    /// holds the pages until it lets go of the data, and no cancellation
+    /// ends that, so `Ring::stop` finds the ring quiet meanwhile.
+    pub(crate) fn leak_memory(&self) {
+        for slot in self.slots.iter().flatten() {
+            if let SlotMem::Library(mapping) = &slot.mem {
+                std::mem::forget(mapping.clone());
+            }
+        }
+        if let Some(caller) = &self.caller {
+            caller.leak_vault();
+        }
+    }
+
     /// Slots in the table.
     pub fn len(&self) -> usize {
         self.slots.len()

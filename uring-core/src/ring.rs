@@ -169,7 +169,13 @@ impl Ring {
     /// waiting up to [`STOP_TIMEOUT`] for a request that cannot be
     /// interrupted at once; then the fd is closed. So once `stop` returns,
     /// the kernel no longer touches memory that in-flight operations
-    /// named.
+    /// named, with one exception no cancellation reaches: a zero-copy
+    /// send whose result CQE came with `IORING_CQE_F_MORE` is done as a
+    /// request, but the network stack may read its bytes until the
+    /// notification (`IORING_CQE_F_NOTIF`), after `stop` too. Memory a
+    /// zero-copy send names must live until its notification has been
+    /// reaped, or for ever: the library's zero-copy layers leak it
+    /// (`ZcTracker`, `uring_buffers::FixedBuffers`).
     ///
     /// Completions not reaped before `stop` are lost (`stop` discards the
     /// CQ as the cancellations complete, so an overflowing CQ does not
