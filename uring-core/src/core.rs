@@ -73,6 +73,11 @@ pub(crate) struct Core {
     pub(crate) enter_fd: i32,
     /// `IORING_ENTER_REGISTERED_RING` when entering through the index.
     pub(crate) enter_flags: u32,
+    /// The thread ([`this_thread`]) whose registered-ring table holds
+    /// `enter_fd` while `enter_flags` is set: the index means this ring in
+    /// that thread only (in another, it names that thread's ring of the
+    /// same index, or nothing).
+    pub(crate) registrant: u64,
     pub(crate) register_ring_fd: bool,
     /// `MADV_DONTFORK` on the ring mappings (see [`Options::dontfork`]).
     pub(crate) dontfork: bool,
@@ -218,6 +223,7 @@ impl Core {
             state: State::Created,
             enter_fd: raw_fd,
             enter_flags: 0,
+            registrant: 0,
             register_ring_fd,
             dontfork,
             issuer: None,
@@ -333,13 +339,13 @@ impl Core {
     /// `io_uring_enter` without an extended argument.
     #[inline]
     pub(crate) fn enter(&self, to_submit: u32, min_complete: u32, flags: u32) -> Result<u32> {
-        // SAFETY: `enter_fd` is this ring (fd or registered index, with the
-        // matching flag); every SQE it may consume was pushed through an
-        // `unsafe` push whose caller vouched for the memory it names; no
-        // signal mask or extended argument is passed.
-        let r = unsafe {
-            sys::io_uring_enter(self.enter_fd, to_submit, min_complete, flags | self.enter_flags, ptr::null())
-        };
+        let (fd, via) = self.enter_target();
+        // SAFETY: `fd` is this ring (its fd, or its registered index in
+        // the thread that registered it, with the matching flag); every SQE
+        // it may consume was pushed through an `unsafe` push whose caller
+        // vouched for the memory it names; no signal mask or extended
+        // argument is passed.
+        let r = unsafe { sys::io_uring_enter(fd, to_submit, min_complete, flags | via, ptr::null()) };
         r.map_err(|e| self.failed("io_uring_enter", e))
     }
 
@@ -347,7 +353,8 @@ impl Core {
     /// neither a timeout nor a minimum wait, else with an extended argument.
     /// `ETIME` (the timeout passed) is not an error here.
     pub(crate) fn enter_wait(&self, to_submit: u32, args: &WaitArgs) -> Result<u32> {
-        let mut flags = sys::IORING_ENTER_GETEVENTS | self.enter_flags;
+        let (fd, via) = self.enter_target();
+        let mut flags = sys::IORING_ENTER_GETEVENTS | via;
         if args.no_iowait {
             if !self.features.has(FeatureFlags::NO_IOWAIT) {
                 return Err(Error::unsupported("IORING_ENTER_NO_IOWAIT", Some("needs Linux 6.15")));
@@ -364,7 +371,7 @@ impl Core {
             args.timeout.is_none() && args.min_wait.is_none() && args.sigmask.is_none() && args.deadline.is_none();
         let r = if plain {
             // SAFETY: as in `enter`.
-            unsafe { sys::io_uring_enter(self.enter_fd, to_submit, args.min, flags, ptr::null()) }
+            unsafe { sys::io_uring_enter(fd, to_submit, args.min, flags, ptr::null()) }
         } else {
             let ts = args.timeout.or(args.deadline).map(|t| sys::__kernel_timespec {
                 tv_sec: t.as_secs().min(i64::MAX as u64) as i64,
@@ -390,7 +397,7 @@ impl Core {
             // exactly that structure.
             unsafe {
                 sys::io_uring_enter2(
-                    self.enter_fd,
+                    fd,
                     to_submit,
                     args.min,
                     flags | sys::IORING_ENTER_EXT_ARG,
@@ -444,6 +451,13 @@ impl Core {
 
     pub(crate) fn register_ring_fd(&mut self) -> Result<u32> {
         if self.enter_flags != 0 {
+            if self.registrant != this_thread() {
+                return Err(Error::InvalidArgument(
+                    "the ring fd is registered in another thread's table (IORING_REGISTER_RING_FDS is per thread); \
+                     this thread enters through the fd"
+                        .into(),
+                ));
+            }
             return Ok(self.enter_fd as u32);
         }
         let mut upd = sys::io_uring_rsrc_update { offset: u32::MAX, data: self.raw_fd as u64, ..Default::default() };
@@ -459,7 +473,25 @@ impl Core {
         .map_err(|e| Error::io("IORING_REGISTER_RING_FDS", e))?;
         self.enter_fd = upd.offset as i32;
         self.enter_flags = sys::IORING_ENTER_REGISTERED_RING;
+        self.registrant = this_thread();
         Ok(upd.offset)
+    }
+
+    /// The fd and flag an `io_uring_enter` of this thread takes: the
+    /// registered index only in the thread that registered it (in another
+    /// thread the same index names that thread's ring, or nothing), else
+    /// the fd.
+    #[inline(always)]
+    pub(crate) fn enter_target(&self) -> (i32, u32) {
+        if self.enter_flags == 0 { (self.enter_fd, 0) } else { self.registered_target() }
+    }
+
+    /// [`enter_target`](Self::enter_target) for a registered ring, out of
+    /// line: the thread-local lookup stays off an unregistered ring's path.
+    #[cold]
+    #[inline(never)]
+    fn registered_target(&self) -> (i32, u32) {
+        if self.registrant == this_thread() { (self.enter_fd, self.enter_flags) } else { (self.raw_fd, 0) }
     }
 
     /// Ends the ring: closes `sq` to new entries, on SQPOLL waits until the
@@ -479,11 +511,17 @@ impl Core {
         if let Some((sq, _)) = queues.as_mut() {
             sq.close();
         }
-        if self.enter_flags != 0 {
+        // A registration in another thread's table cannot be removed from
+        // here (the same index in this thread's table is another ring's, or
+        // nothing): it keeps the kernel's ring alive until that thread
+        // exits, with whatever entries were published and not consumed.
+        let mut registered_elsewhere = false;
+        if self.enter_flags != 0 && self.registrant != this_thread() {
+            registered_elsewhere = true;
+        } else if self.enter_flags != 0 {
             let upd = sys::io_uring_rsrc_update { offset: self.enter_fd as u32, ..Default::default() };
             // SAFETY: UNREGISTER_RING_FDS reads one io_uring_rsrc_update.
-            // Best effort: from another thread the index is not ours and
-            // the kernel says EINVAL; the thread's exit releases it then.
+            // Best effort: the registering thread's own index.
             let _ = unsafe {
                 sys::io_uring_register(
                     self.raw_fd,
@@ -500,7 +538,7 @@ impl Core {
             (State::Created, _) => true,
             (_, Some((sq, cq))) => {
                 let drained = !self.sqpoll || self.drain_sq(sq);
-                if !drained {
+                if !drained || (registered_elsewhere && sq.unconsumed() > 0) {
                     // The poller may still read entries the kernel has not
                     // consumed, and the memory their `Keep`s hold.
                     sq.leak_keeps();
@@ -639,6 +677,27 @@ impl Core {
         }
         false
     }
+}
+
+/// A number for the calling thread, never given to another thread of the
+/// process (unlike a thread-local's address or a tid, which an exited
+/// thread's successor may get).
+#[inline]
+pub(crate) fn this_thread() -> u64 {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static ID: Cell<u64> = const { Cell::new(0) };
+    }
+    ID.with(|id| match id.get() {
+        0 => {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            id.set(n);
+            n
+        }
+        n => n,
+    })
 }
 
 /// How long `stop` waits for a request that cancellation cannot interrupt

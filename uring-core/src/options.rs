@@ -349,9 +349,13 @@ impl Options {
     /// enter through the registered index (`IORING_ENTER_REGISTERED_RING`),
     /// which skips a file-table lookup per `io_uring_enter`.
     ///
-    /// The registration belongs to the thread that calls `start`: a ring
-    /// moved to another thread afterwards must not use this option (its
-    /// enters would fail with `EBADF`, reported as such).
+    /// The registration belongs to the thread that calls `start` (the
+    /// kernel keeps one table per thread, and the same index in another
+    /// thread names that thread's ring, or nothing): a ring moved to
+    /// another thread enters through its fd there, and a ring stopped or
+    /// dropped in another thread leaves the registration to the first
+    /// thread's exit (keeping the `Keep`s of entries it published and the
+    /// kernel did not consume).
     pub fn register_ring_fd(mut self, on: bool) -> Self {
         self.register_ring_fd = on;
         self

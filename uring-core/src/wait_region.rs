@@ -197,10 +197,8 @@ impl Ring {
             return Err(Error::unsupported("registered wait arguments on an SQPOLL ring", None));
         }
         let pending = self.sq.flush();
-        let mut flags = sys::IORING_ENTER_GETEVENTS
-            | sys::IORING_ENTER_EXT_ARG
-            | sys::IORING_ENTER_EXT_ARG_REG
-            | self.core.enter_flags;
+        let (fd, via) = self.core.enter_target();
+        let mut flags = sys::IORING_ENTER_GETEVENTS | sys::IORING_ENTER_EXT_ARG | sys::IORING_ENTER_EXT_ARG_REG | via;
         if absolute {
             flags |= sys::IORING_ENTER_ABS_TIMER;
         }
@@ -208,9 +206,7 @@ impl Ring {
         // ring's registered region, not an address: the kernel checks it
         // against the region's size and reads the slot through its own
         // mapping (kept alive by the ring: the region is attached).
-        let r = unsafe {
-            sys::io_uring_enter2(self.core.enter_fd, pending, min, flags, (slot as usize * SLOT) as *const c_void, SLOT)
-        };
+        let r = unsafe { sys::io_uring_enter2(fd, pending, min, flags, (slot as usize * SLOT) as *const c_void, SLOT) };
         match r {
             Ok(_) => {}
             Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
