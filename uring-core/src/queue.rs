@@ -338,7 +338,7 @@ impl Sq {
     pub(crate) fn leak_keeps(&mut self) {
         // First: no slot is handed out again (`keep` relies on it).
         self.close();
-        std::mem::forget(std::mem::take(&mut self.keeps));
+        crate::core::keep_for_ever(Box::new(std::mem::take(&mut self.keeps)));
     }
 
     /// After a flush on an SQPOLL ring: whether the poller thread sleeps
