@@ -12,10 +12,11 @@
 //! [`FileOps`] methods take the same arguments (`unsafe` for the same
 //! reason). `'static` bytes need no `unsafe`: [`Write::from_static`].
 //!
-//! The fixed-buffer builders ([`ReadFixed`], …) still take an address and
-//! a length into registered memory and go through
-//! [`RingOps::push_op_unchecked`]; `uring_buffers::FixedBuffers` is their
-//! safe form.
+//! The fixed-buffer builders ([`ReadFixed`], …) take an address and a
+//! length into registered memory in the same kind of `unsafe` constructor
+//! (`from_raw_parts`), whose caller keeps that memory valid until the
+//! CQE; they are then [`SafeOp`]s too. `uring_buffers::FixedBuffers` is
+//! their safe form, which tracks the buffer itself.
 //!
 //! # Offsets
 //!
