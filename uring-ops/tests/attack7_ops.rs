@@ -69,6 +69,9 @@ fn zc_send_cancelled_by_its_id_never_reads_the_returned_payload() {
         all
     });
     let mut back = false;
+    // Payloads handed back, kept allocated (and Z-filled) while the peer
+    // reads, and freed only after it has read everything.
+    let mut kept = Vec::new();
     let mut slots = [CqeSlot::EMPTY; 16];
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut cancel_seen = cancel.is_err();
@@ -80,12 +83,12 @@ fn zc_send_cancelled_by_its_id_never_reads_the_returned_payload() {
                 for cqe in done.iter() {
                     match tracker.handle_cqe(&cqe) {
                         Some(
-                            ZcEvent::Released { payload: Some(mut p), .. } | ZcEvent::Finished { payload: Some(mut p), .. },
+                            ZcEvent::Released { payload: Some(mut p), .. }
+                            | ZcEvent::Finished { payload: Some(mut p), .. },
                         ) => {
                             p.fill(b'Z');
                             back = true;
-                            // keep the memory allocated (and Z-filled) while the peer reads
-                            std::mem::forget(p);
+                            kept.push(p);
                         }
                         Some(ev) => eprintln!("zc event: {ev:?}"),
                         None => {
@@ -101,6 +104,7 @@ fn zc_send_cancelled_by_its_id_never_reads_the_returned_payload() {
     }
     drop(client);
     let got = reader.join().unwrap();
+    drop(kept);
     let zs = got.iter().filter(|&&b| b == b'Z').count();
     assert_eq!(
         zs, 0,
