@@ -506,7 +506,7 @@ impl CallerState {
     /// Keeps the vault (and every region parked in it) for ever: see
     /// [`RegisteredBuffers::leak_memory`](crate::RegisteredBuffers).
     pub(crate) fn leak_vault(&self) {
-        crate::registered::keep_for_ever(Box::new(self.vault.clone()));
+        uring_core::keep_for_ever(Box::new(self.vault.clone()));
     }
 
     /// A new state whose vault is attached to `ring`.

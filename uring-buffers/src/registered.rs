@@ -98,16 +98,6 @@ pub struct RegisteredBuffers {
     caller: Option<CallerState>,
 }
 
-/// Memory the kernel may use for as long as the process lives (see
-/// [`RegisteredBuffers::leak_memory`]): never dropped, but reachable, so a
-/// leak checker does not report it as lost.
-static FOR_EVER: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send + Sync>>> = std::sync::Mutex::new(Vec::new());
-
-/// Keeps `memory` until the process exits.
-pub(crate) fn keep_for_ever(memory: Box<dyn std::any::Any + Send + Sync>) {
-    FOR_EVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(memory);
-}
-
 /// Turns a registration errno into the error that explains it.
 fn registration_error(what: &'static str, asked: usize, e: uring_core::Error) -> Error {
     if let uring_core::Error::Io { source, .. } = &e
@@ -665,7 +655,7 @@ impl RegisteredBuffers {
     pub(crate) fn leak_memory(&self) {
         for slot in self.slots.iter().flatten() {
             if let SlotMem::Library(mapping) = &slot.mem {
-                keep_for_ever(Box::new(mapping.clone()));
+                uring_core::keep_for_ever(Box::new(mapping.clone()));
             }
         }
         if let Some(caller) = &self.caller {

@@ -684,8 +684,12 @@ impl Core {
 /// from this static, so a leak checker does not report it as lost.
 static FOR_EVER: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>> = std::sync::Mutex::new(Vec::new());
 
-/// Keeps `memory` until the process exits (a leak, on purpose).
-pub(crate) fn keep_for_ever(memory: Box<dyn std::any::Any + Send>) {
+/// Keeps `memory` until the process exits: a leak on purpose, for memory
+/// the kernel may still use and that nothing can wait for (what a stop
+/// could not prove idle; a layer's buffers under a zero-copy send whose
+/// notification will never be reaped). Never dropped, but reachable from a
+/// static, so a leak checker does not report it as lost.
+pub fn keep_for_ever(memory: Box<dyn std::any::Any + Send>) {
     FOR_EVER.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(memory);
 }
 

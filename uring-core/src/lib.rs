@@ -52,6 +52,7 @@ mod sigmask;
 mod sqe;
 mod wait_region;
 
+pub use crate::core::keep_for_ever;
 pub use context::{
     ContextMode, ContextPools, CtxWords, ExtData, ExtSqe, IndirectSqe, Layer, LayerData, PlainData, PoolStats,
     SqeContext,
